@@ -1,0 +1,176 @@
+import Foundation
+
+/// Turns a request body into validated events, for each media type CONTRACT §2 accepts.
+/// A batch is all-or-nothing: any invalid item fails the whole request, and every invalid
+/// item is named (index, and line for NDJSON).
+public struct EventIntake: Sendable {
+    public var validator: EventValidator
+    public var maxItems: Int
+
+    public init(validator: EventValidator = EventValidator(), maxItems: Int = 1000) {
+        self.validator = validator
+        self.maxItems = maxItems
+    }
+
+    public enum MediaType: Sendable, Equatable {
+        case json, ndjson, cloudEvent, cloudEventBatch
+        /// CloudEvents binary mode: attributes in `ce-*` headers, the body is `data`.
+        case cloudEventBinary
+    }
+
+    /// Picks the mode from `Content-Type` (parameters ignored) and the presence of
+    /// `ce-specversion`. nil means unsupported (415).
+    public static func mediaType(contentType: String?, hasCESpecVersion: Bool) -> MediaType? {
+        let base = (contentType ?? "application/json").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        switch base {
+        case "application/cloudevents+json": return .cloudEvent
+        case "application/cloudevents-batch+json": return .cloudEventBatch
+        case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines":
+            return .ndjson
+        case "application/json", "":
+            return hasCESpecVersion ? .cloudEventBinary : .json
+        default:
+            return nil
+        }
+    }
+
+    /// `headers(name)` answers lower-case header names (only used in binary mode).
+    public func events(from body: [UInt8], mediaType: MediaType, headers: (String) -> String? = { _ in nil }) -> Result<[Event], Problem> {
+        switch mediaType {
+        case .json:
+            return parseJSON(body).flatMap { value in
+                if case .array(let items) = value { return validateBatch(items.enumerated().map { ($0.offset, nil, $0.element) }, plain: true) }
+                return validateBatch([(nil, nil, value)], plain: true)
+            }
+        case .cloudEvent:
+            return parseJSON(body).flatMap { validateBatch([(nil, nil, $0)], plain: false) }
+        case .cloudEventBatch:
+            return parseJSON(body).flatMap { value in
+                guard case .array(let items) = value else {
+                    return .failure(.invalid([FieldError(field: "(body)", detail: "must be a JSON array of CloudEvents")]))
+                }
+                return validateBatch(items.enumerated().map { ($0.offset, nil, $0.element) }, plain: false)
+            }
+        case .ndjson:
+            var items: [(Int?, Int?, JSONValue)] = []
+            var parseErrors: [FieldError] = []
+            var lineNumber = 0
+            var start = 0
+            let count = body.count
+            while start <= count {
+                var end = start
+                while end < count, body[end] != UInt8(ascii: "\n") { end += 1 }
+                lineNumber += 1
+                let line = body[start..<end]
+                if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
+                    do {
+                        let value = try JSONValue.parse(bytes: line)
+                        items.append((items.count, lineNumber, value))
+                    } catch {
+                        parseErrors.append(FieldError(index: items.count, line: lineNumber, field: "(line)", detail: "is not valid JSON: \(error.message) at column \(error.column)"))
+                        items.append((items.count, lineNumber, .null))
+                    }
+                    if items.count > maxItems { return .failure(tooMany()) }
+                }
+                start = end + 1
+            }
+            if !parseErrors.isEmpty { return .failure(.invalid(parseErrors)) }
+            return validateBatch(items, plain: true)
+        case .cloudEventBinary:
+            return parseJSON(body).flatMap { data in
+                var object = JSONObject()
+                for attribute in ["specversion", "id", "source", "type", "time", "subject", "dataschema"] {
+                    if let value = headers("ce-\(attribute)") { object.append(attribute, .string(value)) }
+                }
+                object.append("data", data)
+                return validateBatch([(nil, nil, .object(object))], plain: false)
+            }
+        }
+    }
+
+    private func tooMany() -> Problem { .tooLarge("a request carries at most \(maxItems) events; split the batch") }
+
+    private func parseJSON(_ body: [UInt8]) -> Result<JSONValue, Problem> {
+        if body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
+            return .failure(.badRequest("the request body is empty; send a JSON event"))
+        }
+        do {
+            return .success(try JSONValue.parse(bytes: body))
+        } catch {
+            return .failure(.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)"))
+        }
+    }
+
+    private func validateBatch(_ items: [(index: Int?, line: Int?, value: JSONValue)], plain: Bool) -> Result<[Event], Problem> {
+        if items.count > maxItems { return .failure(tooMany()) }
+        if items.isEmpty { return .failure(.invalid([FieldError(field: "(body)", detail: "holds no events")])) }
+        var events: [Event] = []
+        events.reserveCapacity(items.count)
+        var errors: [FieldError] = []
+        for item in items {
+            let result = plain
+                ? validator.validate(item.value, index: item.index, line: item.line)
+                : validateCloudEvent(item.value, index: item.index)
+            switch result {
+            case .success(let event): if errors.isEmpty { events.append(event) }
+            case .failure(let e): errors.append(contentsOf: e.errors)
+            }
+            if errors.count >= 100 { break }
+        }
+        return errors.isEmpty ? .success(events) : .failure(.invalid(errors))
+    }
+
+    /// CloudEvents 1.0 → Gatehouse event: `id`, `type`, `time` map directly; `data` supplies the
+    /// rest, its unknown keys and any extension attributes go to `attributes`; without
+    /// `data.pipeline` the last path segment of `source` is the pipeline; `subject` is the run.
+    public func validateCloudEvent(_ value: JSONValue, index: Int? = nil) -> Result<Event, InvalidEvent> {
+        guard case .object(let ce) = value else {
+            return .failure(InvalidEvent([FieldError(index: index, field: "(event)", detail: "must be a CloudEvent JSON object, got \(value.typeName)")]))
+        }
+        var errors: [FieldError] = []
+        func fail(_ field: String, _ detail: String) { errors.append(FieldError(index: index, field: field, detail: detail)) }
+
+        switch ce["specversion"] {
+        case .string("1.0")?: break
+        case nil: fail("specversion", "is required (\"1.0\")")
+        default: fail("specversion", "must be \"1.0\"")
+        }
+        for required in ["id", "source", "type"] where ce[required]?.stringValue?.isEmpty ?? true {
+            fail(required, "is required and must be a non-empty string")
+        }
+        if ce["data_base64"] != nil { fail("data_base64", "is not supported; send the event's data as a JSON object in data") }
+        if let contentType = ce["datacontenttype"]?.stringValue, !contentType.lowercased().hasPrefix("application/json") {
+            fail("datacontenttype", "must be application/json (got \"\(contentType)\")")
+        }
+
+        var fields = JSONObject()
+        var attributes = JSONObject()
+        switch ce["data"] {
+        case .object(let data)?:
+            for (key, value) in data {
+                if key == "attributes", case .object(let given) = value {
+                    for (k, v) in given { attributes[k] = v }
+                } else if EventValidator.fields.contains(key) && !["id", "type", "time"].contains(key) {
+                    fields[key] = value
+                } else {
+                    attributes[key] = value
+                }
+            }
+        case nil, .null?: break
+        case let other?: fail("data", "must be a JSON object, got \(other.typeName)")
+        }
+        let standard: Set<String> = ["specversion", "id", "source", "type", "time", "subject", "data", "datacontenttype", "dataschema", "data_base64"]
+        for (key, value) in ce where !standard.contains(key) { attributes[key] = value }
+
+        if let id = ce["id"] { fields["id"] = id }
+        if let type = ce["type"] { fields["type"] = type }
+        if let time = ce["time"] { fields["time"] = time }
+        if fields["pipeline"] == nil, let source = ce["source"]?.stringValue {
+            let segment = source.split(separator: "/").last.map(String.init) ?? source
+            if !segment.isEmpty { fields["pipeline"] = .string(segment) }
+        }
+        if fields["run"] == nil, let subject = ce["subject"] { fields["run"] = subject }
+        if !attributes.isEmpty { fields["attributes"] = .object(attributes) }
+        return validator.build(fields, index: index, line: Int?.none, errors: errors)
+    }
+}

@@ -1,0 +1,390 @@
+import Foundation
+import GatehouseCore
+import Yams
+
+/// Reads `gatehouse.yml` into a `GatehouseConfig`, collecting every problem with its line
+/// instead of stopping at the first, so `gatehouse config check` can list them all.
+public struct ConfigLoader {
+    public var environment: [String: String]
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
+
+    public struct Loaded {
+        public var config: GatehouseConfig
+        public var issues: [ConfigIssue]
+    }
+
+    public func load(file path: String) -> Loaded {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return Loaded(config: GatehouseConfig(), issues: [ConfigIssue(line: 0, message: "cannot read config file \(path)")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            return Loaded(config: GatehouseConfig(), issues: [ConfigIssue(line: 0, message: "config file \(path) is not UTF-8")])
+        }
+        return load(yaml: text)
+    }
+
+    public func load(yaml text: String) -> Loaded {
+        var walker = Walker(environment: environment)
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            return Loaded(config: GatehouseConfig(), issues: [ConfigIssue(line: Self.line(of: error), message: "invalid YAML: \(Self.describe(error))")])
+        } catch {
+            return Loaded(config: GatehouseConfig(), issues: [ConfigIssue(line: 0, message: "invalid YAML: \(error)")])
+        }
+        if let node { walker.root(node) }
+        walker.crossCheck()
+        return Loaded(config: walker.config, issues: walker.issues.sorted { $0.line < $1.line })
+    }
+
+    static func line(of error: YamlError) -> Int {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        default: return 0
+        }
+    }
+
+    static func describe(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
+        default: return "\(error)"
+        }
+    }
+}
+
+private struct Walker {
+    var environment: [String: String]
+    var config = GatehouseConfig()
+    var issues: [ConfigIssue] = []
+    /// Receiver names referenced by routes, with the line of the reference.
+    var receiverReferences: [(name: String, line: Int, field: String)] = []
+
+    init(environment: [String: String]) { self.environment = environment }
+
+    mutating func issue(_ node: Node?, _ message: String) { issues.append(ConfigIssue(line: node?.mark?.line ?? 0, message: message)) }
+
+    /// The mapping's entries, reporting keys that are not in `known` (with a close match when
+    /// there is one, because most unknown keys are typos).
+    mutating func entries(_ node: Node, _ section: String, known: [String]) -> [(key: String, keyNode: Node, value: Node)] {
+        guard case .mapping(let mapping) = node else {
+            issue(node, "\(section) must be a mapping")
+            return []
+        }
+        var result: [(String, Node, Node)] = []
+        var seen = Set<String>()
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.string else { issue(keyNode, "\(section): keys must be strings"); continue }
+            // `foo_file: /path` stands for `foo: <contents of /path>`.
+            let base = key.hasSuffix("_file") ? String(key.dropLast(5)) : key
+            guard known.contains(key) || (key.hasSuffix("_file") && known.contains(base)) else {
+                let hint = known.min(by: { editDistance($0, key) < editDistance($1, key) }).flatMap { editDistance($0, key) <= 2 ? " (did you mean \($0)?)" : nil } ?? ""
+                issue(keyNode, "unknown key \"\(key)\" in \(section)\(hint)")
+                continue
+            }
+            if seen.contains(base) { issue(keyNode, "\(section): \(base) is given twice"); continue }
+            seen.insert(base)
+            result.append((key, keyNode, value))
+        }
+        return result
+    }
+
+    /// A scalar string with `${VAR}` expanded, or the contents of a `*_file`.
+    mutating func string(_ key: String, _ node: Node, _ section: String) -> String? {
+        guard case .scalar(let scalar) = node else { issue(node, "\(section).\(key) must be a single value"); return nil }
+        guard let expanded = expand(scalar.string, node, "\(section).\(key)") else { return nil }
+        if key.hasSuffix("_file") {
+            guard let data = FileManager.default.contents(atPath: expanded), let text = String(data: data, encoding: .utf8) else {
+                issue(node, "\(section).\(key): cannot read file \(expanded)")
+                return nil
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return expanded
+    }
+
+    mutating func expand(_ text: String, _ node: Node, _ what: String) -> String? {
+        guard text.contains("${") else { return text }
+        var out = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            out += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                issue(node, "\(what): unterminated ${ in value")
+                return nil
+            }
+            let name = String(rest[start.upperBound..<end])
+            guard let value = environment[name] else {
+                issue(node, "\(what): environment variable \(name) is not set")
+                return nil
+            }
+            out += value
+            rest = rest[rest.index(after: end)...]
+        }
+        return out + rest
+    }
+
+    mutating func duration(_ key: String, _ node: Node, _ section: String) -> GatehouseDuration? {
+        guard let text = string(key, node, section) else { return nil }
+        guard let d = GatehouseDuration(text) else {
+            issue(node, "\(section).\(key): bad duration \"\(text)\" (use forms like 30s, 5m, 4h, 1h30m)")
+            return nil
+        }
+        return d
+    }
+
+    mutating func bool(_ key: String, _ node: Node, _ section: String) -> Bool? {
+        guard let text = string(key, node, section) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: issue(node, "\(section).\(key) must be true or false"); return nil
+        }
+    }
+
+    mutating func int(_ key: String, _ node: Node, _ section: String, range: ClosedRange<Int>) -> Int? {
+        guard let text = string(key, node, section) else { return nil }
+        guard let v = Int(text), range.contains(v) else {
+            issue(node, "\(section).\(key) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            return nil
+        }
+        return v
+    }
+
+    mutating func size(_ key: String, _ node: Node, _ section: String) -> Int? {
+        guard let text = string(key, node, section) else { return nil }
+        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("B", 1)]
+        let trimmed = text.replacingOccurrences(of: " ", with: "")
+        for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+            if let n = Int(trimmed.dropLast(suffix.count)), n > 0 { return n * factor }
+        }
+        if let n = Int(trimmed), n > 0 { return n }
+        issue(node, "\(section).\(key): bad size \"\(text)\" (use bytes or forms like 512KiB, 1MiB)")
+        return nil
+    }
+
+    mutating func stringList(_ key: String, _ node: Node, _ section: String) -> [(String, Node)] {
+        guard case .sequence(let sequence) = node else {
+            issue(node, "\(section).\(key) must be a list")
+            return []
+        }
+        var out: [(String, Node)] = []
+        for item in sequence {
+            if let s = string(key, item, section) { out.append((s, item)) }
+        }
+        return out
+    }
+
+    mutating func matchers(_ key: String, _ node: Node, _ section: String) -> [Matcher] {
+        var result: [Matcher] = []
+        for (text, itemNode) in stringList(key, node, section) {
+            do { result.append(contentsOf: try Matcher.parseList(text)) } catch {
+                issue(itemNode, "\(section).\(key): bad matcher '\(text)': \(error.message)")
+            }
+        }
+        return result
+    }
+
+    mutating func root(_ node: Node) {
+        for (key, _, value) in entries(node, "the config", known: ["server", "storage", "log", "receivers", "route", "inhibit_rules", "templates"]) {
+            switch key {
+            case "server": server(value)
+            case "storage": storage(value)
+            case "log": log(value)
+            case "receivers": receivers(value)
+            case "route": config.route = route(value, path: "route", isRoot: true)
+            case "inhibit_rules": inhibitRules(value)
+            case "templates":
+                if let dir = string(key, value, "the config") {
+                    var isDirectory: ObjCBool = false
+                    if !FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                        issue(value, "templates: directory \(dir) does not exist")
+                    }
+                    config.templatesDirectory = dir
+                }
+            default: break
+            }
+        }
+    }
+
+    mutating func server(_ node: Node) {
+        for (key, _, value) in entries(node, "server", known: ["address", "public_url", "max_body", "max_batch", "sse_heartbeat", "shutdown_timeout"]) {
+            switch key {
+            case "address":
+                if let address = string(key, value, "server") {
+                    if ServerAddress(address) == nil { issue(value, "server.address: \"\(address)\" is not HOST:PORT") } else { config.server.address = address }
+                }
+            case "public_url", "public_url_file":
+                if let url = string(key, value, "server") {
+                    if EventValidator.isHTTPURL(url) { config.server.publicURL = url } else { issue(value, "server.public_url must be an http(s) URL") }
+                }
+            case "max_body": if let v = size(key, value, "server") { config.server.maxBodyBytes = v }
+            case "max_batch": if let v = int(key, value, "server", range: 1...100_000) { config.server.maxBatchItems = v }
+            case "sse_heartbeat": if let v = duration(key, value, "server") { config.server.sseHeartbeat = v }
+            case "shutdown_timeout": if let v = duration(key, value, "server") { config.server.shutdownTimeout = v }
+            default: break
+            }
+        }
+    }
+
+    mutating func storage(_ node: Node) {
+        for (key, _, value) in entries(node, "storage", known: ["sqlite", "durability"]) {
+            switch key {
+            case "sqlite": if let v = string(key, value, "storage") { config.storage.sqlite = v }
+            case "durability":
+                if let v = string(key, value, "storage") {
+                    if let d = Durability(rawValue: v) { config.storage.durability = d } else { issue(value, "storage.durability must be full or normal") }
+                }
+            default: break
+            }
+        }
+    }
+
+    mutating func log(_ node: Node) {
+        for (key, _, value) in entries(node, "log", known: ["level", "format"]) {
+            guard let v = string(key, value, "log") else { continue }
+            if key == "level" {
+                if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(v) { config.log.level = v } else { issue(value, "log.level must be one of trace, debug, info, notice, warning, error, critical") }
+            } else {
+                if ["json", "text"].contains(v) { config.log.format = v } else { issue(value, "log.format must be json or text") }
+            }
+        }
+    }
+
+    static let receiverSettings: [GatehouseConfig.ReceiverKind: [String]] = [
+        .slack: ["webhook_url", "signing_secret", "channel", "username", "icon_emoji"],
+        .discord: ["webhook_url", "public_key", "application_id", "username"],
+        .mattermost: ["webhook_url", "channel", "username", "icon_url"],
+        .webhook: ["url", "secret"],
+    ]
+    static let requiredSetting: [GatehouseConfig.ReceiverKind: String] = [.slack: "webhook_url", .discord: "webhook_url", .mattermost: "webhook_url", .webhook: "url"]
+
+    mutating func receivers(_ node: Node) {
+        guard case .sequence(let sequence) = node else { issue(node, "receivers must be a list"); return }
+        for item in sequence {
+            var name: String?
+            var kinds: [(GatehouseConfig.ReceiverKind, [String: Secret], Node)] = []
+            for (key, _, value) in entries(item, "receiver", known: ["name", "max_age"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
+                if key == "name" { name = string(key, value, "receiver"); continue }
+                if key == "max_age" { _ = duration(key, value, "receiver"); continue }
+                guard let kind = GatehouseConfig.ReceiverKind(rawValue: key) else { continue }
+                var settings: [String: Secret] = [:]
+                for (settingKey, _, settingValue) in entries(value, "receiver \(key)", known: Self.receiverSettings[kind]!) {
+                    let base = settingKey.hasSuffix("_file") ? String(settingKey.dropLast(5)) : settingKey
+                    if let v = string(settingKey, settingValue, key) { settings[base] = Secret(v) }
+                }
+                let required = Self.requiredSetting[kind]!
+                if settings[required] == nil, case .mapping = value { issue(value, "receiver \(name ?? "?"): \(key).\(required) is required") }
+                if let url = settings[required], !EventValidator.isHTTPURL(url.value) { issue(value, "receiver \(name ?? "?"): \(key).\(required) must be an http(s) URL") }
+                kinds.append((kind, settings, value))
+            }
+            guard let name, !name.isEmpty else { issue(item, "receiver without a name"); continue }
+            if config.receivers.contains(where: { $0.name == name }) { issue(item, "receiver \"\(name)\" is defined twice"); continue }
+            guard kinds.count == 1 else {
+                issue(item, kinds.isEmpty ? "receiver \"\(name)\" names no platform (slack, discord, mattermost or webhook)" : "receiver \"\(name)\" names more than one platform; use one receiver each")
+                continue
+            }
+            config.receivers.append(.init(name: name, kind: kinds[0].0, settings: kinds[0].1, line: item.mark?.line ?? 0))
+        }
+    }
+
+    mutating func route(_ node: Node, path: String, isRoot: Bool) -> GatehouseConfig.Route {
+        var route = GatehouseConfig.Route()
+        route.line = node.mark?.line ?? 0
+        for (key, _, value) in entries(node, path, known: ["receiver", "matchers", "group_by", "group_wait", "group_interval", "repeat_interval", "continue", "routes", "fallback"]) {
+            switch key {
+            case "receiver":
+                if let v = string(key, value, path) { route.receiver = v; receiverReferences.append((v, value.mark?.line ?? 0, "\(path).receiver")) }
+            case "fallback":
+                if let v = string(key, value, path) { route.fallback = v; receiverReferences.append((v, value.mark?.line ?? 0, "\(path).fallback")) }
+            case "matchers":
+                route.matchers = matchers(key, value, path)
+                if isRoot && !route.matchers.isEmpty { issue(value, "route: the root route matches every event and takes no matchers") }
+            case "group_by":
+                let names = stringList(key, value, path)
+                for (name, n) in names where name != "..." && !EventValidator.isLabelName(name) { issue(n, "\(path).group_by: \"\(name)\" is not a field or label name") }
+                route.groupBy = names.map(\.0)
+            case "group_wait": route.groupWait = duration(key, value, path)
+            case "group_interval": route.groupInterval = duration(key, value, path)
+            case "repeat_interval": route.repeatInterval = duration(key, value, path)
+            case "continue": route.continueMatching = bool(key, value, path) ?? false
+            case "routes":
+                guard case .sequence(let children) = value else { issue(value, "\(path).routes must be a list"); continue }
+                for (i, child) in children.enumerated() { route.routes.append(self.route(child, path: "\(path).routes[\(i)]", isRoot: false)) }
+            default: break
+            }
+        }
+        if isRoot && route.receiver == nil { issue(node, "route: the root route needs a receiver (the default for events no child route takes)") }
+        return route
+    }
+
+    mutating func inhibitRules(_ node: Node) {
+        guard case .sequence(let sequence) = node else { issue(node, "inhibit_rules must be a list"); return }
+        for (i, item) in sequence.enumerated() {
+            var rule = GatehouseConfig.InhibitRule()
+            let path = "inhibit_rules[\(i)]"
+            for (key, _, value) in entries(item, path, known: ["source_matchers", "target_matchers", "equal"]) {
+                switch key {
+                case "source_matchers": rule.sourceMatchers = matchers(key, value, path)
+                case "target_matchers": rule.targetMatchers = matchers(key, value, path)
+                case "equal": rule.equal = stringList(key, value, path).map(\.0)
+                default: break
+                }
+            }
+            if rule.sourceMatchers.isEmpty || rule.targetMatchers.isEmpty { issue(item, "\(path) needs source_matchers and target_matchers") }
+            config.inhibitRules.append(rule)
+        }
+    }
+
+    mutating func crossCheck() {
+        let names = Set(config.receivers.map(\.name))
+        for reference in receiverReferences where !names.contains(reference.name) {
+            issues.append(ConfigIssue(line: reference.line, message: "\(reference.field) names unknown receiver \"\(reference.name)\"" + (names.isEmpty ? " (no receivers are defined)" : " (defined: \(names.sorted().joined(separator: ", ")))")))
+        }
+    }
+}
+
+private func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var previous = Array(0...b.count)
+    for i in 1...a.count {
+        var current = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return previous[b.count]
+}
+
+/// `host:port`, `[v6]:port`.
+public struct ServerAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        let host: Substring, port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let p = Int(port), (0...65535).contains(p) else { return nil }
+        self.host = String(host)
+        self.port = p
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Loopback: 127.0.0.0/8, ::1, localhost.
+    public var isLoopback: Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
+}

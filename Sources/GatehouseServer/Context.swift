@@ -1,0 +1,39 @@
+import GatehouseCore
+import GatehouseStore
+import Hummingbird
+import NIOCore
+
+/// Per-request context: the peer address (protected mode needs it) and who is calling.
+public struct GatehouseContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+    public var principal: Principal?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+
+    public var isLoopbackPeer: Bool {
+        guard let address = remoteAddress else { return false }
+        switch address {
+        case .unixDomainSocket: return true
+        case .v4, .v6:
+            guard let ip = address.ipAddress else { return false }
+            return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+        }
+    }
+}
+
+/// Who a request acts for: a token, or the local user of an unprotected loopback server.
+public enum Principal: Sendable, Equatable {
+    case token(AccessToken)
+    case local
+
+    public var name: String {
+        switch self {
+        case .token(let t): return t.name
+        case .local: return "local"
+        }
+    }
+}

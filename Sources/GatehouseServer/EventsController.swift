@@ -1,0 +1,149 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import Hummingbird
+import NIOCore
+import ServiceLifecycle
+
+/// CONTRACT §2: ingest, list, stream, runs.
+struct EventsController {
+    let log: EventLog
+    let auth: Authenticator
+    let intake: EventIntake
+    let maxBodyBytes: Int
+    let heartbeat: Duration
+
+    func addRoutes(to router: Router<GatehouseContext>) {
+        router.post("/v1/events", use: ingest)
+        router.get("/v1/events", use: list)
+        router.get("/v1/events/stream", use: stream)
+        router.get("/v1/runs", use: runs)
+        router.get("/v1/runs/{run}", use: run)
+    }
+
+    @Sendable func ingest(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .eventsWrite)
+        var request = request
+        guard let mediaType = EventIntake.mediaType(
+            contentType: request.headers[.contentType], hasCESpecVersion: request.headers[.init("ce-specversion")!] != nil)
+        else {
+            throw Problem.unsupportedMediaType(
+                "Content-Type \(request.headers[.contentType] ?? "") is not accepted; use application/json, application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json")
+        }
+        let body = try await request.bodyBytes(limit: maxBodyBytes)
+        let headers = request.headers
+        let events = try intake.events(from: body, mediaType: mediaType) { name in headers[.init(name)!] }.get()
+        let outcome = try await log.append(events)
+        var o = JSONObject()
+        o.append("accepted", .int(outcome.accepted))
+        o.append("duplicates", .int(outcome.duplicates))
+        o.append("ids", .array(outcome.ids.map(JSONValue.string)))
+        return .json(.object(o), status: .accepted)
+    }
+
+    func filter(from request: Request) throws -> EventFilter {
+        var filter = EventFilter()
+        filter.pipeline = request.query("pipeline")
+        filter.run = request.query("run")
+        filter.types = request.queryAll("type")
+        for type in filter.types where !EventValidator.isDottedName(type) {
+            throw Problem.invalid([FieldError(field: "type", detail: "\"\(type)\" is not an event type")])
+        }
+        return filter
+    }
+
+    @Sendable func list(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .eventsRead)
+        var filter = try filter(from: request)
+        filter.after = try request.cursorQuery("after") ?? 0
+        filter.limit = try request.intQuery("limit", default: 100, range: 1...1000)
+        let events = try await log.events(filter)
+        var o = JSONObject()
+        o.append("events", .array(events.map(\.json)))
+        // `next` is there while more may follow; a client that keeps polling passes the last
+        // event's cursor instead.
+        o.append("next", events.count == filter.limit ? .string(String(events.last!.cursor)) : .null)
+        return .json(.object(o))
+    }
+
+    /// Server-Sent Events: the backlog after `Last-Event-ID` (or `after=`), then live events as
+    /// the bus announces commits; a comment line every heartbeat keeps proxies from timing out.
+    /// Without a starting cursor the stream starts at the live end.
+    @Sendable func stream(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .eventsRead)
+        var filter = try filter(from: request)
+        let lastEventID = request.headers[.init("Last-Event-ID")!].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+        let start: Int64
+        if let resume = try lastEventID ?? request.cursorQuery("after") {
+            start = resume
+        } else {
+            start = try await log.lastCursor()
+        }
+        filter.after = start
+        filter.limit = 500
+        let initialFilter = filter
+        let subscriber = log.bus.subscribe()
+        let log = self.log
+        let heartbeat = self.heartbeat
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            defer { subscriber.close() }
+            try await withGracefulShutdownHandler {
+                try await writer.write(ByteBuffer(string: "retry: 2000\n: connected at cursor \(start)\n\n"))
+                var cursor = start
+                var filter = initialFilter
+                while !Task.isCancelled {
+                    // Drain everything committed after our cursor, then sleep until the bus says more.
+                    while true {
+                        filter.after = cursor
+                        let events = try await log.events(filter)
+                        if !events.isEmpty {
+                            var chunk = ""
+                            for stored in events {
+                                chunk += "id: \(stored.cursor)\nevent: \(stored.event.type)\ndata: "
+                                stored.json.write(to: &chunk)
+                                chunk += "\n\n"
+                            }
+                            try await writer.write(ByteBuffer(string: chunk))
+                            cursor = events.last!.cursor
+                        }
+                        if events.count < filter.limit { break }
+                    }
+                    let message = await subscriber.next(timeout: heartbeat)
+                    if message == nil {
+                        if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                        try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                    }
+                }
+            } onGracefulShutdown: {
+                subscriber.close()
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    @Sendable func runs(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .eventsRead)
+        var status: RunSummary.Status?
+        if let text = request.query("status") {
+            guard let s = RunSummary.Status(rawValue: text) else {
+                throw Problem.invalid([FieldError(field: "status", detail: "must be running, succeeded or failed")])
+            }
+            status = s
+        }
+        let limit = try request.intQuery("limit", default: 100, range: 1...1000)
+        let runs = try await log.runs(pipeline: request.query("pipeline"), status: status, limit: limit)
+        return .json(.object(JSONObject([("runs", .array(runs.map(\.json)))])))
+    }
+
+    @Sendable func run(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .eventsRead)
+        let id = try context.parameters.require("run")
+        guard let (summary, events) = try await log.run(id, pipeline: request.query("pipeline")) else {
+            throw Problem.notFound("no run \"\(id)\"" + (request.query("pipeline").map { " in pipeline \"\($0)\"" } ?? ""))
+        }
+        guard case .object(var o) = summary.json else { throw Problem.internalError("run summary") }
+        o.append("timeline", .array(events.map(\.json)))
+        return .json(.object(o))
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import Hummingbird
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+
+public struct StartupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The composition root: `gatehouse serve` and the tests build the server through here.
+public enum GatehouseServer {
+    /// Refuses what CONTRACT §6 forbids: listening beyond loopback while no token exists.
+    public static func checkProtectedMode(address: ServerAddress, tokens: TokenStore) throws {
+        guard !address.isLoopback else { return }
+        if try tokens.activeCountNow() == 0 {
+            throw StartupError("""
+                refusing to listen on \(address) without access tokens: anyone who can reach it could send events. \
+                Create one first (gatehouse token create --name admin --scopes admin --db <db>) or listen on 127.0.0.1.
+                """)
+        }
+    }
+
+    public static func makeRouter(
+        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, registry: PrometheusCollectorRegistry?, state: ServerState
+    ) -> Router<GatehouseContext> {
+        let router = Router(context: GatehouseContext.self)
+        router.middlewares.add(ObservabilityMiddleware())
+        let auth = Authenticator(tokens: TokenStore(database: database))
+        EventsController(
+            log: log, auth: auth, intake: EventIntake(maxItems: config.server.maxBatchItems),
+            maxBodyBytes: config.server.maxBodyBytes,
+            heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
+        ).addRoutes(to: router)
+        OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
+        return router
+    }
+
+    /// Runs until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish (bounded
+    /// by `server.shutdown_timeout`) and closes the database.
+    public static func run(config: GatehouseConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws {
+        guard let address = ServerAddress(config.server.address) else { throw StartupError("server.address \"\(config.server.address)\" is not HOST:PORT") }
+        let database: GatehouseDatabase
+        do {
+            database = try GatehouseDatabase(path: config.storage.sqlite, durability: config.storage.durability)
+        } catch {
+            throw StartupError("cannot open the database \(config.storage.sqlite): \(error)")
+        }
+        try checkProtectedMode(address: address, tokens: TokenStore(database: database))
+        let bus = Bus()
+        let log = EventLog(database: database, bus: bus)
+        let state = ServerState()
+        let router = makeRouter(config: config, database: database, log: log, registry: registry, state: state)
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            onServerRunning: { channel in
+                let bound = channel.localAddress.flatMap { $0.port }.map { "\(address.host.contains(":") ? "[\(address.host)]" : address.host):\($0)" } ?? "\(address)"
+                // The first stdout line is the contract with scripts and tests that start `serve`
+                // on port 0 and need to know where it landed.
+                FileHandle.standardOutput.write(Data("gatehouse listening on http://\(bound)\n".utf8))
+                logger.info("listening", metadata: ["address": .string(bound), "db": .string(config.storage.sqlite), "durability": .string(config.storage.durability.rawValue)])
+            },
+            logger: logger
+        )
+        var groupConfig = ServiceGroupConfiguration(
+            services: [.init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = .milliseconds(config.server.shutdownTimeout.milliseconds)
+        groupConfig.maximumCancellationDuration = .seconds(2)
+        let group = ServiceGroup(configuration: groupConfig)
+        try await group.run()
+        logger.info("stopped")
+    }
+}
+
+/// Flips `/readyz` to 503 as soon as shutdown begins, so load balancers stop sending work
+/// while in-flight requests finish.
+struct DrainFlag: Service {
+    let state: ServerState
+    func run() async throws {
+        try? await gracefulShutdown()
+        state.startDraining()
+    }
+}

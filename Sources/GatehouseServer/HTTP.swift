@@ -1,0 +1,63 @@
+import GatehouseCore
+import Hummingbird
+import NIOCore
+
+extension Response {
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        var text = value.serialized()
+        text += "\n"
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func problem(_ problem: Problem) -> Response {
+        var headers: HTTPFields = [.contentType: "application/problem+json"]
+        if problem.status == 401 { headers[.wwwAuthenticate] = "Bearer realm=\"gatehouse\"" }
+        return Response(
+            status: HTTPResponse.Status(code: problem.status), headers: headers,
+            body: .init(byteBuffer: ByteBuffer(string: problem.json.serialized() + "\n")))
+    }
+}
+
+extension Request {
+    func query(_ name: String) -> String? {
+        uri.queryParameters[Substring(name)].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    func queryAll(_ name: String) -> [String] {
+        uri.queryParameters.getAll(name).flatMap { $0.split(separator: ",").map { String($0) } }.filter { !$0.isEmpty }
+    }
+
+    /// An integer query parameter within bounds, or a 422 naming it.
+    func intQuery(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = query(name) else { return value }
+        guard let n = Int(text), range.contains(n) else {
+            throw Problem.invalid([FieldError(field: name, detail: "must be an integer in \(range.lowerBound)...\(range.upperBound) (got \"\(text)\")")])
+        }
+        return n
+    }
+
+    func cursorQuery(_ name: String) throws -> Int64? {
+        guard let text = query(name) else { return nil }
+        guard let n = Int64(text), n >= 0 else {
+            throw Problem.invalid([FieldError(field: name, detail: "must be a cursor returned by the API (got \"\(text)\")")])
+        }
+        return n
+    }
+
+    /// Reads the whole body, refusing more than `limit` bytes with 413 before reading it all
+    /// when the client announced its length.
+    mutating func bodyBytes(limit: Int) async throws -> [UInt8] {
+        if let declared = headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw Problem.tooLarge("the request body is \(declared) bytes; the limit is \(limit) bytes (server.max_body)")
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await body.collect(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw Problem.tooLarge("the request body is larger than the limit of \(limit) bytes (server.max_body)")
+        }
+        return Array(buffer.readableBytesView)
+    }
+}

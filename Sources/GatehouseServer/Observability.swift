@@ -1,0 +1,112 @@
+import Foundation
+import GatehouseCore
+import Hummingbird
+import Logging
+import Metrics
+
+/// Outermost middleware: gives every answer a request id, renders every error as
+/// `application/problem+json`, records the latency histogram and logs the request.
+struct ObservabilityMiddleware: RouterMiddleware {
+    typealias Context = GatehouseContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let problem as Problem {
+            response = .problem(problem)
+        } catch let error as HTTPError {
+            let problem: Problem = switch error.status {
+            case .notFound: .notFound("no route for \(request.method) \(request.uri.path)")
+            case .methodNotAllowed: Problem(status: 405, title: "Method Not Allowed", detail: "\(request.method) is not allowed on \(request.uri.path)")
+            case .contentTooLarge: .tooLarge(error.body ?? "the request body is too large")
+            default: Problem(status: Int(error.status.code), title: error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase)
+            }
+            response = .problem(problem)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(error)"])
+            response = .problem(.internalError("the server could not complete the request (request id \(context.id))"))
+        }
+        response.headers[.init("X-Request-Id")!] = context.id
+        let elapsed = ContinuousClock.now - start
+        let route = context.endpointPath ?? "unmatched"
+        Metrics.Timer(
+            label: "gatehouse_http_request_duration_seconds",
+            dimensions: [("method", request.method.rawValue), ("route", route), ("status", String(response.status.code))],
+            preferredDisplayUnit: .seconds
+        ).recordNanoseconds(elapsed.nanoseconds)
+        let metadata: Logger.Metadata = [
+            "method": .string(request.method.rawValue), "path": .string(request.uri.path),
+            "status": .stringConvertible(response.status.code), "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
+        ]
+        // Successful requests log at debug: at thousands of requests a second an info line per
+        // request would cost more than the request.
+        if response.status.code >= 500 {
+            context.logger.error("request", metadata: metadata)
+        } else if response.status.code >= 400 {
+            context.logger.info("request", metadata: metadata)
+        } else {
+            context.logger.debug("request", metadata: metadata)
+        }
+        return response
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// One JSON object per line on stderr: what log shippers expect, and easy to grep.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    let label: String
+
+    public init(label: String, level: Logger.Level) {
+        self.label = label
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var object = JSONObject()
+        object.append("time", .string(Timestamp.now().rfc3339))
+        object.append("level", .string(event.level.rawValue))
+        object.append("message", .string(event.message.description))
+        var merged = self.metadata
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            // Hummingbird names its request id hb.request.id; logs say request_id.
+            object.append(key == "hb.request.id" ? "request_id" : key, .string(value.description))
+        }
+        let line = JSONValue.object(object).serialized() + "\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+/// `time level message key=value…` for people reading a terminal.
+public struct TextLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    public init(label: String, level: Logger.Level) { self.logLevel = level }
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    public func log(event: LogEvent) {
+        var merged = self.metadata
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        let fields = merged.sorted(by: { $0.key < $1.key }).map { "\($0.key == "hb.request.id" ? "request_id" : $0.key)=\($0.value)" }.joined(separator: " ")
+        FileHandle.standardError.write(Data("\(Timestamp.now().rfc3339) \(event.level.rawValue.uppercased()) \(event.message) \(fields)\n".utf8))
+    }
+}

@@ -1,0 +1,42 @@
+import GatehouseCore
+import GatehouseStore
+import Hummingbird
+import NIOCore
+import Prometheus
+import Synchronization
+
+/// Liveness, readiness and Prometheus metrics. These answer without a token: probes and
+/// scrapers rarely carry one, and nothing here is secret.
+struct OpsController {
+    let database: GatehouseDatabase
+    let registry: PrometheusCollectorRegistry?
+    let state: ServerState
+
+    func addRoutes(to router: Router<GatehouseContext>) {
+        router.get("/healthz") { _, _ in Response.json(.object(.init([("status", .string("ok"))]))) }
+        router.get("/readyz") { _, _ in
+            guard !state.isDraining else { throw Problem.unavailable("shutting down") }
+            do {
+                _ = try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+            } catch {
+                throw Problem.unavailable("the database cannot be read: \(error)")
+            }
+            return Response.json(.object(.init([("status", .string("ready"))])))
+        }
+        router.get("/metrics") { _, _ in
+            var bytes: [UInt8] = []
+            registry?.emit(into: &bytes)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+    }
+}
+
+/// Process-wide flags the controllers read.
+public final class ServerState: Sendable {
+    private let draining = Atomic<Bool>(false)
+    public init() {}
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+    public func startDraining() { draining.store(true, ordering: .relaxed) }
+}

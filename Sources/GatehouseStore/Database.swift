@@ -1,0 +1,93 @@
+import Foundation
+import GRDB
+import GatehouseCore
+
+/// The SQLite file: WAL, one writer connection, concurrent readers, schema by named,
+/// append-only migrations. Never edit a registered migration; add a new one.
+public final class GatehouseDatabase: Sendable {
+    public let pool: DatabasePool
+    public let path: String
+
+    public init(path: String, durability: Durability = .full) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.maximumReaderCount = 4
+        configuration.label = "gatehouse"
+        configuration.prepareDatabase { db in
+            // Keep each connection's page cache small: idle memory matters more than a few
+            // cache hits, and the OS page cache holds the hot pages anyway.
+            try db.execute(sql: "PRAGMA cache_size = -2000")
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        // GRDB turns WAL mode on with synchronous=NORMAL after prepareDatabase; the writer's
+        // setting is the one that decides what an acknowledged commit survives.
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+        }
+        try Self.migrator.migrate(pool)
+    }
+
+    public static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-events") { db in
+            try db.execute(sql: """
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    type TEXT NOT NULL,
+                    pipeline TEXT NOT NULL,
+                    run TEXT,
+                    step TEXT,
+                    severity TEXT NOT NULL,
+                    summary TEXT,
+                    details TEXT,
+                    labels TEXT,
+                    attributes TEXT,
+                    url TEXT,
+                    time INTEGER NOT NULL,
+                    received_at INTEGER NOT NULL
+                );
+                CREATE INDEX events_by_pipeline ON events(pipeline, seq);
+                CREATE INDEX events_by_run ON events(run, seq) WHERE run IS NOT NULL;
+                CREATE TABLE runs (
+                    pipeline TEXT NOT NULL,
+                    run TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    failed_step TEXT,
+                    started_at INTEGER NOT NULL,
+                    ended_at INTEGER,
+                    last_event_at INTEGER NOT NULL,
+                    lifecycle_at INTEGER,
+                    event_count INTEGER NOT NULL,
+                    counts TEXT NOT NULL,
+                    PRIMARY KEY (pipeline, run)
+                ) WITHOUT ROWID;
+                CREATE INDEX runs_by_recency ON runs(last_event_at);
+                CREATE INDEX runs_by_run ON runs(run);
+                """)
+        }
+        migrator.registerMigration("v1-tokens") { db in
+            try db.execute(sql: """
+                CREATE TABLE tokens (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    hash TEXT NOT NULL UNIQUE,
+                    created_at INTEGER NOT NULL,
+                    revoked_at INTEGER
+                );
+                """)
+        }
+        return migrator
+    }
+
+    /// Names of the migrations applied so far, in order.
+    public func appliedMigrations() throws -> [String] {
+        try pool.read { db in try Self.migrator.appliedMigrations(db) }
+    }
+}

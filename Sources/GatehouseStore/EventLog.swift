@@ -1,0 +1,258 @@
+import Dispatch
+import Foundation
+import GRDB
+import GatehouseCore
+import Metrics
+import Synchronization
+
+/// What one append request got: its ids in order (a duplicate reports the id it repeated).
+public struct AppendOutcome: Sendable, Equatable {
+    public var ids: [String]
+    public var accepted: Int
+    public var duplicates: Int
+    /// Cursor of the last event this request inserted, nil when all were duplicates.
+    public var lastCursor: Int64?
+}
+
+public struct EventFilter: Sendable, Equatable {
+    public var pipeline: String?
+    public var run: String?
+    public var types: [String] = []
+    public var after: Int64 = 0
+    public var limit: Int = 100
+
+    public init(pipeline: String? = nil, run: String? = nil, types: [String] = [], after: Int64 = 0, limit: Int = 100) {
+        self.pipeline = pipeline
+        self.run = run
+        self.types = types
+        self.after = after
+        self.limit = limit
+    }
+
+    public func matches(_ event: Event) -> Bool {
+        if let pipeline, event.pipeline != pipeline { return false }
+        if let run, event.run != run { return false }
+        if !types.isEmpty, !types.contains(event.type) { return false }
+        return true
+    }
+}
+
+/// The durable event log. `append` answers only after the events are committed; requests that
+/// arrive while a commit is in flight wait for the next one and share it (group commit), so
+/// load costs one fsync per commit, not one per request. Each request keeps its own
+/// atomicity through a savepoint.
+public final class EventLog: Sendable {
+    public let database: GatehouseDatabase
+    public let bus: Bus
+    private let commitQueue = DispatchQueue(label: "gatehouse.commit", qos: .userInitiated)
+    private let pending = Mutex(Pending())
+    private let commitTimer = Metrics.Timer(label: "gatehouse_store_commit_duration_seconds", preferredDisplayUnit: .seconds)
+    private let commitSize = Recorder(label: "gatehouse_store_commit_events", aggregate: true)
+    private let ingested = Counter(label: "gatehouse_events_ingested_total")
+    private let duplicated = Counter(label: "gatehouse_events_duplicate_total")
+    private let clock: @Sendable () -> Timestamp
+
+    private struct Pending {
+        var requests: [Request] = []
+        var draining = false
+    }
+
+    private struct Request {
+        var events: [Event]
+        var continuation: CheckedContinuation<AppendOutcome, any Error>
+    }
+
+    public init(database: GatehouseDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() }) {
+        self.database = database
+        self.bus = bus
+        self.clock = clock
+    }
+
+    public func append(_ events: [Event]) async throws -> AppendOutcome {
+        try await withCheckedThrowingContinuation { continuation in
+            let startDrain = pending.withLock { state -> Bool in
+                state.requests.append(Request(events: events, continuation: continuation))
+                if state.draining { return false }
+                state.draining = true
+                return true
+            }
+            if startDrain { commitQueue.async { self.drain() } }
+        }
+    }
+
+    private func drain() {
+        while true {
+            let requests = pending.withLock { state -> [Request] in
+                let taken = state.requests
+                state.requests = []
+                if taken.isEmpty { state.draining = false }
+                return taken
+            }
+            if requests.isEmpty { return }
+            commit(requests)
+        }
+    }
+
+    private func commit(_ requests: [Request]) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let receivedAt = clock()
+        var outcomes = [Result<AppendOutcome, any Error>](repeating: .failure(CancellationError()), count: requests.count)
+        var lastCursor: Int64 = 0
+        var total = 0
+        do {
+            try database.pool.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    var inserted: [Event] = []
+                    for (i, request) in requests.enumerated() {
+                        // A savepoint per request keeps each request atomic without making one
+                        // request's failure fail the others sharing this commit.
+                        let single = requests.count == 1
+                        do {
+                            var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
+                            var mine: [Event] = []
+                            let body = {
+                                outcome = try self.insert(request.events, receivedAt: receivedAt, db: db, inserted: &mine)
+                            }
+                            if single { try body() } else {
+                                try db.inSavepoint { try body(); return .commit }
+                            }
+                            inserted.append(contentsOf: mine)
+                            if let c = outcome.lastCursor { lastCursor = max(lastCursor, c) }
+                            outcomes[i] = .success(outcome)
+                        } catch {
+                            if single { throw error }
+                            outcomes[i] = .failure(error)
+                        }
+                    }
+                    total = inserted.count
+                    try self.updateRuns(with: inserted, db: db)
+                    return .commit
+                }
+            }
+        } catch {
+            for i in outcomes.indices { outcomes[i] = .failure(error) }
+            lastCursor = 0
+            total = 0
+        }
+        commitTimer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+        commitSize.record(total)
+        if total > 0 { ingested.increment(by: total) }
+        for (request, outcome) in zip(requests, outcomes) {
+            if case .success(let o) = outcome, o.duplicates > 0 { duplicated.increment(by: o.duplicates) }
+            request.continuation.resume(with: outcome)
+        }
+        if lastCursor > 0 { bus.publish(.eventsCommitted(lastCursor: lastCursor)) }
+    }
+
+    private func insert(_ events: [Event], receivedAt: Timestamp, db: Database, inserted: inout [Event]) throws -> AppendOutcome {
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
+            """)
+        var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
+        outcome.ids.reserveCapacity(events.count)
+        for event in events {
+            var labels: String?
+            if !event.labels.isEmpty {
+                var object = JSONObject()
+                for (k, v) in event.labels { object.append(k, .string(v)) }
+                labels = JSONValue.object(object).serialized()
+            }
+            let attributes = event.attributes.map { JSONValue.object($0).serialized() }
+            try statement.execute(arguments: [
+                event.id, event.type, event.pipeline, event.run, event.step, event.severity.rawValue,
+                event.summary, event.details, labels, attributes, event.url, event.time.milliseconds,
+                receivedAt.milliseconds,
+            ])
+            outcome.ids.append(event.id)
+            if db.changesCount > 0 {
+                outcome.accepted += 1
+                outcome.lastCursor = db.lastInsertedRowID
+                inserted.append(event)
+            } else {
+                outcome.duplicates += 1
+            }
+        }
+        return outcome
+    }
+
+    /// Folds the newly inserted events into their runs' summaries: one read and one write per
+    /// run touched by the commit, whatever the number of events.
+    private func updateRuns(with events: [Event], db: Database) throws {
+        var touched: [RunKey: [Event]] = [:]
+        for event in events {
+            guard let run = event.run else { continue }
+            touched[RunKey(pipeline: event.pipeline, run: run), default: []].append(event)
+        }
+        for (key, runEvents) in touched {
+            let existing = try RunRow.fetchOne(db, key: ["pipeline": key.pipeline, "run": key.run])
+            var summary = existing?.summary ?? RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)
+            for event in runEvents { summary = summary.applying(event) }
+            try RunRow(summary).insert(db, onConflict: .replace)
+        }
+    }
+
+    private struct RunKey: Hashable {
+        var pipeline: String
+        var run: String
+    }
+
+    // MARK: Reads
+
+    public func events(_ filter: EventFilter) async throws -> [StoredEvent] {
+        try await database.pool.read { db in try Self.fetchEvents(filter, db: db) }
+    }
+
+    static func fetchEvents(_ filter: EventFilter, db: Database) throws -> [StoredEvent] {
+        var clauses = ["seq > ?"]
+        var arguments: StatementArguments = [filter.after]
+        if let pipeline = filter.pipeline { clauses.append("pipeline = ?"); arguments += [pipeline] }
+        if let run = filter.run { clauses.append("run = ?"); arguments += [run] }
+        if !filter.types.isEmpty {
+            clauses.append("type IN (\(filter.types.map { _ in "?" }.joined(separator: ",")))")
+            arguments += StatementArguments(filter.types)
+        }
+        arguments += [filter.limit]
+        let sql = "SELECT * FROM events WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq LIMIT ?"
+        return try EventRow.fetchAll(db, sql: sql, arguments: arguments).map(\.stored)
+    }
+
+    public func lastCursor() async throws -> Int64 {
+        try await database.pool.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM events") ?? 0 }
+    }
+
+    public func count() async throws -> Int {
+        try await database.pool.read { db in try EventRow.fetchCount(db) }
+    }
+
+    public func runs(pipeline: String?, status: RunSummary.Status?, limit: Int) async throws -> [RunSummary] {
+        try await database.pool.read { db in
+            var clauses: [String] = []
+            var arguments: StatementArguments = []
+            if let pipeline { clauses.append("pipeline = ?"); arguments += [pipeline] }
+            if let status { clauses.append("status = ?"); arguments += [status.rawValue] }
+            arguments += [limit]
+            let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+            return try RunRow.fetchAll(db, sql: "SELECT * FROM runs \(whereClause) ORDER BY last_event_at DESC LIMIT ?", arguments: arguments).map(\.summary)
+        }
+    }
+
+    /// A run with its timeline. Several pipelines may use the same run id: `pipeline` picks one,
+    /// otherwise the most recently active wins.
+    public func run(_ run: String, pipeline: String?, timelineLimit: Int = 1000) async throws -> (RunSummary, [StoredEvent])? {
+        try await database.pool.read { db in
+            let row: RunRow?
+            if let pipeline {
+                row = try RunRow.fetchOne(db, key: ["pipeline": pipeline, "run": run])
+            } else {
+                row = try RunRow.fetchOne(db, sql: "SELECT * FROM runs WHERE run = ? ORDER BY last_event_at DESC LIMIT 1", arguments: [run])
+            }
+            guard let row else { return nil }
+            let events = try EventRow.fetchAll(
+                db, sql: "SELECT * FROM events WHERE run = ? AND pipeline = ? ORDER BY time, seq LIMIT ?",
+                arguments: [run, row.pipeline, timelineLimit]
+            ).map(\.stored)
+            return (row.summary, events)
+        }
+    }
+}

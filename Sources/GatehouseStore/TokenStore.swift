@@ -1,0 +1,101 @@
+import Crypto
+import Foundation
+import GRDB
+import GatehouseCore
+
+public struct AccessToken: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var scopes: [Scope]
+    public var createdAt: Timestamp
+    public var revokedAt: Timestamp?
+
+    public var json: JSONValue {
+        var o = JSONObject()
+        o.append("id", .string(id))
+        o.append("name", .string(name))
+        o.append("scopes", .array(scopes.map { .string($0.rawValue) }))
+        o.append("created_at", .string(createdAt.rfc3339))
+        o.append("revoked_at", revokedAt.map { .string($0.rfc3339) } ?? .null)
+        return .object(o)
+    }
+}
+
+struct TokenRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "tokens"
+    var id: String
+    var name: String
+    var scopes: String
+    var hash: String
+    var created_at: Int64
+    var revoked_at: Int64?
+
+    var token: AccessToken {
+        AccessToken(
+            id: id, name: name,
+            scopes: scopes.split(separator: ",").compactMap { Scope(rawValue: String($0)) },
+            createdAt: Timestamp(milliseconds: created_at), revokedAt: revoked_at.map(Timestamp.init(milliseconds:)))
+    }
+}
+
+/// API tokens. The secret is shown once at creation; only its SHA-256 is stored. Tokens are
+/// 190 random bits, so a fast hash is the right one: there is nothing to brute-force.
+public struct TokenStore: Sendable {
+    public let database: GatehouseDatabase
+    public init(database: GatehouseDatabase) { self.database = database }
+
+    public static let secretPrefix = "gth_"
+
+    public static func hash(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func randomString(_ count: Int) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+        var rng = SystemRandomNumberGenerator()
+        return String((0..<count).map { _ in alphabet[Int(rng.next(upperBound: UInt(alphabet.count)))] })
+    }
+
+    /// Creates a token; returns it with its secret, which is never readable again.
+    public func create(name: String, scopes: [Scope], now: Timestamp = .now()) throws -> (AccessToken, secret: String) {
+        let secret = Self.secretPrefix + Self.randomString(32)
+        let row = TokenRow(
+            id: "tok_" + Self.randomString(10).lowercased(), name: name,
+            scopes: scopes.map(\.rawValue).joined(separator: ","), hash: Self.hash(secret),
+            created_at: now.milliseconds, revoked_at: nil)
+        try database.pool.write { db in try row.insert(db) }
+        return (row.token, secret)
+    }
+
+    public func list() throws -> [AccessToken] {
+        try database.pool.read { db in try TokenRow.order(Column("created_at")).fetchAll(db).map(\.token) }
+    }
+
+    /// Revokes by id or by name; returns the tokens revoked.
+    public func revoke(_ idOrName: String, now: Timestamp = .now()) throws -> [AccessToken] {
+        try database.pool.write { db in
+            let rows = try TokenRow.fetchAll(db, sql: "SELECT * FROM tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL", arguments: [idOrName, idOrName])
+            for var row in rows {
+                row.revoked_at = now.milliseconds
+                try row.update(db)
+            }
+            return rows.map(\.token)
+        }
+    }
+
+    /// The active token with this secret, if any.
+    public func verify(secret: String) async throws -> AccessToken? {
+        let hash = Self.hash(secret)
+        return try await database.pool.read { db in
+            try TokenRow.fetchOne(db, sql: "SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [hash])?.token
+        }
+    }
+
+    public func activeCount() async throws -> Int {
+        try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL") ?? 0 }
+    }
+
+    public func activeCountNow() throws -> Int {
+        try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL") ?? 0 }
+    }
+}
