@@ -38,6 +38,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level (env GATEHOUSE_LOG_LEVEL).") var logLevel: String?
 
     func run() async throws {
+        // A parent may start us with SIGTERM/SIGINT blocked (Foundation's Process does);
+        // graceful shutdown depends on receiving them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
         var config = try loadConfig(path: self.config)
         let env = ProcessInfo.processInfo.environment
         config.storage.sqlite = databasePath(db, config: config)

@@ -1,0 +1,92 @@
+import Foundation
+import GatehouseClient
+import GatehouseCore
+import Synchronization
+import Testing
+
+/// Reads an SSE stream on its own thread, collecting messages.
+final class StreamReader: @unchecked Sendable {
+    private let lock = NSLock()
+    private var messages: [SSEParser.Message] = []
+    private var raw = ""
+    private var stopped = false
+    let done = DispatchSemaphore(value: 0)
+
+    init(url: String, headers: [String: String] = [:]) {
+        Thread.detachNewThread { [self] in
+            var parser = SSEParser()
+            _ = try? HTTPClient().stream(url: url, headers: headers) { bytes in
+                self.lock.lock()
+                defer { self.lock.unlock() }
+                self.raw += String(decoding: bytes, as: UTF8.self)
+                self.messages += parser.feed(bytes)
+                return !self.stopped
+            }
+            done.signal()
+        }
+    }
+
+    var snapshot: (messages: [SSEParser.Message], raw: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (messages, raw)
+    }
+
+    /// Waits until `condition` holds on what arrived, up to `timeout`.
+    func wait(timeout: TimeInterval = 10, until condition: ([SSEParser.Message], String) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let s = snapshot
+            if condition(s.messages, s.raw) { return true }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return false
+    }
+
+    func stop() {
+        lock.lock()
+        stopped = true
+        lock.unlock()
+    }
+}
+
+@Suite(.serialized)
+struct StreamTests {
+    @Test func streamDeliversBacklogThenLiveEventsAndResumes() throws {
+        let dir = TempDir()
+        let config = dir.write("gatehouse.yml", "server:\n  sse_heartbeat: 200ms\n")
+        let server = try ServerProcess(dir: dir, arguments: ["--config", config])
+        _ = try server.post("/v1/events", #"[{"id":"b1","type":"a.b","pipeline":"p"},{"id":"b2","type":"a.b","pipeline":"q"}]"#)
+
+        // From the start: the backlog, then live events as they commit.
+        let all = StreamReader(url: server.url + "/v1/events/stream?after=0")
+        // Filtered, starting at the live end.
+        let onlyP = StreamReader(url: server.url + "/v1/events/stream?pipeline=p")
+        #expect(all.wait { m, _ in m.map(\.id) == ["1", "2"] })
+        #expect(onlyP.wait { _, raw in raw.contains("connected") })
+        _ = try server.post("/v1/events", #"[{"id":"l1","type":"run.failed","pipeline":"p"},{"id":"l2","type":"a.b","pipeline":"q"}]"#)
+        #expect(all.wait { m, _ in m.count == 4 })
+        #expect(all.snapshot.messages[2].event == "run.failed")
+        #expect((try? JSONValue.parse(all.snapshot.messages[2].data))?.objectValue?["id"] == .string("l1"))
+        #expect(onlyP.wait { m, _ in m.count == 1 && m[0].id == "3" })
+        // Heartbeats keep the connection alive while nothing happens.
+        #expect(all.wait(timeout: 3) { _, raw in raw.contains(": heartbeat") })
+
+        // Resume after a disconnect with Last-Event-ID: only what came after it.
+        let resumed = StreamReader(url: server.url + "/v1/events/stream", headers: ["Last-Event-ID": "2"])
+        #expect(resumed.wait { m, _ in m.map(\.id) == ["3", "4"] })
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(resumed.snapshot.messages.count == 2)
+        for reader in [all, onlyP, resumed] { reader.stop() }
+    }
+
+    @Test func cliTailFollowsTheStream() throws {
+        let server = try ServerProcess()
+        _ = try server.post("/v1/events", #"{"id":"t1","type":"step.failed","pipeline":"train","run":"r1","step":"fit","summary":"OOM"}"#)
+        let result = try runCLI(["events", "tail", "--after", "0", "--count", "1", "--json"], environment: ["GATEHOUSE_URL": server.url])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect((try? JSONValue.parse(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))?.objectValue?["id"] == .string("t1"))
+        let human = try runCLI(["events", "tail", "--after", "0", "--count", "1"], environment: ["GATEHOUSE_URL": server.url])
+        #expect(human.stdout.contains("step.failed  train/r1/fit  OOM"))
+    }
+}

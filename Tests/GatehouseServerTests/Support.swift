@@ -1,0 +1,162 @@
+import Foundation
+import GatehouseClient
+import GatehouseCore
+import Testing
+
+/// The built `gatehouse` binary, next to the test bundle in the build folder.
+func gatehouseBinary() -> String {
+    if let path = ProcessInfo.processInfo.environment["GATEHOUSE_BIN"] { return path }
+    let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+    return exe.deletingLastPathComponent().appendingPathComponent("gatehouse").path
+}
+
+/// A temp folder per test, removed at the end.
+final class TempDir {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "gatehouse-test-" + UUID().uuidString.prefix(8)
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func file(_ name: String) -> String { path + "/" + name }
+    func write(_ name: String, _ text: String) -> String {
+        let p = file(name)
+        FileManager.default.createFile(atPath: p, contents: Data(text.utf8))
+        return p
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs `gatehouse ARGS` to completion.
+@discardableResult
+func runCLI(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil, directory: String? = nil) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: gatehouseBinary())
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env["GATEHOUSE_URL"] = nil
+    env["GATEHOUSE_TOKEN"] = nil
+    for (k, v) in environment { env[k] = v }
+    process.environment = env
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try? input.fileHandleForWriting.close()
+    // Read before waiting so a chatty child cannot block on a full pipe.
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return CommandResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A real `gatehouse serve` child process on an ephemeral port with its own database.
+final class ServerProcess {
+    let process = Process()
+    let dir: TempDir
+    let db: String
+    private(set) var url = ""
+    private let stderrPipe = Pipe()
+    private let stdoutPipe = Pipe()
+
+    init(dir: TempDir = TempDir(), db: String? = nil, arguments: [String] = [], environment: [String: String] = [:]) throws {
+        self.dir = dir
+        self.db = db ?? dir.file("gatehouse.db")
+        process.executableURL = URL(fileURLWithPath: gatehouseBinary())
+        process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", self.db] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["GATEHOUSE_LOG_LEVEL"] = env["GATEHOUSE_TEST_LOG_LEVEL"] ?? "warning"
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        process.standardOutput = stdoutPipe
+        process.standardError = stderrPipe
+        try process.run()
+        // The first stdout line names the bound address.
+        var buffer = Data()
+        let handle = stdoutPipe.fileHandleForReading
+        let deadline = Date().addingTimeInterval(30)
+        while !buffer.contains(UInt8(ascii: "\n")) && Date() < deadline {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+        }
+        let line = String(decoding: buffer, as: UTF8.self)
+        guard let range = line.range(of: "http://") else {
+            process.terminate()
+            throw ServerStartFailure(output: line + String(decoding: stderrPipe.fileHandleForReading.availableData, as: UTF8.self))
+        }
+        url = String(line[range.lowerBound...].prefix(while: { !$0.isWhitespace }))
+    }
+
+    struct ServerStartFailure: Error, CustomStringConvertible {
+        var output: String
+        var description: String { "server did not start: \(output)" }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// SIGKILL: the crash case (and the only signal a child of `swift test` reliably gets).
+    func kill() {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    func signal(_ sig: Int32) { Foundation.kill(process.processIdentifier, sig) }
+
+    func waitForExit(timeout: TimeInterval) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    deinit { kill() }
+
+    // MARK: HTTP helpers
+
+    func request(_ method: String, _ path: String, body: String? = nil, contentType: String? = "application/json", headers: [String: String] = [:], token: String? = nil) throws -> HTTPResult {
+        var h = headers
+        if let contentType, body != nil { h["Content-Type"] = contentType }
+        if let token { h["Authorization"] = "Bearer \(token)" }
+        return try HTTPClient().send(method: method, url: url + path, headers: h, body: body.map { Array($0.utf8) })
+    }
+
+    func post(_ path: String, _ body: String, contentType: String = "application/json", headers: [String: String] = [:], token: String? = nil) throws -> HTTPResult {
+        try request("POST", path, body: body, contentType: contentType, headers: headers, token: token)
+    }
+
+    func get(_ path: String, token: String? = nil) throws -> HTTPResult {
+        try request("GET", path, token: token)
+    }
+
+    func json(_ path: String, token: String? = nil) throws -> JSONObject {
+        let result = try get(path, token: token)
+        #expect(result.status == 200, "GET \(path) → \(result.status) \(result.text)")
+        return try JSONValue.parse(bytes: result.body).objectValue ?? JSONObject()
+    }
+
+    func allEvents(_ query: String = "") throws -> [JSONObject] {
+        var events: [JSONObject] = []
+        var after = "0"
+        while true {
+            let page = try json("/v1/events?limit=1000&after=\(after)" + (query.isEmpty ? "" : "&" + query))
+            let batch = page["events"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            events += batch
+            guard case .string(let next)? = page["next"] else { break }
+            after = next
+        }
+        return events
+    }
+}
+
+extension HTTPResult {
+    var json: JSONObject { (try? JSONValue.parse(bytes: body))?.objectValue ?? JSONObject() }
+}
