@@ -51,6 +51,9 @@ public final class EventLog: Sendable {
     private let ingested = Counter(label: "gatehouse_events_ingested_total")
     private let duplicated = Counter(label: "gatehouse_events_duplicate_total")
     private let clock: @Sendable () -> Timestamp
+    private let commitCounter = Atomic<Int>(0)
+    /// Transactions committed so far (tests use it to see group commit at work).
+    public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
 
     private struct Pending {
         var requests: [Request] = []
@@ -134,6 +137,7 @@ public final class EventLog: Sendable {
             lastCursor = 0
             total = 0
         }
+        commitCounter.add(1, ordering: .relaxed)
         commitTimer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
         commitSize.record(total)
         if total > 0 { ingested.increment(by: total) }

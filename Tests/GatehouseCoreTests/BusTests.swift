@@ -1,0 +1,54 @@
+import GatehouseCore
+import Testing
+
+struct BusTests {
+    @Test func wakesAWaiterAtOnce() async {
+        let bus = Bus()
+        let subscriber = bus.subscribe()
+        async let message = subscriber.next(timeout: .seconds(10))
+        try? await Task.sleep(for: .milliseconds(20))
+        let start = ContinuousClock.now
+        bus.publish(.eventsCommitted(lastCursor: 7))
+        #expect(await message == .eventsCommitted(lastCursor: 7))
+        #expect(ContinuousClock.now - start < .seconds(1))
+    }
+
+    @Test func queuesWhileNobodyWaitsAndTimesOut() async {
+        let bus = Bus()
+        let subscriber = bus.subscribe()
+        bus.publish(.eventsCommitted(lastCursor: 1))
+        bus.publish(.eventsCommitted(lastCursor: 2))
+        #expect(await subscriber.next(timeout: .seconds(1)) == .eventsCommitted(lastCursor: 1))
+        #expect(await subscriber.next(timeout: .seconds(1)) == .eventsCommitted(lastCursor: 2))
+        #expect(await subscriber.next(timeout: .milliseconds(30)) == nil)
+    }
+
+    @Test func manyWaitersAllWake() async {
+        let bus = Bus()
+        await withTaskGroup(of: BusMessage?.self) { group in
+            for _ in 0..<200 {
+                let s = bus.subscribe()
+                group.addTask { await s.next(timeout: .seconds(10)) }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+            bus.publish(.eventsCommitted(lastCursor: 3))
+            var woken = 0
+            for await m in group where m == .eventsCommitted(lastCursor: 3) { woken += 1 }
+            #expect(woken == 200)
+        }
+    }
+
+    @Test func closeAndCancellationEndTheWait() async {
+        let bus = Bus()
+        let s = bus.subscribe()
+        let task = Task { await s.next(timeout: .seconds(30)) }
+        try? await Task.sleep(for: .milliseconds(20))
+        task.cancel()
+        #expect(await task.value == nil)
+        let closing = Task { await s.next(timeout: .seconds(30)) }
+        try? await Task.sleep(for: .milliseconds(20))
+        s.close()
+        #expect(await closing.value == nil)
+        #expect(bus.subscriberCount == 0)
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import GRDB
+import GatehouseCore
+@testable import GatehouseStore
+import Testing
+
+private func tempPath() -> String { NSTemporaryDirectory() + "gatehouse-store-\(UUID().uuidString).db" }
+
+private func event(_ id: String, type: String = "step.started", pipeline: String = "p", run: String? = "r1") -> Event {
+    Event(id: id, type: type, pipeline: pipeline, run: run, time: Timestamp(milliseconds: 1_795_946_400_000))
+}
+
+struct MigrationTests {
+    @Test func migratesFromEmptyAndReopens() throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let db = try GatehouseDatabase(path: path)
+        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens"])
+        let tables = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name") }
+        #expect(tables.contains("events") && tables.contains("runs") && tables.contains("tokens"))
+        #expect(try db.pool.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
+        // Full durability means synchronous=FULL (2) on the writer.
+        #expect(try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 2)
+        // Reopening applies nothing twice.
+        let again = try GatehouseDatabase(path: path, durability: .normal)
+        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens"])
+        #expect(try again.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
+    }
+
+    @Test func createsTheDatabaseFolder() throws {
+        let dir = NSTemporaryDirectory() + "gatehouse-nested-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try GatehouseDatabase(path: dir + "/a/b/g.db")
+        #expect(FileManager.default.fileExists(atPath: dir + "/a/b/g.db"))
+    }
+}
+
+struct EventLogTests {
+    @Test func appendsReadsAndDetectsDuplicates() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = EventLog(database: try GatehouseDatabase(path: path), bus: Bus())
+        var e = event("a")
+        e.labels = [("team", "ml")]
+        e.attributes = JSONObject([("n", .number("1"))])
+        let first = try await log.append([e, event("b")])
+        #expect(first == AppendOutcome(ids: ["a", "b"], accepted: 2, duplicates: 0, lastCursor: 2))
+        let second = try await log.append([event("b"), event("c"), event("c")])
+        #expect(second.ids == ["b", "c", "c"] && second.accepted == 1 && second.duplicates == 2)
+        let stored = try await log.events(EventFilter())
+        #expect(stored.map(\.event.id) == ["a", "b", "c"])
+        #expect(stored[0].event == e)
+        // Cursors only grow (a refused duplicate may leave a gap: AUTOINCREMENT never reuses).
+        #expect(stored.map(\.cursor) == stored.map(\.cursor).sorted() && Set(stored.map(\.cursor)).count == 3)
+        #expect(second.lastCursor == stored[2].cursor)
+        #expect(try await log.events(EventFilter(after: 1, limit: 1)).map(\.event.id) == ["b"])
+    }
+
+    @Test func concurrentWritersShareCommitsAndNeverDuplicate() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let bus = Bus()
+        let log = EventLog(database: try GatehouseDatabase(path: path), bus: bus)
+        let subscriber = bus.subscribe()
+        // 400 requests from 40 concurrent writers; every id is sent by two different writers.
+        let requests = 400
+        let results = try await withThrowingTaskGroup(of: AppendOutcome.self) { group in
+            for writer in 0..<40 {
+                group.addTask {
+                    var outcomes = AppendOutcome(ids: [], accepted: 0, duplicates: 0)
+                    for i in 0..<(requests / 40) {
+                        let id = "e-\((writer / 2) * 100 + i)"
+                        let o = try await log.append([event(id, run: "r\(writer % 4)")])
+                        outcomes.accepted += o.accepted
+                        outcomes.duplicates += o.duplicates
+                    }
+                    return outcomes
+                }
+            }
+            var all: [AppendOutcome] = []
+            for try await o in group { all.append(o) }
+            return all
+        }
+        #expect(results.map(\.accepted).reduce(0, +) == requests / 2)
+        #expect(results.map(\.duplicates).reduce(0, +) == requests / 2)
+        #expect(try await log.count() == requests / 2)
+        // Group commit: fewer transactions than requests.
+        #expect(log.commitCount < requests)
+        // The bus announced the end of the log.
+        var last: Int64 = 0
+        while let m = await subscriber.next(timeout: .milliseconds(50)) {
+            if case .eventsCommitted(let c) = m { last = max(last, c) }
+        }
+        #expect(last == (try await log.lastCursor()))
+        // Runs counted every event exactly once.
+        let runs = try await log.runs(pipeline: "p", status: nil, limit: 10)
+        #expect(runs.map(\.eventCount).reduce(0, +) == requests / 2)
+    }
+
+    @Test func oneFailingRequestDoesNotFailItsNeighbours() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try GatehouseDatabase(path: path)
+        // A trigger that refuses one pipeline stands in for a failure inside one request.
+        try await database.pool.write { db in
+            try db.execute(sql: "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.pipeline = 'poison' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        }
+        let log = EventLog(database: database, bus: Bus())
+        let outcomes = await withTaskGroup(of: (String, Bool).self) { group in
+            for i in 0..<30 {
+                group.addTask {
+                    let poisoned = i % 3 == 0
+                    let batch = [event("ok-\(i)", pipeline: "fine"), event("x-\(i)", pipeline: poisoned ? "poison" : "fine")]
+                    return ("\(i)", (try? await log.append(batch)) != nil)
+                }
+            }
+            var result: [(String, Bool)] = []
+            for await o in group { result.append(o) }
+            return result
+        }
+        #expect(outcomes.filter { !$0.1 }.count == 10)
+        // Poisoned requests left nothing behind (atomic), the others are whole.
+        let stored = Set(try await log.events(EventFilter(limit: 1000)).map(\.event.id))
+        #expect(stored.count == 40)
+        for i in 0..<30 where i % 3 == 0 { #expect(!stored.contains("ok-\(i)")) }
+    }
+
+    @Test func runSummariesFollowTheirEvents() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = EventLog(database: try GatehouseDatabase(path: path), bus: Bus())
+        _ = try await log.append([event("1", type: "run.started"), event("2", type: "step.failed"), event("3", run: nil)])
+        _ = try await log.append([event("4", type: "run.failed"), event("5", type: "run.started", pipeline: "other")])
+        let (summary, timeline) = try #require(try await log.run("r1", pipeline: "p"))
+        #expect(summary.status == .failed)
+        #expect(summary.eventCount == 3)
+        #expect(timeline.map(\.event.id) == ["1", "2", "4"])
+        #expect(try await log.runs(pipeline: nil, status: nil, limit: 10).count == 2)
+        #expect(try await log.run("nope", pipeline: nil) == nil)
+    }
+}
+
+struct TokenStoreTests {
+    @Test func createVerifyRevoke() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = TokenStore(database: try GatehouseDatabase(path: path))
+        #expect(try store.activeCountNow() == 0)
+        let (token, secret) = try store.create(name: "ci", scopes: [.eventsWrite])
+        #expect(secret.hasPrefix("gth_") && secret.count == 36)
+        #expect(try await store.verify(secret: secret)?.id == token.id)
+        #expect(try await store.verify(secret: secret + "x") == nil)
+        let stored = try await store.database.pool.read { try String.fetchAll($0, sql: "SELECT hash FROM tokens") }
+        #expect(stored == [TokenStore.hash(secret)])
+        #expect(try store.revoke("ci").map(\.id) == [token.id])
+        #expect(try await store.verify(secret: secret) == nil)
+        #expect(try store.activeCountNow() == 0)
+        #expect(try store.list().first?.revokedAt != nil)
+    }
+}
