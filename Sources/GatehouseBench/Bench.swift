@@ -1,1 +1,111 @@
-print("x")
+import Foundation
+import NIOCore
+
+/// `gatehouse-bench`: starts a release `gatehouse serve` on a fresh database and prints
+/// ingest figures. Run: swift build -c release && .build/release/gatehouse-bench
+@main
+struct Bench {
+    static func main() throws {
+        let args = CommandLine.arguments
+        func option(_ name: String, _ fallback: Int) -> Int {
+            if let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) { return v }
+            return fallback
+        }
+        let scale = option("--scale", 1)
+        let durabilities = args.contains("--normal-only") ? ["normal"] : args.contains("--full-only") ? ["full"] : ["full", "normal"]
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gatehouse").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            print("no gatehouse binary next to the benchmark (\(binary)); run: swift build -c release")
+            exit(1)
+        }
+        print("gatehouse ingest benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores, load generator on the same machine")
+        print("")
+        for durability in durabilities {
+            let server = try BenchServer(binary: binary, durability: durability)
+            defer { server.stop() }
+            let idle = server.rss()
+            print("durability=\(durability)  idle RSS \(format(idle.current)) MB")
+
+            // Warm-up: first connections, statement caches, page cache.
+            _ = try runLoad(port: server.port, connections: 8, total: 2000, makeBody: singleBody)
+
+            let batchRequests = 1000 * scale
+            let batch = try runLoad(port: server.port, connections: 8, total: batchRequests, makeBody: batchBody)
+            report("batches of 100, 8 connections", batch, eventsPerRequest: 100)
+
+            let singles = try runLoad(port: server.port, connections: 32, total: 60_000 * scale, makeBody: singleBody)
+            report("single events, 32 connections", singles, eventsPerRequest: 1)
+
+            let after = server.rss()
+            print(String(format: "  peak RSS %@ MB (now %@ MB)", format(after.peak), format(after.current)))
+            print("")
+        }
+    }
+
+    static func format(_ kb: Int) -> String { String(format: "%.1f", Double(kb) / 1024) }
+
+    static func report(_ label: String, _ r: LoadResult, eventsPerRequest: Int) {
+        let events = Double(r.requests - r.failed) * Double(eventsPerRequest)
+        print(String(
+            format: "  %-32@ %8.0f events/s  %7.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, %d failed)",
+            label as NSString, events / r.seconds, Double(r.requests) / r.seconds, r.p50, r.p99, r.requests, r.failed))
+        if r.failed > 0 { print("    statuses: \(r.statuses)") }
+    }
+
+    static let singleBody: @Sendable (Int) -> ByteBuffer = { n in
+        ByteBuffer(string: #"{"type":"step.succeeded","pipeline":"bench","run":"r\#(n / 1000)","step":"s\#(n % 17)","summary":"step finished in 12.3s","labels":{"team":"ml","env":"bench"}}"#)
+    }
+
+    static let batchBody: @Sendable (Int) -> ByteBuffer = { n in
+        var text = "["
+        for i in 0..<100 {
+            if i > 0 { text += "," }
+            text += #"{"type":"step.succeeded","pipeline":"bench","run":"b\#(n)","step":"s\#(i)","summary":"step finished in 12.3s","labels":{"team":"ml","env":"bench"}}"#
+        }
+        return ByteBuffer(string: text + "]")
+    }
+}
+
+/// A `gatehouse serve` child on a fresh database in a temp folder.
+final class BenchServer {
+    let process = Process()
+    let dir: String
+    var port = 0
+
+    init(binary: String, durability: String) throws {
+        dir = NSTemporaryDirectory() + "gatehouse-bench-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", dir + "/bench.db", "--durability", durability, "--log-level", "warning"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let colon = text.lastIndex(of: ":"), let p = Int(text[text.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw NSError(domain: "bench", code: 1, userInfo: [NSLocalizedDescriptionKey: "server did not start: \(text)"])
+        }
+        port = p
+        Thread.sleep(forTimeInterval: 1)
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    func rss() -> (current: Int, peak: Int) {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return (0, 0) }
+        func field(_ name: String) -> Int {
+            status.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
+        }
+        return (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    func stop() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}

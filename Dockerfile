@@ -1,0 +1,22 @@
+# Build: docker compose build   (or: docker build -t gatehouse .)
+FROM swift:6.1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libcurl4-openssl-dev libsqlite3-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Package.swift ./
+COPY Sources ./Sources
+COPY Tests ./Tests
+RUN swift build -c release --static-swift-stdlib --product gatehouse \
+    && cp "$(swift build -c release --show-bin-path)/gatehouse" /gatehouse && strip /gatehouse
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends libcurl4 libsqlite3-0 ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* && useradd --system --home /data gatehouse && mkdir -p /data && chown gatehouse /data
+COPY --from=build /gatehouse /usr/local/bin/gatehouse
+COPY templates /usr/share/gatehouse/templates
+USER gatehouse
+WORKDIR /data
+ENV GATEHOUSE_DB=/data/gatehouse.db
+EXPOSE 8080
+ENTRYPOINT ["gatehouse"]
+CMD ["serve", "--address", "0.0.0.0:8080"]
