@@ -199,3 +199,27 @@ struct EventsAPITests {
         #expect(try server.get("/healthz").header("X-Request-Id")?.isEmpty == false)
     }
 }
+
+/// The example payloads in webhooks/events are accepted as documented.
+@Suite struct FixtureTests {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("webhooks/events")
+
+    @Test func everyExampleEventIsAccepted() throws {
+        let server = try ServerProcess()
+        let cases: [(String, String, Int)] = [
+            ("event.json", "application/json", 1), ("batch.json", "application/json", 4),
+            ("events.ndjson", "application/x-ndjson", 2), ("cloudevent.json", "application/cloudevents+json", 1),
+            ("cloudevents-batch.json", "application/cloudevents-batch+json", 2),
+        ]
+        for (file, type, count) in cases {
+            let body = try String(contentsOf: Self.folder.appendingPathComponent(file), encoding: .utf8)
+            let r = try server.post("/v1/events", body, contentType: type)
+            #expect(r.status == 202, "\(file): \(r.text)")
+            #expect(r.json["accepted"] == .int(count), "\(file)")
+        }
+        #expect(try server.json("/v1/runs/r42")["status"] == .string("failed"))
+        #expect(try server.json("/v1/runs/n-1129")["status"] == .string("succeeded"))
+        #expect(try server.json("/v1/runs/r42")["failed_step"] == .string("fit"))
+    }
+}
