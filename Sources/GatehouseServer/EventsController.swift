@@ -92,6 +92,7 @@ struct EventsController {
                 try await writer.write(ByteBuffer(string: "retry: 2000\n: connected at cursor \(start)\n\n"))
                 var cursor = start
                 var filter = initialFilter
+                var lastWrite = ContinuousClock.now
                 while !Task.isCancelled {
                     // Drain everything committed after our cursor, then sleep until the bus says more.
                     while true {
@@ -105,14 +106,19 @@ struct EventsController {
                                 chunk += "\n\n"
                             }
                             try await writer.write(ByteBuffer(string: chunk))
+                            lastWrite = ContinuousClock.now
                             cursor = events.last!.cursor
                         }
                         if events.count < filter.limit { break }
                     }
-                    let message = await subscriber.next(timeout: heartbeat)
-                    if message == nil {
-                        if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                    let wait = max(heartbeat - (ContinuousClock.now - lastWrite), .milliseconds(1))
+                    _ = await subscriber.next(timeout: wait)
+                    if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                    // Commits the filter hides still leave the line silent: heartbeat on time
+                    // whatever woke us.
+                    if ContinuousClock.now - lastWrite >= heartbeat {
                         try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                        lastWrite = ContinuousClock.now
                     }
                 }
             } onGracefulShutdown: {
