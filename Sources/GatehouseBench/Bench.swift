@@ -24,7 +24,7 @@ struct Bench {
             let server = try BenchServer(binary: binary, durability: durability)
             defer { server.stop() }
             let idle = server.rss()
-            print("durability=\(durability)  idle RSS \(format(idle.current)) MB")
+            print("durability=\(durability)  idle RSS \(format(idle.current)) MB (anonymous, i.e. heap and stacks: \(format(idle.anonymous)) MB)")
 
             // Warm-up: first connections, statement caches, page cache.
             _ = try runLoad(port: server.port, connections: 8, total: 2000, makeBody: singleBody)
@@ -37,7 +37,7 @@ struct Bench {
             report("single events, 32 connections", singles, eventsPerRequest: 1)
 
             let after = server.rss()
-            print(String(format: "  peak RSS %@ MB (now %@ MB)", format(after.peak), format(after.current)))
+            print("  peak RSS \(format(after.peak)) MB (now \(format(after.current)) MB, anonymous \(format(after.anonymous)) MB)")
             print("")
         }
     }
@@ -94,13 +94,13 @@ final class BenchServer {
         Thread.sleep(forTimeInterval: 1)
     }
 
-    /// (VmRSS, VmHWM) in KiB.
-    func rss() -> (current: Int, peak: Int) {
-        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return (0, 0) }
+    /// (VmRSS, VmHWM, RssAnon) in KiB.
+    func rss() -> (current: Int, peak: Int, anonymous: Int) {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return (0, 0, 0) }
         func field(_ name: String) -> Int {
             status.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
         }
-        return (field("VmRSS:"), field("VmHWM:"))
+        return (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
     }
 
     func stop() {
