@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // Value types and pure logic: events, validation, JSON, time, runs, matchers, config model.
@@ -43,11 +44,25 @@ let package = Package(
         .target(name: "CurlShim", dependencies: ["CCurl"]),
         // Blocking HTTP client over libcurl for the CLI and the tests (plus SSE streaming).
         .target(name: "GatehouseClient", dependencies: ["CurlShim", "GatehouseCore"]),
+        // Receivers (one folder per platform), the libcurl multi client, the dispatcher.
+        .target(
+            name: "GatehouseDelivery",
+            dependencies: [
+                "GatehouseCore",
+                "GatehouseStore",
+                "CurlShim",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .target(
             name: "GatehouseServer",
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
+                "GatehouseDelivery",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
@@ -78,6 +93,7 @@ let package = Package(
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
         .testTarget(name: "GatehouseStoreTests", dependencies: ["GatehouseStore", "GatehouseCore"]),
+        .testTarget(name: "GatehouseDeliveryTests", dependencies: ["GatehouseDelivery", "GatehouseCore", "GatehouseStore"]),
         .testTarget(
             name: "GatehouseServerTests",
             dependencies: ["GatehouseServer", "GatehouseCore", "GatehouseClient", "GatehouseStore"]

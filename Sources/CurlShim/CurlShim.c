@@ -8,3 +8,6 @@ CURLcode gh_easy_setopt_write_function(CURL *handle, gh_data_callback callback) 
 CURLcode gh_easy_setopt_header_function(CURL *handle, gh_data_callback callback) { return curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, callback); }
 CURLcode gh_easy_getinfo_long(CURL *handle, CURLINFO info, long *value) { return curl_easy_getinfo(handle, info, value); }
 CURLMcode gh_multi_setopt_long(CURLM *multi, CURLMoption option, long value) { return curl_multi_setopt(multi, option, value); }
+CURLcode gh_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value) { return curl_easy_getinfo(handle, info, value); }
+CURLcode gh_msg_result(const CURLMsg *message) { return message->data.result; }
+int gh_msg_is_done(const CURLMsg *message) { return message->msg == CURLMSG_DONE; }

@@ -6,6 +6,8 @@ import Synchronization
 public enum BusMessage: Sendable, Equatable {
     /// Events up to and including this cursor are committed.
     case eventsCommitted(lastCursor: Int64)
+    /// A nudge with no data (a worker telling its own loop to look again).
+    case wake
 }
 
 /// Wakes subscribers the moment something is committed, so nothing has to poll the database.
@@ -64,6 +66,9 @@ public final class BusSubscriber: Sendable {
         timer?.cancel()
         waiter?.resume(returning: message)
     }
+
+    /// Wakes this subscriber alone.
+    public func wake() { deliver(.wake) }
 
     /// The next message, or nil on timeout, cancellation or close.
     public func next(timeout: Duration) async -> BusMessage? {

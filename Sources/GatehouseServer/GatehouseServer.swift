@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseDelivery
 import GatehouseStore
 import Hummingbird
 import Logging
@@ -38,6 +39,7 @@ public enum GatehouseServer {
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
         ).addRoutes(to: router)
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
+        DeliveriesController(outbox: Outbox(database: database), auth: auth, bus: log.bus).addRoutes(to: router)
         return router
     }
 
@@ -53,7 +55,15 @@ public enum GatehouseServer {
         }
         try checkProtectedMode(address: address, tokens: TokenStore(database: database))
         let bus = Bus()
-        let log = EventLog(database: database, bus: bus)
+        let routes = RouteTree(config.route)
+        let log = EventLog(database: database, bus: bus, planner: planner(for: routes))
+        let receivers = try await makeReceivers(config)
+        let client = CurlMultiClient()
+        var settings = Dispatcher.Settings()
+        settings.publicURL = config.server.publicURL
+        let dispatcher = Dispatcher(
+            outbox: Outbox(database: database), receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),
+            inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
         let state = ServerState()
         let router = makeRouter(config: config, database: database, log: log, registry: registry, state: state)
         let app = Application(
@@ -69,13 +79,72 @@ public enum GatehouseServer {
             logger: logger
         )
         var groupConfig = ServiceGroupConfiguration(
-            services: [.init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore)],
+            services: [
+                .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
+                .init(service: DispatcherService(dispatcher: dispatcher, client: client), successTerminationBehavior: .ignore),
+            ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(config.server.shutdownTimeout.milliseconds)
         groupConfig.maximumCancellationDuration = .seconds(2)
         let group = ServiceGroup(configuration: groupConfig)
         try await group.run()
         logger.info("stopped")
+    }
+}
+
+extension GatehouseServer {
+    /// Routing at commit time: one planned delivery per route the event reaches.
+    public static func planner(for tree: RouteTree?) -> (@Sendable (Event) -> [PlannedDelivery])? {
+        guard let tree else { return nil }
+        return { event in
+            tree.match(event).map { node -> PlannedDelivery in
+                PlannedDelivery(receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), delay: node.groupWait, fallback: node.fallback)
+            }
+        }
+    }
+
+    /// One `Receiver` per configured receiver, rendering the shipped templates (overridden by
+    /// the config's `templates:` directory).
+    public static func makeReceivers(_ config: GatehouseConfig) async throws -> [String: any Receiver] {
+        guard !config.receivers.isEmpty else { return [:] }
+        guard let directory = TemplateSet.locateShipped() else {
+            throw StartupError("receivers are configured but the message templates were not found; set GATEHOUSE_TEMPLATES to the templates/ folder")
+        }
+        let templates: TemplateSet
+        do {
+            templates = try await TemplateSet(directory: directory, overrides: config.templatesDirectory)
+        } catch {
+            throw StartupError("cannot load the message templates: \(error)")
+        }
+        var receivers: [String: any Receiver] = [:]
+        for r in config.receivers {
+            switch r.kind {
+            case .slack: receivers[r.name] = SlackReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates)
+            case .discord: receivers[r.name] = DiscordReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates)
+            case .mattermost: receivers[r.name] = MattermostReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates)
+            case .webhook:
+                do {
+                    receivers[r.name] = try WebhookReceiver(name: r.name, url: r.settings["url"]!, secret: r.settings["secret"], templates: templates)
+                } catch {
+                    throw StartupError("\(error)")
+                }
+            }
+        }
+        return receivers
+    }
+}
+
+/// Runs the dispatcher; on shutdown it stops claiming work and lets attempts in flight finish.
+struct DispatcherService: Service {
+    let dispatcher: Dispatcher
+    let client: CurlMultiClient
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await dispatcher.run()
+        } onGracefulShutdown: {
+            dispatcher.stop()
+        }
+        client.shutdown()
     }
 }
 

@@ -83,6 +83,42 @@ public final class GatehouseDatabase: Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v2-deliveries") { db in
+            try db.execute(sql: """
+                CREATE TABLE deliveries (
+                    id TEXT PRIMARY KEY,
+                    event_seq INTEGER NOT NULL REFERENCES events(seq),
+                    receiver TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    group_key TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    next_attempt_at INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    delivered_at INTEGER,
+                    last_status INTEGER,
+                    last_error TEXT,
+                    response_body TEXT,
+                    message_id TEXT,
+                    fallback TEXT,
+                    fallback_of TEXT
+                );
+                CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state IN ('pending', 'failed');
+                CREATE INDEX deliveries_by_receiver ON deliveries(receiver, created_at);
+                CREATE INDEX deliveries_by_state ON deliveries(state, created_at);
+                CREATE TABLE silences (
+                    id TEXT PRIMARY KEY,
+                    matchers TEXT NOT NULL,
+                    starts_at INTEGER NOT NULL,
+                    ends_at INTEGER NOT NULL,
+                    created_by TEXT NOT NULL,
+                    comment TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 

@@ -51,6 +51,9 @@ public final class EventLog: Sendable {
     private let ingested = Counter(label: "gatehouse_events_ingested_total")
     private let duplicated = Counter(label: "gatehouse_events_duplicate_total")
     private let clock: @Sendable () -> Timestamp
+    /// Decides, inside the commit, which deliveries each new event causes, so an acknowledged
+    /// event's deliveries are on disk with it.
+    private let planner: (@Sendable (Event) -> [PlannedDelivery])?
     private let commitCounter = Atomic<Int>(0)
     /// Transactions committed so far (tests use it to see group commit at work).
     public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
@@ -65,10 +68,14 @@ public final class EventLog: Sendable {
         var continuation: CheckedContinuation<AppendOutcome, any Error>
     }
 
-    public init(database: GatehouseDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() }) {
+    public init(
+        database: GatehouseDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() },
+        planner: (@Sendable (Event) -> [PlannedDelivery])? = nil
+    ) {
         self.database = database
         self.bus = bus
         self.clock = clock
+        self.planner = planner
     }
 
     public func append(_ events: [Event]) async throws -> AppendOutcome {
@@ -173,6 +180,10 @@ public final class EventLog: Sendable {
                 outcome.accepted += 1
                 outcome.lastCursor = db.lastInsertedRowID
                 inserted.append(event)
+                if let planner {
+                    let plans = planner(event)
+                    if !plans.isEmpty { try Outbox.insert(plans, eventSeq: db.lastInsertedRowID, now: receivedAt, db: db) }
+                }
             } else {
                 outcome.duplicates += 1
             }

@@ -16,3 +16,11 @@ CURLcode gh_easy_getinfo_long(CURL *handle, CURLINFO info, long *value);
 CURLMcode gh_multi_setopt_long(CURLM *multi, CURLMoption option, long value);
 
 #endif
+
+#ifndef GATEHOUSE_CURL_SHIM_MULTI_H
+#define GATEHOUSE_CURL_SHIM_MULTI_H
+CURLcode gh_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value);
+/* CURLMsg keeps its result in an anonymous union; read it here rather than guess its layout. */
+CURLcode gh_msg_result(const CURLMsg *message);
+int gh_msg_is_done(const CURLMsg *message);
+#endif

@@ -1,0 +1,194 @@
+import CurlShim
+import Foundation
+import Synchronization
+
+/// An HTTP request the dispatcher sends.
+public struct OutboundRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    public var timeout: Double
+
+    public init(method: String = "POST", url: String, headers: [(String, String)], body: [UInt8], timeout: Double = 15) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+/// What came back: a status, or a transport error (no response at all).
+public struct OutboundResponse: Sendable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+    /// libcurl's message when the transfer failed before a response (connect, TLS, timeout).
+    public var transportError: String?
+    public var timedOut: Bool
+    public var seconds: Double
+
+    public func header(_ name: String) -> String? {
+        headers.last { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+    }
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// Sends many requests at once over libcurl's multi interface from one thread: connections are
+/// kept alive and reused per host, and one slow receiver only occupies its own transfers.
+/// TLS is verified, redirects are never followed, and every transfer has connect and total
+/// timeouts.
+public final class CurlMultiClient: @unchecked Sendable {
+    // The multi handle and every easy handle are touched only by `thread`; other threads reach
+    // it through `pending` and curl_multi_wakeup, the one call libcurl allows from elsewhere.
+    private let multi: UnsafeMutableRawPointer
+    private let pending = Mutex<[Transfer]>([])
+    private let stopping = Atomic<Bool>(false)
+    private var thread: Thread?
+    private var idleHandles: [UnsafeMutableRawPointer] = []
+    public let connectTimeout: Double
+    /// Responses are kept up to this size (they are for diagnosis, not data).
+    public let maxResponseBytes: Int
+
+    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+    public init(connectTimeout: Double = 5, maxConnectionsPerHost: Int = 8, maxResponseBytes: Int = 64 * 1024) {
+        _ = Self.globalInit
+        multi = curl_multi_init()!
+        self.connectTimeout = connectTimeout
+        self.maxResponseBytes = maxResponseBytes
+        gh_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxConnectionsPerHost)
+        gh_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 64)
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "gatehouse-curl"
+        self.thread = thread
+        thread.start()
+    }
+
+    deinit {
+        curl_multi_cleanup(multi)
+    }
+
+    public func shutdown() {
+        stopping.store(true, ordering: .relaxed)
+        curl_multi_wakeup(multi)
+    }
+
+    // Handed over to the curl thread once, then touched only there.
+    final class Transfer: @unchecked Sendable {
+        let request: OutboundRequest
+        let continuation: CheckedContinuation<OutboundResponse, Never>
+        var handle: UnsafeMutableRawPointer?
+        var headerList: UnsafeMutablePointer<curl_slist>?
+        var body: [UInt8] = []
+        var headers: [(name: String, value: String)] = []
+        var limit: Int
+        let started = DispatchTime.now().uptimeNanoseconds
+
+        init(request: OutboundRequest, continuation: CheckedContinuation<OutboundResponse, Never>, limit: Int) {
+            self.request = request
+            self.continuation = continuation
+            self.limit = limit
+        }
+    }
+
+    public func send(_ request: OutboundRequest) async -> OutboundResponse {
+        await withCheckedContinuation { continuation in
+            let transfer = Transfer(request: request, continuation: continuation, limit: maxResponseBytes)
+            if stopping.load(ordering: .relaxed) {
+                continuation.resume(returning: OutboundResponse(status: 0, headers: [], body: [], transportError: "shutting down", timedOut: false, seconds: 0))
+                return
+            }
+            pending.withLock { $0.append(transfer) }
+            curl_multi_wakeup(multi)
+        }
+    }
+
+    private func loop() {
+        let m = multi
+        var active: [UnsafeMutableRawPointer: Transfer] = [:]
+        while true {
+            for transfer in pending.withLock({ p -> [Transfer] in defer { p.removeAll() }; return p }) {
+                start(transfer)
+                active[transfer.handle!] = transfer
+            }
+            if stopping.load(ordering: .relaxed) && active.isEmpty { break }
+            var running: Int32 = 0
+            curl_multi_perform(m, &running)
+            var remaining: Int32 = 0
+            while let message = curl_multi_info_read(m, &remaining) {
+                guard gh_msg_is_done(message) != 0, let easy = message.pointee.easy_handle, let transfer = active.removeValue(forKey: easy) else { continue }
+                finish(transfer, code: gh_msg_result(message))
+            }
+            var fds: Int32 = 0
+            curl_multi_poll(m, nil, 0, 1000, &fds)
+        }
+        for handle in idleHandles { curl_easy_cleanup(handle) }
+    }
+
+    private func start(_ transfer: Transfer) {
+        let h = idleHandles.popLast() ?? curl_easy_init()!
+        curl_easy_reset(h)
+        transfer.handle = h
+        let request = transfer.request
+        gh_easy_setopt_string(h, CURLOPT_URL, request.url)
+        gh_easy_setopt_long(h, CURLOPT_NOSIGNAL, 1)
+        gh_easy_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0)
+        gh_easy_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1)
+        gh_easy_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2)
+        gh_easy_setopt_long(h, CURLOPT_TCP_NODELAY, 1)
+        gh_easy_setopt_string(h, CURLOPT_PROTOCOLS_STR, "http,https")
+        gh_easy_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout * 1000))
+        gh_easy_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000))
+        gh_easy_setopt_string(h, CURLOPT_CUSTOMREQUEST, request.method)
+        var list: UnsafeMutablePointer<curl_slist>?
+        for (name, value) in request.headers { list = curl_slist_append(list, "\(name): \(value)") }
+        list = curl_slist_append(list, "Expect:")
+        transfer.headerList = list
+        gh_easy_setopt_slist(h, CURLOPT_HTTPHEADER, list)
+        gh_easy_setopt_long(h, CURLOPT_POSTFIELDSIZE_LARGE, request.body.count)
+        request.body.withUnsafeBufferPointer { buffer in
+            _ = gh_easy_setopt_pointer(h, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!))
+        }
+        let me = Unmanaged.passUnretained(transfer).toOpaque()
+        gh_easy_setopt_write_function(h) { data, size, count, user in
+            let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+            let n = size * count
+            let keep = min(n, max(0, t.limit - t.body.count))
+            if keep > 0 { t.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: keep)) }
+            return n
+        }
+        gh_easy_setopt_pointer(h, CURLOPT_WRITEDATA, me)
+        gh_easy_setopt_header_function(h) { data, size, count, user in
+            let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+            if line.hasPrefix("HTTP/") { t.headers.removeAll() }
+            if let colon = line.firstIndex(of: ":") {
+                t.headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+            return size * count
+        }
+        gh_easy_setopt_pointer(h, CURLOPT_HEADERDATA, me)
+        curl_multi_add_handle(multi, h)
+    }
+
+    private func finish(_ transfer: Transfer, code: CURLcode) {
+        let h = transfer.handle!
+        var status = 0
+        gh_easy_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        curl_multi_remove_handle(multi, h)
+        curl_slist_free_all(transfer.headerList)
+        transfer.headerList = nil
+        idleHandles.append(h)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - transfer.started) / 1e9
+        var error: String?
+        if code != CURLE_OK {
+            error = String(cString: curl_easy_strerror(code))
+            status = 0
+        }
+        transfer.continuation.resume(returning: OutboundResponse(
+            status: status, headers: transfer.headers, body: transfer.body, transportError: error,
+            timedOut: code == CURLE_OPERATION_TIMEDOUT, seconds: seconds))
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+import GatehouseCore
+
+/// Discord execute-webhook: embeds, no mentions, `?wait=true` so the answer carries the message
+/// id (needed to edit it later), and the `User-Agent` Discord requires.
+public struct DiscordReceiver: Receiver {
+    public let name: String
+    public let platform = GatehouseConfig.ReceiverKind.discord
+    let webhookURL: Secret
+    let templates: TemplateSet
+
+    public init(name: String, webhookURL: Secret, templates: TemplateSet) {
+        self.name = name
+        self.webhookURL = webhookURL
+        self.templates = templates
+    }
+
+    /// Embed title ≤ 256, description ≤ 4,096, and ≤ 6,000 over the embed: keep well inside.
+    static let limits = MessageContext.Limits(title: 250, summary: 1000, details: 3000)
+
+    public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
+        let context = MessageContext.build(for: message, limits: Self.limits, escape: { $0 }) { url, text in "[\(text)](\(url))" }
+        let body = try templates.renderJSON("discord/\(message.kind.rawValue)", context)
+        var url = webhookURL.value
+        url += url.contains("?") ? "&wait=true" : "?wait=true"
+        return OutboundRequest(
+            url: url,
+            headers: [("Content-Type", "application/json"), ("User-Agent", "DiscordBot (https://github.com/gatehouse, 1.0)")],
+            body: Array(body.utf8))
+    }
+
+    public func classify(_ response: OutboundResponse) -> DeliveryOutcome {
+        if response.status == 429 {
+            // Discord puts the precise wait in the body; the headers round it.
+            let body = try? JSONValue.parse(bytes: response.body)
+            let after = body?.objectValue?["retry_after"]?.doubleValue
+                ?? response.header("X-RateLimit-Reset-After").flatMap(Double.init)
+                ?? Classifier.retryAfter(response)
+            return .retry(after: after, reason: "HTTP 429 rate limited")
+        }
+        let outcome = Classifier.classify(response)
+        if case .delivered = outcome {
+            let id = (try? JSONValue.parse(bytes: response.body))?.objectValue?["id"]?.stringValue
+            return .delivered(messageID: id)
+        }
+        return outcome
+    }
+
+    /// When the bucket is empty, the wait until it refills (`X-RateLimit-Remaining: 0`).
+    public static func pause(after response: OutboundResponse) -> Double? {
+        guard response.header("X-RateLimit-Remaining") == "0", let reset = response.header("X-RateLimit-Reset-After").flatMap(Double.init) else { return nil }
+        return reset
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import GatehouseCore
+
+/// Mattermost incoming webhook: Slack-compatible attachments; success is 200 with body `ok`.
+public struct MattermostReceiver: Receiver {
+    public let name: String
+    public let platform = GatehouseConfig.ReceiverKind.mattermost
+    let webhookURL: Secret
+    let templates: TemplateSet
+
+    public init(name: String, webhookURL: Secret, templates: TemplateSet) {
+        self.name = name
+        self.webhookURL = webhookURL
+        self.templates = templates
+    }
+
+    /// A post holds 16,383 characters.
+    static let limits = MessageContext.Limits(title: 250, summary: 1000, details: 12000)
+
+    /// `@channel`, `@all`, `@here` and Slack-style `<!channel>` notify everyone in Mattermost:
+    /// a zero-width space after the `@` / `<` keeps the text and drops the ping.
+    public static func escape(_ s: String) -> String {
+        var out = s
+        for word in ["@channel", "@all", "@here"] {
+            out = out.replacingOccurrences(of: word, with: "@\u{200B}" + word.dropFirst(), options: .caseInsensitive)
+        }
+        return out.replacingOccurrences(of: "<!", with: "<\u{200B}!")
+    }
+
+    public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
+        let context = MessageContext.build(for: message, limits: Self.limits, escape: Self.escape) { url, text in "[\(text)](\(url))" }
+        let body = try templates.renderJSON("mattermost/\(message.kind.rawValue)", context)
+        return OutboundRequest(url: webhookURL.value, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
+    }
+
+    public func classify(_ response: OutboundResponse) -> DeliveryOutcome {
+        Classifier.classify(response, successBodyMustBe: "ok")
+    }
+}

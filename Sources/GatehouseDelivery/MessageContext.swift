@@ -1,0 +1,66 @@
+import Foundation
+import GatehouseCore
+
+/// The values templates see, escaped for one platform and cut to its limits. Truncation keeps
+/// the start of the text and says where the rest is: a message is never dropped for its size.
+public struct MessageContext {
+    public struct Limits: Sendable {
+        public var title: Int
+        public var summary: Int
+        public var details: Int
+        public init(title: Int, summary: Int, details: Int) {
+            self.title = title
+            self.summary = summary
+            self.details = details
+        }
+    }
+
+    public static func build(for message: OutboundMessage, limits: Limits, escape: (String) -> String, link: (String, String) -> String) -> [String: Any] {
+        let event = message.events.last?.event
+        let runURL = message.publicURL.flatMap { base in event?.run.map { "\(base)/v1/runs/\(percent($0))?pipeline=\(percent(event!.pipeline))" } }
+        let moreURL = event?.url ?? runURL
+        func cut(_ text: String, _ max: Int) -> String {
+            guard text.count > max else { return text }
+            let marker = moreURL.map { " … (truncated, " + link($0, "full text") + ")" } ?? " … (truncated)"
+            let keep = Swift.max(0, max - marker.count - 16)
+            return escape(String(text.prefix(keep))) + marker
+        }
+        var context: [String: Any] = [
+            "kind": message.kind.rawValue,
+            "delivery_id": message.deliveryID,
+            "receiver": message.receiver,
+            "count": message.events.count,
+        ]
+        if let event {
+            var title = "\(event.type) · \(event.pipeline)"
+            if let run = event.run { title += "/\(run)" }
+            if let step = event.step { title += "/\(step)" }
+            context["title"] = title.count > limits.title ? escape(String(title.prefix(limits.title - 1))) + "…" : escape(title)
+            context["type"] = escape(event.type)
+            context["pipeline"] = escape(event.pipeline)
+            // Absent values stay absent: Mustache would print an Optional's "nil".
+            if let run = event.run { context["run"] = escape(run) }
+            if let step = event.step { context["step"] = escape(step) }
+            context["severity"] = event.severity.rawValue
+            context["severity_emoji"] = ["info": "ℹ️", "warning": "⚠️", "error": "🔴", "critical": "🚨"][event.severity.rawValue]
+            context["color_hex"] = ["info": "#439FE0", "warning": "#FFA500", "error": "#E74C3C", "critical": "#8B0000"][event.severity.rawValue]
+            context["color_int"] = ["info": 4431840, "warning": 16753920, "error": 15158332, "critical": 9109504][event.severity.rawValue]
+            context["time"] = event.time.rfc3339
+            if let summary = event.summary { context["summary"] = summary.count > limits.summary ? cut(summary, limits.summary) : escape(summary) }
+            if let details = event.details { context["details"] = details.count > limits.details ? cut(details, limits.details) : escape(details) }
+            let description = [context["summary"] as? String, context["details"] as? String].compactMap { $0 }.joined(separator: "\n\n")
+            if !description.isEmpty { context["description"] = description }
+            if let url = event.url { context["url"] = url }
+            if let runURL { context["run_url"] = runURL }
+            context["labels"] = event.labels.map { ["name": escape($0.key), "value": escape($0.value)] }
+            context["has_labels"] = !event.labels.isEmpty
+            context["event_id"] = event.id
+            if let last = message.events.last { context["cursor"] = String(last.cursor) }
+        }
+        return context
+    }
+
+    static func percent(_ s: String) -> String {
+        s.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+?#/"))) ?? s
+    }
+}

@@ -1,0 +1,59 @@
+import Crypto
+import Foundation
+import GatehouseCore
+
+/// A generic JSON webhook signed per Standard Webhooks: `webhook-id` (stable across retries),
+/// `webhook-timestamp` (this attempt) and `webhook-signature` = `v1,<base64 HMAC-SHA256>` over
+/// `id.timestamp.body` with the `whsec_` secret.
+public struct WebhookReceiver: Receiver {
+    public let name: String
+    public let platform = GatehouseConfig.ReceiverKind.webhook
+    let url: Secret
+    let key: SymmetricKey?
+    let templates: TemplateSet
+
+    public init(name: String, url: Secret, secret: Secret?, templates: TemplateSet) throws {
+        self.name = name
+        self.url = url
+        self.templates = templates
+        if let secret {
+            guard let key = Self.key(fromSecret: secret.value) else { throw DeliveryError("receiver \(name): webhook.secret must be whsec_ followed by base64") }
+            self.key = key
+        } else {
+            key = nil
+        }
+    }
+
+    static func key(fromSecret secret: String) -> SymmetricKey? {
+        let encoded = secret.hasPrefix("whsec_") ? String(secret.dropFirst(6)) : secret
+        guard let data = Data(base64Encoded: encoded), !data.isEmpty else { return nil }
+        return SymmetricKey(data: data)
+    }
+
+    /// `v1,<base64>` for the signed content `id.timestamp.body`.
+    public static func signature(id: String, timestamp: Int64, body: [UInt8], key: SymmetricKey) -> String {
+        var content = Data("\(id).\(timestamp).".utf8)
+        content.append(contentsOf: body)
+        let mac = HMAC<SHA256>.authenticationCode(for: content, using: key)
+        return "v1," + Data(mac).base64EncodedString()
+    }
+
+    public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
+        var context = MessageContext.build(for: message, limits: .init(title: 1000, summary: 1000, details: 20000), escape: { $0 }) { url, _ in url }
+        context["events_json"] = JSONValue.array(message.events.map(\.json)).serialized()
+        context["group_key"] = message.groupKey
+        let body = Array(try templates.renderJSON("webhook/\(message.kind.rawValue)", context).utf8)
+        let timestamp = now.milliseconds / 1000
+        var headers: [(String, String)] = [
+            ("Content-Type", "application/json"), ("webhook-id", message.deliveryID), ("webhook-timestamp", String(timestamp)),
+        ]
+        if let key { headers.append(("webhook-signature", Self.signature(id: message.deliveryID, timestamp: timestamp, body: body, key: key))) }
+        return OutboundRequest(url: url.value, headers: headers, body: body)
+    }
+
+    public func classify(_ response: OutboundResponse) -> DeliveryOutcome {
+        // Standard Webhooks: 410 means the endpoint is gone for good.
+        if response.status == 410 { return .dead(reason: "HTTP 410 Gone: the endpoint was removed") }
+        return Classifier.classify(response)
+    }
+}
