@@ -104,3 +104,19 @@ struct RoutingTests {
         #expect(!s.mutes(event([], pipeline: "etl"), at: Timestamp(milliseconds: 1500)))
     }
 }
+
+struct RetryScheduleTests {
+    @Test func backsOffExponentiallyWithJitterAndACap() {
+        let s = RetrySchedule()
+        #expect(s.delay(afterAttempt: 1, random: 0.5).milliseconds == 1000)
+        #expect(s.delay(afterAttempt: 2, random: 0.5).milliseconds == 2000)
+        #expect(s.delay(afterAttempt: 5, random: 0.5).milliseconds == 16000)
+        #expect(s.delay(afterAttempt: 30, random: 0.5).milliseconds == 3_600_000)
+        #expect(s.delay(afterAttempt: 1, random: 0).milliseconds == 800)
+        #expect(s.delay(afterAttempt: 1, random: 0.999).milliseconds == 1200)
+        // The receiver's Retry-After wins when longer.
+        #expect(s.delay(afterAttempt: 1, retryAfter: 30, random: 0.5).milliseconds == 30000)
+        #expect(s.allows(next: Timestamp(milliseconds: 86_400_000), created: Timestamp(milliseconds: 0)))
+        #expect(!s.allows(next: Timestamp(milliseconds: 86_400_001), created: Timestamp(milliseconds: 0)))
+    }
+}

@@ -34,6 +34,8 @@ public struct MattermostReceiver: Receiver {
     }
 
     public func classify(_ response: OutboundResponse) -> DeliveryOutcome {
-        Classifier.classify(response, successBodyMustBe: "ok")
+        // 501 means incoming webhooks are switched off on that server: final, not transient.
+        if response.status == 501 { return .dead(reason: "HTTP 501: incoming webhooks are disabled on the Mattermost server") }
+        return Classifier.classify(response, successBodyMustBe: "ok")
     }
 }
