@@ -160,3 +160,83 @@ final class ServerProcess {
 extension HTTPResult {
     var json: JSONObject { (try? JSONValue.parse(bytes: body))?.objectValue ?? JSONObject() }
 }
+
+/// The Python HTTP sink (Fixtures/sink.py) standing in for chat platforms and webhooks.
+final class Sink {
+    let process = Process()
+    private(set) var port = 0
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/sink.py").path
+
+    init() throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-u", Self.script]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        var buffer = Data()
+        while !buffer.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+        }
+        let line = String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard line.hasPrefix("PORT "), let p = Int(line.dropFirst(5)) else { throw ServerProcess.ServerStartFailure(output: "sink: \(line)") }
+        port = p
+    }
+
+    func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    struct Received {
+        var path: String
+        var time: Double
+        var headers: [String: String]
+        var body: String
+        var json: JSONObject { (try? JSONValue.parse(body))?.objectValue ?? JSONObject() }
+    }
+
+    func received(_ prefix: String = "/") throws -> [Received] {
+        let r = try HTTPClient().send(method: "GET", url: url("/_requests"))
+        let list = (try JSONValue.parse(bytes: r.body)).arrayValue ?? []
+        return list.compactMap { $0.objectValue }.map { o in
+            var headers: [String: String] = [:]
+            for (k, v) in o["headers"]?.objectValue ?? JSONObject() { headers[k] = v.stringValue }
+            return Received(path: o["path"]?.stringValue ?? "", time: o["time"]?.doubleValue ?? 0, headers: headers, body: o["body"]?.stringValue ?? "")
+        }.filter { $0.path.hasPrefix(prefix) }
+    }
+
+    /// Waits until `count` requests whose path starts with `prefix` arrived.
+    @discardableResult
+    func wait(for count: Int, at prefix: String, timeout: TimeInterval = 15) throws -> [Received] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var got: [Received] = []
+        while Date() < deadline {
+            got = try received(prefix)
+            if got.count >= count { return got }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return got
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
+
+/// The repository's templates/ folder, for servers that deliver.
+let templatesFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("templates").path
+
+extension ServerProcess {
+    /// Polls the deliveries API until `condition` holds (the dispatcher works asynchronously).
+    func waitForDeliveries(timeout: TimeInterval = 15, _ condition: ([JSONObject]) -> Bool) throws -> [JSONObject] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var rows: [JSONObject] = []
+        while Date() < deadline {
+            rows = try json("/v1/deliveries?limit=1000")["deliveries"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            if condition(rows) { return rows }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return rows
+    }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import GatehouseClient
+import GatehouseCore
+import Testing
+
+private func config(_ dir: TempDir, _ yaml: String) -> String { dir.write("gatehouse.yml", yaml) }
+
+@Suite(.serialized)
+struct DeliveryTests {
+    @Test func everyEventReachesItsRoutedReceiversOnce() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            server: { public_url: http://gatehouse.test }
+            receivers:
+              - name: team
+                slack: { webhook_url: \(sink.url("/ok/slack")) }
+              - name: ops
+                discord: { webhook_url: \(sink.url("/json/discord")) }
+              - name: mm
+                mattermost: { webhook_url: \(sink.url("/ok/mm")) }
+              - name: audit
+                webhook: { url: \(sink.url("/ok/audit")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+            route:
+              receiver: team
+              routes:
+                - matchers: ['type=~"run.failed|step.failed"', 'severity="critical"']
+                  receiver: ops
+                  continue: true
+                - matchers: ['pipeline="etl"']
+                  receiver: mm
+                - matchers: ['type=~".*"']
+                  receiver: audit
+                  continue: true
+                - matchers: ['pipeline="train"']
+                  receiver: team
+                - matchers: ['pipeline="never"']
+                  receiver: ops
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        var events: [String] = []
+        for i in 0..<4 { events.append(#"{"id":"t\#(i)","type":"step.started","pipeline":"train","run":"r\#(i)"}"#) }
+        for i in 0..<3 { events.append(#"{"id":"c\#(i)","type":"run.failed","pipeline":"train","run":"r\#(i)","severity":"critical"}"#) }
+        for i in 0..<4 { events.append(#"{"id":"e\#(i)","type":"run.succeeded","pipeline":"etl","run":"x\#(i)"}"#) }
+        #expect(try server.post("/v1/events", "[\(events.joined(separator: ","))]").status == 202)
+        // A re-sent event is a duplicate and causes no second delivery.
+        #expect(try server.post("/v1/events", #"{"id":"t0","type":"step.started","pipeline":"train","run":"r0"}"#).json["duplicates"] == .int(1))
+
+        // train events: audit (every one) then, as audit continues, team: 7 each; critical
+        // failures also reach ops first; etl events stop at mm (no continue).
+        let audit = try sink.wait(for: 7, at: "/ok/audit")
+        let team = try sink.wait(for: 7, at: "/ok/slack")
+        let ops = try sink.wait(for: 3, at: "/json/discord")
+        let mm = try sink.wait(for: 4, at: "/ok/mm")
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(try sink.received("/ok/audit").count == 7)
+        #expect(try sink.received("/ok/slack").count == 7)
+        #expect(try sink.received("/json/discord").count == 3)
+        #expect(try sink.received("/ok/mm").count == 4)
+        #expect(Set(audit.map { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue ?? "" }).count == 7)
+        #expect(Set(team.map(\.body)).count == 7)
+        #expect(ops.allSatisfy { $0.path.hasSuffix("?wait=true") && $0.headers["user-agent"]?.hasPrefix("DiscordBot") == true })
+        #expect(mm.allSatisfy { $0.json["attachments"] != nil })
+        // Every webhook request carries the Standard Webhooks headers, with distinct ids.
+        #expect(Set(audit.compactMap { $0.headers["webhook-id"] }).count == 7)
+        #expect(audit.allSatisfy { $0.headers["webhook-signature"]?.hasPrefix("v1,") == true && $0.headers["webhook-timestamp"] != nil })
+
+        let rows = try server.waitForDeliveries { rows in rows.count == 21 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+        #expect(rows.count == 21)
+        #expect(rows.filter { $0["receiver"] == .string("ops") }.allSatisfy { $0["message_id"] != .null })
+        #expect(try server.json("/v1/deliveries?receiver=mm")["deliveries"]?.arrayValue?.count == 4)
+        #expect(try server.json("/v1/deliveries?state=dead")["deliveries"]?.arrayValue?.count == 0)
+        #expect(try server.get("/v1/deliveries?state=lost").status == 422)
+        let metrics = try server.get("/metrics").text
+        #expect(metrics.contains(#"gatehouse_deliveries_total{receiver="audit",outcome="delivered"} 7"#) || metrics.contains(#"gatehouse_deliveries_total{outcome="delivered",receiver="audit"} 7"#))
+        #expect(metrics.contains("gatehouse_delivery_latency_seconds"))
+        #expect(metrics.contains("gatehouse_outbox_depth"))
+    }
+
+    @Test func rateLimitedReceiverGetsEverythingPacedAndADeadOneDelaysNobody() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: limited
+                webhook: { url: \(sink.url("/ratelimit-3/limited")) }
+              - name: gone
+                webhook: { url: \(sink.url("/status-404/gone")) }
+              - name: healthy
+                webhook: { url: \(sink.url("/ok/healthy")) }
+              - name: backup
+                webhook: { url: \(sink.url("/ok/backup")) }
+            route:
+              receiver: healthy
+              routes:
+                - matchers: ['pipeline="p"']
+                  receiver: limited
+                  continue: true
+                - matchers: ['pipeline="p"']
+                  receiver: gone
+                  fallback: backup
+                  continue: true
+                - matchers: ['pipeline="p"']
+                  receiver: healthy
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        let start = Date().timeIntervalSince1970
+        let batch = (0..<5).map { #"{"id":"p\#($0)","type":"a.b","pipeline":"p"}"# }.joined(separator: ",")
+        #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
+
+        // The healthy receiver is served at once, while the others fail.
+        let healthy = try sink.wait(for: 5, at: "/ok/healthy", timeout: 5)
+        #expect(healthy.count == 5)
+        #expect(healthy.allSatisfy { $0.time - start < 2.0 }, "healthy receiver was held up")
+        // 404 is final: one attempt each, then the fallback receiver gets the message.
+        let backup = try sink.wait(for: 5, at: "/ok/backup", timeout: 5)
+        #expect(backup.count == 5)
+        #expect(try sink.received("/status-404").count == 5)
+        // 429 for 3 s with Retry-After: 1 — everything arrives afterwards, and the receiver is
+        // not hammered meanwhile.
+        let limited = try sink.received("/ratelimit-3")
+        _ = limited
+        let rows = try server.waitForDeliveries(timeout: 20) { rows in
+            rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5
+        }
+        #expect(rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5)
+        let attempts = try sink.received("/ratelimit-3")
+        let refusedEarly = attempts.filter { $0.time - attempts[0].time < 3 }
+        #expect(refusedEarly.count <= 15, "\(refusedEarly.count) attempts while rate limited")
+        let gone = rows.filter { $0["receiver"] == .string("gone") }
+        #expect(gone.count == 5 && gone.allSatisfy { $0["state"] == .string("dead") && $0["attempts"] == .int(1) && $0["last_status"] == .int(404) })
+        #expect(gone.allSatisfy { $0["response_body"] == .string("error 404") })
+        #expect(rows.filter { $0["receiver"] == .string("backup") }.allSatisfy { $0["fallback_of"] != .null })
+
+        // A dead delivery can be retried by hand; it dies again against a 404.
+        let deadID = try #require(gone.first?["id"]?.stringValue)
+        let retried = try server.post("/v1/deliveries/\(deadID)/retry", "")
+        #expect(retried.status == 202)
+        _ = try server.waitForDeliveries { rows in rows.contains { $0["id"] == .string(deadID) && $0["attempts"] == .int(2) } }
+        #expect(try server.post("/v1/deliveries/\(try #require(healthy.first?.headers["webhook-id"]))/retry", "").status == 409)
+        #expect(try server.post("/v1/deliveries/msg_nope/retry", "").status == 404)
+    }
+
+    @Test func retriesKeepTheirWebhookIDAndSurviveKillDashNine() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: flaky
+                webhook: { url: \(sink.url("/flaky-3/hook")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+            route: { receiver: flaky }
+            """)
+        let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
+        #expect(try server.post("/v1/events", #"{"id":"k1","type":"run.failed","pipeline":"p"}"#).status == 202)
+        // First attempt fails (500); kill the server before the retry is due.
+        let first = try sink.wait(for: 1, at: "/flaky-3")
+        #expect(first.count == 1)
+        server.kill()
+        let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+        let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.first?["state"] == .string("delivered") }
+        #expect(rows.count == 1)
+        #expect(rows.first?["state"] == .string("delivered"))
+        #expect(rows.first?["attempts"].flatMap { $0.doubleValue }.map { $0 >= 3 } == true)
+        let all = try sink.received("/flaky-3")
+        #expect(all.count == 4)
+        // The same message every time: same webhook-id, same body.
+        #expect(Set(all.compactMap { $0.headers["webhook-id"] }).count == 1)
+        #expect(Set(all.map(\.body)).count == 1)
+        // Backoff spaced the attempts out.
+        let gaps = zip(all.dropFirst(), all).map { $0.time - $1.time }
+        #expect(gaps.allSatisfy { $0 >= 0.5 }, "\(gaps)")
+    }
+
+    @Test func inhibitionMutesTheStepFailuresOfAFailedRun() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: team
+                webhook: { url: \(sink.url("/ok/team")) }
+            route:
+              receiver: team
+              group_wait: 1s
+            inhibit_rules:
+              - source_matchers: ['type="run.failed"']
+                target_matchers: ['type="step.failed"']
+                equal: [pipeline, run]
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        _ = try server.post("/v1/events", #"[{"id":"s1","type":"step.failed","pipeline":"p","run":"r1","step":"a"},{"id":"s2","type":"step.failed","pipeline":"p","run":"r2","step":"a"}]"#)
+        _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"p","run":"r1"}"#)
+        let rows = try server.waitForDeliveries { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") } }
+        let byEvent = Dictionary(uniqueKeysWithValues: rows.map { ($0["event_cursor"]!.stringValue!, $0) })
+        #expect(byEvent["1"]?["state"] == .string("muted"))
+        #expect(byEvent["1"]?["last_error"]?.stringValue?.contains("inhibited") == true)
+        #expect(byEvent["2"]?["state"] == .string("delivered"))
+        #expect(byEvent["3"]?["state"] == .string("delivered"))
+        #expect(try sink.wait(for: 2, at: "/ok/team").count == 2)
+    }
+}
