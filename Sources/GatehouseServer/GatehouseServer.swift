@@ -40,6 +40,7 @@ public enum GatehouseServer {
         ).addRoutes(to: router)
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
         DeliveriesController(outbox: Outbox(database: database), auth: auth, bus: log.bus).addRoutes(to: router)
+        SilencesController(store: SilenceStore(database: database), auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
     }
 
@@ -131,6 +132,44 @@ extension GatehouseServer {
             }
         }
         return receivers
+    }
+}
+
+extension GatehouseServer {
+    /// Loads the templates (shipped + the config's overrides) and renders every one with a
+    /// sample event, so a broken override is reported by `config check`, not at 3 a.m.
+    public static func checkTemplates(_ config: GatehouseConfig) async -> [ConfigIssue] {
+        guard !config.receivers.isEmpty || config.templatesDirectory != nil else { return [] }
+        guard let directory = TemplateSet.locateShipped() else {
+            return [ConfigIssue(line: 0, message: "the shipped message templates were not found; set GATEHOUSE_TEMPLATES to the templates/ folder")]
+        }
+        let templates: TemplateSet
+        do {
+            templates = try await TemplateSet(directory: directory, overrides: config.templatesDirectory)
+        } catch {
+            return [ConfigIssue(line: 0, message: "templates: cannot parse: \(error)")]
+        }
+        let event = Event(
+            id: "check", type: "step.failed", pipeline: "train", run: "r1", step: "fit", summary: "sample <summary> & \"quotes\"",
+            details: "line 1\nline 2", labels: [("team", "ml")], url: "https://example.org/r1", time: .now())
+        let message = OutboundMessage(kind: .event, deliveryID: "msg_check", receiver: "check", groupKey: "root|", events: [StoredEvent(cursor: 1, event: event, receivedAt: .now())], publicURL: config.server.publicURL)
+        // Render through the receivers themselves, so the check exercises what delivery runs.
+        let url = Secret("https://example.invalid/hook")
+        var receivers: [any Receiver] = [
+            SlackReceiver(name: "check", webhookURL: url, templates: templates),
+            DiscordReceiver(name: "check", webhookURL: url, templates: templates),
+            MattermostReceiver(name: "check", webhookURL: url, templates: templates),
+        ]
+        if let webhook = try? WebhookReceiver(name: "check", url: url, secret: nil, templates: templates) { receivers.append(webhook) }
+        var issues: [ConfigIssue] = []
+        for receiver in receivers {
+            do {
+                _ = try receiver.request(for: message, now: .now())
+            } catch {
+                issues.append(ConfigIssue(line: 0, message: "templates: \(error)"))
+            }
+        }
+        return issues
     }
 }
 

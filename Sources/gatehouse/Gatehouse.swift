@@ -9,7 +9,8 @@ struct Gatehouse: AsyncParsableCommand {
         commandName: "gatehouse",
         abstract: "Put people into machine-learning pipelines: alerts, approval gates, labelling.",
         subcommands: [
-            Serve.self, Emit.self, EventsCommand.self, RunsCommand.self, TokenCommand.self, ConfigCommand.self,
+            Serve.self, Emit.self, EventsCommand.self, RunsCommand.self, DeliveriesCommand.self, SilenceCommand.self,
+            RoutesCommand.self, TokenCommand.self, ConfigCommand.self,
         ]
     )
 }

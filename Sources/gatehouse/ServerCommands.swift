@@ -154,15 +154,16 @@ struct TokenCommand: ParsableCommand {
     }
 }
 
-struct ConfigCommand: ParsableCommand {
+struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "config", abstract: "Configuration tools.", subcommands: [Check.self])
 
-    struct Check: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Validate a config file; prints every problem with its line.")
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate a config file (and its templates); prints every problem with its line.")
         @Argument(help: "Config file (default ./gatehouse.yml).") var file: String = "gatehouse.yml"
 
-        func run() throws {
-            let loaded = ConfigLoader().load(file: file)
+        func run() async throws {
+            var loaded = ConfigLoader().load(file: file)
+            if loaded.issues.isEmpty { loaded.issues += await GatehouseServer.checkTemplates(loaded.config) }
             if loaded.issues.isEmpty {
                 print("\(file): OK (\(loaded.config.receivers.count) receiver(s))")
                 return

@@ -81,7 +81,7 @@ struct CLITests {
                   receiver: ops
                   continue: true
             """)
-        var r = try runCLI(["config", "check", good], environment: ["SLACK_URL": "https://hooks.slack.test/x"])
+        var r = try runCLI(["config", "check", good], environment: ["SLACK_URL": "https://hooks.slack.test/x", "GATEHOUSE_TEMPLATES": templatesFolder])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
 
         // Without the variable the same file is refused, naming it.
