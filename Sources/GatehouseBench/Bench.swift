@@ -18,6 +18,10 @@ struct Bench {
             print("no gatehouse binary next to the benchmark (\(binary)); run: swift build -c release")
             exit(1)
         }
+        if args.contains("--deliveries") {
+            try DeliveryBench.run(binary: binary, scale: scale)
+            return
+        }
         print("gatehouse ingest benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores, load generator on the same machine")
         print("")
         for durability in durabilities {
@@ -72,11 +76,15 @@ final class BenchServer {
     let dir: String
     var port = 0
 
-    init(binary: String, durability: String) throws {
+    init(binary: String, durability: String, config: String? = nil, environment: [String: String] = [:]) throws {
         dir = NSTemporaryDirectory() + "gatehouse-bench-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", dir + "/bench.db", "--durability", durability, "--log-level", "warning"]
+            + (config.map { ["--config", $0] } ?? [])
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
         let out = Pipe()
         process.standardOutput = out
         try process.run()

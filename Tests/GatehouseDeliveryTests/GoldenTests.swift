@@ -1,0 +1,89 @@
+import Foundation
+import GatehouseCore
+@testable import GatehouseDelivery
+import Testing
+
+/// Every payload Gatehouse sends has an example in webhooks/<platform>/<kind>.json; rendering
+/// the shipped templates must give exactly that. Set GATEHOUSE_UPDATE_GOLDEN=1 to rewrite them
+/// after an intended change (and read the diff).
+struct GoldenTests {
+    static let webhooks = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("webhooks")
+
+    static func sample() -> OutboundMessage {
+        let event = Event(
+            id: "r42-fit-oom", type: "step.failed", pipeline: "train", run: "r42", step: "fit", severity: .error,
+            summary: "CUDA out of memory", details: "Batch size 512 does not fit on one A100.\n\nTry `--batch-size 256`.",
+            labels: [("team", "ml"), ("env", "prod")], attributes: JSONObject([("gpu", .string("a100"))]),
+            url: "https://orchestrator.example/runs/r42", time: Timestamp(rfc3339: "2026-11-29T10:05:00Z")!)
+        return OutboundMessage(
+            kind: .event, deliveryID: "msg_01a2291118934293c868e9abd71a37dd", receiver: "example", groupKey: "root.0|pipeline=train,run=r42",
+            events: [StoredEvent(cursor: 42, event: event, receivedAt: Timestamp(rfc3339: "2026-11-29T10:05:00.120Z")!)],
+            publicURL: "https://gatehouse.example")
+    }
+
+    @Test(arguments: GatehouseConfig.ReceiverKind.allCases)
+    func renderedPayloadMatchesTheExample(_ platform: GatehouseConfig.ReceiverKind) async throws {
+        let templates = try await TemplateSet(directory: templatesFolder)
+        let url = Secret("https://example.invalid/hook")
+        let receiver: any Receiver = switch platform {
+        case .slack: SlackReceiver(name: "example", webhookURL: url, templates: templates)
+        case .discord: DiscordReceiver(name: "example", webhookURL: url, templates: templates)
+        case .mattermost: MattermostReceiver(name: "example", webhookURL: url, templates: templates)
+        case .webhook: try WebhookReceiver(name: "example", url: url, secret: nil, templates: templates)
+        }
+        let request = try receiver.request(for: Self.sample(), now: Timestamp(rfc3339: "2026-11-29T10:05:01Z")!)
+        let rendered = try JSONValue.parse(bytes: request.body)
+        let file = Self.webhooks.appendingPathComponent("\(platform.rawValue)/event.json")
+        if ProcessInfo.processInfo.environment["GATEHOUSE_UPDATE_GOLDEN"] == "1" {
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try (pretty(rendered) + "\n").write(to: file, atomically: true, encoding: .utf8)
+        }
+        let expected = try JSONValue.parse(String(contentsOf: file, encoding: .utf8))
+        #expect(rendered == expected, "\(platform.rawValue)/event.json differs from the rendering:\n\(pretty(rendered))")
+        try checkLimits(platform, expected)
+    }
+
+    /// PROTOCOLS.md limits, checked on the examples themselves.
+    func checkLimits(_ platform: GatehouseConfig.ReceiverKind, _ payload: JSONValue) throws {
+        let o = try #require(payload.objectValue)
+        switch platform {
+        case .slack:
+            #expect((o["text"]?.stringValue?.count ?? 0) <= 4000)
+            let blocks = o["blocks"]?.arrayValue ?? []
+            #expect(!blocks.isEmpty && blocks.count <= 50)
+            for b in blocks { if let t = b.objectValue?["text"]?.objectValue?["text"]?.stringValue { #expect(t.count <= 3000) } }
+        case .discord:
+            #expect((o["content"]?.stringValue?.count ?? 0) <= 2000)
+            #expect(o["allowed_mentions"] == .object(JSONObject([("parse", .array([]))])))
+            let embeds = o["embeds"]?.arrayValue ?? []
+            #expect(embeds.count <= 10)
+            for e in embeds.compactMap(\.objectValue) {
+                #expect((e["title"]?.stringValue?.count ?? 0) <= 256)
+                #expect((e["description"]?.stringValue?.count ?? 0) <= 4096)
+                #expect((e["fields"]?.arrayValue?.count ?? 0) <= 25)
+            }
+        case .mattermost:
+            #expect(JSONValue.object(o).serialized().count <= 16383)
+            #expect(o["text"] != nil || o["attachments"] != nil)
+        case .webhook:
+            #expect(JSONValue.object(o).serialized().utf8.count < 20_000)
+        }
+    }
+
+    func pretty(_ value: JSONValue, indent: String = "") -> String {
+        let inner = indent + "  "
+        switch value {
+        case .array(let items) where !items.isEmpty:
+            return "[\n" + items.map { inner + pretty($0, indent: inner) }.joined(separator: ",\n") + "\n" + indent + "]"
+        case .object(let o) where !o.isEmpty:
+            return "{\n" + o.map { key, v in
+                var k = ""
+                JSONValue.writeString(key, to: &k)
+                return inner + k + ": " + pretty(v, indent: inner)
+            }.joined(separator: ",\n") + "\n" + indent + "}"
+        default:
+            return value.serialized()
+        }
+    }
+}
