@@ -38,25 +38,36 @@ enum DeliveryBench {
         sink.reset()
         let server = try BenchServer(binary: binary, durability: "full", config: try config(receivers: 1, sinkPort: sinkPort), environment: ["GATEHOUSE_TEMPLATES": templates])
         defer { server.stop() }
-        let client = HTTPClient(connectTimeout: 2, timeout: 10)
+        // Open loop: four senders, each one event every 4 ms, so a slow commit does not lower
+        // the offered rate.
         let count = 5000 * scale
-        var sent: [(String, UInt64)] = []
-        sent.reserveCapacity(count)
+        let senders = 4
+        let sent = SentLog()
         let begin = DispatchTime.now().uptimeNanoseconds
-        for i in 0..<count {
-            let due = begin + UInt64(i) * 1_000_000
-            let now = DispatchTime.now().uptimeNanoseconds
-            if due > now { usleep(UInt32((due - now) / 1000)) }
-            let id = "lat-\(i)"
-            let t = DispatchTime.now().uptimeNanoseconds
-            _ = try client.send(method: "POST", url: "http://127.0.0.1:\(server.port)/v1/events", headers: ["Content-Type": "application/json"],
-                                body: Array(#"{"id":"\#(id)","type":"step.failed","pipeline":"bench","run":"r1","summary":"latency probe"}"#.utf8))
-            sent.append((id, t))
+        let port = server.port
+        let group = DispatchGroup()
+        for s in 0..<senders {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                let client = HTTPClient(connectTimeout: 2, timeout: 10)
+                for i in stride(from: s, to: count, by: senders) {
+                    let due = begin + UInt64(i) * 1_000_000
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    if due > now { usleep(UInt32((due - now) / 1000)) }
+                    let id = "lat-\(i)"
+                    let t = DispatchTime.now().uptimeNanoseconds
+                    _ = try? client.send(method: "POST", url: "http://127.0.0.1:\(port)/v1/events", headers: ["Content-Type": "application/json"],
+                                         body: Array(#"{"id":"\#(id)","type":"step.failed","pipeline":"bench","run":"r1","summary":"latency probe"}"#.utf8))
+                    sent.add(id, t)
+                }
+            }
         }
+        group.wait()
         let deadline = Date().addingTimeInterval(30)
         while sink.count < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
         let rate = Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9)
-        let latencies = sent.compactMap { id, t in sink.arrival(of: id).map { Double($0 - t) / 1e6 } }.sorted()
+        let latencies = sent.all.compactMap { id, t in sink.arrival(of: id).map { Double($0 - t) / 1e6 } }.sorted()
         func p(_ q: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))] }
         print(String(format: "  ingest→sink latency at ~%.0f events/s: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d of %d delivered)",
                      rate, p(0.5), p(0.99), latencies.last ?? 0, latencies.count, count))
@@ -75,4 +86,11 @@ enum DeliveryBench {
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
+}
+
+final class SentLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [(String, UInt64)] = []
+    func add(_ id: String, _ t: UInt64) { lock.lock(); items.append((id, t)); lock.unlock() }
+    var all: [(String, UInt64)] { lock.lock(); defer { lock.unlock() }; return items }
 }

@@ -8,6 +8,8 @@ public enum BusMessage: Sendable, Equatable {
     case eventsCommitted(lastCursor: Int64)
     /// A nudge with no data (a worker telling its own loop to look again).
     case wake
+    /// A silence was added or expired.
+    case silencesChanged
 }
 
 /// Wakes subscribers the moment something is committed, so nothing has to poll the database.

@@ -15,7 +15,7 @@ public final class Dispatcher: Sendable {
         public var schedule = RetrySchedule()
         public var publicURL: String?
         /// Concurrent attempts per receiver.
-        public var concurrency = 4
+        public var concurrency = 16
         /// How far back inhibition looks for a source event.
         public var inhibitionWindow = GatehouseDuration.seconds(3600)
         public init() {}
@@ -33,6 +33,8 @@ public final class Dispatcher: Sendable {
     private let state = Mutex(State())
     private let wakeup: BusSubscriber
     private let stopped = Atomic<Bool>(false)
+    /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
+    private let activeSilences = Mutex<[Silence]>([])
 
     struct State {
         var inFlight: Set<String> = []
@@ -41,7 +43,9 @@ public final class Dispatcher: Sendable {
         var pausedUntil: [String: Timestamp] = [:]
         /// Attempts finished since the current due-query began: that query may have read their
         /// rows before the outcome was saved, so they must not be claimed from it.
-        var finishedDuringQuery: Set<String> = []
+        var finishedDuringQuery: [String: Set<String>] = [:]
+        /// Claimed rows waiting for their receiver to have room, oldest first.
+        var queues: [String: [(Delivery, StoredEvent)]] = [:]
     }
 
     public init(
@@ -64,39 +68,81 @@ public final class Dispatcher: Sendable {
     }
 
     /// Runs until the task is cancelled or `stop()`; in-flight attempts finish first.
+    ///
+    /// Due rows are read in batches into per-receiver queues held in memory (and marked in
+    /// flight); attempts are started from those queues as receivers have room, so a finished
+    /// attempt starts the next one without another database read. The database is read again
+    /// when the queues run low, a commit announces new work, or the next row falls due.
     public func run() async {
+        let names = Array(receivers.keys).sorted()
+        if let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
+            logger.warning("deliveries to receivers no longer configured were marked dead", metadata: ["count": .stringConvertible(killed)])
+        }
         await withTaskGroup(of: Void.self) { group in
+            var lastDepthReport: Int64 = 0
+            var silencesRead: Int64 = 0
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
-                let now = clock()
-                let blocked = state.withLock { s -> Set<String> in
-                    var names = Set(s.perReceiver.filter { $0.value >= settings.concurrency }.keys)
-                    for (name, until) in s.pausedUntil where until > now { names.insert(name) }
-                    return names
-                }
-                var started = 0
-                state.withLock { $0.finishedDuringQuery.removeAll() }
-                if let due = try? await outbox.due(now: now, limit: 256, excluding: blocked) {
-                    for delivery in due {
-                        guard let wait = claim(delivery, now: now) else { continue }
-                        if wait > 0 { continue }
-                        started += 1
-                        group.addTask { await self.attempt(delivery) }
+                var now = clock()
+                // Refill the queues of receivers that are running low and not paused.
+                for name in names {
+                    let room = state.withLock { s -> Int in
+                        if let until = s.pausedUntil[name], until > now { return 0 }
+                        let queued = s.queues[name]?.count ?? 0
+                        return queued < Self.refillBelow ? Self.batch - queued : 0
+                    }
+                    guard room > 0 else { continue }
+                    state.withLock { $0.finishedDuringQuery[name] = [] }
+                    guard let due = try? await outbox.due(receiver: name, now: now, limit: room), !due.isEmpty else { continue }
+                    if now.milliseconds - silencesRead > 5000 {
+                        // Silences are read per batch, not per delivery, and again at once when
+                        // the bus says one changed; this re-read only catches their time windows.
+                        await refreshSilences(now: now)
+                        silencesRead = now.milliseconds
+                    }
+                    state.withLock { s in
+                        let finished = s.finishedDuringQuery[name] ?? []
+                        for (delivery, event) in due where !s.inFlight.contains(delivery.id) && !finished.contains(delivery.id) {
+                            s.inFlight.insert(delivery.id)
+                            s.queues[name, default: []].append((delivery, event))
+                        }
+                        s.finishedDuringQuery[name] = nil
                     }
                 }
-                Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
-                // Sleep until the next row is due, a receiver's pause ends, a commit arrives, or
-                // an attempt finishes (it wakes us).
-                var next = (try? await outbox.nextDueTime()) ?? now.adding(milliseconds: 60_000)
-                let pauses = state.withLock { s in s.pausedUntil.values.filter { $0 > now } }
-                if let soonest = pauses.min() { next = min(next, soonest) }
+                now = clock()
+                for (delivery, event) in takeStartable(now: now) {
+                    group.addTask { await self.attempt(delivery, event: event) }
+                }
+                if now.milliseconds - lastDepthReport >= 1000 {
+                    lastDepthReport = now.milliseconds
+                    Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
+                }
+                // Sleep until a receiver with room has a row falling due, a pause ends, a commit
+                // arrives, or an attempt finishes (each wakes us). Receivers that are full are
+                // woken by their own attempts finishing.
+                var next = now.adding(milliseconds: 60_000)
+                for name in names {
+                    let (idle, pausedUntil) = state.withLock { s in
+                        ((s.queues[name]?.isEmpty ?? true) && s.perReceiver[name, default: 0] < settings.concurrency, s.pausedUntil[name])
+                    }
+                    if let pausedUntil, pausedUntil > now { next = min(next, pausedUntil); continue }
+                    if idle, let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
+                }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
-                if started == 0 || wait > 0 {
-                    _ = await wakeup.next(timeout: .milliseconds(wait))
+                if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
+                    await refreshSilences(now: clock())
                 }
             }
+            // Rows still queued were never attempted: they stay due in the database.
             await group.waitForAll()
         }
     }
+
+    private func refreshSilences(now: Timestamp) async {
+        if let current = try? await silences.current(at: now) { activeSilences.withLock { $0 = current } }
+    }
+
+    static let batch = 256
+    static let refillBelow = 64
 
     /// Stops claiming new work; attempts in flight finish and are recorded.
     public func stop() {
@@ -104,31 +150,36 @@ public final class Dispatcher: Sendable {
         wakeup.close()
     }
 
-    /// Reserves a slot for the delivery: nil when it is in flight or its receiver is full;
-    /// a positive wait (ms) when pacing says not yet (the receiver is paused until then).
-    private func claim(_ delivery: Delivery, now: Timestamp) -> Int64? {
-        state.withLock { s -> Int64? in
-            if s.inFlight.contains(delivery.id) || s.finishedDuringQuery.contains(delivery.id) { return nil }
-            if s.perReceiver[delivery.receiver, default: 0] >= settings.concurrency { return nil }
-            if let until = s.pausedUntil[delivery.receiver], until > now { return nil }
-            if var pacer = s.pacers[delivery.receiver] {
-                let wait = pacer.take(now: now)
-                s.pacers[delivery.receiver] = pacer
-                if wait > 0 {
-                    s.pausedUntil[delivery.receiver] = now.adding(milliseconds: wait)
-                    return wait
+    /// Pops what may start now: per receiver, up to its concurrency, unless paused or paced.
+    private func takeStartable(now: Timestamp) -> [(Delivery, StoredEvent)] {
+        state.withLock { s in
+            var out: [(Delivery, StoredEvent)] = []
+            for name in Array(s.queues.keys) {
+                while var queue = s.queues[name], !queue.isEmpty {
+                    if s.perReceiver[name, default: 0] >= settings.concurrency { break }
+                    if let until = s.pausedUntil[name], until > now { break }
+                    if var pacer = s.pacers[name] {
+                        let wait = pacer.take(now: now)
+                        s.pacers[name] = pacer
+                        if wait > 0 {
+                            s.pausedUntil[name] = now.adding(milliseconds: wait)
+                            break
+                        }
+                    }
+                    let item = queue.removeFirst()
+                    s.queues[name] = queue.isEmpty ? nil : queue
+                    s.perReceiver[name, default: 0] += 1
+                    out.append(item)
                 }
             }
-            s.inFlight.insert(delivery.id)
-            s.perReceiver[delivery.receiver, default: 0] += 1
-            return 0
+            return out
         }
     }
 
-    private func release(_ delivery: Delivery, pause: Double?) {
+    /// Frees the receiver's slot as soon as its answer is in (the receiver is done with us),
+    /// applying any pause it asked for.
+    private func releaseSlot(_ delivery: Delivery, pause: Double?) {
         state.withLock { s in
-            s.inFlight.remove(delivery.id)
-            s.finishedDuringQuery.insert(delivery.id)
             s.perReceiver[delivery.receiver, default: 1] -= 1
             if let pause, pause > 0 {
                 let until = clock().adding(milliseconds: Int64(pause * 1000))
@@ -138,10 +189,23 @@ public final class Dispatcher: Sendable {
         wakeup.wake()
     }
 
-    func attempt(_ delivery: Delivery) async {
+    /// Forgets the delivery once its outcome is committed; until then it cannot be claimed again.
+    private func finish(_ delivery: Delivery) {
+        state.withLock { s in
+            s.inFlight.remove(delivery.id)
+            s.finishedDuringQuery[delivery.receiver]?.insert(delivery.id)
+        }
+        wakeup.wake()
+    }
+
+    func attempt(_ delivery: Delivery, event stored: StoredEvent) async {
         var row = delivery
         var pause: Double?
-        defer { release(delivery, pause: pause) }
+        var slotHeld = true
+        defer {
+            if slotHeld { releaseSlot(delivery, pause: pause) }
+            finish(delivery)
+        }
         let now = clock()
         row.updated_at = now.milliseconds
         guard let receiver = receivers[row.receiver] else {
@@ -150,8 +214,7 @@ public final class Dispatcher: Sendable {
             await save(row, outcome: "dead")
             return
         }
-        guard let stored = try? await outbox.event(seq: row.event_seq) else { return }
-        if let reason = await muteReason(stored.event, now: now) {
+        if let reason = await muteReason(stored.event, now: now, silences: activeSilences.withLock { $0 }) {
             row.state = .muted
             row.last_error = reason
             await save(row, outcome: "muted")
@@ -173,6 +236,9 @@ public final class Dispatcher: Sendable {
         row.response_body = response.body.isEmpty ? nil : String(response.text.prefix(2000))
         let outcome = receiver.classify(response)
         if let discordPause = DiscordReceiver.pause(after: response), receiver.platform == .discord { pause = discordPause }
+        if case .retry(let after?, _) = outcome { pause = max(pause ?? 0, after) }
+        releaseSlot(delivery, pause: pause)
+        slotHeld = false
         let finished = clock()
         switch outcome {
         case .delivered(let messageID):
@@ -184,7 +250,6 @@ public final class Dispatcher: Sendable {
                 .recordMilliseconds(max(0, finished.milliseconds - stored.receivedAt.milliseconds))
             await save(row, outcome: "delivered")
         case .retry(let after, let reason):
-            if let after { pause = max(pause ?? 0, after) }
             let delay = settings.schedule.delay(afterAttempt: row.attempts, retryAfter: after, random: Double.random(in: 0..<1))
             let next = finished.adding(milliseconds: delay.milliseconds)
             row.last_error = reason
@@ -205,8 +270,8 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    private func muteReason(_ event: Event, now: Timestamp) async -> String? {
-        if let active = try? await silences.current(at: now), let silence = active.first(where: { $0.mutes(event, at: now) }) {
+    private func muteReason(_ event: Event, now: Timestamp, silences active: [Silence]) async -> String? {
+        if let silence = active.first(where: { $0.mutes(event, at: now) }) {
             return "silenced by \(silence.id) (\(silence.matchers.map(\.description).joined(separator: ", ")))"
         }
         guard !inhibitor.rules.isEmpty else { return nil }
@@ -225,7 +290,7 @@ public final class Dispatcher: Sendable {
         }
         logger.warning("delivery dead", metadata: ["delivery": .string(row.id), "receiver": .string(row.receiver), "reason": .string(row.last_error ?? "")])
         do {
-            try await outbox.saveDead(row, fallback: fallback)
+            try await outbox.record(row, fallback: fallback)
             Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", "dead")]).increment()
         } catch {
             logger.error("could not record a delivery outcome", metadata: ["delivery": .string(row.id), "error": "\(error)"])
@@ -234,7 +299,7 @@ public final class Dispatcher: Sendable {
 
     private func save(_ row: Delivery, outcome: String) async {
         do {
-            try await outbox.save(row)
+            try await outbox.record(row)
             Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", outcome)]).increment()
         } catch {
             // The row stays due and is sent again: at-least-once.

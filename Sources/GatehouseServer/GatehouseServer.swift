@@ -28,7 +28,7 @@ public enum GatehouseServer {
     }
 
     public static func makeRouter(
-        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, registry: PrometheusCollectorRegistry?, state: ServerState
+        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
@@ -39,8 +39,8 @@ public enum GatehouseServer {
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
         ).addRoutes(to: router)
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
-        DeliveriesController(outbox: Outbox(database: database), auth: auth, bus: log.bus).addRoutes(to: router)
-        SilencesController(store: SilenceStore(database: database), auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        DeliveriesController(outbox: outbox, auth: auth, bus: log.bus).addRoutes(to: router)
+        SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
     }
 
@@ -62,11 +62,12 @@ public enum GatehouseServer {
         let client = CurlMultiClient()
         var settings = Dispatcher.Settings()
         settings.publicURL = config.server.publicURL
+        let outbox = Outbox(database: database)
         let dispatcher = Dispatcher(
-            outbox: Outbox(database: database), receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),
+            outbox: outbox, receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),
             inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
         let state = ServerState()
-        let router = makeRouter(config: config, database: database, log: log, registry: registry, state: state)
+        let router = makeRouter(config: config, database: database, log: log, outbox: outbox, registry: registry, state: state)
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),

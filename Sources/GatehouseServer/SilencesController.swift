@@ -8,6 +8,7 @@ import Hummingbird
 struct SilencesController {
     let store: SilenceStore
     let auth: Authenticator
+    let bus: Bus
     let maxBodyBytes: Int
 
     func addRoutes(to router: Router<GatehouseContext>) {
@@ -24,6 +25,7 @@ struct SilencesController {
         do { value = try JSONValue.parse(bytes: body) } catch { throw Problem.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)") }
         let silence = try Self.silence(from: value, now: .now(), defaultCreator: principal.name).get()
         try await store.create(silence)
+        bus.publish(.silencesChanged)
         return .json(Self.json(silence, now: .now()), status: .created)
     }
 
@@ -85,6 +87,7 @@ struct SilencesController {
         _ = try await auth.authorize(request, context: context, scope: .admin)
         let id = try context.parameters.require("id")
         guard try await store.expire(id) else { throw Problem.notFound("no silence \"\(id)\"") }
+        bus.publish(.silencesChanged)
         return Response(status: .noContent)
     }
 }

@@ -105,7 +105,7 @@ public final class GatehouseDatabase: Sendable {
                     fallback TEXT,
                     fallback_of TEXT
                 );
-                CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state IN ('pending', 'failed');
+                CREATE INDEX deliveries_due ON deliveries(receiver, next_attempt_at) WHERE state IN ('pending', 'failed');
                 CREATE INDEX deliveries_by_receiver ON deliveries(receiver, created_at);
                 CREATE INDEX deliveries_by_state ON deliveries(state, created_at);
                 CREATE TABLE silences (

@@ -1,6 +1,8 @@
+import Dispatch
 import Foundation
 import GRDB
 import GatehouseCore
+import Synchronization
 
 /// A delivery the routing decided on at commit time, before it has an id.
 public struct PlannedDelivery: Sendable, Equatable {
@@ -92,10 +94,52 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
 }
 
 /// The durable outbox: rows are written in the same transaction as their event, claimed when
-/// due, and updated with each attempt's outcome.
-public struct Outbox: Sendable {
+/// due, and updated with each attempt's outcome. Outcomes recorded while a write is in flight
+/// share the next transaction (group commit), so thousands of deliveries a second cost a few
+/// hundred commits, not thousands.
+public final class Outbox: Sendable {
     public let database: GatehouseDatabase
+    private let writeQueue = DispatchQueue(label: "gatehouse.outbox", qos: .userInitiated)
+    private let pending = Mutex<(items: [(Delivery, Delivery?, CheckedContinuation<Void, any Error>)], draining: Bool)>(([], false))
+
     public init(database: GatehouseDatabase) { self.database = database }
+
+    /// Saves an attempt's outcome (and, for a dead delivery, the fallback that replaces it);
+    /// returns once it is committed.
+    public func record(_ delivery: Delivery, fallback: Delivery? = nil) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let start = pending.withLock { state -> Bool in
+                state.items.append((delivery, fallback, continuation))
+                if state.draining { return false }
+                state.draining = true
+                return true
+            }
+            if start { writeQueue.async { self.drain() } }
+        }
+    }
+
+    private func drain() {
+        while true {
+            let items = pending.withLock { state -> [(Delivery, Delivery?, CheckedContinuation<Void, any Error>)] in
+                let taken = state.items
+                state.items = []
+                if taken.isEmpty { state.draining = false }
+                return taken
+            }
+            if items.isEmpty { return }
+            do {
+                try database.pool.write { db in
+                    for (delivery, fallback, _) in items {
+                        try delivery.update(db)
+                        try fallback?.insert(db)
+                    }
+                }
+                for item in items { item.2.resume() }
+            } catch {
+                for item in items { item.2.resume(throwing: error) }
+            }
+        }
+    }
 
     static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, now: Timestamp, db: Database) throws {
         for plan in plans {
@@ -108,37 +152,40 @@ public struct Outbox: Sendable {
         }
     }
 
-    /// Due rows, oldest first, skipping receivers that are paused or busy.
-    public func due(now: Timestamp, limit: Int, excluding receivers: Set<String>) async throws -> [Delivery] {
+    /// A receiver's due rows with their events, oldest first.
+    public func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)] {
         try await database.pool.read { db in
-            var sql = "SELECT * FROM deliveries WHERE state IN ('pending','failed') AND next_attempt_at <= ?"
-            var arguments: StatementArguments = [now.milliseconds]
-            if !receivers.isEmpty {
-                sql += " AND receiver NOT IN (\(receivers.map { _ in "?" }.joined(separator: ",")))"
-                arguments += StatementArguments(Array(receivers))
+            let rows = try Delivery.fetchAll(
+                db, sql: "SELECT * FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?",
+                arguments: [receiver, now.milliseconds, limit])
+            guard !rows.isEmpty else { return [] }
+            let seqs = Array(Set(rows.map(\.event_seq)))
+            var bySeq: [Int64: StoredEvent] = [:]
+            for e in try EventRow.fetchAll(db, sql: "SELECT * FROM events WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))", arguments: StatementArguments(seqs)) {
+                bySeq[e.seq] = e.stored
             }
-            sql += " ORDER BY next_attempt_at, rowid LIMIT ?"
-            arguments += [limit]
-            return try Delivery.fetchAll(db, sql: sql, arguments: arguments)
+            return rows.compactMap { row in bySeq[row.event_seq].map { (row, $0) } }
         }
     }
 
-    /// When the next row falls due, if any.
-    public func nextDueTime() async throws -> Timestamp? {
+    /// When a receiver's next row falls due, if it has any.
+    public func nextDueTime(receiver: String) async throws -> Timestamp? {
         try await database.pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending','failed')").map(Timestamp.init(milliseconds:))
+            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE receiver = ? AND state IN ('pending','failed')", arguments: [receiver])
+                .map(Timestamp.init(milliseconds:))
         }
     }
 
-    public func save(_ delivery: Delivery) async throws {
-        try await database.pool.write { db in try delivery.update(db) }
-    }
-
-    /// Saves a dead delivery and, in the same transaction, the fallback that replaces it.
-    public func saveDead(_ delivery: Delivery, fallback: Delivery?) async throws {
+    /// Ends deliveries to receivers the config no longer has (they could never be sent).
+    @discardableResult
+    public func killOrphans(known: [String], now: Timestamp) async throws -> Int {
         try await database.pool.write { db in
-            try delivery.update(db)
-            try fallback?.insert(db)
+            let placeholders = known.map { _ in "?" }.joined(separator: ",")
+            let filter = known.isEmpty ? "" : "AND receiver NOT IN (\(placeholders))"
+            try db.execute(
+                sql: "UPDATE deliveries SET state = 'dead', last_error = 'receiver ' || receiver || ' is not configured', updated_at = ? WHERE state IN ('pending','failed') \(filter)",
+                arguments: StatementArguments([now.milliseconds]) + StatementArguments(known))
+            return db.changesCount
         }
     }
 
@@ -174,10 +221,6 @@ public struct Outbox: Sendable {
 
     public func depth() async throws -> Int {
         try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','failed')") ?? 0 }
-    }
-
-    public func event(seq: Int64) async throws -> StoredEvent? {
-        try await database.pool.read { db in try EventRow.fetchOne(db, key: seq)?.stored }
     }
 
     /// Recent events of a pipeline/run, for inhibition checks.
