@@ -40,11 +40,14 @@ public struct GatehouseConfig: Sendable {
         public var kind: ReceiverKind
         /// Settings as given (secrets expanded); the delivery issue gives them types.
         public var settings: [String: Secret]
+        /// How long a failing delivery keeps being retried (default 24 h).
+        public var maxAge: GatehouseDuration?
         public var line: Int
-        public init(name: String, kind: ReceiverKind, settings: [String: Secret], line: Int) {
+        public init(name: String, kind: ReceiverKind, settings: [String: Secret], maxAge: GatehouseDuration? = nil, line: Int) {
             self.name = name
             self.kind = kind
             self.settings = settings
+            self.maxAge = maxAge
             self.line = line
         }
     }

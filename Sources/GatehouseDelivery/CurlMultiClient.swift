@@ -53,7 +53,7 @@ public final class CurlMultiClient: @unchecked Sendable {
 
     private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
 
-    public init(connectTimeout: Double = 5, maxConnectionsPerHost: Int = 16, maxResponseBytes: Int = 64 * 1024) {
+    public init(connectTimeout: Double = 5, maxConnectionsPerHost: Int = 32, maxResponseBytes: Int = 64 * 1024) {
         _ = Self.globalInit
         multi = curl_multi_init()!
         self.connectTimeout = connectTimeout

@@ -13,9 +13,11 @@ import Synchronization
 public final class Dispatcher: Sendable {
     public struct Settings: Sendable {
         public var schedule = RetrySchedule()
+        /// Per-receiver `max_age`, overriding the schedule's.
+        public var maxAge: [String: GatehouseDuration] = [:]
         public var publicURL: String?
         /// Concurrent attempts per receiver.
-        public var concurrency = 16
+        public var concurrency = 32
         /// How far back inhibition looks for a source event.
         public var inhibitionWindow = GatehouseDuration.seconds(3600)
         public init() {}
@@ -250,17 +252,19 @@ public final class Dispatcher: Sendable {
                 .recordMilliseconds(max(0, finished.milliseconds - stored.receivedAt.milliseconds))
             await save(row, outcome: "delivered")
         case .retry(let after, let reason):
-            let delay = settings.schedule.delay(afterAttempt: row.attempts, retryAfter: after, random: Double.random(in: 0..<1))
+            var schedule = settings.schedule
+            if let maxAge = settings.maxAge[row.receiver] { schedule.maxAge = maxAge }
+            let delay = schedule.delay(afterAttempt: row.attempts, retryAfter: after, random: Double.random(in: 0..<1))
             let next = finished.adding(milliseconds: delay.milliseconds)
             row.last_error = reason
-            if settings.schedule.allows(next: next, created: Timestamp(milliseconds: row.created_at)) {
+            if schedule.allows(next: next, created: Timestamp(milliseconds: row.created_at)) {
                 row.state = .failed
                 row.next_attempt_at = next.milliseconds
                 logger.info("delivery failed; will retry", metadata: ["delivery": .string(row.id), "receiver": .string(row.receiver), "reason": .string(reason), "in_ms": .stringConvertible(delay.milliseconds)])
                 await save(row, outcome: "retry")
             } else {
                 row.state = .dead
-                row.last_error = "gave up after \(row.attempts) attempts (max_age \(settings.schedule.maxAge)): \(reason)"
+                row.last_error = "gave up after \(row.attempts) attempts (max_age \(schedule.maxAge)): \(reason)"
                 await saveDead(row)
             }
         case .dead(let reason):

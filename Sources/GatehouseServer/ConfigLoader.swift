@@ -266,10 +266,11 @@ private struct Walker {
         guard case .sequence(let sequence) = node else { issue(node, "receivers must be a list"); return }
         for item in sequence {
             var name: String?
+            var maxAge: GatehouseDuration?
             var kinds: [(GatehouseConfig.ReceiverKind, [String: Secret], Node)] = []
             for (key, _, value) in entries(item, "receiver", known: ["name", "max_age"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
                 if key == "name" { name = string(key, value, "receiver"); continue }
-                if key == "max_age" { _ = duration(key, value, "receiver"); continue }
+                if key == "max_age" { maxAge = duration(key, value, "receiver"); continue }
                 guard let kind = GatehouseConfig.ReceiverKind(rawValue: key) else { continue }
                 var settings: [String: Secret] = [:]
                 for (settingKey, _, settingValue) in entries(value, "receiver \(key)", known: Self.receiverSettings[kind]!) {
@@ -287,7 +288,7 @@ private struct Walker {
                 issue(item, kinds.isEmpty ? "receiver \"\(name)\" names no platform (slack, discord, mattermost or webhook)" : "receiver \"\(name)\" names more than one platform; use one receiver each")
                 continue
             }
-            config.receivers.append(.init(name: name, kind: kinds[0].0, settings: kinds[0].1, line: item.mark?.line ?? 0))
+            config.receivers.append(.init(name: name, kind: kinds[0].0, settings: kinds[0].1, maxAge: maxAge, line: item.mark?.line ?? 0))
         }
     }
 

@@ -62,6 +62,7 @@ public enum GatehouseServer {
         let client = CurlMultiClient()
         var settings = Dispatcher.Settings()
         settings.publicURL = config.server.publicURL
+        for r in config.receivers { if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge } }
         let outbox = Outbox(database: database)
         let dispatcher = Dispatcher(
             outbox: outbox, receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),

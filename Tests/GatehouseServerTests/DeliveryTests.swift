@@ -198,4 +198,23 @@ struct DeliveryTests {
         #expect(byEvent["3"]?["state"] == .string("delivered"))
         #expect(try sink.wait(for: 2, at: "/ok/team").count == 2)
     }
+
+    @Test func aReceiverThatKeepsFailingIsGivenUpAtMaxAge() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: broken
+                max_age: 2s
+                webhook: { url: \(sink.url("/status-503/broken")) }
+            route: { receiver: broken }
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        _ = try server.post("/v1/events", #"{"id":"g1","type":"run.failed","pipeline":"p"}"#)
+        let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.first?["state"] == .string("dead") }
+        #expect(rows.first?["state"] == .string("dead"))
+        #expect(rows.first?["last_error"]?.stringValue?.hasPrefix("gave up after") == true)
+        let attempts = try sink.received("/status-503")
+        #expect(attempts.count >= 2 && attempts.count <= 4, "\(attempts.count) attempts within max_age 2s")
+    }
 }
