@@ -44,8 +44,7 @@ public struct EventFilter: Sendable, Equatable {
 public final class EventLog: Sendable {
     public let database: GatehouseDatabase
     public let bus: Bus
-    private let commitQueue = DispatchQueue(label: "gatehouse.commit", qos: .userInitiated)
-    private let pending = Mutex(Pending())
+    private let committer = GroupCommitQueue<Request>(label: "gatehouse.commit")
     private let commitTimer = Metrics.Timer(label: "gatehouse_store_commit_duration_seconds", preferredDisplayUnit: .seconds)
     private let commitSize = Recorder(label: "gatehouse_store_commit_events", aggregate: true)
     private let ingested = Counter(label: "gatehouse_events_ingested_total")
@@ -57,11 +56,6 @@ public final class EventLog: Sendable {
     private let commitCounter = Atomic<Int>(0)
     /// Transactions committed so far (tests use it to see group commit at work).
     public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
-
-    private struct Pending {
-        var requests: [Request] = []
-        var draining = false
-    }
 
     private struct Request {
         var events: [Event]
@@ -80,26 +74,7 @@ public final class EventLog: Sendable {
 
     public func append(_ events: [Event]) async throws -> AppendOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            let startDrain = pending.withLock { state -> Bool in
-                state.requests.append(Request(events: events, continuation: continuation))
-                if state.draining { return false }
-                state.draining = true
-                return true
-            }
-            if startDrain { commitQueue.async { self.drain() } }
-        }
-    }
-
-    private func drain() {
-        while true {
-            let requests = pending.withLock { state -> [Request] in
-                let taken = state.requests
-                state.requests = []
-                if taken.isEmpty { state.draining = false }
-                return taken
-            }
-            if requests.isEmpty { return }
-            commit(requests)
+            committer.submit(Request(events: events, continuation: continuation)) { self.commit($0) }
         }
     }
 

@@ -99,8 +99,13 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
 /// hundred commits, not thousands.
 public final class Outbox: Sendable {
     public let database: GatehouseDatabase
-    private let writeQueue = DispatchQueue(label: "gatehouse.outbox", qos: .userInitiated)
-    private let pending = Mutex<(items: [(Delivery, Delivery?, CheckedContinuation<Void, any Error>)], draining: Bool)>(([], false))
+    private let writer = GroupCommitQueue<Outcome>(label: "gatehouse.outbox")
+
+    private struct Outcome: Sendable {
+        var delivery: Delivery
+        var fallback: Delivery?
+        var continuation: CheckedContinuation<Void, any Error>
+    }
 
     public init(database: GatehouseDatabase) { self.database = database }
 
@@ -108,36 +113,21 @@ public final class Outbox: Sendable {
     /// returns once it is committed.
     public func record(_ delivery: Delivery, fallback: Delivery? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let start = pending.withLock { state -> Bool in
-                state.items.append((delivery, fallback, continuation))
-                if state.draining { return false }
-                state.draining = true
-                return true
-            }
-            if start { writeQueue.async { self.drain() } }
+            writer.submit(Outcome(delivery: delivery, fallback: fallback, continuation: continuation)) { self.write($0) }
         }
     }
 
-    private func drain() {
-        while true {
-            let items = pending.withLock { state -> [(Delivery, Delivery?, CheckedContinuation<Void, any Error>)] in
-                let taken = state.items
-                state.items = []
-                if taken.isEmpty { state.draining = false }
-                return taken
-            }
-            if items.isEmpty { return }
-            do {
-                try database.pool.write { db in
-                    for (delivery, fallback, _) in items {
-                        try delivery.update(db)
-                        try fallback?.insert(db)
-                    }
+    private func write(_ outcomes: [Outcome]) {
+        do {
+            try database.pool.write { db in
+                for outcome in outcomes {
+                    try outcome.delivery.update(db)
+                    try outcome.fallback?.insert(db)
                 }
-                for item in items { item.2.resume() }
-            } catch {
-                for item in items { item.2.resume(throwing: error) }
             }
+            for outcome in outcomes { outcome.continuation.resume() }
+        } catch {
+            for outcome in outcomes { outcome.continuation.resume(throwing: error) }
         }
     }
 
