@@ -78,7 +78,8 @@ enum DeliveryBench {
         for i in 0..<receivers {
             yaml += "  - name: r\(i)\n    webhook: { url: http://127.0.0.1:\(sinkPort)/r\(i), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }\n"
         }
-        yaml += "route:\n  receiver: r0\n  routes:\n"
+        // Every event its own group, so each is its own message (no digests to flatter the rate).
+        yaml += "route:\n  receiver: r0\n  group_by: ['...']\n  routes:\n"
         for i in 0..<receivers {
             yaml += "    - receiver: r\(i)\n      continue: true\n"
         }

@@ -200,8 +200,9 @@ public final class Dispatcher: Sendable {
         wakeup.wake()
     }
 
-    func attempt(_ delivery: Delivery, event stored: StoredEvent) async {
-        var row = delivery
+    /// Sends one message for `delivery` and whatever of its group is due with it (a digest when
+    /// there are several), then records the outcome for all of them.
+    func attempt(_ delivery: Delivery, event _: StoredEvent) async {
         var pause: Double?
         var slotHeld = true
         defer {
@@ -209,68 +210,108 @@ public final class Dispatcher: Sendable {
             finish(delivery)
         }
         let now = clock()
-        row.updated_at = now.milliseconds
-        guard let receiver = receivers[row.receiver] else {
+        guard let receiver = receivers[delivery.receiver] else {
+            var row = delivery
             row.state = .dead
             row.last_error = "receiver \"\(row.receiver)\" is not configured"
-            await save(row, outcome: "dead")
+            await record([row], outcome: "dead")
             return
         }
-        if let reason = await muteReason(stored.event, now: now, silences: activeSilences.withLock { $0 }) {
-            row.state = .muted
-            row.last_error = reason
-            await save(row, outcome: "muted")
+        let batch: [(Delivery, StoredEvent)]
+        do {
+            batch = try await outbox.claimBatch(leader: delivery, now: now)
+        } catch {
+            logger.error("could not claim deliveries", metadata: ["delivery": .string(delivery.id), "error": "\(error)"])
             return
         }
-        let message = OutboundMessage(kind: .event, deliveryID: row.id, receiver: row.receiver, groupKey: row.group_key, events: [stored], publicURL: settings.publicURL)
+        // Empty: another message took this delivery along already.
+        guard !batch.isEmpty else { return }
+
+        var muted: [Delivery] = []
+        var live: [(Delivery, StoredEvent)] = []
+        let silences = activeSilences.withLock { $0 }
+        for (member, event) in batch {
+            if let reason = await muteReason(event.event, now: now, silences: silences) {
+                var m = member
+                m.state = .muted
+                m.last_error = reason
+                m.updated_at = now.milliseconds
+                muted.append(m)
+            } else {
+                live.append((member, event))
+            }
+        }
+        if !muted.isEmpty { await record(muted, outcome: "muted") }
+        guard !live.isEmpty else { return }
+
+        let message = OutboundMessage(
+            kind: live.count == 1 ? .event : .digest, deliveryID: delivery.batch_id ?? delivery.id, receiver: delivery.receiver,
+            groupKey: delivery.group_key, events: live.map(\.1), publicURL: settings.publicURL)
+        var rows = live.map(\.0)
         let request: OutboundRequest
         do {
             request = try receiver.request(for: message, now: now)
         } catch {
-            row.state = .dead
-            row.last_error = "could not build the message: \(error)"
-            await save(row, outcome: "dead")
+            for i in rows.indices {
+                rows[i].state = .dead
+                rows[i].last_error = "could not build the message: \(error)"
+                rows[i].updated_at = now.milliseconds
+            }
+            await recordDead(rows)
             return
         }
         let response = await client.send(request)
-        row.attempts += 1
-        row.last_status = response.status == 0 ? nil : response.status
-        row.response_body = response.body.isEmpty ? nil : String(response.text.prefix(2000))
         let outcome = receiver.classify(response)
         if let discordPause = DiscordReceiver.pause(after: response), receiver.platform == .discord { pause = discordPause }
         if case .retry(let after?, _) = outcome { pause = max(pause ?? 0, after) }
         releaseSlot(delivery, pause: pause)
         slotHeld = false
         let finished = clock()
+        let attempts = (rows.map(\.attempts).max() ?? 0) + 1
+        for i in rows.indices {
+            rows[i].attempts = attempts
+            rows[i].updated_at = finished.milliseconds
+            rows[i].last_status = response.status == 0 ? nil : response.status
+            rows[i].response_body = response.body.isEmpty ? nil : String(response.text.prefix(2000))
+        }
         switch outcome {
         case .delivered(let messageID):
-            row.state = .delivered
-            row.delivered_at = finished.milliseconds
-            row.last_error = nil
-            row.message_id = messageID
-            Metrics.Timer(label: "gatehouse_delivery_latency_seconds", dimensions: [("receiver", row.receiver)], preferredDisplayUnit: .seconds)
-                .recordMilliseconds(max(0, finished.milliseconds - stored.receivedAt.milliseconds))
-            await save(row, outcome: "delivered")
+            for i in rows.indices {
+                rows[i].state = .delivered
+                rows[i].delivered_at = finished.milliseconds
+                rows[i].last_error = nil
+                rows[i].message_id = messageID
+            }
+            let latency = Metrics.Timer(label: "gatehouse_delivery_latency_seconds", dimensions: [("receiver", delivery.receiver)], preferredDisplayUnit: .seconds)
+            for (_, event) in live { latency.recordMilliseconds(max(0, finished.milliseconds - event.receivedAt.milliseconds)) }
+            await record(rows, outcome: "delivered")
         case .retry(let after, let reason):
             var schedule = settings.schedule
-            if let maxAge = settings.maxAge[row.receiver] { schedule.maxAge = maxAge }
-            let delay = schedule.delay(afterAttempt: row.attempts, retryAfter: after, random: Double.random(in: 0..<1))
+            if let maxAge = settings.maxAge[delivery.receiver] { schedule.maxAge = maxAge }
+            let delay = schedule.delay(afterAttempt: attempts, retryAfter: after, random: Double.random(in: 0..<1))
             let next = finished.adding(milliseconds: delay.milliseconds)
-            row.last_error = reason
-            if schedule.allows(next: next, created: Timestamp(milliseconds: row.created_at)) {
-                row.state = .failed
-                row.next_attempt_at = next.milliseconds
-                logger.info("delivery failed; will retry", metadata: ["delivery": .string(row.id), "receiver": .string(row.receiver), "reason": .string(reason), "in_ms": .stringConvertible(delay.milliseconds)])
-                await save(row, outcome: "retry")
+            let oldest = Timestamp(milliseconds: rows.map(\.created_at).min() ?? finished.milliseconds)
+            if schedule.allows(next: next, created: oldest) {
+                for i in rows.indices {
+                    rows[i].state = .failed
+                    rows[i].next_attempt_at = next.milliseconds
+                    rows[i].last_error = reason
+                }
+                logger.info("delivery failed; will retry", metadata: ["delivery": .string(delivery.id), "receiver": .string(delivery.receiver), "reason": .string(reason), "in_ms": .stringConvertible(delay.milliseconds)])
+                await record(rows, outcome: "retry")
             } else {
-                row.state = .dead
-                row.last_error = "gave up after \(row.attempts) attempts (max_age \(schedule.maxAge)): \(reason)"
-                await saveDead(row)
+                for i in rows.indices {
+                    rows[i].state = .dead
+                    rows[i].last_error = "gave up after \(attempts) attempts (max_age \(schedule.maxAge)): \(reason)"
+                }
+                await recordDead(rows)
             }
         case .dead(let reason):
-            row.state = .dead
-            row.last_error = reason
-            await saveDead(row)
+            for i in rows.indices {
+                rows[i].state = .dead
+                rows[i].last_error = reason
+            }
+            await recordDead(rows)
         }
     }
 
@@ -287,27 +328,25 @@ public final class Dispatcher: Sendable {
         return nil
     }
 
-    private func saveDead(_ row: Delivery) async {
-        var fallback: Delivery?
-        if let name = row.fallback, name != row.receiver, row.fallback_of == nil {
-            fallback = row.fallbackDelivery(to: name, now: clock())
+    /// Records dead deliveries and, in the same transaction, their stand-ins at the route's
+    /// fallback receiver.
+    private func recordDead(_ rows: [Delivery]) async {
+        let now = clock()
+        let fallbacks = rows.compactMap { row -> Delivery? in
+            guard let name = row.fallback, name != row.receiver, row.fallback_of == nil else { return nil }
+            return row.fallbackDelivery(to: name, now: now)
         }
-        logger.warning("delivery dead", metadata: ["delivery": .string(row.id), "receiver": .string(row.receiver), "reason": .string(row.last_error ?? "")])
-        do {
-            try await outbox.record(row, fallback: fallback)
-            Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", "dead")]).increment()
-        } catch {
-            logger.error("could not record a delivery outcome", metadata: ["delivery": .string(row.id), "error": "\(error)"])
-        }
+        logger.warning("delivery dead", metadata: ["deliveries": .stringConvertible(rows.count), "receiver": .string(rows.first?.receiver ?? ""), "reason": .string(rows.first?.last_error ?? "")])
+        await record(rows, fallbacks: fallbacks, outcome: "dead")
     }
 
-    private func save(_ row: Delivery, outcome: String) async {
+    private func record(_ rows: [Delivery], fallbacks: [Delivery] = [], outcome: String) async {
         do {
-            try await outbox.record(row)
-            Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", outcome)]).increment()
+            try await outbox.record(rows, fallbacks: fallbacks)
+            for row in rows { Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", outcome)]).increment() }
         } catch {
-            // The row stays due and is sent again: at-least-once.
-            logger.error("could not record a delivery outcome", metadata: ["delivery": .string(row.id), "error": "\(error)"])
+            // The rows stay due and are sent again: at-least-once.
+            logger.error("could not record a delivery outcome", metadata: ["delivery": .string(rows.first?.id ?? ""), "error": "\(error)"])
         }
     }
 }

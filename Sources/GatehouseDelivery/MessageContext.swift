@@ -57,7 +57,45 @@ public struct MessageContext {
             context["event_id"] = event.id
             if let last = message.events.last { context["cursor"] = String(last.cursor) }
         }
+        if message.events.count > 1 { addDigest(to: &context, message: message, limits: limits, escape: escape, link: link) }
         return context
+    }
+
+    /// A digest: a headline for the group and one line per event, cut to the platform's limit
+    /// with a count of what did not fit.
+    static func addDigest(to context: inout [String: Any], message: OutboundMessage, limits: Limits, escape: (String) -> String, link: (String, String) -> String) {
+        let events = message.events.map(\.event)
+        let first = events[0]
+        let pipelines = Set(events.map(\.pipeline))
+        let runs = Set(events.compactMap(\.run))
+        var scope = pipelines.count == 1 ? first.pipeline : "\(pipelines.count) pipelines"
+        if runs.count == 1, let run = runs.first { scope += "/\(run)" }
+        let worst = events.map(\.severity).max() ?? .info
+        context["title"] = escape("\(events.count) events · \(scope)")
+        context["severity"] = worst.rawValue
+        context["severity_emoji"] = ["info": "ℹ️", "warning": "⚠️", "error": "🔴", "critical": "🚨"][worst.rawValue]
+        context["color_hex"] = ["info": "#439FE0", "warning": "#FFA500", "error": "#E74C3C", "critical": "#8B0000"][worst.rawValue]
+        context["color_int"] = ["info": 4431840, "warning": 16753920, "error": 15158332, "critical": 9109504][worst.rawValue]
+        context["summary"] = nil
+        context["details"] = nil
+        context["description"] = nil
+        var lines: [String] = []
+        var used = 0
+        for (i, event) in events.enumerated() {
+            var line = "• " + escape(event.type)
+            if let run = event.run, runs.count > 1 { line += " " + escape(run) }
+            if let step = event.step { line += " " + escape(step) }
+            if let summary = event.summary { line += ": " + escape(summary.count > 200 ? String(summary.prefix(199)) + "…" : summary) }
+            if let url = event.url { line += " (" + link(url, "open") + ")" }
+            let more = "\n… and \(events.count - i) more"
+            if used + line.count + 1 + more.count > limits.details {
+                lines.append("… and \(events.count - i) more")
+                break
+            }
+            lines.append(line)
+            used += line.count + 1
+        }
+        context["digest"] = lines.joined(separator: "\n")
     }
 
     static func percent(_ s: String) -> String {

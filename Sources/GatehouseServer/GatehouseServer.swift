@@ -101,7 +101,9 @@ extension GatehouseServer {
         guard let tree else { return nil }
         return { event in
             tree.match(event).map { node -> PlannedDelivery in
-                PlannedDelivery(receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), delay: node.groupWait, fallback: node.fallback)
+                PlannedDelivery(
+                    receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), groupWait: node.groupWait,
+                    groupInterval: node.groupInterval, fallback: node.fallback)
             }
         }
     }
@@ -163,12 +165,20 @@ extension GatehouseServer {
             MattermostReceiver(name: "check", webhookURL: url, templates: templates),
         ]
         if let webhook = try? WebhookReceiver(name: "check", url: url, secret: nil, templates: templates) { receivers.append(webhook) }
+        var second = event
+        second.id = "check-2"
+        second.type = "run.failed"
+        let digest = OutboundMessage(
+            kind: .digest, deliveryID: "msg_check", receiver: "check", groupKey: "root|",
+            events: message.events + [StoredEvent(cursor: 2, event: second, receivedAt: .now())], publicURL: config.server.publicURL)
         var issues: [ConfigIssue] = []
         for receiver in receivers {
-            do {
-                _ = try receiver.request(for: message, now: .now())
-            } catch {
-                issues.append(ConfigIssue(line: 0, message: "templates: \(error)"))
+            for sample in [message, digest] {
+                do {
+                    _ = try receiver.request(for: sample, now: .now())
+                } catch {
+                    issues.append(ConfigIssue(line: 0, message: "templates: \(error)"))
+                }
             }
         }
         return issues

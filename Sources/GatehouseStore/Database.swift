@@ -103,8 +103,22 @@ public final class GatehouseDatabase: Sendable {
                     response_body TEXT,
                     message_id TEXT,
                     fallback TEXT,
-                    fallback_of TEXT
+                    fallback_of TEXT,
+                    -- The deliveries sent together as one message share the id of the first
+                    -- (the batch leader): its id is the message's webhook-id.
+                    batch_id TEXT
                 );
+                CREATE INDEX deliveries_by_batch ON deliveries(batch_id) WHERE batch_id IS NOT NULL;
+                CREATE INDEX deliveries_by_group ON deliveries(receiver, group_key, next_attempt_at) WHERE state = 'pending' AND batch_id IS NULL;
+                -- Alertmanager's aggregation groups, per receiver: when the pending members will
+                -- be flushed and when the group last was.
+                CREATE TABLE alert_groups (
+                    receiver TEXT NOT NULL,
+                    group_key TEXT NOT NULL,
+                    next_flush_at INTEGER,
+                    last_flush_at INTEGER,
+                    PRIMARY KEY (receiver, group_key)
+                ) WITHOUT ROWID;
                 CREATE INDEX deliveries_due ON deliveries(receiver, next_attempt_at) WHERE state IN ('pending', 'failed');
                 CREATE INDEX deliveries_by_receiver ON deliveries(receiver, created_at);
                 CREATE INDEX deliveries_by_state ON deliveries(state, created_at);

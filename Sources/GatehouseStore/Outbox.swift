@@ -9,15 +9,18 @@ public struct PlannedDelivery: Sendable, Equatable {
     public var receiver: String
     public var route: String
     public var groupKey: String
-    /// When it becomes due: commit time + the route's group_wait.
-    public var delay: GatehouseDuration
+    /// A new group waits this long for more events before its first message.
+    public var groupWait: GatehouseDuration
+    /// After a message, a group's new events wait until this long after it.
+    public var groupInterval: GatehouseDuration
     public var fallback: String?
 
-    public init(receiver: String, route: String, groupKey: String, delay: GatehouseDuration, fallback: String?) {
+    public init(receiver: String, route: String, groupKey: String, groupWait: GatehouseDuration, groupInterval: GatehouseDuration, fallback: String?) {
         self.receiver = receiver
         self.route = route
         self.groupKey = groupKey
-        self.delay = delay
+        self.groupWait = groupWait
+        self.groupInterval = groupInterval
         self.fallback = fallback
     }
 }
@@ -58,6 +61,8 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
     public var fallback: String?
     /// For a fallback delivery: the dead delivery it stands in for.
     public var fallback_of: String?
+    /// The leader of the message this delivery was sent in (see the schema).
+    public var batch_id: String?
 
     public var json: JSONValue {
         var o = JSONObject()
@@ -77,6 +82,7 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
         o.append("response_body", response_body.map(JSONValue.string) ?? .null)
         o.append("message_id", message_id.map(JSONValue.string) ?? .null)
         o.append("fallback_of", fallback_of.map(JSONValue.string) ?? .null)
+        o.append("batch_id", batch_id.map(JSONValue.string) ?? .null)
         return .object(o)
     }
 
@@ -85,7 +91,7 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
         Delivery(
             id: Delivery.newID(), event_seq: event_seq, receiver: receiver, route: route, group_key: group_key, kind: kind,
             state: .pending, attempts: 0, next_attempt_at: now.milliseconds, created_at: now.milliseconds, updated_at: now.milliseconds,
-            delivered_at: nil, last_status: nil, last_error: nil, response_body: nil, message_id: nil, fallback: nil, fallback_of: id)
+            delivered_at: nil, last_status: nil, last_error: nil, response_body: nil, message_id: nil, fallback: nil, fallback_of: id, batch_id: nil)
     }
 
     public static func newID() -> String {
@@ -102,8 +108,8 @@ public final class Outbox: Sendable {
     private let writer = GroupCommitQueue<Outcome>(label: "gatehouse.outbox")
 
     private struct Outcome: Sendable {
-        var delivery: Delivery
-        var fallback: Delivery?
+        var deliveries: [Delivery]
+        var fallbacks: [Delivery]
         var continuation: CheckedContinuation<Void, any Error>
     }
 
@@ -111,9 +117,11 @@ public final class Outbox: Sendable {
 
     /// Saves an attempt's outcome (and, for a dead delivery, the fallback that replaces it);
     /// returns once it is committed.
-    public func record(_ delivery: Delivery, fallback: Delivery? = nil) async throws {
+    /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
+    /// dead ones); returns once committed.
+    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = []) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            writer.submit(Outcome(delivery: delivery, fallback: fallback, continuation: continuation)) { self.write($0) }
+            writer.submit(Outcome(deliveries: deliveries, fallbacks: fallbacks, continuation: continuation)) { self.write($0) }
         }
     }
 
@@ -121,8 +129,8 @@ public final class Outbox: Sendable {
         do {
             try database.pool.write { db in
                 for outcome in outcomes {
-                    try outcome.delivery.update(db)
-                    try outcome.fallback?.insert(db)
+                    for delivery in outcome.deliveries { try delivery.update(db) }
+                    for fallback in outcome.fallbacks { try fallback.insert(db) }
                 }
             }
             for outcome in outcomes { outcome.continuation.resume() }
@@ -131,14 +139,71 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// Writes an event's deliveries (inside its commit). Each joins its aggregation group: a
+    /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
+    /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
     static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, now: Timestamp, db: Database) throws {
         for plan in plans {
+            let group = try Row.fetchOne(
+                db, sql: "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?",
+                arguments: [plan.receiver, plan.groupKey])
+            let due: Int64
+            if let next: Int64 = group?["next_flush_at"] {
+                due = next
+            } else if let last: Int64 = group?["last_flush_at"] {
+                due = max(now.milliseconds, last + plan.groupInterval.milliseconds)
+            } else {
+                due = now.milliseconds + plan.groupWait.milliseconds
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO alert_groups (receiver, group_key, next_flush_at, last_flush_at) VALUES (?, ?, ?, NULL)
+                    ON CONFLICT (receiver, group_key) DO UPDATE SET next_flush_at = excluded.next_flush_at
+                    """,
+                arguments: [plan.receiver, plan.groupKey, due])
             let row = Delivery(
                 id: Delivery.newID(), event_seq: eventSeq, receiver: plan.receiver, route: plan.route, group_key: plan.groupKey,
-                kind: "event", state: .pending, attempts: 0, next_attempt_at: now.milliseconds + plan.delay.milliseconds,
+                kind: "event", state: .pending, attempts: 0, next_attempt_at: due,
                 created_at: now.milliseconds, updated_at: now.milliseconds, delivered_at: nil, last_status: nil, last_error: nil,
-                response_body: nil, message_id: nil, fallback: plan.fallback, fallback_of: nil)
+                response_body: nil, message_id: nil, fallback: plan.fallback, fallback_of: nil, batch_id: nil)
             try row.insert(db)
+        }
+    }
+
+    /// The deliveries to send together with `leader` as one message, with their events. For a
+    /// first attempt: every due, not yet batched delivery of its group, now stamped with the
+    /// leader's id, and the group marked flushed. For a retry: the batch as it was first sent,
+    /// so a retried message carries the same content under the same `webhook-id`. Empty when
+    /// the leader was taken into another batch meanwhile.
+    public func claimBatch(leader: Delivery, now: Timestamp, limit: Int = 100) async throws -> [(Delivery, StoredEvent)] {
+        try await database.pool.write { db in
+            var members: [Delivery]
+            if let batch = leader.batch_id {
+                members = try Delivery.fetchAll(db, sql: "SELECT * FROM deliveries WHERE batch_id = ? AND state IN ('pending','failed') ORDER BY rowid", arguments: [batch])
+            } else {
+                members = try Delivery.fetchAll(
+                    db, sql: """
+                        SELECT * FROM deliveries WHERE receiver = ? AND group_key = ? AND state = 'pending' AND batch_id IS NULL
+                        AND next_attempt_at <= ? ORDER BY rowid LIMIT ?
+                        """,
+                    arguments: [leader.receiver, leader.group_key, max(now.milliseconds, leader.next_attempt_at), limit])
+                guard members.contains(where: { $0.id == leader.id }) else { return [] }
+                // The leader first: its id names the message.
+                members.sort { a, _ in a.id == leader.id }
+                for i in members.indices {
+                    members[i].batch_id = leader.id
+                    try members[i].update(db)
+                }
+                try db.execute(
+                    sql: "UPDATE alert_groups SET last_flush_at = ?, next_flush_at = NULL WHERE receiver = ? AND group_key = ?",
+                    arguments: [now.milliseconds, leader.receiver, leader.group_key])
+            }
+            let seqs = Array(Set(members.map(\.event_seq)))
+            var bySeq: [Int64: StoredEvent] = [:]
+            for e in try EventRow.fetchAll(db, sql: "SELECT * FROM events WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))", arguments: StatementArguments(seqs)) {
+                bySeq[e.seq] = e.stored
+            }
+            return members.compactMap { m in bySeq[m.event_seq].map { (m, $0) } }
         }
     }
 
@@ -146,7 +211,7 @@ public final class Outbox: Sendable {
     public func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)] {
         try await database.pool.read { db in
             let rows = try Delivery.fetchAll(
-                db, sql: "SELECT * FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?",
+                db, sql: "SELECT * FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND next_attempt_at <= ? AND (batch_id IS NULL OR batch_id = id) ORDER BY next_attempt_at, rowid LIMIT ?",
                 arguments: [receiver, now.milliseconds, limit])
             guard !rows.isEmpty else { return [] }
             let seqs = Array(Set(rows.map(\.event_seq)))
@@ -161,7 +226,7 @@ public final class Outbox: Sendable {
     /// When a receiver's next row falls due, if it has any.
     public func nextDueTime(receiver: String) async throws -> Timestamp? {
         try await database.pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE receiver = ? AND state IN ('pending','failed')", arguments: [receiver])
+            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND (batch_id IS NULL OR batch_id = id)", arguments: [receiver])
                 .map(Timestamp.init(milliseconds:))
         }
     }
@@ -201,11 +266,12 @@ public final class Outbox: Sendable {
         try await database.pool.write { db in
             guard var row = try Delivery.fetchOne(db, key: id) else { return nil }
             guard row.state == .dead || row.state == .failed || row.state == .muted else { return row }
-            row.state = .pending
-            row.next_attempt_at = now.milliseconds
-            row.updated_at = now.milliseconds
-            try row.update(db)
-            return row
+            // A retry is its own message: it leaves its old batch and the dispatcher groups it
+            // afresh with whatever else of its group is due.
+            try db.execute(
+                sql: "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?, batch_id = NULL WHERE id = ? OR (batch_id = ? AND state = ?)",
+                arguments: [now.milliseconds, now.milliseconds, id, row.batch_id ?? id, row.state.rawValue])
+            return try Delivery.fetchOne(db, key: id)
         }
     }
 

@@ -10,6 +10,23 @@ struct GoldenTests {
     static let webhooks = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("webhooks")
 
+    static func sample(_ kind: OutboundMessage.Kind) -> OutboundMessage {
+        guard kind == .digest else { return sample() }
+        var message = sample()
+        let more: [(String, String, String?, String?)] = [
+            ("step.retried", "fit", "retrying with batch size 256", nil),
+            ("run.failed", "evaluate", "evaluation aborted", "https://orchestrator.example/runs/r42"),
+        ]
+        for (i, (type, step, summary, url)) in more.enumerated() {
+            let e = Event(
+                id: "r42-\(i)", type: type, pipeline: "train", run: "r42", step: step, summary: summary, url: url,
+                time: Timestamp(rfc3339: "2026-11-29T10:0\(6 + i):00Z")!)
+            message.events.append(StoredEvent(cursor: Int64(43 + i), event: e, receivedAt: e.time))
+        }
+        message.kind = .digest
+        return message
+    }
+
     static func sample() -> OutboundMessage {
         let event = Event(
             id: "r42-fit-oom", type: "step.failed", pipeline: "train", run: "r42", step: "fit", severity: .error,
@@ -22,8 +39,8 @@ struct GoldenTests {
             publicURL: "https://gatehouse.example")
     }
 
-    @Test(arguments: GatehouseConfig.ReceiverKind.allCases)
-    func renderedPayloadMatchesTheExample(_ platform: GatehouseConfig.ReceiverKind) async throws {
+    @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [OutboundMessage.Kind.event, .digest])
+    func renderedPayloadMatchesTheExample(_ platform: GatehouseConfig.ReceiverKind, _ kind: OutboundMessage.Kind) async throws {
         let templates = try await TemplateSet(directory: templatesFolder)
         let url = Secret("https://example.invalid/hook")
         let receiver: any Receiver = switch platform {
@@ -32,15 +49,15 @@ struct GoldenTests {
         case .mattermost: MattermostReceiver(name: "example", webhookURL: url, templates: templates)
         case .webhook: try WebhookReceiver(name: "example", url: url, secret: nil, templates: templates)
         }
-        let request = try receiver.request(for: Self.sample(), now: Timestamp(rfc3339: "2026-11-29T10:05:01Z")!)
+        let request = try receiver.request(for: Self.sample(kind), now: Timestamp(rfc3339: "2026-11-29T10:05:01Z")!)
         let rendered = try JSONValue.parse(bytes: request.body)
-        let file = Self.webhooks.appendingPathComponent("\(platform.rawValue)/event.json")
+        let file = Self.webhooks.appendingPathComponent("\(platform.rawValue)/\(kind.rawValue).json")
         if ProcessInfo.processInfo.environment["GATEHOUSE_UPDATE_GOLDEN"] == "1" {
             try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
             try (pretty(rendered) + "\n").write(to: file, atomically: true, encoding: .utf8)
         }
         let expected = try JSONValue.parse(String(contentsOf: file, encoding: .utf8))
-        #expect(rendered == expected, "\(platform.rawValue)/event.json differs from the rendering:\n\(pretty(rendered))")
+        #expect(rendered == expected, "\(platform.rawValue)/\(kind.rawValue).json differs from the rendering:\n\(pretty(rendered))")
         try checkLimits(platform, expected)
     }
 

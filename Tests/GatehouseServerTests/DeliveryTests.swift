@@ -23,6 +23,7 @@ struct DeliveryTests {
                 webhook: { url: \(sink.url("/ok/audit")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
             route:
               receiver: team
+              group_by: ['...']
               routes:
                 - matchers: ['type=~"run.failed|step.failed"', 'severity="critical"']
                   receiver: ops
@@ -92,6 +93,7 @@ struct DeliveryTests {
                 webhook: { url: \(sink.url("/ok/backup")) }
             route:
               receiver: healthy
+              group_by: ['...']
               routes:
                 - matchers: ['pipeline="p"']
                   receiver: limited
@@ -181,6 +183,7 @@ struct DeliveryTests {
                 webhook: { url: \(sink.url("/ok/team")) }
             route:
               receiver: team
+              group_by: ['...']
               group_wait: 1s
             inhibit_rules:
               - source_matchers: ['type="run.failed"']
@@ -216,5 +219,53 @@ struct DeliveryTests {
         #expect(rows.first?["last_error"]?.stringValue?.hasPrefix("gave up after") == true)
         let attempts = try sink.received("/status-503")
         #expect(attempts.count >= 2 && attempts.count <= 4, "\(attempts.count) attempts within max_age 2s")
+    }
+
+    /// Alertmanager's grouping: events of one group within group_wait go out as one digest;
+    /// after a flush, the group's next events wait for group_interval.
+    @Test func groupsBecomeDigestsPacedByGroupInterval() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: team
+                webhook: { url: \(sink.url("/ok/team")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+            route:
+              receiver: team
+              group_by: [pipeline, run]
+              group_wait: 1s
+              group_interval: 3s
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        let start = Date().timeIntervalSince1970
+        _ = try server.post("/v1/events", #"[{"id":"a1","type":"step.failed","pipeline":"train","run":"r1","step":"fit"},{"id":"b1","type":"run.started","pipeline":"train","run":"r2"}]"#)
+        _ = try server.post("/v1/events", #"{"id":"a2","type":"step.retried","pipeline":"train","run":"r1","step":"fit"}"#)
+        _ = try server.post("/v1/events", #"{"id":"a3","type":"run.failed","pipeline":"train","run":"r1"}"#)
+        let first = try sink.wait(for: 2, at: "/ok/team")
+        #expect(first.count == 2)
+        // Nothing before group_wait.
+        #expect(first.allSatisfy { $0.time - start >= 0.9 }, "\(first.map { $0.time - start })")
+        let digest = try #require(first.first { $0.json["kind"] == .string("digest") })
+        #expect(digest.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["a1", "a2", "a3"])
+        let single = try #require(first.first { $0.json["kind"] == .string("event") })
+        #expect(single.json["events"]?.arrayValue?.count == 1)
+
+        var rows = try server.waitForDeliveries { rows in rows.count == 4 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+        let r1 = rows.filter { $0["group_key"]?.stringValue?.contains("run=r1") == true }
+        #expect(r1.count == 3)
+        #expect(Set(r1.compactMap { $0["batch_id"]?.stringValue }).count == 1)
+        #expect(digest.headers["webhook-id"] == r1.first?["batch_id"]?.stringValue)
+
+        // The group flushed: its next event waits for group_interval after that flush.
+        let flushedAt = digest.time
+        _ = try server.post("/v1/events", #"{"id":"a4","type":"run.started","pipeline":"train","run":"r1"}"#)
+        let later = try sink.wait(for: 3, at: "/ok/team", timeout: 10)
+        #expect(later.count == 3)
+        if later.count == 3 {
+            #expect(later[2].time - flushedAt >= 2.8, "sent \(later[2].time - flushedAt)s after the flush")
+            #expect(later[2].json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("a4"))
+        }
+        rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+        #expect(rows.count == 5)
     }
 }

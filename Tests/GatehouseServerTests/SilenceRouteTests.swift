@@ -12,7 +12,7 @@ struct SilenceRouteTests {
             receivers:
               - name: team
                 webhook: { url: \(sink.url("/ok/team")) }
-            route: { receiver: team }
+            route: { receiver: team, group_by: ['...'] }
             """)
         let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
         let env = ["GATEHOUSE_URL": server.url]
