@@ -47,7 +47,9 @@ public final class Dispatcher: Sendable {
         /// rows before the outcome was saved, so they must not be claimed from it.
         var finishedDuringQuery: [String: Set<String>] = [:]
         /// Claimed rows waiting for their receiver to have room, oldest first.
-        var queues: [String: [(Delivery, StoredEvent)]] = [:]
+        var queues: [String: [[(Delivery, StoredEvent)]]] = [:]
+        /// Deliveries inside a message being sent (leader and the group members it carries).
+        var carried: Set<String> = []
     }
 
     public init(
@@ -82,6 +84,7 @@ public final class Dispatcher: Sendable {
         }
         await withTaskGroup(of: Void.self) { group in
             var lastDepthReport: Int64 = 0
+            var lastGroupSweep: Int64 = 0
             var silencesRead: Int64 = 0
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
@@ -103,20 +106,34 @@ public final class Dispatcher: Sendable {
                     }
                     state.withLock { s in
                         let finished = s.finishedDuringQuery[name] ?? []
-                        for (delivery, event) in due where !s.inFlight.contains(delivery.id) && !finished.contains(delivery.id) {
+                        // Rows of one group fetched together leave as one message: batch them
+                        // here, oldest first, so sending needs no further read.
+                        var batches: [[(Delivery, StoredEvent)]] = []
+                        var openBatch: [String: Int] = [:]
+                        for (delivery, event) in due where !s.inFlight.contains(delivery.id) && !finished.contains(delivery.id) && !s.carried.contains(delivery.id) {
                             s.inFlight.insert(delivery.id)
-                            s.queues[name, default: []].append((delivery, event))
+                            if delivery.batch_id == nil, let index = openBatch[delivery.group_key], batches[index].count < Self.maxBatch {
+                                batches[index].append((delivery, event))
+                            } else {
+                                if delivery.batch_id == nil { openBatch[delivery.group_key] = batches.count }
+                                batches.append([(delivery, event)])
+                            }
                         }
+                        s.queues[name, default: []].append(contentsOf: batches)
                         s.finishedDuringQuery[name] = nil
                     }
                 }
                 now = clock()
-                for (delivery, event) in takeStartable(now: now) {
-                    group.addTask { await self.attempt(delivery, event: event) }
+                for batch in takeStartable(now: now) {
+                    group.addTask { await self.attempt(batch) }
                 }
                 if now.milliseconds - lastDepthReport >= 1000 {
                     lastDepthReport = now.milliseconds
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
+                }
+                if now.milliseconds - lastGroupSweep >= 60_000 {
+                    lastGroupSweep = now.milliseconds
+                    _ = try? await outbox.forgetIdleGroups(now: now)
                 }
                 // Sleep until a receiver with room has a row falling due, a pause ends, a commit
                 // arrives, or an attempt finishes (each wakes us). Receivers that are full are
@@ -124,7 +141,9 @@ public final class Dispatcher: Sendable {
                 var next = now.adding(milliseconds: 60_000)
                 for name in names {
                     let (idle, pausedUntil) = state.withLock { s in
-                        ((s.queues[name]?.isEmpty ?? true) && s.perReceiver[name, default: 0] < settings.concurrency, s.pausedUntil[name])
+                        // With attempts in flight their completion wakes us; asking the database
+                        // then would only find those same rows due and spin.
+                        ((s.queues[name]?.isEmpty ?? true) && s.perReceiver[name, default: 0] == 0, s.pausedUntil[name])
                     }
                     if let pausedUntil, pausedUntil > now { next = min(next, pausedUntil); continue }
                     if idle, let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
@@ -144,6 +163,8 @@ public final class Dispatcher: Sendable {
     }
 
     static let batch = 256
+    /// Events in one digest at most.
+    static let maxBatch = 100
     static let refillBelow = 64
 
     /// Stops claiming new work; attempts in flight finish and are recorded.
@@ -153,9 +174,9 @@ public final class Dispatcher: Sendable {
     }
 
     /// Pops what may start now: per receiver, up to its concurrency, unless paused or paced.
-    private func takeStartable(now: Timestamp) -> [(Delivery, StoredEvent)] {
+    private func takeStartable(now: Timestamp) -> [[(Delivery, StoredEvent)]] {
         state.withLock { s in
-            var out: [(Delivery, StoredEvent)] = []
+            var out: [[(Delivery, StoredEvent)]] = []
             for name in Array(s.queues.keys) {
                 while var queue = s.queues[name], !queue.isEmpty {
                     if s.perReceiver[name, default: 0] >= settings.concurrency { break }
@@ -191,23 +212,27 @@ public final class Dispatcher: Sendable {
         wakeup.wake()
     }
 
-    /// Forgets the delivery once its outcome is committed; until then it cannot be claimed again.
-    private func finish(_ delivery: Delivery) {
+    /// Forgets the deliveries once their outcome is committed; until then they cannot be
+    /// claimed again.
+    private func finish(_ deliveries: [Delivery]) {
         state.withLock { s in
-            s.inFlight.remove(delivery.id)
-            s.finishedDuringQuery[delivery.receiver]?.insert(delivery.id)
+            for delivery in deliveries {
+                s.inFlight.remove(delivery.id)
+                s.finishedDuringQuery[delivery.receiver]?.insert(delivery.id)
+            }
         }
         wakeup.wake()
     }
 
     /// Sends one message for `delivery` and whatever of its group is due with it (a digest when
     /// there are several), then records the outcome for all of them.
-    func attempt(_ delivery: Delivery, event _: StoredEvent) async {
+    func attempt(_ queued: [(Delivery, StoredEvent)]) async {
+        let delivery = queued[0].0
         var pause: Double?
         var slotHeld = true
         defer {
             if slotHeld { releaseSlot(delivery, pause: pause) }
-            finish(delivery)
+            finish(queued.map(\.0))
         }
         let now = clock()
         guard let receiver = receivers[delivery.receiver] else {
@@ -217,15 +242,29 @@ public final class Dispatcher: Sendable {
             await record([row], outcome: "dead")
             return
         }
-        let batch: [(Delivery, StoredEvent)]
-        do {
-            batch = try await outbox.claimBatch(leader: delivery, now: now)
-        } catch {
-            logger.error("could not claim deliveries", metadata: ["delivery": .string(delivery.id), "error": "\(error)"])
-            return
+        // Deliveries carried by a message in flight are not anyone else's to send.
+        if state.withLock({ $0.carried.contains(delivery.id) }) { return }
+        var candidates = queued
+        if delivery.batch_id != nil {
+            // A retry sends the batch as it was first sent.
+            do {
+                candidates = try await outbox.batch(for: delivery, now: now)
+            } catch {
+                logger.error("could not read a delivery batch", metadata: ["delivery": .string(delivery.id), "error": "\(error)"])
+                return
+            }
+        }
+        let batch = state.withLock { s -> [(Delivery, StoredEvent)] in
+            guard !s.carried.contains(delivery.id) else { return [] }
+            let free = candidates.filter { !s.carried.contains($0.0.id) }
+            for (member, _) in free { s.carried.insert(member.id) }
+            return free
         }
         // Empty: another message took this delivery along already.
         guard !batch.isEmpty else { return }
+        defer { state.withLock { s in for (member, _) in batch { s.carried.remove(member.id) } } }
+        let firstSend = delivery.batch_id == nil
+        let batchID = delivery.batch_id ?? delivery.id
 
         var muted: [Delivery] = []
         var live: [(Delivery, StoredEvent)] = []
@@ -245,9 +284,11 @@ public final class Dispatcher: Sendable {
         guard !live.isEmpty else { return }
 
         let message = OutboundMessage(
-            kind: live.count == 1 ? .event : .digest, deliveryID: delivery.batch_id ?? delivery.id, receiver: delivery.receiver,
+            kind: live.count == 1 ? .event : .digest, deliveryID: batchID, receiver: delivery.receiver,
             groupKey: delivery.group_key, events: live.map(\.1), publicURL: settings.publicURL)
         var rows = live.map(\.0)
+        for i in rows.indices { rows[i].batch_id = batchID }
+        let flushed = firstSend ? (receiver: delivery.receiver, groupKey: delivery.group_key, at: now) : nil
         let request: OutboundRequest
         do {
             request = try receiver.request(for: message, now: now)
@@ -257,7 +298,7 @@ public final class Dispatcher: Sendable {
                 rows[i].last_error = "could not build the message: \(error)"
                 rows[i].updated_at = now.milliseconds
             }
-            await recordDead(rows)
+            await recordDead(rows, flushed: flushed)
             return
         }
         let response = await client.send(request)
@@ -284,7 +325,7 @@ public final class Dispatcher: Sendable {
             }
             let latency = Metrics.Timer(label: "gatehouse_delivery_latency_seconds", dimensions: [("receiver", delivery.receiver)], preferredDisplayUnit: .seconds)
             for (_, event) in live { latency.recordMilliseconds(max(0, finished.milliseconds - event.receivedAt.milliseconds)) }
-            await record(rows, outcome: "delivered")
+            await record(rows, flushed: flushed, outcome: "delivered")
         case .retry(let after, let reason):
             var schedule = settings.schedule
             if let maxAge = settings.maxAge[delivery.receiver] { schedule.maxAge = maxAge }
@@ -298,20 +339,20 @@ public final class Dispatcher: Sendable {
                     rows[i].last_error = reason
                 }
                 logger.info("delivery failed; will retry", metadata: ["delivery": .string(delivery.id), "receiver": .string(delivery.receiver), "reason": .string(reason), "in_ms": .stringConvertible(delay.milliseconds)])
-                await record(rows, outcome: "retry")
+                await record(rows, flushed: flushed, outcome: "retry")
             } else {
                 for i in rows.indices {
                     rows[i].state = .dead
                     rows[i].last_error = "gave up after \(attempts) attempts (max_age \(schedule.maxAge)): \(reason)"
                 }
-                await recordDead(rows)
+                await recordDead(rows, flushed: flushed)
             }
         case .dead(let reason):
             for i in rows.indices {
                 rows[i].state = .dead
                 rows[i].last_error = reason
             }
-            await recordDead(rows)
+            await recordDead(rows, flushed: flushed)
         }
     }
 
@@ -330,19 +371,19 @@ public final class Dispatcher: Sendable {
 
     /// Records dead deliveries and, in the same transaction, their stand-ins at the route's
     /// fallback receiver.
-    private func recordDead(_ rows: [Delivery]) async {
+    private func recordDead(_ rows: [Delivery], flushed: (receiver: String, groupKey: String, at: Timestamp)? = nil) async {
         let now = clock()
         let fallbacks = rows.compactMap { row -> Delivery? in
             guard let name = row.fallback, name != row.receiver, row.fallback_of == nil else { return nil }
             return row.fallbackDelivery(to: name, now: now)
         }
         logger.warning("delivery dead", metadata: ["deliveries": .stringConvertible(rows.count), "receiver": .string(rows.first?.receiver ?? ""), "reason": .string(rows.first?.last_error ?? "")])
-        await record(rows, fallbacks: fallbacks, outcome: "dead")
+        await record(rows, fallbacks: fallbacks, flushed: flushed, outcome: "dead")
     }
 
-    private func record(_ rows: [Delivery], fallbacks: [Delivery] = [], outcome: String) async {
+    private func record(_ rows: [Delivery], fallbacks: [Delivery] = [], flushed: (receiver: String, groupKey: String, at: Timestamp)? = nil, outcome: String) async {
         do {
-            try await outbox.record(rows, fallbacks: fallbacks)
+            try await outbox.record(rows, fallbacks: fallbacks, flushedGroup: flushed)
             for row in rows { Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", outcome)]).increment() }
         } catch {
             // The rows stay due and are sent again: at-least-once.

@@ -103,7 +103,7 @@ extension GatehouseServer {
             tree.match(event).map { node -> PlannedDelivery in
                 PlannedDelivery(
                     receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), groupWait: node.groupWait,
-                    groupInterval: node.groupInterval, fallback: node.fallback)
+                    groupInterval: node.groupInterval, fallback: node.fallback, alone: node.groupBy == .everything)
             }
         }
     }

@@ -117,6 +117,7 @@ public final class GatehouseDatabase: Sendable {
                     group_key TEXT NOT NULL,
                     next_flush_at INTEGER,
                     last_flush_at INTEGER,
+                    group_interval_ms INTEGER NOT NULL,
                     PRIMARY KEY (receiver, group_key)
                 ) WITHOUT ROWID;
                 CREATE INDEX deliveries_due ON deliveries(receiver, next_attempt_at) WHERE state IN ('pending', 'failed');

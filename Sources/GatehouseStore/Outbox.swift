@@ -14,14 +14,17 @@ public struct PlannedDelivery: Sendable, Equatable {
     /// After a message, a group's new events wait until this long after it.
     public var groupInterval: GatehouseDuration
     public var fallback: String?
+    /// `group_by: ['...']`: the event is a group of its own, so there is no group to track.
+    public var alone: Bool
 
-    public init(receiver: String, route: String, groupKey: String, groupWait: GatehouseDuration, groupInterval: GatehouseDuration, fallback: String?) {
+    public init(receiver: String, route: String, groupKey: String, groupWait: GatehouseDuration, groupInterval: GatehouseDuration, fallback: String?, alone: Bool = false) {
         self.receiver = receiver
         self.route = route
         self.groupKey = groupKey
         self.groupWait = groupWait
         self.groupInterval = groupInterval
         self.fallback = fallback
+        self.alone = alone
     }
 }
 
@@ -110,6 +113,8 @@ public final class Outbox: Sendable {
     private struct Outcome: Sendable {
         var deliveries: [Delivery]
         var fallbacks: [Delivery]
+        /// A first send of a group: (receiver, group key, time) to record as its flush.
+        var flushed: (String, String, Int64)?
         var continuation: CheckedContinuation<Void, any Error>
     }
 
@@ -119,9 +124,10 @@ public final class Outbox: Sendable {
     /// returns once it is committed.
     /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
     /// dead ones); returns once committed.
-    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = []) async throws {
+    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            writer.submit(Outcome(deliveries: deliveries, fallbacks: fallbacks, continuation: continuation)) { self.write($0) }
+            let flushed = flushedGroup.map { ($0.receiver, $0.groupKey, $0.at.milliseconds) }
+            writer.submit(Outcome(deliveries: deliveries, fallbacks: fallbacks, flushed: flushed, continuation: continuation)) { self.write($0) }
         }
     }
 
@@ -131,6 +137,16 @@ public final class Outbox: Sendable {
                 for outcome in outcomes {
                     for delivery in outcome.deliveries { try delivery.update(db) }
                     for fallback in outcome.fallbacks { try fallback.insert(db) }
+                    if let (receiver, group, at) = outcome.flushed {
+                        // Later events of the group wait for group_interval after this flush;
+                        // rows that joined a flush already scheduled keep their time.
+                        try db.execute(
+                            sql: """
+                                UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
+                                WHERE receiver = ? AND group_key = ?
+                                """,
+                            arguments: [at, at, receiver, group])
+                    }
                 }
             }
             for outcome in outcomes { outcome.continuation.resume() }
@@ -143,10 +159,18 @@ public final class Outbox: Sendable {
     /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
     /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
     static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, now: Timestamp, db: Database) throws {
+        // Cached statements: this runs inside the ingest commit, once per delivery.
+        let lookup = try db.cachedStatement(sql: "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?")
+        let upsert = try db.cachedStatement(sql: """
+            INSERT INTO alert_groups (receiver, group_key, next_flush_at, last_flush_at, group_interval_ms) VALUES (?, ?, ?, NULL, ?)
+            ON CONFLICT (receiver, group_key) DO UPDATE SET next_flush_at = excluded.next_flush_at, group_interval_ms = excluded.group_interval_ms
+            """)
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at, fallback)
+            VALUES (?, ?, ?, ?, ?, 'event', 'pending', 0, ?, ?, ?, ?)
+            """)
         for plan in plans {
-            let group = try Row.fetchOne(
-                db, sql: "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?",
-                arguments: [plan.receiver, plan.groupKey])
+            let group = plan.alone ? nil : try Row.fetchOne(lookup, arguments: [plan.receiver, plan.groupKey])
             let due: Int64
             if let next: Int64 = group?["next_flush_at"] {
                 due = next
@@ -155,28 +179,21 @@ public final class Outbox: Sendable {
             } else {
                 due = now.milliseconds + plan.groupWait.milliseconds
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO alert_groups (receiver, group_key, next_flush_at, last_flush_at) VALUES (?, ?, ?, NULL)
-                    ON CONFLICT (receiver, group_key) DO UPDATE SET next_flush_at = excluded.next_flush_at
-                    """,
-                arguments: [plan.receiver, plan.groupKey, due])
-            let row = Delivery(
-                id: Delivery.newID(), event_seq: eventSeq, receiver: plan.receiver, route: plan.route, group_key: plan.groupKey,
-                kind: "event", state: .pending, attempts: 0, next_attempt_at: due,
-                created_at: now.milliseconds, updated_at: now.milliseconds, delivered_at: nil, last_status: nil, last_error: nil,
-                response_body: nil, message_id: nil, fallback: plan.fallback, fallback_of: nil, batch_id: nil)
-            try row.insert(db)
+            if !plan.alone && group?["next_flush_at"] as Int64? != due {
+                try upsert.execute(arguments: [plan.receiver, plan.groupKey, due, plan.groupInterval.milliseconds])
+            }
+            try insert.execute(arguments: [
+                Delivery.newID(), eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback,
+            ])
         }
     }
 
-    /// The deliveries to send together with `leader` as one message, with their events. For a
-    /// first attempt: every due, not yet batched delivery of its group, now stamped with the
-    /// leader's id, and the group marked flushed. For a retry: the batch as it was first sent,
-    /// so a retried message carries the same content under the same `webhook-id`. Empty when
-    /// the leader was taken into another batch meanwhile.
-    public func claimBatch(leader: Delivery, now: Timestamp, limit: Int = 100) async throws -> [(Delivery, StoredEvent)] {
-        try await database.pool.write { db in
+    /// The deliveries to send with `leader` as one message, with their events: for a retry,
+    /// the batch as first sent (same content, same `webhook-id`); otherwise every due delivery
+    /// of its group not yet sent. The batch is written with the attempt's outcome (`record`),
+    /// together with the group's flush time.
+    public func batch(for leader: Delivery, now: Timestamp, limit: Int = 100) async throws -> [(Delivery, StoredEvent)] {
+        try await database.pool.read { db in
             var members: [Delivery]
             if let batch = leader.batch_id {
                 members = try Delivery.fetchAll(db, sql: "SELECT * FROM deliveries WHERE batch_id = ? AND state IN ('pending','failed') ORDER BY rowid", arguments: [batch])
@@ -187,16 +204,9 @@ public final class Outbox: Sendable {
                         AND next_attempt_at <= ? ORDER BY rowid LIMIT ?
                         """,
                     arguments: [leader.receiver, leader.group_key, max(now.milliseconds, leader.next_attempt_at), limit])
-                guard members.contains(where: { $0.id == leader.id }) else { return [] }
+                guard let index = members.firstIndex(where: { $0.id == leader.id }) else { return [] }
                 // The leader first: its id names the message.
-                members.sort { a, _ in a.id == leader.id }
-                for i in members.indices {
-                    members[i].batch_id = leader.id
-                    try members[i].update(db)
-                }
-                try db.execute(
-                    sql: "UPDATE alert_groups SET last_flush_at = ?, next_flush_at = NULL WHERE receiver = ? AND group_key = ?",
-                    arguments: [now.milliseconds, leader.receiver, leader.group_key])
+                members.insert(members.remove(at: index), at: 0)
             }
             let seqs = Array(Set(members.map(\.event_seq)))
             var bySeq: [Int64: StoredEvent] = [:]
@@ -228,6 +238,18 @@ public final class Outbox: Sendable {
         try await database.pool.read { db in
             try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND (batch_id IS NULL OR batch_id = id)", arguments: [receiver])
                 .map(Timestamp.init(milliseconds:))
+        }
+    }
+
+    /// Forgets groups that have nothing pending and flushed longer than their group_interval
+    /// ago: their next event opens the group afresh (with group_wait), as in Alertmanager.
+    @discardableResult
+    public func forgetIdleGroups(now: Timestamp) async throws -> Int {
+        try await database.pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM alert_groups WHERE next_flush_at IS NULL AND last_flush_at + group_interval_ms < ?",
+                arguments: [now.milliseconds])
+            return db.changesCount
         }
     }
 

@@ -158,3 +158,40 @@ struct TokenStoreTests {
         #expect(try store.list().first?.revokedAt != nil)
     }
 }
+
+struct OutboxTests {
+    @Test func deliveriesJoinTheirGroupAndIdleGroupsAreForgotten() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try GatehouseDatabase(path: path)
+        let clock = Timestamp(milliseconds: 1_000_000)
+        let log = EventLog(database: database, bus: Bus(), clock: { clock }) { event in
+            [PlannedDelivery(receiver: "team", route: "root", groupKey: "root|run=\(event.run ?? "")", groupWait: .seconds(30), groupInterval: .seconds(300), fallback: nil),
+             PlannedDelivery(receiver: "audit", route: "root.0", groupKey: "root.0|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(300), fallback: nil, alone: true)]
+        }
+        _ = try await log.append([event("a", run: "r1"), event("b", run: "r1"), event("c", run: "r2")])
+        let outbox = Outbox(database: database)
+        let team = try await outbox.list(state: .pending, receiver: "team", limit: 10)
+        #expect(team.count == 3)
+        // A new group waits group_wait; later members join its pending flush.
+        #expect(Set(team.map(\.next_attempt_at)) == [1_030_000])
+        #expect(try await outbox.list(state: .pending, receiver: "audit", limit: 10).allSatisfy { $0.next_attempt_at == 1_000_000 })
+        // Alone deliveries keep no group.
+        #expect(try await database.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM alert_groups") } == 2)
+
+        // r1 flushes at 1,030,000: its next event waits for group_interval after that.
+        let r1 = team.filter { $0.group_key == "root|run=r1" }
+        try await outbox.record(r1.map { var d = $0; d.state = .delivered; return d }, flushedGroup: ("team", "root|run=r1", Timestamp(milliseconds: 1_030_000)))
+        let later = EventLog(database: database, bus: Bus(), clock: { Timestamp(milliseconds: 1_100_000) }) { event in
+            [PlannedDelivery(receiver: "team", route: "root", groupKey: "root|run=\(event.run ?? "")", groupWait: .seconds(30), groupInterval: .seconds(300), fallback: nil)]
+        }
+        _ = try await later.append([event("d", run: "r1")])
+        #expect(try await outbox.list(state: .pending, receiver: "team", limit: 10).first { $0.group_key == "root|run=r1" }?.next_attempt_at == 1_330_000)
+
+        // Idle groups past their interval are forgotten; groups with a flush pending are kept.
+        #expect(try await outbox.forgetIdleGroups(now: Timestamp(milliseconds: 2_000_000)) == 0)
+        try await outbox.record([], flushedGroup: ("team", "root|run=r1", Timestamp(milliseconds: 1_330_000)))
+        #expect(try await outbox.forgetIdleGroups(now: Timestamp(milliseconds: 1_700_000)) == 1)
+        #expect(try await database.pool.read { try String.fetchAll($0, sql: "SELECT group_key FROM alert_groups") } == ["root|run=r2"])
+    }
+}
