@@ -245,10 +245,10 @@ public final class Dispatcher: Sendable {
         // Deliveries carried by a message in flight are not anyone else's to send.
         if state.withLock({ $0.carried.contains(delivery.id) }) { return }
         var candidates = queued
-        if delivery.batch_id != nil {
+        if let batchID = delivery.batch_id {
             // A retry sends the batch as it was first sent.
             do {
-                candidates = try await outbox.batch(for: delivery, now: now)
+                candidates = try await outbox.batch(batchID)
             } catch {
                 logger.error("could not read a delivery batch", metadata: ["delivery": .string(delivery.id), "error": "\(error)"])
                 return
@@ -264,13 +264,13 @@ public final class Dispatcher: Sendable {
         guard !batch.isEmpty else { return }
         defer { state.withLock { s in for (member, _) in batch { s.carried.remove(member.id) } } }
         let firstSend = delivery.batch_id == nil
-        let batchID = delivery.batch_id ?? delivery.id
 
         var muted: [Delivery] = []
         var live: [(Delivery, StoredEvent)] = []
         let silences = activeSilences.withLock { $0 }
         for (member, event) in batch {
-            if let reason = await muteReason(event.event, now: now, silences: silences) {
+            // Silences and inhibition decide at the first send; a retry repeats what was sent.
+            if firstSend, let reason = await muteReason(event.event, now: now, silences: silences) {
                 var m = member
                 m.state = .muted
                 m.last_error = reason
@@ -282,6 +282,9 @@ public final class Dispatcher: Sendable {
         }
         if !muted.isEmpty { await record(muted, outcome: "muted") }
         guard !live.isEmpty else { return }
+        // The message is named after its first live delivery: that row leads the batch in the
+        // outbox, so a retry finds the whole batch through it.
+        let batchID = delivery.batch_id ?? live[0].0.id
 
         let message = OutboundMessage(
             kind: live.count == 1 ? .event : .digest, deliveryID: batchID, receiver: delivery.receiver,

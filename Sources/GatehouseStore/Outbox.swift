@@ -188,27 +188,15 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The deliveries to send with `leader` as one message, with their events: for a retry,
-    /// the batch as first sent (same content, same `webhook-id`); otherwise every due delivery
-    /// of its group not yet sent. The batch is written with the attempt's outcome (`record`),
-    /// together with the group's flush time.
-    public func batch(for leader: Delivery, now: Timestamp, limit: Int = 100) async throws -> [(Delivery, StoredEvent)] {
+    /// The deliveries of a message being retried, as first sent (same content under the same
+    /// `webhook-id`), with their events; the leader first.
+    public func batch(_ batchID: String) async throws -> [(Delivery, StoredEvent)] {
         try await database.pool.read { db in
-            var members: [Delivery]
-            if let batch = leader.batch_id {
-                members = try Delivery.fetchAll(db, sql: "SELECT * FROM deliveries WHERE batch_id = ? AND state IN ('pending','failed') ORDER BY rowid", arguments: [batch])
-            } else {
-                members = try Delivery.fetchAll(
-                    db, sql: """
-                        SELECT * FROM deliveries WHERE receiver = ? AND group_key = ? AND state = 'pending' AND batch_id IS NULL
-                        AND next_attempt_at <= ? ORDER BY rowid LIMIT ?
-                        """,
-                    arguments: [leader.receiver, leader.group_key, max(now.milliseconds, leader.next_attempt_at), limit])
-                guard let index = members.firstIndex(where: { $0.id == leader.id }) else { return [] }
-                // The leader first: its id names the message.
-                members.insert(members.remove(at: index), at: 0)
-            }
+            var members = try Delivery.fetchAll(
+                db, sql: "SELECT * FROM deliveries WHERE batch_id = ? AND state IN ('pending','failed') ORDER BY rowid", arguments: [batchID])
+            if let index = members.firstIndex(where: { $0.id == batchID }) { members.insert(members.remove(at: index), at: 0) }
             let seqs = Array(Set(members.map(\.event_seq)))
+            guard !seqs.isEmpty else { return [] }
             var bySeq: [Int64: StoredEvent] = [:]
             for e in try EventRow.fetchAll(db, sql: "SELECT * FROM events WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))", arguments: StatementArguments(seqs)) {
                 bySeq[e.seq] = e.stored

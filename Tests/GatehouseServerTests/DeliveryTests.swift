@@ -268,4 +268,33 @@ struct DeliveryTests {
         rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
         #expect(rows.count == 5)
     }
+
+    /// A digest whose first event is silenced is named after its first live event, and its
+    /// retry carries the same events under the same webhook-id.
+    @Test func aRetriedDigestIsTheSameMessage() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: team
+                webhook: { url: \(sink.url("/flaky-1/team")) }
+            route: { receiver: team, group_by: [pipeline], group_wait: 1s }
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        #expect(try server.post("/v1/silences", #"{"matchers":["step=\"a\""],"duration":"1h"}"#).status == 201)
+        _ = try server.post("/v1/events", #"[{"id":"x1","type":"step.failed","pipeline":"p","step":"a"},{"id":"x2","type":"step.failed","pipeline":"p","step":"b"},{"id":"x3","type":"step.failed","pipeline":"p","step":"c"}]"#)
+        let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") && $0["state"] != .string("failed") } }
+        let byCursor = Dictionary(uniqueKeysWithValues: rows.map { ($0["event_cursor"]!.stringValue!, $0) })
+        #expect(byCursor["1"]?["state"] == .string("muted"))
+        #expect(byCursor["2"]?["state"] == .string("delivered"))
+        #expect(byCursor["3"]?["state"] == .string("delivered"))
+        #expect(byCursor["2"]?["attempts"] == .int(2))
+        #expect(byCursor["2"]?["batch_id"] == byCursor["2"]?["id"])
+        #expect(byCursor["3"]?["batch_id"] == byCursor["2"]?["id"])
+        let sent = try sink.received("/flaky-1")
+        #expect(sent.count == 2)
+        #expect(Set(sent.compactMap { $0.headers["webhook-id"] }) == Set([byCursor["2"]?["id"]?.stringValue].compactMap { $0 }))
+        #expect(Set(sent.map(\.body)).count == 1)
+        #expect(sent.first?.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["x2", "x3"])
+    }
 }
