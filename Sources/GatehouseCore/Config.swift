@@ -42,6 +42,9 @@ public struct GatehouseConfig: Sendable {
         public var settings: [String: Secret]
         /// How long a failing delivery keeps being retried (default 24 h).
         public var maxAge: GatehouseDuration?
+        /// After this receiver was told of a failure in a pipeline, tell it when the pipeline's
+        /// next run succeeds.
+        public var sendResolved = false
         public var line: Int
         public init(name: String, kind: ReceiverKind, settings: [String: Secret], maxAge: GatehouseDuration? = nil, line: Int) {
             self.name = name

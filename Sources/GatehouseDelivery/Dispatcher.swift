@@ -286,8 +286,9 @@ public final class Dispatcher: Sendable {
         // outbox, so a retry finds the whole batch through it.
         let batchID = delivery.batch_id ?? live[0].0.id
 
+        let kind: OutboundMessage.Kind = delivery.kind == "resolved" ? .resolved : live.count == 1 ? .event : .digest
         let message = OutboundMessage(
-            kind: live.count == 1 ? .event : .digest, deliveryID: batchID, receiver: delivery.receiver,
+            kind: kind, deliveryID: batchID, receiver: delivery.receiver,
             groupKey: delivery.group_key, events: live.map(\.1), publicURL: settings.publicURL)
         var rows = live.map(\.0)
         for i in rows.indices { rows[i].batch_id = batchID }

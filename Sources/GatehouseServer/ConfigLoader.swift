@@ -267,10 +267,12 @@ private struct Walker {
         for item in sequence {
             var name: String?
             var maxAge: GatehouseDuration?
+            var sendResolved = false
             var kinds: [(GatehouseConfig.ReceiverKind, [String: Secret], Node)] = []
-            for (key, _, value) in entries(item, "receiver", known: ["name", "max_age"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
+            for (key, _, value) in entries(item, "receiver", known: ["name", "max_age", "send_resolved"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
                 if key == "name" { name = string(key, value, "receiver"); continue }
                 if key == "max_age" { maxAge = duration(key, value, "receiver"); continue }
+                if key == "send_resolved" { sendResolved = bool(key, value, "receiver") ?? false; continue }
                 guard let kind = GatehouseConfig.ReceiverKind(rawValue: key) else { continue }
                 var settings: [String: Secret] = [:]
                 for (settingKey, _, settingValue) in entries(value, "receiver \(key)", known: Self.receiverSettings[kind]!) {
@@ -288,7 +290,9 @@ private struct Walker {
                 issue(item, kinds.isEmpty ? "receiver \"\(name)\" names no platform (slack, discord, mattermost or webhook)" : "receiver \"\(name)\" names more than one platform; use one receiver each")
                 continue
             }
-            config.receivers.append(.init(name: name, kind: kinds[0].0, settings: kinds[0].1, maxAge: maxAge, line: item.mark?.line ?? 0))
+            var receiver = GatehouseConfig.Receiver(name: name, kind: kinds[0].0, settings: kinds[0].1, maxAge: maxAge, line: item.mark?.line ?? 0)
+            receiver.sendResolved = sendResolved
+            config.receivers.append(receiver)
         }
     }
 

@@ -57,7 +57,8 @@ public enum GatehouseServer {
         try checkProtectedMode(address: address, tokens: TokenStore(database: database))
         let bus = Bus()
         let routes = RouteTree(config.route)
-        let log = EventLog(database: database, bus: bus, planner: planner(for: routes))
+        let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
+        let log = EventLog(database: database, bus: bus, planner: planner(for: routes, sendResolved: resolving))
         let receivers = try await makeReceivers(config)
         let client = CurlMultiClient()
         var settings = Dispatcher.Settings()
@@ -97,13 +98,15 @@ public enum GatehouseServer {
 
 extension GatehouseServer {
     /// Routing at commit time: one planned delivery per route the event reaches.
-    public static func planner(for tree: RouteTree?) -> (@Sendable (Event) -> [PlannedDelivery])? {
+    public static func planner(for tree: RouteTree?, sendResolved: Set<String> = []) -> (@Sendable (Event) -> [PlannedDelivery])? {
         guard let tree else { return nil }
         return { event in
             tree.match(event).map { node -> PlannedDelivery in
-                PlannedDelivery(
+                var plan = PlannedDelivery(
                     receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), groupWait: node.groupWait,
                     groupInterval: node.groupInterval, fallback: node.fallback, alone: node.groupBy == .everything)
+                plan.sendResolved = sendResolved.contains(node.receiver)
+                return plan
             }
         }
     }
@@ -171,9 +174,11 @@ extension GatehouseServer {
         let digest = OutboundMessage(
             kind: .digest, deliveryID: "msg_check", receiver: "check", groupKey: "root|",
             events: message.events + [StoredEvent(cursor: 2, event: second, receivedAt: .now())], publicURL: config.server.publicURL)
+        var resolved = message
+        resolved.kind = .resolved
         var issues: [ConfigIssue] = []
         for receiver in receivers {
-            for sample in [message, digest] {
+            for sample in [message, digest, resolved] {
                 do {
                     _ = try receiver.request(for: sample, now: .now())
                 } catch {

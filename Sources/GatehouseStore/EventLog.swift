@@ -156,8 +156,12 @@ public final class EventLog: Sendable {
                 outcome.lastCursor = db.lastInsertedRowID
                 inserted.append(event)
                 if let planner {
+                    let seq = db.lastInsertedRowID
                     let plans = planner(event)
-                    if !plans.isEmpty { try Outbox.insert(plans, eventSeq: db.lastInsertedRowID, now: receivedAt, db: db) }
+                    if !plans.isEmpty {
+                        try Outbox.insert(plans, eventSeq: seq, pipeline: event.pipeline, isFailure: event.type.hasSuffix(".failed"), now: receivedAt, db: db)
+                    }
+                    if event.type == "run.succeeded" { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }
             } else {
                 outcome.duplicates += 1

@@ -16,6 +16,9 @@ public struct PlannedDelivery: Sendable, Equatable {
     public var fallback: String?
     /// `group_by: ['...']`: the event is a group of its own, so there is no group to track.
     public var alone: Bool
+    /// The receiver has `send_resolved`: a failure it is told of is remembered until the
+    /// pipeline's next successful run.
+    public var sendResolved = false
 
     public init(receiver: String, route: String, groupKey: String, groupWait: GatehouseDuration, groupInterval: GatehouseDuration, fallback: String?, alone: Bool = false) {
         self.receiver = receiver
@@ -158,7 +161,7 @@ public final class Outbox: Sendable {
     /// Writes an event's deliveries (inside its commit). Each joins its aggregation group: a
     /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
     /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
-    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, now: Timestamp, db: Database) throws {
+    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: Database) throws {
         // Cached statements: this runs inside the ingest commit, once per delivery.
         let lookup = try db.cachedStatement(sql: "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?")
         let upsert = try db.cachedStatement(sql: """
@@ -185,7 +188,30 @@ public final class Outbox: Sendable {
             try insert.execute(arguments: [
                 Delivery.newID(), eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback,
             ])
+            if plan.sendResolved && isFailure {
+                try db.execute(
+                    sql: "INSERT INTO failing_pipelines (receiver, pipeline, route, since) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    arguments: [plan.receiver, pipeline, plan.route, now.milliseconds])
+            }
         }
+    }
+
+    /// A successful run of a pipeline that receivers were told was failing: one `resolved`
+    /// delivery to each of them, and the pipeline is no longer failing for them.
+    static func resolve(pipeline: String, eventSeq: Int64, now: Timestamp, db: Database) throws {
+        let failing = try Row.fetchAll(db, sql: "SELECT receiver, route FROM failing_pipelines WHERE pipeline = ?", arguments: [pipeline])
+        guard !failing.isEmpty else { return }
+        for row in failing {
+            let receiver: String = row["receiver"]
+            let id = Delivery.newID()
+            try db.execute(
+                sql: """
+                    INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, 'resolved', 'pending', 0, ?, ?, ?)
+                    """,
+                arguments: [id, eventSeq, receiver, row["route"] as String, "resolved|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
+        }
+        try db.execute(sql: "DELETE FROM failing_pipelines WHERE pipeline = ?", arguments: [pipeline])
     }
 
     /// The deliveries of a message being retried, as first sent (same content under the same

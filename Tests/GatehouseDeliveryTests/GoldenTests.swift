@@ -11,6 +11,14 @@ struct GoldenTests {
         .appendingPathComponent("webhooks")
 
     static func sample(_ kind: OutboundMessage.Kind) -> OutboundMessage {
+        if kind == .resolved {
+            let event = Event(
+                id: "r43-done", type: "run.succeeded", pipeline: "train", run: "r43", summary: "all 7 steps green",
+                url: "https://orchestrator.example/runs/r43", time: Timestamp(rfc3339: "2026-11-29T11:40:00Z")!)
+            return OutboundMessage(
+                kind: .resolved, deliveryID: "msg_01a22a0c1f2e3d4c5b6a79880f1e2d3c", receiver: "example", groupKey: "resolved|train",
+                events: [StoredEvent(cursor: 57, event: event, receivedAt: event.time)], publicURL: "https://gatehouse.example")
+        }
         guard kind == .digest else { return sample() }
         var message = sample()
         let more: [(String, String, String?, String?)] = [
@@ -39,7 +47,7 @@ struct GoldenTests {
             publicURL: "https://gatehouse.example")
     }
 
-    @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [OutboundMessage.Kind.event, .digest])
+    @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [OutboundMessage.Kind.event, .digest, .resolved])
     func renderedPayloadMatchesTheExample(_ platform: GatehouseConfig.ReceiverKind, _ kind: OutboundMessage.Kind) async throws {
         let templates = try await TemplateSet(directory: templatesFolder)
         let url = Secret("https://example.invalid/hook")

@@ -297,4 +297,38 @@ struct DeliveryTests {
         #expect(Set(sent.map(\.body)).count == 1)
         #expect(sent.first?.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["x2", "x3"])
     }
+
+    /// send_resolved: after a receiver heard of a failure in a pipeline, the pipeline's next
+    /// successful run is announced to it once as "resolved".
+    @Test func sendResolvedAnnouncesTheRecoveryOnce() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: team
+                send_resolved: true
+                webhook: { url: \(sink.url("/ok/team")) }
+              - name: other
+                webhook: { url: \(sink.url("/ok/other")) }
+            route:
+              receiver: other
+              group_by: ['...']
+              routes:
+                - matchers: ['type=~".*failed"']
+                  receiver: team
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1"}"#)
+        #expect(try sink.wait(for: 1, at: "/ok/team").count == 1)
+        _ = try server.post("/v1/events", #"[{"id":"s2","type":"run.succeeded","pipeline":"train","run":"r2"},{"id":"s3","type":"run.succeeded","pipeline":"train","run":"r3"},{"id":"e1","type":"run.succeeded","pipeline":"etl","run":"x"}]"#)
+        let team = try sink.wait(for: 2, at: "/ok/team")
+        #expect(try sink.wait(for: 3, at: "/ok/other").count == 3)
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(try sink.received("/ok/team").count == 2)
+        let resolved = try #require(team.last)
+        #expect(resolved.json["kind"] == .string("resolved"))
+        #expect(resolved.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("s2"))
+        let rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+        #expect(rows.filter { $0["kind"] == .string("resolved") }.count == 1)
+    }
 }
