@@ -19,7 +19,6 @@ public struct TemplateSet: Sendable {
     let overrides: MustacheLibrary?
     public let directory: String
 
-    public static let required = GatehouseConfig.ReceiverKind.allCases.flatMap { ["\($0.rawValue)/event", "\($0.rawValue)/digest", "\($0.rawValue)/resolved"] }
 
     public init(directory: String, overrides: String? = nil) async throws {
         MustacheContentTypes.register(JSONStringContentType(), named: "JSON")
@@ -53,5 +52,4 @@ public struct TemplateSet: Sendable {
         }
     }
 
-    public func has(_ name: String) -> Bool { overrides?.getTemplate(named: name) != nil || shipped.getTemplate(named: name) != nil }
 }

@@ -280,10 +280,6 @@ public final class Outbox: Sendable {
         }
     }
 
-    public func get(_ id: String) async throws -> Delivery? {
-        try await database.pool.read { db in try Delivery.fetchOne(db, key: id) }
-    }
-
     public func list(state: Delivery.State?, receiver: String?, limit: Int) async throws -> [Delivery] {
         try await database.pool.read { db in
             var clauses: [String] = []
