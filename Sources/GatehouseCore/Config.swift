@@ -45,6 +45,8 @@ public struct GatehouseConfig: Sendable {
         /// After this receiver was told of a failure in a pipeline, tell it when the pipeline's
         /// next run succeeds.
         public var sendResolved = false
+        /// Longest wait for one answer (default 15 s); a timeout is retried.
+        public var timeout: GatehouseDuration?
         public var line: Int
         public init(name: String, kind: ReceiverKind, settings: [String: Secret], maxAge: GatehouseDuration? = nil, line: Int) {
             self.name = name

@@ -15,6 +15,8 @@ public final class Dispatcher: Sendable {
         public var schedule = RetrySchedule()
         /// Per-receiver `max_age`, overriding the schedule's.
         public var maxAge: [String: GatehouseDuration] = [:]
+        /// Per-receiver answer timeout (otherwise the request's 15 s).
+        public var timeout: [String: GatehouseDuration] = [:]
         public var publicURL: String?
         /// Concurrent attempts per receiver.
         public var concurrency = 32
@@ -293,9 +295,10 @@ public final class Dispatcher: Sendable {
         var rows = live.map(\.0)
         for i in rows.indices { rows[i].batch_id = batchID }
         let flushed = firstSend ? (receiver: delivery.receiver, groupKey: delivery.group_key, at: now) : nil
-        let request: OutboundRequest
+        var request: OutboundRequest
         do {
             request = try receiver.request(for: message, now: now)
+            if let timeout = settings.timeout[delivery.receiver] { request.timeout = timeout.seconds }
         } catch {
             for i in rows.indices {
                 rows[i].state = .dead

@@ -268,11 +268,13 @@ private struct Walker {
             var name: String?
             var maxAge: GatehouseDuration?
             var sendResolved = false
+            var timeout: GatehouseDuration?
             var kinds: [(GatehouseConfig.ReceiverKind, [String: Secret], Node)] = []
-            for (key, _, value) in entries(item, "receiver", known: ["name", "max_age", "send_resolved"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
+            for (key, _, value) in entries(item, "receiver", known: ["name", "max_age", "send_resolved", "timeout"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
                 if key == "name" { name = string(key, value, "receiver"); continue }
                 if key == "max_age" { maxAge = duration(key, value, "receiver"); continue }
                 if key == "send_resolved" { sendResolved = bool(key, value, "receiver") ?? false; continue }
+                if key == "timeout" { timeout = duration(key, value, "receiver"); continue }
                 guard let kind = GatehouseConfig.ReceiverKind(rawValue: key) else { continue }
                 var settings: [String: Secret] = [:]
                 for (settingKey, _, settingValue) in entries(value, "receiver \(key)", known: Self.receiverSettings[kind]!) {
@@ -292,6 +294,7 @@ private struct Walker {
             }
             var receiver = GatehouseConfig.Receiver(name: name, kind: kinds[0].0, settings: kinds[0].1, maxAge: maxAge, line: item.mark?.line ?? 0)
             receiver.sendResolved = sendResolved
+            receiver.timeout = timeout
             config.receivers.append(receiver)
         }
     }

@@ -63,7 +63,10 @@ public enum GatehouseServer {
         let client = CurlMultiClient()
         var settings = Dispatcher.Settings()
         settings.publicURL = config.server.publicURL
-        for r in config.receivers { if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge } }
+        for r in config.receivers {
+            if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge }
+            if let timeout = r.timeout { settings.timeout[r.name] = timeout }
+        }
         let outbox = Outbox(database: database)
         let dispatcher = Dispatcher(
             outbox: outbox, receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),

@@ -84,7 +84,7 @@ struct DeliveryTests {
         let cfg = config(dir, """
             receivers:
               - name: limited
-                webhook: { url: \(sink.url("/ratelimit-3/limited")) }
+                webhook: { url: \(sink.url("/ratelimit-10/limited")) }
               - name: gone
                 webhook: { url: \(sink.url("/status-404/gone")) }
               - name: healthy
@@ -118,17 +118,17 @@ struct DeliveryTests {
         let backup = try sink.wait(for: 5, at: "/ok/backup", timeout: 5)
         #expect(backup.count == 5)
         #expect(try sink.received("/status-404").count == 5)
-        // 429 for 3 s with Retry-After: 1 — everything arrives afterwards, and the receiver is
+        // 429 for 10 s with Retry-After: 1 — everything arrives afterwards, and the receiver is
         // not hammered meanwhile.
-        let limited = try sink.received("/ratelimit-3")
-        _ = limited
-        let rows = try server.waitForDeliveries(timeout: 20) { rows in
+        let rows = try server.waitForDeliveries(timeout: 30) { rows in
             rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5
         }
         #expect(rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5)
-        let attempts = try sink.received("/ratelimit-3")
-        let refusedEarly = attempts.filter { $0.time - attempts[0].time < 3 }
-        #expect(refusedEarly.count <= 15, "\(refusedEarly.count) attempts while rate limited")
+        let attempts = try sink.received("/ratelimit-10")
+        let refused = attempts.filter { $0.time - attempts[0].time < 10 }
+        // Paced by Retry-After: about one attempt a second while refused, never a storm.
+        #expect(refused.count <= 20, "\(refused.count) attempts while rate limited")
+        #expect(attempts.last.map { $0.time - attempts[0].time >= 9.5 } == true)
         let gone = rows.filter { $0["receiver"] == .string("gone") }
         #expect(gone.count == 5 && gone.allSatisfy { $0["state"] == .string("dead") && $0["attempts"] == .int(1) && $0["last_status"] == .int(404) })
         #expect(gone.allSatisfy { $0["response_body"] == .string("error 404") })
@@ -330,5 +330,39 @@ struct DeliveryTests {
         #expect(resolved.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("s2"))
         let rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
         #expect(rows.filter { $0["kind"] == .string("resolved") }.count == 1)
+    }
+
+    /// A receiver that never answers times out, is retried and finally given up, while a
+    /// healthy one is served at once.
+    @Test func aHangingReceiverTimesOutWithoutDelayingOthers() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: stuck
+                timeout: 500ms
+                max_age: 3s
+                webhook: { url: \(sink.url("/hang/stuck")) }
+              - name: healthy
+                webhook: { url: \(sink.url("/ok/healthy")) }
+            route:
+              receiver: healthy
+              group_by: ['...']
+              routes:
+                - receiver: stuck
+                  continue: true
+                - receiver: healthy
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        let start = Date().timeIntervalSince1970
+        _ = try server.post("/v1/events", "[" + (0..<3).map { #"{"id":"h\#($0)","type":"run.failed","pipeline":"p"}"# }.joined(separator: ",") + "]")
+        let healthy = try sink.wait(for: 3, at: "/ok/healthy", timeout: 5)
+        #expect(healthy.count == 3)
+        #expect(healthy.allSatisfy { $0.time - start < 1.5 })
+        let rows = try server.waitForDeliveries(timeout: 20) { rows in rows.filter { $0["receiver"] == .string("stuck") }.allSatisfy { $0["state"] == .string("dead") } }
+        let stuck = rows.filter { $0["receiver"] == .string("stuck") }
+        #expect(stuck.count == 3)
+        #expect(stuck.allSatisfy { $0["state"] == .string("dead") && ($0["last_error"]?.stringValue?.contains("timed out") ?? false) })
+        #expect(stuck.allSatisfy { ($0["attempts"]?.doubleValue ?? 0) >= 2 })
     }
 }
