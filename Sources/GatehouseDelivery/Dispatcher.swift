@@ -87,6 +87,8 @@ public final class Dispatcher: Sendable {
         await withTaskGroup(of: Void.self) { group in
             var lastDepthReport: Int64 = 0
             var lastGroupSweep: Int64 = 0
+            var nextRepeat: Timestamp? = nil
+            var repeatsKnown = false
             var silencesRead: Int64 = 0
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
@@ -133,6 +135,13 @@ public final class Dispatcher: Sendable {
                     lastDepthReport = now.milliseconds
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
                 }
+                // Reminders for pipelines still failing (repeat_interval).
+                if !repeatsKnown { nextRepeat = try? await outbox.nextRepeatTime(); repeatsKnown = true }
+                if let due = nextRepeat, due <= now {
+                    _ = try? await outbox.fireRepeats(now: now)
+                    nextRepeat = try? await outbox.nextRepeatTime()
+                    continue
+                }
                 if now.milliseconds - lastGroupSweep >= 60_000 {
                     lastGroupSweep = now.milliseconds
                     _ = try? await outbox.forgetIdleGroups(now: now)
@@ -141,6 +150,7 @@ public final class Dispatcher: Sendable {
                 // arrives, or an attempt finishes (each wakes us). Receivers that are full are
                 // woken by their own attempts finishing.
                 var next = now.adding(milliseconds: 60_000)
+                if let due = nextRepeat { next = min(next, due) }
                 for name in names {
                     let (idle, pausedUntil) = state.withLock { s in
                         // With attempts in flight their completion wakes us; asking the database
@@ -151,8 +161,11 @@ public final class Dispatcher: Sendable {
                     if idle, let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
-                if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
-                    await refreshSilences(now: clock())
+                switch await wakeup.next(timeout: .milliseconds(wait)) {
+                case .silencesChanged?: await refreshSilences(now: clock())
+                // A commit may have started or ended a failure: look at the reminders again.
+                case .eventsCommitted?, nil: repeatsKnown = false
+                default: break
                 }
             }
             // Rows still queued were never attempted: they stay due in the database.
@@ -288,7 +301,11 @@ public final class Dispatcher: Sendable {
         // outbox, so a retry finds the whole batch through it.
         let batchID = delivery.batch_id ?? live[0].0.id
 
-        let kind: OutboundMessage.Kind = delivery.kind == "resolved" ? .resolved : live.count == 1 ? .event : .digest
+        let kind: OutboundMessage.Kind = switch delivery.kind {
+        case "resolved": .resolved
+        case "repeat": .repeat
+        default: live.count == 1 ? .event : .digest
+        }
         let message = OutboundMessage(
             kind: kind, deliveryID: batchID, receiver: delivery.receiver,
             groupKey: delivery.group_key, events: live.map(\.1), publicURL: settings.publicURL)

@@ -58,6 +58,9 @@ public struct MessageContext {
             if let last = message.events.last { context["cursor"] = String(last.cursor) }
         }
         if message.events.count > 1 { addDigest(to: &context, message: message, limits: limits, escape: escape, link: link) }
+        if message.kind == .repeat, let title = context["title"] as? String {
+            context["title"] = escape("Still failing: ") + title
+        }
         if message.kind == .resolved, let event {
             // The pipeline that was failing ran successfully: say it recovered.
             context["title"] = escape("\(event.pipeline) recovered" + (event.run.map { ": run \($0) succeeded" } ?? ""))

@@ -3,7 +3,14 @@ import GatehouseCore
 
 /// What a receiver is asked to send: one event, a digest of a group, or a "resolved" notice.
 public struct OutboundMessage: Sendable {
-    public enum Kind: String, Sendable { case event, digest, resolved }
+    public enum Kind: String, Sendable {
+        case event, digest, resolved
+        /// A reminder that a pipeline is still failing (rendered with the event template).
+        case `repeat`
+
+        /// The template file this kind renders with.
+        public var template: String { self == .repeat ? "event" : rawValue }
+    }
     public var kind: Kind
     /// Stable across retries: sent as `webhook-id`, the receiver's idempotency key.
     public var deliveryID: String

@@ -109,6 +109,7 @@ extension GatehouseServer {
                     receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), groupWait: node.groupWait,
                     groupInterval: node.groupInterval, fallback: node.fallback, alone: node.groupBy == .everything)
                 plan.sendResolved = sendResolved.contains(node.receiver)
+                plan.repeatInterval = node.repeatInterval
                 return plan
             }
         }

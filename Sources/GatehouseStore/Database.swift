@@ -120,15 +120,20 @@ public final class GatehouseDatabase: Sendable {
                     group_interval_ms INTEGER NOT NULL,
                     PRIMARY KEY (receiver, group_key)
                 ) WITHOUT ROWID;
-                -- Receivers with send_resolved that were told of a failure in a pipeline and
-                -- have not yet been told it recovered.
+                -- Pipelines a receiver was told are failing and has not heard recover from: the
+                -- "firing" state behind repeat_interval reminders and send_resolved.
                 CREATE TABLE failing_pipelines (
                     receiver TEXT NOT NULL,
                     pipeline TEXT NOT NULL,
                     route TEXT NOT NULL,
                     since INTEGER NOT NULL,
+                    last_event_seq INTEGER NOT NULL,
+                    repeat_ms INTEGER NOT NULL,
+                    next_repeat_at INTEGER NOT NULL,
+                    send_resolved INTEGER NOT NULL,
                     PRIMARY KEY (receiver, pipeline)
                 ) WITHOUT ROWID;
+                CREATE INDEX failing_by_next_repeat ON failing_pipelines(next_repeat_at);
                 CREATE INDEX deliveries_due ON deliveries(receiver, next_attempt_at) WHERE state IN ('pending', 'failed');
                 CREATE INDEX deliveries_by_receiver ON deliveries(receiver, created_at);
                 CREATE INDEX deliveries_by_state ON deliveries(state, created_at);

@@ -16,9 +16,10 @@ public struct PlannedDelivery: Sendable, Equatable {
     public var fallback: String?
     /// `group_by: ['...']`: the event is a group of its own, so there is no group to track.
     public var alone: Bool
-    /// The receiver has `send_resolved`: a failure it is told of is remembered until the
-    /// pipeline's next successful run.
+    /// The receiver has `send_resolved`: it is told when the failing pipeline next succeeds.
     public var sendResolved = false
+    /// While the pipeline keeps failing, remind the receiver this often.
+    public var repeatInterval = GatehouseDuration.seconds(4 * 3600)
 
     public init(receiver: String, route: String, groupKey: String, groupWait: GatehouseDuration, groupInterval: GatehouseDuration, fallback: String?, alone: Bool = false) {
         self.receiver = receiver
@@ -188,10 +189,18 @@ public final class Outbox: Sendable {
             try insert.execute(arguments: [
                 Delivery.newID(), eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback,
             ])
-            if plan.sendResolved && isFailure {
+            if isFailure {
+                // The pipeline is failing for this receiver until a run succeeds; a fresh
+                // failure restarts the reminder clock.
                 try db.execute(
-                    sql: "INSERT INTO failing_pipelines (receiver, pipeline, route, since) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    arguments: [plan.receiver, pipeline, plan.route, now.milliseconds])
+                    sql: """
+                        INSERT INTO failing_pipelines (receiver, pipeline, route, since, last_event_seq, repeat_ms, next_repeat_at, send_resolved)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (receiver, pipeline) DO UPDATE SET route = excluded.route, last_event_seq = excluded.last_event_seq,
+                            repeat_ms = excluded.repeat_ms, next_repeat_at = excluded.next_repeat_at, send_resolved = excluded.send_resolved
+                        """,
+                    arguments: [plan.receiver, pipeline, plan.route, now.milliseconds, eventSeq, plan.repeatInterval.milliseconds,
+                                due + plan.repeatInterval.milliseconds, plan.sendResolved])
             }
         }
     }
@@ -199,7 +208,8 @@ public final class Outbox: Sendable {
     /// A successful run of a pipeline that receivers were told was failing: one `resolved`
     /// delivery to each of them, and the pipeline is no longer failing for them.
     static func resolve(pipeline: String, eventSeq: Int64, now: Timestamp, db: Database) throws {
-        let failing = try Row.fetchAll(db, sql: "SELECT receiver, route FROM failing_pipelines WHERE pipeline = ?", arguments: [pipeline])
+        let failing = try Row.fetchAll(db, sql: "SELECT receiver, route FROM failing_pipelines WHERE pipeline = ? AND send_resolved", arguments: [pipeline])
+        try db.execute(sql: "DELETE FROM failing_pipelines WHERE pipeline = ?", arguments: [pipeline])
         guard !failing.isEmpty else { return }
         for row in failing {
             let receiver: String = row["receiver"]
@@ -211,7 +221,40 @@ public final class Outbox: Sendable {
                     """,
                 arguments: [id, eventSeq, receiver, row["route"] as String, "resolved|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
         }
-        try db.execute(sql: "DELETE FROM failing_pipelines WHERE pipeline = ?", arguments: [pipeline])
+    }
+
+    /// Reminders that fell due: for each pipeline still failing past its receiver's
+    /// repeat_interval, a `repeat` delivery of its latest failure. Returns how many.
+    @discardableResult
+    public func fireRepeats(now: Timestamp) async throws -> Int {
+        try await database.pool.write { db in
+            let due = try Row.fetchAll(
+                db, sql: "SELECT receiver, pipeline, route, last_event_seq, repeat_ms FROM failing_pipelines WHERE next_repeat_at <= ?",
+                arguments: [now.milliseconds])
+            for row in due {
+                let id = Delivery.newID()
+                let receiver: String = row["receiver"]
+                let pipeline: String = row["pipeline"]
+                try db.execute(
+                    sql: """
+                        INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at)
+                        VALUES (?, ?, ?, ?, ?, 'repeat', 'pending', 0, ?, ?, ?)
+                        """,
+                    arguments: [id, row["last_event_seq"] as Int64, receiver, row["route"] as String, "repeat|\(pipeline)|\(id)",
+                                now.milliseconds, now.milliseconds, now.milliseconds])
+                try db.execute(
+                    sql: "UPDATE failing_pipelines SET next_repeat_at = ? WHERE receiver = ? AND pipeline = ?",
+                    arguments: [now.milliseconds + (row["repeat_ms"] as Int64), receiver, pipeline])
+            }
+            return due.count
+        }
+    }
+
+    /// When the next reminder falls due, if any pipeline is failing.
+    public func nextRepeatTime() async throws -> Timestamp? {
+        try await database.pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MIN(next_repeat_at) FROM failing_pipelines").map(Timestamp.init(milliseconds:))
+        }
     }
 
     /// The deliveries of a message being retried, as first sent (same content under the same

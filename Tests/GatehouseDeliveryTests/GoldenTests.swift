@@ -19,6 +19,11 @@ struct GoldenTests {
                 kind: .resolved, deliveryID: "msg_01a22a0c1f2e3d4c5b6a79880f1e2d3c", receiver: "example", groupKey: "resolved|train",
                 events: [StoredEvent(cursor: 57, event: event, receivedAt: event.time)], publicURL: "https://gatehouse.example")
         }
+        if kind == .repeat {
+            var reminder = sample()
+            reminder.kind = .repeat
+            return reminder
+        }
         guard kind == .digest else { return sample() }
         var message = sample()
         let more: [(String, String, String?, String?)] = [
@@ -47,7 +52,7 @@ struct GoldenTests {
             publicURL: "https://gatehouse.example")
     }
 
-    @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [OutboundMessage.Kind.event, .digest, .resolved])
+    @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [OutboundMessage.Kind.event, .digest, .resolved, .repeat])
     func renderedPayloadMatchesTheExample(_ platform: GatehouseConfig.ReceiverKind, _ kind: OutboundMessage.Kind) async throws {
         let templates = try await TemplateSet(directory: templatesFolder)
         let url = Secret("https://example.invalid/hook")

@@ -365,4 +365,41 @@ struct DeliveryTests {
         #expect(stuck.allSatisfy { $0["state"] == .string("dead") && ($0["last_error"]?.stringValue?.contains("timed out") ?? false) })
         #expect(stuck.allSatisfy { ($0["attempts"]?.doubleValue ?? 0) >= 2 })
     }
+
+    /// repeat_interval: while a pipeline keeps failing, its receiver is reminded; a successful
+    /// run ends the reminders.
+    @Test func repeatIntervalRemindsUntilThePipelineRecovers() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = config(dir, """
+            receivers:
+              - name: team
+                webhook: { url: \(sink.url("/ok/team")) }
+            route:
+              receiver: team
+              group_by: ['...']
+              repeat_interval: 1500ms
+              routes:
+                - matchers: ['type=~".*failed"']
+                  receiver: team
+                - matchers: ['type="never"']
+                  receiver: team
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1","summary":"OOM"}"#)
+        let got = try sink.wait(for: 3, at: "/ok/team", timeout: 8)
+        #expect(got.count >= 3)
+        #expect(got.first?.json["kind"] == .string("event"))
+        let reminders = got.dropFirst()
+        #expect(reminders.allSatisfy { $0.json["kind"] == .string("repeat") && $0.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("f1") })
+        if got.count >= 3 {
+            #expect(got[1].time - got[0].time >= 1.3, "first reminder after \(got[1].time - got[0].time)s")
+        }
+        // A successful run ends the reminders (the success itself is routed to the root).
+        _ = try server.post("/v1/events", #"{"id":"s1","type":"run.succeeded","pipeline":"train","run":"r2"}"#)
+        Thread.sleep(forTimeInterval: 0.5)
+        let settled = try sink.received("/ok/team").count
+        Thread.sleep(forTimeInterval: 3.2)
+        #expect(try sink.received("/ok/team").count == settled)
+    }
 }

@@ -20,7 +20,7 @@ public struct DiscordReceiver: Receiver {
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
         let context = MessageContext.build(for: message, limits: Self.limits, escape: { $0 }) { url, text in "[\(text)](\(url))" }
-        let body = try templates.renderJSON("discord/\(message.kind.rawValue)", context)
+        let body = try templates.renderJSON("discord/\(message.kind.template)", context)
         var url = webhookURL.value
         url += url.contains("?") ? "&wait=true" : "?wait=true"
         return OutboundRequest(

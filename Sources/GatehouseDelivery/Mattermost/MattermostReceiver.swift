@@ -29,7 +29,7 @@ public struct MattermostReceiver: Receiver {
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
         let context = MessageContext.build(for: message, limits: Self.limits, escape: Self.escape) { url, text in "[\(text)](\(url))" }
-        let body = try templates.renderJSON("mattermost/\(message.kind.rawValue)", context)
+        let body = try templates.renderJSON("mattermost/\(message.kind.template)", context)
         return OutboundRequest(url: webhookURL.value, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
     }
 

@@ -35,7 +35,7 @@ public struct SlackReceiver: Receiver {
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
         let context = MessageContext.build(for: message, limits: Self.limits, escape: Self.escape) { url, text in "<\(url)|\(text)>" }
-        let body = try templates.renderJSON("slack/\(message.kind.rawValue)", context)
+        let body = try templates.renderJSON("slack/\(message.kind.template)", context)
         return OutboundRequest(url: webhookURL.value, headers: [("Content-Type", "application/json; charset=utf-8")], body: Array(body.utf8))
     }
 
