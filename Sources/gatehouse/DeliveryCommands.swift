@@ -115,6 +115,8 @@ struct RoutesCommand: ParsableCommand {
             discussion: #"gatehouse routes test '{"type":"run.failed","pipeline":"train"}'"#)
         @Option(help: "Config file (default ./gatehouse.yml).") var config: String?
         @Argument(help: "The event, as JSON.") var event: String
+        @OptionGroup var client: ClientOptions
+        @Flag(help: "Do not ask the server which silences are active.") var offline = false
 
         func run() throws {
             let cfg = try loadConfig(path: config)
@@ -150,7 +152,25 @@ struct RoutesCommand: ParsableCommand {
             for (i, rule) in cfg.inhibitRules.enumerated() where rule.targetMatchers.allSatisfy({ $0.matches(e) }) {
                 print("  may be muted by inhibit_rules[\(i)] while an event matching \(rule.sourceMatchers.map(\.description).joined(separator: ", ")) with the same \(rule.equal.joined(separator: ", ")) is known")
             }
-            print("  (silences are kept by the server: gatehouse silence ls)")
+            guard !offline else { return }
+            // Silences live on the server: ask it, and say plainly when it cannot be asked.
+            do {
+                let answer = try client.client(timeout: 5).call("GET", "/v1/silences")
+                let now = Timestamp.now()
+                var muted = false
+                for s in answer.objectValue?["silences"]?.arrayValue ?? [] {
+                    let o = s.objectValue ?? JSONObject()
+                    guard o["state"]?.stringValue == "active" else { continue }
+                    let matchers = (o["matchers"]?.arrayValue ?? []).compactMap { $0.stringValue.flatMap { try? Matcher.parse($0) } }
+                    guard let ends = o["ends_at"]?.stringValue.flatMap({ Timestamp(rfc3339: $0) }), ends > now,
+                          !matchers.isEmpty, matchers.allSatisfy({ $0.matches(e) }) else { continue }
+                    muted = true
+                    print("  muted by silence \(o["id"]?.stringValue ?? "?") until \(ends.rfc3339) (\(matchers.map(\.description).joined(separator: ", ")))")
+                }
+                if !muted { print("  no active silence mutes it") }
+            } catch let failure as ClientFailure {
+                print("  (could not ask the server about silences: \(failure.message))")
+            }
         }
     }
 }

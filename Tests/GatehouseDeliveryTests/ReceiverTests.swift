@@ -190,6 +190,29 @@ struct PayloadTests {
         #expect((d2["embeds"]?.arrayValue?.first?.objectValue?["title"]?.stringValue?.count ?? 999) <= 256)
     }
 
+    /// A digest of many long events stays inside every limit and says how many did not fit.
+    @Test func digestsAreCutToTheLimits() async throws {
+        let templates = try await TemplateSet(directory: templatesFolder)
+        let events = (0..<300).map { i in
+            let e = Event(id: "e\(i)", type: "step.failed", pipeline: "train", run: "r\(i % 7)", step: "s\(i)",
+                          summary: String(repeating: "x", count: 400), time: .now())
+            return StoredEvent(cursor: Int64(i + 1), event: e, receivedAt: .now())
+        }
+        let m = OutboundMessage(kind: .digest, deliveryID: "msg_d", receiver: "r", groupKey: "root|", events: events, publicURL: nil)
+        let url = Secret("https://x")
+        let slack = try body(try SlackReceiver(name: "s", webhookURL: url, templates: templates).request(for: m, now: .now()))
+        for block in slack["blocks"]?.arrayValue ?? [] {
+            if let t = block.objectValue?["text"]?.objectValue?["text"]?.stringValue { #expect(t.count <= 3000) }
+        }
+        #expect(JSONValue.object(slack).serialized().contains("more"))
+        let discord = try body(try DiscordReceiver(name: "d", webhookURL: url, templates: templates).request(for: m, now: .now()))
+        let description = discord["embeds"]?.arrayValue?.first?.objectValue?["description"]?.stringValue ?? ""
+        #expect(description.count <= 4096 && description.hasSuffix("more"))
+        #expect(discord["content"]?.stringValue == "🔴 300 events · train")
+        let mm = try body(try MattermostReceiver(name: "m", webhookURL: url, templates: templates).request(for: m, now: .now()))
+        #expect(JSONValue.object(mm).serialized().count <= 16383)
+    }
+
     @Test func brokenOverrideIsReported() async throws {
         let dir = NSTemporaryDirectory() + "tpl-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/slack", withIntermediateDirectories: true)

@@ -74,7 +74,7 @@ struct SilenceRouteTests {
                 target_matchers: ['type="step.failed"']
                 equal: [run]
             """)
-        var r = try runCLI(["routes", "test", "--config", cfg, #"{"type":"step.failed","pipeline":"train","run":"r1","severity":"critical"}"#])
+        var r = try runCLI(["routes", "test", "--offline", "--config", cfg, #"{"type":"step.failed","pipeline":"train","run":"r1","severity":"critical"}"#])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("→ ops"))
         // A child took it, so the root does not (continue only lets later siblings match too).
@@ -82,11 +82,23 @@ struct SilenceRouteTests {
         #expect(r.stdout.contains(#"key "root.0|pipeline=train,run=r1""#))
         #expect(r.stdout.contains("fallback  ml-team"))
         #expect(r.stdout.contains("may be muted by inhibit_rules[0]"))
-        r = try runCLI(["routes", "test", "--config", cfg, #"{"type":"run.started","pipeline":"train"}"#])
+        r = try runCLI(["routes", "test", "--offline", "--config", cfg, #"{"type":"run.started","pipeline":"train"}"#])
         #expect(r.stdout.contains("→ ml-team") && !r.stdout.contains("→ ops"))
-        r = try runCLI(["routes", "test", "--config", cfg, #"{"type":"run.started"}"#])
+        r = try runCLI(["routes", "test", "--offline", "--config", cfg, #"{"type":"run.started"}"#])
         #expect(r.status == 65)
         #expect(r.stderr.contains("pipeline is required"))
+
+        // With a server, it names the silences that would mute the event.
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        let silence = try server.post("/v1/silences", #"{"matchers":["pipeline=\"train\""],"duration":"1h","comment":"maintenance"}"#)
+        let id = try #require(silence.json["id"]?.stringValue)
+        r = try runCLI(["routes", "test", "--config", cfg, #"{"type":"run.started","pipeline":"train"}"#], environment: ["GATEHOUSE_URL": server.url])
+        #expect(r.stdout.contains("muted by silence \(id)"), "\(r.stdout)")
+        r = try runCLI(["routes", "test", "--config", cfg, #"{"type":"run.started","pipeline":"etl"}"#], environment: ["GATEHOUSE_URL": server.url])
+        #expect(r.stdout.contains("no active silence mutes it"))
+        r = try runCLI(["routes", "test", "--config", cfg, #"{"type":"run.started","pipeline":"etl"}"#], environment: ["GATEHOUSE_URL": "http://127.0.0.1:9"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("could not ask the server about silences"))
     }
 
     @Test func configCheckReportsABrokenTemplateOverride() throws {
