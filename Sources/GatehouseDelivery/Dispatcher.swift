@@ -88,7 +88,7 @@ public final class Dispatcher: Sendable {
             var lastDepthReport: Int64 = 0
             var lastGroupSweep: Int64 = 0
             var nextRepeat: Timestamp? = nil
-            var repeatsKnown = false
+            var repeatsRead: Int64 = 0
             var silencesRead: Int64 = 0
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
@@ -136,7 +136,12 @@ public final class Dispatcher: Sendable {
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
                 }
                 // Reminders for pipelines still failing (repeat_interval).
-                if !repeatsKnown { nextRepeat = try? await outbox.nextRepeatTime(); repeatsKnown = true }
+                // Re-read at most once a second: commits can come thousands of times a second,
+                // and a reminder is always repeat_interval away from the failure it repeats.
+                if now.milliseconds - repeatsRead >= 1000 {
+                    nextRepeat = try? await outbox.nextRepeatTime()
+                    repeatsRead = now.milliseconds
+                }
                 if let due = nextRepeat, due <= now {
                     _ = try? await outbox.fireRepeats(now: now)
                     nextRepeat = try? await outbox.nextRepeatTime()
@@ -151,6 +156,8 @@ public final class Dispatcher: Sendable {
                 // woken by their own attempts finishing.
                 var next = now.adding(milliseconds: 60_000)
                 if let due = nextRepeat { next = min(next, due) }
+                // Without a known reminder, look again within a second (see above).
+                next = min(next, Timestamp(milliseconds: repeatsRead + 1000))
                 for name in names {
                     let (idle, pausedUntil) = state.withLock { s in
                         // With attempts in flight their completion wakes us; asking the database
@@ -161,11 +168,8 @@ public final class Dispatcher: Sendable {
                     if idle, let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
-                switch await wakeup.next(timeout: .milliseconds(wait)) {
-                case .silencesChanged?: await refreshSilences(now: clock())
-                // A commit may have started or ended a failure: look at the reminders again.
-                case .eventsCommitted?, nil: repeatsKnown = false
-                default: break
+                if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
+                    await refreshSilences(now: clock())
                 }
             }
             // Rows still queued were never attempted: they stay due in the database.

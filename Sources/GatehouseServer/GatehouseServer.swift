@@ -85,11 +85,17 @@ public enum GatehouseServer {
             },
             logger: logger
         )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
+        ]
+        if receivers.isEmpty {
+            // Nothing can be sent; only end what a former config left pending.
+            try await outbox.killOrphans(known: [], now: .now())
+        } else {
+            services.append(.init(service: DispatcherService(dispatcher: dispatcher, client: client), successTerminationBehavior: .ignore))
+        }
         var groupConfig = ServiceGroupConfiguration(
-            services: [
-                .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
-                .init(service: DispatcherService(dispatcher: dispatcher, client: client), successTerminationBehavior: .ignore),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(config.server.shutdownTimeout.milliseconds)
         groupConfig.maximumCancellationDuration = .seconds(2)
