@@ -8,9 +8,7 @@ private func config(_ dir: TempDir, _ yaml: String) -> String { dir.write("gateh
 @Suite(.serialized)
 struct DeliveryTests {
     @Test func everyEventReachesItsRoutedReceiversOnce() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             server: { public_url: http://gatehouse.test }
             receivers:
               - name: team
@@ -37,8 +35,7 @@ struct DeliveryTests {
                   receiver: team
                 - matchers: ['pipeline="never"']
                   receiver: ops
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         var events: [String] = []
         for i in 0..<4 { events.append(#"{"id":"t\#(i)","type":"step.started","pipeline":"train","run":"r\#(i)"}"#) }
         for i in 0..<3 { events.append(#"{"id":"c\#(i)","type":"run.failed","pipeline":"train","run":"r\#(i)","severity":"critical"}"#) }
@@ -79,9 +76,7 @@ struct DeliveryTests {
     }
 
     @Test func rateLimitedReceiverGetsEverythingPacedAndADeadOneDelaysNobody() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: limited
                 webhook: { url: \(sink.url("/ratelimit-10/limited")) }
@@ -104,8 +99,7 @@ struct DeliveryTests {
                   continue: true
                 - matchers: ['pipeline="p"']
                   receiver: healthy
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         let start = Date().timeIntervalSince1970
         let batch = (0..<5).map { #"{"id":"p\#($0)","type":"a.b","pipeline":"p"}"# }.joined(separator: ",")
         #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
@@ -175,9 +169,7 @@ struct DeliveryTests {
     }
 
     @Test func inhibitionMutesTheStepFailuresOfAFailedRun() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: team
                 webhook: { url: \(sink.url("/ok/team")) }
@@ -189,8 +181,7 @@ struct DeliveryTests {
               - source_matchers: ['type="run.failed"']
                 target_matchers: ['type="step.failed"']
                 equal: [pipeline, run]
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         _ = try server.post("/v1/events", #"[{"id":"s1","type":"step.failed","pipeline":"p","run":"r1","step":"a"},{"id":"s2","type":"step.failed","pipeline":"p","run":"r2","step":"a"}]"#)
         _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"p","run":"r1"}"#)
         let rows = try server.waitForDeliveries { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") } }
@@ -203,16 +194,13 @@ struct DeliveryTests {
     }
 
     @Test func aReceiverThatKeepsFailingIsGivenUpAtMaxAge() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: broken
                 max_age: 2s
                 webhook: { url: \(sink.url("/status-503/broken")) }
             route: { receiver: broken }
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         _ = try server.post("/v1/events", #"{"id":"g1","type":"run.failed","pipeline":"p"}"#)
         let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.first?["state"] == .string("dead") }
         #expect(rows.first?["state"] == .string("dead"))
@@ -224,9 +212,7 @@ struct DeliveryTests {
     /// Alertmanager's grouping: events of one group within group_wait go out as one digest;
     /// after a flush, the group's next events wait for group_interval.
     @Test func groupsBecomeDigestsPacedByGroupInterval() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: team
                 webhook: { url: \(sink.url("/ok/team")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
@@ -235,8 +221,7 @@ struct DeliveryTests {
               group_by: [pipeline, run]
               group_wait: 1s
               group_interval: 3s
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         let start = Date().timeIntervalSince1970
         _ = try server.post("/v1/events", #"[{"id":"a1","type":"step.failed","pipeline":"train","run":"r1","step":"fit"},{"id":"b1","type":"run.started","pipeline":"train","run":"r2"}]"#)
         _ = try server.post("/v1/events", #"{"id":"a2","type":"step.retried","pipeline":"train","run":"r1","step":"fit"}"#)
@@ -272,15 +257,12 @@ struct DeliveryTests {
     /// A digest whose first event is silenced is named after its first live event, and its
     /// retry carries the same events under the same webhook-id.
     @Test func aRetriedDigestIsTheSameMessage() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: team
                 webhook: { url: \(sink.url("/flaky-1/team")) }
             route: { receiver: team, group_by: [pipeline], group_wait: 1s }
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         #expect(try server.post("/v1/silences", #"{"matchers":["step=\"a\""],"duration":"1h"}"#).status == 201)
         _ = try server.post("/v1/events", #"[{"id":"x1","type":"step.failed","pipeline":"p","step":"a"},{"id":"x2","type":"step.failed","pipeline":"p","step":"b"},{"id":"x3","type":"step.failed","pipeline":"p","step":"c"}]"#)
         let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") && $0["state"] != .string("failed") } }
@@ -301,9 +283,7 @@ struct DeliveryTests {
     /// send_resolved: after a receiver heard of a failure in a pipeline, the pipeline's next
     /// successful run is announced to it once as "resolved".
     @Test func sendResolvedAnnouncesTheRecoveryOnce() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: team
                 send_resolved: true
@@ -316,8 +296,7 @@ struct DeliveryTests {
               routes:
                 - matchers: ['type=~".*failed"']
                   receiver: team
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1"}"#)
         #expect(try sink.wait(for: 1, at: "/ok/team").count == 1)
         _ = try server.post("/v1/events", #"[{"id":"s2","type":"run.succeeded","pipeline":"train","run":"r2"},{"id":"s3","type":"run.succeeded","pipeline":"train","run":"r3"},{"id":"e1","type":"run.succeeded","pipeline":"etl","run":"x"}]"#)
@@ -335,9 +314,7 @@ struct DeliveryTests {
     /// A receiver that never answers times out, is retried and finally given up, while a
     /// healthy one is served at once.
     @Test func aHangingReceiverTimesOutWithoutDelayingOthers() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: stuck
                 timeout: 500ms
@@ -352,8 +329,7 @@ struct DeliveryTests {
                 - receiver: stuck
                   continue: true
                 - receiver: healthy
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         let start = Date().timeIntervalSince1970
         _ = try server.post("/v1/events", "[" + (0..<3).map { #"{"id":"h\#($0)","type":"run.failed","pipeline":"p"}"# }.joined(separator: ",") + "]")
         let healthy = try sink.wait(for: 3, at: "/ok/healthy", timeout: 5)
@@ -369,9 +345,7 @@ struct DeliveryTests {
     /// repeat_interval: while a pipeline keeps failing, its receiver is reminded; a successful
     /// run ends the reminders.
     @Test func repeatIntervalRemindsUntilThePipelineRecovers() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
+        let (sink, server) = try deliveringServer { sink in """
             receivers:
               - name: team
                 webhook: { url: \(sink.url("/ok/team")) }
@@ -384,8 +358,7 @@ struct DeliveryTests {
                   receiver: team
                 - matchers: ['type="never"']
                   receiver: team
-            """)
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            """ }
         _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1","summary":"OOM"}"#)
         let got = try sink.wait(for: 3, at: "/ok/team", timeout: 8)
         #expect(got.count >= 3)

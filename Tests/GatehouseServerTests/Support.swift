@@ -227,6 +227,15 @@ final class Sink {
 let templatesFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("templates").path
 
+/// A server with a config that delivers to a fresh sink; `yaml` names the sink's URLs.
+func deliveringServer(_ yaml: (Sink) -> String) throws -> (Sink, ServerProcess) {
+    let sink = try Sink()
+    let dir = TempDir()
+    let config = dir.write("gatehouse.yml", yaml(sink))
+    let server = try ServerProcess(dir: dir, arguments: ["--config", config], environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+    return (sink, server)
+}
+
 extension ServerProcess {
     /// Polls the deliveries API until `condition` holds (the dispatcher works asynchronously).
     func waitForDeliveries(timeout: TimeInterval = 15, _ condition: ([JSONObject]) -> Bool) throws -> [JSONObject] {
