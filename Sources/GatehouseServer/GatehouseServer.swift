@@ -60,17 +60,7 @@ public enum GatehouseServer {
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
         let log = EventLog(database: database, bus: bus, planner: planner(for: routes, sendResolved: resolving))
         let receivers = try await makeReceivers(config)
-        let client = CurlMultiClient()
-        var settings = Dispatcher.Settings()
-        settings.publicURL = config.server.publicURL
-        for r in config.receivers {
-            if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge }
-            if let timeout = r.timeout { settings.timeout[r.name] = timeout }
-        }
         let outbox = Outbox(database: database)
-        let dispatcher = Dispatcher(
-            outbox: outbox, receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),
-            inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
         let state = ServerState()
         let router = makeRouter(config: config, database: database, log: log, outbox: outbox, registry: registry, state: state)
         let app = Application(
@@ -92,6 +82,16 @@ public enum GatehouseServer {
             // Nothing can be sent; only end what a former config left pending.
             try await outbox.killOrphans(known: [], now: .now())
         } else {
+            var settings = Dispatcher.Settings()
+            settings.publicURL = config.server.publicURL
+            for r in config.receivers {
+                if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge }
+                if let timeout = r.timeout { settings.timeout[r.name] = timeout }
+            }
+            let client = CurlMultiClient()
+            let dispatcher = Dispatcher(
+                outbox: outbox, receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),
+                inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
             services.append(.init(service: DispatcherService(dispatcher: dispatcher, client: client), successTerminationBehavior: .ignore))
         }
         var groupConfig = ServiceGroupConfiguration(
