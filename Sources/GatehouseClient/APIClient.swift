@@ -61,6 +61,7 @@ public final class APIClient {
     public func call(_ method: String, _ path: String, body: [UInt8]? = nil, contentType: String = "application/json") throws -> JSONValue {
         var headers = authHeaders
         headers["Accept"] = "application/json"
+        headers["User-Agent"] = "gatehouse-cli/1"
         if body != nil { headers["Content-Type"] = contentType }
         let result: HTTPResult
         do {

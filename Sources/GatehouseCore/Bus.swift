@@ -10,6 +10,8 @@ public enum BusMessage: Sendable, Equatable {
     case wake
     /// A silence was added or expired.
     case silencesChanged
+    /// A gate changed (decision, close, reminder): its waiters re-read it.
+    case gateChanged(id: String)
 }
 
 /// Wakes subscribers the moment something is committed, so nothing has to poll the database.

@@ -17,6 +17,13 @@ public final class Authenticator: Sendable {
     public init(tokens: TokenStore) { self.tokens = tokens }
 
     public func authorize(_ request: Request, context: GatehouseContext, scope: Scope) async throws -> Principal {
+        try await authorize(request, context: context, anyOf: [scope])
+    }
+
+    /// Accepts a token holding any one of `scopes` (reading a gate is open to those who open
+    /// gates and those who decide them).
+    public func authorize(_ request: Request, context: GatehouseContext, anyOf scopes: [Scope]) async throws -> Principal {
+        let scope = scopes[0]
         if let header = request.headers[.authorization] {
             let parts = header.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else {
@@ -25,8 +32,8 @@ public final class Authenticator: Sendable {
             guard let token = try await token(for: String(parts[1]).trimmingCharacters(in: .whitespaces)) else {
                 throw Problem.unauthorized("the token is unknown or revoked")
             }
-            guard token.scopes.grants(scope) else {
-                throw Problem.forbidden("the token \"\(token.name)\" lacks the scope \(scope.rawValue) (it has \(token.scopes.map(\.rawValue).joined(separator: ", ")))")
+            guard scopes.contains(where: token.scopes.grants) else {
+                throw Problem.forbidden("the token \"\(token.name)\" lacks the scope \(scopes.map(\.rawValue).joined(separator: " or ")) (it has \(token.scopes.map(\.rawValue).joined(separator: ", ")))")
             }
             return .token(token)
         }

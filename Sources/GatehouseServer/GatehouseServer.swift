@@ -28,7 +28,8 @@ public enum GatehouseServer {
     }
 
     public static func makeRouter(
-        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState
+        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
+        desk: GateDesk
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
@@ -41,6 +42,7 @@ public enum GatehouseServer {
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
         DeliveriesController(outbox: outbox, auth: auth, bus: log.bus).addRoutes(to: router)
         SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        GatesController(desk: desk, auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
     }
 
@@ -58,11 +60,20 @@ public enum GatehouseServer {
         let bus = Bus()
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
-        let log = EventLog(database: database, bus: bus, planner: planner(for: routes, sendResolved: resolving))
+        let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : planner(for: routes, sendResolved: resolving))
         let receivers = try await makeReceivers(config)
         let outbox = Outbox(database: database)
         let state = ServerState()
-        let router = makeRouter(config: config, database: database, log: log, outbox: outbox, registry: registry, state: state)
+        let autoDecide = ProcessInfo.processInfo.environment["GATEHOUSE_AUTO_DECIDE"].flatMap { $0.isEmpty ? nil : $0 }
+        if let autoDecide, !["approve", "reject"].contains(autoDecide) {
+            throw StartupError("GATEHOUSE_AUTO_DECIDE must be approve or reject (got \"\(autoDecide)\")")
+        }
+        let gates = GateStore(log: log)
+        let baseURL = BaseURL(config.server.publicURL ?? "http://\(address)")
+        let desk = GateDesk(
+            store: gates, signer: LinkSigner(key: try database.serverSecret("links")), baseURL: baseURL,
+            receiverNames: Set(config.receivers.map(\.name)), autoDecide: autoDecide)
+        let router = makeRouter(config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk)
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
@@ -71,12 +82,15 @@ public enum GatehouseServer {
                 // The first stdout line is the contract with scripts and tests that start `serve`
                 // on port 0 and need to know where it landed.
                 FileHandle.standardOutput.write(Data("gatehouse listening on http://\(bound)\n".utf8))
+                // Without server.public_url, links point at the address actually bound (port 0 included).
+                if config.server.publicURL == nil { baseURL.set("http://\(bound)") }
                 logger.info("listening", metadata: ["address": .string(bound), "db": .string(config.storage.sqlite), "durability": .string(config.storage.durability.rawValue)])
             },
             logger: logger
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
+            .init(service: GateScheduler(store: gates, bus: bus, logger: logger), successTerminationBehavior: .ignore),
         ]
         if receivers.isEmpty {
             // Nothing can be sent; only end what a former config left pending.
@@ -106,11 +120,24 @@ public enum GatehouseServer {
 }
 
 extension GatehouseServer {
-    /// Routing at commit time: one planned delivery per route the event reaches.
+    /// Routing at commit time: one planned delivery per route the event reaches. Gate events
+    /// are messages of their own (never digested or repeated: the gate's reminders do that);
+    /// an escalation goes to the gate's `escalate_to` receivers instead of the routes.
     public static func planner(for tree: RouteTree?, sendResolved: Set<String> = []) -> (@Sendable (Event) -> [PlannedDelivery])? {
-        guard let tree else { return nil }
         return { event in
-            tree.match(event).map { node -> PlannedDelivery in
+            if event.type.hasPrefix("gate.") {
+                let key = "gate|\(event.id)"
+                if event.type == "gate.escalated" {
+                    let targets = event.attributes?["escalate_to"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                    return targets.map { PlannedDelivery(receiver: $0, route: "escalate_to", groupKey: key, groupWait: .init(milliseconds: 0), groupInterval: .init(milliseconds: 0), fallback: nil, alone: true) }
+                }
+                guard let tree else { return [] }
+                return tree.match(event).map { node in
+                    PlannedDelivery(receiver: node.receiver, route: node.path, groupKey: key, groupWait: .init(milliseconds: 0), groupInterval: .init(milliseconds: 0), fallback: node.fallback, alone: true)
+                }
+            }
+            guard let tree else { return [] }
+            return tree.match(event).map { node -> PlannedDelivery in
                 var plan = PlannedDelivery(
                     receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), groupWait: node.groupWait,
                     groupInterval: node.groupInterval, fallback: node.fallback, alone: node.groupBy == .everything)

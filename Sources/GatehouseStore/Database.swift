@@ -148,6 +148,48 @@ public final class GatehouseDatabase: Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v3-gates") { db in
+            try db.execute(sql: """
+                CREATE TABLE gates (
+                    id TEXT PRIMARY KEY,
+                    key TEXT,
+                    state TEXT NOT NULL,
+                    pipeline TEXT NOT NULL,
+                    run TEXT,
+                    created_at INTEGER NOT NULL,
+                    -- When the scheduler must next look at the gate (expiry, reminder,
+                    -- escalation); NULL once it is closed.
+                    next_deadline INTEGER,
+                    doc TEXT NOT NULL
+                );
+                CREATE INDEX gates_by_key ON gates(key, created_at) WHERE key IS NOT NULL;
+                CREATE INDEX gates_by_state ON gates(state, created_at);
+                CREATE INDEX gates_due ON gates(next_deadline) WHERE next_deadline IS NOT NULL;
+                -- The audit ledger: each entry carries the previous entry's hash and its own,
+                -- over a canonical encoding, so an edit or a deletion breaks the chain.
+                CREATE TABLE audit (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    gate_id TEXT,
+                    at INTEGER NOT NULL,
+                    action TEXT NOT NULL,
+                    actor TEXT,
+                    detail TEXT NOT NULL,
+                    prev_hash TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                );
+                CREATE INDEX audit_by_gate ON audit(gate_id, seq);
+                -- Signed callbacks already acted on: a replay within the signature window is refused.
+                CREATE TABLE callback_nonces (
+                    nonce TEXT PRIMARY KEY,
+                    at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                -- Secrets the server makes for itself (the key that signs decision links).
+                CREATE TABLE server_secrets (
+                    name TEXT PRIMARY KEY,
+                    value TEXT NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 

@@ -59,6 +59,9 @@ public final class EventLog: Sendable {
 
     private struct Request {
         var events: [Event]
+        /// Other writes that must commit with the events they cause (a gate closing and its
+        /// `gate.*` event): runs first, inside the request's savepoint; its events are appended.
+        var work: (@Sendable (Database) throws -> [Event])?
         var continuation: CheckedContinuation<AppendOutcome, any Error>
     }
 
@@ -74,8 +77,24 @@ public final class EventLog: Sendable {
 
     public func append(_ events: [Event]) async throws -> AppendOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            committer.submit(Request(events: events, continuation: continuation)) { self.commit($0) }
+            committer.submit(Request(events: events, work: nil, continuation: continuation)) { self.commit($0) }
         }
+    }
+
+    /// Runs `work` inside the next group commit and appends the events it returns in the same
+    /// transaction, so a state change and the events (and deliveries) it causes are durable
+    /// together or not at all. `work` must not block on anything but the database.
+    public func transact<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> (T, [Event])) async throws -> T {
+        let result = Mutex<T?>(nil)
+        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AppendOutcome, any Error>) in
+            let request = Request(events: [], work: { db in
+                let (value, events) = try work(db)
+                result.withLock { $0 = value }
+                return events
+            }, continuation: continuation)
+            committer.submit(request) { self.commit($0) }
+        }
+        return result.withLock { $0! }
     }
 
     private func commit(_ requests: [Request]) {
@@ -96,7 +115,8 @@ public final class EventLog: Sendable {
                             var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
                             var mine: [Event] = []
                             let body = {
-                                outcome = try self.insert(request.events, receivedAt: receivedAt, db: db, inserted: &mine)
+                                let events = try request.work.map { try $0(db) + request.events } ?? request.events
+                                outcome = try self.insert(events, receivedAt: receivedAt, db: db, inserted: &mine)
                             }
                             if single { try body() } else {
                                 try db.inSavepoint { try body(); return .commit }

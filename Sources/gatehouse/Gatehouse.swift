@@ -10,9 +10,31 @@ struct Gatehouse: AsyncParsableCommand {
         abstract: "Put people into machine-learning pipelines: alerts, approval gates, labelling.",
         subcommands: [
             Serve.self, Emit.self, EventsCommand.self, RunsCommand.self, DeliveriesCommand.self, SilenceCommand.self,
-            RoutesCommand.self, TokenCommand.self, ConfigCommand.self,
+            RoutesCommand.self, GateCommand.self, AuditCommand.self, TokenCommand.self, ConfigCommand.self,
         ]
     )
+
+    /// ArgumentParser's own entry point, except that a usage error in `gate open --wait` or
+    /// `gate wait` exits 4 as CONTRACT §4 says (a pipeline reads 1 as "rejected", 2 as
+    /// "expired": a typo must not look like either).
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let waiting = arguments.first == "gate" && (arguments.dropFirst().first == "wait" || arguments.contains("--wait"))
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if waiting, !(error is ExitCode), exitCode(for: error) != .success {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(GateExit.error)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// `--server` / `--token`, shared by every command that talks to a server.

@@ -1,0 +1,254 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import Hummingbird
+import Metrics
+import Synchronization
+
+/// What every way of deciding a gate shares: the store, link signing, the public URL, and
+/// the one place a decision is applied (API, CLI, web page and chat callbacks all end here).
+public struct GateDesk: Sendable {
+    public let store: GateStore
+    public let signer: LinkSigner
+    /// Where people reach this server (`server.public_url`, else the bound address).
+    let base: BaseURL
+    public var baseURL: String { base.value }
+    public let receiverNames: Set<String>
+    /// GATEHOUSE_AUTO_DECIDE: approve or reject every new gate at once (pipelines under test).
+    public let autoDecide: String?
+
+    public init(store: GateStore, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, autoDecide: String?) {
+        self.store = store
+        self.signer = signer
+        self.base = baseURL
+        self.receiverNames = receiverNames
+        self.autoDecide = autoDecide
+    }
+
+    /// How long a link made for a gate keeps working: until the gate's deadline (plus a day to
+    /// show the outcome), or a week for gates without one.
+    func linkExpiry(_ gate: Gate) -> Timestamp {
+        (gate.expiresAt ?? gate.createdAt.adding(milliseconds: 7 * 86_400_000)).adding(milliseconds: 86_400_000)
+    }
+
+    /// The web decision page, signed. `by` nil: the page asks who is deciding.
+    public func pageURL(_ gate: Gate, by: String? = nil, choice: String? = nil, expires: Timestamp? = nil) -> String {
+        let token = signer.token(gate: gate.id, by: by, expires: expires ?? linkExpiry(gate))
+        return "\(baseURL)/gates/\(gate.id)?t=\(token)" + (choice.map { "&choice=\($0)" } ?? "")
+    }
+
+    func json(_ gate: Gate) -> JSONValue { gate.json(url: pageURL(gate)) }
+
+    static let decisionLatency = Metrics.Timer(label: "gatehouse_gate_decision_latency_seconds", preferredDisplayUnit: .seconds)
+
+    /// Applies a decision and maps the result to HTTP: 200 with the gate, 409 with the
+    /// outcome when it was already closed, 403 for a forbidden decider, 422 for bad input.
+    func decide(_ id: String, _ decision: GateDecision, aliases: [String] = []) async throws -> Gate {
+        switch try await store.decide(id, decision, aliases: aliases) {
+        case .notFound: throw Problem.notFound("no gate \"\(id)\"")
+        case .refused(let refusal, _): throw refusal.problem
+        case .applied(let gate, let applied):
+            if applied == .closed, let closed = gate.outcome?.at {
+                Self.decisionLatency.recordMilliseconds(max(0, closed.milliseconds - gate.createdAt.milliseconds))
+            }
+            return gate
+        }
+    }
+}
+
+/// The server's public base URL; known for sure only once the listener is bound.
+public final class BaseURL: Sendable {
+    private let current: Mutex<String>
+    public init(_ value: String) { current = Mutex(value.hasSuffix("/") ? String(value.dropLast()) : value) }
+    public var value: String { current.withLock { $0 } }
+    func set(_ value: String) { current.withLock { $0 = value } }
+}
+
+/// `/v1/gates`: open, read, list, wait, decide, cancel, audit (CONTRACT §4).
+struct GatesController {
+    let desk: GateDesk
+    let auth: Authenticator
+    let bus: Bus
+    let maxBodyBytes: Int
+    static let readScopes: [Scope] = [.gatesWrite, .gatesDecide, .eventsRead]
+
+    func addRoutes(to router: Router<GatehouseContext>) {
+        router.post("/v1/gates", use: open)
+        router.get("/v1/gates", use: list)
+        router.get("/v1/gates/{id}", use: get)
+        router.get("/v1/gates/{id}/wait", use: wait)
+        router.get("/v1/gates/{id}/audit", use: audit)
+        router.post("/v1/gates/{id}/decisions", use: decide)
+        router.post("/v1/gates/{id}/cancel", use: cancel)
+        router.post("/v1/gates/{id}/links", use: link)
+        router.get("/v1/audit/verify", use: verify)
+    }
+
+    func body(_ request: Request) async throws -> JSONObject {
+        var request = request
+        let bytes = try await request.bodyBytes(limit: maxBodyBytes)
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return JSONObject() }
+        if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
+            throw Problem.unsupportedMediaType("send application/json (got \(type))")
+        }
+        let value: JSONValue
+        do { value = try JSONValue.parse(bytes: bytes) } catch {
+            throw Problem.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)")
+        }
+        guard let object = value.objectValue else { throw Problem.invalid([FieldError(field: "(body)", detail: "must be a JSON object")]) }
+        return object
+    }
+
+    @Sendable func open(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .gatesWrite)
+        let object = try await body(request)
+        let spec = try GateSpec.parse(.object(object)).get()
+        let unknown = spec.escalateTo.filter { !desk.receiverNames.contains($0) }
+        if !unknown.isEmpty {
+            throw Problem.invalid([FieldError(field: "escalate_to", detail: "names unknown receiver \(unknown.map { "\"\($0)\"" }.joined(separator: ", "))" + (desk.receiverNames.isEmpty ? " (no receivers are configured)" : " (configured: \(desk.receiverNames.sorted().joined(separator: ", ")))"))])
+        }
+        let opened = try await desk.store.open(spec, requestedVia: "api", autoDecide: desk.autoDecide)
+        return .json(desk.json(opened.gate), status: opened.created ? .created : .ok)
+    }
+
+    @Sendable func list(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
+        var filter = GateStore.Filter(pipeline: request.query("pipeline"), run: request.query("run"))
+        if let s = request.query("state") {
+            guard let state = GateState(rawValue: s) else {
+                throw Problem.invalid([FieldError(field: "state", detail: "must be one of \(GateState.allCases.map(\.rawValue).joined(separator: ", "))")])
+            }
+            filter.state = state
+        }
+        filter.limit = try request.intQuery("limit", default: 100, range: 1...1000)
+        let gates = try await desk.store.list(filter)
+        return .json(.object(JSONObject([("gates", .array(gates.map(desk.json)))])))
+    }
+
+    func gate(_ context: GatehouseContext) async throws -> Gate {
+        let id = try context.parameters.require("id")
+        guard let gate = try await desk.store.get(id) else { throw Problem.notFound("no gate \"\(id)\"") }
+        return gate
+    }
+
+    @Sendable func get(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
+        return .json(desk.json(try await gate(context)))
+    }
+
+    /// Answers the moment the gate closes (woken by the bus), or with the still-pending gate
+    /// when `timeout` (default 60 s, at most 300 s) passes.
+    @Sendable func wait(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
+        var timeout = GatehouseDuration.seconds(60)
+        if let text = request.query("timeout") {
+            guard let d = GatehouseDuration(text), d.milliseconds >= 0, d.milliseconds <= 300_000 else {
+                throw Problem.invalid([FieldError(field: "timeout", detail: "must be a duration from 0s to 300s (got \"\(text)\")")])
+            }
+            timeout = d
+        }
+        let id = try context.parameters.require("id")
+        // Subscribe before reading, so a decision landing in between still wakes us.
+        let subscriber = bus.subscribe()
+        defer { subscriber.close() }
+        guard var gate = try await desk.store.get(id) else { throw Problem.notFound("no gate \"\(id)\"") }
+        let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
+        while gate.state == .pending {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero, let message = await subscriber.next(timeout: remaining) else { break }
+            if case .gateChanged(let changed) = message, changed == id, let fresh = try await desk.store.get(id) { gate = fresh }
+        }
+        return .json(desk.json(gate))
+    }
+
+    @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {
+        let principal = try await auth.authorize(request, context: context, scope: .gatesDecide)
+        let id = try context.parameters.require("id")
+        let o = try await body(request)
+        var errors: [FieldError] = []
+        for (k, _) in o where !["decision", "by", "comment", "inputs"].contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
+        guard let decision = o["decision"]?.stringValue else {
+            throw Problem.invalid(errors + [FieldError(field: "decision", detail: "is required (for example \"approve\" or \"reject\")")])
+        }
+        if o["comment"] != nil, o["comment"]?.stringValue == nil { errors.append(FieldError(field: "comment", detail: "must be a string")) }
+        if o["inputs"] != nil, o["inputs"]?.objectValue == nil { errors.append(FieldError(field: "inputs", detail: "must be an object")) }
+        if !errors.isEmpty { throw Problem.invalid(errors) }
+        let by = try Self.decider(o["by"]?.stringValue, principal: principal)
+        let gate = try await desk.decide(id, GateDecision(
+            by: by, decision: decision, comment: o["comment"]?.stringValue, inputs: o["inputs"]?.objectValue,
+            via: request.headers[.userAgent]?.hasPrefix("gatehouse-cli") == true ? "cli" : "api", at: .now()))
+        return .json(desk.json(gate))
+    }
+
+    /// Who an API decision is from: a token decides as `web:<token name>`; only an admin token
+    /// (a bot relaying decisions) may name someone else. Without tokens (loopback) `by` is
+    /// taken as given. Nobody outside the server may speak as `policy:`.
+    static func decider(_ given: String?, principal: Principal) throws -> String {
+        if let given, given.hasPrefix("policy:") {
+            throw Problem.forbidden("\(given): policy identities are reserved for the server's own decisions")
+        }
+        switch principal {
+        case .local:
+            return given ?? "web:local"
+        case .token(let token):
+            let own = "web:\(token.name)"
+            guard let given, given != own else { return own }
+            guard token.scopes.contains(.admin) else {
+                throw Problem.forbidden("the token \"\(token.name)\" decides as \(own); only an admin token may decide for \(given)")
+            }
+            return given
+        }
+    }
+
+    @Sendable func cancel(_ request: Request, context: GatehouseContext) async throws -> Response {
+        let principal = try await auth.authorize(request, context: context, scope: .gatesWrite)
+        let id = try context.parameters.require("id")
+        let o = try await body(request)
+        let by = o["by"]?.stringValue ?? (principal == .local ? "web:local" : "web:\(principal.name)")
+        switch try await desk.store.cancel(id, by: by, comment: o["comment"]?.stringValue) {
+        case .notFound: throw Problem.notFound("no gate \"\(id)\"")
+        case .refused(let refusal, _): throw refusal.problem
+        case .applied(let gate, _): return .json(desk.json(gate))
+        }
+    }
+
+    /// A personal decision link: the page decides as `by` without asking.
+    @Sendable func link(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .gatesWrite)
+        let gate = try await gate(context)
+        let o = try await body(request)
+        guard let by = o["by"]?.stringValue, let identity = Identity(by), identity.platform == "web" else {
+            throw Problem.invalid([FieldError(field: "by", detail: "is required: the web:<name> the link decides as")])
+        }
+        var expires = desk.linkExpiry(gate)
+        if let ttl = o["ttl"]?.stringValue {
+            guard let d = GatehouseDuration(ttl), d.milliseconds > 0 else { throw Problem.invalid([FieldError(field: "ttl", detail: "must be a duration such as 24h")]) }
+            expires = Timestamp.now().adding(milliseconds: d.milliseconds)
+        }
+        let url = desk.pageURL(gate, by: by, expires: expires)
+        return .json(.object(JSONObject([("url", .string(url)), ("by", .string(by)), ("expires_at", .string(expires.rfc3339))])), status: .created)
+    }
+
+    @Sendable func audit(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
+        let id = try context.parameters.require("id")
+        let entries = try await desk.store.audit(id)
+        if entries.isEmpty, try await desk.store.get(id) == nil { throw Problem.notFound("no gate \"\(id)\"") }
+        return .json(.object(JSONObject([("gate_id", .string(id)), ("entries", .array(entries.map(\.json)))])))
+    }
+
+    @Sendable func verify(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, scope: .admin)
+        return .json(Self.verificationJSON(try await desk.store.verifyAudit()))
+    }
+
+    static func verificationJSON(_ v: AuditLedger.Verification) -> JSONValue {
+        var o = JSONObject()
+        o.append("entries", .int(v.entries))
+        o.append("ok", .bool(v.firstBroken == nil))
+        if let broken = v.firstBroken {
+            o.append("first_broken", .object(JSONObject([("seq", .int64(broken.seq)), ("reason", .string(broken.reason))])))
+        }
+        return .object(o)
+    }
+}
