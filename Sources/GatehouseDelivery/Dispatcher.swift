@@ -22,6 +22,11 @@ public final class Dispatcher: Sendable {
         public var concurrency = 32
         /// How far back inhibition looks for a source event.
         public var inhibitionWindow = GatehouseDuration.seconds(3600)
+        /// Resolves what a `gate.*` message shows (gate id, receiver, event type).
+        public var gateNotice: (@Sendable (String, String, String) async -> GateNotice?)?
+        /// Told when a gate message was delivered or given up (gate id, receiver, event type,
+        /// outcome, message id): the gate's audit trail records its notifications.
+        public var gateNotified: (@Sendable (String, String, String, String, String?) async -> Void)?
         public init() {}
     }
 
@@ -310,9 +315,14 @@ public final class Dispatcher: Sendable {
         case "repeat": .repeat
         default: live.count == 1 ? .event : .digest
         }
-        let message = OutboundMessage(
+        var message = OutboundMessage(
             kind: kind, deliveryID: batchID, receiver: delivery.receiver,
             groupKey: delivery.group_key, events: live.map(\.1), publicURL: settings.publicURL)
+        let gateEvent = live.count == 1 ? live[0].1.event : nil
+        let gateID = gateEvent.flatMap { $0.type.hasPrefix("gate.") ? $0.attributes?["gate_id"]?.stringValue : nil }
+        if let gateID, let gateEvent, let notice = settings.gateNotice {
+            message.gate = await notice(gateID, delivery.receiver, gateEvent.type)
+        }
         var rows = live.map(\.0)
         for i in rows.indices { rows[i].batch_id = batchID }
         let flushed = firstSend ? (receiver: delivery.receiver, groupKey: delivery.group_key, at: now) : nil
@@ -354,6 +364,7 @@ public final class Dispatcher: Sendable {
             let latency = Metrics.Timer(label: "gatehouse_delivery_latency_seconds", dimensions: [("receiver", delivery.receiver)], preferredDisplayUnit: .seconds)
             for (_, event) in live { latency.recordMilliseconds(max(0, finished.milliseconds - event.receivedAt.milliseconds)) }
             await record(rows, flushed: flushed, outcome: "delivered")
+            if let gateID, let gateEvent { await settings.gateNotified?(gateID, delivery.receiver, gateEvent.type, "delivered", messageID) }
         case .retry(let after, let reason):
             var schedule = settings.schedule
             if let maxAge = settings.maxAge[delivery.receiver] { schedule.maxAge = maxAge }
@@ -381,6 +392,9 @@ public final class Dispatcher: Sendable {
                 rows[i].last_error = reason
             }
             await recordDead(rows, flushed: flushed)
+        }
+        if let gateID, let gateEvent, let row = rows.first, row.state == .dead {
+            await settings.gateNotified?(gateID, delivery.receiver, gateEvent.type, "dead: \(row.last_error ?? "")", nil)
         }
     }
 

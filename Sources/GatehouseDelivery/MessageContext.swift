@@ -15,7 +15,7 @@ public struct MessageContext {
         }
     }
 
-    public static func build(for message: OutboundMessage, limits: Limits, escape: (String) -> String, link: (String, String) -> String) -> [String: Any] {
+    public static func build(for message: OutboundMessage, limits: Limits, buttons: Bool = false, escape: (String) -> String, link: (String, String) -> String) -> [String: Any] {
         let event = message.events.last?.event
         let runURL = message.publicURL.flatMap { base in event?.run.map { "\(base)/v1/runs/\(percent($0))?pipeline=\(percent(event!.pipeline))" } }
         let moreURL = event?.url ?? runURL
@@ -30,6 +30,7 @@ public struct MessageContext {
             "delivery_id": message.deliveryID,
             "receiver": message.receiver,
             "count": message.events.count,
+            "buttons": buttons,
         ]
         if let event {
             var title = "\(event.type) · \(event.pipeline)"
@@ -57,6 +58,7 @@ public struct MessageContext {
             context["event_id"] = event.id
             if let last = message.events.last { context["cursor"] = String(last.cursor) }
         }
+        if let gate = message.gate { addGate(gate, to: &context, limits: limits, escape: escape) }
         if message.events.count > 1 { addDigest(to: &context, message: message, limits: limits, escape: escape, link: link) }
         if message.kind == .repeat, let title = context["title"] as? String {
             context["title"] = escape("Still failing: ") + title
@@ -69,6 +71,40 @@ public struct MessageContext {
             context["color_int"] = 3061373
         }
         return context
+    }
+
+    /// A gate message: the question, who may decide, the deadline, one signed link per
+    /// choice, and (`buttons`) the values native buttons need.
+    static func addGate(_ gate: GateNotice, to context: inout [String: Any], limits: Limits, escape: (String) -> String) {
+        func cut(_ text: String, _ max: Int) -> String { text.count > max ? String(text.prefix(max - 1)) + "…" : text }
+        context["gate_id"] = gate.id
+        context["gate_state"] = gate.state
+        context["gate_title"] = escape(cut(gate.title, limits.title))
+        context["gate_headline"] = escape(gate.headline)
+        // Details are cut before escaping, with the page (which shows them whole) a click away.
+        if let details = gate.details { context["gate_details"] = escape(details.count > limits.details ? String(details.prefix(limits.details - 60)) + " … (truncated; full text on the decision page)" : details) }
+        context["gate_approvers"] = escape(cut(gate.approvers, 500))
+        context["gate_approvals"] = gate.approvals
+        if let deadline = gate.deadline { context["gate_deadline"] = deadline }
+        if let outcome = gate.outcome { context["gate_outcome"] = escape(cut(outcome, 500)) }
+        context["gate_url"] = gate.pageURL
+        context["gate_open"] = gate.isOpen
+        context["gate_buttons"] = gate.isOpen && context["buttons"] as? Bool == true
+        context["gate_callback_url"] = gate.mattermostCallbackURL
+        context["gate_json"] = gate.json.serialized()
+        context["gate_color_hex"] = gate.isOpen ? "#FF8000" : (gate.state == "approved" ? "#2EB67D" : "#E74C3C")
+        context["gate_color_int"] = gate.isOpen ? 16744448 : (gate.state == "approved" ? 3061373 : 15158332)
+        context["gate_choices"] = gate.choices.enumerated().map { i, c -> [String: Any] in
+            var choice: [String: Any] = [
+                "name": c.name, "label": escape(c.label), "url": c.url, "token": c.contextToken, "first": i == 0,
+                "mm_id": "gate" + c.name.filter { $0.isLetter || $0.isNumber } + String(i),
+                "discord_style": c.style == "primary" ? 3 : c.style == "danger" ? 4 : 2,
+                "mm_style": c.style == "primary" ? "success" : c.style == "danger" ? "danger" : "default",
+            ]
+            if c.style == "primary" || c.style == "danger" { choice["slack_style"] = c.style }
+            return choice
+        }
+        context["title"] = escape(cut("\(gate.headline): \(gate.title)", limits.title))
     }
 
     /// A digest: a headline for the group and one line per event, cut to the platform's limit

@@ -18,6 +18,12 @@ public struct OutboundMessage: Sendable {
     public var groupKey: String
     public var events: [StoredEvent]
     public var publicURL: String?
+    /// Set when the message is about an approval gate (a `gate.*` event): rendered with the
+    /// `gate` template, with links and, where the receiver can take clicks, buttons.
+    public var gate: GateNotice?
+
+    /// The template file: `gate` for gate messages, else the kind's.
+    public var template: String { gate != nil ? "gate" : kind.template }
 
     public init(kind: Kind, deliveryID: String, receiver: String, groupKey: String, events: [StoredEvent], publicURL: String?) {
         self.kind = kind
@@ -26,6 +32,95 @@ public struct OutboundMessage: Sendable {
         self.groupKey = groupKey
         self.events = events
         self.publicURL = publicURL
+    }
+}
+
+/// What a gate message shows, resolved by the server when the message is built (so a retry
+/// shows the gate as it stands, and the links are signed with the server's key).
+public struct GateNotice: Sendable {
+    public struct Choice: Sendable {
+        public var name: String
+        public var label: String
+        /// Signed link to the web decision page with this choice selected.
+        public var url: String
+        /// Mattermost: the per-gate, per-action secret carried in the button's context.
+        public var contextToken: String
+        public var style: String
+        public init(name: String, label: String, url: String, contextToken: String, style: String) {
+            self.name = name
+            self.label = label
+            self.url = url
+            self.contextToken = contextToken
+            self.style = style
+        }
+    }
+    public var id: String
+    public var title: String
+    public var details: String?
+    public var state: String
+    public var isOpen: Bool
+    /// "Approval needed", "Reminder", "Escalated", or the outcome.
+    public var headline: String
+    public var approvers: String
+    public var approvals: String
+    public var deadline: String?
+    public var outcome: String?
+    public var pageURL: String
+    public var choices: [Choice]
+    /// Where Mattermost buttons post (`public_url` + `/v1/callbacks/mattermost`).
+    public var mattermostCallbackURL: String
+    /// Discord: the id of the message that announced the gate on this receiver, to edit it
+    /// when the gate closes instead of posting again.
+    public var discordMessageID: String?
+
+    public init(id: String, title: String, details: String?, state: String, isOpen: Bool, headline: String, approvers: String, approvals: String,
+                deadline: String?, outcome: String?, pageURL: String, choices: [Choice], mattermostCallbackURL: String, discordMessageID: String? = nil) {
+        self.id = id
+        self.title = title
+        self.details = details
+        self.state = state
+        self.isOpen = isOpen
+        self.headline = headline
+        self.approvers = approvers
+        self.approvals = approvals
+        self.deadline = deadline
+        self.outcome = outcome
+        self.pageURL = pageURL
+        self.choices = choices
+        self.mattermostCallbackURL = mattermostCallbackURL
+        self.discordMessageID = discordMessageID
+    }
+
+    /// A representative notice: `config check` and the golden files render it.
+    public static func sample(open: Bool) -> GateNotice {
+        let base = "https://gatehouse.example.org"
+        let id = "gate_0123456789abcdef0123456789abcdef"
+        return GateNotice(
+            id: id, title: "Deploy fraud-model v7 to production?", details: "AUC 0.91 (+0.02) <b>bold</b> & \"quoted\"",
+            state: open ? "pending" : "approved", isOpen: open, headline: open ? "Approval needed" : "Approved",
+            approvers: "slack:U024BE7LH, mattermost:@alice, web:bob", approvals: open ? "0/2" : "2/2",
+            deadline: "2026-11-29T12:00:00.000Z", outcome: open ? nil : "Approved by slack:U024BE7LH at 2026-11-29T10:30:00.000Z",
+            pageURL: "\(base)/gates/\(id)?t=v1.sample.sig",
+            choices: ["approve", "reject"].map { name in
+                Choice(name: name, label: name == "approve" ? "Approve" : "Reject", url: "\(base)/gates/\(id)?t=v1.sample.sig&choice=\(name)",
+                       contextToken: String(repeating: name == "approve" ? "a" : "b", count: 64), style: name == "approve" ? "primary" : "danger")
+            },
+            mattermostCallbackURL: "\(base)/v1/callbacks/mattermost", discordMessageID: open ? nil : "1180000000000000000")
+    }
+
+    public var json: JSONValue {
+        var o = JSONObject()
+        o.append("id", .string(id))
+        o.append("title", .string(title))
+        if let details { o.append("details", .string(details)) }
+        o.append("state", .string(state))
+        o.append("approvers", .string(approvers))
+        o.append("approvals", .string(approvals))
+        if let deadline { o.append("expires_at", .string(deadline)) }
+        if let outcome { o.append("outcome", .string(outcome)) }
+        o.append("url", .string(pageURL))
+        if isOpen { o.append("links", .object(JSONObject(choices.map { ($0.name, .string($0.url)) }))) }
+        return .object(o)
     }
 }
 

@@ -88,11 +88,14 @@ public enum GatehouseServer {
             },
             logger: logger
         )
+        // One libcurl multi handle for everything the server sends: deliveries and the
+        // follow-ups of chat callbacks (Slack response_url).
+        let client: CurlMultiClient? = receivers.isEmpty ? nil : CurlMultiClient()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
             .init(service: GateScheduler(store: gates, bus: bus, logger: logger), successTerminationBehavior: .ignore),
         ]
-        if receivers.isEmpty {
+        if receivers.isEmpty || client == nil {
             // Nothing can be sent; only end what a former config left pending.
             try await outbox.killOrphans(known: [], now: .now())
         } else {
@@ -102,11 +105,18 @@ public enum GatehouseServer {
                 if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge }
                 if let timeout = r.timeout { settings.timeout[r.name] = timeout }
             }
-            let client = CurlMultiClient()
+            settings.gateNotice = { [desk, outbox] gateID, receiver, type in
+                await desk.notice(gateID: gateID, receiver: receiver, eventType: type, outbox: outbox)
+            }
+            settings.gateNotified = { [gates] gateID, receiver, type, outcome, messageID in
+                var detail = JSONObject([("receiver", .string(receiver)), ("event", .string(type)), ("outcome", .string(outcome))])
+                if let messageID { detail.append("message_id", .string(messageID)) }
+                try? await gates.auditNotification(gateID: gateID, action: "notified", detail: detail)
+            }
             let dispatcher = Dispatcher(
-                outbox: outbox, receivers: receivers, client: client, bus: bus, silences: SilenceStore(database: database),
+                outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SilenceStore(database: database),
                 inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
-            services.append(.init(service: DispatcherService(dispatcher: dispatcher, client: client), successTerminationBehavior: .ignore))
+            services.append(.init(service: DispatcherService(dispatcher: dispatcher, client: client!), successTerminationBehavior: .ignore))
         }
         var groupConfig = ServiceGroupConfiguration(
             services: services,
@@ -164,9 +174,11 @@ extension GatehouseServer {
         var receivers: [String: any Receiver] = [:]
         for r in config.receivers {
             switch r.kind {
-            case .slack: receivers[r.name] = SlackReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates)
-            case .discord: receivers[r.name] = DiscordReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates)
-            case .mattermost: receivers[r.name] = MattermostReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates)
+            // Buttons only where clicks can come back (CONTRACT §4): a Slack app (signing
+            // secret), an application-owned Discord webhook (public key), any Mattermost.
+            case .slack: receivers[r.name] = SlackReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: r.settings["signing_secret"] != nil)
+            case .discord: receivers[r.name] = DiscordReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: r.settings["public_key"] != nil)
+            case .mattermost: receivers[r.name] = MattermostReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: true)
             case .webhook:
                 do {
                     receivers[r.name] = try WebhookReceiver(name: r.name, url: r.settings["url"]!, secret: r.settings["secret"], templates: templates)
@@ -200,9 +212,9 @@ extension GatehouseServer {
         // Render through the receivers themselves, so the check exercises what delivery runs.
         let url = Secret("https://example.invalid/hook")
         var receivers: [any Receiver] = [
-            SlackReceiver(name: "check", webhookURL: url, templates: templates),
-            DiscordReceiver(name: "check", webhookURL: url, templates: templates),
-            MattermostReceiver(name: "check", webhookURL: url, templates: templates),
+            SlackReceiver(name: "check", webhookURL: url, templates: templates, buttons: true),
+            DiscordReceiver(name: "check", webhookURL: url, templates: templates, buttons: true),
+            MattermostReceiver(name: "check", webhookURL: url, templates: templates, buttons: true),
         ]
         if let webhook = try? WebhookReceiver(name: "check", url: url, secret: nil, templates: templates) { receivers.append(webhook) }
         var second = event
@@ -213,9 +225,13 @@ extension GatehouseServer {
             events: message.events + [StoredEvent(cursor: 2, event: second, receivedAt: .now())], publicURL: config.server.publicURL)
         var resolved = message
         resolved.kind = .resolved
+        var gateOpen = message
+        gateOpen.gate = GateNotice.sample(open: true)
+        var gateClosed = message
+        gateClosed.gate = GateNotice.sample(open: false)
         var issues: [ConfigIssue] = []
         for receiver in receivers {
-            for sample in [message, digest, resolved] {
+            for sample in [message, digest, resolved, gateOpen, gateClosed] {
                 do {
                     _ = try receiver.request(for: sample, now: .now())
                 } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseDelivery
 import GatehouseStore
 import Hummingbird
 import Metrics
@@ -250,5 +251,45 @@ struct GatesController {
             o.append("first_broken", .object(JSONObject([("seq", .int64(broken.seq)), ("reason", .string(broken.reason))])))
         }
         return .object(o)
+    }
+}
+
+extension GateDesk {
+    /// What a gate message shows on `receiver` for a `gate.*` event, as the gate stands now.
+    func notice(gateID: String, receiver: String, eventType: String, outbox: Outbox) async -> GateNotice? {
+        guard let gate = try? await store.get(gateID) else { return nil }
+        let headline: String
+        if gate.state.isClosed {
+            headline = gate.state.rawValue.prefix(1).uppercased() + gate.state.rawValue.dropFirst()
+        } else {
+            headline = switch eventType {
+            case "gate.reminder": "Reminder: approval needed"
+            case "gate.escalated": "Escalated: approval needed"
+            default: "Approval needed"
+            }
+        }
+        let choices = gate.spec.choices.map { name in
+            GateNotice.Choice(
+                name: name, label: name.prefix(1).uppercased() + name.dropFirst(), url: pageURL(gate, choice: name),
+                contextToken: signer.contextToken(gate: gate.id, action: name),
+                style: name == "approve" ? "primary" : name == "reject" ? "danger" : "default")
+        }
+        var discordMessageID: String?
+        if gate.state.isClosed {
+            discordMessageID = try? await outbox.messageID(eventID: "\(gate.id).opened", receiver: receiver)
+        }
+        return GateNotice(
+            id: gate.id, title: gate.spec.title, details: gate.spec.details, state: gate.state.rawValue, isOpen: !gate.state.isClosed,
+            headline: headline, approvers: gate.spec.approvers.contains("*") ? "anyone" : gate.spec.approvers.joined(separator: ", "),
+            approvals: "\(gate.approvals.count)/\(gate.spec.isBranching ? 1 : gate.spec.requiredApprovals)",
+            deadline: gate.expiresAt?.rfc3339, outcome: gate.outcome.map { Self.outcomeLine($0) },
+            pageURL: pageURL(gate), choices: choices, mattermostCallbackURL: "\(baseURL)/v1/callbacks/mattermost",
+            discordMessageID: discordMessageID)
+    }
+
+    /// "Approved by slack:U1 at 2026-…" for people.
+    static func outcomeLine(_ outcome: GateOutcome) -> String {
+        let sentence = outcome.sentence
+        return sentence.prefix(1).uppercased() + sentence.dropFirst() + " at " + outcome.at.rfc3339
     }
 }

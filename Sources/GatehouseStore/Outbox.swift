@@ -366,4 +366,15 @@ public final class Outbox: Sendable {
             return rows.map(\.stored.event)
         }
     }
+
+    /// The platform message id recorded for the delivery of event `eventID` to `receiver`
+    /// (Discord answers it with `?wait=true`): what a later edit addresses.
+    public func messageID(eventID: String, receiver: String) async throws -> String? {
+        try await database.pool.read { db in
+            try String.fetchOne(db, sql: """
+                SELECT d.message_id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                WHERE e.id = ? AND d.receiver = ? AND d.message_id IS NOT NULL ORDER BY d.delivered_at DESC LIMIT 1
+                """, arguments: [eventID, receiver])
+        }
+    }
 }

@@ -74,6 +74,50 @@ struct GoldenTests {
         try checkLimits(platform, expected)
     }
 
+    /// Gate messages: the question with links and native buttons (`gate-open`), and the
+    /// closing update (`gate-closed`; on Discord a PATCH of the original message).
+    @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [true, false])
+    func gateMessageMatchesTheExample(_ platform: GatehouseConfig.ReceiverKind, _ open: Bool) async throws {
+        let templates = try await TemplateSet(directory: templatesFolder)
+        let url = Secret("https://example.invalid/hook")
+        let receiver: any Receiver = switch platform {
+        case .slack: SlackReceiver(name: "example", webhookURL: url, templates: templates, buttons: true)
+        case .discord: DiscordReceiver(name: "example", webhookURL: url, templates: templates, buttons: true)
+        case .mattermost: MattermostReceiver(name: "example", webhookURL: url, templates: templates, buttons: true)
+        case .webhook: try WebhookReceiver(name: "example", url: url, secret: nil, templates: templates)
+        }
+        let gateID = GateNotice.sample(open: open).id
+        let event = Event(
+            id: "\(gateID).\(open ? "opened" : "approved")", type: open ? "gate.opened" : "gate.approved", pipeline: "train", run: "r42", step: "deploy",
+            summary: "Approval needed: Deploy fraud-model v7 to production?", attributes: JSONObject([("gate_id", .string(gateID))]),
+            time: Timestamp(rfc3339: "2026-11-29T10:00:00Z")!)
+        var message = OutboundMessage(
+            kind: .event, deliveryID: "msg_01a2291118934293c868e9abd71a37de", receiver: "example", groupKey: "gate|\(event.id)",
+            events: [StoredEvent(cursor: 60, event: event, receivedAt: event.time)], publicURL: "https://gatehouse.example.org")
+        message.gate = GateNotice.sample(open: open)
+        let request = try receiver.request(for: message, now: Timestamp(rfc3339: "2026-11-29T10:00:01Z")!)
+        let rendered = try JSONValue.parse(bytes: request.body)
+        let file = Self.webhooks.appendingPathComponent("\(platform.rawValue)/gate-\(open ? "open" : "closed").json")
+        if ProcessInfo.processInfo.environment["GATEHOUSE_UPDATE_GOLDEN"] == "1" {
+            try (pretty(rendered) + "\n").write(to: file, atomically: true, encoding: .utf8)
+        }
+        let expected = try JSONValue.parse(String(contentsOf: file, encoding: .utf8))
+        #expect(rendered == expected, "\(file.lastPathComponent) differs from the rendering:\n\(pretty(rendered))")
+        try checkLimits(platform, expected)
+        let text = JSONValue.object(expected.objectValue!).serialized()
+        // Untrusted details are escaped per platform; the buttons exist only while the gate is open.
+        if platform == .slack { #expect(text.contains("&lt;b&gt;") && !text.contains("<b>")) }
+        switch platform {
+        case .slack: #expect(text.contains(#""type":"actions""#) == open)
+        case .discord:
+            #expect(text.contains(#""custom_id":"approve:\#(gateID)""#) == open)
+            #expect(request.method == (open ? "POST" : "PATCH"))
+            #expect(open ? request.url.hasSuffix("?wait=true") : request.url.hasSuffix("/messages/1180000000000000000"))
+        case .mattermost: #expect(text.contains(#""integration""#) == open)
+        case .webhook: #expect(expected.objectValue?["gate"]?.objectValue?["id"] == .string(gateID))
+        }
+    }
+
     /// PROTOCOLS.md limits, checked on the examples themselves.
     func checkLimits(_ platform: GatehouseConfig.ReceiverKind, _ payload: JSONValue) throws {
         let o = try #require(payload.objectValue)

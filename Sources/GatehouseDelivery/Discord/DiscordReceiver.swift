@@ -8,22 +8,34 @@ public struct DiscordReceiver: Receiver {
     public let platform = GatehouseConfig.ReceiverKind.discord
     let webhookURL: Secret
     let templates: TemplateSet
+    /// Gate messages carry native buttons (the receiver can deliver clicks back to us).
+    public let buttons: Bool
 
-    public init(name: String, webhookURL: Secret, templates: TemplateSet) {
+    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false) {
         self.name = name
         self.webhookURL = webhookURL
         self.templates = templates
+        self.buttons = buttons
     }
 
     /// Embed title ≤ 256, description ≤ 4,096, and ≤ 6,000 over the embed: keep well inside.
     static let limits = MessageContext.Limits(title: 250, summary: 1000, details: 3000)
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
-        let context = MessageContext.build(for: message, limits: Self.limits, escape: { $0 }) { url, text in "[\(text)](\(url))" }
-        let body = try templates.renderJSON("discord/\(message.kind.template)", context)
+        let context = MessageContext.build(for: message, limits: Self.limits, buttons: buttons, escape: { $0 }) { url, text in "[\(text)](\(url))" }
+        let body = try templates.renderJSON("discord/\(message.template)", context)
         var url = webhookURL.value
-        url += url.contains("?") ? "&wait=true" : "?wait=true"
+        var method = "POST"
+        if let gate = message.gate, !gate.isOpen, let messageID = gate.discordMessageID {
+            // The gate closed: edit the message that asked, dropping its buttons, rather than post again.
+            let parts = url.split(separator: "?", maxSplits: 1)
+            url = "\(parts[0])/messages/\(messageID)" + (parts.count > 1 ? "?\(parts[1])" : "")
+            method = "PATCH"
+        } else {
+            url += url.contains("?") ? "&wait=true" : "?wait=true"
+        }
         return OutboundRequest(
+            method: method,
             url: url,
             headers: [("Content-Type", "application/json"), ("User-Agent", "DiscordBot (https://github.com/gatehouse, 1.0)")],
             body: Array(body.utf8))

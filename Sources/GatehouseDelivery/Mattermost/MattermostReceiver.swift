@@ -7,11 +7,14 @@ public struct MattermostReceiver: Receiver {
     public let platform = GatehouseConfig.ReceiverKind.mattermost
     let webhookURL: Secret
     let templates: TemplateSet
+    /// Gate messages carry native buttons (the receiver can deliver clicks back to us).
+    public let buttons: Bool
 
-    public init(name: String, webhookURL: Secret, templates: TemplateSet) {
+    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false) {
         self.name = name
         self.webhookURL = webhookURL
         self.templates = templates
+        self.buttons = buttons
     }
 
     /// A post holds 16,383 characters.
@@ -28,8 +31,8 @@ public struct MattermostReceiver: Receiver {
     }
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
-        let context = MessageContext.build(for: message, limits: Self.limits, escape: Self.escape) { url, text in "[\(text)](\(url))" }
-        let body = try templates.renderJSON("mattermost/\(message.kind.template)", context)
+        let context = MessageContext.build(for: message, limits: Self.limits, buttons: buttons, escape: Self.escape) { url, text in "[\(text)](\(url))" }
+        let body = try templates.renderJSON("mattermost/\(message.template)", context)
         return OutboundRequest(url: webhookURL.value, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
     }
 

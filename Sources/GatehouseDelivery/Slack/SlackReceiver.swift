@@ -7,11 +7,14 @@ public struct SlackReceiver: Receiver {
     public let platform = GatehouseConfig.ReceiverKind.slack
     let webhookURL: Secret
     let templates: TemplateSet
+    /// Gate messages carry native buttons (the receiver can deliver clicks back to us).
+    public let buttons: Bool
 
-    public init(name: String, webhookURL: Secret, templates: TemplateSet) {
+    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false) {
         self.name = name
         self.webhookURL = webhookURL
         self.templates = templates
+        self.buttons = buttons
     }
 
     /// Section text is capped at 3,000 characters and `text` should stay under 4,000.
@@ -34,8 +37,8 @@ public struct SlackReceiver: Receiver {
     }
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
-        let context = MessageContext.build(for: message, limits: Self.limits, escape: Self.escape) { url, text in "<\(url)|\(text)>" }
-        let body = try templates.renderJSON("slack/\(message.kind.template)", context)
+        let context = MessageContext.build(for: message, limits: Self.limits, buttons: buttons, escape: Self.escape) { url, text in "<\(url)|\(text)>" }
+        let body = try templates.renderJSON("slack/\(message.template)", context)
         return OutboundRequest(url: webhookURL.value, headers: [("Content-Type", "application/json; charset=utf-8")], body: Array(body.utf8))
     }
 

@@ -42,7 +42,7 @@ public struct WebhookReceiver: Receiver {
         var context = MessageContext.build(for: message, limits: .init(title: 1000, summary: 1000, details: 20000), escape: { $0 }) { url, _ in url }
         context["events_json"] = JSONValue.array(message.events.map(\.json)).serialized()
         context["group_key"] = message.groupKey
-        let body = Array(try templates.renderJSON("webhook/\(message.kind.template)", context).utf8)
+        let body = Array(try templates.renderJSON("webhook/\(message.template)", context).utf8)
         let timestamp = now.milliseconds / 1000
         var headers: [(String, String)] = [
             ("Content-Type", "application/json"), ("webhook-id", message.deliveryID), ("webhook-timestamp", String(timestamp)),
