@@ -97,7 +97,10 @@ let package = Package(
         .testTarget(name: "GatehouseDeliveryTests", dependencies: ["GatehouseDelivery", "GatehouseCore", "GatehouseStore"]),
         .testTarget(
             name: "GatehouseServerTests",
-            dependencies: ["GatehouseServer", "GatehouseCore", "GatehouseClient", "GatehouseStore"]
+            dependencies: [
+                "GatehouseServer", "GatehouseCore", "GatehouseClient", "GatehouseStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
     ]
 )

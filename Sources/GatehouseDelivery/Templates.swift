@@ -39,6 +39,14 @@ public struct TemplateSet: Sendable {
         return candidates.first { FileManager.default.fileExists(atPath: $0 + "/slack/event.mustache") }
     }
 
+    /// Renders an HTML page (`pages/<name>`); `{{value}}` is HTML-escaped by Mustache.
+    public func renderHTML(_ name: String, _ context: [String: Any]) throws -> String {
+        guard let text = overrides?.render(context, withTemplate: name) ?? shipped.render(context, withTemplate: name) else {
+            throw DeliveryError("no template \(name) in \(directory)")
+        }
+        return text
+    }
+
     /// Renders and checks that the result is JSON; returns it compact (the bytes that are sent
     /// and signed).
     public func renderJSON(_ name: String, _ context: [String: Any]) throws -> String {

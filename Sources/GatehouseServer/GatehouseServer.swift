@@ -29,7 +29,7 @@ public enum GatehouseServer {
 
     public static func makeRouter(
         config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
-        desk: GateDesk
+        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
@@ -43,6 +43,8 @@ public enum GatehouseServer {
         DeliveriesController(outbox: outbox, auth: auth, bus: log.bus).addRoutes(to: router)
         SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         GatesController(desk: desk, auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        callbacks.addRoutes(to: router)
+        GatePageController(desk: desk, templates: pages, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
     }
 
@@ -73,7 +75,15 @@ public enum GatehouseServer {
         let desk = GateDesk(
             store: gates, signer: LinkSigner(key: try database.serverSecret("links")), baseURL: baseURL,
             receiverNames: Set(config.receivers.map(\.name)), autoDecide: autoDecide)
-        let router = makeRouter(config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk)
+        // One libcurl multi handle for everything the server sends: deliveries and the
+        // follow-ups of chat callbacks (Slack response_url).
+        let client: CurlMultiClient? = receivers.isEmpty ? nil : CurlMultiClient()
+        let callbacks = CallbacksController(
+            desk: desk, slack: try callbackVerifiers(config).slack, discord: try callbackVerifiers(config).discord, client: client,
+            maxBodyBytes: config.server.maxBodyBytes, logger: logger)
+        let router = makeRouter(
+            config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
+            pages: try? await TemplateSet.locateShipped().asyncMap { try await TemplateSet(directory: $0, overrides: config.templatesDirectory) })
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
@@ -88,9 +98,6 @@ public enum GatehouseServer {
             },
             logger: logger
         )
-        // One libcurl multi handle for everything the server sends: deliveries and the
-        // follow-ups of chat callbacks (Slack response_url).
-        let client: CurlMultiClient? = receivers.isEmpty ? nil : CurlMultiClient()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
             .init(service: GateScheduler(store: gates, bus: bus, logger: logger), successTerminationBehavior: .ignore),
@@ -158,6 +165,25 @@ extension GatehouseServer {
         }
     }
 
+    /// The signing secrets of Slack apps and the public keys of Discord applications among the
+    /// receivers: what proves a button click came from them.
+    static func callbackVerifiers(_ config: GatehouseConfig) throws -> (slack: [SlackSignature], discord: [DiscordSignature]) {
+        var slack: [SlackSignature] = []
+        var discord: [DiscordSignature] = []
+        for r in config.receivers {
+            if r.kind == .slack, let secret = r.settings["signing_secret"]?.value, !secret.trimmingCharacters(in: .whitespaces).isEmpty {
+                slack.append(SlackSignature(secret: secret))
+            }
+            if r.kind == .discord, let hex = r.settings["public_key"]?.value {
+                guard let key = DiscordSignature(publicKeyHex: hex) else {
+                    throw StartupError("receiver \(r.name): discord.public_key must be the application's 64-hex-digit Ed25519 public key")
+                }
+                discord.append(key)
+            }
+        }
+        return (slack, discord)
+    }
+
     /// One `Receiver` per configured receiver, rendering the shipped templates (overridden by
     /// the config's `templates:` directory).
     public static func makeReceivers(_ config: GatehouseConfig) async throws -> [String: any Receiver] {
@@ -188,6 +214,13 @@ extension GatehouseServer {
             }
         }
         return receivers
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }
 

@@ -12,12 +12,15 @@ enum GateExit {
     static let canceledOrSuperseded: Int32 = 3
     static let error: Int32 = 4
 
-    static func code(for state: String) -> Int32 {
+    /// A gate closed by its timeout exits 2 whatever `on_timeout` made of it, except that
+    /// `on_timeout: approve` ("go ahead unless someone objects") lets the pipeline go on.
+    static func code(for state: String, reason: String?) -> Int32 {
+        if reason == "timeout" { return state == "approved" ? approved : expiredOrPending }
         switch state {
-        case "approved": approved
-        case "rejected": rejected
-        case "canceled", "superseded": canceledOrSuperseded
-        default: expiredOrPending
+        case "approved": return approved
+        case "rejected": return rejected
+        case "canceled", "superseded": return canceledOrSuperseded
+        default: return expiredOrPending
         }
     }
 }
@@ -199,7 +202,7 @@ func finish(_ gate: JSONValue, json: Bool) -> Never {
     if let by = outcome?["by"]?.stringValue { line += " by \(by)" }
     if outcome?["reason"]?.stringValue == "timeout" { line += " (timed out)" }
     FileHandle.standardError.write(Data("gatehouse: \(line)\n".utf8))
-    Foundation.exit(GateExit.code(for: state))
+    Foundation.exit(GateExit.code(for: state, reason: outcome?["reason"]?.stringValue))
 }
 
 struct GateWait: ParsableCommand {

@@ -1,0 +1,129 @@
+import Foundation
+
+/// A small, safe Markdown to HTML renderer for gate details shown on the web page. Every
+/// character of the input is HTML-escaped first, so raw HTML can never pass through; then
+/// paragraphs, line breaks, `- ` lists, fenced and inline code, **bold**, *emphasis* and
+/// [links](https://…) are recognised. Links keep only http(s) URLs (no `javascript:`).
+public enum Markdown {
+    public static func html(_ text: String) -> String {
+        var out = ""
+        var paragraph: [String] = []
+        var list: [String] = []
+        var code: [String]?
+
+        func flushParagraph() {
+            if !paragraph.isEmpty { out += "<p>" + paragraph.map(inline).joined(separator: "<br>") + "</p>\n" }
+            paragraph = []
+        }
+        func flushList() {
+            if !list.isEmpty { out += "<ul>" + list.map { "<li>" + inline($0) + "</li>" }.joined() + "</ul>\n" }
+            list = []
+        }
+
+        for rawLine in text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = String(rawLine)
+            if line.hasPrefix("```") {
+                if let lines = code {
+                    out += "<pre><code>" + lines.map(escape).joined(separator: "\n") + "</code></pre>\n"
+                    code = nil
+                } else {
+                    flushParagraph()
+                    flushList()
+                    code = []
+                }
+                continue
+            }
+            if code != nil { code!.append(line); continue }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty {
+                flushParagraph()
+                flushList()
+            } else if trimmed.hasPrefix("- ") || trimmed.hasPrefix("* ") {
+                flushParagraph()
+                list.append(String(trimmed.dropFirst(2)))
+            } else {
+                flushList()
+                paragraph.append(trimmed)
+            }
+        }
+        if let lines = code { out += "<pre><code>" + lines.map(escape).joined(separator: "\n") + "</code></pre>\n" }
+        flushParagraph()
+        flushList()
+        return out
+    }
+
+    public static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.count)
+        for c in s {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// Inline spans on one line: code first (its content is literal), then links, bold, em.
+    static func inline(_ line: String) -> String {
+        var out = ""
+        var rest = Substring(line)
+        while let tick = rest.firstIndex(of: "`") {
+            let after = rest.index(after: tick)
+            guard let close = rest[after...].firstIndex(of: "`") else { break }
+            out += spans(String(rest[..<tick])) + "<code>" + escape(String(rest[after..<close])) + "</code>"
+            rest = rest[rest.index(after: close)...]
+        }
+        return out + spans(String(rest))
+    }
+
+    static func spans(_ text: String) -> String {
+        var out = ""
+        var rest = Substring(text)
+        // [label](url)
+        while let open = rest.firstIndex(of: "["),
+              let closeLabel = rest[open...].firstIndex(of: "]"),
+              rest.index(after: closeLabel) < rest.endIndex, rest[rest.index(after: closeLabel)] == "(",
+              let closeURL = rest[closeLabel...].firstIndex(of: ")") {
+            let label = String(rest[rest.index(after: open)..<closeLabel])
+            let url = String(rest[rest.index(closeLabel, offsetBy: 2)..<closeURL])
+            out += emphasis(String(rest[..<open]))
+            let lower = url.lowercased()
+            if (lower.hasPrefix("https://") || lower.hasPrefix("http://")) && !url.contains(where: { $0.isWhitespace }) {
+                out += "<a href=\"" + escape(url) + "\" rel=\"noopener noreferrer nofollow\">" + emphasis(label) + "</a>"
+            } else {
+                out += emphasis(String(rest[open...closeURL]))
+            }
+            rest = rest[rest.index(after: closeURL)...]
+        }
+        return out + emphasis(String(rest))
+    }
+
+    static func emphasis(_ text: String) -> String {
+        var s = escape(text)
+        s = replacePairs(in: s, marker: "**", open: "<strong>", close: "</strong>")
+        s = replacePairs(in: s, marker: "*", open: "<em>", close: "</em>")
+        return s
+    }
+
+    static func replacePairs(in text: String, marker: String, open: String, close: String) -> String {
+        let parts = text.components(separatedBy: marker)
+        guard parts.count >= 3 else { return text }
+        var out = parts[0]
+        var i = 1
+        while i < parts.count {
+            if i + 1 < parts.count, !parts[i].isEmpty {
+                out += open + parts[i] + close + parts[i + 1]
+                i += 2
+            } else {
+                out += marker + parts[i]
+                i += 1
+            }
+        }
+        return out
+    }
+}
