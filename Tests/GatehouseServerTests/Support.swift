@@ -188,6 +188,7 @@ final class Sink {
 
     struct Received {
         var path: String
+        var method = "POST"
         var time: Double
         var headers: [String: String]
         var body: String
@@ -200,7 +201,7 @@ final class Sink {
         return list.compactMap { $0.objectValue }.map { o in
             var headers: [String: String] = [:]
             for (k, v) in o["headers"]?.objectValue ?? JSONObject() { headers[k] = v.stringValue }
-            return Received(path: o["path"]?.stringValue ?? "", time: o["time"]?.doubleValue ?? 0, headers: headers, body: o["body"]?.stringValue ?? "")
+            return Received(path: o["path"]?.stringValue ?? "", method: o["method"]?.stringValue ?? "POST", time: o["time"]?.doubleValue ?? 0, headers: headers, body: o["body"]?.stringValue ?? "")
         }.filter { $0.path.hasPrefix(prefix) }
     }
 

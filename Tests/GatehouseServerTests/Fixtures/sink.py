@@ -10,6 +10,8 @@ GET /_requests. Prints "PORT <n>" once listening on 127.0.0.1 (port chosen by th
   /ratelimit-S/...   429 with Retry-After: 1 for S seconds after the first request, then 200 "ok"
   /discord429-S/...  like ratelimit, with Discord's JSON body {"retry_after": 0.5}
   /hang/...          never answers (sleeps 60 s)
+
+PATCH is answered like POST (Discord message edits).
 """
 import json
 import sys
@@ -48,6 +50,9 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.reply(404, "not found")
 
+    def do_PATCH(self):
+        self.do_POST()
+
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length).decode("utf-8", "replace")
@@ -58,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
             counters[path] = n
             first_seen.setdefault(path, now)
             since_first = now - first_seen[path]
-            requests.append({"path": self.path, "time": now, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            requests.append({"path": self.path, "method": self.command, "time": now, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
         mode = path.strip("/").split("/")[0]
         if mode == "ok":
             self.reply(200, "ok")

@@ -1,0 +1,429 @@
+import Crypto
+import Foundation
+import GatehouseClient
+import GatehouseCore
+import GatehouseStore
+import Synchronization
+@testable import GatehouseServer
+import Testing
+
+/// A `gatehouse` command left running (a pipeline step blocked in `gate open --wait`).
+final class RunningCLI {
+    let process = Process()
+    private let out = Pipe(), err = Pipe()
+
+    init(_ arguments: [String], server: String, environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: gatehouseBinary())
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["GATEHOUSE_URL"] = server
+        env["GATEHOUSE_TOKEN"] = nil
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+    }
+
+    /// Waits for the exit (killing it after `timeout`) and returns what it printed.
+    func finish(timeout: TimeInterval = 20) -> CommandResult {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { process.terminate() }
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return CommandResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    deinit { if process.isRunning { process.terminate() } }
+}
+
+/// Slack and Discord as they sign; the keys are PROTOCOLS.md's test keys.
+enum Chat {
+    static let slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
+    static let discordSeed = [UInt8](hexString: "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    static let discordPublicKey = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+
+    static func config(_ sink: Sink, extra: String = "") -> String {
+        """
+        receivers:
+          - name: slack
+            slack: { webhook_url: \(sink.url("/ok/slack")), signing_secret: "\(slackSecret)" }
+          - name: discord
+            discord: { webhook_url: \(sink.url("/json/discord")), public_key: "\(discordPublicKey)" }
+          - name: mm
+            mattermost: { webhook_url: \(sink.url("/ok/mm")) }
+          - name: ops
+            webhook: { url: \(sink.url("/ok/ops")) }
+        route:
+          receiver: slack
+          group_by: ['...']
+          routes:
+            - receiver: slack
+              continue: true
+            - receiver: discord
+              continue: true
+            - receiver: mm
+        \(extra)
+        """
+    }
+
+    /// A Slack `block_actions` click, form-encoded and signed as Slack does.
+    static func slackClick(gate: String, action: String, user: String, responseURL: String, timestamp: Int64 = Int64(Date().timeIntervalSince1970), secret: String = slackSecret) -> (body: String, headers: [String: String]) {
+        let payload = """
+            {"type":"block_actions","user":{"id":"\(user)","username":"\(user.lowercased())","team_id":"T1"},"api_app_id":"A1","trigger_id":"1.2.3",
+             "container":{"type":"message","message_ts":"111.222","channel_id":"C1"},"channel":{"id":"C1","name":"deploys"},
+             "response_url":"\(responseURL)","actions":[{"action_id":"\(action)","block_id":"gate:\(gate)","type":"button","value":"\(gate)","action_ts":"1.2"}]}
+            """
+        let body = "payload=" + payload.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        let signature = SlackSignature(secret: secret).signature(timestamp: String(timestamp), body: Array(body.utf8))
+        return (body, ["X-Slack-Request-Timestamp": String(timestamp), "X-Slack-Signature": signature])
+    }
+
+    /// A Discord interaction, signed with the application's private key.
+    static func discord(_ body: String, timestamp: Int64 = Int64(Date().timeIntervalSince1970)) throws -> [String: String] {
+        let key = try Curve25519.Signing.PrivateKey(rawRepresentation: discordSeed)
+        let signature = try key.signature(for: Array(String(timestamp).utf8) + Array(body.utf8))
+        return ["X-Signature-Ed25519": signature.map { String(format: "%02x", $0) }.joined(), "X-Signature-Timestamp": String(timestamp)]
+    }
+
+    static func discordClick(gate: String, action: String, user: String, id: String) -> String {
+        """
+        {"type":3,"id":"\(id)","application_id":"2","token":"tok","version":1,"guild_id":"g1","channel_id":"c1",
+         "member":{"user":{"id":"\(user)","username":"u\(user)"},"permissions":"0"},
+         "message":{"id":"1","content":"Approval needed"},"data":{"component_type":2,"id":2,"custom_id":"\(action):\(gate)"}}
+        """
+    }
+}
+
+extension ServerProcess {
+    /// The newest gate (tests open them from a child CLI and then look them up).
+    func waitForGate(pipeline: String, timeout: TimeInterval = 10) throws -> JSONObject {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let gate = try json("/v1/gates?pipeline=\(pipeline)")["gates"]?.arrayValue?.first?.objectValue { return gate }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw ServerStartFailure(output: "no gate for pipeline \(pipeline)")
+    }
+
+    func audit(_ gate: String) throws -> [JSONObject] {
+        try json("/v1/gates/\(gate)/audit")["entries"]?.arrayValue?.compactMap(\.objectValue) ?? []
+    }
+}
+
+@Suite(.serialized)
+struct GateTests {
+    /// A pipeline step blocks in `gate open --wait`; a Slack click, signed exactly as Slack
+    /// signs, releases it with exit 0. The button message is replaced through response_url,
+    /// the Discord message is edited, and forged, stale and replayed clicks change nothing.
+    @Test func aSlackClickReleasesTheWaitingStep() throws {
+        let (sink, server) = try deliveringServer { Chat.config($0) }
+        let step = try RunningCLI(["gate", "open", "--title", "Deploy fraud-model v7?", "--pipeline", "slack-flow", "--run", "r42",
+                                   "--approver", "slack:U1", "--timeout", "1h", "--wait"], server: server.url)
+        let gate = try server.waitForGate(pipeline: "slack-flow")
+        let id = try #require(gate["id"]?.stringValue)
+
+        // The question reached every routed receiver, with buttons where clicks come back.
+        let slackMessage = try #require(sink.wait(for: 1, at: "/ok/slack").first)
+        #expect(slackMessage.body.contains(#""type":"actions""#) && slackMessage.body.contains(#""value":"\#(id)""#))
+        #expect(slackMessage.body.contains("/gates/\(id)?t=v1."))
+        let discordMessage = try #require(sink.wait(for: 1, at: "/json/discord").first)
+        #expect(discordMessage.body.contains(#""custom_id":"approve:\#(id)""#) && discordMessage.path.hasSuffix("?wait=true"))
+        #expect(try sink.wait(for: 1, at: "/ok/mm").first?.body.contains(#""integration""#) == true)
+
+        // Forged, stale and replayed clicks: 401, audited, nothing changes.
+        let forged = Chat.slackClick(gate: id, action: "approve", user: "U1", responseURL: sink.url("/ok/slack-response"), secret: "not-the-secret")
+        #expect(try server.post("/v1/callbacks/slack", forged.body, contentType: "application/x-www-form-urlencoded", headers: forged.headers).status == 401)
+        let stale = Chat.slackClick(gate: id, action: "approve", user: "U1", responseURL: sink.url("/ok/slack-response"), timestamp: Int64(Date().timeIntervalSince1970) - 400)
+        #expect(try server.post("/v1/callbacks/slack", stale.body, contentType: "application/x-www-form-urlencoded", headers: stale.headers).status == 401)
+        #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
+
+        let click = Chat.slackClick(gate: id, action: "approve", user: "U1", responseURL: sink.url("/ok/slack-response"))
+        let answer = try server.post("/v1/callbacks/slack", click.body, contentType: "application/x-www-form-urlencoded", headers: click.headers)
+        #expect(answer.status == 200)
+        let replay = try server.post("/v1/callbacks/slack", click.body, contentType: "application/x-www-form-urlencoded", headers: click.headers)
+        #expect(replay.status == 401)
+
+        let result = step.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("approved by slack:U1"))
+
+        // The clicked message is replaced (no buttons); Discord's is edited in place.
+        let replaced = try #require(sink.wait(for: 1, at: "/ok/slack-response").first?.json)
+        #expect(replaced["replace_original"] == .bool(true) && replaced["text"]?.stringValue?.contains("Approved by slack:U1") == true)
+        let edit = try #require(sink.wait(for: 2, at: "/json/discord").first { $0.method == "PATCH" })
+        #expect(edit.path.hasPrefix("/json/discord/messages/1") && edit.json["components"] == .array([]))
+        #expect(edit.body.contains("Approved by slack:U1"))
+
+        let actions = try server.audit(id).map { $0["action"]?.stringValue ?? "" }
+        #expect(actions.filter { $0 == "callback_refused" }.count == 3, "\(actions)")
+        #expect(actions.contains("decided") && actions.contains("closed") && actions.contains("notified"))
+        let types = try server.allEvents().map { $0["type"]?.stringValue ?? "" }
+        #expect(types.contains("gate.opened") && types.contains("gate.approved"))
+    }
+
+    /// Discord: PING is answered, a reject click edits the message (type 7) and the waiting
+    /// step exits 1; a replayed interaction is refused.
+    @Test func aDiscordRejectionExitsOne() throws {
+        let (_, server) = try deliveringServer { Chat.config($0) }
+        let ping = #"{"type":1}"#
+        let pong = try server.post("/v1/callbacks/discord", ping, headers: try Chat.discord(ping))
+        #expect(pong.status == 200 && pong.text.contains(#"{"type":1}"#))
+        #expect(try server.post("/v1/callbacks/discord", ping, headers: ["X-Signature-Ed25519": String(repeating: "0", count: 128), "X-Signature-Timestamp": "1700000000"]).status == 401)
+
+        let step = try RunningCLI(["gate", "open", "--title", "Retrain?", "--pipeline", "discord-flow", "--approver", "discord:80351110224678912", "--wait"], server: server.url)
+        let id = try #require(server.waitForGate(pipeline: "discord-flow")["id"]?.stringValue)
+        let stranger = Chat.discordClick(gate: id, action: "approve", user: "999", id: "i-0")
+        let refused = try server.post("/v1/callbacks/discord", stranger, headers: try Chat.discord(stranger))
+        #expect(refused.status == 200 && refused.text.contains(#""flags":64"#) && refused.text.contains("not an approver"))
+
+        let click = Chat.discordClick(gate: id, action: "reject", user: "80351110224678912", id: "i-1")
+        let headers = try Chat.discord(click)
+        let answer = try JSONValue.parse(try server.post("/v1/callbacks/discord", click, headers: headers).text).objectValue
+        #expect(answer?["type"] == .int(7))
+        #expect(answer?["data"]?.objectValue?["components"] == .array([]))
+        #expect(try server.post("/v1/callbacks/discord", click, headers: headers).status == 401)
+        let result = step.finish()
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(try server.audit(id).contains { $0["action"] == .string("refused") && $0["actor"] == .string("discord:999") })
+    }
+
+    /// Mattermost: a quorum of two where the same person clicking twice counts once; the
+    /// closing click's answer updates the post and drops its buttons; a bad token is refused.
+    @Test func mattermostQuorumAndUpdate() throws {
+        let (sink, server) = try deliveringServer { Chat.config($0) }
+        let opened = try server.post("/v1/gates", #"{"title":"Promote?","pipeline":"mm-flow","required_approvals":2,"approvers":["mattermost:@alice","mattermost:@bob"]}"#)
+        #expect(opened.status == 201)
+        let id = try #require(try JSONValue.parse(opened.text).objectValue?["id"]?.stringValue)
+        let message = try #require(sink.wait(for: 1, at: "/ok/mm").first?.json)
+        let actions = message["attachments"]?.arrayValue?.first?.objectValue?["actions"]?.arrayValue?.compactMap(\.objectValue) ?? []
+        let approve = try #require(actions.first { $0["integration"]?.objectValue?["context"]?.objectValue?["action"] == .string("approve") })
+        let integration = try #require(approve["integration"]?.objectValue)
+        let callbackPath = try #require(integration["url"]?.stringValue.map { String($0.dropFirst(server.url.count)) })
+        #expect(callbackPath == "/v1/callbacks/mattermost")
+        let context = try #require(integration["context"]?.objectValue)
+
+        func click(_ user: String, trigger: String, context: JSONObject = context) throws -> (Int, JSONObject) {
+            let body = JSONValue.object(JSONObject([
+                ("user_id", .string("id-\(user)")), ("user_name", .string(user)), ("channel_id", .string("c1")), ("post_id", .string("p1")),
+                ("trigger_id", .string(trigger)), ("type", .string("button")), ("context", .object(context)),
+            ])).serialized()
+            let r = try server.post(callbackPath, body)
+            return (r.status, (try? JSONValue.parse(r.text))?.objectValue ?? JSONObject())
+        }
+        var forged = context
+        forged["token"] = .string(String(repeating: "0", count: 64))
+        #expect(try click("alice", trigger: "t0", context: forged).0 == 401)
+        #expect(try click("alice", trigger: "t1").1["ephemeral_text"]?.stringValue?.contains("1/2") == true)
+        #expect(try click("alice", trigger: "t2").1["ephemeral_text"]?.stringValue?.contains("already counted") == true)
+        #expect(try click("alice", trigger: "t2").0 == 401)
+        #expect(try click("mallory", trigger: "t3").1["ephemeral_text"]?.stringValue?.contains("not an approver") == true)
+        #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
+        let (status, closing) = try click("bob", trigger: "t4")
+        #expect(status == 200)
+        let update = try #require(closing["update"]?.objectValue)
+        #expect(update["props"] == .object(JSONObject()) && update["message"]?.stringValue?.contains("Approved by mattermost:id-bob") == true)
+        let gate = try server.json("/v1/gates/\(id)")
+        #expect(gate["state"] == .string("approved") && gate["approvals"] == .int(2))
+    }
+
+    /// Expiry applies `on_timeout`, also when the server was down at the deadline: the step
+    /// waiting in `gate open --wait` reconnects after the restart and exits 2.
+    @Test func expiryAcrossARestartExitsTwo() throws {
+        let dir = TempDir()
+        let port = try freePort()
+        var server = try ServerProcess(dir: dir, arguments: ["--address", "127.0.0.1:\(port)"])
+        let step = try RunningCLI(["gate", "open", "--title", "Ship?", "--pipeline", "expiry", "--timeout", "2s", "--on-timeout", "reject", "--wait"], server: server.url)
+        let id = try #require(server.waitForGate(pipeline: "expiry")["id"]?.stringValue)
+        server.kill()
+        Thread.sleep(forTimeInterval: 2.5)
+        server = try ServerProcess(dir: dir, arguments: ["--address", "127.0.0.1:\(port)"])
+        let result = step.finish()
+        #expect(result.status == 2, "\(result.stderr)")
+        #expect(result.stderr.contains("reconnect"))
+        let gate = try server.json("/v1/gates/\(id)")
+        #expect(gate["state"] == .string("rejected") && gate["outcome"]?.objectValue?["reason"] == .string("timeout"))
+        #expect(gate["outcome"]?.objectValue?["by"] == nil)
+    }
+
+    /// Cancel exits 3; so does a gate superseded by a new subject digest; the same key and
+    /// digest resume the same gate.
+    @Test func cancelAndSupersedeExitThree() throws {
+        let server = try ServerProcess()
+        let open = ["gate", "open", "--title", "Deploy?", "--pipeline", "sup", "--key", "r1/deploy"]
+        let first = try RunningCLI(open + ["--subject-digest", "sha256:a", "--wait"], server: server.url)
+        let firstID = try #require(server.waitForGate(pipeline: "sup")["id"]?.stringValue)
+        let same = try runCLI(open + ["--subject-digest", "sha256:a"], environment: ["GATEHOUSE_URL": server.url])
+        #expect(same.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == firstID)
+        let newer = try server.post("/v1/gates", #"{"title":"Deploy?","pipeline":"sup","key":"r1/deploy","subject":{"digest":"sha256:b"}}"#)
+        #expect(newer.status == 201)
+        let newID = try #require(try JSONValue.parse(newer.text).objectValue?["id"]?.stringValue)
+        #expect(try server.post("/v1/gates", #"{"title":"Deploy?","pipeline":"sup","key":"r1/deploy","subject":{"digest":"sha256:b"}}"#).status == 200)
+        #expect(first.finish().status == 3)
+        #expect(try server.json("/v1/gates/\(firstID)")["superseded_by"] == .string(newID))
+
+        let waiter = try RunningCLI(["gate", "wait", newID, "--json"], server: server.url)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(try runCLI(["gate", "cancel", newID, "--comment", "wrong model"], environment: ["GATEHOUSE_URL": server.url]).status == 0)
+        let waited = waiter.finish()
+        #expect(waited.status == 3)
+        #expect(try JSONValue.parse(waited.stdout).objectValue?["state"] == .string("canceled"))
+        // A decision after the close learns the outcome: 409.
+        let late = try server.post("/v1/gates/\(newID)/decisions", #"{"decision":"approve","by":"web:bob"}"#)
+        #expect(late.status == 409 && late.text.contains(#""outcome""#))
+    }
+
+    /// The API's rules: allow-list and self-approval (403, audited), typed inputs (422),
+    /// tokens deciding as themselves, a branching gate printing its choice.
+    @Test func apiDecisionRules() throws {
+        let server = try ServerProcess()
+        let created = try server.post("/v1/gates", """
+            {"title":"Canary?","pipeline":"rules","approvers":["web:bob","web:carol"],"requested_by":"web:carol",
+             "choices":["canary","full","reject"],"inputs":[{"name":"traffic_percent","type":"integer","min":1,"max":100,"default":10}]}
+            """)
+        #expect(created.status == 201)
+        let id = try #require(try JSONValue.parse(created.text).objectValue?["id"]?.stringValue)
+        #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"web:eve"}"#).status == 403)
+        let own = try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"web:carol"}"#)
+        #expect(own.status == 403 && own.text.contains("may not decide"))
+        let bad = try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"web:bob","inputs":{"traffic_percent":400}}"#)
+        #expect(bad.status == 422 && bad.text.contains("inputs.traffic_percent"))
+        #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"policy:auto"}"#).status == 403)
+        #expect(try server.post("/v1/gates/nope/decisions", #"{"decision":"canary","by":"web:bob"}"#).status == 404)
+        #expect(try server.post("/v1/gates", #"{"title":"x","timeout":"soon","approvers":"bob"}"#).status == 422)
+
+        let waiter = try RunningCLI(["gate", "wait", id], server: server.url)
+        Thread.sleep(forTimeInterval: 0.3)
+        let decided = try runCLI(["gate", "approve", id, "--choice", "canary", "--by", "web:bob", "--input", "traffic_percent=25"], environment: ["GATEHOUSE_URL": server.url])
+        #expect(decided.status == 0, "\(decided.stderr)")
+        let waited = waiter.finish()
+        #expect(waited.status == 0 && waited.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "canary")
+        let gate = try server.json("/v1/gates/\(id)")
+        #expect(gate["inputs"]?.objectValue?["traffic_percent"] == .int(25))
+        let refusals = try server.audit(id).filter { $0["action"] == .string("refused") }.compactMap { $0["actor"]?.stringValue }
+        #expect(refusals == ["web:eve", "web:carol", "web:bob"])
+        #expect(try server.json("/v1/gates?state=approved&pipeline=rules")["gates"]?.arrayValue?.count == 1)
+        // A usage error in a waiting command is exit 4, never a verdict.
+        #expect(try runCLI(["gate", "wait"], environment: ["GATEHOUSE_URL": server.url]).status == 4)
+        #expect(try runCLI(["gate", "wait", "gate_missing"], environment: ["GATEHOUSE_URL": server.url]).status == 4)
+    }
+
+    /// The web page: `GET` shows and never decides; the form needs the CSRF token bound to
+    /// the page's cookie; a bad link is refused; details are rendered safely.
+    @Test func theWebPageDecidesOnlyThroughItsForm() throws {
+        let server = try ServerProcess(environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        let created = try server.post("/v1/gates", #"{"title":"Label batch 7 done?","pipeline":"web","details":"**AUC** 0.91 <script>alert(1)</script>","approvers":["web:bob"]}"#)
+        let gate = try #require(try JSONValue.parse(created.text).objectValue)
+        let id = try #require(gate["id"]?.stringValue)
+        let url = try #require(gate["url"]?.stringValue)
+        let path = String(url.dropFirst(server.url.count))
+        let token = try #require(path.components(separatedBy: "t=").last)
+
+        let page = try server.get(path + "&choice=approve")
+        #expect(page.status == 200 && page.header("Content-Type")?.hasPrefix("text/html") == true)
+        #expect(page.text.contains("<strong>AUC</strong>") && page.text.contains("&lt;script&gt;") && !page.text.contains("<script>"))
+        #expect(page.header("Content-Security-Policy")?.contains("default-src 'none'") == true)
+        let cookie = try #require(page.header("Set-Cookie")?.split(separator: ";").first.map(String.init))
+        let csrf = try #require(page.text.components(separatedBy: #"name="csrf" value=""#).dropFirst().first?.prefix { $0 != "\"" })
+        #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
+        #expect(try server.get("/gates/\(id)?t=v1.forged.sig").status == 401)
+
+        let form = "t=\(token)&csrf=\(csrf)&name=bob&decision=approve&comment=looks+good"
+        // Without the cookie (another site posting the form): refused.
+        #expect(try server.post("/gates/\(id)", form, contentType: "application/x-www-form-urlencoded").status == 403)
+        let wrongName = try server.post("/gates/\(id)", form.replacingOccurrences(of: "name=bob", with: "name=eve"), contentType: "application/x-www-form-urlencoded", headers: ["Cookie": cookie])
+        #expect(wrongName.status == 403 && wrongName.text.contains("not an approver"))
+        let done = try server.post("/gates/\(id)", form, contentType: "application/x-www-form-urlencoded", headers: ["Cookie": cookie])
+        #expect(done.status == 200 && done.text.contains("Thank you"))
+        let closed = try server.json("/v1/gates/\(id)")
+        #expect(closed["state"] == .string("approved") && closed["outcome"]?.objectValue?["by"] == .string("web:bob"))
+        #expect(closed["decisions"]?.arrayValue?.first?.objectValue?["via"] == .string("web"))
+
+        // A personal link names the decider: the page does not ask.
+        let other = try #require(try JSONValue.parse(try server.post("/v1/gates", #"{"title":"Again?","pipeline":"web2"}"#).text).objectValue?["id"]?.stringValue)
+        let link = try runCLI(["gate", "link", other, "--as", "web:carol"], environment: ["GATEHOUSE_URL": server.url])
+        let personal = try server.get(String(link.stdout.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst(server.url.count)))
+        #expect(personal.text.contains("Deciding as <strong>web:carol</strong>") && !personal.text.contains(#"name="name""#))
+    }
+
+    /// GATEHOUSE_AUTO_DECIDE closes every new gate at once, as `policy:auto-decide`.
+    @Test func autoDecideForPipelinesUnderTest() throws {
+        let server = try ServerProcess(environment: ["GATEHOUSE_AUTO_DECIDE": "approve"])
+        let result = try runCLI(["gate", "open", "--title", "t", "--pipeline", "ci", "--wait", "--json"], environment: ["GATEHOUSE_URL": server.url])
+        #expect(result.status == 0)
+        #expect(try JSONValue.parse(result.stdout).objectValue?["outcome"]?.objectValue?["by"] == .string("policy:auto-decide"))
+    }
+
+    /// Many waiters on one gate all wake on the decision.
+    @Test func manyConcurrentWaitersAllWake() throws {
+        let server = try ServerProcess()
+        let id = try #require(try JSONValue.parse(try server.post("/v1/gates", #"{"title":"t","pipeline":"many"}"#).text).objectValue?["id"]?.stringValue)
+        let states = Mutex<[String]>([])
+        let group = DispatchGroup()
+        let waitURL = server.url + "/v1/gates/\(id)/wait?timeout=30s"
+        for _ in 0..<50 {
+            group.enter()
+            Thread.detachNewThread {
+                let r = try? HTTPClient(timeout: 30).send(method: "GET", url: waitURL)
+                let state = r.flatMap { try? JSONValue.parse(bytes: $0.body) }?.objectValue?["state"]?.stringValue ?? "error"
+                states.withLock { $0.append(state) }
+                group.leave()
+            }
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:bob"}"#).status == 200)
+        #expect(group.wait(timeout: .now() + 20) == .success)
+        #expect(states.withLock { $0 } == Array(repeating: "approved", count: 50))
+        // A wait with a short timeout answers with the pending gate.
+        let pending = try #require(try JSONValue.parse(try server.post("/v1/gates", #"{"title":"t2","pipeline":"many"}"#).text).objectValue?["id"]?.stringValue)
+        #expect(try server.json("/v1/gates/\(pending)/wait?timeout=100ms")["state"] == .string("pending"))
+        #expect(try server.get("/v1/gates/\(pending)/wait?timeout=10m").status == 422)
+    }
+
+    /// Reminders and escalation run on the live scheduler.
+    @Test func remindersAndEscalationAreSent() throws {
+        let (sink, server) = try deliveringServer { Chat.config($0) }
+        let created = try server.post("/v1/gates", #"{"title":"Still there?","pipeline":"remind","remind_every":"1s","escalate_after":"1s","escalate_to":["ops"]}"#)
+        #expect(created.status == 201)
+        let escalation = try #require(sink.wait(for: 1, at: "/ok/ops").first?.json)
+        #expect(escalation["kind"] == .string("gate") && escalation["events"]?.arrayValue?.first?.objectValue?["type"] == .string("gate.escalated"))
+        let reminders = try sink.wait(for: 3, at: "/ok/slack").filter { $0.body.contains("Reminder") }
+        #expect(!reminders.isEmpty)
+        #expect(try server.post("/v1/gates", #"{"title":"x","escalate_after":"1s","escalate_to":["nobody"]}"#).status == 422)
+    }
+
+    /// `gatehouse audit verify` names the first entry someone edited.
+    @Test func aTamperedLedgerIsDetected() throws {
+        let dir = TempDir()
+        var server: ServerProcess? = try ServerProcess(dir: dir)
+        let id = try #require(try JSONValue.parse(try server!.post("/v1/gates", #"{"title":"t","pipeline":"audit"}"#).text).objectValue?["id"]?.stringValue)
+        _ = try server!.post("/v1/gates/\(id)/decisions", #"{"decision":"reject","by":"web:bob"}"#)
+        #expect(try runCLI(["audit", "verify"], environment: ["GATEHOUSE_URL": server!.url]).stdout.contains("ok: 3 entries"))
+        let db = server!.db
+        server!.kill()
+        server = nil
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit SET actor='web:mallory' WHERE seq=2\"); c.commit()", db]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        let verify = try runCLI(["audit", "verify", "--db", db])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("broken at entry 2"))
+    }
+}
+
+/// A port free right now, for tests that restart a server and need it at the same address.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
