@@ -18,7 +18,7 @@ final class LoadStats: Sendable {
         state.withLock { s in
             s.latencies.append(latency)
             s.statuses[status, default: 0] += 1
-            if status == 202 || status == 200 { s.ok += 1 } else { s.failed += 1 }
+            if (200..<300).contains(status) { s.ok += 1 } else { s.failed += 1 }
         }
     }
 
@@ -115,7 +115,7 @@ struct LoadResult {
 
 /// Drives `total` requests over `connections` keep-alive connections from one event-loop
 /// thread, so the load generator takes as little of the machine as it can.
-func runLoad(port: Int, connections: Int, total: Int, contentType: String = "application/json", makeBody: @escaping @Sendable (Int) -> ByteBuffer) throws -> LoadResult {
+func runLoad(port: Int, connections: Int, total: Int, path: String = "/v1/events", contentType: String = "application/json", makeBody: @escaping @Sendable (Int) -> ByteBuffer) throws -> LoadResult {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     defer { try? group.syncShutdownGracefully() }
     let budget = Budget(total: total)
@@ -130,7 +130,7 @@ func runLoad(port: Int, connections: Int, total: Int, contentType: String = "app
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
-                        LoadHandler(host: "127.0.0.1:\(port)", path: "/v1/events", contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done))
+                        LoadHandler(host: "127.0.0.1:\(port)", path: path, contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done))
                 }
             }
         let connected = bootstrap.connect(host: "127.0.0.1", port: port)

@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// What the in-process bus carries. Messages are notifications, not data: a subscriber reads
@@ -20,8 +21,10 @@ public final class Bus: Sendable {
 
     public init() {}
 
-    public func subscribe() -> BusSubscriber {
-        let subscriber = BusSubscriber(bus: self)
+    /// `interest` filters at publish time: a subscriber is not even woken for messages it
+    /// would ignore (a thousand gate waiters need not wake for every event commit).
+    public func subscribe(interest: (@Sendable (BusMessage) -> Bool)? = nil) -> BusSubscriber {
+        let subscriber = BusSubscriber(bus: self, interest: interest)
         subscribers.withLock { $0[ObjectIdentifier(subscriber)] = subscriber }
         return subscriber
     }
@@ -45,7 +48,7 @@ public final class BusSubscriber: Sendable {
         var queue: [BusMessage] = []
         var waiter: CheckedContinuation<BusMessage?, Never>?
         var waiterID = 0
-        var timer: Task<Void, Never>?
+        var timer: BusTimer?
         var closed = false
     }
     private let state = Mutex(State())
@@ -53,10 +56,16 @@ public final class BusSubscriber: Sendable {
     /// Bounded so an idle subscriber cannot grow without limit; the newest message wins.
     private static let queueLimit = 64
 
-    init(bus: Bus) { self.bus = bus }
+    private let interest: (@Sendable (BusMessage) -> Bool)?
+
+    init(bus: Bus, interest: (@Sendable (BusMessage) -> Bool)? = nil) {
+        self.bus = bus
+        self.interest = interest
+    }
 
     func deliver(_ message: BusMessage) {
-        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, Task<Void, Never>?) in
+        if let interest, message != .wake, !interest(message) { return }
+        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, BusTimer?) in
             if s.closed { return (nil, nil) }
             if let waiter = s.waiter {
                 s.waiter = nil
@@ -89,10 +98,10 @@ public final class BusSubscriber: Sendable {
                     continuation.resume(returning: outcome.0)
                     return
                 }
-                let timer = Task { [weak self] in
-                    try? await Task.sleep(for: timeout)
-                    if !Task.isCancelled { self?.wake(id: id) }
-                }
+                // A dispatch timer, not a sleeping Task: cancelling it when a message arrives
+                // costs nothing, where a cancelled Task would still be scheduled to finish —
+                // a thousand woken waiters would mean a thousand more task switches.
+                let timer = BusTimer(after: timeout) { [weak self] in self?.wake(id: id) }
                 let orphan = state.withLock { s -> Bool in
                     if s.waiterID == id, s.waiter != nil { s.timer = timer; return false }
                     return true
@@ -106,7 +115,7 @@ public final class BusSubscriber: Sendable {
 
     /// Resumes the current waiter with nil (`id` nil: whichever is waiting).
     private func wake(id: Int?) {
-        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, Task<Void, Never>?) in
+        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, BusTimer?) in
             guard s.waiter != nil, id == nil || s.waiterID == id else { return (nil, nil) }
             let w = s.waiter
             s.waiter = nil
@@ -123,4 +132,20 @@ public final class BusSubscriber: Sendable {
         wake(id: nil)
         bus?.remove(self)
     }
+}
+
+/// A one-shot timer on a shared dispatch queue; cancelling it wakes nothing.
+final class BusTimer: @unchecked Sendable {
+    static let queue = DispatchQueue(label: "gatehouse.bus.timers")
+    // DispatchWorkItem is thread-safe; it is only not marked Sendable.
+    private let item: DispatchWorkItem
+
+    init(after timeout: Duration, _ fire: @escaping @Sendable () -> Void) {
+        item = DispatchWorkItem(block: fire)
+        let (seconds, attoseconds) = timeout.components
+        let nanoseconds = max(0, min(seconds, 86_400 * 365)) * 1_000_000_000 + max(0, attoseconds / 1_000_000_000)
+        Self.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds)), execute: item)
+    }
+
+    func cancel() { item.cancel() }
 }

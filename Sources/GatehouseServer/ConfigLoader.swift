@@ -284,6 +284,9 @@ private struct Walker {
                 let required = Self.requiredSetting[kind]!
                 if settings[required] == nil, case .mapping = value { issue(value, "receiver \(name ?? "?"): \(key).\(required) is required") }
                 if let url = settings[required], !EventValidator.isHTTPURL(url.value) { issue(value, "receiver \(name ?? "?"): \(key).\(required) must be an http(s) URL") }
+                if kind == .discord, let hex = settings["public_key"], DiscordSignature(publicKeyHex: hex.value) == nil {
+                    issue(value, "receiver \(name ?? "?"): discord.public_key must be the application's Ed25519 public key (64 hex digits)")
+                }
                 kinds.append((kind, settings, value))
             }
             guard let name, !name.isEmpty else { issue(item, "receiver without a name"); continue }

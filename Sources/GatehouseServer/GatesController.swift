@@ -4,6 +4,7 @@ import GatehouseDelivery
 import GatehouseStore
 import Hummingbird
 import Metrics
+import NIOCore
 import Synchronization
 
 /// What every way of deciding a gate shares: the store, link signing, the public URL, and
@@ -17,6 +18,8 @@ public struct GateDesk: Sendable {
     public let receiverNames: Set<String>
     /// GATEHOUSE_AUTO_DECIDE: approve or reject every new gate at once (pipelines under test).
     public let autoDecide: String?
+
+    let closedBodies = BoundedCache<String>(limit: 10_000)
 
     public init(store: GateStore, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, autoDecide: String?) {
         self.store = store
@@ -40,6 +43,19 @@ public struct GateDesk: Sendable {
 
     func json(_ gate: Gate) -> JSONValue { gate.json(url: pageURL(gate)) }
 
+    /// The API answer for a gate. A closed gate never changes, so its bytes are made once and
+    /// shared by every waiter it wakes.
+    func response(_ gate: Gate) -> Response {
+        let text: String
+        if gate.state.isClosed, let cached = closedBodies.get(gate.id) {
+            text = cached
+        } else {
+            text = json(gate).serialized() + "\n"
+            if gate.state.isClosed { closedBodies.put(gate.id, text) }
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
     static let decisionLatency = Metrics.Timer(label: "gatehouse_gate_decision_latency_seconds", preferredDisplayUnit: .seconds)
 
     /// Applies a decision and maps the result to HTTP: 200 with the gate, 409 with the
@@ -53,6 +69,20 @@ public struct GateDesk: Sendable {
                 Self.decisionLatency.recordMilliseconds(max(0, closed.milliseconds - gate.createdAt.milliseconds))
             }
             return gate
+        }
+    }
+}
+
+/// A small string-keyed cache that forgets everything when full (entries are cheap to remake).
+final class BoundedCache<Value: Sendable>: Sendable {
+    private let entries = Mutex<[String: Value]>([:])
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+    func get(_ key: String) -> Value? { entries.withLock { $0[key] } }
+    func put(_ key: String, _ value: Value) {
+        entries.withLock { e in
+            if e.count >= limit { e.removeAll(keepingCapacity: true) }
+            e[key] = value
         }
     }
 }
@@ -149,8 +179,12 @@ struct GatesController {
             timeout = d
         }
         let id = try context.parameters.require("id")
-        // Subscribe before reading, so a decision landing in between still wakes us.
-        let subscriber = bus.subscribe()
+        // Subscribe before reading, so a decision landing in between still wakes us; only this
+        // gate's changes wake us.
+        let subscriber = bus.subscribe { message in
+            if case .gateChanged(let changed) = message { return changed == id }
+            return false
+        }
         defer { subscriber.close() }
         guard var gate = try await desk.store.get(id) else { throw Problem.notFound("no gate \"\(id)\"") }
         let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
@@ -159,7 +193,7 @@ struct GatesController {
             guard remaining > .zero, let message = await subscriber.next(timeout: remaining) else { break }
             if case .gateChanged(let changed) = message, changed == id, let fresh = try await desk.store.get(id) { gate = fresh }
         }
-        return .json(desk.json(gate))
+        return desk.response(gate)
     }
 
     @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {

@@ -38,12 +38,14 @@ struct ObservabilityMiddleware: RouterMiddleware {
             dimensions: [("method", request.method.rawValue), ("route", route), ("status", String(response.status.code))],
             preferredDisplayUnit: .seconds
         ).recordNanoseconds(elapsed.nanoseconds)
+        // Successful requests log at debug: at thousands of requests a second an info line per
+        // request would cost more than the request — and so would building its metadata.
+        let level: Logger.Level = response.status.code >= 500 ? .error : response.status.code >= 400 ? .info : .debug
+        guard context.logger.logLevel <= level else { return response }
         let metadata: Logger.Metadata = [
             "method": .string(request.method.rawValue), "path": .string(request.uri.path),
             "status": .stringConvertible(response.status.code), "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
         ]
-        // Successful requests log at debug: at thousands of requests a second an info line per
-        // request would cost more than the request.
         if response.status.code >= 500 {
             context.logger.error("request", metadata: metadata)
         } else if response.status.code >= 400 {

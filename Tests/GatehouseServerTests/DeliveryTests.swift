@@ -319,7 +319,7 @@ struct DeliveryTests {
             receivers:
               - name: stuck
                 timeout: 4s
-                max_age: 5s
+                max_age: 8s
                 webhook: { url: \(sink.url("/hang/stuck")) }
               - name: healthy
                 webhook: { url: \(sink.url("/ok/healthy")) }

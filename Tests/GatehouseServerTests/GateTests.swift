@@ -152,7 +152,7 @@ struct GateTests {
         // The clicked message is replaced (no buttons); Discord's is edited in place.
         let replaced = try #require(sink.wait(for: 1, at: "/ok/slack-response").first?.json)
         #expect(replaced["replace_original"] == .bool(true) && replaced["text"]?.stringValue?.contains("Approved by slack:U1") == true)
-        let edit = try #require(sink.wait(for: 2, at: "/json/discord").first { $0.method == "PATCH" })
+        let edit = try #require(try sink.waitFor(at: "/json/discord") { $0.method == "PATCH" })
         #expect(edit.path.hasPrefix("/json/discord/messages/1") && edit.json["components"] == .array([]))
         #expect(edit.body.contains("Approved by slack:U1"))
 
@@ -391,6 +391,46 @@ struct GateTests {
         let reminders = try sink.wait(for: 3, at: "/ok/slack").filter { $0.body.contains("Reminder") }
         #expect(!reminders.isEmpty)
         #expect(try server.post("/v1/gates", #"{"title":"x","escalate_after":"1s","escalate_to":["nobody"]}"#).status == 422)
+    }
+
+    /// The payloads in webhooks/callbacks/, signed and posted as each platform sends them; the
+    /// answers have the shape of the answer fixtures.
+    @Test func theCallbackFixturesAreUnderstood() throws {
+        let (sink, server) = try deliveringServer { Chat.config($0) }
+        let folder = URL(fileURLWithPath: templatesFolder).deletingLastPathComponent().appendingPathComponent("webhooks/callbacks")
+        func fixture(_ name: String) throws -> String { try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8) }
+        func keys(_ text: String) -> Set<String> { Set(((try? JSONValue.parse(text))?.objectValue ?? JSONObject()).map(\.key)) }
+        func open(_ approver: String) throws -> String {
+            let r = try server.post("/v1/gates", #"{"title":"Deploy fraud-model v7 to production?","pipeline":"fixtures","approvers":["\#(approver)"]}"#)
+            return try #require(try JSONValue.parse(r.text).objectValue?["id"]?.stringValue)
+        }
+        let sample = "gate_0123456789abcdef0123456789abcdef"
+
+        let slackGate = try open("slack:U024BE7LH")
+        let payload = try fixture("slack-block-actions.json").replacingOccurrences(of: sample, with: slackGate)
+            .replacingOccurrences(of: "https://hooks.slack.com/actions/T111/111/random-value", with: sink.url("/ok/response-url"))
+        let body = "payload=" + payload.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        let timestamp = String(Int64(Date().timeIntervalSince1970))
+        let headers = ["X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": SlackSignature(secret: Chat.slackSecret).signature(timestamp: timestamp, body: Array(body.utf8))]
+        #expect(try server.post("/v1/callbacks/slack", body, contentType: "application/x-www-form-urlencoded", headers: headers).status == 200)
+        let replaced = try #require(sink.wait(for: 1, at: "/ok/response-url").first)
+        #expect(keys(replaced.body) == keys(try fixture("slack-response-url.json")))
+
+        let ping = try fixture("discord-ping.json")
+        #expect(try server.post("/v1/callbacks/discord", ping, headers: try Chat.discord(ping)).text.contains(#"{"type":1}"#))
+        let discordGate = try open("discord:80351110224678912")
+        let click = try fixture("discord-component.json").replacingOccurrences(of: sample, with: discordGate)
+        let answer = try server.post("/v1/callbacks/discord", click, headers: try Chat.discord(click))
+        #expect(keys(answer.text) == keys(try fixture("discord-update.json")) && answer.text.contains(#""type":7"#))
+
+        let mmGate = try open("mattermost:@alice")
+        let posted = try #require(try sink.waitFor(at: "/ok/mm") { $0.body.contains(mmGate) })
+        let token = try #require(posted.body.components(separatedBy: #""token":""#).dropFirst().first?.prefix { $0 != "\"" })
+        let action = try fixture("mattermost-action.json").replacingOccurrences(of: sample, with: mmGate)
+            .replacingOccurrences(of: "<hex HMAC of the gate and action>", with: String(token))
+        let update = try server.post("/v1/callbacks/mattermost", action)
+        #expect(keys(update.text) == keys(try fixture("mattermost-update.json")))
+        for gate in [slackGate, discordGate, mmGate] { #expect(try server.json("/v1/gates/\(gate)")["state"] == .string("approved")) }
     }
 
     /// `gatehouse audit verify` names the first entry someone edited.

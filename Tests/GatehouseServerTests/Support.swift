@@ -218,6 +218,16 @@ final class Sink {
         return got
     }
 
+    /// Waits until a request at `prefix` satisfies `condition`.
+    func waitFor(at prefix: String, timeout: TimeInterval = 15, _ condition: (Received) -> Bool) throws -> Received? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let found = try received(prefix).first(where: condition) { return found }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return nil
+    }
+
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
