@@ -13,6 +13,8 @@ public enum BusMessage: Sendable, Equatable {
     case silencesChanged
     /// A gate changed (decision, close, reminder): its waiters re-read it.
     case gateChanged(id: String)
+    /// A dataset got items or labels: its waiters re-check their condition.
+    case datasetChanged(name: String)
 }
 
 /// Wakes subscribers the moment something is committed, so nothing has to poll the database.

@@ -19,6 +19,8 @@ public struct GatehouseConfig: Sendable {
         public var address = "127.0.0.1:8080"
         public var publicURL: String?
         public var maxBodyBytes = 1 << 20
+        /// Item imports (`POST /v1/datasets/{name}/items`) stream; this bounds one request.
+        public var maxImportBytes = 256 << 20
         public var maxBatchItems = 1000
         public var sseHeartbeat = GatehouseDuration.seconds(15)
         public var shutdownTimeout = GatehouseDuration.seconds(10)

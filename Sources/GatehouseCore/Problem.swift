@@ -1,5 +1,5 @@
 /// One invalid field of one item: `{"index": 3, "field": "pipeline", "detail": "is required"}`.
-public struct FieldError: Sendable, Equatable, CustomStringConvertible {
+public struct FieldError: Error, Sendable, Equatable, CustomStringConvertible {
     public var index: Int?
     public var line: Int?
     public var field: String

@@ -46,6 +46,12 @@ public final class Authenticator: Sendable {
         throw Problem.unauthorized("a bearer token with the scope \(scope.rawValue) is required")
     }
 
+    /// A token pasted into a web login form.
+    public func verify(secret: String) async throws -> AccessToken? { try await token(for: secret) }
+
+    /// Whether any token exists (protected mode is off).
+    public func hasTokens() async throws -> Bool { try await activeTokenCount() > 0 }
+
     private func token(for secret: String) async throws -> AccessToken? {
         let hash = TokenStore.hash(secret)
         let now = ContinuousClock.now

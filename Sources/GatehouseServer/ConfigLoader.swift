@@ -211,7 +211,7 @@ private struct Walker {
     }
 
     mutating func server(_ node: Node) {
-        for (key, _, value) in entries(node, "server", known: ["address", "public_url", "max_body", "max_batch", "sse_heartbeat", "shutdown_timeout"]) {
+        for (key, _, value) in entries(node, "server", known: ["address", "public_url", "max_body", "max_import", "max_batch", "sse_heartbeat", "shutdown_timeout"]) {
             switch key {
             case "address":
                 if let address = string(key, value, "server") {
@@ -222,6 +222,7 @@ private struct Walker {
                     if EventValidator.isHTTPURL(url) { config.server.publicURL = url } else { issue(value, "server.public_url must be an http(s) URL") }
                 }
             case "max_body": if let v = size(key, value, "server") { config.server.maxBodyBytes = v }
+            case "max_import": if let v = size(key, value, "server") { config.server.maxImportBytes = v }
             case "max_batch": if let v = int(key, value, "server", range: 1...100_000) { config.server.maxBatchItems = v }
             case "sse_heartbeat": if let v = duration(key, value, "server") { config.server.sseHeartbeat = v }
             case "shutdown_timeout": if let v = duration(key, value, "server") { config.server.shutdownTimeout = v }

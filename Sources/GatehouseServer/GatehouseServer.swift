@@ -29,7 +29,7 @@ public enum GatehouseServer {
 
     public static func makeRouter(
         config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
-        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?
+        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetStore
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
@@ -44,7 +44,14 @@ public enum GatehouseServer {
         SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         GatesController(desk: desk, auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         callbacks.addRoutes(to: router)
+        DatasetsController(
+            store: datasets, auth: auth, bus: log.bus, baseURL: desk.base, maxBodyBytes: config.server.maxBodyBytes,
+            maxImportBytes: config.server.maxImportBytes).addRoutes(to: router)
         GatePageController(desk: desk, templates: pages, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        AnnotateController(
+            store: datasets, desk: desk, auth: auth, templates: pages,
+            script: pages.flatMap { try? String(contentsOfFile: $0.directory + "/pages/annotate.js", encoding: .utf8) },
+            maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
     }
 
@@ -83,7 +90,8 @@ public enum GatehouseServer {
             maxBodyBytes: config.server.maxBodyBytes, logger: logger)
         let router = makeRouter(
             config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
-            pages: try? await TemplateSet.locateShipped().asyncMap { try await TemplateSet(directory: $0, overrides: config.templatesDirectory) })
+            pages: try? await TemplateSet.locateShipped().asyncMap { try await TemplateSet(directory: $0, overrides: config.templatesDirectory) },
+            datasets: DatasetStore(log: log))
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),

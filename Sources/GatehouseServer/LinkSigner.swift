@@ -45,6 +45,19 @@ public struct LinkSigner: Sendable {
         return HMAC<SHA256>.isValidAuthenticationCode(given, authenticating: Array("csrf".utf8) + Array(cookie.utf8) + Array(gate.utf8), using: key)
     }
 
+    /// A browser session for the labelling pages and the inbox: the person's name, signed.
+    public func session(name: String) -> String {
+        let payload = Array(name.utf8)
+        return Self.base64url(payload) + "." + Self.base64url(mac([Array("session".utf8), payload]))
+    }
+
+    public func verifySession(_ token: String) -> String? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let payload = Self.unbase64url(String(parts[0])), let signature = Self.unbase64url(String(parts[1])),
+              HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Array("session".utf8) + payload, using: key) else { return nil }
+        return String(decoding: payload, as: UTF8.self)
+    }
+
     /// The secret a Mattermost button carries in its context for one gate and action: an HMAC,
     /// so nothing per gate needs storing and it is checked in constant time.
     public func contextToken(gate: String, action: String) -> String {

@@ -190,6 +190,61 @@ public final class GatehouseDatabase: Sendable {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v4-datasets") { db in
+            try db.execute(sql: """
+                CREATE TABLE datasets (
+                    name TEXT PRIMARY KEY,
+                    spec TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    item_count INTEGER NOT NULL DEFAULT 0,
+                    complete_count INTEGER NOT NULL DEFAULT 0,
+                    completed_at INTEGER
+                ) WITHOUT ROWID;
+                CREATE TABLE items (
+                    dataset TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    data TEXT NOT NULL,
+                    meta TEXT,
+                    prediction TEXT,
+                    label_count INTEGER NOT NULL DEFAULT 0,
+                    skip_count INTEGER NOT NULL DEFAULT 0,
+                    complete INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (dataset, id)
+                ) WITHOUT ROWID;
+                -- "Next item": the oldest incomplete items of a dataset, in import order.
+                CREATE INDEX items_open ON items(dataset, complete, seq);
+                CREATE INDEX items_by_seq ON items(dataset, seq);
+                CREATE TABLE labels (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    dataset TEXT NOT NULL,
+                    item_id TEXT NOT NULL,
+                    annotator TEXT NOT NULL,
+                    value TEXT NOT NULL,
+                    at INTEGER NOT NULL,
+                    UNIQUE (dataset, item_id, annotator)
+                );
+                CREATE INDEX labels_by_annotator ON labels(dataset, annotator, id);
+                CREATE TABLE skips (
+                    dataset TEXT NOT NULL,
+                    item_id TEXT NOT NULL,
+                    annotator TEXT NOT NULL,
+                    at INTEGER NOT NULL,
+                    PRIMARY KEY (dataset, item_id, annotator)
+                ) WITHOUT ROWID;
+                -- Items of an import still being streamed in: moved into items in one
+                -- transaction when the whole body was valid, dropped otherwise.
+                CREATE TABLE import_staging (
+                    import_id TEXT NOT NULL,
+                    n INTEGER NOT NULL,
+                    id TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    meta TEXT,
+                    prediction TEXT,
+                    PRIMARY KEY (import_id, n)
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 

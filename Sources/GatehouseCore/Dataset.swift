@@ -1,0 +1,180 @@
+import Foundation
+
+/// What people do to a dataset's items (CONTRACT §5).
+public enum LabelTask: String, Sendable, CaseIterable {
+    /// One label per item.
+    case classification
+    /// Any number of the labels per item.
+    case multilabel
+    /// Labelled character ranges of the item's text.
+    case spans
+}
+
+/// A dataset as created: what to label, with which labels, by how many people.
+public struct DatasetSpec: Sendable, Equatable {
+    public var name: String
+    public var task: LabelTask
+    public var labels: [String]
+    public var instructions: String?
+    public var annotatorsPerItem: Int
+
+    public init(name: String, task: LabelTask, labels: [String], instructions: String? = nil, annotatorsPerItem: Int = 1) {
+        self.name = name
+        self.task = task
+        self.labels = labels
+        self.instructions = instructions
+        self.annotatorsPerItem = annotatorsPerItem
+    }
+
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 100 && name.first != "." && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+
+    public static func parse(_ value: JSONValue) -> Result<DatasetSpec, Problem> {
+        guard let o = value.objectValue else { return .failure(.invalid([FieldError(field: "(body)", detail: "must be a JSON object")])) }
+        var errors: [FieldError] = []
+        for (k, _) in o where !["name", "task", "labels", "instructions", "annotators_per_item"].contains(k) {
+            errors.append(FieldError(field: k, detail: "is not a known field"))
+        }
+        let name = o["name"]?.stringValue ?? ""
+        if !isValidName(name) { errors.append(FieldError(field: "name", detail: "is required: 1–100 letters, digits, - _ or . (it is part of URLs)")) }
+        let task = o["task"].map { $0.stringValue.flatMap(LabelTask.init(rawValue:)) } ?? .classification
+        if task == nil { errors.append(FieldError(field: "task", detail: "must be classification, multilabel or spans")) }
+        var labels: [String] = []
+        if let list = o["labels"]?.arrayValue, !list.isEmpty, list.count <= 50, list.allSatisfy({ $0.stringValue != nil }) {
+            labels = list.compactMap(\.stringValue)
+            if Set(labels).count != labels.count { errors.append(FieldError(field: "labels", detail: "must not repeat a label")) }
+            if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { errors.append(FieldError(field: "labels", detail: "\"\(bad)\" must be 1–64 characters")) }
+        } else {
+            errors.append(FieldError(field: "labels", detail: "is required: 1 to 50 strings"))
+        }
+        var instructions: String?
+        if let v = o["instructions"], v != .null {
+            if let s = v.stringValue, s.count <= 20_000 { instructions = s } else { errors.append(FieldError(field: "instructions", detail: "must be a string of at most 20000 characters")) }
+        }
+        var perItem = 1
+        if let v = o["annotators_per_item"], v != .null {
+            if let n = v.doubleValue, n.rounded() == n, n >= 1, n <= 20 { perItem = Int(n) } else {
+                errors.append(FieldError(field: "annotators_per_item", detail: "must be an integer from 1 to 20"))
+            }
+        }
+        guard errors.isEmpty, let task else { return .failure(.invalid(errors)) }
+        return .success(DatasetSpec(name: name, task: task, labels: labels, instructions: instructions, annotatorsPerItem: perItem))
+    }
+
+    public var json: JSONValue {
+        var o = JSONObject()
+        o.append("name", .string(name))
+        o.append("task", .string(task.rawValue))
+        o.append("labels", .array(labels.map { .string($0) }))
+        if let instructions { o.append("instructions", .string(instructions)) }
+        o.append("annotators_per_item", .int(annotatorsPerItem))
+        return .object(o)
+    }
+
+    /// Checks a label value for this dataset's task, normalising it: classification
+    /// `"pos"` or `{"label":"pos"}`; multilabel `["a","b"]` or `{"labels":[…]}`; spans
+    /// `[{"start":0,"end":5,"label":"PER"}]` or `{"spans":[…]}` with UTF-16 offsets inside
+    /// `text` (what a browser's selection gives).
+    public func normalize(_ value: JSONValue, text: String?) -> Result<JSONValue, FieldError> {
+        switch task {
+        case .classification:
+            let label = value.stringValue ?? value.objectValue?["label"]?.stringValue
+            guard let label, labels.contains(label) else {
+                return .failure(FieldError(field: "label", detail: "must be one of \(labels.joined(separator: ", "))"))
+            }
+            return .success(.string(label))
+        case .multilabel:
+            guard let list = (value.arrayValue ?? value.objectValue?["labels"]?.arrayValue), list.allSatisfy({ $0.stringValue != nil }) else {
+                return .failure(FieldError(field: "labels", detail: "must be an array of labels"))
+            }
+            let chosen = list.compactMap(\.stringValue)
+            if let bad = chosen.first(where: { !labels.contains($0) }) {
+                return .failure(FieldError(field: "labels", detail: "\"\(bad)\" is not one of \(labels.joined(separator: ", "))"))
+            }
+            // Canonical: in the dataset's label order, once each.
+            return .success(.array(labels.filter(chosen.contains).map { .string($0) }))
+        case .spans:
+            guard let list = (value.arrayValue ?? value.objectValue?["spans"]?.arrayValue) else {
+                return .failure(FieldError(field: "spans", detail: "must be an array of {start, end, label}"))
+            }
+            let length = text?.utf16.count ?? 0
+            var spans: [(Int, Int, String)] = []
+            for (i, item) in list.enumerated() {
+                guard let s = item.objectValue, let start = s["start"]?.doubleValue, let end = s["end"]?.doubleValue,
+                      start.rounded() == start, end.rounded() == end, let label = s["label"]?.stringValue else {
+                    return .failure(FieldError(field: "spans[\(i)]", detail: "must be {\"start\": int, \"end\": int, \"label\": string}"))
+                }
+                guard labels.contains(label) else { return .failure(FieldError(field: "spans[\(i)].label", detail: "must be one of \(labels.joined(separator: ", "))")) }
+                guard start >= 0, end > start, Int(end) <= length else {
+                    return .failure(FieldError(field: "spans[\(i)]", detail: "must satisfy 0 ≤ start < end ≤ \(length) (the text's length)"))
+                }
+                spans.append((Int(start), Int(end), label))
+            }
+            spans.sort { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }
+            return .success(.array(spans.map { s in
+                var o = JSONObject([("start", .int(s.0)), ("end", .int(s.1)), ("label", .string(s.2))])
+                if let text { o.append("text", .string(Self.slice(text, s.0, s.1))) }
+                return .object(o)
+            }))
+        }
+    }
+
+    /// The UTF-16 range of `text` as a string.
+    public static func slice(_ text: String, _ start: Int, _ end: Int) -> String {
+        let u = Array(text.utf16)
+        guard start >= 0, end <= u.count, start < end else { return "" }
+        return String(decoding: u[start..<end], as: UTF16.self)
+    }
+}
+
+/// One item to label.
+public struct DatasetItem: Sendable, Equatable {
+    public var id: String
+    public var data: JSONObject
+    public var meta: JSONObject?
+    public var prediction: JSONValue?
+
+    public init(id: String, data: JSONObject, meta: JSONObject? = nil, prediction: JSONValue? = nil) {
+        self.id = id
+        self.data = data
+        self.meta = meta
+        self.prediction = prediction
+    }
+
+    public var text: String? { data["text"]?.stringValue }
+    public var imageURL: String? { data["image_url"]?.stringValue }
+
+    /// Validates one imported item against the dataset (`prediction` must be a valid label).
+    public static func parse(_ value: JSONValue, for spec: DatasetSpec) -> Result<DatasetItem, InvalidEvent> {
+        guard let o = value.objectValue else { return .failure(InvalidEvent([FieldError(field: "(item)", detail: "must be a JSON object")])) }
+        var errors: [FieldError] = []
+        for (k, _) in o where !["id", "data", "meta", "prediction"].contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
+        let id = o["id"]?.stringValue ?? ""
+        if id.isEmpty || id.count > 128 { errors.append(FieldError(field: "id", detail: "is required: a string of 1–128 characters")) }
+        var data = JSONObject()
+        if let d = o["data"]?.objectValue {
+            data = d
+            let text = d["text"]?.stringValue, image = d["image_url"]?.stringValue
+            if text == nil && image == nil { errors.append(FieldError(field: "data", detail: "must hold text or image_url")) }
+            if d["text"] != nil && text == nil { errors.append(FieldError(field: "data.text", detail: "must be a string")) }
+            if let image, !EventValidator.isHTTPURL(image) { errors.append(FieldError(field: "data.image_url", detail: "must be an http(s) URL")) }
+            if spec.task == .spans && text == nil { errors.append(FieldError(field: "data.text", detail: "is required for a spans dataset")) }
+            if let text, text.utf8.count > 100_000 { errors.append(FieldError(field: "data.text", detail: "must be at most 100000 bytes")) }
+        } else {
+            errors.append(FieldError(field: "data", detail: "is required: {\"text\": …} or {\"image_url\": …}"))
+        }
+        var meta: JSONObject?
+        if let m = o["meta"], m != .null {
+            if let obj = m.objectValue { meta = obj } else { errors.append(FieldError(field: "meta", detail: "must be an object")) }
+        }
+        var prediction: JSONValue?
+        if let p = o["prediction"], p != .null, errors.isEmpty {
+            switch spec.normalize(p, text: data["text"]?.stringValue) {
+            case .success(let v): prediction = v
+            case .failure(let e): errors.append(FieldError(field: "prediction." + e.field, detail: e.detail))
+            }
+        }
+        return errors.isEmpty ? .success(DatasetItem(id: id, data: data, meta: meta, prediction: prediction)) : .failure(InvalidEvent(errors))
+    }
+}

@@ -1,0 +1,250 @@
+import Foundation
+import GatehouseCore
+import GatehouseDelivery
+import GatehouseStore
+import Hummingbird
+import NIOCore
+
+/// The labelling UI `/annotate/{name}` and the `/inbox`, server-rendered from
+/// `templates/pages/`. Every answer is a plain form post followed by a redirect to the next
+/// item, so it works without JavaScript; `annotate.js` adds the keyboard (1–9, s, u, Enter)
+/// and span selection. People sign in once: with an API token when the server has tokens,
+/// otherwise (loopback only) with their name; a signed cookie remembers them.
+struct AnnotateController {
+    let store: DatasetStore
+    let desk: GateDesk
+    let auth: Authenticator
+    let templates: TemplateSet?
+    let script: String?
+    let maxBodyBytes: Int
+    static let cookie = "gatehouse_who"
+
+    func addRoutes(to router: Router<GatehouseContext>) {
+        router.get("/annotate/{name}", use: show)
+        router.post("/annotate/{name}", use: submit)
+        router.post("/login", use: login)
+        router.get("/inbox", use: inbox)
+        router.get("/assets/annotate.js", use: asset)
+    }
+
+    /// Scripts only from this server; images from anywhere on the web (items may be images).
+    static let headers: HTTPFields = [
+        .contentType: "text/html; charset=utf-8",
+        .contentSecurityPolicy: "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src https: http:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        HTTPFields.Element.Name("X-Frame-Options")!: "DENY",
+        HTTPFields.Element.Name("Referrer-Policy")!: "no-referrer",
+        .cacheControl: "no-store",
+    ]
+
+    func html(_ page: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, setCookie: String? = nil) throws -> Response {
+        guard let templates else { return plain(.internalServerError, "The page templates were not found; set GATEHOUSE_TEMPLATES.") }
+        var headers = Self.headers
+        if let setCookie { headers[.setCookie] = setCookie }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: try templates.renderHTML("pages/\(page)", values))))
+    }
+
+    func plain(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        let text = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Gatehouse</title></head><body><main><h1>Gatehouse</h1><p>\(Markdown.escape(message))</p></main></body></html>\n"
+        return Response(status: status, headers: Self.headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    func redirect(_ location: String, setCookie: String? = nil) -> Response {
+        var headers: HTTPFields = [.location: location, .cacheControl: "no-store"]
+        if let setCookie { headers[.setCookie] = setCookie }
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    /// The signed-in person, from the cookie.
+    func person(_ request: Request) -> String? {
+        for header in request.headers[values: .cookie] {
+            for part in header.split(separator: ";") {
+                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+                if kv.count == 2, kv[0] == Self.cookie, let name = desk.signer.verifySession(String(kv[1])) { return name }
+            }
+        }
+        return nil
+    }
+
+    func sessionValue(_ request: Request) -> String {
+        for header in request.headers[values: .cookie] {
+            for part in header.split(separator: ";") {
+                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+                if kv.count == 2, kv[0] == Self.cookie { return String(kv[1]) }
+            }
+        }
+        return ""
+    }
+
+    /// Without tokens the server is loopback-only, per request too (CONTRACT §6).
+    func refuseOutsiders(_ context: GatehouseContext) async throws -> Response? {
+        if try await !auth.hasTokens() && !context.isLoopbackPeer {
+            return plain(.unauthorized, "This server has no tokens yet and answers only on loopback.")
+        }
+        return nil
+    }
+
+    func loginPage(next: String, error: String? = nil, status: HTTPResponse.Status = .ok) async throws -> Response {
+        var values: [String: Any] = ["next": next, "with_token": try await auth.hasTokens()]
+        if let error { values["error"] = error }
+        return try html("login", values, status: status)
+    }
+
+    @Sendable func login(_ request: Request, context: GatehouseContext) async throws -> Response {
+        if let refused = try await refuseOutsiders(context) { return refused }
+        var request = request
+        let form = parseForm(try await request.bodyBytes(limit: maxBodyBytes))
+        var next = form["next"] ?? "/inbox"
+        if !next.hasPrefix("/") || next.hasPrefix("//") { next = "/inbox" }
+        let name: String
+        if try await auth.hasTokens() {
+            guard let secret = form["token"]?.trimmingCharacters(in: .whitespaces), !secret.isEmpty,
+                  let token = try await auth.verify(secret: secret), token.scopes.grants(.datasetsLabel) || token.scopes.grants(.gatesDecide) else {
+                return try await loginPage(next: next, error: "That token is unknown, revoked, or lacks datasets:label.", status: .unauthorized)
+            }
+            name = token.name
+        } else {
+            let given = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
+            guard !given.isEmpty, given.count <= 100, Identity("web:\(given)") != nil else {
+                return try await loginPage(next: next, error: "Enter a name: letters and digits, no spaces.", status: .unprocessableContent)
+            }
+            name = given
+        }
+        return redirect(next, setCookie: "\(Self.cookie)=\(desk.signer.session(name: name)); Path=/; HttpOnly; SameSite=Lax")
+    }
+
+    @Sendable func show(_ request: Request, context: GatehouseContext) async throws -> Response {
+        if let refused = try await refuseOutsiders(context) { return refused }
+        let name = try context.parameters.require("name")
+        guard let who = person(request) else { return try await loginPage(next: "/annotate/\(name)") }
+        guard let info = try await store.get(name) else { return plain(.notFound, "No dataset \(name).") }
+        var served: DatasetItem?
+        if let id = request.query("item") { served = try await store.item(name, id: id) }
+        if served == nil { served = try await store.next(name, annotator: who)?.item }
+        return try html("annotate", try await values(info, who: who, item: served, session: sessionValue(request)))
+    }
+
+    func values(_ info: DatasetInfo, who: String, item: DatasetItem?, session: String, error: String? = nil) async throws -> [String: Any] {
+        let spec = info.spec
+        let mine = try await store.labelCount(spec.name, annotator: who)
+        var v: [String: Any] = [
+            "dataset": spec.name, "who": who, "task": spec.task.rawValue, "total": info.itemCount, "labeled": info.completeCount,
+            "mine": mine, "percent": info.itemCount == 0 ? 0 : info.completeCount * 100 / info.itemCount,
+            "csrf": desk.signer.csrf(cookie: session, gate: "annotate:\(spec.name)"),
+            "is_classification": spec.task == .classification, "is_multilabel": spec.task == .multilabel, "is_spans": spec.task == .spans,
+        ]
+        if let error { v["error"] = error }
+        if let instructions = spec.instructions, !instructions.isEmpty { v["instructions_html"] = Markdown.html(instructions) }
+        guard let item else { v["done"] = true; return v }
+        let own = try await store.label(of: who, dataset: spec.name, item: item.id)
+        let suggestion = own ?? item.prediction
+        v["item_id"] = item.id
+        if let text = item.text { v["text"] = text }
+        if let image = item.imageURL { v["image_url"] = image }
+        if let meta = item.meta, !meta.isEmpty { v["meta"] = meta.map { ["key": $0.key, "value": $0.value.stringValue ?? $0.value.serialized()] } }
+        let chosen = Set(suggestion?.stringValue.map { [$0] } ?? suggestion?.arrayValue?.compactMap(\.stringValue) ?? [])
+        v["labels"] = spec.labels.enumerated().map { i, label -> [String: Any] in
+            ["label": label, "key": i < 9 ? String(i + 1) : "", "suggested": chosen.contains(label)]
+        }
+        if spec.task == .spans, let spans = suggestion?.arrayValue {
+            v["spans_text"] = spans.compactMap(\.objectValue).map { s in
+                "\(Int(s["start"]?.doubleValue ?? 0))-\(Int(s["end"]?.doubleValue ?? 0)):\(s["label"]?.stringValue ?? "")"
+            }.joined(separator: ", ")
+        }
+        return v
+    }
+
+    @Sendable func submit(_ request: Request, context: GatehouseContext) async throws -> Response {
+        if let refused = try await refuseOutsiders(context) { return refused }
+        let name = try context.parameters.require("name")
+        guard let who = person(request) else { return try await loginPage(next: "/annotate/\(name)", status: .unauthorized) }
+        guard let info = try await store.get(name) else { return plain(.notFound, "No dataset \(name).") }
+        var request = request
+        let pairs = parseFormPairs(try await request.bodyBytes(limit: maxBodyBytes))
+        let form = Dictionary(pairs, uniquingKeysWith: { first, _ in first })
+        let session = sessionValue(request)
+        guard let csrf = form["csrf"], desk.signer.checkCSRF(csrf, cookie: session, gate: "annotate:\(name)") else {
+            return plain(.forbidden, "This form has expired or did not come from this page. Reload the page and try again.")
+        }
+        let itemID = form["item"] ?? ""
+        switch form["action"] ?? "label" {
+        case "skip":
+            _ = try await store.skip(name, item: itemID, annotator: who)
+            return redirect("/annotate/\(name)")
+        case "undo":
+            guard let undone = try await store.undo(name, annotator: who) else { return redirect("/annotate/\(name)") }
+            return redirect("/annotate/\(name)?item=\(percentEncodeQuery(undone))")
+        default:
+            guard let item = try await store.item(name, id: itemID) else { return plain(.notFound, "No item \(itemID) in \(name).") }
+            let raw: JSONValue
+            switch info.spec.task {
+            case .classification: raw = .string(form["label"] ?? "")
+            case .multilabel: raw = .array(pairs.filter { $0.0 == "labels" }.map { .string($0.1) })
+            case .spans: raw = Self.parseSpans(form["spans"] ?? "")
+            }
+            switch info.spec.normalize(raw, text: item.text) {
+            case .failure(let error):
+                var v = try await values(info, who: who, item: item, session: session, error: "\(error.field) \(error.detail)")
+                v["spans_text"] = form["spans"]
+                return try html("annotate", v, status: .unprocessableContent)
+            case .success(let value):
+                switch try await store.label(name, item: itemID, annotator: who, value: value, url: "\(desk.baseURL)/annotate/\(name)") {
+                case .full:
+                    let v = try await values(info, who: who, item: nil, session: session, error: "That item got all its labels from others meanwhile; here is the next one.")
+                    return try html("annotate", v, status: .conflict)
+                default:
+                    return redirect("/annotate/\(name)")
+                }
+            }
+        }
+    }
+
+    /// Spans typed as `0-5:PER, 6-12:ORG` (the no-JavaScript form), or the JSON the script sends.
+    static func parseSpans(_ text: String) -> JSONValue {
+        if let json = try? JSONValue.parse(text), json.arrayValue != nil { return json }
+        var spans: [JSONValue] = []
+        for part in text.split(separator: ",") {
+            let piece = part.trimmingCharacters(in: .whitespaces)
+            guard let colon = piece.firstIndex(of: ":") else { if !piece.isEmpty { return .string(piece) }; continue }
+            let range = piece[..<colon].split(separator: "-")
+            guard range.count == 2, let start = Int(range[0]), let end = Int(range[1]) else { return .string(piece) }
+            spans.append(.object(JSONObject([("start", .int(start)), ("end", .int(end)), ("label", .string(String(piece[piece.index(after: colon)...])))])))
+        }
+        return .array(spans)
+    }
+
+    /// What waits for the signed-in person: datasets with items they have not labelled, and
+    /// pending gates they may decide (with personal links).
+    @Sendable func inbox(_ request: Request, context: GatehouseContext) async throws -> Response {
+        if let refused = try await refuseOutsiders(context) { return refused }
+        guard let who = person(request) else { return try await loginPage(next: "/inbox") }
+        var datasets: [[String: Any]] = []
+        for info in try await store.list() where info.completeCount < info.itemCount {
+            let remaining = try await store.remaining(info.spec.name, annotator: who)
+            if remaining > 0 {
+                datasets.append(["name": info.spec.name, "remaining": remaining, "total": info.itemCount, "labeled": info.completeCount])
+            }
+        }
+        let me = "web:\(who)"
+        let gates = try await desk.store.list(GateStore.Filter(state: .pending, limit: 200)).filter { gate in
+            (gate.spec.approvers.contains("*") || gate.spec.approvers.contains(me))
+                && (gate.spec.requestedBy != me || gate.spec.allowSelfApproval) && !gate.decisions.contains { $0.by == me }
+        }.map { gate -> [String: Any] in
+            var g: [String: Any] = ["title": gate.spec.title, "pipeline": gate.spec.pipeline, "url": desk.pageURL(gate, by: me)]
+            if let e = gate.expiresAt { g["deadline"] = e.rfc3339 }
+            if let run = gate.spec.run { g["run"] = run }
+            return g
+        }
+        return try html("inbox", [
+            "who": who, "datasets": datasets, "gates": gates, "has_datasets": !datasets.isEmpty, "has_gates": !gates.isEmpty,
+        ])
+    }
+
+    @Sendable func asset(_ request: Request, context: GatehouseContext) async throws -> Response {
+        guard let script else { return Response(status: .notFound) }
+        return Response(status: .ok, headers: [.contentType: "text/javascript; charset=utf-8", .cacheControl: "max-age=300"], body: .init(byteBuffer: ByteBuffer(string: script)))
+    }
+}
+
+func percentEncodeQuery(_ s: String) -> String {
+    s.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? s
+}

@@ -1,0 +1,410 @@
+import Foundation
+import GRDB
+import GatehouseCore
+import Synchronization
+
+/// A dataset with its progress counters.
+public struct DatasetInfo: Sendable, Equatable {
+    public var spec: DatasetSpec
+    public var createdAt: Timestamp
+    public var itemCount: Int
+    public var completeCount: Int
+    public var completedAt: Timestamp?
+
+    public var json: JSONValue {
+        var o = spec.json.objectValue ?? JSONObject()
+        o.append("created_at", .string(createdAt.rfc3339))
+        o.append("items", .int(itemCount))
+        o.append("labeled", .int(completeCount))
+        o.append("complete", .bool(itemCount > 0 && completeCount >= itemCount))
+        if let completedAt { o.append("completed_at", .string(completedAt.rfc3339)) }
+        return .object(o)
+    }
+}
+
+/// `GET /v1/datasets/{name}/stats`.
+public struct DatasetStats: Sendable, Equatable {
+    public var total = 0
+    /// Items with all their labels.
+    public var labeled = 0
+    /// Items with some labels, not all.
+    public var inProgress = 0
+    /// Items nobody labelled that someone skipped.
+    public var skipped = 0
+    public var unlabeled = 0
+    /// Labels per person.
+    public var annotators: [(String, Int)] = []
+    public var skipsByAnnotator: [(String, Int)] = []
+    /// Cohen's (2 per item) or Fleiss' (more) kappa over the labeled items; nil for one
+    /// annotator per item or no complete item yet.
+    public var agreement: Double?
+
+    public static func == (a: DatasetStats, b: DatasetStats) -> Bool {
+        a.json == b.json
+    }
+
+    public var json: JSONValue {
+        var o = JSONObject()
+        o.append("total", .int(total))
+        o.append("labeled", .int(labeled))
+        o.append("in_progress", .int(inProgress))
+        o.append("skipped", .int(skipped))
+        o.append("unlabeled", .int(unlabeled))
+        o.append("annotators", .object(JSONObject(annotators.map { ($0.0, .int($0.1)) })))
+        o.append("skips", .object(JSONObject(skipsByAnnotator.map { ($0.0, .int($0.1)) })))
+        o.append("agreement", agreement.map { .double(($0 * 10_000).rounded() / 10_000) } ?? .null)
+        return .object(o)
+    }
+}
+
+/// An item served to a person, with the labels already on it.
+public struct ServedItem: Sendable, Equatable {
+    public var item: DatasetItem
+    public var labelCount: Int
+    public var mine: JSONValue?
+}
+
+/// Datasets, items, labels and skips in SQLite; "next item" leases in memory (they last
+/// minutes, and losing them on a restart only means an item may be shown twice).
+public final class DatasetStore: Sendable {
+    public let log: EventLog
+    var database: GatehouseDatabase { log.database }
+    /// dataset → item → [(annotator, until)]
+    private let leases = Mutex<[String: [String: [(String, Int64)]]]>([:])
+    /// How long a served item is kept for its person.
+    public static let leaseMilliseconds: Int64 = 5 * 60_000
+    private let specs = Mutex<[String: DatasetSpec]>([:])
+
+    public init(log: EventLog) { self.log = log }
+
+    // MARK: Datasets
+
+    public enum Created: Sendable, Equatable { case created, exists, conflict(DatasetSpec) }
+
+    /// Creates a dataset; the same spec again is fine (a retried pipeline step), another spec
+    /// under the same name is a conflict.
+    public func create(_ spec: DatasetSpec, now: Timestamp = .now()) async throws -> Created {
+        try await database.pool.write { db in
+            if let text = try String.fetchOne(db, sql: "SELECT spec FROM datasets WHERE name = ?", arguments: [spec.name]),
+               let existing = (try? JSONValue.parse(text)).flatMap({ try? DatasetSpec.parse($0).get() }) {
+                return existing == spec ? .exists : .conflict(existing)
+            }
+            try db.execute(sql: "INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)", arguments: [spec.name, spec.json.serialized(), now.milliseconds])
+            return .created
+        }
+    }
+
+    static func info(_ row: Row) -> DatasetInfo? {
+        guard let spec = (try? JSONValue.parse(row["spec"] as String)).flatMap({ try? DatasetSpec.parse($0).get() }) else { return nil }
+        return DatasetInfo(
+            spec: spec, createdAt: Timestamp(milliseconds: row["created_at"]), itemCount: row["item_count"], completeCount: row["complete_count"],
+            completedAt: (row["completed_at"] as Int64?).map(Timestamp.init(milliseconds:)))
+    }
+
+    public func get(_ name: String) async throws -> DatasetInfo? {
+        try await database.pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [name]).flatMap(Self.info) }
+    }
+
+    /// The spec, cached: specs never change after creation.
+    public func spec(_ name: String) async throws -> DatasetSpec? {
+        if let cached = specs.withLock({ $0[name] }) { return cached }
+        guard let spec = try await get(name)?.spec else { return nil }
+        specs.withLock { $0[name] = spec }
+        return spec
+    }
+
+    public func list() async throws -> [DatasetInfo] {
+        try await database.pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM datasets ORDER BY created_at DESC, name").compactMap(Self.info) }
+    }
+
+    public func delete(_ name: String) async throws -> Bool {
+        let deleted = try await database.pool.write { db -> Bool in
+            try db.execute(sql: "DELETE FROM datasets WHERE name = ?", arguments: [name])
+            guard db.changesCount > 0 else { return false }
+            for table in ["items", "labels", "skips"] { try db.execute(sql: "DELETE FROM \(table) WHERE dataset = ?", arguments: [name]) }
+            return true
+        }
+        specs.withLock { _ = $0.removeValue(forKey: name) }
+        leases.withLock { _ = $0.removeValue(forKey: name) }
+        if deleted { log.bus.publish(.datasetChanged(name: name)) }
+        return deleted
+    }
+
+    // MARK: Import
+
+    /// Writes a chunk of a streamed import to the staging table (not visible yet).
+    public func stage(importID: String, _ items: [(Int, DatasetItem)]) async throws {
+        guard !items.isEmpty else { return }
+        try await database.pool.write { db in
+            let insert = try db.cachedStatement(sql: "INSERT INTO import_staging (import_id, n, id, data, meta, prediction) VALUES (?, ?, ?, ?, ?, ?)")
+            for (n, item) in items {
+                try insert.execute(arguments: [
+                    importID, n, item.id, JSONValue.object(item.data).serialized(), item.meta.map { JSONValue.object($0).serialized() },
+                    item.prediction?.serialized(),
+                ])
+            }
+        }
+    }
+
+    public func discardImport(_ importID: String) async throws {
+        try await database.pool.write { db in try db.execute(sql: "DELETE FROM import_staging WHERE import_id = ?", arguments: [importID]) }
+    }
+
+    /// Moves a fully received import into the dataset in one transaction (with its
+    /// `dataset.items_added` event): all of it or nothing. Ids already present (or repeated in
+    /// the import) are duplicates, not errors.
+    public func commitImport(_ importID: String, dataset: String, received: Int, url: String?, now: Timestamp = .now()) async throws -> (added: Int, duplicates: Int) {
+        let result: (Int, Int) = try await log.transact { db in
+            let base = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?", arguments: [dataset]) ?? 0
+            try db.execute(sql: """
+                INSERT INTO items (dataset, id, seq, data, meta, prediction)
+                SELECT ?, id, ? + n, data, meta, prediction FROM import_staging WHERE import_id = ? ORDER BY n
+                ON CONFLICT (dataset, id) DO NOTHING
+                """, arguments: [dataset, base, importID])
+            let added = db.changesCount
+            try db.execute(sql: "DELETE FROM import_staging WHERE import_id = ?", arguments: [importID])
+            guard added > 0 else { return ((0, received), []) }
+            try db.execute(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?", arguments: [added, dataset])
+            let total = try Int.fetchOne(db, sql: "SELECT item_count FROM datasets WHERE name = ?", arguments: [dataset]) ?? added
+            let event = Event(
+                id: "dataset.\(dataset).items_added.\(base + 1)", type: "dataset.items_added", pipeline: "datasets", severity: .info,
+                summary: "\(added) item\(added == 1 ? "" : "s") to label in \(dataset)", labels: [("dataset", dataset)],
+                attributes: JSONObject([("dataset", .string(dataset)), ("added", .int(added)), ("total", .int(total))]), url: url, time: now)
+            return ((added, received - added), [event])
+        }
+        if result.0 > 0 { log.bus.publish(.datasetChanged(name: dataset)) }
+        return result
+    }
+
+    // MARK: Next item, labels, skips
+
+    /// The next item for `annotator`: one they have not labelled or skipped, that still needs
+    /// labels counting the people currently holding it, oldest first. It is leased to them for
+    /// five minutes so two people are not served the same item when one label is needed.
+    public func next(_ dataset: String, annotator: String, now: Timestamp = .now()) async throws -> ServedItem? {
+        guard let spec = try await spec(dataset) else { return nil }
+        var offset = 0
+        while true {
+            let skip = offset
+            let page: [(DatasetItem, Int)] = try await database.pool.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT i.id, i.data, i.meta, i.prediction, i.label_count FROM items i
+                    WHERE i.dataset = ? AND i.complete = 0
+                      AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
+                      AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
+                    ORDER BY i.seq LIMIT 64 OFFSET ?
+                    """, arguments: [dataset, annotator, annotator, skip]).map { (Self.item($0), $0["label_count"]) }
+            }
+            if page.isEmpty { return nil }
+            let chosen: (DatasetItem, Int)? = leases.withLock { all in
+                var book = all[dataset] ?? [:]
+                // Drop expired leases and this person's previous one: one item at a time.
+                for (id, holders) in book {
+                    let kept = holders.filter { $0.1 > now.milliseconds && $0.0 != annotator }
+                    book[id] = kept.isEmpty ? nil : kept
+                }
+                defer { all[dataset] = book }
+                for (item, labelCount) in page where labelCount + (book[item.id]?.count ?? 0) < spec.annotatorsPerItem {
+                    book[item.id, default: []].append((annotator, now.milliseconds + Self.leaseMilliseconds))
+                    return (item, labelCount)
+                }
+                return nil
+            }
+            if let chosen { return ServedItem(item: chosen.0, labelCount: chosen.1, mine: nil) }
+            offset += page.count
+        }
+    }
+
+    static func item(_ row: Row) -> DatasetItem {
+        DatasetItem(
+            id: row["id"], data: (try? JSONValue.parse(row["data"] as String))?.objectValue ?? JSONObject(),
+            meta: (row["meta"] as String?).flatMap { (try? JSONValue.parse($0))?.objectValue },
+            prediction: (row["prediction"] as String?).flatMap { try? JSONValue.parse($0) })
+    }
+
+    public func item(_ dataset: String, id: String) async throws -> DatasetItem? {
+        try await database.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT id, data, meta, prediction FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, id]).map(Self.item)
+        }
+    }
+
+    private func release(_ dataset: String, item: String, annotator: String) {
+        leases.withLock { all in
+            guard var holders = all[dataset]?[item] else { return }
+            holders.removeAll { $0.0 == annotator }
+            all[dataset]?[item] = holders.isEmpty ? nil : holders
+        }
+    }
+
+    public enum LabelOutcome: Sendable, Equatable {
+        case recorded(itemComplete: Bool, datasetComplete: Bool)
+        case noItem
+        /// The item already has all its labels from other people.
+        case full(Int)
+    }
+
+    /// Records (or replaces) `annotator`'s label on an item — `value` already normalised for
+    /// the task. The label that completes the dataset emits `dataset.completed` with it.
+    public func label(_ dataset: String, item itemID: String, annotator: String, value: JSONValue, url: String?, now: Timestamp = .now()) async throws -> LabelOutcome {
+        let outcome: LabelOutcome = try await log.transact { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]),
+                  let spec = try String.fetchOne(db, sql: "SELECT spec FROM datasets WHERE name = ?", arguments: [dataset])
+                      .flatMap({ (try? JSONValue.parse($0)).flatMap { try? DatasetSpec.parse($0).get() } }) else { return (.noItem, []) }
+            let text = value.serialized()
+            try db.execute(sql: "UPDATE labels SET value = ?, at = ? WHERE dataset = ? AND item_id = ? AND annotator = ?", arguments: [text, now.milliseconds, dataset, itemID, annotator])
+            if db.changesCount > 0 { return (.recorded(itemComplete: (row["complete"] as Int) == 1, datasetComplete: false), []) }
+            let count: Int = row["label_count"]
+            guard count < spec.annotatorsPerItem else { return (.full(spec.annotatorsPerItem), []) }
+            try db.execute(sql: "INSERT INTO labels (dataset, item_id, annotator, value, at) VALUES (?, ?, ?, ?, ?)", arguments: [dataset, itemID, annotator, text, now.milliseconds])
+            let complete = count + 1 >= spec.annotatorsPerItem
+            try db.execute(sql: "UPDATE items SET label_count = label_count + 1, complete = ? WHERE dataset = ? AND id = ?", arguments: [complete ? 1 : 0, dataset, itemID])
+            guard complete else { return (.recorded(itemComplete: false, datasetComplete: false), []) }
+            try db.execute(sql: "UPDATE datasets SET complete_count = complete_count + 1 WHERE name = ?", arguments: [dataset])
+            let counts = try Row.fetchOne(db, sql: "SELECT item_count, complete_count FROM datasets WHERE name = ?", arguments: [dataset])!
+            let (total, done): (Int, Int) = (counts["item_count"], counts["complete_count"])
+            guard done >= total else { return (.recorded(itemComplete: true, datasetComplete: false), []) }
+            try db.execute(sql: "UPDATE datasets SET completed_at = ? WHERE name = ?", arguments: [now.milliseconds, dataset])
+            let event = Event(
+                id: "dataset.\(dataset).completed.\(total).\(now.milliseconds)", type: "dataset.completed", pipeline: "datasets", severity: .info,
+                summary: "\(dataset): all \(total) items are labeled", labels: [("dataset", dataset)],
+                attributes: JSONObject([("dataset", .string(dataset)), ("total", .int(total))]), url: url, time: now)
+            return (.recorded(itemComplete: true, datasetComplete: true), [event])
+        }
+        if case .recorded = outcome {
+            release(dataset, item: itemID, annotator: annotator)
+            log.bus.publish(.datasetChanged(name: dataset))
+        }
+        return outcome
+    }
+
+    /// Records that `annotator` skipped an item (they are not served it again).
+    public func skip(_ dataset: String, item itemID: String, annotator: String, now: Timestamp = .now()) async throws -> Bool {
+        let ok = try await database.pool.write { db -> Bool in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) ?? false else { return false }
+            try db.execute(sql: "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", arguments: [dataset, itemID, annotator, now.milliseconds])
+            if db.changesCount > 0 { try db.execute(sql: "UPDATE items SET skip_count = skip_count + 1 WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) }
+            return true
+        }
+        if ok { release(dataset, item: itemID, annotator: annotator) }
+        return ok
+    }
+
+    /// Takes back `annotator`'s latest label in the dataset; returns the item it was on.
+    public func undo(_ dataset: String, annotator: String) async throws -> String? {
+        let itemID: String? = try await log.transact { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1", arguments: [dataset, annotator]) else {
+                return (nil, [])
+            }
+            let itemID: String = row["item_id"]
+            try db.execute(sql: "DELETE FROM labels WHERE id = ?", arguments: [row["id"] as Int64])
+            let wasComplete = try Int.fetchOne(db, sql: "SELECT complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) == 1
+            try db.execute(sql: "UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?", arguments: [dataset, itemID])
+            if wasComplete { try db.execute(sql: "UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?", arguments: [dataset]) }
+            return (itemID, [])
+        }
+        if itemID != nil { log.bus.publish(.datasetChanged(name: dataset)) }
+        return itemID
+    }
+
+    /// The person's own label on an item, if any.
+    public func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue? {
+        try await database.pool.read { db in
+            try String.fetchOne(db, sql: "SELECT value FROM labels WHERE dataset = ? AND item_id = ? AND annotator = ?", arguments: [dataset, item, annotator])
+                .flatMap { try? JSONValue.parse($0) }
+        }
+    }
+
+    /// Items still waiting for `annotator` (not complete, not labelled or skipped by them).
+    public func remaining(_ dataset: String, annotator: String) async throws -> Int {
+        try await database.pool.read { db in
+            try Int.fetchOne(db, sql: """
+                SELECT COUNT(*) FROM items i WHERE i.dataset = ? AND i.complete = 0
+                  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
+                  AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
+                """, arguments: [dataset, annotator, annotator]) ?? 0
+        }
+    }
+
+    /// How many labels `annotator` gave in the dataset.
+    public func labelCount(_ dataset: String, annotator: String) async throws -> Int {
+        try await database.pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM labels WHERE dataset = ? AND annotator = ?", arguments: [dataset, annotator]) ?? 0
+        }
+    }
+
+    // MARK: Stats, export
+
+    public func stats(_ dataset: String, withAgreement: Bool = true) async throws -> DatasetStats? {
+        guard let spec = try await spec(dataset) else { return nil }
+        return try await database.pool.read { db in
+            var s = DatasetStats()
+            let counts = try Row.fetchOne(db, sql: """
+                SELECT COUNT(*) AS total,
+                       COALESCE(SUM(complete), 0) AS labeled,
+                       COALESCE(SUM(CASE WHEN complete = 0 AND label_count > 0 THEN 1 ELSE 0 END), 0) AS in_progress,
+                       COALESCE(SUM(CASE WHEN label_count = 0 AND skip_count > 0 THEN 1 ELSE 0 END), 0) AS skipped
+                FROM items WHERE dataset = ?
+                """, arguments: [dataset])!
+            s.total = counts["total"]
+            s.labeled = counts["labeled"]
+            s.inProgress = counts["in_progress"]
+            s.skipped = counts["skipped"]
+            s.unlabeled = s.total - s.labeled - s.inProgress - s.skipped
+            s.annotators = try Row.fetchAll(db, sql: "SELECT annotator, COUNT(*) AS n FROM labels WHERE dataset = ? GROUP BY annotator ORDER BY annotator", arguments: [dataset])
+                .map { ($0["annotator"], $0["n"]) }
+            s.skipsByAnnotator = try Row.fetchAll(db, sql: "SELECT annotator, COUNT(*) AS n FROM skips WHERE dataset = ? GROUP BY annotator ORDER BY annotator", arguments: [dataset])
+                .map { ($0["annotator"], $0["n"]) }
+            if withAgreement, spec.annotatorsPerItem > 1 {
+                var items: [[String]] = []
+                var current: String?
+                let cursor = try Row.fetchCursor(db, sql: """
+                    SELECT l.item_id, l.value FROM labels l JOIN items i ON i.dataset = l.dataset AND i.id = l.item_id
+                    WHERE l.dataset = ? AND i.complete = 1 ORDER BY l.item_id, l.id
+                    """, arguments: [dataset])
+                while let row = try cursor.next() {
+                    let id: String = row["item_id"]
+                    if id != current { items.append([]); current = id }
+                    items[items.count - 1].append(row["value"])
+                }
+                s.agreement = Agreement.kappa(items: items, raters: spec.annotatorsPerItem)
+            }
+            return s
+        }
+    }
+
+    /// One exported item: its data, every label, and the consensus.
+    public struct ExportedItem: Sendable {
+        public var item: DatasetItem
+        public var labels: [(annotator: String, value: JSONValue, at: Timestamp)]
+        public var consensus: JSONValue?
+    }
+
+    /// Streams the dataset's items in import order, `batch` at a time, to `body`.
+    public func export(_ dataset: String, batch: Int = 1000, _ body: ([ExportedItem]) async throws -> Void) async throws {
+        guard let spec = try await spec(dataset) else { return }
+        var after: Int64 = -1
+        while true {
+            let from = after
+            let (page, last): ([ExportedItem], Int64) = try await database.pool.read { db in
+                let rows = try Row.fetchAll(db, sql: "SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND seq > ? ORDER BY seq LIMIT ?", arguments: [dataset, from, batch])
+                guard let lastSeq = rows.last?["seq"] as Int64? else { return ([], from) }
+                let ids = rows.map { $0["id"] as String }
+                var labels: [String: [(String, JSONValue, Timestamp)]] = [:]
+                let placeholders = ids.map { _ in "?" }.joined(separator: ",")
+                for row in try Row.fetchAll(db, sql: "SELECT item_id, annotator, value, at FROM labels WHERE dataset = ? AND item_id IN (\(placeholders)) ORDER BY id",
+                                            arguments: StatementArguments([dataset] + ids)) {
+                    labels[row["item_id"], default: []].append((row["annotator"], (try? JSONValue.parse(row["value"] as String)) ?? .null, Timestamp(milliseconds: row["at"])))
+                }
+                let page = rows.map { row -> ExportedItem in
+                    let item = Self.item(row)
+                    let mine = labels[item.id] ?? []
+                    return ExportedItem(item: item, labels: mine.map { ($0.0, $0.1, $0.2) }, consensus: Agreement.majority(mine.map(\.1), spec: spec))
+                }
+                return (page, lastSeq)
+            }
+            if page.isEmpty { return }
+            try await body(page)
+            after = last
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import GatehouseCore
+import Testing
+
+struct AgreementTests {
+    /// Wikipedia's worked example for Cohen's kappa: 50 proposals, two readers; 20 yes/yes,
+    /// 5 yes/no, 10 no/yes, 15 no/no → pₒ = 0.7, pₑ = 0.5, κ = 0.4.
+    @Test func cohenWorkedExample() throws {
+        let pairs = Array(repeating: ("yes", "yes"), count: 20) + Array(repeating: ("yes", "no"), count: 5)
+            + Array(repeating: ("no", "yes"), count: 10) + Array(repeating: ("no", "no"), count: 15)
+        let kappa = try #require(Agreement.cohen(pairs))
+        #expect(abs(kappa - 0.4) < 1e-9)
+        #expect(Agreement.cohen([("a", "a"), ("b", "b")]) == 1)
+        #expect(Agreement.cohen([]) == nil)
+    }
+
+    /// Wikipedia's worked example for Fleiss' kappa: 10 subjects, 14 raters, 5 categories → κ ≈ 0.210.
+    @Test func fleissWorkedExample() throws {
+        let table = [
+            [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
+        ]
+        let kappa = try #require(Agreement.fleiss(table))
+        #expect(abs(kappa - 0.20993) < 1e-4)
+        #expect(Agreement.fleiss([[1, 1], [2]]) == nil)
+    }
+
+    @Test func kappaPicksTheStatisticByRaterCount() throws {
+        let two = [["\"pos\"", "\"pos\""], ["\"neg\"", "\"pos\""], ["\"neg\"", "\"neg\""], ["\"pos\""]]
+        // The incomplete item is left out: po = 2/3, pe = (1/3·2/3 + 2/3·1/3)... via Cohen.
+        #expect(Agreement.kappa(items: two, raters: 2) == Agreement.cohen([("\"pos\"", "\"pos\""), ("\"neg\"", "\"pos\""), ("\"neg\"", "\"neg\"")]))
+        let three = [["a", "a", "a"], ["a", "b", "b"], ["b", "b", "b"]]
+        #expect(Agreement.kappa(items: three, raters: 3) == Agreement.fleiss([[3, 0], [1, 2], [0, 3]]))
+        #expect(Agreement.kappa(items: three, raters: 1) == nil)
+    }
+
+    @Test func majorityPerTask() {
+        let classes = DatasetSpec(name: "d", task: .classification, labels: ["pos", "neg", "neutral"])
+        #expect(Agreement.majority([.string("neg"), .string("pos"), .string("neg")], spec: classes) == .string("neg"))
+        #expect(Agreement.majority([.string("neg"), .string("pos")], spec: classes) == .string("pos"))
+        let multi = DatasetSpec(name: "d", task: .multilabel, labels: ["a", "b", "c"])
+        #expect(Agreement.majority([.array([.string("a"), .string("b")]), .array([.string("a")]), .array([.string("b"), .string("a")])], spec: multi)
+                == .array([.string("a"), .string("b")]))
+        let spans = DatasetSpec(name: "d", task: .spans, labels: ["PER"])
+        let span = JSONValue.object(JSONObject([("start", .int(0)), ("end", .int(3)), ("label", .string("PER"))]))
+        #expect(Agreement.majority([.array([span]), .array([]), .array([span])], spec: spans) == .array([span]))
+    }
+}
+
+struct DatasetSpecTests {
+    @Test func validatesSpecsItemsAndLabels() throws {
+        guard case .failure(let p) = DatasetSpec.parse(try JSONValue.parse(#"{"name":"bad name","task":"boxes","labels":[],"annotators_per_item":0,"x":1}"#)) else {
+            Issue.record("accepted"); return
+        }
+        #expect(Set(p.errors.map(\.field)) == ["name", "task", "labels", "annotators_per_item", "x"])
+        let spec = try DatasetSpec.parse(try JSONValue.parse(#"{"name":"ner-1","task":"spans","labels":["PER","ORG"]}"#)).get()
+        // Offsets are UTF-16, as a browser selection gives them.
+        let text = "Ada 👩‍💻 Lovelace"
+        let ok = spec.normalize(try JSONValue.parse(#"[{"start":9,"end":17,"label":"PER"}]"#), text: text)
+        #expect((try? ok.get())?.arrayValue?.first?.objectValue?["text"] == .string("Lovelace"))
+        guard case .failure(let e) = spec.normalize(try JSONValue.parse(#"[{"start":9,"end":99,"label":"PER"}]"#), text: text) else { Issue.record("span past the end"); return }
+        #expect(e.field == "spans[0]")
+        guard case .failure = DatasetItem.parse(try JSONValue.parse(#"{"id":"1","data":{"image_url":"https://x/y.png"}}"#), for: spec) else { Issue.record("spans item without text"); return }
+        let item = try DatasetItem.parse(try JSONValue.parse(#"{"id":"1","data":{"text":"Ada"},"prediction":[{"start":0,"end":3,"label":"PER"}]}"#), for: spec).get()
+        #expect(item.prediction?.arrayValue?.count == 1)
+        let classes = DatasetSpec(name: "d", task: .classification, labels: ["pos", "neg"])
+        #expect(try classes.normalize(try JSONValue.parse(#"{"label":"pos"}"#), text: nil).get() == .string("pos"))
+        guard case .failure = classes.normalize(.string("meh"), text: nil) else { Issue.record("unknown label"); return }
+    }
+}
