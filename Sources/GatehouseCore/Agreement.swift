@@ -22,7 +22,7 @@ public enum Agreement {
     /// Fleiss' kappa: `counts[i][j]` is how many raters put item i in category j; every item
     /// has the same number of ratings n ≥ 2.
     public static func fleiss(_ counts: [[Int]]) -> Double? {
-        guard let n = counts.first.map({ $0.reduce(0, +) }), n >= 2, counts.allSatisfy({ $0.reduce(0, +) == n }) else { return nil }
+        guard let n = counts.first.map({ $0.reduce(0, +) }), n >= 2, counts.allSatisfy({ $0.reduce(0, +) == n && $0.count == counts[0].count }) else { return nil }
         let items = Double(counts.count), raters = Double(n)
         let categories = counts[0].count
         var p = [Double](repeating: 0, count: categories)

@@ -210,7 +210,20 @@ public final class DatasetStore: Sendable {
                 }
                 return nil
             }
-            if let chosen { return ServedItem(item: chosen.0, labelCount: chosen.1, mine: nil) }
+            if let chosen {
+                // The page may predate a label committed since: check the item again now that
+                // it is leased (a label releases its lease only after its commit, so a read
+                // started after taking the lease sees it).
+                let fresh = try await database.pool.read { db in
+                    try Row.fetchOne(db, sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, chosen.0.id])
+                }
+                let others = leases.withLock { all in (all[dataset]?[chosen.0.id] ?? []).filter { $0.0 != annotator && $0.1 > now.milliseconds }.count }
+                if let fresh, (fresh["complete"] as Int) == 0, (fresh["label_count"] as Int) + others < spec.annotatorsPerItem {
+                    return ServedItem(item: chosen.0, labelCount: fresh["label_count"], mine: nil)
+                }
+                release(dataset, item: chosen.0.id, annotator: annotator)
+                continue
+            }
             offset += page.count
         }
     }

@@ -10,7 +10,7 @@ struct Gatehouse: AsyncParsableCommand {
         abstract: "Put people into machine-learning pipelines: alerts, approval gates, labelling.",
         subcommands: [
             Serve.self, Emit.self, EventsCommand.self, RunsCommand.self, DeliveriesCommand.self, SilenceCommand.self,
-            RoutesCommand.self, GateCommand.self, AuditCommand.self, TokenCommand.self, ConfigCommand.self,
+            RoutesCommand.self, GateCommand.self, AuditCommand.self, DatasetCommand.self, TokenCommand.self, ConfigCommand.self,
         ]
     )
 

@@ -22,6 +22,7 @@ struct AgreementTests {
         let kappa = try #require(Agreement.fleiss(table))
         #expect(abs(kappa - 0.20993) < 1e-4)
         #expect(Agreement.fleiss([[1, 1], [2]]) == nil)
+        #expect(Agreement.fleiss([[1, 1], [3, 0]]) == nil)
     }
 
     @Test func kappaPicksTheStatisticByRaterCount() throws {
@@ -55,7 +56,7 @@ struct DatasetSpecTests {
         let spec = try DatasetSpec.parse(try JSONValue.parse(#"{"name":"ner-1","task":"spans","labels":["PER","ORG"]}"#)).get()
         // Offsets are UTF-16, as a browser selection gives them.
         let text = "Ada 👩‍💻 Lovelace"
-        let ok = spec.normalize(try JSONValue.parse(#"[{"start":9,"end":17,"label":"PER"}]"#), text: text)
+        let ok = spec.normalize(try JSONValue.parse(#"[{"start":10,"end":18,"label":"PER"}]"#), text: text)
         #expect((try? ok.get())?.arrayValue?.first?.objectValue?["text"] == .string("Lovelace"))
         guard case .failure(let e) = spec.normalize(try JSONValue.parse(#"[{"start":9,"end":99,"label":"PER"}]"#), text: text) else { Issue.record("span past the end"); return }
         #expect(e.field == "spans[0]")
