@@ -18,6 +18,10 @@ struct Bench {
             print("no gatehouse binary next to the benchmark (\(binary)); run: swift build -c release")
             exit(1)
         }
+        if args.contains("--datasets") {
+            try DatasetBench.run(binary: binary, scale: scale)
+            return
+        }
         if args.contains("--gates") {
             try GateBench.run(binary: binary, scale: scale)
             return

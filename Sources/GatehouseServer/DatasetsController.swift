@@ -32,6 +32,13 @@ struct DatasetsController {
 
     func annotateURL(_ name: String) -> String { "\(baseURL.value)/annotate/\(name)" }
 
+    /// The dataset's definition (cached: it never changes), for the hot paths.
+    func spec(_ context: GatehouseContext) async throws -> DatasetSpec {
+        let name = try context.parameters.require("name")
+        guard let spec = try await store.spec(name) else { throw Problem.notFound("no dataset \"\(name)\"") }
+        return spec
+    }
+
     func dataset(_ context: GatehouseContext) async throws -> DatasetInfo {
         let name = try context.parameters.require("name")
         guard let info = try await store.get(name) else { throw Problem.notFound("no dataset \"\(name)\"") }
@@ -204,11 +211,11 @@ struct DatasetsController {
 
     @Sendable func next(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .datasetsLabel)
-        let info = try await dataset(context)
+        let spec = try await spec(context)
         let who = try Self.annotator(request.query("annotator"), principal: principal)
-        guard let served = try await store.next(info.spec.name, annotator: who) else { return Response(status: .noContent) }
+        guard let served = try await store.next(spec.name, annotator: who) else { return Response(status: .noContent) }
         var o = Self.itemJSON(served.item)
-        o.append("labels_needed", .int(info.spec.annotatorsPerItem - served.labelCount))
+        o.append("labels_needed", .int(spec.annotatorsPerItem - served.labelCount))
         o.append("annotator", .string(who))
         return .json(.object(o))
     }
@@ -224,20 +231,25 @@ struct DatasetsController {
 
     @Sendable func label(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .datasetsLabel)
-        let info = try await dataset(context)
+        let spec = try await spec(context)
         let id = try context.parameters.require("id")
         let o = try await jsonBody(request)
         for (k, _) in o where !["label", "labels", "spans", "annotator"].contains(k) { throw Problem.invalid([FieldError(field: k, detail: "is not a known field")]) }
         let who = try Self.annotator(o["annotator"]?.stringValue, principal: principal)
-        guard let item = try await store.item(info.spec.name, id: id) else { throw Problem.notFound("no item \"\(id)\" in \(info.spec.name)") }
-        let raw: JSONValue = switch info.spec.task {
+        // Spans are checked against the item's text; other tasks need no read before the write.
+        var text: String?
+        if spec.task == .spans {
+            guard let item = try await store.item(spec.name, id: id) else { throw Problem.notFound("no item \"\(id)\" in \(spec.name)") }
+            text = item.text
+        }
+        let raw: JSONValue = switch spec.task {
         case .classification: o["label"] ?? .null
         case .multilabel: o["labels"] ?? o["label"] ?? .null
         case .spans: o["spans"] ?? .null
         }
-        let value = try info.spec.normalize(raw, text: item.text).mapError { Problem.invalid([$0]) }.get()
-        switch try await store.label(info.spec.name, item: id, annotator: who, value: value, url: annotateURL(info.spec.name)) {
-        case .noItem: throw Problem.notFound("no item \"\(id)\" in \(info.spec.name)")
+        let value = try spec.normalize(raw, text: text).mapError { Problem.invalid([$0]) }.get()
+        switch try await store.label(spec.name, item: id, annotator: who, value: value, url: annotateURL(spec.name)) {
+        case .noItem: throw Problem.notFound("no item \"\(id)\" in \(spec.name)")
         case .full(let n): throw Problem(status: 409, title: "Conflict", detail: "item \(id) already has its \(n) label\(n == 1 ? "" : "s") from other people")
         case .recorded(let itemComplete, let datasetComplete):
             return .json(.object(JSONObject([

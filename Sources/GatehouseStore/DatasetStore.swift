@@ -71,6 +71,10 @@ public final class DatasetStore: Sendable {
     var database: GatehouseDatabase { log.database }
     /// dataset → item → [(annotator, until)]
     private let leases = Mutex<[String: [String: [(String, Int64)]]]>([:])
+    /// dataset → item → (label count, when): counts committed in the last minute. A page of
+    /// candidates read just before a label committed is corrected with these, so "next item"
+    /// needs one read and never serves an item that just got its labels.
+    private let recentCounts = Mutex<[String: [String: (Int, Int64)]]>([:])
     /// How long a served item is kept for its person.
     public static let leaseMilliseconds: Int64 = 5 * 60_000
     private let specs = Mutex<[String: DatasetSpec]>([:])
@@ -186,17 +190,27 @@ public final class DatasetStore: Sendable {
         var offset = 0
         while true {
             let skip = offset
-            let page: [(DatasetItem, Int)] = try await database.pool.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT i.id, i.data, i.meta, i.prediction, i.label_count FROM items i
+            let page: [PageRow] = try await database.pool.read { db in
+                try Row.fetchAll(db.cachedStatement(sql: """
+                    SELECT i.id, i.label_count, i.data, i.meta, i.prediction FROM items i
                     WHERE i.dataset = ? AND i.complete = 0
                       AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
                       AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
-                    ORDER BY i.seq LIMIT 64 OFFSET ?
-                    """, arguments: [dataset, annotator, annotator, skip]).map { (Self.item($0), $0["label_count"]) }
+                    ORDER BY i.seq LIMIT 32 OFFSET ?
+                    """), arguments: [dataset, annotator, annotator, skip]).map {
+                    PageRow(id: $0["id"], labelCount: $0["label_count"], data: $0["data"], meta: $0["meta"], prediction: $0["prediction"])
+                }
             }
             if page.isEmpty { return nil }
-            let chosen: (DatasetItem, Int)? = leases.withLock { all in
+            let recent = recentCounts.withLock { all -> [String: (Int, Int64)] in
+                // Forget counts older than a minute: every page read since has seen them.
+                if var counts = all[dataset], counts.count > 1000 {
+                    counts = counts.filter { $0.value.1 > now.milliseconds - 60_000 }
+                    all[dataset] = counts
+                }
+                return all[dataset] ?? [:]
+            }
+            let chosen: PageRow? = leases.withLock { all in
                 var book = all[dataset] ?? [:]
                 // Drop expired leases and this person's previous one: one item at a time.
                 for (id, holders) in book {
@@ -204,28 +218,30 @@ public final class DatasetStore: Sendable {
                     book[id] = kept.isEmpty ? nil : kept
                 }
                 defer { all[dataset] = book }
-                for (item, labelCount) in page where labelCount + (book[item.id]?.count ?? 0) < spec.annotatorsPerItem {
-                    book[item.id, default: []].append((annotator, now.milliseconds + Self.leaseMilliseconds))
-                    return (item, labelCount)
+                for row in page {
+                    let labels = max(row.labelCount, recent[row.id]?.0 ?? 0)
+                    guard labels + (book[row.id]?.count ?? 0) < spec.annotatorsPerItem else { continue }
+                    book[row.id, default: []].append((annotator, now.milliseconds + Self.leaseMilliseconds))
+                    return row
                 }
                 return nil
             }
             if let chosen {
-                // The page may predate a label committed since: check the item again now that
-                // it is leased (a label releases its lease only after its commit, so a read
-                // started after taking the lease sees it).
-                let fresh = try await database.pool.read { db in
-                    try Row.fetchOne(db, sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, chosen.0.id])
-                }
-                let others = leases.withLock { all in (all[dataset]?[chosen.0.id] ?? []).filter { $0.0 != annotator && $0.1 > now.milliseconds }.count }
-                if let fresh, (fresh["complete"] as Int) == 0, (fresh["label_count"] as Int) + others < spec.annotatorsPerItem {
-                    return ServedItem(item: chosen.0, labelCount: fresh["label_count"], mine: nil)
-                }
-                release(dataset, item: chosen.0.id, annotator: annotator)
-                continue
+                let item = DatasetItem(
+                    id: chosen.id, data: (try? JSONValue.parse(chosen.data))?.objectValue ?? JSONObject(),
+                    meta: chosen.meta.flatMap { (try? JSONValue.parse($0))?.objectValue }, prediction: chosen.prediction.flatMap { try? JSONValue.parse($0) })
+                return ServedItem(item: item, labelCount: max(chosen.labelCount, recent[chosen.id]?.0 ?? 0), mine: nil)
             }
             offset += page.count
         }
+    }
+
+    struct PageRow: Sendable {
+        var id: String
+        var labelCount: Int
+        var data: String
+        var meta: String?
+        var prediction: String?
     }
 
     static func item(_ row: Row) -> DatasetItem {
@@ -259,31 +275,40 @@ public final class DatasetStore: Sendable {
     /// Records (or replaces) `annotator`'s label on an item — `value` already normalised for
     /// the task. The label that completes the dataset emits `dataset.completed` with it.
     public func label(_ dataset: String, item itemID: String, annotator: String, value: JSONValue, url: String?, now: Timestamp = .now()) async throws -> LabelOutcome {
-        let outcome: LabelOutcome = try await log.transact { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]),
-                  let spec = try String.fetchOne(db, sql: "SELECT spec FROM datasets WHERE name = ?", arguments: [dataset])
-                      .flatMap({ (try? JSONValue.parse($0)).flatMap { try? DatasetSpec.parse($0).get() } }) else { return (.noItem, []) }
+        guard let spec = try await spec(dataset) else { return .noItem }
+        let needed = spec.annotatorsPerItem
+        let (outcome, newCount): (LabelOutcome, Int) = try await log.transact { db in
+            // Cached statements: this runs for every label, inside the group commit.
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) else {
+                return ((.noItem, 0), [])
+            }
             let text = value.serialized()
-            try db.execute(sql: "UPDATE labels SET value = ?, at = ? WHERE dataset = ? AND item_id = ? AND annotator = ?", arguments: [text, now.milliseconds, dataset, itemID, annotator])
-            if db.changesCount > 0 { return (.recorded(itemComplete: (row["complete"] as Int) == 1, datasetComplete: false), []) }
+            try db.cachedStatement(sql: "UPDATE labels SET value = ?, at = ? WHERE dataset = ? AND item_id = ? AND annotator = ?").execute(arguments: [text, now.milliseconds, dataset, itemID, annotator])
+            if db.changesCount > 0 { return ((.recorded(itemComplete: (row["complete"] as Int) == 1, datasetComplete: false), row["label_count"]), []) }
             let count: Int = row["label_count"]
-            guard count < spec.annotatorsPerItem else { return (.full(spec.annotatorsPerItem), []) }
-            try db.execute(sql: "INSERT INTO labels (dataset, item_id, annotator, value, at) VALUES (?, ?, ?, ?, ?)", arguments: [dataset, itemID, annotator, text, now.milliseconds])
-            let complete = count + 1 >= spec.annotatorsPerItem
-            try db.execute(sql: "UPDATE items SET label_count = label_count + 1, complete = ? WHERE dataset = ? AND id = ?", arguments: [complete ? 1 : 0, dataset, itemID])
-            guard complete else { return (.recorded(itemComplete: false, datasetComplete: false), []) }
-            try db.execute(sql: "UPDATE datasets SET complete_count = complete_count + 1 WHERE name = ?", arguments: [dataset])
-            let counts = try Row.fetchOne(db, sql: "SELECT item_count, complete_count FROM datasets WHERE name = ?", arguments: [dataset])!
+            guard count < needed else { return ((.full(needed), count), []) }
+            try db.cachedStatement(sql: "INSERT INTO labels (dataset, item_id, annotator, value, at) VALUES (?, ?, ?, ?, ?)").execute(arguments: [dataset, itemID, annotator, text, now.milliseconds])
+            let complete = count + 1 >= needed
+            try db.cachedStatement(sql: "UPDATE items SET label_count = label_count + 1, complete = ? WHERE dataset = ? AND id = ?").execute(arguments: [complete ? 1 : 0, dataset, itemID])
+            guard complete else { return ((.recorded(itemComplete: false, datasetComplete: false), count + 1), []) }
+            try db.cachedStatement(sql: "UPDATE datasets SET complete_count = complete_count + 1 WHERE name = ?").execute(arguments: [dataset])
+            let counts = try Row.fetchOne(db.cachedStatement(sql: "SELECT item_count, complete_count FROM datasets WHERE name = ?"), arguments: [dataset])!
             let (total, done): (Int, Int) = (counts["item_count"], counts["complete_count"])
-            guard done >= total else { return (.recorded(itemComplete: true, datasetComplete: false), []) }
+            guard done >= total else { return ((.recorded(itemComplete: true, datasetComplete: false), count + 1), []) }
             try db.execute(sql: "UPDATE datasets SET completed_at = ? WHERE name = ?", arguments: [now.milliseconds, dataset])
             let event = Event(
                 id: "dataset.\(dataset).completed.\(total).\(now.milliseconds)", type: "dataset.completed", pipeline: "datasets", severity: .info,
                 summary: "\(dataset): all \(total) items are labeled", labels: [("dataset", dataset)],
                 attributes: JSONObject([("dataset", .string(dataset)), ("total", .int(total))]), url: url, time: now)
-            return (.recorded(itemComplete: true, datasetComplete: true), [event])
+            return ((.recorded(itemComplete: true, datasetComplete: true), count + 1), [event])
         }
         if case .recorded = outcome {
+            // Note the new count before the lease goes: a "next" that finds the item free of
+            // leases also finds this count.
+            recentCounts.withLock { all in
+                let previous = all[dataset]?[itemID]?.0 ?? 0
+                all[dataset, default: [:]][itemID] = (max(previous, newCount), now.milliseconds)
+            }
             release(dataset, item: itemID, annotator: annotator)
             log.bus.publish(.datasetChanged(name: dataset))
         }
@@ -303,8 +328,8 @@ public final class DatasetStore: Sendable {
     }
 
     /// Takes back `annotator`'s latest label in the dataset; returns the item it was on.
-    public func undo(_ dataset: String, annotator: String) async throws -> String? {
-        let itemID: String? = try await log.transact { db in
+    public func undo(_ dataset: String, annotator: String, now: Timestamp = .now()) async throws -> String? {
+        let undone: (String, Int)? = try await log.transact { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1", arguments: [dataset, annotator]) else {
                 return (nil, [])
             }
@@ -313,9 +338,12 @@ public final class DatasetStore: Sendable {
             let wasComplete = try Int.fetchOne(db, sql: "SELECT complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) == 1
             try db.execute(sql: "UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?", arguments: [dataset, itemID])
             if wasComplete { try db.execute(sql: "UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?", arguments: [dataset]) }
-            return (itemID, [])
+            let count = try Int.fetchOne(db, sql: "SELECT label_count FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) ?? 0
+            return ((itemID, count), [])
         }
-        if itemID != nil { log.bus.publish(.datasetChanged(name: dataset)) }
+        guard let (itemID, count) = undone else { return nil }
+        recentCounts.withLock { $0[dataset, default: [:]][itemID] = (count, now.milliseconds) }
+        log.bus.publish(.datasetChanged(name: dataset))
         return itemID
     }
 
