@@ -193,4 +193,34 @@ struct DatasetTests {
         for id in ["1", "2", "3"] { _ = try server.post("/v1/datasets/topics/items/\(id)/labels", #"{"labels":["tech"],"annotator":"bob"}"#) }
         #expect(try sink.waitFor(at: "/ok/labellers") { $0.body.contains("dataset.completed") } != nil)
     }
+
+    /// With tokens, people sign in to the labelling page with their token and label as its
+    /// name; spans and single labels go through the plain form; a large NDJSON import streams.
+    @Test func tokenSignInSpansAndALargeImport() throws {
+        let dir = TempDir()
+        let db = dir.file("gatehouse.db")
+        let admin = try runCLI(["token", "create", "--name", "pipeline", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let labeller = try runCLI(["token", "create", "--name", "dana", "--scopes", "datasets:label", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let server = try ServerProcess(dir: dir, db: db, environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+        #expect(try server.post("/v1/datasets", #"{"name":"ner","task":"spans","labels":["PER","ORG"]}"#, token: admin).status == 201)
+        #expect(try server.post("/v1/datasets", #"{"name":"x","labels":["a"]}"#, token: labeller).status == 403)
+        let lines = (0..<20_000).map { #"{"id":"n\#($0)","data":{"text":"Ada met IBM \#($0)"}}"# }.joined(separator: "\n")
+        let imported = try server.post("/v1/datasets/ner/items", lines, contentType: "application/x-ndjson", token: admin)
+        #expect(imported.status == 200 && imported.text.contains(#""added":20000"#))
+
+        #expect(try server.get("/annotate/ner").text.contains(#"name="token""#))
+        let refused = try server.post("/login", "token=gth_wrong&next=/annotate/ner", contentType: "application/x-www-form-urlencoded")
+        #expect(refused.status == 401)
+        let login = try server.post("/login", "token=\(labeller)&next=/annotate/ner", contentType: "application/x-www-form-urlencoded")
+        let cookie = try #require(login.header("Set-Cookie")?.split(separator: ";").first.map(String.init))
+        let page = try server.request("GET", "/annotate/ner", headers: ["Cookie": cookie]).text
+        #expect(page.contains("Labelling as <strong>dana</strong>") && page.contains("Ada met IBM 0"))
+        let csrf = try #require(page.components(separatedBy: #"name="csrf" value=""#).dropFirst().first?.prefix { $0 != "\"" })
+        let form = "csrf=\(csrf)&item=n0&action=label&spans=" + "0-3:PER, 8-11:ORG".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        #expect(try server.post("/annotate/ner", form, contentType: "application/x-www-form-urlencoded", headers: ["Cookie": cookie]).status == 303)
+        let export = try server.request("GET", "/v1/datasets/ner/export?format=jsonl", token: admin).text
+        let first = try #require(try JSONValue.parse(String(export.split(separator: "\n")[0])).objectValue)
+        #expect(first["labels"]?.arrayValue?.first?.objectValue?["annotator"] == .string("dana"))
+        #expect(first["label"]?.arrayValue?.compactMap { $0.objectValue?["text"]?.stringValue } == ["Ada", "IBM"])
+    }
 }
