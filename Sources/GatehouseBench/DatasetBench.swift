@@ -51,17 +51,9 @@ enum DatasetBench {
         var done: [EventLoopFuture<Void>] = []
         let began = DispatchTime.now().uptimeNanoseconds
         for n in 0..<labellers {
-            let promise = group.next().makePromise(of: Void.self)
-            let bootstrap = ClientBootstrap(group: group)
-                .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(LabellerHandler(port: port, who: "labeller\(n)", rounds: rounds, think: thinkMilliseconds, stats: stats, done: promise))
-                    }
-                }
-            bootstrap.connect(host: "127.0.0.1", port: port).whenFailure { promise.fail($0) }
-            done.append(promise.futureResult)
+            done.append(connectHTTP(group: group, port: port) { promise in
+                LabellerHandler(port: port, who: "labeller\(n)", rounds: rounds, think: thinkMilliseconds, stats: stats, done: promise)
+            })
         }
         for f in done { try f.wait() }
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9

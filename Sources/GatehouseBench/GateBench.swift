@@ -40,18 +40,9 @@ enum GateBench {
             let arrivals = Arrivals()
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             var connected: [EventLoopFuture<Void>] = []
+            let port = server.port
             for _ in 0..<waiters {
-                let done = group.next().makePromise(of: Void.self)
-                let bootstrap = ClientBootstrap(group: group)
-                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                            try channel.pipeline.syncOperations.addHandler(WaitHandler(port: server.port, gate: id, arrivals: arrivals, done: done))
-                        }
-                    }
-                bootstrap.connect(host: "127.0.0.1", port: server.port).whenFailure { done.fail($0) }
-                connected.append(done.futureResult)
+                connected.append(connectHTTP(group: group, port: port) { done in WaitHandler(port: port, gate: id, arrivals: arrivals, done: done) })
             }
             // Let every wait reach the server and subscribe.
             Thread.sleep(forTimeInterval: 2)

@@ -123,19 +123,9 @@ func runLoad(port: Int, connections: Int, total: Int, path: String = "/v1/events
     let start = DispatchTime.now().uptimeNanoseconds
     var futures: [EventLoopFuture<Void>] = []
     for _ in 0..<connections {
-        let done = group.next().makePromise(of: Void.self)
-        let bootstrap = ClientBootstrap(group: group)
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(
-                        LoadHandler(host: "127.0.0.1:\(port)", path: path, contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done))
-                }
-            }
-        let connected = bootstrap.connect(host: "127.0.0.1", port: port)
-        connected.whenFailure { done.fail($0) }
-        futures.append(done.futureResult)
+        futures.append(connectHTTP(group: group, port: port) { done in
+            LoadHandler(host: "127.0.0.1:\(port)", path: path, contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done)
+        })
     }
     for f in futures { try f.wait() }
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -146,4 +136,22 @@ func runLoad(port: Int, connections: Int, total: Int, path: String = "/v1/events
         return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6
     }
     return LoadResult(requests: sorted.count, failed: snap.failed, seconds: seconds, p50: percentile(0.50), p99: percentile(0.99), statuses: snap.statuses)
+}
+
+/// Opens one keep-alive HTTP/1.1 connection to 127.0.0.1:`port` ending in the handler
+/// `makeHandler` builds; the future completes when the handler fulfils its promise (or the
+/// connection fails).
+func connectHTTP(group: EventLoopGroup, port: Int, _ makeHandler: @escaping @Sendable (EventLoopPromise<Void>) -> any ChannelHandler) -> EventLoopFuture<Void> {
+    let done = group.next().makePromise(of: Void.self)
+    ClientBootstrap(group: group)
+        .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                try channel.pipeline.syncOperations.addHandler(makeHandler(done))
+            }
+        }
+        .connect(host: "127.0.0.1", port: port)
+        .whenFailure { done.fail($0) }
+    return done.futureResult
 }

@@ -28,13 +28,7 @@ struct AnnotateController {
     }
 
     /// Scripts only from this server; images from anywhere on the web (items may be images).
-    static let headers: HTTPFields = [
-        .contentType: "text/html; charset=utf-8",
-        .contentSecurityPolicy: "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src https: http:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        HTTPFields.Element.Name("X-Frame-Options")!: "DENY",
-        HTTPFields.Element.Name("Referrer-Policy")!: "no-referrer",
-        .cacheControl: "no-store",
-    ]
+    static let headers = WebPage.headers(scripts: true, images: true)
 
     func html(_ page: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, setCookie: String? = nil) throws -> Response {
         guard let templates else { return plain(.internalServerError, "The page templates were not found; set GATEHOUSE_TEMPLATES.") }
@@ -43,10 +37,7 @@ struct AnnotateController {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: try templates.renderHTML("pages/\(page)", values))))
     }
 
-    func plain(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        let text = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Gatehouse</title></head><body><main><h1>Gatehouse</h1><p>\(Markdown.escape(message))</p></main></body></html>\n"
-        return Response(status: status, headers: Self.headers, body: .init(byteBuffer: ByteBuffer(string: text)))
-    }
+    func plain(_ status: HTTPResponse.Status, _ message: String) -> Response { WebPage.message(status, message) }
 
     func redirect(_ location: String, setCookie: String? = nil) -> Response {
         var headers: HTTPFields = [.location: location, .cacheControl: "no-store"]
@@ -56,24 +47,10 @@ struct AnnotateController {
 
     /// The signed-in person, from the cookie.
     func person(_ request: Request) -> String? {
-        for header in request.headers[values: .cookie] {
-            for part in header.split(separator: ";") {
-                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if kv.count == 2, kv[0] == Self.cookie, let name = desk.signer.verifySession(String(kv[1])) { return name }
-            }
-        }
-        return nil
+        WebPage.cookie(Self.cookie, in: request).flatMap(desk.signer.verifySession)
     }
 
-    func sessionValue(_ request: Request) -> String {
-        for header in request.headers[values: .cookie] {
-            for part in header.split(separator: ";") {
-                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if kv.count == 2, kv[0] == Self.cookie { return String(kv[1]) }
-            }
-        }
-        return ""
-    }
+    func sessionValue(_ request: Request) -> String { WebPage.cookie(Self.cookie, in: request) ?? "" }
 
     /// Without tokens the server is loopback-only, per request too (CONTRACT §6).
     func refuseOutsiders(_ context: GatehouseContext) async throws -> Response? {

@@ -47,13 +47,7 @@ struct DatasetsController {
 
     func jsonBody(_ request: Request) async throws -> JSONObject {
         var request = request
-        let bytes = try await request.bodyBytes(limit: maxBodyBytes)
-        let value: JSONValue
-        do { value = try JSONValue.parse(bytes: bytes) } catch {
-            throw Problem.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)")
-        }
-        guard let o = value.objectValue else { throw Problem.invalid([FieldError(field: "(body)", detail: "must be a JSON object")]) }
-        return o
+        return try await request.jsonObject(limit: maxBodyBytes)
     }
 
     @Sendable func create(_ request: Request, context: GatehouseContext) async throws -> Response {

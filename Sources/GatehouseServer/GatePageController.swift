@@ -86,12 +86,7 @@ struct GatePageController {
 
     /// The browser's CSRF cookie, or a fresh random one to set.
     func csrfCookie(_ request: Request) -> (String, Bool) {
-        for header in request.headers[values: .cookie] {
-            for part in header.split(separator: ";") {
-                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if kv.count == 2, kv[0] == Self.cookieName, kv[1].count == 32 { return (String(kv[1]), false) }
-            }
-        }
+        if let value = WebPage.cookie(Self.cookieName, in: request), value.count == 32 { return (value, false) }
         var generator = SystemRandomNumberGenerator()
         return ((0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined(), true)
     }
@@ -153,18 +148,7 @@ struct GatePageController {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    /// A minimal page for errors (no template needed).
-    func page(status: HTTPResponse.Status, message: String) -> Response {
-        let text = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Gatehouse</title></head><body><main><h1>Gatehouse</h1><p>\(Markdown.escape(message))</p></main></body></html>\n"
-        return Response(status: status, headers: Self.securityHeaders, body: .init(byteBuffer: ByteBuffer(string: text)))
-    }
+    func page(status: HTTPResponse.Status, message: String) -> Response { WebPage.message(status, message) }
 
-    /// No scripts, no framing, no referrer (the URL carries the link token), no caching.
-    static let securityHeaders: HTTPFields = [
-        .contentType: "text/html; charset=utf-8",
-        .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        HTTPFields.Element.Name("X-Frame-Options")!: "DENY",
-        HTTPFields.Element.Name("Referrer-Policy")!: "no-referrer",
-        .cacheControl: "no-store",
-    ]
+    static let securityHeaders = WebPage.headers()
 }

@@ -117,17 +117,7 @@ struct GatesController {
 
     func body(_ request: Request) async throws -> JSONObject {
         var request = request
-        let bytes = try await request.bodyBytes(limit: maxBodyBytes)
-        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return JSONObject() }
-        if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
-            throw Problem.unsupportedMediaType("send application/json (got \(type))")
-        }
-        let value: JSONValue
-        do { value = try JSONValue.parse(bytes: bytes) } catch {
-            throw Problem.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)")
-        }
-        guard let object = value.objectValue else { throw Problem.invalid([FieldError(field: "(body)", detail: "must be a JSON object")]) }
-        return object
+        return try await request.jsonObject(limit: maxBodyBytes, allowEmpty: true)
     }
 
     @Sendable func open(_ request: Request, context: GatehouseContext) async throws -> Response {

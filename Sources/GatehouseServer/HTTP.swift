@@ -60,4 +60,21 @@ extension Request {
         }
         return Array(buffer.readableBytesView)
     }
+
+    /// The body as a JSON object: `400` for unreadable JSON (with line and column), `422` for
+    /// anything but an object, `415` for a non-JSON content type; an empty body is `{}` when
+    /// `allowEmpty` (actions whose fields are all optional).
+    mutating func jsonObject(limit: Int, allowEmpty: Bool = false) async throws -> JSONObject {
+        let bytes = try await bodyBytes(limit: limit)
+        if allowEmpty, bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return JSONObject() }
+        if let type = headers[.contentType], !type.lowercased().hasPrefix("application/json") {
+            throw Problem.unsupportedMediaType("send application/json (got \(type))")
+        }
+        let value: JSONValue
+        do { value = try JSONValue.parse(bytes: bytes) } catch {
+            throw Problem.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)")
+        }
+        guard let object = value.objectValue else { throw Problem.invalid([FieldError(field: "(body)", detail: "must be a JSON object")]) }
+        return object
+    }
 }
