@@ -21,7 +21,11 @@ struct GateScheduler: Service {
     }
 
     func run() async throws {
-        let subscriber = bus.subscribe()
+        // Only gate changes matter here; event commits need not wake it.
+        let subscriber = bus.subscribe { message in
+            if case .gateChanged = message { return true }
+            return false
+        }
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 var wait = Duration.seconds(60)
