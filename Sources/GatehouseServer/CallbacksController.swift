@@ -193,13 +193,12 @@ public struct CallbacksController: Sendable {
         guard let token = ctx["token"]?.stringValue, desk.signer.checkContextToken(token, gate: gateID, action: choice) else {
             try await refuse("mattermost", status: 401, "bad context token", gate: gateID, actor: identity)
         }
-        guard let userID, let identity else { throw Problem.badRequest("the action request names no user_id") }
+        guard let identity else { throw Problem.badRequest("the action request names no user_id") }
         if let trigger = o["trigger_id"]?.stringValue, !trigger.isEmpty, !(try await desk.store.claimNonce("mattermost:" + trigger)) {
             try await refuse("mattermost", status: 401, "replayed action (trigger_id already used)", gate: gateID, actor: identity)
         }
         guard try await desk.store.get(gateID) != nil else { try await refuse("mattermost", status: 404, "no gate \"\(gateID)\"", actor: identity) }
         let aliases = o["user_name"]?.stringValue.map { ["mattermost:@\($0)"] } ?? []
-        _ = userID
         switch try await desk.store.decide(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases) {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
         case .refused(let refusal, _):

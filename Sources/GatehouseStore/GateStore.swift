@@ -347,13 +347,15 @@ public final class GateStore: Sendable {
     }
 
     /// Records something refused before any gate could be touched (a forged callback).
+    /// The entry names the gate only when it exists (a forged callback may name anything).
     public func auditRefusal(gateID: String?, action: String, actor: String?, detail: JSONObject, now: Timestamp = .now()) async throws {
-        let exists: Bool = try await log.transact { db in
+        try await log.transact { db in
             let known = try gateID.map { try Bool.fetchOne(db, sql: "SELECT 1 FROM gates WHERE id = ?", arguments: [$0]) ?? false } ?? false
+            var detail = detail
+            if !known, let gateID { detail.append("claimed_gate", .string(gateID)) }
             try AuditLedger.append(gateID: known ? gateID : nil, action: action, actor: actor, detail: detail, at: now, db: db)
-            return (known, [])
+            return ((), [])
         }
-        _ = exists
     }
 
     /// Records a notification or message update about a gate.
