@@ -19,7 +19,7 @@ public struct GateDesk: Sendable {
     /// GATEHOUSE_AUTO_DECIDE: approve or reject every new gate at once (pipelines under test).
     public let autoDecide: String?
 
-    let closedBodies = BoundedCache<String>(limit: 10_000)
+    let closedBodies = BoundedCache<ByteBuffer>(limit: 10_000)
 
     public init(store: GateStore, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, autoDecide: String?) {
         self.store = store
@@ -46,14 +46,14 @@ public struct GateDesk: Sendable {
     /// The API answer for a gate. A closed gate never changes, so its bytes are made once and
     /// shared by every waiter it wakes.
     func response(_ gate: Gate) -> Response {
-        let text: String
+        let body: ByteBuffer
         if gate.state.isClosed, let cached = closedBodies.get(gate.id) {
-            text = cached
+            body = cached
         } else {
-            text = json(gate).serialized() + "\n"
-            if gate.state.isClosed { closedBodies.put(gate.id, text) }
+            body = ByteBuffer(string: json(gate).serialized() + "\n")
+            if gate.state.isClosed { closedBodies.put(gate.id, body) }
         }
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
     }
 
     static let decisionLatency = Metrics.Timer(label: "gatehouse_gate_decision_latency_seconds", preferredDisplayUnit: .seconds)

@@ -3,11 +3,27 @@ import GatehouseCore
 import Hummingbird
 import Logging
 import Metrics
+import Synchronization
 
 /// Outermost middleware: gives every answer a request id, renders every error as
 /// `application/problem+json`, records the latency histogram and logs the request.
 struct ObservabilityMiddleware: RouterMiddleware {
     typealias Context = GatehouseContext
+
+    /// One histogram handle per (method, route, status), made once: asking the metrics
+    /// factory on every request costs a lock and label strings each time.
+    private static let timers = Mutex<[String: Metrics.Timer]>([:])
+
+    static func timer(method: String, route: String, status: Int) -> Metrics.Timer {
+        let key = "\(method) \(status) \(route)"
+        if let timer = timers.withLock({ $0[key] }) { return timer }
+        let timer = Metrics.Timer(
+            label: "gatehouse_http_request_duration_seconds",
+            dimensions: [("method", method), ("route", route), ("status", String(status))],
+            preferredDisplayUnit: .seconds)
+        timers.withLock { $0[key] = timer }
+        return timer
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
@@ -33,11 +49,7 @@ struct ObservabilityMiddleware: RouterMiddleware {
         response.headers[.init("X-Request-Id")!] = context.id
         let elapsed = ContinuousClock.now - start
         let route = context.endpointPath ?? "unmatched"
-        Metrics.Timer(
-            label: "gatehouse_http_request_duration_seconds",
-            dimensions: [("method", request.method.rawValue), ("route", route), ("status", String(response.status.code))],
-            preferredDisplayUnit: .seconds
-        ).recordNanoseconds(elapsed.nanoseconds)
+        Self.timer(method: request.method.rawValue, route: route, status: response.status.code).recordNanoseconds(elapsed.nanoseconds)
         // Successful requests log at debug: at thousands of requests a second an info line per
         // request would cost more than the request — and so would building its metadata.
         let level: Logger.Level = response.status.code >= 500 ? .error : response.status.code >= 400 ? .info : .debug
