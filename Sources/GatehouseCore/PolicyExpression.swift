@@ -48,32 +48,25 @@ public struct PolicyExpression: Sendable, Equatable, CustomStringConvertible {
         case .not(let a): return .bool(eval(a, context) != .bool(true))
         case .compare(let op, let a, let b):
             let l = eval(a, context), r = eval(b, context)
-            if let x = l.doubleValue, let y = r.doubleValue {
-                switch op {
-                case "==": return .bool(x == y)
-                case "!=": return .bool(x != y)
-                case "<": return .bool(x < y)
-                case "<=": return .bool(x <= y)
-                case ">": return .bool(x > y)
-                default: return .bool(x >= y)
-                }
-            }
-            if let x = l.stringValue, let y = r.stringValue {
-                switch op {
-                case "==": return .bool(x == y)
-                case "!=": return .bool(x != y)
-                case "<": return .bool(x < y)
-                case "<=": return .bool(x <= y)
-                case ">": return .bool(x > y)
-                default: return .bool(x >= y)
-                }
-            }
+            if let x = l.doubleValue, let y = r.doubleValue { return .bool(compare(op, x, y)) }
+            if let x = l.stringValue, let y = r.stringValue { return .bool(compare(op, x, y)) }
             // Mixed or structured values: only (in)equality means anything.
             switch op {
             case "==": return .bool(l == r)
             case "!=": return .bool(l != r)
             default: return .bool(false)
             }
+        }
+    }
+
+    static func compare<T: Comparable>(_ op: String, _ x: T, _ y: T) -> Bool {
+        switch op {
+        case "==": x == y
+        case "!=": x != y
+        case "<": x < y
+        case "<=": x <= y
+        case ">": x > y
+        default: x >= y
         }
     }
 
