@@ -19,54 +19,70 @@ enum GateBench {
         raiseFileLimit()
         print("gatehouse gate benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores, waiters on the same machine")
         print("")
-        let server = try BenchServer(binary: binary, durability: "full")
+        if !args.contains("--wake-only") { try pendingGates(binary: binary, scale: scale) }
+        let waiters = option("--waiters", 1000)
+        let rounds = option("--rounds", 5 * scale)
+        var answerSize = 0
+        for durability in ["full", "normal"] {
+            answerSize = try wakeUps(binary: binary, durability: durability, waiters: waiters, rounds: rounds)
+        }
+        // The same answers written by a bare loop of write calls: what this machine's loopback
+        // TCP costs with no server at all.
+        var floor: [Double] = []
+        let answer = Array("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(answerSize)\r\n\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: answerSize)
+        for _ in 0..<rounds { floor += try LoopbackFloor.measure(count: waiters, answer: answer) }
+        floor.sort()
+        print(String(format: "  floor: the same %d answers written by a bare loop of write(2), no server: p50 %.2f ms  p99 %.2f ms", waiters, percentile(floor, 0.5), percentile(floor, 0.99)))
+    }
+
+    static func percentile(_ sorted: [Double], _ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+
+    /// `waiters` HTTP waits on one gate, then a decision: the time from sending the decision
+    /// to each waiter's whole answer. Returns the answer's body size.
+    static func wakeUps(binary: String, durability: String, waiters: Int, rounds: Int) throws -> Int {
+        let server = try BenchServer(binary: binary, durability: durability)
         defer { server.stop() }
         let client = HTTPClient(timeout: 30)
         let base = "http://127.0.0.1:\(server.port)"
-        let idle = server.rss()
-        print("  idle RSS \(Bench.format(idle.current)) MB")
-        try pendingGates(binary: binary, scale: scale)
-
-        let waiters = option("--waiters", 1000)
         var wakeups: [Double] = []
         var decisions: [Double] = []
-        // The decision's own answer leaves when its transaction has committed (fsync included):
-        // waiters answered after it measure the wake-up itself.
-        var afterCommit: [Double] = []
-        let rounds = 5 * scale
+        // From the first answer to each: the fan-out alone, without the decision's commit.
+        var spread: [Double] = []
+        var answerSize = 0
         for round in 0..<rounds {
             let created = try client.send(method: "POST", url: base + "/v1/gates", headers: ["Content-Type": "application/json"], body: Array(#"{"title":"bench \#(round)","pipeline":"bench-wait"}"#.utf8))
             guard let id = (try? JSONValue.parse(bytes: created.body))?.objectValue?["id"]?.stringValue else { throw BenchFailure("could not open a gate: \(created.text)") }
-            let arrivals = Arrivals()
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            var connected: [EventLoopFuture<Void>] = []
-            let port = server.port
-            for _ in 0..<waiters {
-                connected.append(connectHTTP(group: group, port: port) { done in WaitHandler(port: port, gate: id, arrivals: arrivals, done: done) })
-            }
-            // Let every wait reach the server and subscribe.
+            let request = Array("GET /v1/gates/\(id)/wait?timeout=60s HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\n\r\n".utf8)
+            let waiting = try RawWaiters(port: server.port, count: waiters, request: request)
+            defer { waiting.closeAll() }
+            // Let every wait reach the server and park.
             Thread.sleep(forTimeInterval: 2)
-            if round == 0 { print("  RSS with \(waiters) waiters connected: \(Bench.format(server.rss().current)) MB") }
+            if round == 0, durability == "full" { print("  RSS with \(waiters) waiters connected: \(Bench.format(server.rss().current)) MB") }
+            let collecting = Collecting(waiting)
+            Thread.sleep(forTimeInterval: 0.1)
+            perfControl("enable")
             let sent = DispatchTime.now().uptimeNanoseconds
             let decided = try client.send(method: "POST", url: base + "/v1/gates/\(id)/decisions", headers: ["Content-Type": "application/json"], body: Array(#"{"decision":"approve","by":"web:bench"}"#.utf8))
-            let acknowledged = DispatchTime.now().uptimeNanoseconds
-            decisions.append(Double(acknowledged - sent) / 1e6)
+            decisions.append(Double(DispatchTime.now().uptimeNanoseconds - sent) / 1e6)
             guard decided.status == 200 else { throw BenchFailure("decision failed: \(decided.status) \(decided.text)") }
-            for f in connected { try f.wait() }
-            try group.syncShutdownGracefully()
-            let times = arrivals.withLock { $0 }
-            guard times.count == waiters else { throw BenchFailure("only \(times.count) of \(waiters) waiters answered") }
-            wakeups += times.map { Double($0 &- sent) / 1e6 }
-            afterCommit += times.map { $0 > acknowledged ? Double($0 - acknowledged) / 1e6 : 0 }
+            let answers = collecting.wait()
+            perfControl("disable")
+            guard answers.count == waiters else { throw BenchFailure("only \(answers.count) of \(waiters) waiters answered") }
+            guard answers.allSatisfy({ $0.status == 200 && $0.body.contains(#""state":"approved""#) }) else {
+                throw BenchFailure("a waiter got another answer: \(answers.first { $0.status != 200 || !$0.body.contains(#""state":"approved""#) }.map { "\($0.status) \($0.body)" } ?? "")")
+            }
+            answerSize = answers[0].body.utf8.count
+            wakeups += answers.map { Double($0.arrived &- sent) / 1e6 }
+            let first = answers.map(\.arrived).min()!
+            spread += answers.map { Double($0.arrived - first) / 1e6 }
         }
         wakeups.sort()
         decisions.sort()
-        afterCommit.sort()
-        func p(_ list: [Double], _ q: Double) -> Double { list[min(list.count - 1, Int(Double(list.count) * q))] }
-        print(String(format: "  decision → wake-up, %d waiters × %d rounds: p50 %.2f ms  p99 %.2f ms  max %.2f ms  (decision request itself p50 %.2f ms)",
-                     waiters, rounds, p(wakeups, 0.5), p(wakeups, 0.99), wakeups.last ?? 0, p(decisions, 0.5)))
-        print(String(format: "  after the decision was acknowledged (committed):   p50 %.2f ms  p99 %.2f ms", p(afterCommit, 0.5), p(afterCommit, 0.99)))
-
+        spread.sort()
+        let p = percentile
+        print(String(format: "  durability=%@  decision → wake-up, %d waiters × %d rounds: p50 %.2f ms  p99 %.2f ms  max %.2f ms", durability, waiters, rounds, p(wakeups, 0.5), p(wakeups, 0.99), wakeups.last ?? 0))
+        print(String(format: "      the decision's own request p50 %.2f ms (its commit); first answer to each: p50 %.2f ms  p99 %.2f ms", p(decisions, 0.5), p(spread, 0.5), p(spread, 0.99)))
+        return answerSize
     }
 
     static func pendingGates(binary: String, scale: Int) throws {
@@ -96,51 +112,15 @@ enum GateBench {
     }
 }
 
-final class Arrivals: Sendable {
-    private let times = Mutex<[UInt64]>([])
-    func withLock<T>(_ body: (inout [UInt64]) -> T) -> T { times.withLock { body(&$0) } }
+/// Profiling hook: with `PERF_CTL=<fifo>` (perf record --control=fifo:<fifo> -D -1) only the
+/// wake-up phase is sampled.
+func perfControl(_ command: String) {
+    guard let path = ProcessInfo.processInfo.environment["PERF_CTL"], let fifo = FileHandle(forWritingAtPath: path) else { return }
+    fifo.write(Data((command + "\n").utf8))
+    try? fifo.close()
 }
 
 struct BenchFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
-}
-
-/// One waiter: sends the wait, notes when the answer's end arrives.
-final class WaitHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-    let port: Int
-    let gate: String
-    let arrivals: Arrivals
-    let done: EventLoopPromise<Void>
-
-    init(port: Int, gate: String, arrivals: Arrivals, done: EventLoopPromise<Void>) {
-        self.port = port
-        self.gate = gate
-        self.arrivals = arrivals
-        self.done = done
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/gates/\(gate)/wait?timeout=60s")
-        head.headers.add(name: "Host", value: "127.0.0.1:\(port)")
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .end = unwrapInboundIn(data) {
-            let now = DispatchTime.now().uptimeNanoseconds
-            arrivals.withLock { $0.append(now) }
-            done.succeed(())
-            // Connections close when the round is over (the event loop group shuts down), so
-            // closing them does not compete with the answers still on their way.
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        done.fail(error)
-        context.close(promise: nil)
-    }
 }

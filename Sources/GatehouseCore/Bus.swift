@@ -20,6 +20,7 @@ public enum BusMessage: Sendable, Equatable {
 /// Wakes subscribers the moment something is committed, so nothing has to poll the database.
 public final class Bus: Sendable {
     private let subscribers = Mutex<[ObjectIdentifier: BusSubscriber]>([:])
+    private let observers = Mutex<[@Sendable (BusMessage) -> Void]>([])
 
     public init() {}
 
@@ -35,9 +36,17 @@ public final class Bus: Sendable {
         _ = subscribers.withLock { $0.removeValue(forKey: ObjectIdentifier(subscriber)) }
     }
 
+    /// Calls `observer` with every message, inline on the publishing thread, for as long as
+    /// the bus lives. For listeners that only hand work on (start a task, queue on an event
+    /// loop) and must not depend on a task of their own being scheduled to listen.
+    public func observe(_ observer: @escaping @Sendable (BusMessage) -> Void) {
+        observers.withLock { $0.append(observer) }
+    }
+
     public func publish(_ message: BusMessage) {
         let all = subscribers.withLock { Array($0.values) }
         for subscriber in all { subscriber.deliver(message) }
+        for observer in observers.withLock({ $0 }) { observer(message) }
     }
 
     public var subscriberCount: Int { subscribers.withLock { $0.count } }
@@ -137,17 +146,17 @@ public final class BusSubscriber: Sendable {
 }
 
 /// A one-shot timer on a shared dispatch queue; cancelling it wakes nothing.
-final class BusTimer: @unchecked Sendable {
+public final class BusTimer: @unchecked Sendable {
     static let queue = DispatchQueue(label: "gatehouse.bus.timers")
     // DispatchWorkItem is thread-safe; it is only not marked Sendable.
     private let item: DispatchWorkItem
 
-    init(after timeout: Duration, _ fire: @escaping @Sendable () -> Void) {
+    public init(after timeout: Duration, _ fire: @escaping @Sendable () -> Void) {
         item = DispatchWorkItem(block: fire)
         let (seconds, attoseconds) = timeout.components
         let nanoseconds = max(0, min(seconds, 86_400 * 365)) * 1_000_000_000 + max(0, attoseconds / 1_000_000_000)
         Self.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds)), execute: item)
     }
 
-    func cancel() { item.cancel() }
+    public func cancel() { item.cancel() }
 }

@@ -81,7 +81,7 @@ public enum GatehouseServer {
         let baseURL = BaseURL(config.server.publicURL ?? "http://\(address)")
         let desk = GateDesk(
             store: gates, signer: LinkSigner(key: try database.serverSecret("links")), baseURL: baseURL,
-            receiverNames: Set(config.receivers.map(\.name)), autoDecide: autoDecide)
+            receiverNames: Set(config.receivers.map(\.name)), autoDecide: autoDecide, bus: bus)
         // One libcurl multi handle for everything the server sends: deliveries and the
         // follow-ups of chat callbacks (Slack response_url).
         let client: CurlMultiClient? = receivers.isEmpty ? nil : CurlMultiClient()
@@ -94,6 +94,7 @@ public enum GatehouseServer {
             datasets: DatasetStore(log: log))
         let app = Application(
             router: router,
+            server: .http1(additionalChannelHandlers: [EarlyAnswerHandler()]),
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
                 let bound = channel.localAddress.flatMap { $0.port }.map { "\(address.host.contains(":") ? "[\(address.host)]" : address.host):\($0)" } ?? "\(address)"

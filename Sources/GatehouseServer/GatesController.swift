@@ -20,40 +20,54 @@ public struct GateDesk: Sendable {
     public let autoDecide: String?
 
     let closedBodies = BoundedCache<ByteBuffer>(limit: 10_000)
+    /// Parked `/wait` requests, answered the moment their gate closes.
+    let waits: WaitRoom
 
-    public init(store: GateStore, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, autoDecide: String?) {
+    public init(store: GateStore, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, autoDecide: String?, bus: Bus) {
         self.store = store
         self.signer = signer
         self.base = baseURL
         self.receiverNames = receiverNames
         self.autoDecide = autoDecide
+        waits = WaitRoom(bus: bus) { [store, signer, baseURL, closedBodies] id in
+            guard let gate = try? await store.get(id), gate.state.isClosed else { return nil }
+            return Self.answerBody(gate, signer: signer, base: baseURL, closedBodies: closedBodies)
+        }
     }
 
     /// How long a link made for a gate keeps working: until the gate's deadline (plus a day to
     /// show the outcome), or a week for gates without one.
-    func linkExpiry(_ gate: Gate) -> Timestamp {
+    func linkExpiry(_ gate: Gate) -> Timestamp { Self.linkExpiry(gate) }
+
+    static func linkExpiry(_ gate: Gate) -> Timestamp {
         (gate.expiresAt ?? gate.createdAt.adding(milliseconds: 7 * 86_400_000)).adding(milliseconds: 86_400_000)
     }
 
     /// The web decision page, signed. `by` nil: the page asks who is deciding.
     public func pageURL(_ gate: Gate, by: String? = nil, choice: String? = nil, expires: Timestamp? = nil) -> String {
+        Self.pageURL(gate, signer: signer, base: base, by: by, choice: choice, expires: expires)
+    }
+
+    static func pageURL(_ gate: Gate, signer: LinkSigner, base: BaseURL, by: String? = nil, choice: String? = nil, expires: Timestamp? = nil) -> String {
         let token = signer.token(gate: gate.id, by: by, expires: expires ?? linkExpiry(gate))
-        return "\(baseURL)/gates/\(gate.id)?t=\(token)" + (choice.map { "&choice=\($0)" } ?? "")
+        return "\(base.value)/gates/\(gate.id)?t=\(token)" + (choice.map { "&choice=\($0)" } ?? "")
     }
 
     func json(_ gate: Gate) -> JSONValue { gate.json(url: pageURL(gate)) }
 
-    /// The API answer for a gate. A closed gate never changes, so its bytes are made once and
-    /// shared by every waiter it wakes.
+    /// The API answer for a gate.
     func response(_ gate: Gate) -> Response {
-        let body: ByteBuffer
-        if gate.state.isClosed, let cached = closedBodies.get(gate.id) {
-            body = cached
-        } else {
-            body = ByteBuffer(string: json(gate).serialized() + "\n")
-            if gate.state.isClosed { closedBodies.put(gate.id, body) }
-        }
+        let body = Self.answerBody(gate, signer: signer, base: base, closedBodies: closedBodies)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+    }
+
+    /// A closed gate never changes, so its bytes are made once and shared by every waiter it
+    /// wakes.
+    static func answerBody(_ gate: Gate, signer: LinkSigner, base: BaseURL, closedBodies: BoundedCache<ByteBuffer>) -> ByteBuffer {
+        if gate.state.isClosed, let cached = closedBodies.get(gate.id) { return cached }
+        let body = ByteBuffer(string: gate.json(url: pageURL(gate, signer: signer, base: base)).serialized() + "\n")
+        if gate.state.isClosed { closedBodies.put(gate.id, body) }
+        return body
     }
 
     static let decisionLatency = Metrics.Timer(label: "gatehouse_gate_decision_latency_seconds", preferredDisplayUnit: .seconds)
@@ -169,21 +183,36 @@ struct GatesController {
             timeout = d
         }
         let id = try context.parameters.require("id")
-        // Subscribe before reading, so a decision landing in between still wakes us; only this
-        // gate's changes wake us.
-        let subscriber = bus.subscribe { message in
-            if case .gateChanged(let changed) = message { return changed == id }
-            return false
-        }
-        defer { subscriber.close() }
-        guard var gate = try await desk.store.get(id) else { throw Problem.notFound("no gate \"\(id)\"") }
         let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
-        while gate.state == .pending {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero, let message = await subscriber.next(timeout: remaining) else { break }
-            if case .gateChanged(let changed) = message, changed == id, let fresh = try await desk.store.get(id) { gate = fresh }
+        // Parked before the gate is read, so a close landing in between still releases it.
+        let parked = desk.waits.park(id, answerer: context.channel.flatMap(EarlyAnswerHandler.find), requestID: context.id)
+        defer { desk.waits.unpark(parked) }
+        let outcome: Result<Gate?, any Error>
+        do {
+            outcome = .success(try await waitForClose(id, parked: parked, deadline: deadline))
+        } catch {
+            outcome = .failure(error)
         }
+        // The room answered on the connection itself: this response is dropped there.
+        if !parked.claimForHandler(), await parked.untilAnswered() { return Response(status: .ok) }
+        guard let gate = try outcome.get() else { throw Problem.notFound("no gate \"\(id)\"") }
         return desk.response(gate)
+    }
+
+    /// The gate once it has closed or `deadline` has passed; nil if there is no such gate, or
+    /// if the room has answered already (and so `claimForHandler` will fail).
+    private func waitForClose(_ id: String, parked: ParkedWait, deadline: ContinuousClock.Instant) async throws -> Gate? {
+        guard var gate = try await desk.store.get(id) else { return nil }
+        while gate.state == .pending, !Task.isCancelled {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { break }
+            switch await parked.next(timeout: remaining) {
+            case .answered: return nil
+            case .changed: if let fresh = try await desk.store.get(id) { gate = fresh }
+            case .timedOut: continue  // the loop re-checks the deadline and cancellation
+            }
+        }
+        return gate
     }
 
     @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {

@@ -1,3 +1,4 @@
+import Synchronization
 import GatehouseCore
 import Testing
 
@@ -49,5 +50,15 @@ struct BusTests {
         s.close()
         #expect(await closing.value == nil)
         #expect(bus.subscriberCount == 0)
+    }
+
+    @Test func observersSeeEveryMessageInline() {
+        let bus = Bus()
+        let seen = Mutex<[BusMessage]>([])
+        bus.observe { message in seen.withLock { $0.append(message) } }
+        bus.publish(.gateChanged(id: "g1"))
+        bus.publish(.silencesChanged)
+        // Inline on the publishing thread: already there when publish returns.
+        #expect(seen.withLock { $0 } == [.gateChanged(id: "g1"), .silencesChanged])
     }
 }

@@ -7,6 +7,12 @@ import Testing
 struct CallbackSignatureTests {
     static let slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
 
+    /// The Date header of answers written by the wait room (RFC 9110's own example).
+    @Test func httpDates() {
+        #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+    }
+
     @Test func slackVectorsFromTheProtocolNotes() {
         let slack = SlackSignature(secret: Self.slackSecret)
         let body1 = Array("token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c".utf8)

@@ -381,6 +381,71 @@ struct GateTests {
         #expect(try server.get("/v1/gates/\(pending)/wait?timeout=10m").status == 422)
     }
 
+    /// A closing gate answers its waits straight from the connection's event loop; the
+    /// connection must then carry on as HTTP/1.1 says: one answer per request, in order,
+    /// keep-alive or close as asked, and nothing stray.
+    @Test func waitsAreAnsweredOnTheirOwnConnections() throws {
+        let server = try ServerProcess()
+        func open(_ body: String) throws -> String {
+            try #require(try JSONValue.parse(try server.post("/v1/gates", body).text).objectValue?["id"]?.stringValue)
+        }
+        let id = try open(#"{"title":"t","pipeline":"conn","required_approvals":2}"#)
+        let keepAlive = try RawHTTPConnection(port: server.port)
+        let pipelined = try RawHTTPConnection(port: server.port)
+        let closing = try RawHTTPConnection(port: server.port)
+        var hungUp: RawHTTPConnection? = try RawHTTPConnection(port: server.port)
+        keepAlive.get("/v1/gates/\(id)/wait?timeout=30s")
+        pipelined.send("GET /v1/gates/\(id)/wait?timeout=30s HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        closing.get("/v1/gates/\(id)/wait?timeout=30s", headers: "Connection: close\r\n")
+        hungUp?.get("/v1/gates/\(id)/wait?timeout=30s")
+        Thread.sleep(forTimeInterval: 0.5)
+        hungUp = nil  // closes its socket while it waits
+
+        // One approval of two: the gate stays pending and nobody is answered.
+        #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:ann"}"#).status == 200)
+        #expect(keepAlive.read(timeout: 0.5) == nil)
+        #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:bob"}"#).status == 200)
+
+        let answer = try #require(keepAlive.read(timeout: 10))
+        #expect(answer.status == 200)
+        #expect((try? JSONValue.parse(answer.body))?.objectValue?["state"] == .string("approved"))
+        #expect(answer.headers["content-type"] == "application/json")
+        #expect(answer.headers["x-request-id"]?.count == 32)
+        #expect(answer.headers["date"]?.hasSuffix(" GMT") == true)
+        #expect(answer.body.hasSuffix("\n"))
+        // The same connection goes on; the response the route handler returned was dropped.
+        keepAlive.get("/v1/gates/\(id)")
+        let next = try #require(keepAlive.read(timeout: 10))
+        #expect((try? JSONValue.parse(next.body))?.objectValue?["id"] == .string(id))
+        #expect(keepAlive.read(timeout: 0.5) == nil)
+
+        // Pipelined: the wait's answer, then the request queued behind it.
+        let first = try #require(pipelined.read(timeout: 10))
+        #expect((try? JSONValue.parse(first.body))?.objectValue?["state"] == .string("approved"))
+        let second = try #require(pipelined.read(timeout: 10))
+        #expect((try? JSONValue.parse(second.body))?.objectValue?["status"] == .string("ok"))
+        #expect(pipelined.read(timeout: 0.5) == nil)
+
+        // `Connection: close`: answered, then closed.
+        let closed = try #require(closing.read(timeout: 10))
+        #expect((try? JSONValue.parse(closed.body))?.objectValue?["state"] == .string("approved"))
+        #expect(closing.closedByServer(timeout: 5))
+
+        // A wait on a closed gate answers at once, the ordinary way; an unknown gate is a 404.
+        let again = try RawHTTPConnection(port: server.port)
+        again.get("/v1/gates/\(id)/wait?timeout=30s")
+        #expect(try #require(again.read(timeout: 10)).body.contains(#""state":"approved""#))
+        again.get("/v1/gates/gate_nope/wait?timeout=1s")
+        #expect(try #require(again.read(timeout: 10)).status == 404)
+        // Expiry releases waits too (the scheduler closes the gate).
+        let expiring = try open(#"{"title":"t","pipeline":"conn","timeout":"1s","on_timeout":"approve"}"#)
+        again.get("/v1/gates/\(expiring)/wait?timeout=30s")
+        let expired = try #require(again.read(timeout: 15))
+        #expect((try? JSONValue.parse(expired.body))?.objectValue?["state"] == .string("approved"))
+        #expect((try? JSONValue.parse(expired.body))?.objectValue?["outcome"]?.objectValue?["reason"] == .string("timeout"))
+        #expect(try server.get("/healthz").status == 200)
+    }
+
     /// Reminders and escalation run on the live scheduler.
     @Test func remindersAndEscalationAreSent() throws {
         let (sink, server) = try deliveringServer { Chat.config($0) }

@@ -260,3 +260,88 @@ extension ServerProcess {
         return rows
     }
 }
+
+/// One HTTP/1.1 connection on a plain socket, for what clients built on libcurl hide:
+/// several requests on one keep-alive connection, pipelining, exactly which bytes came back.
+final class RawHTTPConnection {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    struct Answer {
+        var status: Int
+        var headers: [String: String]  // names lowercased
+        var body: String
+    }
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else { throw ServerProcess.ServerStartFailure(output: "connect: errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) {
+        let bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + sent, bytes.count - sent) }
+            if n <= 0 { return }
+            sent += n
+        }
+    }
+
+    func get(_ path: String, headers: String = "") { send("GET \(path) HTTP/1.1\r\nHost: test\r\n\(headers)\r\n") }
+
+    /// The next whole answer, or nil if none arrives within `timeout` seconds (or the server
+    /// closed the connection first).
+    func read(timeout: TimeInterval) -> Answer? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let answer = takeAnswer() { return answer }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return nil }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, Int32(left * 1000) + 1) > 0 else { return nil }
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            guard n > 0 else { return nil }
+            buffer += chunk.prefix(n)
+        }
+    }
+
+    /// Whether the server has closed the connection (within `timeout`), with nothing unread.
+    func closedByServer(timeout: TimeInterval) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, Int32(timeout * 1000)) > 0 else { return false }
+        var byte: UInt8 = 0
+        return Glibc.read(fd, &byte, 1) == 0
+    }
+
+    private func takeAnswer() -> Answer? {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard buffer.count >= 4, let end = (0...(buffer.count - 4)).first(where: { buffer[$0..<($0 + 4)].elementsEqual(separator) }) else { return nil }
+        let lines = String(decoding: buffer[..<end], as: UTF8.self).components(separatedBy: "\r\n")
+        let status = lines[0].split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let length = Int(headers["content-length"] ?? "0") ?? 0
+        guard buffer.count >= end + 4 + length else { return nil }
+        let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+        buffer.removeFirst(end + 4 + length)
+        return Answer(status: status, headers: headers, body: body)
+    }
+}
+
+extension ServerProcess {
+    var port: Int { Int(url.split(separator: ":").last ?? "0") ?? 0 }
+}

@@ -1,0 +1,339 @@
+import Foundation
+import GatehouseCore
+import Hummingbird
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Where `GET /v1/gates/{id}/wait` requests sit until their gate closes, and the fast way
+/// out of it.
+///
+/// Waking a thousand waiters through the ordinary path costs a thousand task switches, each
+/// followed by middleware, the response writer's hop to the event loop and the next read —
+/// about 25 µs of server work apiece, so the last waiter heard 25 ms after the first. Here
+/// the answer is written at once from each connection's event loop (one hop per loop for
+/// all its waiters, not one per waiter); the request's task resumes afterwards, and what it
+/// returns is dropped by the connection's `EarlyAnswerHandler`. Everything else about a wait
+/// — authorisation, validation, the first read, timeouts, 404s — stays in the route handler.
+final class WaitRoom: Sendable {
+    /// The answer for a gate that has closed, nil while it is pending or unknown.
+    typealias ClosedAnswer = @Sendable (_ gateID: String) async -> ByteBuffer?
+
+    private let parked = Mutex<[String: [ObjectIdentifier: ParkedWait]]>([:])
+    private let closedAnswer: ClosedAnswer
+
+    init(bus: Bus, closedAnswer: @escaping ClosedAnswer) {
+        self.closedAnswer = closedAnswer
+        bus.observe { [weak self] message in
+            guard case .gateChanged(let id) = message, let self, self.hasWaiters(id) else { return }
+            Task { await self.release(id) }
+        }
+    }
+
+    private func hasWaiters(_ id: String) -> Bool { parked.withLock { $0[id]?.isEmpty == false } }
+
+    var count: Int { parked.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+
+    /// Parks a wait before the gate is read, so a close landing in between still releases it.
+    /// `answerer` is the connection's handler (nil when the connection has none: the wait is
+    /// then only woken and answers the ordinary way); `requestID` goes in its answer.
+    func park(_ gateID: String, answerer: EarlyAnswerHandler.Reference?, requestID: String) -> ParkedWait {
+        let wait = ParkedWait(gateID: gateID, answerer: answerer, requestID: requestID)
+        parked.withLock { $0[gateID, default: [:]][ObjectIdentifier(wait)] = wait }
+        return wait
+    }
+
+    func unpark(_ wait: ParkedWait) {
+        wait.cancelTimer()
+        parked.withLock { rooms in
+            rooms[wait.gateID]?.removeValue(forKey: ObjectIdentifier(wait))
+            if rooms[wait.gateID]?.isEmpty == true { rooms.removeValue(forKey: wait.gateID) }
+        }
+    }
+
+    /// The gate changed: if it closed, answer everyone waiting on it.
+    func release(_ gateID: String) async {
+        guard let body = await closedAnswer(gateID) else {
+            // Still pending (a decision short of its quorum, a reminder): waits without an
+            // answerer re-read it; the others need not.
+            for wait in waits(on: gateID) where wait.answerer == nil { wait.wake() }
+            return
+        }
+        // Grouped by event loop: one hop per loop. (Appending through a dictionary of tuples
+        // copied the array on every append — quadratic, 8 ms for a thousand waiters.)
+        var loops: [any EventLoop] = []
+        var waitsByLoop: [[ParkedWait]] = []
+        var slot: [ObjectIdentifier: Int] = [:]
+        for wait in waits(on: gateID) {
+            guard let answerer = wait.answerer else {
+                wait.wake()
+                continue
+            }
+            guard wait.claimForEarlyAnswer() else { continue }
+            let key = ObjectIdentifier(answerer.eventLoop)
+            if let i = slot[key] {
+                waitsByLoop[i].append(wait)
+            } else {
+                slot[key] = loops.count
+                loops.append(answerer.eventLoop)
+                waitsByLoop.append([wait])
+            }
+        }
+        // What the route would have answered, less the request's own id (added per waiter).
+        let head = ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.readableBytes)\r\nDate: \(HTTPDate.now())\r\n")
+        // The requests' tasks go on only once every loop has written its answers: what they
+        // return must reach each handler after its answer (to be recognised and dropped), and
+        // a thousand tasks resuming would otherwise compete with the writes still to come.
+        let loopsLeft = Atomic(loops.count)
+        let all = waitsByLoop.flatMap { $0 }
+        for (loop, waits) in zip(loops, waitsByLoop) {
+            loop.execute {
+                for wait in waits {
+                    wait.noteWritten(wait.answerer?.handler.value.answer(head: head, requestID: wait.requestID, body: body) ?? false)
+                }
+                if loopsLeft.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                    for wait in all { wait.markAnswered() }
+                }
+            }
+        }
+    }
+
+    private func waits(on gateID: String) -> [ParkedWait] {
+        parked.withLock { $0[gateID].map { Array($0.values) } ?? [] }
+    }
+}
+
+/// One parked wait. Exactly one side answers it: the room, early (`claimForEarlyAnswer`), or
+/// the route handler, the ordinary way (`claimForHandler`).
+final class ParkedWait: Sendable {
+    enum Wake: Equatable {
+        /// The room wrote the answer; whatever the handler returns is dropped.
+        case answered
+        /// The gate changed; read it again.
+        case changed
+        /// The deadline passed, or the task was cancelled.
+        case timedOut
+    }
+
+    /// waiting → answering (the room claimed it) → answered (written) or released (could not
+    /// be written: the handler answers after all); waiting or released → handler.
+    private enum Phase { case waiting, answering, answered, released, handler }
+    private struct State {
+        var phase = Phase.waiting
+        var changes = 0
+        var written = false
+        var continuation: CheckedContinuation<Void, Never>?
+        var timer: BusTimer?
+    }
+
+    let gateID: String
+    let answerer: EarlyAnswerHandler.Reference?
+    let requestID: String
+    private let state = Mutex(State())
+
+    init(gateID: String, answerer: EarlyAnswerHandler.Reference?, requestID: String) {
+        self.gateID = gateID
+        self.answerer = answerer
+        self.requestID = requestID
+    }
+
+    func claimForEarlyAnswer() -> Bool {
+        state.withLock { s in
+            guard s.phase == .waiting else { return false }
+            s.phase = .answering
+            return true
+        }
+    }
+
+    /// The handler is about to answer itself. False when the room got there first: the
+    /// handler must then `untilAnswered()` before returning.
+    func claimForHandler() -> Bool {
+        state.withLock { s in
+            switch s.phase {
+            case .waiting, .released, .handler:
+                s.phase = .handler
+                return true
+            case .answering, .answered:
+                return false
+            }
+        }
+    }
+
+    func noteWritten(_ written: Bool) {
+        state.withLock { $0.written = written }
+    }
+
+    /// The room is done with this wait: answered if its answer was written, else released
+    /// (the connection was gone) for the handler to answer after all.
+    func markAnswered() {
+        resume { $0.phase = $0.written ? .answered : .released }
+    }
+
+    func wake() {
+        resume { $0.changes += 1 }
+    }
+
+    func cancelTimer() {
+        state.withLock { s in
+            s.timer?.cancel()
+            s.timer = nil
+        }
+    }
+
+    private func resume(_ change: (inout State) -> Void) {
+        let continuation = state.withLock { s in
+            change(&s)
+            defer { s.continuation = nil }
+            return s.continuation
+        }
+        continuation?.resume()
+    }
+
+    /// Suspends until the room answers, the gate changes, `timeout` passes or the task is
+    /// cancelled.
+    func next(timeout: Duration) async -> Wake {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { s -> Bool in
+                    if s.phase == .answered || s.phase == .released || s.changes > 0 || Task.isCancelled { return true }
+                    s.continuation = continuation
+                    s.timer = BusTimer(after: timeout) { [weak self] in self?.resume { _ in } }
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            resume { _ in }
+        }
+        return state.withLock { s in
+            s.timer?.cancel()
+            s.timer = nil
+            if s.phase == .answered { return .answered }
+            if s.phase == .released || s.changes > 0 {
+                s.changes = 0
+                return .changed
+            }
+            return .timedOut
+        }
+    }
+
+    /// After losing `claimForHandler`: waits for the room to finish (its write is already
+    /// queued on the event loop), cancellation or not. True if it wrote the answer.
+    func untilAnswered() async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { s -> Bool in
+                if s.phase == .answered || s.phase == .released { return true }
+                s.continuation = continuation
+                return false
+            }
+            if done { continuation.resume() }
+        }
+        return state.withLock { $0.phase == .answered }
+    }
+}
+
+/// Sits in each HTTP/1 connection's pipeline, after the HTTP codec: writes the answers the
+/// `WaitRoom` hands it, and drops the response the application then writes for the same
+/// request (Hummingbird always writes one when its handler returns).
+final class EarlyAnswerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// How another thread reaches a connection's handler: through its event loop only.
+    struct Reference: Sendable {
+        let eventLoop: any EventLoop
+        let handler: NIOLoopBound<EarlyAnswerHandler>
+    }
+
+    /// Handlers by channel, so a route handler can find its connection's.
+    private static let registry = Mutex<[ObjectIdentifier: Reference]>([:])
+
+    static func find(_ channel: any Channel) -> Reference? {
+        registry.withLock { $0[ObjectIdentifier(channel)] }
+    }
+
+    private var context: ChannelHandlerContext?
+    /// At the head of the pipeline: answers are written there as finished bytes, skipping
+    /// the HTTP encoders (none of which keeps state between responses).
+    private let socketWriter = SocketWriter()
+    /// Responses the application has yet to write for requests answered here.
+    private var owed = 0
+    private var dropping = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        try? context.pipeline.syncOperations.addHandler(socketWriter, position: .first)
+        let reference = Reference(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop))
+        Self.registry.withLock { $0[ObjectIdentifier(context.channel)] = reference }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        _ = Self.registry.withLock { $0.removeValue(forKey: ObjectIdentifier(context.channel)) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        _ = Self.registry.withLock { $0.removeValue(forKey: ObjectIdentifier(context.channel)) }
+        context.fireChannelInactive()
+    }
+
+    /// Writes a whole answer now (on the event loop): `head` up to the request's own header,
+    /// then `X-Request-Id`, then `body`. False if it could not (the connection is gone).
+    func answer(head: ByteBuffer, requestID: String, body: ByteBuffer) -> Bool {
+        guard let context, let writer = socketWriter.context, context.channel.isActive else { return false }
+        owed += 1
+        var bytes = context.channel.allocator.buffer(capacity: head.readableBytes + requestID.utf8.count + body.readableBytes + 20)
+        bytes.writeImmutableBuffer(head)
+        bytes.writeString("X-Request-Id: ")
+        bytes.writeString(requestID)
+        bytes.writeString("\r\n\r\n")
+        bytes.writeImmutableBuffer(body)
+        writer.writeAndFlush(NIOAny(IOData.byteBuffer(bytes)), promise: nil)
+        return true
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard dropping || owed > 0 else {
+            context.write(data, promise: promise)
+            return
+        }
+        switch unwrapOutboundIn(data) {
+        case .head:
+            dropping = true
+            owed -= 1
+        case .body:
+            break
+        case .end:
+            dropping = false
+        }
+        promise?.succeed(())
+    }
+}
+
+/// Holds the context at the head of a pipeline, to write bytes straight to the socket.
+/// (Outbound only because NIO wants every handler to be one or the other; it passes all
+/// other writes on untouched.)
+final class SocketWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = IOData
+    private(set) var context: ChannelHandlerContext?
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+}
+
+/// The `Date` header's format (RFC 9110 §5.6.7), made without a formatter.
+enum HTTPDate {
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    static func now() -> String { format(time(nil)) }
+
+    static func format(_ seconds: time_t) -> String {
+        var t = seconds
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}
