@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import Synchronization
 
 /// `gatehouse-bench`: starts a release `gatehouse serve` on a fresh database and prints
 /// ingest figures. Run: swift build -c release && .build/release/gatehouse-bench
@@ -12,6 +13,7 @@ struct Bench {
             return fallback
         }
         let scale = option("--scale", 1)
+        BenchServer.stopAllOnSignals()
         let durabilities = args.contains("--normal-only") ? ["normal"] : args.contains("--full-only") ? ["full"] : ["full", "normal"]
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gatehouse").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
@@ -96,6 +98,7 @@ final class BenchServer {
         let out = Pipe()
         process.standardOutput = out
         try process.run()
+        Self.running.withLock { $0.insert(process.processIdentifier) }
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {
             let chunk = out.fileHandleForReading.availableData
@@ -122,6 +125,26 @@ final class BenchServer {
     func stop() {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+        Self.running.withLock { _ = $0.remove(process.processIdentifier) }
         try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Servers started and not yet stopped: a benchmark interrupted (Ctrl-C, `timeout`) takes
+    /// them down with it instead of leaving them running.
+    static let running = Mutex<Set<Int32>>([])
+    // Written once, from the main thread, before any server starts.
+    nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
+
+    static func stopAllOnSignals() {
+        for number in [SIGINT, SIGTERM, SIGHUP] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                for pid in running.withLock({ $0 }) { kill(pid, SIGKILL) }
+                exit(128 + number)
+            }
+            source.resume()
+            signalSources.append(source)
+        }
     }
 }

@@ -63,13 +63,18 @@ final class RawWaiters: @unchecked Sendable {
         let poller = Epoll()
         defer { poller.close() }
         for (index, fd) in sockets.enumerated() { poller.add(fd, tag: UInt64(index)) }
+        // While answers arrive, only what tells an answer is whole is worked out (the end of
+        // its head, its Content-Length); the rest waits until all are in, so the reading side
+        // stays as fast as it can be.
         var buffers = [[UInt8]](repeating: [], count: sockets.count)
-        var answers: [Answer] = []
-        answers.reserveCapacity(sockets.count)
+        var expected = [Int?](repeating: nil, count: sockets.count)
+        var arrivals: [(index: Int, time: UInt64)] = []
+        arrivals.reserveCapacity(sockets.count)
         var chunk = [UInt8](repeating: 0, count: 16_384)
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeout * 1e9)
-        while answers.count < sockets.count, DispatchTime.now().uptimeNanoseconds < deadline {
-            for index in poller.wait(milliseconds: 100).map({ Int($0) }) {
+        while arrivals.count < sockets.count, DispatchTime.now().uptimeNanoseconds < deadline {
+            for tag in poller.wait(milliseconds: 100) {
+                let index = Int(tag)
                 let fd = sockets[index]
                 let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 if n <= 0 {
@@ -78,32 +83,61 @@ final class RawWaiters: @unchecked Sendable {
                     continue
                 }
                 let now = DispatchTime.now().uptimeNanoseconds
-                buffers[index].append(contentsOf: chunk.prefix(n))
-                if let answer = Self.complete(buffers[index], at: now) {
-                    answers.append(answer)
+                buffers[index].append(contentsOf: chunk[..<n])
+                if expected[index] == nil { expected[index] = Self.wholeLength(buffers[index]) }
+                if let total = expected[index], buffers[index].count >= total {
+                    arrivals.append((index, now))
                     poller.remove(fd)
                 }
             }
         }
-        return answers
+        return arrivals.map { Self.answer(buffers[$0.index], at: $0.time) }
     }
 
-    /// A whole HTTP answer in `bytes`, or nil while more is to come.
-    static func complete(_ bytes: [UInt8], at time: UInt64) -> Answer? {
-        let separator: [UInt8] = [13, 10, 13, 10]
-        guard let end = bytes.indices.dropLast(3).first(where: { bytes[$0..<($0 + 4)].elementsEqual(separator) }) else { return nil }
-        let head = String(decoding: bytes[..<end], as: UTF8.self)
-        let lines = head.split(separator: "\r\n")
-        guard let statusLine = lines.first else { return nil }
-        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-        let length = lines.dropFirst().compactMap { line -> Int? in
-            let parts = line.split(separator: ":", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
-            return Int(parts[1].trimmingCharacters(in: .whitespaces))
-        }.first ?? 0
-        let bodyStart = end + 4
-        guard bytes.count >= bodyStart + length else { return nil }
-        return Answer(arrived: time, status: status, body: String(decoding: bytes[bodyStart..<(bodyStart + length)], as: UTF8.self))
+    /// The length of the whole answer once its head is in (head, blank line, Content-Length
+    /// bytes of body); nil before that.
+    static func wholeLength(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        var end = -1
+        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+            end = i
+            break
+        }
+        guard end >= 0 else { return nil }
+        return end + 4 + contentLength(bytes[..<end])
+    }
+
+    static func contentLength(_ head: ArraySlice<UInt8>) -> Int {
+        let name = Array("content-length:".utf8)
+        var i = head.startIndex
+        while i + name.count <= head.endIndex {
+            var matches = true
+            for (k, c) in name.enumerated() where (head[i + k] | 0x20) != c && !(c == UInt8(ascii: ":") && head[i + k] == c) {
+                matches = false
+                break
+            }
+            if matches {
+                var j = i + name.count
+                var value = 0
+                while j < head.endIndex, head[j] == 32 { j += 1 }
+                while j < head.endIndex, head[j] >= 48, head[j] <= 57 {
+                    value = value * 10 + Int(head[j] - 48)
+                    j += 1
+                }
+                return value
+            }
+            i += 1
+        }
+        return 0
+    }
+
+    /// A whole answer, parsed.
+    static func answer(_ bytes: [UInt8], at time: UInt64) -> Answer {
+        let length = wholeLength(bytes) ?? bytes.count
+        let text = String(decoding: bytes[..<min(length, bytes.count)], as: UTF8.self)
+        let parts = text.components(separatedBy: "\r\n\r\n")
+        let status = parts[0].split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return Answer(arrived: time, status: status, body: parts.dropFirst().joined(separator: "\r\n\r\n"))
     }
 }
 
