@@ -51,7 +51,12 @@ public struct MessageContext {
             if let details = event.details { context["details"] = details.count > limits.details ? cut(details, limits.details) : escape(details) }
             let description = [context["summary"] as? String, context["details"] as? String].compactMap { $0 }.joined(separator: "\n\n")
             if !description.isEmpty { context["description"] = description }
-            if let url = event.url { context["url"] = url }
+            if let url = event.url {
+                context["url"] = url
+                // An event's url is the orchestrator's page — except Gatehouse's own dataset
+                // events, whose link is the labelling page.
+                context["url_label"] = event.type.hasPrefix("dataset.") ? "open labelling page" : "open in orchestrator"
+            }
             if let runURL { context["run_url"] = runURL }
             context["labels"] = event.labels.map { ["name": escape($0.key), "value": escape($0.value)] }
             context["has_labels"] = !event.labels.isEmpty

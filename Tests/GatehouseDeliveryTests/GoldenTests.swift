@@ -74,6 +74,23 @@ struct GoldenTests {
         try checkLimits(platform, expected)
     }
 
+    /// An event's link is the orchestrator's page; a dataset event's is the labelling page,
+    /// and Slack's link text says which.
+    @Test func datasetEventsLinkToTheLabellingPage() async throws {
+        let templates = try await TemplateSet(directory: templatesFolder)
+        let receiver = SlackReceiver(name: "example", webhookURL: Secret("https://example.invalid/hook"), templates: templates)
+        var message = Self.sample()
+        let event = Event(
+            id: "dataset.reviews.items_added.1", type: "dataset.items_added", pipeline: "datasets", summary: "reviews: 20 items to label",
+            url: "https://gatehouse.example/annotate/reviews", time: Timestamp(rfc3339: "2026-11-29T10:05:00Z")!)
+        message.events = [StoredEvent(cursor: 50, event: event, receivedAt: event.time)]
+        let text = String(decoding: try receiver.request(for: message, now: Timestamp(rfc3339: "2026-11-29T10:05:01Z")!).body, as: UTF8.self)
+        #expect(text.contains("<https://gatehouse.example/annotate/reviews|open labelling page>"))
+        #expect(!text.contains("orchestrator"))
+        let pipeline = String(decoding: try receiver.request(for: Self.sample(), now: Timestamp(rfc3339: "2026-11-29T10:05:01Z")!).body, as: UTF8.self)
+        #expect(pipeline.contains("|open in orchestrator>"))
+    }
+
     /// Gate messages: the question with links and native buttons (`gate-open`), and the
     /// closing update (`gate-closed`; on Discord a PATCH of the original message).
     @Test(arguments: GatehouseConfig.ReceiverKind.allCases, [true, false])
