@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import Hummingbird
+import Metrics
 import NIOCore
 import NIOHTTPTypes
 import Synchronization
@@ -21,6 +22,8 @@ final class WaitRoom: Sendable {
 
     private let parked = Mutex<[String: [ObjectIdentifier: ParkedWait]]>([:])
     private let closedAnswer: ClosedAnswer
+    private let parkedCount = Atomic(0)
+    private let waiters = Gauge(label: "gatehouse_gate_waiters")
 
     init(bus: Bus, closedAnswer: @escaping ClosedAnswer) {
         self.closedAnswer = closedAnswer
@@ -32,14 +35,13 @@ final class WaitRoom: Sendable {
 
     private func hasWaiters(_ id: String) -> Bool { parked.withLock { $0[id]?.isEmpty == false } }
 
-    var count: Int { parked.withLock { $0.values.reduce(0) { $0 + $1.count } } }
-
     /// Parks a wait before the gate is read, so a close landing in between still releases it.
     /// `answerer` is the connection's handler (nil when the connection has none: the wait is
     /// then only woken and answers the ordinary way); `requestID` goes in its answer.
     func park(_ gateID: String, answerer: EarlyAnswerHandler.Reference?, requestID: String) -> ParkedWait {
         let wait = ParkedWait(gateID: gateID, answerer: answerer, requestID: requestID)
         parked.withLock { $0[gateID, default: [:]][ObjectIdentifier(wait)] = wait }
+        waiters.record(parkedCount.add(1, ordering: .relaxed).newValue)
         return wait
     }
 
@@ -49,6 +51,7 @@ final class WaitRoom: Sendable {
             rooms[wait.gateID]?.removeValue(forKey: ObjectIdentifier(wait))
             if rooms[wait.gateID]?.isEmpty == true { rooms.removeValue(forKey: wait.gateID) }
         }
+        waiters.record(parkedCount.subtract(1, ordering: .relaxed).newValue)
     }
 
     /// The gate changed: if it closed, answer everyone waiting on it.

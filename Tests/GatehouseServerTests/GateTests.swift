@@ -107,6 +107,12 @@ extension ServerProcess {
         throw ServerStartFailure(output: "no gate for pipeline \(pipeline)")
     }
 
+    /// The `gatehouse_gate_waiters` gauge from /metrics.
+    func gateWaiters() throws -> Int? {
+        let line = try get("/metrics").text.split(separator: "\n").first { $0.hasPrefix("gatehouse_gate_waiters ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }
+    }
+
     func audit(_ gate: String) throws -> [JSONObject] {
         try json("/v1/gates/\(gate)/audit")["entries"]?.arrayValue?.compactMap(\.objectValue) ?? []
     }
@@ -400,6 +406,7 @@ struct GateTests {
         hungUp?.get("/v1/gates/\(id)/wait?timeout=30s")
         Thread.sleep(forTimeInterval: 0.5)
         hungUp = nil  // closes its socket while it waits
+        #expect(try server.gateWaiters() == 4)
 
         // One approval of two: the gate stays pending and nobody is answered.
         #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:ann"}"#).status == 200)
@@ -444,6 +451,10 @@ struct GateTests {
         #expect((try? JSONValue.parse(expired.body))?.objectValue?["state"] == .string("approved"))
         #expect((try? JSONValue.parse(expired.body))?.objectValue?["outcome"]?.objectValue?["reason"] == .string("timeout"))
         #expect(try server.get("/healthz").status == 200)
+        // Every wait is unparked once its request is done.
+        let deadline = Date().addingTimeInterval(10)
+        while try server.gateWaiters() != 0, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(try server.gateWaiters() == 0)
     }
 
     /// Reminders and escalation run on the live scheduler.
