@@ -424,6 +424,10 @@ struct GateTests {
         keepAlive.get("/v1/gates/\(id)")
         let next = try #require(keepAlive.read(timeout: 10))
         #expect((try? JSONValue.parse(next.body))?.objectValue?["id"] == .string(id))
+        // …with every later answer framed for its own request: a HEAD's carries no body.
+        keepAlive.send("HEAD /v1/gates/\(id) HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(keepAlive.read(timeout: 10, bodyless: true) != nil)
+        #expect((try? JSONValue.parse(try #require(keepAlive.read(timeout: 10)).body))?.objectValue?["status"] == .string("ok"))
         #expect(keepAlive.read(timeout: 0.5) == nil)
 
         // Pipelined: the wait's answer, then the request queued behind it.

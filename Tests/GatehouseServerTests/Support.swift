@@ -300,11 +300,12 @@ final class RawHTTPConnection {
     func get(_ path: String, headers: String = "") { send("GET \(path) HTTP/1.1\r\nHost: test\r\n\(headers)\r\n") }
 
     /// The next whole answer, or nil if none arrives within `timeout` seconds (or the server
-    /// closed the connection first).
-    func read(timeout: TimeInterval) -> Answer? {
+    /// closed the connection first). `bodyless`: the answer to a HEAD (a head only, whatever
+    /// its Content-Length says).
+    func read(timeout: TimeInterval, bodyless: Bool = false) -> Answer? {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            if let answer = takeAnswer() { return answer }
+            if let answer = takeAnswer(bodyless: bodyless) { return answer }
             let left = deadline.timeIntervalSinceNow
             guard left > 0 else { return nil }
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -324,7 +325,7 @@ final class RawHTTPConnection {
         return Glibc.read(fd, &byte, 1) == 0
     }
 
-    private func takeAnswer() -> Answer? {
+    private func takeAnswer(bodyless: Bool) -> Answer? {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard buffer.count >= 4, let end = (0...(buffer.count - 4)).first(where: { buffer[$0..<($0 + 4)].elementsEqual(separator) }) else { return nil }
         let lines = String(decoding: buffer[..<end], as: UTF8.self).components(separatedBy: "\r\n")
@@ -334,7 +335,7 @@ final class RawHTTPConnection {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
-        let length = Int(headers["content-length"] ?? "0") ?? 0
+        let length = bodyless ? 0 : Int(headers["content-length"] ?? "0") ?? 0
         guard buffer.count >= end + 4 + length else { return nil }
         let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
         buffer.removeFirst(end + 4 + length)
