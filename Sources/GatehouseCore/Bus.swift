@@ -91,6 +91,12 @@ public final class BusSubscriber: Sendable {
         waiter?.resume(returning: message)
     }
 
+    /// Forgets the messages queued so far (a listener that re-reads everything anyway takes a
+    /// burst of them as one).
+    public func drain() {
+        state.withLock { $0.queue.removeAll() }
+    }
+
     /// Wakes this subscriber alone.
     public func wake() { deliver(.wake) }
 

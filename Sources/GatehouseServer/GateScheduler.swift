@@ -26,18 +26,33 @@ struct GateScheduler: Service {
             if case .gateChanged = message { return true }
             return false
         }
+        var lastCount = ContinuousClock.now - .seconds(60)
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 var wait = Duration.seconds(60)
                 do {
-                    let touched = try await store.runDue(now: .now())
-                    for gate in touched where gate.state.isClosed {
-                        logger.info("gate expired", metadata: ["gate": .string(gate.id), "state": .string(gate.state.rawValue)])
+                    // A read first: most wake-ups (a gate opened or decided) find nothing due,
+                    // and need not queue a write transaction behind the event log's commits.
+                    var next = try await store.nextDeadline()
+                    if let due = next, due <= .now() {
+                        let touched = try await store.runDue(now: .now())
+                        for gate in touched where gate.state.isClosed {
+                            logger.info("gate expired", metadata: ["gate": .string(gate.id), "state": .string(gate.state.rawValue)])
+                        }
+                        next = try await store.nextDeadline()
                     }
-                    pending.record(try await store.pendingCount())
-                    if let next = try await store.nextDeadline() {
+                    if let next {
                         let ms = max(0, next.milliseconds - Timestamp.now().milliseconds)
                         wait = min(wait, .milliseconds(ms))
+                    }
+                    // The gauge counts every pending gate: once a second is plenty, and a
+                    // burst of changes gets its count a second after it began.
+                    let sinceCount = ContinuousClock.now - lastCount
+                    if sinceCount >= .seconds(1) {
+                        pending.record(try await store.pendingCount())
+                        lastCount = ContinuousClock.now
+                    } else {
+                        wait = min(wait, .seconds(1) - sinceCount)
                     }
                 } catch {
                     logger.error("gate scheduler failed; retrying", metadata: ["error": .string("\(error)")])
@@ -45,10 +60,14 @@ struct GateScheduler: Service {
                 }
                 if wait <= .zero { continue }
                 let deadline = ContinuousClock.now + wait
-                // Sleep until the deadline, or until some gate changes.
+                // Sleep until the deadline, or until some gate changes; changes that queued up
+                // meanwhile are taken as one.
                 while ContinuousClock.now < deadline {
                     guard let message = await subscriber.next(timeout: deadline - ContinuousClock.now) else { break }
-                    if case .gateChanged = message { break }
+                    if case .gateChanged = message {
+                        subscriber.drain()
+                        break
+                    }
                 }
             }
         } onGracefulShutdown: {

@@ -107,11 +107,13 @@ extension ServerProcess {
         throw ServerStartFailure(output: "no gate for pipeline \(pipeline)")
     }
 
-    /// The `gatehouse_gate_waiters` gauge from /metrics.
-    func gateWaiters() throws -> Int? {
-        let line = try get("/metrics").text.split(separator: "\n").first { $0.hasPrefix("gatehouse_gate_waiters ") }
+    /// A gauge from /metrics.
+    func gauge(_ name: String) throws -> Int? {
+        let line = try get("/metrics").text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
         return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }
     }
+
+    func gateWaiters() throws -> Int? { try gauge("gatehouse_gate_waiters") }
 
     func audit(_ gate: String) throws -> [JSONObject] {
         try json("/v1/gates/\(gate)/audit")["entries"]?.arrayValue?.compactMap(\.objectValue) ?? []
@@ -385,6 +387,11 @@ struct GateTests {
         let pending = try #require(try JSONValue.parse(try server.post("/v1/gates", #"{"title":"t2","pipeline":"many"}"#).text).objectValue?["id"]?.stringValue)
         #expect(try server.json("/v1/gates/\(pending)/wait?timeout=100ms")["state"] == .string("pending"))
         #expect(try server.get("/v1/gates/\(pending)/wait?timeout=10m").status == 422)
+        // The scheduler's gauge settles on the one gate still pending (it counts at most once
+        // a second, and again a second after a burst of changes).
+        let settle = Date().addingTimeInterval(10)
+        while try server.gauge("gatehouse_gates_pending") != 1, Date() < settle { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(try server.gauge("gatehouse_gates_pending") == 1)
     }
 
     /// A closing gate answers its waits straight from the connection's event loop; the
