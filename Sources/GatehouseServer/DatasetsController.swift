@@ -3,6 +3,7 @@ import GatehouseCore
 import GatehouseStore
 import Hummingbird
 import NIOCore
+import ServiceLifecycle
 
 /// `/v1/datasets`: create, list, delete, import items (JSON array or streamed NDJSON), next
 /// item, labels, skips, undo, stats, wait, export (CONTRACT §5).
@@ -303,15 +304,20 @@ struct DatasetsController {
         }
         defer { subscriber.close() }
         let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
-        while true {
-            let s = try await store.stats(name, withAgreement: agreement != nil)
-            guard let s else { throw Problem.notFound("no dataset \"\(name)\"") }
-            let reached = s.labeled >= target && (agreement.map { k in s.agreement.map { $0 >= k } ?? false } ?? true)
-            let remaining = deadline - ContinuousClock.now
-            if reached || remaining <= .zero {
-                return .json(.object(JSONObject([("reached", .bool(reached)), ("labeled", .int(s.labeled)), ("target", .int(target)), ("stats", s.json)])))
+        // A graceful shutdown answers at once, as a timeout would: the client asks again.
+        return try await withGracefulShutdownHandler {
+            while true {
+                let s = try await store.stats(name, withAgreement: agreement != nil)
+                guard let s else { throw Problem.notFound("no dataset \"\(name)\"") }
+                let reached = s.labeled >= target && (agreement.map { k in s.agreement.map { $0 >= k } ?? false } ?? true)
+                let remaining = deadline - ContinuousClock.now
+                if reached || remaining <= .zero || Task.isShuttingDownGracefully || Task.isCancelled {
+                    return .json(.object(JSONObject([("reached", .bool(reached)), ("labeled", .int(s.labeled)), ("target", .int(target)), ("stats", s.json)])))
+                }
+                _ = await subscriber.next(timeout: remaining)
             }
-            _ = await subscriber.next(timeout: remaining)
+        } onGracefulShutdown: {
+            subscriber.wake()
         }
     }
 

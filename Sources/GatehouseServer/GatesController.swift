@@ -5,6 +5,7 @@ import GatehouseStore
 import Hummingbird
 import Metrics
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// What every way of deciding a gate shares: the store, link signing, the public URL, and
@@ -201,18 +202,24 @@ struct GatesController {
 
     /// The gate once it has closed or `deadline` has passed; nil if there is no such gate, or
     /// if the room has answered already (and so `claimForHandler` will fail).
+    /// A graceful shutdown ends the wait at once with the gate as it is (like a timeout): the
+    /// client asks again, and reaches the restarted server.
     private func waitForClose(_ id: String, parked: ParkedWait, deadline: ContinuousClock.Instant) async throws -> Gate? {
-        guard var gate = try await desk.store.get(id) else { return nil }
-        while gate.state == .pending, !Task.isCancelled {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { break }
-            switch await parked.next(timeout: remaining) {
-            case .answered: return nil
-            case .changed: if let fresh = try await desk.store.get(id) { gate = fresh }
-            case .timedOut: continue  // the loop re-checks the deadline and cancellation
+        try await withGracefulShutdownHandler {
+            guard var gate = try await desk.store.get(id) else { return nil }
+            while gate.state == .pending, !Task.isCancelled, !parked.isInterrupted {
+                let remaining = deadline - ContinuousClock.now
+                guard remaining > .zero else { break }
+                switch await parked.next(timeout: remaining) {
+                case .answered: return nil
+                case .changed: if let fresh = try await desk.store.get(id) { gate = fresh }
+                case .timedOut: continue  // the loop re-checks the deadline, cancellation, shutdown
+                }
             }
+            return gate
+        } onGracefulShutdown: {
+            parked.interrupt()
         }
-        return gate
     }
 
     @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {

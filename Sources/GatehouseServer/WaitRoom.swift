@@ -119,7 +119,7 @@ final class ParkedWait: Sendable {
         case answered
         /// The gate changed; read it again.
         case changed
-        /// The deadline passed, or the task was cancelled.
+        /// The deadline passed, the task was cancelled or the wait interrupted.
         case timedOut
     }
 
@@ -130,6 +130,8 @@ final class ParkedWait: Sendable {
         var phase = Phase.waiting
         var changes = 0
         var written = false
+        /// The server is shutting down: every later `next` returns at once.
+        var interrupted = false
         var continuation: CheckedContinuation<Void, Never>?
         var timer: BusTimer?
     }
@@ -181,6 +183,14 @@ final class ParkedWait: Sendable {
         resume { $0.changes += 1 }
     }
 
+    /// Ends the wait early (the server is shutting down): the handler answers with the gate as
+    /// it is, as on a timeout.
+    func interrupt() {
+        resume { $0.interrupted = true }
+    }
+
+    var isInterrupted: Bool { state.withLock { $0.interrupted } }
+
     func cancelTimer() {
         state.withLock { s in
             s.timer?.cancel()
@@ -203,7 +213,7 @@ final class ParkedWait: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { s -> Bool in
-                    if s.phase == .answered || s.phase == .released || s.changes > 0 || Task.isCancelled { return true }
+                    if s.phase == .answered || s.phase == .released || s.changes > 0 || s.interrupted || Task.isCancelled { return true }
                     s.continuation = continuation
                     s.timer = BusTimer(after: timeout) { [weak self] in self?.resume { _ in } }
                     return false

@@ -468,6 +468,33 @@ struct GateTests {
         #expect(try server.gateWaiters() == 0)
     }
 
+    /// A graceful shutdown (SIGTERM) answers waits at once with the gate (or dataset) as it
+    /// is — the CLI then waits on the restarted server — instead of holding them to
+    /// `shutdown_timeout`.
+    @Test func aShutdownEndsWaitsAtOnce() throws {
+        let dir = TempDir()
+        let cfg = dir.file("gatehouse.yml")
+        try "server:\n  shutdown_timeout: 60s\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg])
+        let id = try #require(try JSONValue.parse(try server.post("/v1/gates", #"{"title":"t","pipeline":"bye"}"#).text).objectValue?["id"]?.stringValue)
+        let waiting = try RawHTTPConnection(port: server.port)
+        waiting.get("/v1/gates/\(id)/wait?timeout=120s")
+        #expect(try server.post("/v1/datasets", #"{"name":"bye","task":"classification","labels":["a","b"]}"#).status == 201)
+        #expect(try server.post("/v1/datasets/bye/items", #"[{"id":"i1","data":{"text":"x"}}]"#).status == 200)
+        let labelling = try RawHTTPConnection(port: server.port)
+        labelling.get("/v1/datasets/bye/wait?timeout=120s")
+        Thread.sleep(forTimeInterval: 0.5)
+        server.signal(SIGTERM)
+        // Far sooner than the 60 s the shutdown would otherwise wait for it.
+        let answer = try #require(waiting.read(timeout: 30))
+        #expect(answer.status == 200)
+        #expect((try? JSONValue.parse(answer.body))?.objectValue?["state"] == .string("pending"))
+        let progress = try #require(labelling.read(timeout: 30))
+        #expect(progress.status == 200)
+        #expect((try? JSONValue.parse(progress.body))?.objectValue?["reached"] == .bool(false))
+        #expect(server.waitForExit(timeout: 30) == 0)
+    }
+
     /// Reminders and escalation run on the live scheduler.
     @Test func remindersAndEscalationAreSent() throws {
         let (sink, server) = try deliveringServer { Chat.config($0) }
