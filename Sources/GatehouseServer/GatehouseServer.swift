@@ -42,7 +42,7 @@ public enum GatehouseServer {
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
         DeliveriesController(outbox: outbox, auth: auth, bus: log.bus).addRoutes(to: router)
         SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
-        GatesController(desk: desk, auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        GatesController(desk: desk, auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         callbacks.addRoutes(to: router)
         DatasetsController(
             store: datasets, auth: auth, bus: log.bus, baseURL: desk.base, maxBodyBytes: config.server.maxBodyBytes,

@@ -114,7 +114,6 @@ public final class BaseURL: Sendable {
 struct GatesController {
     let desk: GateDesk
     let auth: Authenticator
-    let bus: Bus
     let maxBodyBytes: Int
     static let readScopes: [Scope] = [.gatesWrite, .gatesDecide, .eventsRead]
 
@@ -172,8 +171,9 @@ struct GatesController {
         return .json(desk.json(try await gate(context)))
     }
 
-    /// Answers the moment the gate closes (woken by the bus), or with the still-pending gate
-    /// when `timeout` (default 60 s, at most 300 s) passes.
+    /// Answers the moment the gate closes (the `WaitRoom`, woken by the bus, writes the answer
+    /// on the connection), or with the still-pending gate when `timeout` (default 60 s, at
+    /// most 300 s) passes.
     @Sendable func wait(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
         var timeout = GatehouseDuration.seconds(60)
