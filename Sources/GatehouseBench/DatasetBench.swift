@@ -127,7 +127,8 @@ final class LabellerHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard awaitingNext else {
                 if think > 0 {
                     let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
-                    context.eventLoop.scheduleTask(in: .milliseconds(think)) { self.askNext(context: ctx.value) }
+                    let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+                    context.eventLoop.scheduleTask(in: .milliseconds(think)) { me.value.askNext(context: ctx.value) }
                 } else {
                     askNext(context: context)
                 }

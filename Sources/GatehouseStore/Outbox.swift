@@ -339,7 +339,7 @@ public final class Outbox: Sendable {
     /// the row unchanged when it is not retryable (pending or delivered).
     public func retry(_ id: String, now: Timestamp) async throws -> Delivery? {
         try await database.pool.write { db in
-            guard var row = try Delivery.fetchOne(db, key: id) else { return nil }
+            guard let row = try Delivery.fetchOne(db, key: id) else { return nil }
             guard row.state == .dead || row.state == .failed || row.state == .muted else { return row }
             // A retry is its own message: it leaves its old batch and the dispatcher groups it
             // afresh with whatever else of its group is due.
