@@ -9,7 +9,7 @@ public struct GatehouseContext: RequestContext {
     public let remoteAddress: SocketAddress?
     public var principal: Principal?
     /// The connection the request came on (gate waits are answered on it directly).
-    let channel: (any Channel)?
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

@@ -112,7 +112,7 @@ struct GateOpen: ParsableCommand {
 
     func run() throws {
         try runGateClient(wait: wait) {
-            let answer = try client.client().call("POST", "/v1/gates", body: try body())
+            let answer = try openGate(body: try body())
             guard let gate = answer.objectValue, let id = gate["id"]?.stringValue else {
                 throw ClientFailure("the server answered without a gate", exitCode: GateExit.error)
             }
@@ -124,6 +124,33 @@ struct GateOpen: ParsableCommand {
                 FileHandle.standardError.write(Data("gatehouse: waiting for gate \(id): \(gate["url"]?.stringValue ?? "")\n".utf8))
             }
             try waitAndExit(id: id, client: client, timeout: waitTimeout.flatMap(GatehouseDuration.init), json: json)
+        }
+    }
+}
+
+extension GateOpen {
+    /// Sends the gate. With a `--key` the request is idempotent (the same key returns the same
+    /// gate), so if the server goes away — a restart, even one that landed after the gate was
+    /// stored but before the answer left — it is sent again until the wait's own deadline (a
+    /// minute without `--wait`). Without a key a second send could open a second gate: the
+    /// failure is reported instead.
+    func openGate(body: [UInt8]) throws -> JSONValue {
+        guard key != nil else { return try client.client().call("POST", "/v1/gates", body: body) }
+        let patience = wait ? waitTimeout.flatMap(GatehouseDuration.init).map(\.seconds) ?? 86_400 : 60
+        let deadline = Date().addingTimeInterval(patience)
+        var reportedLoss = false
+        while true {
+            do {
+                let answer = try client.client().call("POST", "/v1/gates", body: body)
+                if reportedLoss { FileHandle.standardError.write(Data("gatehouse: reconnected\n".utf8)) }
+                return answer
+            } catch let failure as ClientFailure where (failure.exitCode == ClientFailure.Code.unavailable || failure.status == 503) && Date() < deadline {
+                if !reportedLoss {
+                    FileHandle.standardError.write(Data("gatehouse: lost the server (\(failure.message)); reconnecting\n".utf8))
+                    reportedLoss = true
+                }
+                Thread.sleep(forTimeInterval: 0.5)
+            }
         }
     }
 }

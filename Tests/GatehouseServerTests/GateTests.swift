@@ -237,12 +237,14 @@ struct GateTests {
     }
 
     /// Expiry applies `on_timeout`, also when the server was down at the deadline: the step
-    /// waiting in `gate open --wait` reconnects after the restart and exits 2.
+    /// waiting in `gate open --wait` reconnects after the restart and exits 2. (With its
+    /// `--key` the step survives the kill wherever it lands — even between the gate's commit
+    /// and the answer to the open, where it sends the open again and gets the same gate.)
     @Test func expiryAcrossARestartExitsTwo() throws {
         let dir = TempDir()
         let port = try freePort()
         var server = try ServerProcess(dir: dir, arguments: ["--address", "127.0.0.1:\(port)"])
-        let step = try RunningCLI(["gate", "open", "--title", "Ship?", "--pipeline", "expiry", "--timeout", "2s", "--on-timeout", "reject", "--wait"], server: server.url)
+        let step = try RunningCLI(["gate", "open", "--title", "Ship?", "--pipeline", "expiry", "--key", "r1/ship", "--timeout", "2s", "--on-timeout", "reject", "--wait"], server: server.url)
         let id = try #require(server.waitForGate(pipeline: "expiry")["id"]?.stringValue)
         server.kill()
         Thread.sleep(forTimeInterval: 2.5)
@@ -253,6 +255,26 @@ struct GateTests {
         let gate = try server.json("/v1/gates/\(id)")
         #expect(gate["state"] == .string("rejected") && gate["outcome"]?.objectValue?["reason"] == .string("timeout"))
         #expect(gate["outcome"]?.objectValue?["by"] == nil)
+        #expect(try server.json("/v1/gates?pipeline=expiry")["gates"]?.arrayValue?.count == 1)
+    }
+
+    /// `gate open` with a key sends again while the server is away (the same key gives the
+    /// same gate); without one it reports the failure rather than risk a second gate.
+    @Test func aKeyedOpenWaitsForTheServer() throws {
+        let dir = TempDir()
+        let port = try freePort()
+        let url = "http://127.0.0.1:\(port)"
+        let keyless = try RunningCLI(["gate", "open", "--title", "Ship?", "--pipeline", "early"], server: url).finish()
+        #expect(keyless.status != 0)
+        let keyed = try RunningCLI(["gate", "open", "--title", "Ship?", "--pipeline", "early", "--key", "r1/ship"], server: url)
+        Thread.sleep(forTimeInterval: 1)
+        let server = try ServerProcess(dir: dir, arguments: ["--address", "127.0.0.1:\(port)"])
+        let result = keyed.finish()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("reconnect"))
+        let gates = try server.json("/v1/gates?pipeline=early")["gates"]?.arrayValue ?? []
+        #expect(gates.count == 1)
+        #expect(gates.first?.objectValue?["id"]?.stringValue == result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     /// Cancel exits 3; so does a gate superseded by a new subject digest; the same key and
