@@ -433,9 +433,10 @@ struct GateTests {
         pipelined.send("GET /v1/gates/\(id)/wait?timeout=30s HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         closing.get("/v1/gates/\(id)/wait?timeout=30s", headers: "Connection: close\r\n")
         hungUp?.get("/v1/gates/\(id)/wait?timeout=30s")
-        Thread.sleep(forTimeInterval: 0.5)
-        hungUp = nil  // closes its socket while it waits
+        let parked = Date().addingTimeInterval(10)
+        while try server.gateWaiters() != 4, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
         #expect(try server.gateWaiters() == 4)
+        hungUp = nil  // closes its socket while it waits
 
         // One approval of two: the gate stays pending and nobody is answered.
         #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:ann"}"#).status == 200)
@@ -499,13 +500,16 @@ struct GateTests {
         try "server:\n  shutdown_timeout: 60s\n".write(toFile: cfg, atomically: true, encoding: .utf8)
         let server = try ServerProcess(dir: dir, arguments: ["--config", cfg])
         let id = try #require(try JSONValue.parse(try server.post("/v1/gates", #"{"title":"t","pipeline":"bye"}"#).text).objectValue?["id"]?.stringValue)
-        let waiting = try RawHTTPConnection(port: server.port)
-        waiting.get("/v1/gates/\(id)/wait?timeout=120s")
         #expect(try server.post("/v1/datasets", #"{"name":"bye","task":"classification","labels":["a","b"]}"#).status == 201)
         #expect(try server.post("/v1/datasets/bye/items", #"[{"id":"i1","data":{"text":"x"}}]"#).status == 200)
         let labelling = try RawHTTPConnection(port: server.port)
         labelling.get("/v1/datasets/bye/wait?timeout=120s")
-        Thread.sleep(forTimeInterval: 0.5)
+        let waiting = try RawHTTPConnection(port: server.port)
+        waiting.get("/v1/gates/\(id)/wait?timeout=120s")
+        // Both waits in progress (the dataset's was sent first, and gets a second more).
+        let parked = Date().addingTimeInterval(10)
+        while try server.gateWaiters() != 1, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
+        Thread.sleep(forTimeInterval: 1)
         server.signal(SIGTERM)
         // Far sooner than the 60 s the shutdown would otherwise wait for it.
         let answer = try #require(waiting.read(timeout: 30))
