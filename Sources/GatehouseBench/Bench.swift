@@ -28,6 +28,10 @@ struct Bench {
             try GateBench.run(binary: binary, scale: scale)
             return
         }
+        if args.contains("--alerts") {
+            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full")
+            return
+        }
         if args.contains("--deliveries") {
             try DeliveryBench.run(binary: binary, scale: scale)
             return
@@ -120,6 +124,15 @@ final class BenchServer {
             status.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
         }
         return (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
+    }
+
+    /// CPU time the server has used so far (user + system), in clock ticks.
+    func cpuTicks() -> Int {
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        // Fields after the command name: state is field 3, utime 14 and stime 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
     }
 
     func stop() {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// What people do to a dataset's items (CONTRACT §5).
+/// What people do to a dataset's items (docs/datasets.md).
 public enum LabelTask: String, Sendable, CaseIterable {
     /// One label per item.
     case classification

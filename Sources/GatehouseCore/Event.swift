@@ -23,6 +23,9 @@ public struct Event: Sendable, Equatable {
     public var attributes: JSONObject?
     public var url: String?
     public var time: Timestamp
+    /// False when the sender gave no `time` and it is the time of receipt: then a re-sent
+    /// event is the same content whatever its time (see `sameContent`).
+    public var timeGiven = true
 
     public init(
         id: String, type: String, pipeline: String, run: String? = nil, step: String? = nil,
@@ -42,6 +45,17 @@ public struct Event: Sendable, Equatable {
         self.attributes = attributes
         self.url = url
         self.time = time
+    }
+
+    /// Whether `other` carries the same content as this event, the id aside: what tells a
+    /// re-sent event (an idempotent duplicate) from a different event reusing its id. Times
+    /// count only when both senders gave one.
+    public func sameContent(as other: Event) -> Bool {
+        guard type == other.type, pipeline == other.pipeline, run == other.run, step == other.step, severity == other.severity,
+              summary == other.summary, details == other.details, labels.elementsEqual(other.labels, by: { $0 == $1 }),
+              attributes == other.attributes, url == other.url, timeGiven == other.timeGiven
+        else { return false }
+        return !timeGiven || time == other.time
     }
 
     public static func defaultSeverity(for type: String) -> Severity { type.hasSuffix(".failed") ? .error : .info }
@@ -97,7 +111,7 @@ public struct StoredEvent: Sendable, Equatable {
     }
 }
 
-/// Field limits of CONTRACT §2.
+/// Field limits (docs/api.md, Events).
 public enum EventLimits {
     public static let idLength = 128
     public static let typeLength = 128
@@ -216,14 +230,17 @@ public struct EventValidator: Sendable {
         if let url, !Self.isHTTPURL(url) { fail("url", "must be an absolute http(s) URL") }
 
         var time = now()
-        if let text = string("time", max: 64) {
+        let timeText = string("time", max: 64)
+        if let text = timeText {
             if let t = Timestamp(rfc3339: text) { time = t } else { fail("time", "must be an RFC 3339 time such as 2026-11-29T10:00:00Z (got \"\(text)\")") }
         }
 
         guard errors.isEmpty, let type, let pipeline else { return .failure(InvalidEvent(errors)) }
-        return .success(Event(
+        var event = Event(
             id: id ?? makeID(), type: type, pipeline: pipeline, run: run, step: step, severity: severity,
-            summary: summary, details: details, labels: labels, attributes: attributes, url: url, time: time))
+            summary: summary, details: details, labels: labels, attributes: attributes, url: url, time: time)
+        event.timeGiven = timeText != nil
+        return .success(event)
     }
 
     public static func isDottedName(_ s: String) -> Bool {

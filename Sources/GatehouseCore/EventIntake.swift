@@ -1,6 +1,6 @@
 import Foundation
 
-/// Turns a request body into validated events, for each media type CONTRACT §2 accepts.
+/// Turns a request body into validated events, for each media type docs/api.md (Events) lists.
 /// A batch is all-or-nothing: any invalid item fails the whole request, and every invalid
 /// item is named (index, and line for NDJSON).
 public struct EventIntake: Sendable {
@@ -117,7 +117,34 @@ public struct EventIntake: Sendable {
             }
             if errors.count >= 100 { break }
         }
+        if errors.isEmpty {
+            // Only ids the senders gave can repeat; generated ones are unique.
+            let given = items.map { $0.value.objectValue?["id"] != nil }
+            errors = Self.conflictingRepeats(events, at: items.map { ($0.index, $0.line) }, given: given)
+        }
         return errors.isEmpty ? .success(events) : .failure(.invalid(errors))
+    }
+
+    /// An id given twice in one request must carry the same content both times (then the second
+    /// is an idempotent duplicate); two different events under one id are refused whole, naming
+    /// both items — storing the first and dropping the second would lose data silently.
+    static func conflictingRepeats(_ events: [Event], at positions: [(index: Int?, line: Int?)], given: [Bool]) -> [FieldError] {
+        guard events.count > 1 else { return [] }
+        func name(_ i: Int) -> String {
+            if let line = positions[i].line { return "line \(line)" }
+            return "item \(positions[i].index ?? i)"
+        }
+        var first: [String: Int] = [:]
+        var errors: [FieldError] = []
+        for (i, event) in events.enumerated() where given[i] {
+            guard let j = first[event.id] else { first[event.id] = i; continue }
+            if !events[j].sameContent(as: event) {
+                errors.append(FieldError(
+                    index: positions[i].index, line: positions[i].line, field: "id",
+                    detail: "\(name(i)) repeats the id \"\(event.id)\" of \(name(j)) with different content"))
+            }
+        }
+        return errors
     }
 
     /// CloudEvents 1.0 → Gatehouse event: `id`, `type`, `time` map directly; `data` supplies the

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The lifecycle of an approval gate (CONTRACT §4).
+/// The lifecycle of an approval gate (docs/gates.md).
 public enum GateState: String, Sendable, CaseIterable {
     case pending, approved, rejected, expired, canceled, superseded
     public var isClosed: Bool { self != .pending }

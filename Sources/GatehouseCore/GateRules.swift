@@ -169,7 +169,7 @@ public struct Gate: Sendable, Equatable {
     }
 
     /// Applies a decision by `decision.by` (also known as `aliases`, e.g. a Mattermost user's id
-    /// and @name). Pure: the caller stores the result. CONTRACT §4 rules, in order: closed gates
+    /// and @name). Pure: the caller stores the result. docs/gates.md rules, in order: closed gates
     /// answer with their outcome; choices and inputs must be valid; only allowed identities,
     /// never the requester unless allowed; each identity counts once; one rejection rejects;
     /// `required_approvals` approvals approve; a branching gate closes on its first choice.

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Token scopes of CONTRACT §6. `admin` grants every scope.
+/// Token scopes (docs/api.md, Access). `admin` grants every scope.
 public enum Scope: String, Sendable, CaseIterable, Codable {
     case eventsWrite = "events:write"
     case eventsRead = "events:read"

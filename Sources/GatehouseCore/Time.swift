@@ -58,7 +58,9 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable {
                 i += 1
             }
             guard digits > 0 else { return nil }
-            for _ in digits..<3 where digits < 3 { millis *= 10 }
+            // Beyond milliseconds the digits are dropped (a range digits..<3 with more digits
+            // than 3 would trap).
+            if digits < 3 { for _ in digits..<3 { millis *= 10 } }
         }
         var offsetMinutes = 0
         guard i < b.count else { return nil }

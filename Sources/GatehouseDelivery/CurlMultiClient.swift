@@ -28,6 +28,11 @@ public struct OutboundResponse: Sendable {
     public var transportError: String?
     public var timedOut: Bool
     public var seconds: Double
+    /// The client shut down before an answer came: nothing is known about the outcome.
+    public var abandoned = false
+
+    static let abandonedAtShutdown = OutboundResponse(
+        status: 0, headers: [], body: [], transportError: "abandoned at shutdown", timedOut: false, seconds: 0, abandoned: true)
 
     public func header(_ name: String) -> String? {
         headers.last { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
@@ -43,7 +48,8 @@ public final class CurlMultiClient: @unchecked Sendable {
     // The multi handle and every easy handle are touched only by `thread`; other threads reach
     // it through `pending` and curl_multi_wakeup, the one call libcurl allows from elsewhere.
     private let multi: UnsafeMutableRawPointer
-    private let pending = Mutex<[Transfer]>([])
+    /// Transfers handed over and not yet started; `closed` once the client has shut down.
+    private let pending = Mutex<(transfers: [Transfer], closed: Bool)>(([], false))
     private let stopping = Atomic<Bool>(false)
     private var thread: Thread?
     private var idleHandles: [UnsafeMutableRawPointer] = []
@@ -70,6 +76,9 @@ public final class CurlMultiClient: @unchecked Sendable {
         curl_multi_cleanup(multi)
     }
 
+    /// Stops at once: transfers in flight or waiting are abandoned (their `send` returns a
+    /// response marked `abandoned`), and later sends are refused the same way. A shutdown must
+    /// not wait for a receiver that never answers.
     public func shutdown() {
         stopping.store(true, ordering: .relaxed)
         curl_multi_wakeup(multi)
@@ -96,11 +105,15 @@ public final class CurlMultiClient: @unchecked Sendable {
     public func send(_ request: OutboundRequest) async -> OutboundResponse {
         await withCheckedContinuation { continuation in
             let transfer = Transfer(request: request, continuation: continuation, limit: maxResponseBytes)
-            if stopping.load(ordering: .relaxed) {
-                continuation.resume(returning: OutboundResponse(status: 0, headers: [], body: [], transportError: "shutting down", timedOut: false, seconds: 0))
+            let accepted = pending.withLock { p -> Bool in
+                if p.closed || stopping.load(ordering: .relaxed) { return false }
+                p.transfers.append(transfer)
+                return true
+            }
+            guard accepted else {
+                continuation.resume(returning: .abandonedAtShutdown)
                 return
             }
-            pending.withLock { $0.append(transfer) }
             curl_multi_wakeup(multi)
         }
     }
@@ -109,11 +122,11 @@ public final class CurlMultiClient: @unchecked Sendable {
         let m = multi
         var active: [UnsafeMutableRawPointer: Transfer] = [:]
         while true {
-            for transfer in pending.withLock({ p -> [Transfer] in defer { p.removeAll() }; return p }) {
+            if stopping.load(ordering: .relaxed) { break }
+            for transfer in pending.withLock({ p -> [Transfer] in defer { p.transfers.removeAll() }; return p.transfers }) {
                 start(transfer)
                 active[transfer.handle!] = transfer
             }
-            if stopping.load(ordering: .relaxed) && active.isEmpty { break }
             var running: Int32 = 0
             curl_multi_perform(m, &running)
             var remaining: Int32 = 0
@@ -123,6 +136,15 @@ public final class CurlMultiClient: @unchecked Sendable {
             }
             var fds: Int32 = 0
             curl_multi_poll(m, nil, 0, 1000, &fds)
+        }
+        for (handle, transfer) in active {
+            curl_multi_remove_handle(m, handle)
+            curl_slist_free_all(transfer.headerList)
+            idleHandles.append(handle)
+            transfer.continuation.resume(returning: .abandonedAtShutdown)
+        }
+        for transfer in pending.withLock({ p -> [Transfer] in p.closed = true; defer { p.transfers.removeAll() }; return p.transfers }) {
+            transfer.continuation.resume(returning: .abandonedAtShutdown)
         }
         for handle in idleHandles { curl_easy_cleanup(handle) }
     }

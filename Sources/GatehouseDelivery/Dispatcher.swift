@@ -49,7 +49,13 @@ public final class Dispatcher: Sendable {
         var inFlight: Set<String> = []
         var perReceiver: [String: Int] = [:]
         var pacers: [String: Pacer] = [:]
-        var pausedUntil: [String: Timestamp] = [:]
+        /// When a receiver's pacer has a token again (Slack's one message a second).
+        var pacedUntil: [String: Timestamp] = [:]
+        /// Per receiver: ok, backing off after failures, or paused by a rate limit.
+        var health: [String: ReceiverHealth] = [:]
+        /// Receivers just back from failing whose backlog is being put in order: nothing is
+        /// read or started for them until that is committed.
+        var reviving: Set<String> = []
         /// Attempts finished since the current due-query began: that query may have read their
         /// rows before the outcome was saved, so they must not be claimed from it.
         var finishedDuringQuery: [String: Set<String>] = [:]
@@ -73,8 +79,12 @@ public final class Dispatcher: Sendable {
         self.logger = logger
         self.clock = clock
         self.wakeup = bus.subscribe()
+        for name in receivers.keys { Self.reportHealth(name, ReceiverHealth()) }
         state.withLock { s in
-            for (name, receiver) in receivers { s.pacers[name] = Pacer.for(receiver.platform) }
+            for (name, receiver) in receivers {
+                s.pacers[name] = Pacer.for(receiver.platform)
+                s.health[name] = ReceiverHealth()
+            }
         }
     }
 
@@ -100,13 +110,18 @@ public final class Dispatcher: Sendable {
                 // Refill the queues of receivers that are running low and not paused.
                 for name in names {
                     let room = state.withLock { s -> Int in
-                        if let until = s.pausedUntil[name], until > now { return 0 }
+                        if let until = s.pacedUntil[name], until > now { return 0 }
+                        if s.reviving.contains(name) { return 0 }
+                        if let health = s.health[name], !health.acceptsWork(now: now) { return 0 }
                         let queued = s.queues[name]?.count ?? 0
                         return queued < Self.refillBelow ? Self.batch - queued : 0
                     }
                     guard room > 0 else { continue }
                     state.withLock { $0.finishedDuringQuery[name] = [] }
-                    guard let due = try? await outbox.due(receiver: name, now: now, limit: room), !due.isEmpty else { continue }
+                    guard let due = try? await outbox.due(receiver: name, now: now, limit: room), !due.isEmpty else {
+                        state.withLock { $0.finishedDuringQuery[name] = nil }
+                        continue
+                    }
                     if now.milliseconds - silencesRead > 5000 {
                         // Silences are read per batch, not per delivery, and again at once when
                         // the bus says one changed; this re-read only catches their time windows.
@@ -128,7 +143,7 @@ public final class Dispatcher: Sendable {
                                 batches.append([(delivery, event)])
                             }
                         }
-                        s.queues[name, default: []].append(contentsOf: batches)
+                        if !batches.isEmpty { s.queues[name, default: []].append(contentsOf: batches) }
                         s.finishedDuringQuery[name] = nil
                     }
                 }
@@ -139,6 +154,7 @@ public final class Dispatcher: Sendable {
                 if now.milliseconds - lastDepthReport >= 1000 {
                     lastDepthReport = now.milliseconds
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
+                    for (map, size) in trackedSizes() { Gauge(label: "gatehouse_dispatcher_tracked", dimensions: [("map", map)]).record(size) }
                 }
                 // Reminders for pipelines still failing (repeat_interval).
                 // Re-read at most once a second: commits can come thousands of times a second,
@@ -164,12 +180,15 @@ public final class Dispatcher: Sendable {
                 // Without a known reminder, look again within a second (see above).
                 next = min(next, Timestamp(milliseconds: repeatsRead + 1000))
                 for name in names {
-                    let (idle, pausedUntil) = state.withLock { s in
+                    let (idle, pausedUntil) = state.withLock { s -> (Bool, Timestamp?) in
                         // With attempts in flight their completion wakes us; asking the database
                         // then would only find those same rows due and spin.
-                        ((s.queues[name]?.isEmpty ?? true) && s.perReceiver[name, default: 0] == 0, s.pausedUntil[name])
+                        let idle = (s.queues[name]?.isEmpty ?? true) && s.perReceiver[name, default: 0] == 0
+                        let paced = s.pacedUntil[name].flatMap { $0 > now ? $0 : nil }
+                        let held = s.health[name]?.until.flatMap { $0 > now ? $0 : nil }
+                        return (idle, [paced, held].compactMap { $0 }.max())
                     }
-                    if let pausedUntil, pausedUntil > now { next = min(next, pausedUntil); continue }
+                    if let pausedUntil { next = min(next, pausedUntil); continue }
                     if idle, let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
@@ -204,36 +223,102 @@ public final class Dispatcher: Sendable {
             for name in Array(s.queues.keys) {
                 while var queue = s.queues[name], !queue.isEmpty {
                     if s.perReceiver[name, default: 0] >= settings.concurrency { break }
-                    if let until = s.pausedUntil[name], until > now { break }
+                    if s.reviving.contains(name) { break }
+                    if let until = s.pacedUntil[name], until > now { break }
+                    // A receiver that is failing gets one probe at a time, after its back-off.
+                    let admission = s.health[name]?.admit(queue[0][0].0.id, now: now) ?? .open
+                    if case .closed = admission { break }
                     if var pacer = s.pacers[name] {
                         let wait = pacer.take(now: now)
                         s.pacers[name] = pacer
                         if wait > 0 {
-                            s.pausedUntil[name] = now.adding(milliseconds: wait)
+                            s.pacedUntil[name] = now.adding(milliseconds: wait)
+                            s.health[name]?.released(queue[0][0].0.id)
                             break
                         }
                     }
+                    s.pacedUntil[name] = nil
                     let item = queue.removeFirst()
                     s.queues[name] = queue.isEmpty ? nil : queue
                     s.perReceiver[name, default: 0] += 1
                     out.append(item)
+                    if admission == .probe { break }
                 }
             }
             return out
         }
     }
 
-    /// Frees the receiver's slot as soon as its answer is in (the receiver is done with us),
-    /// applying any pause it asked for.
-    private func releaseSlot(_ delivery: Delivery, pause: Double?) {
-        state.withLock { s in
+    /// What an attempt's answer says about the receiver itself.
+    enum Verdict {
+        /// It answered (delivered, or refused for good): it is up.
+        case answered
+        /// Connection error, timeout, 408 or 5xx.
+        case failed
+        /// It asked us to wait this many seconds.
+        case rateLimited(Double)
+    }
+
+    /// Frees the receiver's slot as soon as its answer is in (the receiver is done with us) and
+    /// updates its health. True when the answer ends a failure episode.
+    private func releaseSlot(_ delivery: Delivery, verdict: Verdict?) -> Bool {
+        let now = clock()
+        let (recovered, health) = state.withLock { s -> (Bool, ReceiverHealth?) in
             s.perReceiver[delivery.receiver, default: 1] -= 1
-            if let pause, pause > 0 {
-                let until = clock().adding(milliseconds: Int64(pause * 1000))
-                s.pausedUntil[delivery.receiver] = max(s.pausedUntil[delivery.receiver] ?? until, until)
+            if s.perReceiver[delivery.receiver] == 0 { s.perReceiver[delivery.receiver] = nil }
+            guard var health = s.health[delivery.receiver] else { return (false, nil) }
+            let before = health
+            var recovered = false
+            switch verdict {
+            case nil: health.released(delivery.id)
+            case .answered:
+                recovered = health.answered(delivery.id)
+                if recovered {
+                    // Hold the receiver until its backlog is in order (see `attempt`), and let go
+                    // of the rows claimed while it was held: the next read takes everything in
+                    // the database's order, oldest first.
+                    s.reviving.insert(delivery.receiver)
+                    for batch in s.queues.removeValue(forKey: delivery.receiver) ?? [] {
+                        for (member, _) in batch { s.inFlight.remove(member.id) }
+                    }
+                }
+            case .failed: health.failed(delivery.id, now: now, random: Double.random(in: 0..<1))
+            case .rateLimited(let seconds): health.rateLimited(delivery.id, for: seconds, now: now)
+            }
+            s.health[delivery.receiver] = health
+            return (recovered, health.state != before.state ? health : nil)
+        }
+        if let health {
+            Self.reportHealth(delivery.receiver, health)
+            if health.state != .ok {
+                logger.warning("receiver held back", metadata: [
+                    "receiver": .string(delivery.receiver), "state": .string(health.state.rawValue),
+                    "until": .string(health.until?.rfc3339 ?? ""), "failures": .stringConvertible(health.consecutiveFailures)])
             }
         }
         wakeup.wake()
+        return recovered
+    }
+
+    static func reportHealth(_ receiver: String, _ health: ReceiverHealth) {
+        for state in ReceiverHealth.State.allCases {
+            Gauge(label: "gatehouse_receiver_state", dimensions: [("receiver", receiver), ("state", state.rawValue)]).record(health.state == state ? 1 : 0)
+        }
+    }
+
+    /// Each receiver's health, for the deliveries API.
+    public func receiverHealth() -> [(name: String, health: ReceiverHealth)] {
+        state.withLock { s in s.health.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    }
+
+    /// Entries in each in-memory map: all of them are back to their idle size once the work
+    /// that created them is done (tests and `/metrics` watch this).
+    public func trackedSizes() -> [(String, Int)] {
+        state.withLock { s in
+            [("in_flight", s.inFlight.count), ("carried", s.carried.count), ("queues", s.queues.count),
+             ("finished_during_query", s.finishedDuringQuery.count), ("busy_receivers", s.perReceiver.count),
+             ("paced", s.pacedUntil.count), ("reviving", s.reviving.count)]
+        }
     }
 
     /// Forgets the deliveries once their outcome is committed; until then they cannot be
@@ -252,10 +337,9 @@ public final class Dispatcher: Sendable {
     /// there are several), then records the outcome for all of them.
     func attempt(_ queued: [(Delivery, StoredEvent)]) async {
         let delivery = queued[0].0
-        var pause: Double?
         var slotHeld = true
         defer {
-            if slotHeld { releaseSlot(delivery, pause: pause) }
+            if slotHeld { _ = releaseSlot(delivery, verdict: nil) }
             finish(queued.map(\.0))
         }
         let now = clock()
@@ -306,6 +390,21 @@ public final class Dispatcher: Sendable {
         }
         if !muted.isEmpty { await record(muted, outcome: "muted") }
         guard !live.isEmpty else { return }
+        var schedule = settings.schedule
+        if let maxAge = settings.maxAge[delivery.receiver] { schedule.maxAge = maxAge }
+        let oldest = Timestamp(milliseconds: live.map(\.0.created_at).min() ?? now.milliseconds)
+        if !schedule.allows(next: now, created: oldest) {
+            // Held back while its receiver failed, the message outlived max_age before its
+            // next attempt: it ends here, unsent (and its fallback takes over).
+            var rows = live.map(\.0)
+            for i in rows.indices {
+                rows[i].state = .dead
+                rows[i].updated_at = now.milliseconds
+                rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(schedule.maxAge)): \(rows[i].last_error ?? "never sent")"
+            }
+            await recordDead(rows)
+            return
+        }
         // The message is named after its first live delivery: that row leads the batch in the
         // outbox, so a retry finds the whole batch through it.
         let batchID = delivery.batch_id ?? live[0].0.id
@@ -340,11 +439,29 @@ public final class Dispatcher: Sendable {
             return
         }
         let response = await client.send(request)
+        // Abandoned at shutdown: nothing is recorded, the rows stay due and are sent again
+        // after the restart under the same webhook-id.
+        if response.abandoned { return }
         let outcome = receiver.classify(response)
+        var pause: Double?
         if let discordPause = DiscordReceiver.pause(after: response), receiver.platform == .discord { pause = discordPause }
         if case .retry(let after?, _) = outcome { pause = max(pause ?? 0, after) }
-        releaseSlot(delivery, pause: pause)
+        let verdict: Verdict = switch outcome {
+        case .delivered, .dead: pause.map { Verdict.rateLimited($0) } ?? Verdict.answered
+        case .retry: response.status == 429 || pause != nil ? .rateLimited(pause ?? 1) : .failed
+        }
+        let recovered = releaseSlot(delivery, verdict: verdict)
         slotHeld = false
+        if recovered {
+            // The receiver is back: what it missed goes now, oldest first, not on each row's
+            // own retry schedule. Rows claimed while it was held are let go, so the next read
+            // takes everything in the database's (creation) order.
+            if let revived = try? await outbox.reviveBacklog(receiver: delivery.receiver), revived > 0 {
+                logger.info("receiver recovered; sending its backlog", metadata: ["receiver": .string(delivery.receiver), "deliveries": .stringConvertible(revived)])
+            }
+            _ = state.withLock { $0.reviving.remove(delivery.receiver) }
+            wakeup.wake()
+        }
         let finished = clock()
         let attempts = (rows.map(\.attempts).max() ?? 0) + 1
         for i in rows.indices {
@@ -366,11 +483,8 @@ public final class Dispatcher: Sendable {
             await record(rows, flushed: flushed, outcome: "delivered")
             if let gateID, let gateEvent { await settings.gateNotified?(gateID, delivery.receiver, gateEvent.type, "delivered", messageID) }
         case .retry(let after, let reason):
-            var schedule = settings.schedule
-            if let maxAge = settings.maxAge[delivery.receiver] { schedule.maxAge = maxAge }
             let delay = schedule.delay(afterAttempt: attempts, retryAfter: after, random: Double.random(in: 0..<1))
             let next = finished.adding(milliseconds: delay.milliseconds)
-            let oldest = Timestamp(milliseconds: rows.map(\.created_at).min() ?? finished.milliseconds)
             if schedule.allows(next: next, created: oldest) {
                 for i in rows.indices {
                     rows[i].state = .failed

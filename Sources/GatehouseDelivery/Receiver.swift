@@ -147,7 +147,7 @@ public struct DeliveryError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-/// The shared "retry or not" rules (PROTOCOLS.md §4.4): transport errors, timeouts, 408, 429
+/// The shared "retry or not" rules (docs/delivery.md): transport errors, timeouts, 408, 429
 /// and 5xx retry, honouring `Retry-After`; 3xx and other 4xx are final.
 public enum Classifier {
     public static func classify(_ response: OutboundResponse, successBodyMustBe expected: String? = nil) -> DeliveryOutcome {

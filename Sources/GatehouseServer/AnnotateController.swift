@@ -52,7 +52,7 @@ struct AnnotateController {
 
     func sessionValue(_ request: Request) -> String { WebPage.cookie(Self.cookie, in: request) ?? "" }
 
-    /// Without tokens the server is loopback-only, per request too (CONTRACT §6).
+    /// Without tokens the server is loopback-only, per request too (docs/api.md, Access).
     func refuseOutsiders(_ context: GatehouseContext) async throws -> Response? {
         if try await !auth.hasTokens() && !context.isLoopbackPeer {
             return plain(.unauthorized, "This server has no tokens yet and answers only on loopback.")

@@ -4,7 +4,7 @@ import GatehouseStore
 import Hummingbird
 import Synchronization
 
-/// Checks every API request against CONTRACT §6: a bearer token with the route's scope, or —
+/// Checks every API request against docs/api.md (Access): a bearer token with the route's scope, or —
 /// while no token exists — a caller on the loopback interface (protected mode).
 public final class Authenticator: Sendable {
     let tokens: TokenStore

@@ -3,7 +3,7 @@ import Foundation
 import GatehouseCore
 import GatehouseStore
 
-/// Slack's request signing (PROTOCOLS.md §1.7): `v0=` + hex HMAC-SHA256 over
+/// Slack's request signing (docs/platforms/slack.md): `v0=` + hex HMAC-SHA256 over
 /// `v0:<timestamp>:<raw body>` with the app's signing secret, within 300 s of now.
 public struct SlackSignature: Sendable {
     public let secret: String
@@ -27,7 +27,7 @@ public struct SlackSignature: Sendable {
     }
 }
 
-/// Discord's interaction signing (PROTOCOLS.md §2.6): Ed25519 over the timestamp bytes
+/// Discord's interaction signing (docs/platforms/discord.md): Ed25519 over the timestamp bytes
 /// followed by the raw body, with the application's public key.
 public struct DiscordSignature: Sendable {
     let key: Curve25519.Signing.PublicKey

@@ -6,7 +6,7 @@ import NIOCore
 import ServiceLifecycle
 
 /// `/v1/datasets`: create, list, delete, import items (JSON array or streamed NDJSON), next
-/// item, labels, skips, undo, stats, wait, export (CONTRACT §5).
+/// item, labels, skips, undo, stats, wait, export (docs/datasets.md).
 struct DatasetsController {
     let store: DatasetStore
     let auth: Authenticator

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseDelivery
 import GatehouseStore
 import Hummingbird
 
@@ -8,6 +9,8 @@ struct DeliveriesController {
     let outbox: Outbox
     let auth: Authenticator
     let bus: Bus
+    /// Each receiver's health (ok, backing off, paused by a rate limit); empty without a dispatcher.
+    var health: @Sendable () -> [(name: String, health: ReceiverHealth)] = { [] }
 
     func addRoutes(to router: Router<GatehouseContext>) {
         router.get("/v1/deliveries", use: list)
@@ -25,7 +28,9 @@ struct DeliveriesController {
         }
         let limit = try request.intQuery("limit", default: 100, range: 1...1000)
         let rows = try await outbox.list(state: state, receiver: request.query("receiver"), limit: limit)
-        return .json(.object(JSONObject([("deliveries", .array(rows.map(\.json)))])))
+        var receivers = JSONObject()
+        for (name, health) in health() { receivers.append(name, health.json) }
+        return .json(.object(JSONObject([("deliveries", .array(rows.map(\.json))), ("receivers", .object(receivers))])))
     }
 
     @Sendable func retry(_ request: Request, context: GatehouseContext) async throws -> Response {

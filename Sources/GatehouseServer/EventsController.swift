@@ -5,7 +5,7 @@ import Hummingbird
 import NIOCore
 import ServiceLifecycle
 
-/// CONTRACT §2: ingest, list, stream, runs.
+/// docs/api.md (Events): ingest, list, stream, runs.
 struct EventsController {
     let log: EventLog
     let auth: Authenticator

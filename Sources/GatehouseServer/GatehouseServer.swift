@@ -16,7 +16,7 @@ public struct StartupError: Error, CustomStringConvertible {
 
 /// The composition root: `gatehouse serve` and the tests build the server through here.
 public enum GatehouseServer {
-    /// Refuses what CONTRACT §6 forbids: listening beyond loopback while no token exists.
+    /// Refuses what docs/api.md (Access) forbids: listening beyond loopback while no token exists.
     public static func checkProtectedMode(address: ServerAddress, tokens: TokenStore) throws {
         guard !address.isLoopback else { return }
         if try tokens.activeCountNow() == 0 {
@@ -29,7 +29,8 @@ public enum GatehouseServer {
 
     public static func makeRouter(
         config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
-        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetStore
+        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetStore,
+        receiverHealth: @escaping @Sendable () -> [(name: String, health: ReceiverHealth)] = { [] }
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
@@ -40,7 +41,7 @@ public enum GatehouseServer {
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
         ).addRoutes(to: router)
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
-        DeliveriesController(outbox: outbox, auth: auth, bus: log.bus).addRoutes(to: router)
+        DeliveriesController(outbox: outbox, auth: auth, bus: log.bus, health: receiverHealth).addRoutes(to: router)
         SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         GatesController(desk: desk, auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         callbacks.addRoutes(to: router)
@@ -88,32 +89,11 @@ public enum GatehouseServer {
         let callbacks = CallbacksController(
             desk: desk, slack: try callbackVerifiers(config).slack, discord: try callbackVerifiers(config).discord, client: client,
             maxBodyBytes: config.server.maxBodyBytes, logger: logger)
-        let router = makeRouter(
-            config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
-            pages: try? await TemplateSet.locateShipped().asyncMap { try await TemplateSet(directory: $0, overrides: config.templatesDirectory) },
-            datasets: DatasetStore(log: log))
-        let app = Application(
-            router: router,
-            server: .http1(additionalChannelHandlers: [EarlyAnswerHandler()]),
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
-            onServerRunning: { channel in
-                let bound = channel.localAddress.flatMap { $0.port }.map { "\(address.host.contains(":") ? "[\(address.host)]" : address.host):\($0)" } ?? "\(address)"
-                // The first stdout line is the contract with scripts and tests that start `serve`
-                // on port 0 and need to know where it landed.
-                FileHandle.standardOutput.write(Data("gatehouse listening on http://\(bound)\n".utf8))
-                // Without server.public_url, links point at the address actually bound (port 0 included).
-                if config.server.publicURL == nil { baseURL.set("http://\(bound)") }
-                logger.info("listening", metadata: ["address": .string(bound), "db": .string(config.storage.sqlite), "durability": .string(config.storage.durability.rawValue)])
-            },
-            logger: logger
-        )
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: app), .init(service: DrainFlag(state: state), successTerminationBehavior: .ignore),
-            .init(service: GateScheduler(store: gates, bus: bus, logger: logger), successTerminationBehavior: .ignore),
-        ]
+        let dispatcher: Dispatcher?
         if receivers.isEmpty || client == nil {
             // Nothing can be sent; only end what a former config left pending.
             try await outbox.killOrphans(known: [], now: .now())
+            dispatcher = nil
         } else {
             var settings = Dispatcher.Settings()
             settings.publicURL = config.server.publicURL
@@ -129,11 +109,43 @@ public enum GatehouseServer {
                 if let messageID { detail.append("message_id", .string(messageID)) }
                 try? await gates.auditNotification(gateID: gateID, action: "notified", detail: detail)
             }
-            let dispatcher = Dispatcher(
+            dispatcher = Dispatcher(
                 outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SilenceStore(database: database),
                 inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
-            services.append(.init(service: DispatcherService(dispatcher: dispatcher, client: client!), successTerminationBehavior: .ignore))
         }
+        let router = makeRouter(
+            config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
+            pages: try? await TemplateSet.locateShipped().asyncMap { try await TemplateSet(directory: $0, overrides: config.templatesDirectory) },
+            datasets: DatasetStore(log: log), receiverHealth: { dispatcher?.receiverHealth() ?? [] })
+        let app = Application(
+            router: router,
+            server: .http1(additionalChannelHandlers: [EarlyAnswerHandler()]),
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            onServerRunning: { channel in
+                let bound = channel.localAddress.flatMap { $0.port }.map { "\(address.host.contains(":") ? "[\(address.host)]" : address.host):\($0)" } ?? "\(address)"
+                // The first stdout line is the contract with scripts and tests that start `serve`
+                // on port 0 and need to know where it landed.
+                FileHandle.standardOutput.write(Data("gatehouse listening on http://\(bound)\n".utf8))
+                // Without server.public_url, links point at the address actually bound (port 0 included).
+                if config.server.publicURL == nil { baseURL.set("http://\(bound)") }
+                logger.info("listening", metadata: ["address": .string(bound), "db": .string(config.storage.sqlite), "durability": .string(config.storage.durability.rawValue)])
+            },
+            logger: logger
+        )
+        // ServiceLifecycle shuts services down in reverse order: first /readyz turns 503, then
+        // the HTTP server finishes its requests (waits and streams are answered at once), then
+        // the timers stop, and last the dispatcher, which abandons sends still in flight at the
+        // shutdown deadline (they stay due and go again after a restart).
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let dispatcher, let client {
+            services.append(.init(
+                service: DispatcherService(dispatcher: dispatcher, client: client, state: state, shutdownTimeout: config.server.shutdownTimeout),
+                successTerminationBehavior: .ignore))
+        }
+        services.append(.init(service: GateScheduler(store: gates, bus: bus, logger: logger), successTerminationBehavior: .ignore))
+        services.append(.init(service: app))
+        let drainDelay = Duration.milliseconds(min(1000, config.server.shutdownTimeout.milliseconds / 4))
+        services.append(.init(service: DrainFlag(state: state, delay: drainDelay), successTerminationBehavior: .ignore))
         var groupConfig = ServiceGroupConfiguration(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -209,7 +221,7 @@ extension GatehouseServer {
         var receivers: [String: any Receiver] = [:]
         for r in config.receivers {
             switch r.kind {
-            // Buttons only where clicks can come back (CONTRACT §4): a Slack app (signing
+            // Buttons only where clicks can come back (docs/gates.md): a Slack app (signing
             // secret), an application-owned Discord webhook (public key), any Mattermost.
             case .slack: receivers[r.name] = SlackReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: r.settings["signing_secret"] != nil)
             case .discord: receivers[r.name] = DiscordReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: r.settings["public_key"] != nil)
@@ -285,15 +297,32 @@ extension GatehouseServer {
     }
 }
 
-/// Runs the dispatcher; on shutdown it stops claiming work and lets attempts in flight finish.
+/// Runs the dispatcher. On shutdown it stops claiming work and lets attempts in flight finish
+/// until shortly before the shutdown deadline; what is still in flight then is abandoned and
+/// stays due in the database (sent again after the restart, same webhook-id). A receiver that
+/// never answers must not turn a clean stop into a crash.
 struct DispatcherService: Service {
     let dispatcher: Dispatcher
     let client: CurlMultiClient
+    let state: ServerState
+    let shutdownTimeout: GatehouseDuration
+
     func run() async throws {
-        await withGracefulShutdownHandler {
-            await dispatcher.run()
-        } onGracefulShutdown: {
-            dispatcher.stop()
+        let client = client
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await dispatcher.run()
+            } onGracefulShutdown: { [state, shutdownTimeout] in
+                dispatcher.stop()
+                let started = state.drainingSince ?? .now
+                let deadline = started + .milliseconds(max(0, shutdownTimeout.milliseconds - 500))
+                Task {
+                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    client.shutdown()
+                }
+            }
+        } onCancel: {
+            client.shutdown()
         }
         client.shutdown()
     }
@@ -303,8 +332,12 @@ struct DispatcherService: Service {
 /// while in-flight requests finish.
 struct DrainFlag: Service {
     let state: ServerState
+    /// How long the server keeps answering (with `/readyz` at 503) before it stops accepting:
+    /// long enough for a load balancer's probe to see it, short against the shutdown budget.
+    let delay: Duration
     func run() async throws {
         try? await gracefulShutdown()
         state.startDraining()
+        try? await Task.sleep(for: delay)
     }
 }

@@ -110,7 +110,7 @@ public final class BaseURL: Sendable {
     func set(_ value: String) { current.withLock { $0 = value } }
 }
 
-/// `/v1/gates`: open, read, list, wait, decide, cancel, audit (CONTRACT §4).
+/// `/v1/gates`: open, read, list, wait, decide, cancel, audit (docs/gates.md).
 struct GatesController {
     let desk: GateDesk
     let auth: Authenticator

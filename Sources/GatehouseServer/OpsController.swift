@@ -36,7 +36,13 @@ struct OpsController {
 /// Process-wide flags the controllers read.
 public final class ServerState: Sendable {
     private let draining = Atomic<Bool>(false)
+    private let drainStart = Mutex<ContinuousClock.Instant?>(nil)
     public init() {}
     public var isDraining: Bool { draining.load(ordering: .relaxed) }
-    public func startDraining() { draining.store(true, ordering: .relaxed) }
+    public func startDraining() {
+        drainStart.withLock { $0 = $0 ?? .now }
+        draining.store(true, ordering: .relaxed)
+    }
+    /// When the graceful shutdown began (the shutdown deadline counts from there).
+    public var drainingSince: ContinuousClock.Instant? { drainStart.withLock { $0 } }
 }

@@ -245,6 +245,11 @@ public final class GatehouseDatabase: Sendable {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v5-event-time-given") { db in
+            // Whether the sender gave the event's time: a re-sent event without one is the
+            // same content at another time of receipt (idempotent), not a conflict.
+            try db.execute(sql: "ALTER TABLE events ADD COLUMN time_given INTEGER NOT NULL DEFAULT 1")
+        }
         return migrator
     }
 

@@ -152,8 +152,8 @@ public final class EventLog: Sendable {
 
     private func insert(_ events: [Event], receivedAt: Timestamp, db: Database, inserted: inout [Event]) throws -> AppendOutcome {
         let statement = try db.cachedStatement(sql: """
-            INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
+            INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at, time_given)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
             """)
         var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
         outcome.ids.reserveCapacity(events.count)
@@ -168,7 +168,7 @@ public final class EventLog: Sendable {
             try statement.execute(arguments: [
                 event.id, event.type, event.pipeline, event.run, event.step, event.severity.rawValue,
                 event.summary, event.details, labels, attributes, event.url, event.time.milliseconds,
-                receivedAt.milliseconds,
+                receivedAt.milliseconds, event.timeGiven,
             ])
             outcome.ids.append(event.id)
             if db.changesCount > 0 {
@@ -184,25 +184,54 @@ public final class EventLog: Sendable {
                     if event.type == "run.succeeded" { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }
             } else {
+                // A known id: the same content again is an idempotent duplicate; different
+                // content under it is refused (409), as payment APIs treat idempotency keys.
+                if let stored = try EventRow.fetchOne(db.cachedStatement(sql: "SELECT * FROM events WHERE id = ?"), arguments: [event.id]),
+                   !stored.stored.event.sameContent(as: event) {
+                    throw Problem(
+                        status: 409, title: "Conflict",
+                        detail: "event id \"\(event.id)\" was already used for an event with different content; send a new id for a new event")
+                }
                 outcome.duplicates += 1
             }
         }
         return outcome
     }
 
-    /// Folds the newly inserted events into their runs' summaries: one read and one write per
-    /// run touched by the commit, whatever the number of events.
+    /// Folds the newly inserted events into their runs' summaries through cached statements
+    /// (no SQL is generated per run). A run first seen in this commit — every CI job, every
+    /// pipeline run — costs one `INSERT … ON CONFLICT DO NOTHING`; only a run that already has
+    /// a row is read, folded and written back.
     private func updateRuns(with events: [Event], db: Database) throws {
+        var order: [RunKey] = []
         var touched: [RunKey: [Event]] = [:]
         for event in events {
             guard let run = event.run else { continue }
-            touched[RunKey(pipeline: event.pipeline, run: run), default: []].append(event)
+            let key = RunKey(pipeline: event.pipeline, run: run)
+            if touched[key] == nil { order.append(key) }
+            touched[key, default: []].append(event)
         }
-        for (key, runEvents) in touched {
-            let existing = try RunRow.fetchOne(db, key: ["pipeline": key.pipeline, "run": key.run])
-            var summary = existing?.summary ?? RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)
+        guard !order.isEmpty else { return }
+        let insertNew = try db.cachedStatement(sql: """
+            INSERT INTO runs (pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING
+            """)
+        for key in order {
+            let runEvents = touched[key]!
+            let fresh = runEvents.reduce(RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)) { $0.applying($1) }
+            try insertNew.execute(arguments: RunRow.arguments(fresh))
+            if db.changesCount > 0 { continue }
+            let select = try db.cachedStatement(sql: """
+                SELECT status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts FROM runs WHERE pipeline = ? AND run = ?
+                """)
+            guard let row = try Row.fetchOne(select, arguments: [key.pipeline, key.run]) else { continue }
+            var summary = RunRow.summary(pipeline: key.pipeline, run: key.run, row: row)
             for event in runEvents { summary = summary.applying(event) }
-            try RunRow(summary).insert(db, onConflict: .replace)
+            let update = try db.cachedStatement(sql: """
+                UPDATE runs SET status = ?3, failed_step = ?4, started_at = ?5, ended_at = ?6, last_event_at = ?7, lifecycle_at = ?8,
+                    event_count = ?9, counts = ?10 WHERE pipeline = ?1 AND run = ?2
+                """)
+            try update.execute(arguments: RunRow.arguments(summary))
         }
     }
 

@@ -138,8 +138,19 @@ public final class Outbox: Sendable {
     private func write(_ outcomes: [Outcome]) {
         do {
             try database.pool.write { db in
+                // What an attempt changes, bound by hand: a record update would encode every
+                // column through Codable for each delivery.
+                let update = try db.cachedStatement(sql: """
+                    UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
+                        last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
+                    """)
                 for outcome in outcomes {
-                    for delivery in outcome.deliveries { try delivery.update(db) }
+                    for d in outcome.deliveries {
+                        try update.execute(arguments: [
+                            d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
+                            d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
+                        ])
+                    }
                     for fallback in outcome.fallbacks { try fallback.insert(db) }
                     if let (receiver, group, at) = outcome.flushed {
                         // Later events of the group wait for group_interval after this flush;
@@ -192,15 +203,16 @@ public final class Outbox: Sendable {
             if isFailure {
                 // The pipeline is failing for this receiver until a run succeeds; a fresh
                 // failure restarts the reminder clock.
-                try db.execute(
-                    sql: """
-                        INSERT INTO failing_pipelines (receiver, pipeline, route, since, last_event_seq, repeat_ms, next_repeat_at, send_resolved)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (receiver, pipeline) DO UPDATE SET route = excluded.route, last_event_seq = excluded.last_event_seq,
-                            repeat_ms = excluded.repeat_ms, next_repeat_at = excluded.next_repeat_at, send_resolved = excluded.send_resolved
-                        """,
-                    arguments: [plan.receiver, pipeline, plan.route, now.milliseconds, eventSeq, plan.repeatInterval.milliseconds,
-                                due + plan.repeatInterval.milliseconds, plan.sendResolved])
+                let failing = try db.cachedStatement(sql: """
+                    INSERT INTO failing_pipelines (receiver, pipeline, route, since, last_event_seq, repeat_ms, next_repeat_at, send_resolved)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (receiver, pipeline) DO UPDATE SET route = excluded.route, last_event_seq = excluded.last_event_seq,
+                        repeat_ms = excluded.repeat_ms, next_repeat_at = excluded.next_repeat_at, send_resolved = excluded.send_resolved
+                    """)
+                try failing.execute(arguments: [
+                    plan.receiver, pipeline, plan.route, now.milliseconds, eventSeq, plan.repeatInterval.milliseconds,
+                    due + plan.repeatInterval.milliseconds, plan.sendResolved,
+                ])
             }
         }
     }
@@ -208,18 +220,19 @@ public final class Outbox: Sendable {
     /// A successful run of a pipeline that receivers were told was failing: one `resolved`
     /// delivery to each of them, and the pipeline is no longer failing for them.
     static func resolve(pipeline: String, eventSeq: Int64, now: Timestamp, db: Database) throws {
-        let failing = try Row.fetchAll(db, sql: "SELECT receiver, route FROM failing_pipelines WHERE pipeline = ? AND send_resolved", arguments: [pipeline])
-        try db.execute(sql: "DELETE FROM failing_pipelines WHERE pipeline = ?", arguments: [pipeline])
+        // Runs once per `run.succeeded` inside the ingest commit: cached statements only.
+        let select = try db.cachedStatement(sql: "SELECT receiver, route FROM failing_pipelines WHERE pipeline = ? AND send_resolved")
+        let failing = try Row.fetchAll(select, arguments: [pipeline])
+        try db.cachedStatement(sql: "DELETE FROM failing_pipelines WHERE pipeline = ?").execute(arguments: [pipeline])
         guard !failing.isEmpty else { return }
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, 'resolved', 'pending', 0, ?, ?, ?)
+            """)
         for row in failing {
-            let receiver: String = row["receiver"]
+            let receiver: String = row[0]
             let id = Delivery.newID()
-            try db.execute(
-                sql: """
-                    INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, 'resolved', 'pending', 0, ?, ?, ?)
-                    """,
-                arguments: [id, eventSeq, receiver, row["route"] as String, "resolved|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
+            try insert.execute(arguments: [id, eventSeq, receiver, row[1] as String, "resolved|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
         }
     }
 
@@ -287,6 +300,23 @@ public final class Outbox: Sendable {
                 bySeq[e.seq] = e.stored
             }
             return rows.compactMap { row in bySeq[row.event_seq].map { (row, $0) } }
+        }
+    }
+
+    /// A receiver came back after failing: the deliveries that failed with it are due again
+    /// now, in the order they were created, instead of each on its own back-off. A delivery
+    /// that failed three times or more keeps its back-off: it may be the message, not the
+    /// receiver, that fails, and must not pause the receiver again at every recovery.
+    /// Returns how many.
+    public func reviveBacklog(receiver: String) async throws -> Int {
+        try await database.pool.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET next_attempt_at = created_at
+                    WHERE receiver = ? AND state IN ('pending', 'failed') AND state = 'failed' AND attempts < 3 AND next_attempt_at > created_at
+                    """,
+                arguments: [receiver])
+            return db.changesCount
         }
     }
 

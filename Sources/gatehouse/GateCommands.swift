@@ -4,7 +4,7 @@ import GatehouseClient
 import GatehouseCore
 import GatehouseStore
 
-/// Exit codes of `gate open --wait` and `gate wait` (CONTRACT §4).
+/// Exit codes of `gate open --wait` and `gate wait` (docs/gates.md).
 enum GateExit {
     static let approved: Int32 = 0
     static let rejected: Int32 = 1
@@ -165,7 +165,7 @@ func keyValues(_ pairs: [String], flag: String, json: Bool) throws -> JSONObject
     return o
 }
 
-/// Like `runClient`, but every failure of a waiting command exits 4 (CONTRACT §4), so a
+/// Like `runClient`, but every failure of a waiting command exits 4 (docs/gates.md), so a
 /// pipeline can tell "the server is broken" from "people said no".
 func runGateClient(wait: Bool, _ body: () throws -> Void) throws {
     do {

@@ -15,7 +15,7 @@ struct Gatehouse: AsyncParsableCommand {
     )
 
     /// ArgumentParser's own entry point, except that a usage error in `gate open --wait` or
-    /// `gate wait` exits 4 as CONTRACT §4 says (a pipeline reads 1 as "rejected", 2 as
+    /// `gate wait` exits 4 as docs/gates.md says (a pipeline reads 1 as "rejected", 2 as
     /// "expired": a typo must not look like either).
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())

@@ -135,7 +135,7 @@ struct GoldenTests {
         }
     }
 
-    /// PROTOCOLS.md limits, checked on the examples themselves.
+    /// The platform limits of docs/platforms/, checked on the examples themselves.
     func checkLimits(_ platform: GatehouseConfig.ReceiverKind, _ payload: JSONValue) throws {
         let o = try #require(payload.objectValue)
         switch platform {

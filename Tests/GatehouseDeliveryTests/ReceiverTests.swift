@@ -23,7 +23,7 @@ func body(_ request: OutboundRequest) throws -> JSONObject {
 }
 
 struct StandardWebhooksTests {
-    /// The spec's test vector (PROTOCOLS.md §4.1).
+    /// The spec's test vector (docs/platforms/standard-webhooks.md).
     @Test func signatureMatchesTheSpecVector() throws {
         let key = try #require(WebhookReceiver.key(fromSecret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
         let signature = WebhookReceiver.signature(id: "msg_p5jXN8AQM9LWM0D4loKWxJek", timestamp: 1614265330, body: Array(#"{"test": 2432232314}"#.utf8), key: key)

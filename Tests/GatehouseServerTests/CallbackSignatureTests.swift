@@ -3,7 +3,7 @@ import GatehouseCore
 @testable import GatehouseServer
 import Testing
 
-/// The test vectors of PROTOCOLS.md, checked against our verifiers.
+/// The test vectors of docs/platforms/slack.md and discord.md, checked against our verifiers.
 struct CallbackSignatureTests {
     static let slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
 

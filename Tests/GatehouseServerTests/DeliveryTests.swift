@@ -341,7 +341,10 @@ struct DeliveryTests {
         let stuck = rows.filter { $0["receiver"] == .string("stuck") }
         #expect(stuck.count == 3)
         #expect(stuck.allSatisfy { $0["state"] == .string("dead") && ($0["last_error"]?.stringValue?.contains("timed out") ?? false) })
-        #expect(stuck.allSatisfy { ($0["attempts"]?.doubleValue ?? 0) >= 2 })
+        #expect(stuck.allSatisfy { ($0["attempts"]?.doubleValue ?? 0) >= 1 })
+        // Once it had failed, the receiver was probed one delivery at a time: the three first
+        // sends and a probe, not three deliveries retrying each on its own.
+        #expect(try sink.received("/hang").count <= 5)
     }
 
     /// repeat_interval: while a pipeline keeps failing, its receiver is reminded; a successful
@@ -376,5 +379,56 @@ struct DeliveryTests {
         let settled = try sink.received("/ok/team").count
         Thread.sleep(forTimeInterval: 3.2)
         #expect(try sink.received("/ok/team").count == settled)
+    }
+
+    /// A receiver that is down is paused as a whole and probed about once per back-off step,
+    /// not hit by every pending delivery on its own schedule; when it comes back, its backlog
+    /// goes at once, oldest first, and nothing is lost. The deliveries API and /metrics show
+    /// its state, and the dispatcher's in-memory maps are back to empty afterwards.
+    @Test func aFailingReceiverIsPausedNotHammeredAndDrainsWhenBack() throws {
+        let (sink, server) = try deliveringServer { sink in """
+            receivers:
+              - name: down
+                webhook: { url: \(sink.url("/down-6/hook")) }
+            route:
+              receiver: down
+              group_by: ['...']
+            """ }
+        // The first event finds the receiver failing…
+        #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
+        #expect(try sink.wait(for: 1, at: "/down-6").count == 1)
+        let held = try server.waitForDeliveries { _ in
+            (try? server.json("/v1/deliveries"))?["receivers"]?.objectValue?["down"]?.objectValue?["state"] == .string("backing_off")
+        }
+        _ = held
+        let state = try server.json("/v1/deliveries")["receivers"]?.objectValue?["down"]?.objectValue
+        #expect(state?["state"] == .string("backing_off"))
+        #expect(state?["until"]?.stringValue != nil)
+        #expect(try server.get("/metrics").text.contains(#"gatehouse_receiver_state{receiver="down",state="backing_off"} 1"#))
+        // …then a backlog of 30 more arrives while it is down.
+        let batch = (1...30).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
+        #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
+        // Everything arrives once the receiver is back.
+        let rows = try server.waitForDeliveries(timeout: 40) { rows in rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+        #expect(rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") })
+        let attempts = try sink.received("/down-6")
+        let first = try #require(attempts.first?.time)
+        let whileDown = attempts.filter { $0.time - first < 6 }
+        // Probes at about 1, 3 (and maybe 7) s: a handful, where per-delivery retries of 31
+        // rows would have made dozens.
+        #expect(whileDown.count <= 6, "\(whileDown.count) requests while the receiver was down")
+        // Every delivery went exactly once after the outage (the order in which the backlog is
+        // taken is OutboxTests.aRecoveredReceiversBacklogIsDueAgainOldestFirst).
+        #expect(attempts.filter { $0.time - first >= 6 }.count == 31)
+        #expect(try server.json("/v1/deliveries")["receivers"]?.objectValue?["down"]?.objectValue?["state"] == .string("ok"))
+        // The dispatcher forgot everything it tracked for this work.
+        let deadline = Date().addingTimeInterval(10)
+        var tracked: [Substring] = []
+        repeat {
+            tracked = try server.get("/metrics").text.split(separator: "\n").filter { $0.hasPrefix("gatehouse_dispatcher_tracked{") }
+            if !tracked.isEmpty && tracked.allSatisfy({ Double($0.split(separator: " ").last ?? "") == 0 }) { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        } while Date() < deadline
+        #expect(!tracked.isEmpty && tracked.allSatisfy { Double($0.split(separator: " ").last ?? "") == 0 }, "\(tracked)")
     }
 }

@@ -62,6 +62,61 @@ struct DurabilityTests {
         let restarted = try ServerProcess(dir: dir, db: server.db)
         #expect(try restarted.allEvents().map { $0["id"]!.stringValue! } == ["s1"])
     }
+
+    /// SIGTERM while a receiver holds a send open (it accepted the connection and never
+    /// answers): /readyz turns 503 at once, every open request gets a whole answer, the send is
+    /// abandoned at the deadline and the process exits 0 within shutdown_timeout + 1 s. The
+    /// abandoned delivery is still pending and goes again after the restart, same webhook-id.
+    @Test func sigtermWithASendInFlightStopsCleanlyWithinTheTimeout() throws {
+        let sink = try Sink()
+        let dir = TempDir()
+        let cfg = dir.write("gatehouse.yml", """
+            server: { shutdown_timeout: 3s }
+            receivers:
+              - name: slow
+                timeout: 30s
+                webhook: { url: \(sink.url("/hangfirst/slow")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+            route: { receiver: slow }
+            """)
+        let env = ["GATEHOUSE_TEMPLATES": templatesFolder, "SWIFT_BACKTRACE": "enable=no"]
+        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
+        #expect(try server.post("/v1/events", #"{"id":"h1","type":"run.failed","pipeline":"p"}"#).status == 202)
+        let held = try sink.wait(for: 1, at: "/hangfirst")
+        #expect(held.count == 1)
+        let gate = try #require(server.post("/v1/gates", #"{"title":"t","pipeline":"bye"}"#).json["id"]?.stringValue)
+        let waiting = try RawHTTPConnection(port: server.port)
+        waiting.get("/v1/gates/\(gate)/wait?timeout=120s")
+        let parked = Date().addingTimeInterval(10)
+        while try server.gateWaiters() != 1, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
+        let stream = StreamReader(url: server.url + "/v1/events/stream?after=0")
+        #expect(stream.wait { _, raw in raw.contains("connected") })
+
+        let signalled = Date()
+        server.signal(SIGTERM)
+        // The signal lands asynchronously: look until the server says it is draining.
+        var ready = 200
+        let looking = Date().addingTimeInterval(2)
+        while ready != 503, Date() < looking, let r = try? server.get("/readyz") {
+            ready = r.status
+            if ready != 503 { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        #expect(ready == 503)
+        let answer = try #require(waiting.read(timeout: 10))
+        #expect(answer.status == 200)
+        #expect(stream.done.wait(timeout: .now() + 10) == .success)
+        #expect(server.waitForExit(timeout: 15) == 0)
+        // shutdown_timeout + 1 s, with room for a loaded CI machine; the receiver would have
+        // held it for 30 s.
+        #expect(Date().timeIntervalSince(signalled) < 6, "took \(Date().timeIntervalSince(signalled)) s")
+
+        // The event's delivery (the gate's notice went out meanwhile) is sent again after the
+        // restart under the same webhook-id.
+        let id = try #require(held.first?.headers["webhook-id"])
+        let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+        let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.contains { $0["id"] == .string(id) && $0["state"] == .string("delivered") } }
+        #expect(rows.contains { $0["id"] == .string(id) && $0["state"] == .string("delivered") })
+        #expect(try sink.received("/hangfirst").filter { $0.headers["webhook-id"] == id }.count == 2)
+    }
 }
 
 final class AckLog: @unchecked Sendable {

@@ -198,6 +198,35 @@ struct EventsAPITests {
         // Every answer carries a request id.
         #expect(try server.get("/healthz").header("X-Request-Id")?.isEmpty == false)
     }
+    /// An id is an idempotency key: the same event again is a duplicate; another event under a
+    /// known id is refused (409) and a batch that repeats an id with other content is refused
+    /// whole (422) — nothing is stored and nothing dropped silently.
+    @Test func aReusedIDWithOtherContentIsRefusedNotDropped() throws {
+        let server = try ServerProcess()
+        #expect(try server.post("/v1/events", #"{"id":"k1","type":"run.failed","pipeline":"p","summary":"first"}"#).status == 202)
+        // The same content again, with no time given: an idempotent duplicate.
+        let again = try server.post("/v1/events", #"{"id":"k1","type":"run.failed","pipeline":"p","summary":"first"}"#)
+        #expect(again.status == 202)
+        #expect(again.json["duplicates"] == .int(1) && again.json["accepted"] == .int(0))
+        // Other content under the same id: 409 naming it, and the stored event is unchanged.
+        let conflict = try server.post("/v1/events", #"{"id":"k1","type":"run.failed","pipeline":"p","summary":"second"}"#)
+        #expect(conflict.status == 409, "\(conflict.text)")
+        #expect(conflict.header("Content-Type")?.hasPrefix("application/problem+json") == true)
+        #expect(conflict.json["detail"]?.stringValue?.contains("k1") == true)
+        // In a batch: the conflicting item refuses the whole batch, the new one is not stored.
+        let mixed = try server.post("/v1/events", #"[{"id":"k2","type":"a.b","pipeline":"p"},{"id":"k1","type":"run.failed","pipeline":"p","summary":"third"}]"#)
+        #expect(mixed.status == 409)
+        // Two different events under one id in one request: 422 naming both items.
+        let twice = try server.post("/v1/events", #"[{"id":"k3","type":"a.b","pipeline":"p"},{"id":"k3","type":"a.b","pipeline":"other"}]"#)
+        #expect(twice.status == 422)
+        #expect(twice.json["detail"]?.stringValue?.contains("item 1") == true && twice.json["detail"]?.stringValue?.contains("item 0") == true, "\(twice.text)")
+        let stored = try server.allEvents()
+        #expect(stored.map { $0["id"]!.stringValue! } == ["k1"])
+        #expect(stored.first?["summary"] == .string("first"))
+        // The same event twice in one request is fine: one accepted, one duplicate.
+        let same = try server.post("/v1/events", #"[{"id":"k4","type":"a.b","pipeline":"p"},{"id":"k4","type":"a.b","pipeline":"p"}]"#)
+        #expect(same.status == 202 && same.json["accepted"] == .int(1) && same.json["duplicates"] == .int(1))
+    }
 }
 
 /// The example payloads in webhooks/events are accepted as documented.

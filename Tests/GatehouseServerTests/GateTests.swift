@@ -38,7 +38,7 @@ final class RunningCLI {
     deinit { if process.isRunning { process.terminate() } }
 }
 
-/// Slack and Discord as they sign; the keys are PROTOCOLS.md's test keys.
+/// Slack and Discord as they sign; the keys are the test keys of docs/platforms/slack.md and discord.md.
 enum Chat {
     static let slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
     static let discordSeed = [UInt8](hexString: "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")

@@ -15,7 +15,7 @@ struct MigrationTests {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let db = try GatehouseDatabase(path: path)
-        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets"])
+        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-event-time-given"])
         let tables = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name") }
         #expect(tables.contains("events") && tables.contains("runs") && tables.contains("tokens"))
         #expect(try db.pool.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
@@ -23,7 +23,7 @@ struct MigrationTests {
         #expect(try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 2)
         // Reopening applies nothing twice.
         let again = try GatehouseDatabase(path: path, durability: .normal)
-        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets"])
+        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-event-time-given"])
         #expect(try again.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
     }
 
@@ -62,7 +62,8 @@ struct EventLogTests {
         let bus = Bus()
         let log = EventLog(database: try GatehouseDatabase(path: path), bus: bus)
         let subscriber = bus.subscribe()
-        // 400 requests from 40 concurrent writers; every id is sent by two different writers.
+        // 400 requests from 40 concurrent writers; every event (same id, same content) is sent
+        // by two different writers.
         let requests = 400
         let results = try await withThrowingTaskGroup(of: AppendOutcome.self) { group in
             for writer in 0..<40 {
@@ -70,7 +71,7 @@ struct EventLogTests {
                     var outcomes = AppendOutcome(ids: [], accepted: 0, duplicates: 0)
                     for i in 0..<(requests / 40) {
                         let id = "e-\((writer / 2) * 100 + i)"
-                        let o = try await log.append([event(id, run: "r\(writer % 4)")])
+                        let o = try await log.append([event(id, run: "r\((writer / 2) % 4)")])
                         outcomes.accepted += o.accepted
                         outcomes.duplicates += o.duplicates
                     }
@@ -193,5 +194,34 @@ struct OutboxTests {
         try await outbox.record([], flushedGroup: ("team", "root|run=r1", Timestamp(milliseconds: 1_330_000)))
         #expect(try await outbox.forgetIdleGroups(now: Timestamp(milliseconds: 1_700_000)) == 1)
         #expect(try await database.pool.read { try String.fetchAll($0, sql: "SELECT group_key FROM alert_groups") } == ["root|run=r2"])
+    }
+
+    /// When a receiver comes back, the deliveries that failed with it go again at once, in the
+    /// order they were created; one that kept failing keeps its own back-off.
+    @Test func aRecoveredReceiversBacklogIsDueAgainOldestFirst() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try GatehouseDatabase(path: path)
+        var clock = Timestamp(milliseconds: 1_000_000)
+        for id in ["a", "b", "c", "d"] {
+            let at = clock
+            let log = EventLog(database: database, bus: Bus(), clock: { at }) { event in
+                [PlannedDelivery(receiver: "hook", route: "root", groupKey: "root|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(60), fallback: nil, alone: true)]
+            }
+            _ = try await log.append([event(id)])
+            clock = clock.adding(milliseconds: 1000)
+        }
+        let outbox = Outbox(database: database)
+        var rows = try await outbox.list(state: .pending, receiver: "hook", limit: 10).sorted { $0.created_at < $1.created_at }
+        // a and b failed with the receiver and were put off; c failed three times already.
+        for (i, attempts, next) in [(0, 1, 9_000_000), (1, 2, 8_000_000), (2, 3, 7_000_000)] {
+            rows[i].state = .failed
+            rows[i].attempts = attempts
+            rows[i].next_attempt_at = Int64(next)
+        }
+        try await outbox.record(Array(rows.prefix(3)))
+        #expect(try await outbox.reviveBacklog(receiver: "hook") == 2)
+        let due = try await outbox.due(receiver: "hook", now: Timestamp(milliseconds: 5_000_000), limit: 10).map(\.1.event.id)
+        #expect(due == ["a", "b", "d"])
     }
 }

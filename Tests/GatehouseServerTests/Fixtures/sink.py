@@ -10,6 +10,8 @@ GET /_requests. Prints "PORT <n>" once listening on 127.0.0.1 (port chosen by th
   /ratelimit-S/...   429 with Retry-After: 1 for S seconds after the first request, then 200 "ok"
   /discord429-S/...  like ratelimit, with Discord's JSON body {"retry_after": 0.5}
   /hang/...          never answers (sleeps 60 s)
+  /hangfirst/...     the first request to this path never answers, later ones get 200 "ok"
+  /down-S/...        500 for S seconds after the first request, then 200 "ok"
 
 PATCH is answered like POST (Discord message edits).
 """
@@ -87,8 +89,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(429, json.dumps({"message": "You are being rate limited.", "retry_after": 0.5, "global": False}), content_type="application/json")
             else:
                 self.reply(200, json.dumps({"id": str(n)}), content_type="application/json")
-        elif mode == "hang":
+        elif mode == "hang" or (mode == "hangfirst" and n == 1):
             time.sleep(60)
+        elif mode == "hangfirst":
+            self.reply(200, "ok")
+        elif mode.startswith("down-"):
+            if since_first < float(mode.split("-")[1]):
+                self.reply(500, "down")
+            else:
+                self.reply(200, "ok")
         else:
             self.reply(404, "unknown mode")
 

@@ -1,0 +1,139 @@
+import Foundation
+import NIOCore
+
+/// `gatehouse-bench --alerts`: the users' load for the core job, failure alerts into chat.
+/// Every event is a new run (as every CI job and pipeline run is), one event per request over
+/// 16 keep-alive connections, one live `webhook` receiver on loopback with `group_by: ['...']`
+/// and `group_wait: 0s`, so each event is one signed webhook. Prints ingest events/s, first
+/// send → last delivery, ingest → delivery p50/p99, the server's CPU per event (from
+/// `/proc/<pid>/stat`) and its RSS after 10k, 100k and a further 100k events. Then batches of
+/// 100 with a new run per event and no receiver.
+enum AlertsBench {
+    static let connections = 16
+
+    static func run(binary: String, scale: Int, durability: String) throws {
+        let sink = BenchSink()
+        let sinkPort = try sink.start()
+        defer { sink.stop() }
+        let config = try writeConfig(sinkPort: sinkPort)
+        print("gatehouse alerts benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores shared by server, load generator and sink; durability=\(durability)")
+        print("load: a new run per event, one event per request, \(connections) keep-alive connections, one webhook receiver answering 200 at once, group_by ['...']")
+        print("")
+        let server = try BenchServer(binary: binary, durability: durability, config: config)
+        defer { server.stop() }
+        let idle = server.rss()
+        print("  idle RSS \(Bench.format(idle.current)) MB")
+        // Phases run back to back on one server: the later ones show whether memory stays flat.
+        let phases = [10_000 * scale, 90_000 * scale, 100_000 * scale]
+        var sent = 0
+        for (index, count) in phases.enumerated() {
+            let label = ["first \(count)", "next \(count) (to \(sent + count))", "a further \(count) (to \(sent + count))"][index]
+            let result = try phase(server: server, sink: sink, first: sent, count: count)
+            sent += count
+            result.print(label: label)
+            let rss = server.rss()
+            print("    RSS after \(sent) events: \(Bench.format(rss.current)) MB (anonymous \(Bench.format(rss.anonymous)) MB)")
+        }
+        print("")
+
+        // Batches of 100 events, a new run per event, no receiver.
+        let plain = try BenchServer(binary: binary, durability: durability)
+        defer { plain.stop() }
+        let requests = 1000 * scale
+        _ = try runLoad(port: plain.port, connections: 8, total: 100, makeBody: { batchBody(1_000_000_000 + $0) })
+        let batches = try runLoad(port: plain.port, connections: 8, total: requests, makeBody: batchBody)
+        Bench.report("batches of 100, new run per event, no receiver, 8 connections", batches, eventsPerRequest: 100)
+    }
+
+    struct PhaseResult {
+        var events: Int
+        var delivered: Int
+        var ingestSeconds: Double
+        var firstToLast: Double
+        var p50: Double
+        var p99: Double
+        var requestP99: Double
+        var failed: Int
+        var cpuMicrosPerEvent: Double
+
+        func print(label: String) {
+            Swift.print(String(
+                format: "  %@: ingest %.0f events/s (request p99 %.2f ms, %d failed); first send → last delivery %.2f s; ingest → delivery p50 %.1f ms, p99 %.1f ms; server CPU %.0f µs/event%@",
+                label as NSString, Double(events) / ingestSeconds, requestP99, failed, firstToLast, p50, p99, cpuMicrosPerEvent,
+                delivered < events ? " — INCOMPLETE: \(delivered) of \(events) delivered" as NSString : "" as NSString))
+        }
+    }
+
+    /// Sends events `first ..< first + count` and waits until the sink has every one of them.
+    static func phase(server: BenchServer, sink: BenchSink, first: Int, count: Int) throws -> PhaseResult {
+        sink.reset()
+        let sentAt = SendTimes(count: count)
+        let cpuBefore = server.cpuTicks()
+        let start = DispatchTime.now().uptimeNanoseconds
+        let load = try runLoad(port: server.port, connections: connections, total: count) { n in
+            sentAt.mark(n)
+            return alertBody(first + n)
+        }
+        let ingested = DispatchTime.now().uptimeNanoseconds
+        let deadline = Date().addingTimeInterval(120)
+        while sink.count < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.002) }
+        let cpuAfter = server.cpuTicks()
+        var latencies: [Double] = []
+        latencies.reserveCapacity(count)
+        var last: UInt64 = 0
+        for n in 0..<count {
+            guard let arrived = sink.arrival(of: "a\(first + n)") else { continue }
+            last = max(last, arrived)
+            latencies.append(Double(arrived &- sentAt[n]) / 1e6)
+        }
+        latencies.sort()
+        func p(_ q: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))] }
+        let ticks = Double(cpuAfter - cpuBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        return PhaseResult(
+            events: count, delivered: latencies.count, ingestSeconds: Double(ingested - start) / 1e9,
+            firstToLast: Double(max(last, ingested) - start) / 1e9, p50: p(0.5), p99: p(0.99), requestP99: load.p99, failed: load.failed,
+            cpuMicrosPerEvent: ticks * 1e6 / Double(count))
+    }
+
+    static func alertBody(_ n: Int) -> ByteBuffer {
+        ByteBuffer(string: #"{"id":"a\#(n)","type":"run.failed","pipeline":"build-\#(n % 50)","run":"run-\#(n)","summary":"job failed: exit code 1 in step test"}"#)
+    }
+
+    static let batchBody: @Sendable (Int) -> ByteBuffer = { n in
+        var text = "["
+        for i in 0..<100 {
+            if i > 0 { text += "," }
+            text += #"{"type":"run.failed","pipeline":"build-\#(i % 50)","run":"b\#(n)-\#(i)","summary":"job failed: exit code 1 in step test"}"#
+        }
+        return ByteBuffer(string: text + "]")
+    }
+
+    static func writeConfig(sinkPort: Int) throws -> String {
+        let yaml = """
+            receivers:
+              - name: hooks
+                webhook: { url: http://127.0.0.1:\(sinkPort)/hook, secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+            route:
+              receiver: hooks
+              group_by: ['...']
+              group_wait: 0s
+
+            """
+        let path = NSTemporaryDirectory() + "gatehouse-bench-alerts.yml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+}
+
+/// When each request of a phase was sent, by its number; each slot is written by the one
+/// event-loop thread that sends it and read after the load has finished.
+final class SendTimes: @unchecked Sendable {
+    private let times: UnsafeMutableBufferPointer<UInt64>
+    init(count: Int) {
+        times = .allocate(capacity: count)
+        times.initialize(repeating: 0)
+    }
+    deinit { times.deallocate() }
+    func mark(_ n: Int) { times[n] = DispatchTime.now().uptimeNanoseconds }
+    subscript(n: Int) -> UInt64 { times[n] }
+}

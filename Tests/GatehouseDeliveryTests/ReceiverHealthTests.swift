@@ -1,0 +1,89 @@
+import GatehouseCore
+@testable import GatehouseDelivery
+import Testing
+
+/// The per-receiver circuit breaker: a receiver that fails is held back as a whole and probed
+/// one delivery at a time; a rate limit pauses it until the time it gave.
+struct ReceiverHealthTests {
+    let t0 = Timestamp(milliseconds: 1_795_946_400_000)
+
+    @Test func aFailureHoldsTheWholeReceiverBackThenProbesOneAtATime() {
+        var h = ReceiverHealth()
+        let r1 = h.admit("a", now: t0)
+        #expect(r1 == .open)
+        let r2 = h.admit("b", now: t0)
+        #expect(r2 == .open)
+        h.failed("a", now: t0, random: 0.5)
+        #expect(h.state == .backingOff)
+        #expect(h.until == t0.adding(milliseconds: 1000))
+        // Attempts already in flight that fail too do not lengthen the back-off.
+        h.failed("b", now: t0, random: 0.5)
+        #expect(h.consecutiveFailures == 1 && h.until == t0.adding(milliseconds: 1000))
+        let r3 = h.admit("c", now: t0.adding(milliseconds: 500))
+        #expect(r3 == .closed(until: t0.adding(milliseconds: 1000)))
+        #expect(!h.acceptsWork(now: t0.adding(milliseconds: 500)))
+        // After the back-off: one probe, and nothing else while it is in flight.
+        let later = t0.adding(milliseconds: 1000)
+        #expect(h.acceptsWork(now: later))
+        let r4 = h.admit("c", now: later)
+        #expect(r4 == .probe)
+        let r5 = h.admit("d", now: later)
+        #expect(r5 == .closed(until: nil))
+        #expect(!h.acceptsWork(now: later))
+        // A failed probe doubles the back-off.
+        h.failed("c", now: later, random: 0.5)
+        #expect(h.consecutiveFailures == 2 && h.until == later.adding(milliseconds: 2000))
+        // A successful probe ends the episode: the backlog may go at full speed.
+        let after = later.adding(milliseconds: 2000)
+        let r6 = h.admit("c", now: after)
+        #expect(r6 == .probe)
+        let r7 = h.answered("c")
+        #expect(r7)
+        #expect(h.state == .ok && h.consecutiveFailures == 0 && h.until == nil)
+        let r8 = h.admit("e", now: after)
+        #expect(r8 == .open)
+        let r9 = h.answered("e")
+        #expect(!r9, "an answer while healthy is no recovery")
+    }
+
+    @Test func backOffIsCappedSoARecoveryIsNoticedSoon() {
+        var h = ReceiverHealth()
+        var now = t0
+        _ = h.admit("a", now: now)
+        for _ in 0..<12 {
+            h.failed("a", now: now, random: 0.5)
+            now = h.until!
+            let r10 = h.admit("a", now: now)
+            #expect(r10 == .probe)
+        }
+        #expect(h.until! <= now)
+        h.failed("a", now: now, random: 0.99)
+        #expect(h.until!.milliseconds - now.milliseconds <= 36_000)
+    }
+
+    @Test func aRateLimitPausesUntilTheTimeGiven() {
+        var h = ReceiverHealth()
+        _ = h.admit("a", now: t0)
+        h.rateLimited("a", for: 2.5, now: t0)
+        #expect(h.state == .pausedByRateLimit && h.until == t0.adding(milliseconds: 2500))
+        // A shorter pause does not cut a longer one short.
+        h.rateLimited("b", for: 0.5, now: t0)
+        #expect(h.until == t0.adding(milliseconds: 2500))
+        let r11 = h.admit("b", now: t0.adding(milliseconds: 2500))
+        #expect(r11 == .probe)
+        let r12 = h.answered("b")
+        #expect(r12 && h.state == .ok)
+    }
+
+    @Test func aProbeThatSentNothingLetsAnotherGo() {
+        var h = ReceiverHealth()
+        _ = h.admit("a", now: t0)
+        h.failed("a", now: t0, random: 0.5)
+        let later = t0.adding(milliseconds: 1000)
+        let r13 = h.admit("m", now: later)
+        #expect(r13 == .probe)
+        h.released("m")
+        let r14 = h.admit("n", now: later)
+        #expect(r14 == .probe)
+    }
+}
