@@ -42,6 +42,7 @@ public final class Dispatcher: Sendable {
     private let state = Mutex(State())
     private let wakeup: BusSubscriber
     private let stopped = Atomic<Bool>(false)
+    private let metrics = DeliveryMetrics()
     /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
     private let activeSilences = Mutex<[Silence]>([])
 
@@ -99,7 +100,10 @@ public final class Dispatcher: Sendable {
         if let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
             logger.warning("deliveries to receivers no longer configured were marked dead", metadata: ["count": .stringConvertible(killed)])
         }
-        await withTaskGroup(of: Void.self) { group in
+        // A discarding group frees each attempt's task as soon as it ends: an ordinary task group
+        // keeps every finished child until it is awaited, which grew the server by ~16 KB per
+        // delivery for as long as it ran.
+        await withDiscardingTaskGroup { group in
             var lastDepthReport: Int64 = 0
             var lastGroupSweep: Int64 = 0
             var nextRepeat: Timestamp? = nil
@@ -196,8 +200,8 @@ public final class Dispatcher: Sendable {
                     await refreshSilences(now: clock())
                 }
             }
-            // Rows still queued were never attempted: they stay due in the database.
-            await group.waitForAll()
+            // Rows still queued were never attempted: they stay due in the database. The group
+            // waits for the attempts in flight before it returns.
         }
     }
 
@@ -478,7 +482,7 @@ public final class Dispatcher: Sendable {
                 rows[i].last_error = nil
                 rows[i].message_id = messageID
             }
-            let latency = Metrics.Timer(label: "gatehouse_delivery_latency_seconds", dimensions: [("receiver", delivery.receiver)], preferredDisplayUnit: .seconds)
+            let latency = metrics.latency(delivery.receiver)
             for (_, event) in live { latency.recordMilliseconds(max(0, finished.milliseconds - event.receivedAt.milliseconds)) }
             await record(rows, flushed: flushed, outcome: "delivered")
             if let gateID, let gateEvent { await settings.gateNotified?(gateID, delivery.receiver, gateEvent.type, "delivered", messageID) }
@@ -540,7 +544,7 @@ public final class Dispatcher: Sendable {
     private func record(_ rows: [Delivery], fallbacks: [Delivery] = [], flushed: (receiver: String, groupKey: String, at: Timestamp)? = nil, outcome: String) async {
         do {
             try await outbox.record(rows, fallbacks: fallbacks, flushedGroup: flushed)
-            for row in rows { Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", row.receiver), ("outcome", outcome)]).increment() }
+            if let receiver = rows.first?.receiver { metrics.outcomes(receiver, outcome).increment(by: rows.count) }
         } catch {
             // The rows stay due and are sent again: at-least-once.
             logger.error("could not record a delivery outcome", metadata: ["delivery": .string(rows.first?.id ?? ""), "error": "\(error)"])
@@ -571,5 +575,31 @@ struct Pacer: Sendable {
             return 0
         }
         return Int64(((1 - tokens) / perSecond * 1000).rounded(.up))
+    }
+}
+
+/// Metric handles per receiver (and outcome), made once: asking the metrics factory for every
+/// delivery costs a lock and a dictionary of label strings each time.
+final class DeliveryMetrics: Sendable {
+    private let timers = Mutex<[String: Metrics.Timer]>([:])
+    private let counters = Mutex<[String: Counter]>([:])
+
+    func latency(_ receiver: String) -> Metrics.Timer {
+        timers.withLock { t in
+            if let timer = t[receiver] { return timer }
+            let timer = Metrics.Timer(label: "gatehouse_delivery_latency_seconds", dimensions: [("receiver", receiver)], preferredDisplayUnit: .seconds)
+            t[receiver] = timer
+            return timer
+        }
+    }
+
+    func outcomes(_ receiver: String, _ outcome: String) -> Counter {
+        counters.withLock { c in
+            let key = receiver + "\u{0}" + outcome
+            if let counter = c[key] { return counter }
+            let counter = Counter(label: "gatehouse_deliveries_total", dimensions: [("receiver", receiver), ("outcome", outcome)])
+            c[key] = counter
+            return counter
+        }
     }
 }

@@ -7,9 +7,11 @@ import GatehouseCore
 public final class GatehouseDatabase: Sendable {
     public let pool: DatabasePool
     public let path: String
+    public let durability: Durability
 
     public init(path: String, durability: Durability = .full) throws {
         self.path = path
+        self.durability = durability
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.maximumReaderCount = 4

@@ -111,6 +111,9 @@ public final class EventLog: Sendable {
                         // A savepoint per request keeps each request atomic without making one
                         // request's failure fail the others sharing this commit.
                         let single = requests.count == 1
+                        // One event without other work writes all or nothing by itself (a
+                        // conflict is found before anything is written): no savepoint needed.
+                        let atomic = single || (request.work == nil && request.events.count == 1)
                         do {
                             var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
                             var mine: [Event] = []
@@ -118,7 +121,7 @@ public final class EventLog: Sendable {
                                 let events = try request.work.map { try $0(db) + request.events } ?? request.events
                                 outcome = try self.insert(events, receivedAt: receivedAt, db: db, inserted: &mine)
                             }
-                            if single { try body() } else {
+                            if atomic { try body() } else {
                                 try db.inSavepoint { try body(); return .commit }
                             }
                             inserted.append(contentsOf: mine)

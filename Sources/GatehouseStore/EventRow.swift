@@ -21,6 +21,28 @@ struct EventRow: Codable, FetchableRecord, TableRecord {
     var received_at: Int64
     var time_given: Bool
 
+    /// The columns `storedEvent(_:at:)` reads, in its order, for a table aliased `alias`.
+    static func columns(_ alias: String) -> String {
+        ["seq", "id", "type", "pipeline", "run", "step", "severity", "summary", "details", "labels", "attributes", "url", "time", "received_at", "time_given"]
+            .map { "\(alias).\($0)" }.joined(separator: ", ")
+    }
+
+    /// An event read by column index from `row[offset...]` (see `columns`): the hot read paths
+    /// skip Codable, which looks every column up by name.
+    static func storedEvent(_ row: Row, at offset: Int) -> StoredEvent {
+        var labelPairs: [(key: String, value: String)] = []
+        if let labels = row[offset + 9] as String?, let object = (try? JSONValue.parse(labels))?.objectValue {
+            labelPairs = object.compactMap { key, value in value.stringValue.map { (key, $0) } }
+        }
+        let attributeObject = (row[offset + 10] as String?).flatMap { (try? JSONValue.parse($0))?.objectValue }
+        var event = Event(
+            id: row[offset + 1], type: row[offset + 2], pipeline: row[offset + 3], run: row[offset + 4], step: row[offset + 5],
+            severity: Severity(rawValue: row[offset + 6]) ?? .info, summary: row[offset + 7], details: row[offset + 8],
+            labels: labelPairs, attributes: attributeObject, url: row[offset + 11], time: Timestamp(milliseconds: row[offset + 12]))
+        event.timeGiven = row[offset + 14]
+        return StoredEvent(cursor: row[offset], event: event, receivedAt: Timestamp(milliseconds: row[offset + 13]))
+    }
+
     var stored: StoredEvent {
         var labelPairs: [(key: String, value: String)] = []
         if let labels, let object = (try? JSONValue.parse(labels))?.objectValue {

@@ -106,6 +106,40 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
     }
 }
 
+extension Delivery {
+    static let columnNames = [
+        "id", "event_seq", "receiver", "route", "group_key", "kind", "state", "attempts", "next_attempt_at", "created_at", "updated_at",
+        "delivered_at", "last_status", "last_error", "response_body", "message_id", "fallback", "fallback_of", "batch_id",
+    ]
+    static let columnCount = columnNames.count
+
+    /// The columns `init(_:at:)` reads, in its order, for a table aliased `alias`.
+    static func columns(_ alias: String) -> String { columnNames.map { "\(alias).\($0)" }.joined(separator: ", ") }
+
+    /// A row read by column index from `row[offset...]` (see `columns`), without Codable.
+    init(_ row: Row, at o: Int) {
+        id = row[o]
+        event_seq = row[o + 1]
+        receiver = row[o + 2]
+        route = row[o + 3]
+        group_key = row[o + 4]
+        kind = row[o + 5]
+        state = State(rawValue: row[o + 6]) ?? .pending
+        attempts = row[o + 7]
+        next_attempt_at = row[o + 8]
+        created_at = row[o + 9]
+        updated_at = row[o + 10]
+        delivered_at = row[o + 11]
+        last_status = row[o + 12]
+        last_error = row[o + 13]
+        response_body = row[o + 14]
+        message_id = row[o + 15]
+        fallback = row[o + 16]
+        fallback_of = row[o + 17]
+        batch_id = row[o + 18]
+    }
+}
+
 /// The durable outbox: rows are written in the same transaction as their event, claimed when
 /// due, and updated with each attempt's outcome. Outcomes recorded while a write is in flight
 /// share the next transaction (group commit), so thousands of deliveries a second cost a few
@@ -137,31 +171,39 @@ public final class Outbox: Sendable {
 
     private func write(_ outcomes: [Outcome]) {
         do {
-            try database.pool.write { db in
-                // What an attempt changes, bound by hand: a record update would encode every
-                // column through Codable for each delivery.
-                let update = try db.cachedStatement(sql: """
-                    UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
-                        last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
-                    """)
-                for outcome in outcomes {
-                    for d in outcome.deliveries {
-                        try update.execute(arguments: [
-                            d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
-                            d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
-                        ])
-                    }
-                    for fallback in outcome.fallbacks { try fallback.insert(db) }
-                    if let (receiver, group, at) = outcome.flushed {
-                        // Later events of the group wait for group_interval after this flush;
-                        // rows that joined a flush already scheduled keep their time.
-                        try db.execute(
-                            sql: """
+            try database.pool.writeWithoutTransaction { db in
+                // An outcome need not survive a power cut the moment it is recorded: lost, the
+                // delivery is sent again under the same webhook-id (at-least-once). So it is
+                // committed without its own fsync, and becomes durable with the next event
+                // commit's (WAL). Events keep `durability: full`.
+                let full = database.durability == .full
+                if full { try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
+                defer { if full { try? db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute() } }
+                try db.inTransaction {
+                    // What an attempt changes, bound by hand: a record update would encode every
+                    // column through Codable for each delivery.
+                    let update = try db.cachedStatement(sql: """
+                        UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
+                            last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
+                        """)
+                    for outcome in outcomes {
+                        for d in outcome.deliveries {
+                            try update.execute(arguments: [
+                                d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
+                                d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
+                            ])
+                        }
+                        for fallback in outcome.fallbacks { try fallback.insert(db) }
+                        if let (receiver, group, at) = outcome.flushed {
+                            // Later events of the group wait for group_interval after this flush;
+                            // rows that joined a flush already scheduled keep their time.
+                            try db.cachedStatement(sql: """
                                 UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
                                 WHERE receiver = ? AND group_key = ?
-                                """,
-                            arguments: [at, at, receiver, group])
+                                """).execute(arguments: [at, at, receiver, group])
+                        }
                     }
+                    return .commit
                 }
             }
             for outcome in outcomes { outcome.continuation.resume() }
@@ -287,19 +329,22 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// A receiver's due rows with their events, oldest first.
+    /// A receiver's due rows with their events, oldest first: one cached statement, rows
+    /// decoded by column index (this runs for every batch the dispatcher claims).
     public func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)] {
         try await database.pool.read { db in
-            let rows = try Delivery.fetchAll(
-                db, sql: "SELECT * FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND next_attempt_at <= ? AND (batch_id IS NULL OR batch_id = id) ORDER BY next_attempt_at, rowid LIMIT ?",
-                arguments: [receiver, now.milliseconds, limit])
-            guard !rows.isEmpty else { return [] }
-            let seqs = Array(Set(rows.map(\.event_seq)))
-            var bySeq: [Int64: StoredEvent] = [:]
-            for e in try EventRow.fetchAll(db, sql: "SELECT * FROM events WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))", arguments: StatementArguments(seqs)) {
-                bySeq[e.seq] = e.stored
+            let statement = try db.cachedStatement(sql: """
+                SELECT \(Delivery.columns("d")), \(EventRow.columns("e"))
+                FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                WHERE d.receiver = ? AND d.state IN ('pending','failed') AND d.next_attempt_at <= ? AND (d.batch_id IS NULL OR d.batch_id = d.id)
+                ORDER BY d.next_attempt_at, d.rowid LIMIT ?
+                """)
+            var due: [(Delivery, StoredEvent)] = []
+            let rows = try Row.fetchCursor(statement, arguments: [receiver, now.milliseconds, limit])
+            while let row = try rows.next() {
+                due.append((Delivery(row, at: 0), EventRow.storedEvent(row, at: Delivery.columnCount)))
             }
-            return rows.compactMap { row in bySeq[row.event_seq].map { (row, $0) } }
+            return due
         }
     }
 
