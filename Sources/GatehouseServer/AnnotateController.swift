@@ -70,8 +70,7 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         var request = request
         let form = parseForm(try await request.bodyBytes(limit: maxBodyBytes))
-        var next = form["next"] ?? "/inbox"
-        if !next.hasPrefix("/") || next.hasPrefix("//") { next = "/inbox" }
+        let next = WebPage.sameOriginPath(form["next"]) ?? "/inbox"
         let name: String
         if try await auth.hasTokens() {
             guard let secret = form["token"]?.trimmingCharacters(in: .whitespaces), !secret.isEmpty,

@@ -33,6 +33,7 @@ public enum GatehouseServer {
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
+        router.middlewares.add(RequestHygieneMiddleware())
         let auth = Authenticator(tokens: TokenStore(database: database))
         EventsController(
             log: log, auth: auth, intake: EventIntake(maxItems: config.server.maxBatchItems),
