@@ -198,7 +198,7 @@ struct DatasetsController {
             }
             name = given ?? token.name
         }
-        guard name.count <= 100, !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+        guard name.count <= 100, !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0.isNewline }), !ControlCharacters.contains(name) else {
             throw Problem.invalid([FieldError(field: "annotator", detail: "must be a name without spaces (1–100 characters)")])
         }
         return name

@@ -167,7 +167,7 @@ public final class EventLog: Sendable {
             let attributes = event.attributes.map { JSONValue.object($0).serialized() }
             try statement.execute(arguments: [
                 event.id, event.type, event.pipeline, event.run, event.step, event.severity.rawValue,
-                event.summary, event.details, labels, attributes, event.url, event.time.milliseconds,
+                event.summary.map(StoredText.init), event.details.map(StoredText.init), labels, attributes, event.url, event.time.milliseconds,
                 receivedAt.milliseconds,
             ])
             outcome.ids.append(event.id)

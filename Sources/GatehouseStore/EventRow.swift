@@ -12,8 +12,8 @@ struct EventRow: Codable, FetchableRecord, TableRecord {
     var run: String?
     var step: String?
     var severity: String
-    var summary: String?
-    var details: String?
+    var summary: StoredText?
+    var details: StoredText?
     var labels: String?
     var attributes: String?
     var url: String?
@@ -28,7 +28,7 @@ struct EventRow: Codable, FetchableRecord, TableRecord {
         let attributeObject = attributes.flatMap { (try? JSONValue.parse($0))?.objectValue }
         let event = Event(
             id: id, type: type, pipeline: pipeline, run: run, step: step,
-            severity: Severity(rawValue: severity) ?? .info, summary: summary, details: details,
+            severity: Severity(rawValue: severity) ?? .info, summary: summary?.string, details: details?.string,
             labels: labelPairs, attributes: attributeObject, url: url, time: Timestamp(milliseconds: time))
         return StoredEvent(cursor: seq, event: event, receivedAt: Timestamp(milliseconds: received_at))
     }
