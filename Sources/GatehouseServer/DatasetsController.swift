@@ -147,7 +147,11 @@ struct DatasetsController {
                         errors.append(FieldError(line: line, field: "(line)", detail: "is not valid JSON: \(e.message) at column \(e.column)"))
                     }
                 }
-                for try await buffer in request.body {
+                var chunks = request.body.makeAsyncIterator()
+                while true {
+                    let next: ByteBuffer?
+                    do { next = try await chunks.next() } catch { throw Request.bodyReadFailure(error, limit: maxImportBytes, setting: "server.max_import") }
+                    guard let buffer = next else { break }
                     total += buffer.readableBytes
                     if total > maxImportBytes { throw Problem.tooLarge("the import is larger than \(maxImportBytes) bytes (server.max_import)") }
                     pending.append(contentsOf: buffer.readableBytesView)
