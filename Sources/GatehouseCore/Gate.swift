@@ -357,4 +357,20 @@ public struct Identity: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(platform):\(id)" }
+
+    /// A person known by name — signed in on the web pages, holding an API token, labelling —
+    /// is `web:<name>`, one form everywhere: a bare name means `web:<name>`, and `web:bob`
+    /// stays `web:bob` (never `web:web:bob`).
+    public static func web(_ nameOrIdentity: String) -> Identity? {
+        let name = nameOrIdentity.hasPrefix("web:") ? String(nameOrIdentity.dropFirst(4)) : nameOrIdentity
+        guard let identity = Identity("web:" + name), !identity.id.contains(":") else { return nil }
+        return identity
+    }
+
+    /// Whoever the API is told decided: any identity (`slack:U1`, `web:bob`), or a bare name
+    /// meaning `web:<name>`.
+    public static func person(_ text: String) -> Identity? {
+        if let colon = text.firstIndex(of: ":"), platforms.contains(String(text[..<colon])) { return Identity(text) }
+        return web(text)
+    }
 }
