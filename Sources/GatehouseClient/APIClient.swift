@@ -41,6 +41,15 @@ public struct ClientFailure: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// One URL path segment or query value, percent-encoded: everything outside RFC 3986's
+/// unreserved characters (letters, digits, `-._~`) is escaped, so a run named `a b`, `a/b` or
+/// `a?b` stays one segment and the server decodes it back exactly.
+public func percentEncode(_ s: String) -> String {
+    s.addingPercentEncoding(withAllowedCharacters: unreserved) ?? s
+}
+
+private let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
 /// The Gatehouse HTTP API as the CLI sees it.
 public final class APIClient {
     public let server: String

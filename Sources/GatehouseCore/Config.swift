@@ -24,6 +24,13 @@ public struct GatehouseConfig: Sendable {
         public var maxBatchItems = 1000
         public var sseHeartbeat = GatehouseDuration.seconds(15)
         public var shutdownTimeout = GatehouseDuration.seconds(10)
+        /// How long a connection may stay silent while its request head or body is being read,
+        /// and between requests on a kept-alive connection, before it is closed (a slow or
+        /// stalled client must not hold a connection). Answers being written are not cut:
+        /// gate waits and event streams run as long as they need.
+        public var idleTimeout = GatehouseDuration.seconds(10)
+        /// Open connections at most; beyond it new ones wait in the listen backlog.
+        public var maxConnections = 1024
         public init() {}
     }
     public struct Storage: Sendable {

@@ -45,6 +45,7 @@ public struct DatasetSpec: Sendable, Equatable {
             labels = list.compactMap(\.stringValue)
             if Set(labels).count != labels.count { errors.append(FieldError(field: "labels", detail: "must not repeat a label")) }
             if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { errors.append(FieldError(field: "labels", detail: "\"\(bad)\" must be 1–64 characters")) }
+            if let bad = labels.first(where: ControlCharacters.contains), let error = ControlCharacters.fieldError("labels", bad) { errors.append(error) }
         } else {
             errors.append(FieldError(field: "labels", detail: "is required: 1 to 50 strings"))
         }
@@ -152,6 +153,7 @@ public struct DatasetItem: Sendable, Equatable {
         for (k, _) in o where !["id", "data", "meta", "prediction"].contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
         let id = o["id"]?.stringValue ?? ""
         if id.isEmpty || id.count > 128 { errors.append(FieldError(field: "id", detail: "is required: a string of 1–128 characters")) }
+        if let error = ControlCharacters.fieldError("id", id) { errors.append(error) }
         var data = JSONObject()
         if let d = o["data"]?.objectValue {
             data = d

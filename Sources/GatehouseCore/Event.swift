@@ -170,7 +170,9 @@ public struct EventValidator: Sendable {
         var errors = initial
         func fail(_ field: String, _ detail: String) { errors.append(FieldError(index: index, line: line, field: field, detail: detail)) }
 
-        func string(_ field: String, required: Bool = false, max: Int) -> String? {
+        /// `identifier`: a name the event is found, grouped or deduplicated by, which must not
+        /// hold control characters (a NUL would cut it in C APIs and forge another id).
+        func string(_ field: String, required: Bool = false, max: Int, identifier: Bool = false) -> String? {
             guard let value = o[field], value != .null else {
                 if required { fail(field, "is required") }
                 return nil
@@ -178,18 +180,19 @@ public struct EventValidator: Sendable {
             guard case .string(let s) = value else { fail(field, "must be a string, got \(value.typeName)"); return nil }
             if required && s.isEmpty { fail(field, "must not be empty"); return nil }
             if s.unicodeScalars.count > max { fail(field, "is longer than \(max) characters"); return nil }
+            if identifier, let error = ControlCharacters.fieldError(field, s, index: index, line: line) { errors.append(error); return nil }
             return s
         }
 
-        let id = string("id", max: EventLimits.idLength)
+        let id = string("id", max: EventLimits.idLength, identifier: true)
         if let id, id.isEmpty { fail("id", "must not be empty") }
-        let type = string("type", required: true, max: EventLimits.typeLength)
+        let type = string("type", required: true, max: EventLimits.typeLength, identifier: true)
         if let type, !Self.isDottedName(type) {
             fail("type", "must be a dotted name such as run.failed (letters, digits, '_' and '-' between dots)")
         }
-        let pipeline = string("pipeline", required: true, max: EventLimits.nameLength)
-        let run = string("run", max: EventLimits.nameLength)
-        let step = string("step", max: EventLimits.nameLength)
+        let pipeline = string("pipeline", required: true, max: EventLimits.nameLength, identifier: true)
+        let run = string("run", max: EventLimits.nameLength, identifier: true)
+        let step = string("step", max: EventLimits.nameLength, identifier: true)
         var severity: Severity?
         if let s = string("severity", max: 16) {
             severity = Severity(rawValue: s)
@@ -209,6 +212,7 @@ public struct EventValidator: Sendable {
                     if !Self.isLabelName(k) { fail("labels.\(k)", "is not a valid label name ([A-Za-z_][A-Za-z0-9_]*, at most \(EventLimits.labelNameLength) characters)"); continue }
                     guard case .string(let s) = v else { fail("labels.\(k)", "must be a string, got \(v.typeName)"); continue }
                     if s.unicodeScalars.count > EventLimits.labelValueLength { fail("labels.\(k)", "is longer than \(EventLimits.labelValueLength) characters"); continue }
+                    if let error = ControlCharacters.fieldError("labels.\(k)", s, index: index, line: line) { errors.append(error); continue }
                     labels.append((k, s))
                 }
             } else {

@@ -134,7 +134,8 @@ public struct GateSpec: Sendable, Equatable {
             "escalate_to", "labels", "attributes", "auto_approve",
         ]
         for (k, _) in o where !known.contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
-        func string(_ field: String, max: Int, required: Bool = false) -> String? {
+        /// `identifier`: a name gates are found or grouped by (no control characters).
+        func string(_ field: String, max: Int, required: Bool = false, identifier: Bool = false) -> String? {
             guard let v = o[field], v != .null else {
                 if required { errors.append(FieldError(field: field, detail: "is required")) }
                 return nil
@@ -142,6 +143,7 @@ public struct GateSpec: Sendable, Equatable {
             guard let s = v.stringValue else { errors.append(FieldError(field: field, detail: "must be a string")); return nil }
             if required && s.trimmingCharacters(in: .whitespaces).isEmpty { errors.append(FieldError(field: field, detail: "must not be empty")); return nil }
             if s.count > max { errors.append(FieldError(field: field, detail: "must be at most \(max) characters")); return nil }
+            if identifier, let error = ControlCharacters.fieldError(field, s) { errors.append(error); return nil }
             return s
         }
         func strings(_ field: String) -> [String]? {
@@ -164,10 +166,10 @@ public struct GateSpec: Sendable, Equatable {
 
         var spec = GateSpec(title: string("title", max: 300, required: true) ?? "", pipeline: "default")
         spec.details = string("details", max: 10_000)
-        if let p = string("pipeline", max: 200) { spec.pipeline = p }
-        spec.run = string("run", max: 200)
-        spec.step = string("step", max: 200)
-        spec.key = string("key", max: 500)
+        if let p = string("pipeline", max: 200, identifier: true) { spec.pipeline = p }
+        spec.run = string("run", max: 200, identifier: true)
+        spec.step = string("step", max: 200, identifier: true)
+        spec.key = string("key", max: 500, identifier: true)
         if let v = o["subject"], v != .null {
             if let s = v.objectValue {
                 if s["digest"] != nil, s["digest"]?.stringValue == nil { errors.append(FieldError(field: "subject.digest", detail: "must be a string")) }
@@ -230,6 +232,9 @@ public struct GateSpec: Sendable, Equatable {
         if let v = o["labels"], v != .null {
             if let labels = v.objectValue, labels.allSatisfy({ $0.value.stringValue != nil }) {
                 spec.labels = labels.map { ($0.key, $0.value.stringValue!) }.sorted { $0.0 < $1.0 }
+                for (k, value) in spec.labels {
+                    if let error = ControlCharacters.fieldError("labels", k) ?? ControlCharacters.fieldError("labels.\(k)", value) { errors.append(error) }
+                }
             } else {
                 errors.append(FieldError(field: "labels", detail: "must be an object of strings"))
             }
@@ -345,11 +350,27 @@ public struct Identity: Sendable, Hashable, CustomStringConvertible {
         guard let colon = text.firstIndex(of: ":") else { return nil }
         let platform = String(text[..<colon])
         let id = String(text[text.index(after: colon)...])
-        guard Self.platforms.contains(platform), !id.isEmpty, id.count <= 128,
+        guard Self.platforms.contains(platform), !id.isEmpty, id.count <= 128, !ControlCharacters.contains(id),
               !id.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "\"" || $0 == "<" || $0 == ">" }) else { return nil }
         self.platform = platform
         self.id = id
     }
 
     public var description: String { "\(platform):\(id)" }
+
+    /// A person known by name — signed in on the web pages, holding an API token, labelling —
+    /// is `web:<name>`, one form everywhere: a bare name means `web:<name>`, and `web:bob`
+    /// stays `web:bob` (never `web:web:bob`).
+    public static func web(_ nameOrIdentity: String) -> Identity? {
+        let name = nameOrIdentity.hasPrefix("web:") ? String(nameOrIdentity.dropFirst(4)) : nameOrIdentity
+        guard let identity = Identity("web:" + name), !identity.id.contains(":") else { return nil }
+        return identity
+    }
+
+    /// Whoever the API is told decided: any identity (`slack:U1`, `web:bob`), or a bare name
+    /// meaning `web:<name>`.
+    public static func person(_ text: String) -> Identity? {
+        if let colon = text.firstIndex(of: ":"), platforms.contains(String(text[..<colon])) { return Identity(text) }
+        return web(text)
+    }
 }

@@ -45,12 +45,16 @@ struct AnnotateController {
         return Response(status: .seeOther, headers: headers)
     }
 
-    /// The signed-in person, from the cookie.
+    /// The signed-in person, from the cookie, as `web:<name>`: the identity their labels,
+    /// skips and decisions are recorded under, the same as through the API.
     func person(_ request: Request) -> String? {
-        WebPage.cookie(Self.cookie, in: request).flatMap(desk.signer.verifySession)
+        WebPage.cookie(Self.cookie, in: request).flatMap(desk.signer.verifySession).flatMap(Identity.web)?.description
     }
 
     func sessionValue(_ request: Request) -> String { WebPage.cookie(Self.cookie, in: request) ?? "" }
+
+    /// The page greets `web:alice` as alice.
+    static func displayName(_ identity: String) -> String { identity.hasPrefix("web:") ? String(identity.dropFirst(4)) : identity }
 
     /// Without tokens the server is loopback-only, per request too (docs/api.md, Access).
     func refuseOutsiders(_ context: GatehouseContext) async throws -> Response? {
@@ -70,8 +74,7 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         var request = request
         let form = parseForm(try await request.bodyBytes(limit: maxBodyBytes))
-        var next = form["next"] ?? "/inbox"
-        if !next.hasPrefix("/") || next.hasPrefix("//") { next = "/inbox" }
+        let next = WebPage.sameOriginPath(form["next"]) ?? "/inbox"
         let name: String
         if try await auth.hasTokens() {
             guard let secret = form["token"]?.trimmingCharacters(in: .whitespaces), !secret.isEmpty,
@@ -81,10 +84,10 @@ struct AnnotateController {
             name = token.name
         } else {
             let given = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
-            guard !given.isEmpty, given.count <= 100, Identity("web:\(given)") != nil else {
+            guard let identity = Identity.web(given), identity.id.count <= 100 else {
                 return try await loginPage(next: next, error: "Enter a name: letters and digits, no spaces.", status: .unprocessableContent)
             }
-            name = given
+            name = identity.id
         }
         return redirect(next, setCookie: "\(Self.cookie)=\(desk.signer.session(name: name)); Path=/; HttpOnly; SameSite=Lax")
     }
@@ -104,7 +107,7 @@ struct AnnotateController {
         let spec = info.spec
         let mine = try await store.labelCount(spec.name, annotator: who)
         var v: [String: Any] = [
-            "dataset": spec.name, "who": who, "task": spec.task.rawValue, "total": info.itemCount, "labeled": info.completeCount,
+            "dataset": spec.name, "who": Self.displayName(who), "task": spec.task.rawValue, "total": info.itemCount, "labeled": info.completeCount,
             "mine": mine, "percent": info.itemCount == 0 ? 0 : info.completeCount * 100 / info.itemCount,
             "csrf": desk.signer.csrf(cookie: session, gate: "annotate:\(spec.name)"),
             "is_classification": spec.task == .classification, "is_multilabel": spec.task == .multilabel, "is_spans": spec.task == .spans,
@@ -201,7 +204,7 @@ struct AnnotateController {
                 datasets.append(["name": info.spec.name, "remaining": remaining, "total": info.itemCount, "labeled": info.completeCount])
             }
         }
-        let me = "web:\(who)"
+        let me = who
         let gates = try await desk.store.list(GateStore.Filter(state: .pending, limit: 200)).filter { gate in
             (gate.spec.approvers.contains("*") || gate.spec.approvers.contains(me))
                 && (gate.spec.requestedBy != me || gate.spec.allowSelfApproval) && !gate.decisions.contains { $0.by == me }
@@ -212,7 +215,7 @@ struct AnnotateController {
             return g
         }
         return try html("inbox", [
-            "who": who, "datasets": datasets, "gates": gates, "has_datasets": !datasets.isEmpty, "has_gates": !gates.isEmpty,
+            "who": Self.displayName(who), "datasets": datasets, "gates": gates, "has_datasets": !datasets.isEmpty, "has_gates": !gates.isEmpty,
         ])
     }
 

@@ -211,7 +211,7 @@ private struct Walker {
     }
 
     mutating func server(_ node: Node) {
-        for (key, _, value) in entries(node, "server", known: ["address", "public_url", "max_body", "max_import", "max_batch", "sse_heartbeat", "shutdown_timeout"]) {
+        for (key, _, value) in entries(node, "server", known: ["address", "public_url", "max_body", "max_import", "max_batch", "sse_heartbeat", "shutdown_timeout", "idle_timeout", "max_connections"]) {
             switch key {
             case "address":
                 if let address = string(key, value, "server") {
@@ -226,6 +226,11 @@ private struct Walker {
             case "max_batch": if let v = int(key, value, "server", range: 1...100_000) { config.server.maxBatchItems = v }
             case "sse_heartbeat": if let v = duration(key, value, "server") { config.server.sseHeartbeat = v }
             case "shutdown_timeout": if let v = duration(key, value, "server") { config.server.shutdownTimeout = v }
+            case "idle_timeout":
+                if let v = duration(key, value, "server") {
+                    if v.milliseconds > 0 { config.server.idleTimeout = v } else { issue(value, "server.idle_timeout must be longer than 0s") }
+                }
+            case "max_connections": if let v = int(key, value, "server", range: 1...1_000_000) { config.server.maxConnections = v }
             default: break
             }
         }

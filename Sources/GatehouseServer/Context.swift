@@ -33,6 +33,12 @@ public enum Principal: Sendable, Equatable {
     case token(AccessToken)
     case local
 
+    /// The token's name; nil for the local user of a server without tokens.
+    public var tokenName: String? {
+        if case .token(let t) = self { return t.name }
+        return nil
+    }
+
     public var name: String {
         switch self {
         case .token(let t): return t.name

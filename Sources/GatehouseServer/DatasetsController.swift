@@ -147,7 +147,11 @@ struct DatasetsController {
                         errors.append(FieldError(line: line, field: "(line)", detail: "is not valid JSON: \(e.message) at column \(e.column)"))
                     }
                 }
-                for try await buffer in request.body {
+                var chunks = request.body.makeAsyncIterator()
+                while true {
+                    let next: ByteBuffer?
+                    do { next = try await chunks.next() } catch { throw Request.bodyReadFailure(error, limit: maxImportBytes, setting: "server.max_import") }
+                    guard let buffer = next else { break }
                     total += buffer.readableBytes
                     if total > maxImportBytes { throw Problem.tooLarge("the import is larger than \(maxImportBytes) bytes (server.max_import)") }
                     pending.append(contentsOf: buffer.readableBytesView)
@@ -186,22 +190,28 @@ struct DatasetsController {
         }
     }
 
-    /// Who is labelling: a token labels as its name; an admin token, or a loopback caller of a
-    /// server without tokens, may name someone (`annotator`).
+    /// Who is labelling, as `web:<name>` (the one form of a person, as on the web pages and in
+    /// gates: `alice` and `web:alice` are one annotator). A token labels as its name; an
+    /// admin token, or a loopback caller of a server without tokens, may name someone
+    /// (`annotator`).
     static func annotator(_ given: String?, principal: Principal) throws -> String {
-        let name: String
-        switch principal {
-        case .local: name = given ?? "local"
-        case .token(let token):
-            if let given, given != token.name, !token.scopes.contains(.admin) {
-                throw Problem.forbidden("the token \"\(token.name)\" labels as \(token.name); only an admin token may label as \(given)")
+        var identity: Identity?
+        if let given {
+            guard given.count <= 104, let named = Identity.web(given), !named.id.contains(where: { $0.isWhitespace }) else {
+                throw Problem.invalid([FieldError(field: "annotator", detail: "must be a name without spaces (1–100 characters), or web:<name>")])
             }
-            name = given ?? token.name
+            identity = named
         }
-        guard name.count <= 100, !name.isEmpty, !name.contains(where: { $0.isWhitespace || $0.isNewline }) else {
-            throw Problem.invalid([FieldError(field: "annotator", detail: "must be a name without spaces (1–100 characters)")])
+        switch principal {
+        case .local:
+            return (identity ?? Identity.web("local")!).description
+        case .token(let token):
+            guard let own = Identity.web(token.name) else { throw Problem.forbidden("the token \"\(token.name)\" has no name to label as") }
+            if let identity, identity != own, !token.scopes.contains(.admin) {
+                throw Problem.forbidden("the token \"\(token.name)\" labels as \(own); only an admin token may label as \(identity)")
+            }
+            return (identity ?? own).description
         }
-        return name
     }
 
     @Sendable func next(_ request: Request, context: GatehouseContext) async throws -> Response {

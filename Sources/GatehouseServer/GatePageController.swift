@@ -51,7 +51,7 @@ struct GatePageController {
         var by = claims.by
         if by == nil {
             let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
-            if let identity = Identity("web:\(name)") { by = identity.description }
+            if let identity = Identity.web(name) { by = identity.description }
         }
         let decision = form["decision"] ?? ""
         var inputs = JSONObject()

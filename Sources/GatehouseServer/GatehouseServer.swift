@@ -3,6 +3,7 @@ import GatehouseCore
 import GatehouseDelivery
 import GatehouseStore
 import Hummingbird
+import HummingbirdCore
 import Logging
 import Metrics
 import NIOCore
@@ -34,6 +35,7 @@ public enum GatehouseServer {
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
+        router.middlewares.add(RequestHygieneMiddleware())
         let auth = Authenticator(tokens: TokenStore(database: database))
         EventsController(
             log: log, auth: auth, intake: EventIntake(maxItems: config.server.maxBatchItems),
@@ -119,8 +121,15 @@ public enum GatehouseServer {
             datasets: DatasetStore(log: log), receiverHealth: { dispatcher?.receiverHealth() ?? [] })
         let app = Application(
             router: router,
-            server: .http1(additionalChannelHandlers: [EarlyAnswerHandler()]),
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            // The idle timeout is Hummingbird's connection state handler: it closes a
+            // connection that sent nothing for that long while its request is being read, or
+            // while it sits idle between requests, and never one whose answer is being written.
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [EarlyAnswerHandler(), CloseAfterResponseHandler()],
+                idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds))),
+            configuration: .init(
+                address: .hostname(address.host, port: address.port), serverName: nil,
+                availableConnectionsDelegate: MaximumAvailableConnections(config.server.maxConnections, logger: logger)),
             onServerRunning: { channel in
                 let bound = channel.localAddress.flatMap { $0.port }.map { "\(address.host.contains(":") ? "[\(address.host)]" : address.host):\($0)" } ?? "\(address)"
                 // The first stdout line is the contract with scripts and tests that start `serve`

@@ -135,14 +135,14 @@ struct GatesController {
     }
 
     @Sendable func open(_ request: Request, context: GatehouseContext) async throws -> Response {
-        _ = try await auth.authorize(request, context: context, scope: .gatesWrite)
+        let principal = try await auth.authorize(request, context: context, scope: .gatesWrite)
         let object = try await body(request)
         let spec = try GateSpec.parse(.object(object)).get()
         let unknown = spec.escalateTo.filter { !desk.receiverNames.contains($0) }
         if !unknown.isEmpty {
             throw Problem.invalid([FieldError(field: "escalate_to", detail: "names unknown receiver \(unknown.map { "\"\($0)\"" }.joined(separator: ", "))" + (desk.receiverNames.isEmpty ? " (no receivers are configured)" : " (configured: \(desk.receiverNames.sorted().joined(separator: ", ")))"))])
         }
-        let opened = try await desk.store.open(spec, requestedVia: "api", autoDecide: desk.autoDecide)
+        let opened = try await desk.store.open(spec, requestedVia: "api", token: principal.tokenName, autoDecide: desk.autoDecide)
         return .json(desk.json(opened.gate), status: opened.created ? .created : .ok)
     }
 
@@ -245,6 +245,8 @@ struct GatesController {
     /// (a bot relaying decisions) may name someone else. Without tokens (loopback) `by` is
     /// taken as given. Nobody outside the server may speak as `policy:`.
     static func decider(_ given: String?, principal: Principal) throws -> String {
+        // A bare name is web:<name>, so "bob" and "web:bob" are one person.
+        let given = given.map { Identity.person($0)?.description ?? $0 }
         if let given, given.hasPrefix("policy:") {
             throw Problem.forbidden("\(given): policy identities are reserved for the server's own decisions")
         }
@@ -265,7 +267,7 @@ struct GatesController {
         let principal = try await auth.authorize(request, context: context, scope: .gatesWrite)
         let id = try context.parameters.require("id")
         let o = try await body(request)
-        let by = o["by"]?.stringValue ?? (principal == .local ? "web:local" : "web:\(principal.name)")
+        let by = o["by"]?.stringValue.map { Identity.person($0)?.description ?? $0 } ?? (principal == .local ? "web:local" : "web:\(principal.name)")
         switch try await desk.store.cancel(id, by: by, comment: o["comment"]?.stringValue) {
         case .notFound: throw Problem.notFound("no gate \"\(id)\"")
         case .refused(let refusal, _): throw refusal.problem
@@ -278,7 +280,7 @@ struct GatesController {
         _ = try await auth.authorize(request, context: context, scope: .gatesWrite)
         let gate = try await gate(context)
         let o = try await body(request)
-        guard let by = o["by"]?.stringValue, let identity = Identity(by), identity.platform == "web" else {
+        guard let given = o["by"]?.stringValue, let identity = Identity.web(given) else {
             throw Problem.invalid([FieldError(field: "by", detail: "is required: the web:<name> the link decides as")])
         }
         var expires = desk.linkExpiry(gate)
@@ -286,6 +288,7 @@ struct GatesController {
             guard let d = GatehouseDuration(ttl), d.milliseconds > 0 else { throw Problem.invalid([FieldError(field: "ttl", detail: "must be a duration such as 24h")]) }
             expires = Timestamp.now().adding(milliseconds: d.milliseconds)
         }
+        let by = identity.description
         let url = desk.pageURL(gate, by: by, expires: expires)
         return .json(.object(JSONObject([("url", .string(url)), ("by", .string(by)), ("expires_at", .string(expires.rfc3339))])), status: .created)
     }

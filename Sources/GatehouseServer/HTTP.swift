@@ -52,13 +52,25 @@ extension Request {
         if let declared = headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             throw Problem.tooLarge("the request body is \(declared) bytes; the limit is \(limit) bytes (server.max_body)")
         }
-        let buffer: ByteBuffer
         do {
-            buffer = try await body.collect(upTo: limit)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw Problem.tooLarge("the request body is larger than the limit of \(limit) bytes (server.max_body)")
+            return Array(try await body.collect(upTo: limit).readableBytesView)
+        } catch {
+            throw Self.bodyReadFailure(error, limit: limit, setting: "server.max_body")
         }
-        return Array(buffer.readableBytesView)
+    }
+
+    /// What a failed body read answers. Too large (a chunked body has no Content-Length to
+    /// refuse up front) is `413`. A body that stopped short — the client closed before
+    /// sending all it announced, or sent a malformed chunk — is the client's fault, `400`,
+    /// not a server error (most likely nobody is left to read it).
+    static func bodyReadFailure(_ error: any Error, limit: Int, setting: String) -> any Error {
+        switch error {
+        case is Problem, is CancellationError: return error
+        case is NIOTooManyBytesError: break
+        case let error as HTTPError where error.status == .contentTooLarge: break
+        default: return Problem.badRequest("the request body ended before it was complete (\(error))")
+        }
+        return Problem.tooLarge("the request body is larger than the limit of \(limit) bytes (\(setting))")
     }
 
     /// The body as a JSON object: `400` for unreadable JSON (with line and column), `422` for

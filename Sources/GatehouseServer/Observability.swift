@@ -47,6 +47,9 @@ struct ObservabilityMiddleware: RouterMiddleware {
             response = .problem(.internalError("the server could not complete the request (request id \(context.id))"))
         }
         response.headers[.init("X-Request-Id")!] = context.id
+        // A refused body was not read: the rest of it cannot be told from a next request, so
+        // the connection ends after this answer (CloseAfterResponseHandler).
+        if response.status == .contentTooLarge { response.headers[.connection] = "close" }
         let elapsed = ContinuousClock.now - start
         let route = context.endpointPath ?? "unmatched"
         Self.timer(method: request.method.rawValue, route: route, status: response.status.code).recordNanoseconds(elapsed.nanoseconds)

@@ -59,6 +59,8 @@ struct SilencesController {
         for field in ["created_by", "comment"] where o[field] != nil && o[field]?.stringValue == nil {
             errors.append(FieldError(field: field, detail: "must be a string"))
         }
+        // created_by names a person; the comment is free text, kept as sent.
+        if let by = o["created_by"]?.stringValue, let error = ControlCharacters.fieldError("created_by", by) { errors.append(error) }
         guard errors.isEmpty, let endsAt else { return .failure(.invalid(errors)) }
         return .success(Silence(
             id: "sil_" + EventValidator.generateID().dropFirst(4), matchers: matchers, startsAt: startsAt, endsAt: endsAt,

@@ -35,4 +35,15 @@ enum WebPage {
         }
         return nil
     }
+
+    /// Where a form may send the browser next: a path on this server, or nil. Control
+    /// characters are removed first (browsers drop tabs and newlines inside URLs, so
+    /// `/<TAB>/evil.example` would become `//evil.example`); then only a path starting with a
+    /// single `/` passes — `//host` and `/\host` are read by browsers as another origin.
+    static func sameOriginPath(_ given: String?) -> String? {
+        guard let given else { return nil }
+        let path = ControlCharacters.removing(from: given)
+        guard path.hasPrefix("/"), !path.hasPrefix("//"), !path.hasPrefix("/\\") else { return nil }
+        return path
+    }
 }

@@ -247,7 +247,22 @@ public final class GatehouseDatabase: Sendable {
                 ) WITHOUT ROWID;
                 """)
         }
-        migrator.registerMigration("v5-event-time-given") { db in
+        migrator.registerMigration("v5-web-identities") { db in
+            // Annotators were stored as given: `alice` from the web page or a token, `web:alice`
+            // when an API call named her so — two people in stats and agreement. One form now,
+            // `web:<name>`. Where both forms labelled the same item, the bare row goes
+            // and the item's label count is recounted.
+            try db.execute(sql: """
+                UPDATE OR IGNORE labels SET annotator = 'web:' || annotator WHERE instr(annotator, ':') = 0;
+                DELETE FROM labels WHERE instr(annotator, ':') = 0;
+                UPDATE OR IGNORE skips SET annotator = 'web:' || annotator WHERE instr(annotator, ':') = 0;
+                DELETE FROM skips WHERE instr(annotator, ':') = 0;
+                UPDATE items SET
+                    label_count = (SELECT COUNT(*) FROM labels WHERE labels.dataset = items.dataset AND labels.item_id = items.id),
+                    skip_count = (SELECT COUNT(*) FROM skips WHERE skips.dataset = items.dataset AND skips.item_id = items.id);
+                """)
+        }
+        migrator.registerMigration("v6-event-time-given") { db in
             // Whether the sender gave the event's time: a re-sent event without one is the
             // same content at another time of receipt (idempotent), not a conflict.
             try db.execute(sql: "ALTER TABLE events ADD COLUMN time_given INTEGER NOT NULL DEFAULT 1")

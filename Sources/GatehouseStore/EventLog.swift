@@ -170,7 +170,7 @@ public final class EventLog: Sendable {
             let attributes = event.attributes.map { JSONValue.object($0).serialized() }
             try statement.execute(arguments: [
                 event.id, event.type, event.pipeline, event.run, event.step, event.severity.rawValue,
-                event.summary, event.details, labels, attributes, event.url, event.time.milliseconds,
+                event.summary.map(StoredText.init), event.details.map(StoredText.init), labels, attributes, event.url, event.time.milliseconds,
                 receivedAt.milliseconds, event.timeGiven,
             ])
             outcome.ids.append(event.id)

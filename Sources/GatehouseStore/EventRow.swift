@@ -12,8 +12,8 @@ struct EventRow: Codable, FetchableRecord, TableRecord {
     var run: String?
     var step: String?
     var severity: String
-    var summary: String?
-    var details: String?
+    var summary: StoredText?
+    var details: StoredText?
     var labels: String?
     var attributes: String?
     var url: String?
@@ -37,7 +37,8 @@ struct EventRow: Codable, FetchableRecord, TableRecord {
         let attributeObject = (row[offset + 10] as String?).flatMap { (try? JSONValue.parse($0))?.objectValue }
         var event = Event(
             id: row[offset + 1], type: row[offset + 2], pipeline: row[offset + 3], run: row[offset + 4], step: row[offset + 5],
-            severity: Severity(rawValue: row[offset + 6]) ?? .info, summary: row[offset + 7], details: row[offset + 8],
+            severity: Severity(rawValue: row[offset + 6]) ?? .info,
+            summary: (row[offset + 7] as StoredText?)?.string, details: (row[offset + 8] as StoredText?)?.string,
             labels: labelPairs, attributes: attributeObject, url: row[offset + 11], time: Timestamp(milliseconds: row[offset + 12]))
         event.timeGiven = row[offset + 14]
         return StoredEvent(cursor: row[offset], event: event, receivedAt: Timestamp(milliseconds: row[offset + 13]))
@@ -51,7 +52,7 @@ struct EventRow: Codable, FetchableRecord, TableRecord {
         let attributeObject = attributes.flatMap { (try? JSONValue.parse($0))?.objectValue }
         var event = Event(
             id: id, type: type, pipeline: pipeline, run: run, step: step,
-            severity: Severity(rawValue: severity) ?? .info, summary: summary, details: details,
+            severity: Severity(rawValue: severity) ?? .info, summary: summary?.string, details: details?.string,
             labels: labelPairs, attributes: attributeObject, url: url, time: Timestamp(milliseconds: time))
         event.timeGiven = time_given
         return StoredEvent(cursor: seq, event: event, receivedAt: Timestamp(milliseconds: received_at))

@@ -106,7 +106,9 @@ public final class GateStore: Sendable {
     /// subject. A changed `subject.digest` supersedes a pending gate of that key: an approval
     /// is bound to what was shown. `autoDecide` (GATEHOUSE_AUTO_DECIDE) and `auto_approve.when`
     /// close it at once, recorded like a person's decision.
-    public func open(_ spec: GateSpec, requestedVia: String, autoDecide: String? = nil, now: Timestamp = .now()) async throws -> Opened {
+    /// `token` names the API token that opened the gate: the audit keeps it beside the
+    /// `requested_by` the request claims, which nothing checks.
+    public func open(_ spec: GateSpec, requestedVia: String, token: String? = nil, autoDecide: String? = nil, now: Timestamp = .now()) async throws -> Opened {
         let opened: Opened = try await log.transact { db in
             var events: [Event] = []
             var superseded: Gate?
@@ -132,7 +134,7 @@ public final class GateStore: Sendable {
             var gate = Gate(id: id, spec: spec, createdAt: now)
             gate.supersedes = superseded?.id
             try AuditLedger.append(gateID: id, action: "opened", actor: spec.requestedBy, detail: JSONObject([
-                ("via", .string(requestedVia)), ("spec", spec.json),
+                ("via", .string(requestedVia)), ("token", token.map(JSONValue.string) ?? .null), ("spec", spec.json),
             ]), at: now, db: db)
             events.append(Self.event("gate.opened", gate: gate, at: now))
 

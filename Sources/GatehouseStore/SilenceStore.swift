@@ -9,13 +9,13 @@ struct SilenceRow: Codable, FetchableRecord, PersistableRecord {
     var starts_at: Int64
     var ends_at: Int64
     var created_by: String
-    var comment: String
+    var comment: StoredText
     var created_at: Int64
 
     var silence: Silence? {
         guard let list = try? JSONValue.parse(matchers).arrayValue else { return nil }
         let parsed = list.compactMap { $0.stringValue.flatMap { try? Matcher.parse($0) } }
-        return Silence(id: id, matchers: parsed, startsAt: Timestamp(milliseconds: starts_at), endsAt: Timestamp(milliseconds: ends_at), createdBy: created_by, comment: comment)
+        return Silence(id: id, matchers: parsed, startsAt: Timestamp(milliseconds: starts_at), endsAt: Timestamp(milliseconds: ends_at), createdBy: created_by, comment: comment.string)
     }
 }
 
@@ -28,7 +28,7 @@ public struct SilenceStore: Sendable {
         let row = SilenceRow(
             id: silence.id, matchers: JSONValue.array(silence.matchers.map { .string($0.description) }).serialized(),
             starts_at: silence.startsAt.milliseconds, ends_at: silence.endsAt.milliseconds,
-            created_by: silence.createdBy, comment: silence.comment, created_at: now.milliseconds)
+            created_by: silence.createdBy, comment: StoredText(silence.comment), created_at: now.milliseconds)
         try await database.pool.write { db in try row.insert(db) }
     }
 

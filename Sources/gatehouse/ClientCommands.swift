@@ -191,7 +191,7 @@ struct RunsCommand: ParsableCommand {
 
         func run() throws {
             try runClient {
-                let path = "/v1/runs/" + (runID.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? runID)
+                let path = "/v1/runs/" + percentEncode(runID)
                 let answer = try client.client().call("GET", path + queryString([("pipeline", pipeline)]))
                 if json { printJSON(answer); return }
                 print(["RUN", "PIPELINE", "STATUS", "FAILED STEP", "STARTED", "DURATION", "EVENTS"].joined(separator: "\t"))

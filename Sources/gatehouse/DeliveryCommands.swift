@@ -38,7 +38,7 @@ struct DeliveriesCommand: ParsableCommand {
 
         func run() throws {
             try runClient {
-                let answer = try client.client().call("POST", "/v1/deliveries/\(id)/retry")
+                let answer = try client.client().call("POST", "/v1/deliveries/\(percentEncode(id))/retry")
                 print("\(answer.objectValue?["id"]?.stringValue ?? id) queued")
             }
         }
@@ -99,7 +99,7 @@ struct SilenceCommand: ParsableCommand {
 
         func run() throws {
             try runClient {
-                _ = try client.client().call("DELETE", "/v1/silences/\(id)")
+                _ = try client.client().call("DELETE", "/v1/silences/\(percentEncode(id))")
                 print("expired \(id)")
             }
         }

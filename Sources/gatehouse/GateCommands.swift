@@ -189,7 +189,7 @@ func waitAndExit(id: String, client options: ClientOptions, timeout: GatehouseDu
         let slice = Int(min(remaining, 300).rounded(.up))
         let client = options.client(timeout: Double(slice) + 15)
         do {
-            let gate = try client.call("GET", "/v1/gates/\(id)/wait?timeout=\(slice)s")
+            let gate = try client.call("GET", "/v1/gates/\(percentEncode(id))/wait?timeout=\(slice)s")
             lastGate = gate
             if reportedLoss {
                 FileHandle.standardError.write(Data("gatehouse: reconnected\n".utf8))
@@ -267,7 +267,7 @@ extension GateDecisionCommand {
             if let by { o.append("by", .string(by)) }
             if let comment { o.append("comment", .string(comment)) }
             if !inputs.isEmpty { o.append("inputs", .object(try keyValues(inputs, flag: "--input", json: true))) }
-            let gate = try client.client().call("POST", "/v1/gates/\(id)/decisions", body: Array(JSONValue.object(o).serialized().utf8))
+            let gate = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/decisions", body: Array(JSONValue.object(o).serialized().utf8))
             if json { printJSON(gate) } else {
                 let g = gate.objectValue ?? JSONObject()
                 let state = g["state"]?.stringValue ?? "?"
@@ -339,7 +339,7 @@ struct GateShow: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Print one gate as JSON.")
     @OptionGroup var client: ClientOptions
     @Argument(help: "Gate id.") var id: String
-    func run() throws { try runClient { printJSON(try client.client().call("GET", "/v1/gates/\(id)")) } }
+    func run() throws { try runClient { printJSON(try client.client().call("GET", "/v1/gates/\(percentEncode(id))")) } }
 }
 
 struct GateCancel: ParsableCommand {
@@ -351,7 +351,7 @@ struct GateCancel: ParsableCommand {
         try runClient {
             var o = JSONObject()
             if let comment { o.append("comment", .string(comment)) }
-            let gate = try client.client().call("POST", "/v1/gates/\(id)/cancel", body: Array(JSONValue.object(o).serialized().utf8))
+            let gate = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/cancel", body: Array(JSONValue.object(o).serialized().utf8))
             print("\(id) \(gate.objectValue?["state"]?.stringValue ?? "?")")
         }
     }
@@ -367,7 +367,7 @@ struct GateLink: ParsableCommand {
         try runClient {
             var o = JSONObject([("by", .string(by))])
             if let ttl { o.append("ttl", .string(ttl)) }
-            let answer = try client.client().call("POST", "/v1/gates/\(id)/links", body: Array(JSONValue.object(o).serialized().utf8))
+            let answer = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/links", body: Array(JSONValue.object(o).serialized().utf8))
             print(answer.objectValue?["url"]?.stringValue ?? "")
         }
     }
@@ -380,7 +380,7 @@ struct GateAudit: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
     func run() throws {
         try runClient {
-            let answer = try client.client().call("GET", "/v1/gates/\(id)/audit")
+            let answer = try client.client().call("GET", "/v1/gates/\(percentEncode(id))/audit")
             if json { printJSON(answer); return }
             for e in (answer.objectValue?["entries"]?.arrayValue ?? []).compactMap(\.objectValue) {
                 let seq = Int(e["seq"]?.doubleValue ?? 0)
@@ -425,8 +425,4 @@ struct AuditVerify: ParsableCommand {
             print("ok: \(entries) entries, chain intact")
         }
     }
-}
-
-func percentEncode(_ s: String) -> String {
-    s.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? s
 }

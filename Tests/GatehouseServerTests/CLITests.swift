@@ -21,10 +21,15 @@ struct CLITests {
         #expect(stored[0]["attributes"] == .object(JSONObject([("auc", .number("0.91")), ("note", .string("plain text"))])))
         #expect(stored[1]["severity"] == .string("error"))
 
-        // A re-sent id is reported as a duplicate, not an error.
-        r = try runCLI(["emit", "--type", "run.started", "--pipeline", "train", "--run", "r42", "--id", "x1"], environment: env)
+        // The same event re-sent is reported as a duplicate, not an error…
+        r = try runCLI(["emit", "--type", "run.started", "--pipeline", "train", "--run", "r42", "--id", "x1",
+                        "--label", "team=ml", "--attr", "auc=0.91", "--attr", "note=plain text"], environment: env)
         #expect(r.status == 0)
         #expect(r.stderr.contains("duplicate"))
+        // …another event under its id is refused, saying why.
+        r = try runCLI(["emit", "--type", "run.started", "--pipeline", "train", "--run", "r42", "--id", "x1"], environment: env)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("already used"))
 
         // --json from a file (array) and from stdin (NDJSON).
         let dir = TempDir()

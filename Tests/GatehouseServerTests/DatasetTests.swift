@@ -61,7 +61,7 @@ struct DatasetTests {
         #expect(try server.post("/v1/datasets/pairs/items/9/labels", #"{"label":"pos","annotator":"alice"}"#).status == 404)
         let stats = try server.json("/v1/datasets/pairs/stats")
         #expect(stats["labeled"] == .int(4) && stats["unlabeled"] == .int(0))
-        #expect(stats["annotators"] == .object(JSONObject([("alice", .int(4)), ("bob", .int(4))])))
+        #expect(stats["annotators"] == .object(JSONObject([("web:alice", .int(4)), ("web:bob", .int(4))])))
         #expect(stats["agreement"] == .number("0.5"))
         let cli = try runCLI(["dataset", "stats", "pairs"], environment: ["GATEHOUSE_URL": server.url])
         #expect(cli.stdout.contains("agreement (kappa) 0.500"))
@@ -128,7 +128,7 @@ struct DatasetTests {
         let csv = try server.get("/v1/datasets/ner/export?format=csv").text
         let rows = csv.split(separator: "\r\n")
         #expect(rows.first == "id,text,image_url,label,labels_count,annotators" && rows.count == 3)
-        #expect(rows[2].hasPrefix(#"b,"IBM, ""quoted""","#) && rows[2].hasSuffix(",2,alice|bob"))
+        #expect(rows[2].hasPrefix(#"b,"IBM, ""quoted""","#) && rows[2].hasSuffix(",2,web:alice|web:bob"))
 
         let studio = try JSONValue.parse(try server.get("/v1/datasets/ner/export?format=label-studio").text).arrayValue ?? []
         #expect(studio.count == 2)
@@ -183,7 +183,7 @@ struct DatasetTests {
         #expect(try page("/annotate/topics?item=1").contains("Match report"))
         #expect(try post("csrf=\(csrf)&item=1&labels=bogus&action=label").status == 422)
         let stats = try server.json("/v1/datasets/topics/stats")
-        #expect(stats["labeled"] == .int(0) && stats["skipped"] == .int(1) && stats["skips"] == .object(JSONObject([("alice", .int(1))])))
+        #expect(stats["labeled"] == .int(0) && stats["skipped"] == .int(1) && stats["skips"] == .object(JSONObject([("web:alice", .int(1))])))
 
         let inbox = try page("/inbox")
         #expect(inbox.contains(#"<a href="/annotate/topics">topics</a>"#) && inbox.contains("2 waiting for you"))
@@ -220,7 +220,7 @@ struct DatasetTests {
         #expect(try server.post("/annotate/ner", form, contentType: "application/x-www-form-urlencoded", headers: ["Cookie": cookie]).status == 303)
         let export = try server.request("GET", "/v1/datasets/ner/export?format=jsonl", token: admin).text
         let first = try #require(try JSONValue.parse(String(export.split(separator: "\n")[0])).objectValue)
-        #expect(first["labels"]?.arrayValue?.first?.objectValue?["annotator"] == .string("dana"))
+        #expect(first["labels"]?.arrayValue?.first?.objectValue?["annotator"] == .string("web:dana"))
         #expect(first["label"]?.arrayValue?.compactMap { $0.objectValue?["text"]?.stringValue } == ["Ada", "IBM"])
     }
 }

@@ -64,7 +64,7 @@ final class ServerProcess {
     let dir: TempDir
     let db: String
     private(set) var url = ""
-    private let stderrPipe = Pipe()
+    let stderrPipe = Pipe()
     private let stdoutPipe = Pipe()
 
     init(dir: TempDir = TempDir(), db: String? = nil, arguments: [String] = [], environment: [String: String] = [:]) throws {

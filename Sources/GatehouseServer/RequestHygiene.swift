@@ -1,0 +1,51 @@
+import Foundation
+import GatehouseCore
+import Hummingbird
+
+/// What every route may take for granted about a request, checked once here rather than in
+/// each controller:
+/// - path parameters are percent-decoded (`/v1/runs/a%20b` names the run `a b`), so no
+///   handler compares an encoded segment with a stored name;
+/// - a body declared in a charset other than UTF-8 is refused with `415`: every parser
+///   behind this point reads UTF-8, and would otherwise store mojibake.
+struct RequestHygieneMiddleware: RouterMiddleware {
+    typealias Context = GatehouseContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let contentType = request.headers[.contentType], let charset = Self.charset(of: contentType), !Self.isUTF8(charset) {
+            throw Problem.unsupportedMediaType("charset=\(charset) is not accepted: send UTF-8 (charset=utf-8, or no charset)")
+        }
+        var context = context
+        context.coreContext.parameters = try Self.decoded(context.parameters)
+        return try await next(request, context)
+    }
+
+    /// The `charset` parameter of a media type, unquoted; nil when there is none.
+    static func charset(of contentType: String) -> String? {
+        for parameter in contentType.split(separator: ";").dropFirst() {
+            let pair = parameter.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, pair[0].trimmingCharacters(in: .whitespaces).lowercased() == "charset" else { continue }
+            return pair[1].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        return nil
+    }
+
+    static func isUTF8(_ charset: String) -> Bool {
+        let lower = charset.lowercased()
+        return lower == "utf-8" || lower == "utf8"
+    }
+
+    /// Each parameter percent-decoded; a malformed escape (`%zz`, or bytes that are not
+    /// UTF-8) is a `400` naming the segment.
+    static func decoded(_ parameters: Parameters) throws -> Parameters {
+        guard parameters.contains(where: { $0.value.contains("%") }) else { return parameters }
+        var result = Parameters()
+        for (key, value) in parameters {
+            guard let text = String(value).removingPercentEncoding else {
+                throw Problem.badRequest("the path segment \"\(value)\" is not valid percent-encoded UTF-8")
+            }
+            result.append(key: key, value: Substring(text))
+        }
+        return result
+    }
+}
