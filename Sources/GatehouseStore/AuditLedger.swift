@@ -58,7 +58,7 @@ public enum AuditLedger {
     /// records).
     @discardableResult
     public static func append(gateID: String?, action: String, actor: String?, detail: JSONObject, at: Timestamp, db: Database) throws -> Int64 {
-        let prev = try String.fetchOne(db, sql: "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1") ?? genesis
+        let prev = try String.fetchOne(db.cachedStatement(sql: "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")) ?? genesis
         let seq = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM audit") ?? 0) + 1
         let detailText = JSONValue.object(detail).serialized()
         let hash = hash(prev: prev, canonical: canonical(seq: seq, gateID: gateID, at: at.milliseconds, action: action, actor: actor, detail: detailText))
@@ -69,7 +69,7 @@ public enum AuditLedger {
     }
 
     public static func entries(gateID: String, db: Database) throws -> [AuditEntry] {
-        try Row.fetchAll(db, sql: "SELECT * FROM audit WHERE gate_id = ? ORDER BY seq", arguments: [gateID]).map(entry)
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM audit WHERE gate_id = ? ORDER BY seq"), arguments: [gateID]).map(entry)
     }
 
     static func entry(_ row: Row) -> AuditEntry {

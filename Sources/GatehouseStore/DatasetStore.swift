@@ -89,11 +89,11 @@ public final class DatasetStore: Sendable {
     /// under the same name is a conflict.
     public func create(_ spec: DatasetSpec, now: Timestamp = .now()) async throws -> Created {
         try await database.pool.write { db in
-            if let text = try String.fetchOne(db, sql: "SELECT spec FROM datasets WHERE name = ?", arguments: [spec.name]),
+            if let text = try String.fetchOne(db.cachedStatement(sql: "SELECT spec FROM datasets WHERE name = ?"), arguments: [spec.name]),
                let existing = (try? JSONValue.parse(text)).flatMap({ try? DatasetSpec.parse($0).get() }) {
                 return existing == spec ? .exists : .conflict(existing)
             }
-            try db.execute(sql: "INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)", arguments: [spec.name, spec.json.serialized(), now.milliseconds])
+            try db.cachedStatement(sql: "INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)").execute(arguments: [spec.name, spec.json.serialized(), now.milliseconds])
             return .created
         }
     }
@@ -106,7 +106,7 @@ public final class DatasetStore: Sendable {
     }
 
     public func get(_ name: String) async throws -> DatasetInfo? {
-        try await database.pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [name]).flatMap(Self.info) }
+        try await database.pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM datasets WHERE name = ?"), arguments: [name]).flatMap(Self.info) }
     }
 
     /// The spec, cached: specs never change after creation.
@@ -118,12 +118,12 @@ public final class DatasetStore: Sendable {
     }
 
     public func list() async throws -> [DatasetInfo] {
-        try await database.pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM datasets ORDER BY created_at DESC, name").compactMap(Self.info) }
+        try await database.pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM datasets ORDER BY created_at DESC, name")).compactMap(Self.info) }
     }
 
     public func delete(_ name: String) async throws -> Bool {
         let deleted = try await database.pool.write { db -> Bool in
-            try db.execute(sql: "DELETE FROM datasets WHERE name = ?", arguments: [name])
+            try db.cachedStatement(sql: "DELETE FROM datasets WHERE name = ?").execute(arguments: [name])
             guard db.changesCount > 0 else { return false }
             for table in ["items", "labels", "skips"] { try db.execute(sql: "DELETE FROM \(table) WHERE dataset = ?", arguments: [name]) }
             return true
@@ -151,7 +151,7 @@ public final class DatasetStore: Sendable {
     }
 
     public func discardImport(_ importID: String) async throws {
-        try await database.pool.write { db in try db.execute(sql: "DELETE FROM import_staging WHERE import_id = ?", arguments: [importID]) }
+        try await database.pool.write { db in try db.cachedStatement(sql: "DELETE FROM import_staging WHERE import_id = ?").execute(arguments: [importID]) }
     }
 
     /// Moves a fully received import into the dataset in one transaction (with its
@@ -166,10 +166,10 @@ public final class DatasetStore: Sendable {
                 ON CONFLICT (dataset, id) DO NOTHING
                 """, arguments: [dataset, base, importID])
             let added = db.changesCount
-            try db.execute(sql: "DELETE FROM import_staging WHERE import_id = ?", arguments: [importID])
+            try db.cachedStatement(sql: "DELETE FROM import_staging WHERE import_id = ?").execute(arguments: [importID])
             guard added > 0 else { return ((0, received), []) }
-            try db.execute(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?", arguments: [added, dataset])
-            let total = try Int.fetchOne(db, sql: "SELECT item_count FROM datasets WHERE name = ?", arguments: [dataset]) ?? added
+            try db.cachedStatement(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?").execute(arguments: [added, dataset])
+            let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? added
             let event = Event(
                 id: "dataset.\(dataset).items_added.\(base + 1)", type: "dataset.items_added", pipeline: "datasets", severity: .info,
                 summary: "\(added) item\(added == 1 ? "" : "s") to label in \(dataset)", labels: [("dataset", dataset)],
@@ -253,7 +253,7 @@ public final class DatasetStore: Sendable {
 
     public func item(_ dataset: String, id: String) async throws -> DatasetItem? {
         try await database.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT id, data, meta, prediction FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, id]).map(Self.item)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT id, data, meta, prediction FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, id]).map(Self.item)
         }
     }
 
@@ -295,7 +295,7 @@ public final class DatasetStore: Sendable {
             let counts = try Row.fetchOne(db.cachedStatement(sql: "SELECT item_count, complete_count FROM datasets WHERE name = ?"), arguments: [dataset])!
             let (total, done): (Int, Int) = (counts["item_count"], counts["complete_count"])
             guard done >= total else { return ((.recorded(itemComplete: true, datasetComplete: false), count + 1), []) }
-            try db.execute(sql: "UPDATE datasets SET completed_at = ? WHERE name = ?", arguments: [now.milliseconds, dataset])
+            try db.cachedStatement(sql: "UPDATE datasets SET completed_at = ? WHERE name = ?").execute(arguments: [now.milliseconds, dataset])
             let event = Event(
                 id: "dataset.\(dataset).completed.\(total).\(now.milliseconds)", type: "dataset.completed", pipeline: "datasets", severity: .info,
                 summary: "\(dataset): all \(total) items are labeled", labels: [("dataset", dataset)],
@@ -318,9 +318,9 @@ public final class DatasetStore: Sendable {
     /// Records that `annotator` skipped an item (they are not served it again).
     public func skip(_ dataset: String, item itemID: String, annotator: String, now: Timestamp = .now()) async throws -> Bool {
         let ok = try await database.pool.write { db -> Bool in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) ?? false else { return false }
-            try db.execute(sql: "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", arguments: [dataset, itemID, annotator, now.milliseconds])
-            if db.changesCount > 0 { try db.execute(sql: "UPDATE items SET skip_count = skip_count + 1 WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) }
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) ?? false else { return false }
+            try db.cachedStatement(sql: "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING").execute(arguments: [dataset, itemID, annotator, now.milliseconds])
+            if db.changesCount > 0 { try db.cachedStatement(sql: "UPDATE items SET skip_count = skip_count + 1 WHERE dataset = ? AND id = ?").execute(arguments: [dataset, itemID]) }
             return true
         }
         if ok { release(dataset, item: itemID, annotator: annotator) }
@@ -330,15 +330,15 @@ public final class DatasetStore: Sendable {
     /// Takes back `annotator`'s latest label in the dataset; returns the item it was on.
     public func undo(_ dataset: String, annotator: String, now: Timestamp = .now()) async throws -> String? {
         let undone: (String, Int)? = try await log.transact { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1", arguments: [dataset, annotator]) else {
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1"), arguments: [dataset, annotator]) else {
                 return (nil, [])
             }
             let itemID: String = row["item_id"]
-            try db.execute(sql: "DELETE FROM labels WHERE id = ?", arguments: [row["id"] as Int64])
-            let wasComplete = try Int.fetchOne(db, sql: "SELECT complete FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) == 1
-            try db.execute(sql: "UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?", arguments: [dataset, itemID])
-            if wasComplete { try db.execute(sql: "UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?", arguments: [dataset]) }
-            let count = try Int.fetchOne(db, sql: "SELECT label_count FROM items WHERE dataset = ? AND id = ?", arguments: [dataset, itemID]) ?? 0
+            try db.cachedStatement(sql: "DELETE FROM labels WHERE id = ?").execute(arguments: [row["id"] as Int64])
+            let wasComplete = try Int.fetchOne(db.cachedStatement(sql: "SELECT complete FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) == 1
+            try db.cachedStatement(sql: "UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?").execute(arguments: [dataset, itemID])
+            if wasComplete { try db.cachedStatement(sql: "UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?").execute(arguments: [dataset]) }
+            let count = try Int.fetchOne(db.cachedStatement(sql: "SELECT label_count FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) ?? 0
             return ((itemID, count), [])
         }
         guard let (itemID, count) = undone else { return nil }
@@ -350,7 +350,7 @@ public final class DatasetStore: Sendable {
     /// The person's own label on an item, if any.
     public func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue? {
         try await database.pool.read { db in
-            try String.fetchOne(db, sql: "SELECT value FROM labels WHERE dataset = ? AND item_id = ? AND annotator = ?", arguments: [dataset, item, annotator])
+            try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM labels WHERE dataset = ? AND item_id = ? AND annotator = ?"), arguments: [dataset, item, annotator])
                 .flatMap { try? JSONValue.parse($0) }
         }
     }
@@ -369,7 +369,7 @@ public final class DatasetStore: Sendable {
     /// How many labels `annotator` gave in the dataset.
     public func labelCount(_ dataset: String, annotator: String) async throws -> Int {
         try await database.pool.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM labels WHERE dataset = ? AND annotator = ?", arguments: [dataset, annotator]) ?? 0
+            try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM labels WHERE dataset = ? AND annotator = ?"), arguments: [dataset, annotator]) ?? 0
         }
     }
 
@@ -391,9 +391,9 @@ public final class DatasetStore: Sendable {
             s.inProgress = counts["in_progress"]
             s.skipped = counts["skipped"]
             s.unlabeled = s.total - s.labeled - s.inProgress - s.skipped
-            s.annotators = try Row.fetchAll(db, sql: "SELECT annotator, COUNT(*) AS n FROM labels WHERE dataset = ? GROUP BY annotator ORDER BY annotator", arguments: [dataset])
+            s.annotators = try Row.fetchAll(db.cachedStatement(sql: "SELECT annotator, COUNT(*) AS n FROM labels WHERE dataset = ? GROUP BY annotator ORDER BY annotator"), arguments: [dataset])
                 .map { ($0["annotator"], $0["n"]) }
-            s.skipsByAnnotator = try Row.fetchAll(db, sql: "SELECT annotator, COUNT(*) AS n FROM skips WHERE dataset = ? GROUP BY annotator ORDER BY annotator", arguments: [dataset])
+            s.skipsByAnnotator = try Row.fetchAll(db.cachedStatement(sql: "SELECT annotator, COUNT(*) AS n FROM skips WHERE dataset = ? GROUP BY annotator ORDER BY annotator"), arguments: [dataset])
                 .map { ($0["annotator"], $0["n"]) }
             if withAgreement, spec.annotatorsPerItem > 1 {
                 var items: [[String]] = []
@@ -427,7 +427,7 @@ public final class DatasetStore: Sendable {
         while true {
             let from = after
             let (page, last): ([ExportedItem], Int64) = try await database.pool.read { db in
-                let rows = try Row.fetchAll(db, sql: "SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND seq > ? ORDER BY seq LIMIT ?", arguments: [dataset, from, batch])
+                let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND seq > ? ORDER BY seq LIMIT ?"), arguments: [dataset, from, batch])
                 guard let lastSeq = rows.last?["seq"] as Int64? else { return ([], from) }
                 let ids = rows.map { $0["id"] as String }
                 var labels: [String: [(String, JSONValue, Timestamp)]] = [:]

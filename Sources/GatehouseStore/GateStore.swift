@@ -52,7 +52,7 @@ public final class GateStore: Sendable {
     }
 
     static func fetch(_ id: String, db: Database) throws -> Gate? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT id, state, doc FROM gates WHERE id = ?", arguments: [id]) else { return nil }
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, state, doc FROM gates WHERE id = ?"), arguments: [id]) else { return nil }
         return decode(id: row["id"], state: row["state"], doc: row["doc"])
     }
 
@@ -114,7 +114,7 @@ public final class GateStore: Sendable {
             var superseded: Gate?
             let id = "gate_" + EventValidator.generateID().dropFirst(4)
             if let key = spec.key,
-               let latestID = try String.fetchOne(db, sql: "SELECT id FROM gates WHERE key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", arguments: [key]),
+               let latestID = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM gates WHERE key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"), arguments: [key]),
                var latest = try Self.fetch(latestID, db: db) {
                 if latest.spec.subjectDigest == spec.subjectDigest {
                     return (Opened(gate: latest, created: false, superseded: nil), [])
@@ -262,7 +262,7 @@ public final class GateStore: Sendable {
     @discardableResult
     public func runDue(now: Timestamp = .now(), limit: Int = 500) async throws -> [Gate] {
         let touched: [Gate] = try await log.transact { db in
-            let ids = try String.fetchAll(db, sql: "SELECT id FROM gates WHERE next_deadline IS NOT NULL AND next_deadline <= ? ORDER BY next_deadline LIMIT ?", arguments: [now.milliseconds, limit])
+            let ids = try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM gates WHERE next_deadline IS NOT NULL AND next_deadline <= ? ORDER BY next_deadline LIMIT ?"), arguments: [now.milliseconds, limit])
             var events: [Event] = []
             var touched: [Gate] = []
             for id in ids {
@@ -337,7 +337,7 @@ public final class GateStore: Sendable {
     }
 
     public func pendingCount() async throws -> Int {
-        try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM gates WHERE state = 'pending'") ?? 0 }
+        try await database.pool.read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM gates WHERE state = 'pending'")) ?? 0 }
     }
 
     public func audit(_ id: String) async throws -> [AuditEntry] {
@@ -352,7 +352,7 @@ public final class GateStore: Sendable {
     /// The entry names the gate only when it exists (a forged callback may name anything).
     public func auditRefusal(gateID: String?, action: String, actor: String?, detail: JSONObject, now: Timestamp = .now()) async throws {
         try await log.transact { db in
-            let known = try gateID.map { try Bool.fetchOne(db, sql: "SELECT 1 FROM gates WHERE id = ?", arguments: [$0]) ?? false } ?? false
+            let known = try gateID.map { try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM gates WHERE id = ?"), arguments: [$0]) ?? false } ?? false
             var detail = detail
             if !known, let gateID { detail.append("claimed_gate", .string(gateID)) }
             try AuditLedger.append(gateID: known ? gateID : nil, action: action, actor: actor, detail: detail, at: now, db: db)
@@ -371,8 +371,8 @@ public final class GateStore: Sendable {
     /// Marks a signed callback as used; false when it was already (a replay).
     public func claimNonce(_ nonce: String, now: Timestamp = .now(), keep: Int64 = 3_600_000) async throws -> Bool {
         try await database.pool.write { db in
-            try db.execute(sql: "DELETE FROM callback_nonces WHERE at < ?", arguments: [now.milliseconds - keep])
-            try db.execute(sql: "INSERT INTO callback_nonces (nonce, at) VALUES (?, ?) ON CONFLICT(nonce) DO NOTHING", arguments: [nonce, now.milliseconds])
+            try db.cachedStatement(sql: "DELETE FROM callback_nonces WHERE at < ?").execute(arguments: [now.milliseconds - keep])
+            try db.cachedStatement(sql: "INSERT INTO callback_nonces (nonce, at) VALUES (?, ?) ON CONFLICT(nonce) DO NOTHING").execute(arguments: [nonce, now.milliseconds])
             return db.changesCount > 0
         }
     }
@@ -389,13 +389,13 @@ extension GatehouseDatabase {
     /// A secret the server keeps for itself, made on first use (32 random bytes, hex).
     public func serverSecret(_ name: String) throws -> [UInt8] {
         try pool.write { db in
-            if let hex = try String.fetchOne(db, sql: "SELECT value FROM server_secrets WHERE name = ?", arguments: [name]) {
+            if let hex = try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM server_secrets WHERE name = ?"), arguments: [name]) {
                 return Array(hexString: hex)
             }
             var bytes = [UInt8](repeating: 0, count: 32)
             var generator = SystemRandomNumberGenerator()
             for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &generator) }
-            try db.execute(sql: "INSERT INTO server_secrets (name, value) VALUES (?, ?)", arguments: [name, bytes.map { String(format: "%02x", $0) }.joined()])
+            try db.cachedStatement(sql: "INSERT INTO server_secrets (name, value) VALUES (?, ?)").execute(arguments: [name, bytes.map { String(format: "%02x", $0) }.joined()])
             return bytes
         }
     }

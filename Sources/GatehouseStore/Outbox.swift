@@ -426,7 +426,7 @@ public final class Outbox: Sendable {
     }
 
     public func depth() async throws -> Int {
-        try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','failed')") ?? 0 }
+        try await database.pool.read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','failed')")) ?? 0 }
     }
 
     /// Recent events of a pipeline/run, for inhibition checks.
@@ -434,9 +434,9 @@ public final class Outbox: Sendable {
         try await database.pool.read { db in
             let rows: [EventRow]
             if let run {
-                rows = try EventRow.fetchAll(db, sql: "SELECT * FROM events WHERE run = ? AND pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?", arguments: [run, pipeline, since.milliseconds, limit])
+                rows = try EventRow.fetchAll(db.cachedStatement(sql: "SELECT * FROM events WHERE run = ? AND pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?"), arguments: [run, pipeline, since.milliseconds, limit])
             } else {
-                rows = try EventRow.fetchAll(db, sql: "SELECT * FROM events WHERE pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?", arguments: [pipeline, since.milliseconds, limit])
+                rows = try EventRow.fetchAll(db.cachedStatement(sql: "SELECT * FROM events WHERE pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?"), arguments: [pipeline, since.milliseconds, limit])
             }
             return rows.map(\.stored.event)
         }
