@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "gatehouse", targets: ["gatehouse"]),
         .executable(name: "gatehouse-bench", targets: ["GatehouseBench"]),
+        // For the libFuzzer targets in Fuzz/ (a package of its own that depends on this one).
+        .library(name: "GatehouseCore", targets: ["GatehouseCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),

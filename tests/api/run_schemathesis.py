@@ -85,7 +85,7 @@ def main() -> int:
         if args.seed is not None:
             command += ["--seed", str(args.seed)]
         env = dict(os.environ, SCHEMATHESIS_HOOKS="hooks", PYTHONPATH=str(HERE))
-        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        result = subprocess.run(command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         print(result.stdout, flush=True)
         tested = re.search(r"Tested: (\d+)", result.stdout)
         operations = int(tested.group(1)) if tested else 0
