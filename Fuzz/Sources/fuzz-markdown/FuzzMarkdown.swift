@@ -36,7 +36,8 @@ enum MarkdownCheck {
             guard allowed.contains(name) else { return "a <\(name)> tag" }
             if name == "a" {
                 let whole = text(tag)
-                guard whole.hasPrefix("a href=\"https://") || whole.hasPrefix("a href=\"http://") else { return "a link that is not http(s): <\(whole)>" }
+                // The scheme is case-insensitive (hTtps:// is https://).
+                guard whole.lowercased().hasPrefix("a href=\"https://") || whole.lowercased().hasPrefix("a href=\"http://") else { return "a link that is not http(s): <\(whole)>" }
                 let attributes = tag.dropFirst("a href=\"".unicodeScalars.count)
                 guard let quote = attributes.firstIndex(of: "\""), text(attributes[(quote + 1)...]) == " rel=\"noopener noreferrer nofollow\"" else {
                     return "a link with unexpected attributes: <\(whole)>"
