@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "gatehouse", targets: ["gatehouse"]),
         .executable(name: "gatehouse-bench", targets: ["GatehouseBench"]),
+        // For the libFuzzer targets in Fuzz/ (a package of its own that depends on this one).
+        .library(name: "GatehouseCore", targets: ["GatehouseCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -25,6 +27,11 @@ let package = Package(
     targets: [
         // Value types and pure logic: events, validation, JSON, time, runs, matchers, config model.
         .target(name: "GatehouseCore"),
+        // The files the server reads at run time (templates/, docs/openapi.yaml), compiled in by
+        // the EmbedFilesPlugin build-tool plugin so the binary runs from any directory.
+        .target(name: "GatehouseResources", plugins: ["EmbedFilesPlugin"]),
+        .executableTarget(name: "EmbedFiles"),
+        .plugin(name: "EmbedFilesPlugin", capability: .buildTool(), dependencies: ["EmbedFiles"]),
         // SQLite schema, migrations, the group-committing event log, tokens.
         .target(
             name: "GatehouseStore",
@@ -50,6 +57,7 @@ let package = Package(
             name: "GatehouseDelivery",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseResources",
                 "GatehouseStore",
                 "CurlShim",
                 .product(name: "Mustache", package: "swift-mustache"),
@@ -62,6 +70,7 @@ let package = Package(
             name: "GatehouseServer",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseResources",
                 "GatehouseStore",
                 "GatehouseDelivery",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -97,12 +106,14 @@ let package = Package(
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
         .testTarget(name: "GatehouseStoreTests", dependencies: ["GatehouseStore", "GatehouseCore"]),
-        .testTarget(name: "GatehouseDeliveryTests", dependencies: ["GatehouseDelivery", "GatehouseCore", "GatehouseStore"]),
+        .testTarget(name: "GatehouseDeliveryTests", dependencies: ["GatehouseDelivery", "GatehouseCore", "GatehouseStore", "GatehouseResources"]),
         .testTarget(
             name: "GatehouseServerTests",
             dependencies: [
-                "GatehouseServer", "GatehouseCore", "GatehouseClient", "GatehouseStore",
+                "GatehouseServer", "GatehouseCore", "GatehouseClient", "GatehouseStore", "GatehouseDelivery",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

@@ -77,6 +77,24 @@ public struct Matcher: Sendable, Equatable, CustomStringConvertible {
         return matchers
     }
 
+    /// The scalar of `XXXX` (after `\\u`) and what follows it; a UTF-16 surrogate pair written
+    /// as two escapes is one scalar, a lone surrogate U+FFFD. nil when not 4 hex digits.
+    static func unicodeEscape(_ s: Substring.UnicodeScalarView) -> (Unicode.Scalar, Substring.UnicodeScalarView)? {
+        func hex4(_ s: Substring.UnicodeScalarView) -> UInt32? {
+            let digits = s.prefix(4)
+            guard digits.count == 4 else { return nil }
+            return UInt32(String(String.UnicodeScalarView(digits)), radix: 16)
+        }
+        guard let first = hex4(s) else { return nil }
+        var rest = s.dropFirst(4)
+        var value = first
+        if (0xD800...0xDBFF).contains(first), rest.starts(with: "\\u".unicodeScalars), let low = hex4(rest.dropFirst(2)), (0xDC00...0xDFFF).contains(low) {
+            value = 0x10000 + ((first - 0xD800) << 10) + (low - 0xDC00)
+            rest = rest.dropFirst(6)
+        }
+        return (Unicode.Scalar(value) ?? "\u{FFFD}", rest)
+    }
+
     public static func parse(_ text: String) throws(MatcherError) -> Matcher {
         let list = try parseList(text)
         guard list.count == 1 else { throw MatcherError("expected one matcher in \"\(text)\"") }
@@ -94,28 +112,44 @@ public struct Matcher: Sendable, Equatable, CustomStringConvertible {
         rest = rest.dropFirst(op.rawValue.count).drop(while: { $0 == " " })
         var value = ""
         if rest.first == "\"" {
-            rest = rest.dropFirst()
+            // Unicode scalars, not Characters: a combining mark after a backslash or a quote
+            // must not hide it. The escapes are JSON's, the ones `description` writes (a
+            // stored silence is parsed back from its description); others stay as written.
+            var scalars = rest.unicodeScalars.dropFirst()
+            var out = String.UnicodeScalarView()
             var closed = false
-            while let c = rest.first {
-                rest = rest.dropFirst()
+            while let c = scalars.first {
+                scalars = scalars.dropFirst()
                 if c == "\\" {
-                    guard let next = rest.first else { break }
-                    rest = rest.dropFirst()
+                    guard let next = scalars.first else { break }
+                    scalars = scalars.dropFirst()
                     switch next {
-                    case "n": value.append("\n")
-                    case "t": value.append("\t")
-                    case "\"": value.append("\"")
-                    case "\\": value.append("\\")
-                    default: value.append("\\"); value.append(next)
+                    case "n": out.append("\n")
+                    case "t": out.append("\t")
+                    case "r": out.append("\r")
+                    case "b": out.append("\u{08}")
+                    case "f": out.append("\u{0C}")
+                    case "\"", "\\", "/": out.append(next)
+                    case "u":
+                        if let (scalar, remaining) = Self.unicodeEscape(scalars) {
+                            out.append(scalar)
+                            scalars = remaining
+                        } else {
+                            out.append("\\")
+                            out.append(next)
+                        }
+                    default: out.append("\\"); out.append(next)
                     }
                 } else if c == "\"" {
                     closed = true
                     break
                 } else {
-                    value.append(c)
+                    out.append(c)
                 }
             }
             guard closed else { throw MatcherError("unterminated quoted value in \"\(whole)\"") }
+            value = String(out)
+            rest = Substring(scalars)
         } else {
             let raw = rest.prefix(while: { $0 != "," && $0 != "}" })
             value = raw.trimmingCharacters(in: .whitespaces)

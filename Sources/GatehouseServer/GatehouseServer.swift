@@ -43,6 +43,7 @@ public enum GatehouseServer {
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
         ).addRoutes(to: router)
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
+        OpenAPIController().addRoutes(to: router)
         DeliveriesController(outbox: outbox, auth: auth, bus: log.bus, health: receiverHealth).addRoutes(to: router)
         SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         GatesController(desk: desk, auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
@@ -53,7 +54,7 @@ public enum GatehouseServer {
         GatePageController(desk: desk, templates: pages, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         AnnotateController(
             store: datasets, desk: desk, auth: auth, templates: pages,
-            script: pages.flatMap { try? String(contentsOfFile: $0.directory + "/pages/annotate.js", encoding: .utf8) },
+            script: pages?.file("pages/annotate.js"),
             maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
     }
@@ -73,7 +74,8 @@ public enum GatehouseServer {
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
         let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : planner(for: routes, sendResolved: resolving))
-        let receivers = try await makeReceivers(config)
+        let templates = try loadTemplates(config)
+        let receivers = try await makeReceivers(config, templates: templates)
         let outbox = Outbox(database: database)
         let state = ServerState()
         let autoDecide = ProcessInfo.processInfo.environment["GATEHOUSE_AUTO_DECIDE"].flatMap { $0.isEmpty ? nil : $0 }
@@ -117,7 +119,7 @@ public enum GatehouseServer {
         }
         let router = makeRouter(
             config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
-            pages: try? await TemplateSet.locateShipped().asyncMap { try await TemplateSet(directory: $0, overrides: config.templatesDirectory) },
+            pages: templates,
             datasets: DatasetStore(log: log), receiverHealth: { dispatcher?.receiverHealth() ?? [] })
         let app = Application(
             router: router,
@@ -214,19 +216,30 @@ extension GatehouseServer {
         return (slack, discord)
     }
 
-    /// One `Receiver` per configured receiver, rendering the shipped templates (overridden by
-    /// the config's `templates:` directory).
-    public static func makeReceivers(_ config: GatehouseConfig) async throws -> [String: any Receiver] {
-        guard !config.receivers.isEmpty else { return [:] }
-        guard let directory = TemplateSet.locateShipped() else {
-            throw StartupError("receivers are configured but the message templates were not found; set GATEHOUSE_TEMPLATES to the templates/ folder")
-        }
-        let templates: TemplateSet
+    /// The folders whose files override the embedded templates, in increasing precedence:
+    /// `GATEHOUSE_TEMPLATES`, then the config's `templates:`.
+    public static func templateOverrides(_ config: GatehouseConfig) -> [String] {
+        var folders: [String] = []
+        if let env = ProcessInfo.processInfo.environment["GATEHOUSE_TEMPLATES"], !env.isEmpty { folders.append(env) }
+        if let dir = config.templatesDirectory { folders.append(dir) }
+        return folders
+    }
+
+    /// The templates compiled into the binary, with the override folders' files taking
+    /// precedence one file at a time.
+    public static func loadTemplates(_ config: GatehouseConfig) throws -> TemplateSet {
         do {
-            templates = try await TemplateSet(directory: directory, overrides: config.templatesDirectory)
+            return try TemplateSet(overrides: templateOverrides(config))
         } catch {
-            throw StartupError("cannot load the message templates: \(error)")
+            throw StartupError("cannot load the templates: \(error)")
         }
+    }
+
+    /// One `Receiver` per configured receiver, rendering the embedded templates (overridden by
+    /// GATEHOUSE_TEMPLATES and the config's `templates:` directory).
+    public static func makeReceivers(_ config: GatehouseConfig, templates: TemplateSet? = nil) async throws -> [String: any Receiver] {
+        guard !config.receivers.isEmpty else { return [:] }
+        let templates = try templates ?? loadTemplates(config)
         var receivers: [String: any Receiver] = [:]
         for r in config.receivers {
             switch r.kind {
@@ -247,26 +260,25 @@ extension GatehouseServer {
     }
 }
 
-extension Optional {
-    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let value = self else { return nil }
-        return try await transform(value)
-    }
-}
-
 extension GatehouseServer {
-    /// Loads the templates (shipped + the config's overrides) and renders every one with a
-    /// sample event, so a broken override is reported by `config check`, not at 3 a.m.
+    /// Loads the effective templates (embedded + GATEHOUSE_TEMPLATES + the config's
+    /// `templates:`), compiles every one and renders it — chat messages through the receivers
+    /// with sample events, pages with an empty context — so a broken override is reported by
+    /// `config check`, naming the template, not at 3 a.m.
     public static func checkTemplates(_ config: GatehouseConfig) async -> [ConfigIssue] {
-        guard !config.receivers.isEmpty || config.templatesDirectory != nil else { return [] }
-        guard let directory = TemplateSet.locateShipped() else {
-            return [ConfigIssue(line: 0, message: "the shipped message templates were not found; set GATEHOUSE_TEMPLATES to the templates/ folder")]
-        }
         let templates: TemplateSet
         do {
-            templates = try await TemplateSet(directory: directory, overrides: config.templatesDirectory)
+            templates = try TemplateSet(overrides: templateOverrides(config))
         } catch {
-            return [ConfigIssue(line: 0, message: "templates: cannot parse: \(error)")]
+            return [ConfigIssue(line: 0, message: "templates: \(error)")]
+        }
+        var issues: [ConfigIssue] = []
+        for name in templates.templateNames where name.hasPrefix("pages/") {
+            do {
+                _ = try templates.renderHTML(name, [:])
+            } catch {
+                issues.append(ConfigIssue(line: 0, message: "templates: \(name): \(error)"))
+            }
         }
         let event = Event(
             id: "check", type: "step.failed", pipeline: "train", run: "r1", step: "fit", summary: "sample <summary> & \"quotes\"",
@@ -292,7 +304,6 @@ extension GatehouseServer {
         gateOpen.gate = GateNotice.sample(open: true)
         var gateClosed = message
         gateClosed.gate = GateNotice.sample(open: false)
-        var issues: [ConfigIssue] = []
         for receiver in receivers {
             for sample in [message, digest, resolved, gateOpen, gateClosed] {
                 do {

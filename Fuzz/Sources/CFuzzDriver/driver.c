@@ -1,0 +1,2 @@
+// Only declares LLVMFuzzerRunDriver for Swift (see include/CFuzzDriver.h).
+#include "CFuzzDriver.h"

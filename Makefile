@@ -1,0 +1,96 @@
+# Gatehouse: the two commands of the README, plus the fuzzers.
+#
+#   make run    install what is missing, build, serve on 127.0.0.1:8080 (./gatehouse.db, ./gatehouse.yml)
+#   make test   install what is missing (system packages, .venv/), then every test
+#   make fuzz   the libFuzzer targets of Fuzz/, FUZZ_SECONDS each (not part of make test)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Swift lives in /opt/swift on the project's machines; a swift already on PATH wins.
+export PATH := $(PATH):/opt/swift/usr/bin
+
+APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+LOGS := .build/test-logs
+# Arguments for `make run`, e.g. make run ARGS="--address 127.0.0.1:9090".
+ARGS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_SCRATCH := .build-fuzz
+FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items
+
+.PHONY: help run test deps build test-swift test-api venv fuzz fuzz-build clean-venv
+
+help:
+	@echo "make run    build and serve on 127.0.0.1:8080 (state in ./gatehouse.db, config ./gatehouse.yml when present)"
+	@echo "make test   every test: swift test, then the API tests (schemathesis) against a real server"
+	@echo "make fuzz   the libFuzzer targets, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
+
+# System packages the build links against: ask dpkg what is missing, and only then touch apt
+# (with sudo when not root). Nothing happens when they are all there.
+deps:
+	@if ! command -v dpkg-query >/dev/null 2>&1; then \
+	  echo "make: no dpkg here; make sure these are installed: $(APT_PACKAGES)"; exit 0; fi; \
+	missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo="sudo"; \
+	  echo "installing:$$missing"; \
+	  $$sudo apt-get update -qq; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	swift build --product gatehouse
+
+run: build
+	swift run --skip-build gatehouse serve $(ARGS)
+
+# The venv for the Python-driven tests, rebuilt when requirements-test.txt changes.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-test.txt
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
+	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo="sudo"; \
+	  echo "installing: python3-venv"; \
+	  $$sudo apt-get update -qq; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	@touch $@
+
+test: deps venv
+	@mkdir -p $(LOGS)
+	@rm -f $(LOGS)/*.log
+	$(MAKE) --no-print-directory test-swift
+	$(MAKE) --no-print-directory test-api
+	@$(VENV_PY) tests/summary.py $(LOGS)/*.log
+
+test-swift:
+	@mkdir -p $(LOGS)
+	swift test 2>&1 | tee $(LOGS)/swift.log
+
+# Starts the built binary itself (it builds nothing) and runs schemathesis against it.
+test-api:
+	@mkdir -p $(LOGS)
+	$(VENV_PY) tests/api/run_schemathesis.py --binary "$$(swift build --show-bin-path)/gatehouse" 2>&1 | tee $(LOGS)/api.log
+
+clean-venv:
+	rm -rf $(VENV)
+
+# libFuzzer targets (Fuzz/ is a package of its own, so none of this slows the main build).
+# The sanitizer flags come through a toolset, which applies to the target platform only:
+# -Xswiftc would also reach the build-time tool of the EmbedFiles plugin, which then fails to
+# link against libFuzzer's main. A target whose one file is not main.swift is already compiled
+# as a library (-parse-as-library), so libFuzzer's main drives LLVMFuzzerTestOneInput.
+fuzz-build: deps
+	cd Fuzz && swift build -c release --scratch-path ../$(FUZZ_SCRATCH) --toolset "$$PWD/fuzz-toolset.json"
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SCRATCH=$(FUZZ_SCRATCH) Fuzz/run.sh $(FUZZ_TARGETS)
