@@ -20,7 +20,7 @@ LOGS := .build/test-logs
 ARGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_SCRATCH := .build-fuzz
-FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items
+FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items fuzz-callbacks fuzz-config
 
 .PHONY: help run test deps build test-swift test-api venv fuzz fuzz-build clean-venv
 

@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "gatehouse-bench", targets: ["GatehouseBench"]),
         // For the libFuzzer targets in Fuzz/ (a package of its own that depends on this one).
         .library(name: "GatehouseCore", targets: ["GatehouseCore"]),
+        .library(name: "GatehouseSignatures", targets: ["GatehouseSignatures"]),
+        .library(name: "GatehouseConfigFile", targets: ["GatehouseConfigFile"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -66,10 +68,23 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // Callback signatures (Slack, Discord), signed links and Mattermost context tokens: small
+        // enough to fuzz (Fuzz/fuzz-callbacks).
+        .target(
+            name: "GatehouseSignatures",
+            dependencies: ["GatehouseCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // gatehouse.yml → GatehouseConfig, every problem with its line (Fuzz/fuzz-config).
+        .target(
+            name: "GatehouseConfigFile",
+            dependencies: ["GatehouseCore", "GatehouseSignatures", .product(name: "Yams", package: "Yams")]
+        ),
         .target(
             name: "GatehouseServer",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseSignatures",
+                "GatehouseConfigFile",
                 "GatehouseResources",
                 "GatehouseStore",
                 "GatehouseDelivery",

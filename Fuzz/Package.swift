@@ -14,6 +14,8 @@ import PackageDescription
 
 let driver: Target.Dependency = "CFuzzDriver"
 let core: Target.Dependency = .product(name: "GatehouseCore", package: "gatehouse")
+let signatures: Target.Dependency = .product(name: "GatehouseSignatures", package: "gatehouse")
+let configFile: Target.Dependency = .product(name: "GatehouseConfigFile", package: "gatehouse")
 
 let package = Package(
     name: "GatehouseFuzz",
@@ -28,5 +30,7 @@ let package = Package(
         .executableTarget(name: "fuzz-policy", dependencies: [driver, core]),
         .executableTarget(name: "fuzz-markdown", dependencies: [driver, core]),
         .executableTarget(name: "fuzz-items", dependencies: [driver, core]),
+        .executableTarget(name: "fuzz-callbacks", dependencies: [driver, core, signatures]),
+        .executableTarget(name: "fuzz-config", dependencies: [driver, core, configFile]),
     ]
 )

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import GatehouseCore
-import GatehouseStore
 
 /// Slack's request signing (docs/platforms/slack.md): `v0=` + hex HMAC-SHA256 over
 /// `v0:<timestamp>:<raw body>` with the app's signing secret, within 300 s of now.
@@ -49,26 +48,9 @@ public struct DiscordSignature: Sendable {
 }
 
 /// Compares without an early exit, so timing reveals nothing about where a forgery differs.
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0
     for i in a.indices { difference |= a[i] ^ b[i] }
     return difference == 0
-}
-
-/// `application/x-www-form-urlencoded` (Slack's `payload=` field, the web forms): the first
-/// value of each field.
-func parseForm(_ bytes: [UInt8]) -> [String: String] {
-    var fields: [String: String] = [:]
-    for (key, value) in parseFormPairs(bytes) where fields[key] == nil { fields[key] = value }
-    return fields
-}
-
-/// Every field in order, repeated ones included (checkbox groups).
-func parseFormPairs(_ bytes: [UInt8]) -> [(String, String)] {
-    String(decoding: bytes, as: UTF8.self).split(separator: "&").map { pair in
-        let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-        func decode(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s) }
-        return (decode(parts[0]), parts.count > 1 ? decode(parts[1]) : "")
-    }
 }

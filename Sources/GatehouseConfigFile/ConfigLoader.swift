@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseSignatures
 import Yams
 
 /// Reads `gatehouse.yml` into a `GatehouseConfig`, collecting every problem with its line

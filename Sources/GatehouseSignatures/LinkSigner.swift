@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import GatehouseCore
-import GatehouseStore
 
 /// Signs the links that open a gate's web decision page. A link names the gate, optionally
 /// the person it was made for (then the page decides as them), and when it stops working:
@@ -16,6 +15,12 @@ public struct LinkSigner: Sendable {
         public var gate: String
         public var by: String?
         public var expires: Timestamp
+
+        public init(gate: String, by: String?, expires: Timestamp) {
+            self.gate = gate
+            self.by = by
+            self.expires = expires
+        }
     }
 
     public func token(gate: String, by: String?, expires: Timestamp) -> String {
@@ -78,11 +83,11 @@ public struct LinkSigner: Sendable {
         return Array(HMAC<SHA256>.authenticationCode(for: message, using: key))
     }
 
-    static func base64url(_ bytes: [UInt8]) -> String {
+    public static func base64url(_ bytes: [UInt8]) -> String {
         Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
-    static func unbase64url(_ text: String) -> [UInt8]? {
+    public static func unbase64url(_ text: String) -> [UInt8]? {
         var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while s.count % 4 != 0 { s += "=" }
         return Data(base64Encoded: s).map { Array($0) }
