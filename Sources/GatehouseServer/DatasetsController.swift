@@ -122,25 +122,9 @@ struct DatasetsController {
         }
         do {
             if ndjson {
-                var pending: [UInt8] = []
-                var line = 0, total = 0
-                func flushLines(final: Bool) async throws {
-                    var start = 0
-                    while let newline = pending[start...].firstIndex(of: 0x0A) {
-                        line += 1
-                        try await parseLine(pending[start..<newline], line: line)
-                        start = newline + 1
-                        if errors.count >= 20 { break }
-                    }
-                    pending.removeFirst(start)
-                    if final, !pending.isEmpty, errors.count < 20 {
-                        line += 1
-                        try await parseLine(pending[...], line: line)
-                        pending.removeAll()
-                    }
-                }
-                func parseLine(_ bytes: ArraySlice<UInt8>, line: Int) async throws {
-                    if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { return }
+                var lines = NDJSONLines()
+                var total = 0
+                func parseLine(_ bytes: [UInt8], line: Int) async throws {
                     do {
                         try await accept(try JSONValue.parse(bytes: bytes), index: count, line: line)
                     } catch let e as JSONParseError {
@@ -148,17 +132,18 @@ struct DatasetsController {
                     }
                 }
                 var chunks = request.body.makeAsyncIterator()
-                while true {
+                reading: while true {
                     let next: ByteBuffer?
                     do { next = try await chunks.next() } catch { throw Request.bodyReadFailure(error, limit: maxImportBytes, setting: "server.max_import") }
                     guard let buffer = next else { break }
                     total += buffer.readableBytes
                     if total > maxImportBytes { throw Problem.tooLarge("the import is larger than \(maxImportBytes) bytes (server.max_import)") }
-                    pending.append(contentsOf: buffer.readableBytesView)
-                    try await flushLines(final: false)
-                    if errors.count >= 20 { break }
+                    for (line, bytes) in lines.feed(buffer.readableBytesView) {
+                        try await parseLine(bytes, line: line)
+                        if errors.count >= 20 { break reading }
+                    }
                 }
-                if errors.count < 20 { try await flushLines(final: true) }
+                if errors.count < 20, let (line, bytes) = lines.finish() { try await parseLine(bytes, line: line) }
             } else {
                 var request = request
                 let bytes = try await request.bodyBytes(limit: min(maxImportBytes, 64 << 20))

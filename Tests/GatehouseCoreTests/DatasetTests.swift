@@ -68,3 +68,26 @@ struct DatasetSpecTests {
         guard case .failure = classes.normalize(.string("meh"), text: nil) else { Issue.record("unknown label"); return }
     }
 }
+
+/// The streamed import's line splitter: chunk boundaries never change the lines.
+struct NDJSONLinesTests {
+    @Test func linesAreTheSameWhateverTheChunks() {
+        let body = Array("{\"id\":\"a\"}\n\n  \r\n{\"id\":\"b\"}\r\n{\"id\":\"c\"}".utf8)
+        var whole = NDJSONLines()
+        var all = whole.feed(body)
+        if let last = whole.finish() { all.append(last) }
+        #expect(all.map(\.line) == [1, 4, 5])
+        #expect(all.map { String(decoding: $0.bytes, as: UTF8.self) } == ["{\"id\":\"a\"}", "{\"id\":\"b\"}\r", "{\"id\":\"c\"}"])
+        for size in 1...7 {
+            var chunked = NDJSONLines()
+            var lines: [(line: Int, bytes: [UInt8])] = []
+            var offset = 0
+            while offset < body.count {
+                lines += chunked.feed(body[offset..<min(body.count, offset + size)])
+                offset += size
+            }
+            if let last = chunked.finish() { lines.append(last) }
+            #expect(lines.map(\.line) == all.map(\.line) && lines.map(\.bytes) == all.map(\.bytes), "chunks of \(size)")
+        }
+    }
+}
