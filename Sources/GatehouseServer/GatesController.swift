@@ -285,7 +285,11 @@ struct GatesController {
         }
         var expires = desk.linkExpiry(gate)
         if let ttl = o["ttl"]?.stringValue {
-            guard let d = GatehouseDuration(ttl), d.milliseconds > 0 else { throw Problem.invalid([FieldError(field: "ttl", detail: "must be a duration such as 24h")]) }
+            // Bounded like a gate's own timeout: a link outliving year 9999 would not even have an
+            // RFC 3339 expiry (schemathesis found one at year 94928).
+            guard let d = GatehouseDuration(ttl), d.milliseconds > 0, d.milliseconds <= GateSpec.maxTimeout.milliseconds else {
+                throw Problem.invalid([FieldError(field: "ttl", detail: "must be a duration such as 24h, at most 90d")])
+            }
             expires = Timestamp.now().adding(milliseconds: d.milliseconds)
         }
         let by = identity.description

@@ -375,6 +375,10 @@ struct GateTests {
         let link = try runCLI(["gate", "link", other, "--as", "web:carol"], environment: ["GATEHOUSE_URL": server.url])
         let personal = try server.get(String(link.stdout.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst(server.url.count)))
         #expect(personal.text.contains("Deciding as <strong>web:carol</strong>") && !personal.text.contains(#"name="name""#))
+        // A link's lifetime is bounded like a gate's timeout.
+        #expect(try server.post("/v1/gates/\(other)/links", #"{"by":"web:carol","ttl":"90d"}"#).status == 201)
+        let endless = try server.post("/v1/gates/\(other)/links", #"{"by":"web:carol","ttl":"92963y"}"#)
+        #expect(endless.status == 422 && endless.text.contains("ttl"))
     }
 
     /// GATEHOUSE_AUTO_DECIDE closes every new gate at once, as `policy:auto-decide`.
