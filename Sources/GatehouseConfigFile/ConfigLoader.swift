@@ -39,12 +39,14 @@ public struct ConfigLoader {
         }
         if let node { walker.root(node) }
         walker.crossCheck()
-        return Loaded(config: walker.config, issues: walker.issues.sorted { $0.line < $1.line })
+        // By line, then text: issues found while walking a mapping come in its (per-instance) order.
+        return Loaded(config: walker.config, issues: walker.issues.sorted { ($0.line, $0.message) < ($1.line, $1.message) })
     }
 
     static func line(of error: YamlError) -> Int {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        case .duplicatedKeysInMapping(_, let context): return context.mark.line
         default: return 0
         }
     }
@@ -52,6 +54,10 @@ public struct ConfigLoader {
     static func describe(_ error: YamlError) -> String {
         switch error {
         case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
+        // Yams lists the keys in a set's (random) order: sorted, the message is the same every
+        // time (found by Fuzz/fuzz-config).
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return "a key appears twice in one mapping: " + duplicates.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
         default: return "\(error)"
         }
     }
