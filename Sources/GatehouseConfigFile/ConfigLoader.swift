@@ -46,7 +46,7 @@ public struct ConfigLoader {
     static func line(of error: YamlError) -> Int {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
-        case .duplicatedKeysInMapping(_, let context): return context.mark.line
+        // Not the line of a duplicated key: Yams picks which duplicate it names at random.
         default: return 0
         }
     }
