@@ -181,6 +181,8 @@ public struct EventValidator: Sendable {
             if required && s.isEmpty { fail(field, "must not be empty"); return nil }
             if s.unicodeScalars.count > max { fail(field, "is longer than \(max) characters"); return nil }
             if identifier, let error = ControlCharacters.fieldError(field, s, index: index, line: line) { errors.append(error); return nil }
+            // An empty name names nothing (a run "" could never be shown: /v1/runs/ is the list).
+            if identifier, s.isEmpty { fail(field, "must not be empty (leave it out instead)"); return nil }
             return s
         }
 

@@ -144,6 +144,7 @@ public struct GateSpec: Sendable, Equatable {
             if required && s.trimmingCharacters(in: .whitespaces).isEmpty { errors.append(FieldError(field: field, detail: "must not be empty")); return nil }
             if s.count > max { errors.append(FieldError(field: field, detail: "must be at most \(max) characters")); return nil }
             if identifier, let error = ControlCharacters.fieldError(field, s) { errors.append(error); return nil }
+            if identifier, s.isEmpty { errors.append(FieldError(field: field, detail: "must not be empty (leave it out instead)")); return nil }
             return s
         }
         func strings(_ field: String) -> [String]? {

@@ -32,6 +32,17 @@ struct EventIdempotencyTests {
         #expect(batch.count == 2)
     }
 
+    /// An empty name names nothing: `run: ""` would make a run no URL can show.
+    @Test func emptyNamesAreRefused() throws {
+        for field in ["run", "step"] {
+            guard case .failure(let problem) = events(#"{"type":"a.b","pipeline":"p","\#(field)":""}"#) else { Issue.record("accepted \(field) \"\""); continue }
+            #expect(problem.errors.first?.field == field)
+        }
+        let gate = GateSpec.parse(.object(JSONObject([("title", .string("t")), ("pipeline", .string("p")), ("run", .string(""))])))
+        guard case .failure(let invalid) = gate else { Issue.record("a gate with run \"\" was accepted"); return }
+        #expect(invalid.errors.contains { $0.field == "run" })
+    }
+
     @Test func timesCountOnlyWhenBothSendersGaveOne() throws {
         let plain = try events(#"{"id":"x","type":"a.b","pipeline":"p"}"#).get()[0]
         var later = plain

@@ -153,6 +153,9 @@ struct DeliveryTests {
         // First attempt fails (500); kill the server before the retry is due.
         let first = try sink.wait(for: 1, at: "/flaky-3")
         #expect(first.count == 1)
+        // Once its outcome is on record (else the restart would find it due at once, and the
+        // spacing below would measure the race, not the back-off).
+        _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
         server.kill()
         let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
         let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.first?["state"] == .string("delivered") }
