@@ -96,6 +96,11 @@ public struct TemplateSet: Sendable {
         files.keys.filter { $0.hasSuffix(".mustache") }.map { String($0.dropLast(".mustache".count)) }.sorted()
     }
 
+    /// Whether the effective file at `path` has the text compiled into the binary.
+    public func isShipped(_ path: String) -> Bool {
+        files[path] != nil && files[path] == EmbeddedResources.templates[path]
+    }
+
     /// A file of the set that is served as it is (`pages/annotate.js`).
     public func file(_ path: String) -> String? { files[path] }
 

@@ -74,6 +74,29 @@ struct GoldenTests {
         try checkLimits(platform, expected)
     }
 
+    /// The webhook body for the shipped templates is written without Mustache; it must be byte
+    /// for byte what the templates render, for every kind, gates, digests and awkward text.
+    @Test func shippedWebhookBodyEqualsTheTemplateRendering() async throws {
+        let templates = try await TemplateSet(directory: templatesFolder)
+        let receiver = try WebhookReceiver(name: "example", url: Secret("https://example.invalid/hook"), secret: nil, templates: templates)
+        #expect(receiver.shipped == ["event", "digest", "resolved", "gate"])
+        var messages = [OutboundMessage.Kind.event, .digest, .resolved, .repeat].map { Self.sample($0) }
+        var gate = Self.sample()
+        gate.gate = GateNotice.sample(open: true)
+        messages.append(gate)
+        var awkward = Self.sample()
+        let odd = Event(
+            id: "q\"uote\\slash", type: "run.failed", pipeline: "p\u{1}ctl\ttab", run: "r\n1", summary: "é ✅ \u{2028} </script>",
+            labels: [("k\"", "v\\")], attributes: JSONObject([("n", .number("1.50e3")), ("nested", .array([.null, .bool(true)]))]),
+            time: Timestamp(rfc3339: "2026-11-29T10:05:00Z")!)
+        awkward.events = [StoredEvent(cursor: 9, event: odd, receivedAt: odd.time)]
+        awkward.groupKey = "g\"k"
+        messages.append(awkward)
+        for message in messages {
+            #expect(WebhookReceiver.shippedBody(message) == (try receiver.templatedBody(message)), "\(message.kind) \(message.gate != nil)")
+        }
+    }
+
     /// An event's link is the orchestrator's page; a dataset event's is the labelling page,
     /// and Slack's link text says which.
     @Test func datasetEventsLinkToTheLabellingPage() async throws {

@@ -53,6 +53,11 @@ import Testing
         #expect(login.contains(#"action="/login""#))
         #expect(set.file("pages/annotate.js") == "console.log('overridden');")
         #expect(set.templateNames.contains("webhook/digest"))
+        // The webhook receiver writes shipped bodies directly, but an override is rendered.
+        let receiver = try WebhookReceiver(name: "hook", url: Secret("http://127.0.0.1:1/h"), secret: nil, templates: set)
+        #expect(receiver.shipped == ["digest", "resolved", "gate"])
+        let body = try receiver.request(for: GoldenTests.sample(), now: Timestamp(milliseconds: 0)).body
+        #expect(String(decoding: body, as: UTF8.self) == #"{"custom":"example"}"#)
     }
 
     @Test func laterFoldersWin() throws {

@@ -11,11 +11,14 @@ public struct WebhookReceiver: Receiver {
     let url: Secret
     let key: SymmetricKey?
     let templates: TemplateSet
+    /// Templates (`event`, `gate`…) whose text is the shipped one: their body is written directly.
+    let shipped: Set<String>
 
     public init(name: String, url: Secret, secret: Secret?, templates: TemplateSet) throws {
         self.name = name
         self.url = url
         self.templates = templates
+        shipped = Set(["event", "digest", "resolved", "gate"].filter { templates.isShipped("webhook/\($0).mustache") })
         if let secret {
             guard let key = Self.key(fromSecret: secret.value) else { throw DeliveryError("receiver \(name): webhook.secret must be whsec_ followed by base64") }
             self.key = key
@@ -39,16 +42,49 @@ public struct WebhookReceiver: Receiver {
     }
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
-        var context = MessageContext.build(for: message, limits: .init(title: 1000, summary: 1000, details: 20000), escape: { $0 }) { url, _ in url }
-        context["events_json"] = JSONValue.array(message.events.map(\.json)).serialized()
-        context["group_key"] = message.groupKey
-        let body = Array(try templates.renderJSON("webhook/\(message.template)", context).utf8)
+        let text = try shipped.contains(message.template) ? Self.shippedBody(message) : templatedBody(message)
+        let body = Array(text.utf8)
         let timestamp = now.milliseconds / 1000
         var headers: [(String, String)] = [
             ("Content-Type", "application/json"), ("webhook-id", message.deliveryID), ("webhook-timestamp", String(timestamp)),
         ]
         if let key { headers.append(("webhook-signature", Self.signature(id: message.deliveryID, timestamp: timestamp, body: body, key: key))) }
         return OutboundRequest(url: url.value, headers: headers, body: body)
+    }
+
+    /// The body rendered through the (overridden) template.
+    func templatedBody(_ message: OutboundMessage) throws -> String {
+        var context = MessageContext.build(for: message, limits: .init(title: 1000, summary: 1000, details: 20000), escape: { $0 }) { url, _ in url }
+        context["events_json"] = JSONValue.array(message.events.map(\.json)).serialized()
+        context["group_key"] = message.groupKey
+        return try templates.renderJSON("webhook/\(message.template)", context)
+    }
+
+    /// Exactly what the shipped `webhook/*.mustache` templates render, compacted, written
+    /// without Mustache and without parsing the result again: this runs once per alert, and the
+    /// template path cost a tenth of the server's CPU under load. A test holds the two equal.
+    static func shippedBody(_ message: OutboundMessage) -> String {
+        var out = "{\"kind\":"
+        out.reserveCapacity(512)
+        JSONValue.writeString(message.gate != nil ? "gate" : message.kind.rawValue, to: &out)
+        out += ",\"delivery_id\":"
+        JSONValue.writeString(message.deliveryID, to: &out)
+        out += ",\"receiver\":"
+        JSONValue.writeString(message.receiver, to: &out)
+        out += ",\"group_key\":"
+        JSONValue.writeString(message.groupKey, to: &out)
+        out += ",\"events\":["
+        for (i, event) in message.events.enumerated() {
+            if i > 0 { out += "," }
+            event.json.write(to: &out)
+        }
+        out += "]"
+        if let gate = message.gate {
+            out += ",\"gate\":"
+            gate.json.write(to: &out)
+        }
+        out += "}"
+        return out
     }
 
     public func classify(_ response: OutboundResponse) -> DeliveryOutcome {
