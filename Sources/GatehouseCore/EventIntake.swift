@@ -21,7 +21,7 @@ public struct EventIntake: Sendable {
     /// Picks the mode from `Content-Type` (parameters ignored) and the presence of
     /// `ce-specversion`. nil means unsupported (415).
     public static func mediaType(contentType: String?, hasCESpecVersion: Bool) -> MediaType? {
-        let base = (contentType ?? "application/json").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let base = (contentType ?? "application/json").split(separator: ";").first.map { $0.trimmingASCIIWhitespace.lowercased() } ?? ""
         switch base {
         case "application/cloudevents+json": return .cloudEvent
         case "application/cloudevents-batch+json": return .cloudEventBatch

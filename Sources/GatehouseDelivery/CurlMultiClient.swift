@@ -1,5 +1,6 @@
 import CurlShim
 import Foundation
+import GatehouseCore
 import Synchronization
 
 /// An HTTP request the dispatcher sends.
@@ -187,7 +188,7 @@ public final class CurlMultiClient: @unchecked Sendable {
             let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
             if line.hasPrefix("HTTP/") { t.headers.removeAll() }
             if let colon = line.firstIndex(of: ":") {
-                t.headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)))
+                t.headers.append((String(line[..<colon]), String(line[line.index(after: colon)...].trimmingASCIIWhitespace)))
             }
             return size * count
         }

@@ -24,7 +24,7 @@ struct RequestHygieneMiddleware: RouterMiddleware {
     static func charset(of contentType: String) -> String? {
         for parameter in contentType.split(separator: ";").dropFirst() {
             let pair = parameter.split(separator: "=", maxSplits: 1)
-            guard pair.count == 2, pair[0].trimmingCharacters(in: .whitespaces).lowercased() == "charset" else { continue }
+            guard pair.count == 2, pair[0].trimmingASCIIWhitespace.lowercased() == "charset" else { continue }
             return pair[1].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
         }
         return nil

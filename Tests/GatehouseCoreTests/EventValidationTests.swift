@@ -92,6 +92,16 @@ struct EventValidationTests {
         #expect(EventIntake.mediaType(contentType: "application/x-ndjson", hasCESpecVersion: false) == .ndjson)
         #expect(EventIntake.mediaType(contentType: "text/plain", hasCESpecVersion: false) == nil)
         #expect(EventIntake.mediaType(contentType: "application/x-www-form-urlencoded", hasCESpecVersion: false) == nil)
+        #expect(EventIntake.mediaType(contentType: " \tapplication/x-ndjson ; charset=utf-8", hasCESpecVersion: false) == .ndjson)
+        #expect(EventIntake.mediaType(contentType: " ", hasCESpecVersion: false) == .json)
+    }
+
+    @Test func asciiTrim() {
+        #expect(" \t a b \r\n".trimmingASCIIWhitespace == "a b")
+        #expect("\r\n".trimmingASCIIWhitespace == "")
+        #expect("".trimmingASCIIWhitespace == "")
+        #expect("x".trimmingASCIIWhitespace == "x")
+        #expect(" é\u{00A0}".trimmingASCIIWhitespace == "é\u{00A0}")
     }
 }
 
