@@ -11,7 +11,12 @@ import NIOCore
 enum AlertsBench {
     static let connections = 16
 
-    static func run(binary: String, scale: Int, durability: String) throws {
+    static func run(binary: String, scale: Int, durability: String, ingestOnly: Bool = false) throws {
+        if !ingestOnly { try runWithReceiver(binary: binary, scale: scale, durability: durability) }
+        try runWithoutReceiver(binary: binary, scale: scale, durability: durability)
+    }
+
+    static func runWithReceiver(binary: String, scale: Int, durability: String) throws {
         let sink = BenchSink()
         let sinkPort = try sink.start()
         defer { sink.stop() }
@@ -35,14 +40,23 @@ enum AlertsBench {
             print("    RSS after \(sent) events: \(Bench.format(rss.current)) MB (anonymous \(Bench.format(rss.anonymous)) MB)")
         }
         print("")
+    }
 
-        // Batches of 100 events, a new run per event, no receiver.
+    /// Batches of 100 events, a new run per event, no receiver; then single events likewise.
+    static func runWithoutReceiver(binary: String, scale: Int, durability: String) throws {
         let plain = try BenchServer(binary: binary, durability: durability)
         defer { plain.stop() }
         let requests = 1000 * scale
         _ = try runLoad(port: plain.port, connections: 8, total: 100, makeBody: { batchBody(1_000_000_000 + $0) })
         let batches = try runLoad(port: plain.port, connections: 8, total: requests, makeBody: batchBody)
         Bench.report("batches of 100, new run per event, no receiver, 8 connections", batches, eventsPerRequest: 100)
+        // The same single events with no receiver: what ingest alone costs, so the figures
+        // above split into ingest and delivery.
+        let cpuBefore = plain.cpuTicks()
+        let singles = try runLoad(port: plain.port, connections: connections, total: 20_000 * scale) { alertBody(5_000_000_000 + $0) }
+        let seconds = Double(plain.cpuTicks() - cpuBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        Bench.report("single events, new run per event, no receiver, \(connections) connections", singles, eventsPerRequest: 1)
+        print(String(format: "    server CPU %.0f µs/event for ingest alone", seconds * 1e6 / Double(singles.requests)))
     }
 
     struct PhaseResult {

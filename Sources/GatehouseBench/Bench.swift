@@ -29,7 +29,7 @@ struct Bench {
             return
         }
         if args.contains("--alerts") {
-            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full")
+            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full", ingestOnly: args.contains("--ingest-only"))
             return
         }
         if args.contains("--deliveries") {

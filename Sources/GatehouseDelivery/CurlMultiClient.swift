@@ -88,7 +88,8 @@ public final class CurlMultiClient: @unchecked Sendable {
     // Handed over to the curl thread once, then touched only there.
     final class Transfer: @unchecked Sendable {
         let request: OutboundRequest
-        let continuation: CheckedContinuation<OutboundResponse, Never>
+        /// Called once, on the curl thread, with the answer.
+        let completion: @Sendable (OutboundResponse) -> Void
         var handle: UnsafeMutableRawPointer?
         var headerList: UnsafeMutablePointer<curl_slist>?
         var body: [UInt8] = []
@@ -96,27 +97,35 @@ public final class CurlMultiClient: @unchecked Sendable {
         var limit: Int
         let started = DispatchTime.now().uptimeNanoseconds
 
-        init(request: OutboundRequest, continuation: CheckedContinuation<OutboundResponse, Never>, limit: Int) {
+        init(request: OutboundRequest, completion: @escaping @Sendable (OutboundResponse) -> Void, limit: Int) {
             self.request = request
-            self.continuation = continuation
+            self.completion = completion
             self.limit = limit
         }
     }
 
     public func send(_ request: OutboundRequest) async -> OutboundResponse {
         await withCheckedContinuation { continuation in
-            let transfer = Transfer(request: request, continuation: continuation, limit: maxResponseBytes)
-            let accepted = pending.withLock { p -> Bool in
-                if p.closed || stopping.load(ordering: .relaxed) { return false }
-                p.transfers.append(transfer)
-                return true
-            }
-            guard accepted else {
-                continuation.resume(returning: .abandonedAtShutdown)
-                return
-            }
-            curl_multi_wakeup(multi)
+            submit(request) { continuation.resume(returning: $0) }
         }
+    }
+
+    /// Sends `request`; `completion` runs on the curl thread with the answer, so it must be
+    /// quick and must not block. The dispatcher records outcomes from there without a task
+    /// hop per delivery.
+    public func submit(_ request: OutboundRequest, completion: @escaping @Sendable (OutboundResponse) -> Void) {
+        let transfer = Transfer(request: request, completion: completion, limit: maxResponseBytes)
+        let (accepted, wake) = pending.withLock { p -> (Bool, Bool) in
+            if p.closed || stopping.load(ordering: .relaxed) { return (false, false) }
+            p.transfers.append(transfer)
+            // One wake-up for all the transfers handed over before the thread takes them.
+            return (true, p.transfers.count == 1)
+        }
+        guard accepted else {
+            completion(.abandonedAtShutdown)
+            return
+        }
+        if wake { curl_multi_wakeup(multi) }
     }
 
     private func loop() {
@@ -142,10 +151,10 @@ public final class CurlMultiClient: @unchecked Sendable {
             curl_multi_remove_handle(m, handle)
             curl_slist_free_all(transfer.headerList)
             idleHandles.append(handle)
-            transfer.continuation.resume(returning: .abandonedAtShutdown)
+            transfer.completion(.abandonedAtShutdown)
         }
         for transfer in pending.withLock({ p -> [Transfer] in p.closed = true; defer { p.transfers.removeAll() }; return p.transfers }) {
-            transfer.continuation.resume(returning: .abandonedAtShutdown)
+            transfer.completion(.abandonedAtShutdown)
         }
         for handle in idleHandles { curl_easy_cleanup(handle) }
     }
@@ -210,7 +219,7 @@ public final class CurlMultiClient: @unchecked Sendable {
             error = String(cString: curl_easy_strerror(code))
             status = 0
         }
-        transfer.continuation.resume(returning: OutboundResponse(
+        transfer.completion(OutboundResponse(
             status: status, headers: transfer.headers, body: transfer.body, transportError: error,
             timedOut: code == CURLE_OPERATION_TIMEDOUT, seconds: seconds))
     }

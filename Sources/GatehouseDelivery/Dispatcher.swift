@@ -39,12 +39,14 @@ public final class Dispatcher: Sendable {
     let settings: Settings
     let logger: Logger
     let clock: @Sendable () -> Timestamp
-    private let state = Mutex(State())
-    private let wakeup: BusSubscriber
+    let state = Mutex(State())
+    let wakeup: BusSubscriber
     private let stopped = Atomic<Bool>(false)
-    private let metrics = DeliveryMetrics()
+    let metrics = DeliveryMetrics()
+    /// Attempts started and not yet ended (the run waits for them before it returns).
+    let attemptsRunning = Atomic<Int>(0)
     /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
-    private let activeSilences = Mutex<[Silence]>([])
+    let activeSilences = Mutex<[Silence]>([])
 
     struct State {
         var inFlight: Set<String> = []
@@ -100,10 +102,10 @@ public final class Dispatcher: Sendable {
         if let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
             logger.warning("deliveries to receivers no longer configured were marked dead", metadata: ["count": .stringConvertible(killed)])
         }
-        // A discarding group frees each attempt's task as soon as it ends: an ordinary task group
-        // keeps every finished child until it is awaited, which grew the server by ~16 KB per
-        // delivery for as long as it ran.
-        await withDiscardingTaskGroup { group in
+        // Attempts are not tasks: each runs its stages up to the send here, in this loop, and
+        // the rest in libcurl's and the outbox writer's callbacks (see Attempt.swift). A task
+        // per delivery cost three thread hand-overs and ~16 KB of task until it was reaped.
+        do {
             var lastDepthReport: Int64 = 0
             var lastGroupSweep: Int64 = 0
             var nextRepeat: Timestamp? = nil
@@ -153,7 +155,8 @@ public final class Dispatcher: Sendable {
                 }
                 now = clock()
                 for batch in takeStartable(now: now) {
-                    group.addTask { await self.attempt(batch) }
+                    attemptsRunning.wrappingAdd(1, ordering: .relaxed)
+                    await start(batch)
                 }
                 if now.milliseconds - lastDepthReport >= 1000 {
                     lastDepthReport = now.milliseconds
@@ -200,8 +203,14 @@ public final class Dispatcher: Sendable {
                     await refreshSilences(now: clock())
                 }
             }
-            // Rows still queued were never attempted: they stay due in the database. The group
-            // waits for the attempts in flight before it returns.
+            // Rows still queued were never attempted: they stay due in the database. The
+            // attempts in flight end (answered, or abandoned at the client's shutdown) and are
+            // recorded before the run returns.
+        }
+        while attemptsRunning.load(ordering: .relaxed) > 0 {
+            await withCheckedContinuation { (resume: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(5)) { resume.resume() }
+            }
         }
     }
 
@@ -265,7 +274,7 @@ public final class Dispatcher: Sendable {
 
     /// Frees the receiver's slot as soon as its answer is in (the receiver is done with us) and
     /// updates its health. True when the answer ends a failure episode.
-    private func releaseSlot(_ delivery: Delivery, verdict: Verdict?) -> Bool {
+    func releaseSlot(_ delivery: Delivery, verdict: Verdict?) -> Bool {
         let now = clock()
         let (recovered, health) = state.withLock { s -> (Bool, ReceiverHealth?) in
             s.perReceiver[delivery.receiver, default: 1] -= 1
@@ -327,229 +336,17 @@ public final class Dispatcher: Sendable {
 
     /// Forgets the deliveries once their outcome is committed; until then they cannot be
     /// claimed again.
-    private func finish(_ deliveries: [Delivery]) {
+    func finish(_ deliveries: [Delivery]) {
         state.withLock { s in
             for delivery in deliveries {
                 s.inFlight.remove(delivery.id)
                 s.finishedDuringQuery[delivery.receiver]?.insert(delivery.id)
             }
         }
+        attemptsRunning.wrappingSubtract(1, ordering: .relaxed)
         wakeup.wake()
     }
 
-    /// Sends one message for `delivery` and whatever of its group is due with it (a digest when
-    /// there are several), then records the outcome for all of them.
-    func attempt(_ queued: [(Delivery, StoredEvent)]) async {
-        let delivery = queued[0].0
-        var slotHeld = true
-        defer {
-            if slotHeld { _ = releaseSlot(delivery, verdict: nil) }
-            finish(queued.map(\.0))
-        }
-        let now = clock()
-        guard let receiver = receivers[delivery.receiver] else {
-            var row = delivery
-            row.state = .dead
-            row.last_error = "receiver \"\(row.receiver)\" is not configured"
-            await record([row], outcome: "dead")
-            return
-        }
-        // Deliveries carried by a message in flight are not anyone else's to send.
-        if state.withLock({ $0.carried.contains(delivery.id) }) { return }
-        var candidates = queued
-        if let batchID = delivery.batch_id {
-            // A retry sends the batch as it was first sent.
-            do {
-                candidates = try await outbox.batch(batchID)
-            } catch {
-                logger.error("could not read a delivery batch", metadata: ["delivery": .string(delivery.id), "error": "\(error)"])
-                return
-            }
-        }
-        let batch = state.withLock { s -> [(Delivery, StoredEvent)] in
-            guard !s.carried.contains(delivery.id) else { return [] }
-            let free = candidates.filter { !s.carried.contains($0.0.id) }
-            for (member, _) in free { s.carried.insert(member.id) }
-            return free
-        }
-        // Empty: another message took this delivery along already.
-        guard !batch.isEmpty else { return }
-        defer { state.withLock { s in for (member, _) in batch { s.carried.remove(member.id) } } }
-        let firstSend = delivery.batch_id == nil
-
-        var muted: [Delivery] = []
-        var live: [(Delivery, StoredEvent)] = []
-        let silences = activeSilences.withLock { $0 }
-        for (member, event) in batch {
-            // Silences and inhibition decide at the first send; a retry repeats what was sent.
-            if firstSend, let reason = await muteReason(event.event, now: now, silences: silences) {
-                var m = member
-                m.state = .muted
-                m.last_error = reason
-                m.updated_at = now.milliseconds
-                muted.append(m)
-            } else {
-                live.append((member, event))
-            }
-        }
-        if !muted.isEmpty { await record(muted, outcome: "muted") }
-        guard !live.isEmpty else { return }
-        var schedule = settings.schedule
-        if let maxAge = settings.maxAge[delivery.receiver] { schedule.maxAge = maxAge }
-        let oldest = Timestamp(milliseconds: live.map(\.0.created_at).min() ?? now.milliseconds)
-        if !schedule.allows(next: now, created: oldest) {
-            // Held back while its receiver failed, the message outlived max_age before its
-            // next attempt: it ends here, unsent (and its fallback takes over).
-            var rows = live.map(\.0)
-            for i in rows.indices {
-                rows[i].state = .dead
-                rows[i].updated_at = now.milliseconds
-                rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(schedule.maxAge)): \(rows[i].last_error ?? "never sent")"
-            }
-            await recordDead(rows)
-            return
-        }
-        // The message is named after its first live delivery: that row leads the batch in the
-        // outbox, so a retry finds the whole batch through it.
-        let batchID = delivery.batch_id ?? live[0].0.id
-
-        let kind: OutboundMessage.Kind = switch delivery.kind {
-        case "resolved": .resolved
-        case "repeat": .repeat
-        default: live.count == 1 ? .event : .digest
-        }
-        var message = OutboundMessage(
-            kind: kind, deliveryID: batchID, receiver: delivery.receiver,
-            groupKey: delivery.group_key, events: live.map(\.1), publicURL: settings.publicURL)
-        let gateEvent = live.count == 1 ? live[0].1.event : nil
-        let gateID = gateEvent.flatMap { $0.type.hasPrefix("gate.") ? $0.attributes?["gate_id"]?.stringValue : nil }
-        if let gateID, let gateEvent, let notice = settings.gateNotice {
-            message.gate = await notice(gateID, delivery.receiver, gateEvent.type)
-        }
-        var rows = live.map(\.0)
-        for i in rows.indices { rows[i].batch_id = batchID }
-        let flushed = firstSend ? (receiver: delivery.receiver, groupKey: delivery.group_key, at: now) : nil
-        var request: OutboundRequest
-        do {
-            request = try receiver.request(for: message, now: now)
-            if let timeout = settings.timeout[delivery.receiver] { request.timeout = timeout.seconds }
-        } catch {
-            for i in rows.indices {
-                rows[i].state = .dead
-                rows[i].last_error = "could not build the message: \(error)"
-                rows[i].updated_at = now.milliseconds
-            }
-            await recordDead(rows, flushed: flushed)
-            return
-        }
-        let response = await client.send(request)
-        // Abandoned at shutdown: nothing is recorded, the rows stay due and are sent again
-        // after the restart under the same webhook-id.
-        if response.abandoned { return }
-        let outcome = receiver.classify(response)
-        var pause: Double?
-        if let discordPause = DiscordReceiver.pause(after: response), receiver.platform == .discord { pause = discordPause }
-        if case .retry(let after?, _) = outcome { pause = max(pause ?? 0, after) }
-        let verdict: Verdict = switch outcome {
-        case .delivered, .dead: pause.map { Verdict.rateLimited($0) } ?? Verdict.answered
-        case .retry: response.status == 429 || pause != nil ? .rateLimited(pause ?? 1) : .failed
-        }
-        let recovered = releaseSlot(delivery, verdict: verdict)
-        slotHeld = false
-        if recovered {
-            // The receiver is back: what it missed goes now, oldest first, not on each row's
-            // own retry schedule. Rows claimed while it was held are let go, so the next read
-            // takes everything in the database's (creation) order.
-            if let revived = try? await outbox.reviveBacklog(receiver: delivery.receiver), revived > 0 {
-                logger.info("receiver recovered; sending its backlog", metadata: ["receiver": .string(delivery.receiver), "deliveries": .stringConvertible(revived)])
-            }
-            _ = state.withLock { $0.reviving.remove(delivery.receiver) }
-            wakeup.wake()
-        }
-        let finished = clock()
-        let attempts = (rows.map(\.attempts).max() ?? 0) + 1
-        for i in rows.indices {
-            rows[i].attempts = attempts
-            rows[i].updated_at = finished.milliseconds
-            rows[i].last_status = response.status == 0 ? nil : response.status
-            rows[i].response_body = response.body.isEmpty ? nil : String(response.text.prefix(2000))
-        }
-        switch outcome {
-        case .delivered(let messageID):
-            for i in rows.indices {
-                rows[i].state = .delivered
-                rows[i].delivered_at = finished.milliseconds
-                rows[i].last_error = nil
-                rows[i].message_id = messageID
-            }
-            let latency = metrics.latency(delivery.receiver)
-            for (_, event) in live { latency.recordMilliseconds(max(0, finished.milliseconds - event.receivedAt.milliseconds)) }
-            await record(rows, flushed: flushed, outcome: "delivered")
-            if let gateID, let gateEvent { await settings.gateNotified?(gateID, delivery.receiver, gateEvent.type, "delivered", messageID) }
-        case .retry(let after, let reason):
-            let delay = schedule.delay(afterAttempt: attempts, retryAfter: after, random: Double.random(in: 0..<1))
-            let next = finished.adding(milliseconds: delay.milliseconds)
-            if schedule.allows(next: next, created: oldest) {
-                for i in rows.indices {
-                    rows[i].state = .failed
-                    rows[i].next_attempt_at = next.milliseconds
-                    rows[i].last_error = reason
-                }
-                logger.info("delivery failed; will retry", metadata: ["delivery": .string(delivery.id), "receiver": .string(delivery.receiver), "reason": .string(reason), "in_ms": .stringConvertible(delay.milliseconds)])
-                await record(rows, flushed: flushed, outcome: "retry")
-            } else {
-                for i in rows.indices {
-                    rows[i].state = .dead
-                    rows[i].last_error = "gave up after \(attempts) attempts (max_age \(schedule.maxAge)): \(reason)"
-                }
-                await recordDead(rows, flushed: flushed)
-            }
-        case .dead(let reason):
-            for i in rows.indices {
-                rows[i].state = .dead
-                rows[i].last_error = reason
-            }
-            await recordDead(rows, flushed: flushed)
-        }
-        if let gateID, let gateEvent, let row = rows.first, row.state == .dead {
-            await settings.gateNotified?(gateID, delivery.receiver, gateEvent.type, "dead: \(row.last_error ?? "")", nil)
-        }
-    }
-
-    private func muteReason(_ event: Event, now: Timestamp, silences active: [Silence]) async -> String? {
-        if let silence = active.first(where: { $0.mutes(event, at: now) }) {
-            return "silenced by \(silence.id) (\(silence.matchers.map(\.description).joined(separator: ", ")))"
-        }
-        guard !inhibitor.rules.isEmpty else { return nil }
-        let since = event.time.adding(milliseconds: -settings.inhibitionWindow.milliseconds)
-        let sources = (try? await outbox.recentEvents(pipeline: event.pipeline, run: event.run, since: since)) ?? []
-        if let (rule, source) = inhibitor.mutingRule(for: event, among: sources) {
-            return "inhibited by inhibit_rules[\(rule)]: \(source.type) \(source.id)"
-        }
-        return nil
-    }
-
-    /// Records dead deliveries and, in the same transaction, their stand-ins at the route's
-    /// fallback receiver.
-    private func recordDead(_ rows: [Delivery], flushed: (receiver: String, groupKey: String, at: Timestamp)? = nil) async {
-        let now = clock()
-        let fallbacks = rows.compactMap { row -> Delivery? in
-            guard let name = row.fallback, name != row.receiver, row.fallback_of == nil else { return nil }
-            return row.fallbackDelivery(to: name, now: now)
-        }
-        logger.warning("delivery dead", metadata: ["deliveries": .stringConvertible(rows.count), "receiver": .string(rows.first?.receiver ?? ""), "reason": .string(rows.first?.last_error ?? "")])
-        await record(rows, fallbacks: fallbacks, flushed: flushed, outcome: "dead")
-    }
-
-    private func record(_ rows: [Delivery], fallbacks: [Delivery] = [], flushed: (receiver: String, groupKey: String, at: Timestamp)? = nil, outcome: String) async {
-        do {
-            try await outbox.record(rows, fallbacks: fallbacks, flushedGroup: flushed)
-            if let receiver = rows.first?.receiver { metrics.outcomes(receiver, outcome).increment(by: rows.count) }
-        } catch {
-            // The rows stay due and are sent again: at-least-once.
-            logger.error("could not record a delivery outcome", metadata: ["delivery": .string(rows.first?.id ?? ""), "error": "\(error)"])
-        }
-    }
 }
 
 /// A token bucket per receiver: Slack allows about one message a second with short bursts.

@@ -153,20 +153,30 @@ public final class Outbox: Sendable {
         var fallbacks: [Delivery]
         /// A first send of a group: (receiver, group key, time) to record as its flush.
         var flushed: (String, String, Int64)?
-        var continuation: CheckedContinuation<Void, any Error>
+        /// Called on the writer's queue once the outcome is committed (nil) or failed.
+        var completion: @Sendable ((any Error)?) -> Void
     }
 
     public init(database: GatehouseDatabase) { self.database = database }
 
-    /// Saves an attempt's outcome (and, for a dead delivery, the fallback that replaces it);
-    /// returns once it is committed.
     /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
     /// dead ones); returns once committed.
     public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let flushed = flushedGroup.map { ($0.receiver, $0.groupKey, $0.at.milliseconds) }
-            writer.submit(Outcome(deliveries: deliveries, fallbacks: fallbacks, flushed: flushed, continuation: continuation)) { self.write($0) }
+            record(deliveries, fallbacks: fallbacks, flushedGroup: flushedGroup) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            }
         }
+    }
+
+    /// The same, calling `completion` (on the writer's queue: quick, never blocking) once the
+    /// outcome is committed or has failed.
+    public func record(
+        _ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        let flushed = flushedGroup.map { ($0.receiver, $0.groupKey, $0.at.milliseconds) }
+        writer.submit(Outcome(deliveries: deliveries, fallbacks: fallbacks, flushed: flushed, completion: completion)) { self.write($0) }
     }
 
     private func write(_ outcomes: [Outcome]) {
@@ -206,9 +216,9 @@ public final class Outbox: Sendable {
                     return .commit
                 }
             }
-            for outcome in outcomes { outcome.continuation.resume() }
+            for outcome in outcomes { outcome.completion(nil) }
         } catch {
-            for outcome in outcomes { outcome.continuation.resume(throwing: error) }
+            for outcome in outcomes { outcome.completion(error) }
         }
     }
 
