@@ -128,6 +128,7 @@ let package = Package(
                 "GatehouseServer", "GatehouseCore", "GatehouseClient", "GatehouseStore", "GatehouseDelivery",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -62,6 +62,13 @@ public enum GatehouseServer {
     /// Runs until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish (bounded
     /// by `server.shutdown_timeout`) and closes the database.
     public static func run(config: GatehouseConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws {
+        try await buildApplication(config: config, logger: logger, registry: registry).run()
+    }
+
+    /// The composition root: opens the database and builds every part `serve` runs — stores,
+    /// receivers, dispatcher, gate timers, routes — from the configuration. `serve` runs what
+    /// it returns; the tests run the same thing in process (`GatehouseApp.withServices`).
+    public static func buildApplication(config: GatehouseConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws -> GatehouseApp {
         guard let address = ServerAddress(config.server.address) else { throw StartupError("server.address \"\(config.server.address)\" is not HOST:PORT") }
         let database: GatehouseDatabase
         do {
@@ -143,28 +150,50 @@ public enum GatehouseServer {
             },
             logger: logger
         )
-        // ServiceLifecycle shuts services down in reverse order: first /readyz turns 503, then
-        // the HTTP server finishes its requests (waits and streams are answered at once), then
-        // the timers stop, and last the dispatcher, which abandons sends still in flight at the
-        // shutdown deadline (they stay due and go again after a restart).
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var background: [any Service] = []
         if let dispatcher, let client {
-            services.append(.init(
-                service: DispatcherService(dispatcher: dispatcher, client: client, state: state, shutdownTimeout: config.server.shutdownTimeout),
-                successTerminationBehavior: .ignore))
+            background.append(DispatcherService(dispatcher: dispatcher, client: client, state: state, shutdownTimeout: config.server.shutdownTimeout))
         }
-        services.append(.init(service: GateScheduler(store: gates, bus: bus, logger: logger), successTerminationBehavior: .ignore))
-        services.append(.init(service: app))
-        let drainDelay = Duration.milliseconds(min(1000, config.server.shutdownTimeout.milliseconds / 4))
+        background.append(GateScheduler(store: gates, bus: bus, logger: logger))
+        return GatehouseApp(
+            application: app, background: background, state: state, database: database, dispatcher: dispatcher,
+            shutdownTimeout: config.server.shutdownTimeout, logger: logger)
+    }
+}
+
+/// What the composition root built: the HTTP application and the services running beside it.
+public struct GatehouseApp {
+    public let application: Application<RouterResponder<GatehouseContext>>
+    /// The dispatcher (when receivers exist) and the gate timers, in start order.
+    let background: [any Service]
+    let state: ServerState
+    public let database: GatehouseDatabase
+    public let dispatcher: Dispatcher?
+    let shutdownTimeout: GatehouseDuration
+    let logger: Logger
+
+    /// Runs until SIGINT/SIGTERM. ServiceLifecycle shuts services down in reverse order: first
+    /// /readyz turns 503, then the HTTP server finishes its requests (waits and streams are
+    /// answered at once), then the timers stop, and last the dispatcher, which abandons sends
+    /// still in flight at the shutdown deadline (they stay due and go again after a restart).
+    public func run() async throws {
+        var services = background.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, successTerminationBehavior: .ignore) }
+        services.append(.init(service: application))
+        let drainDelay = Duration.milliseconds(min(1000, shutdownTimeout.milliseconds / 4))
         services.append(.init(service: DrainFlag(state: state, delay: drainDelay), successTerminationBehavior: .ignore))
-        var groupConfig = ServiceGroupConfiguration(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfig.maximumGracefulShutdownDuration = .milliseconds(config.server.shutdownTimeout.milliseconds)
+        var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = .milliseconds(shutdownTimeout.milliseconds)
         groupConfig.maximumCancellationDuration = .seconds(2)
-        let group = ServiceGroup(configuration: groupConfig)
-        try await group.run()
+        try await ServiceGroup(configuration: groupConfig).run()
         logger.info("stopped")
+    }
+
+    /// The application with the dispatcher and gate timers attached as its own services: what
+    /// HummingbirdTesting runs (`app.withServices.test(.live) { client in … }`).
+    public var withServices: Application<RouterResponder<GatehouseContext>> {
+        var app = application
+        app.addServices(background)
+        return app
     }
 }
 
