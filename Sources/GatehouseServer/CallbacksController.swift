@@ -68,7 +68,7 @@ public struct CallbacksController: Sendable {
         }
         let identity = "slack:\(user)"
         guard try await desk.store.get(gateID) != nil else { try await refuse("slack", status: 404, "no gate \"\(gateID)\"", gate: gateID, actor: identity) }
-        let change = try await desk.store.decide(gateID, GateDecision(by: identity, decision: choice, via: "slack", at: .now()))
+        let change = try await desk.apply(gateID, GateDecision(by: identity, decision: choice, via: "slack", at: .now()))
         var reply: JSONObject
         switch change {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
@@ -156,7 +156,7 @@ public struct CallbacksController: Sendable {
             try await refuse("discord", status: 401, "replayed interaction \(id)", gate: gateID, actor: identity)
         }
         guard try await desk.store.get(gateID) != nil else { try await refuse("discord", status: 404, "no gate \"\(gateID)\"", actor: identity) }
-        switch try await desk.store.decide(gateID, GateDecision(by: identity, decision: choice, via: "discord", at: .now())) {
+        switch try await desk.apply(gateID, GateDecision(by: identity, decision: choice, via: "discord", at: .now())) {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
         case .refused(let refusal, _): return Self.discordEphemeral(refusal.problem.detail)
         case .applied(let gate, let applied):
@@ -199,7 +199,7 @@ public struct CallbacksController: Sendable {
         }
         guard try await desk.store.get(gateID) != nil else { try await refuse("mattermost", status: 404, "no gate \"\(gateID)\"", actor: identity) }
         let aliases = o["user_name"]?.stringValue.map { ["mattermost:@\($0)"] } ?? []
-        switch try await desk.store.decide(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases) {
+        switch try await desk.apply(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases) {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
         case .refused(let refusal, _):
             return .json(.object(JSONObject([("ephemeral_text", .string(refusal.problem.detail)), ("skip_slack_parsing", .bool(true))])))

@@ -73,17 +73,23 @@ public struct GateDesk: Sendable {
 
     static let decisionLatency = Metrics.Timer(label: "gatehouse_gate_decision_latency_seconds", preferredDisplayUnit: .seconds)
 
+    /// Applies a decision: the one place every way of deciding (API, web page, Slack, Discord
+    /// and Mattermost buttons) ends, so each is measured alike.
+    func apply(_ id: String, _ decision: GateDecision, aliases: [String] = []) async throws -> GateStore.Change {
+        let change = try await store.decide(id, decision, aliases: aliases)
+        if case .applied(let gate, let applied) = change, applied == .closed, let closed = gate.outcome?.at {
+            Self.decisionLatency.recordMilliseconds(max(0, closed.milliseconds - gate.createdAt.milliseconds))
+        }
+        return change
+    }
+
     /// Applies a decision and maps the result to HTTP: 200 with the gate, 409 with the
     /// outcome when it was already closed, 403 for a forbidden decider, 422 for bad input.
     func decide(_ id: String, _ decision: GateDecision, aliases: [String] = []) async throws -> Gate {
-        switch try await store.decide(id, decision, aliases: aliases) {
+        switch try await apply(id, decision, aliases: aliases) {
         case .notFound: throw Problem.notFound("no gate \"\(id)\"")
         case .refused(let refusal, _): throw refusal.problem
-        case .applied(let gate, let applied):
-            if applied == .closed, let closed = gate.outcome?.at {
-                Self.decisionLatency.recordMilliseconds(max(0, closed.milliseconds - gate.createdAt.milliseconds))
-            }
-            return gate
+        case .applied(let gate, _): return gate
         }
     }
 }

@@ -169,6 +169,8 @@ struct GateTests {
         #expect(actions.contains("decided") && actions.contains("closed") && actions.contains("notified"))
         let types = try server.allEvents().map { $0["type"]?.stringValue ?? "" }
         #expect(types.contains("gate.opened") && types.contains("gate.approved"))
+        // A chat decision goes through the same path as the API's, and is measured with them.
+        #expect(try server.get("/metrics").text.contains("gatehouse_gate_decision_latency_seconds_count 1"))
     }
 
     /// Discord: PING is answered, a reject click edits the message (type 7) and the waiting
