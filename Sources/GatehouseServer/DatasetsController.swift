@@ -58,7 +58,8 @@ struct DatasetsController {
         case .conflict(let existing):
             throw Problem(status: 409, title: "Conflict", detail: "dataset \"\(spec.name)\" exists with another definition", extensions: JSONObject([("existing", existing.json)]))
         case let outcome:
-            let info = try await store.get(spec.name)!
+            // Deleted by someone else in between: say so rather than crash.
+            guard let info = try await store.get(spec.name) else { throw Problem.notFound("dataset \"\(spec.name)\" was deleted meanwhile") }
             return .json(with(info), status: outcome == .created ? .created : .ok)
         }
     }
@@ -269,7 +270,8 @@ struct DatasetsController {
     @Sendable func stats(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
         let info = try await dataset(context)
-        return .json(try await store.stats(info.spec.name)!.json)
+        guard let stats = try await store.stats(info.spec.name) else { throw Problem.notFound("dataset \"\(info.spec.name)\" was deleted meanwhile") }
+        return .json(stats.json)
     }
 
     /// Answers when at least `labeled` items have all their labels (and, with `agreement`,
