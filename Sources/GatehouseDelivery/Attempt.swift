@@ -16,7 +16,7 @@ struct Attempt: Sendable {
     let rows: [Delivery]
     /// Rows this attempt marked as carried: nobody else sends them until it ends.
     let carried: [String]
-    let schedule: RetrySchedule
+    let policy: RetryPolicy
     /// When the oldest carried delivery was created (`max_age` counts from it).
     let oldest: Timestamp
     /// A first send of a group: when it flushed (the group's next flush waits group_interval).
@@ -112,15 +112,14 @@ extension Dispatcher {
 
         // Age: held back while its receiver failed, a message that outlived max_age before its
         // next attempt ends here, unsent (and its fallback takes over).
-        var schedule = settings.schedule
-        if let maxAge = settings.maxAge[lead.receiver] { schedule.maxAge = maxAge }
+        let policy = settings.policy(for: lead.receiver)
         let oldest = Timestamp(milliseconds: live.map(\.0.created_at).min() ?? now.milliseconds)
-        if !schedule.allows(next: now, created: oldest) {
+        if policy.expired(created: oldest, at: now) {
             var rows = live.map(\.0)
             for i in rows.indices {
                 rows[i].state = .dead
                 rows[i].updated_at = now.milliseconds
-                rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(schedule.maxAge)): \(rows[i].last_error ?? "never sent")"
+                rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(policy.schedule.maxAge)): \(rows[i].last_error ?? "never sent")"
             }
             recordDead(rows) { end(carried: carried) }
             return nil
@@ -162,7 +161,7 @@ extension Dispatcher {
         }
         return Attempt(
             claimed: claimed, lead: lead, receiver: receiver, live: live, rows: rows, carried: carried,
-            schedule: schedule, oldest: oldest, flushed: flushed, gate: gate, request: request)
+            policy: policy, oldest: oldest, flushed: flushed, gate: gate, request: request)
     }
 
     /// Classify → record, on libcurl's thread as the answer arrives: quick, never blocking.
@@ -177,13 +176,7 @@ extension Dispatcher {
             return
         }
         let outcome = attempt.receiver.classify(response)
-        var pause: Double?
-        if let discordPause = DiscordReceiver.pause(after: response), attempt.receiver.platform == .discord { pause = discordPause }
-        if case .retry(let after?, _) = outcome { pause = max(pause ?? 0, after) }
-        let verdict: Verdict = switch outcome {
-        case .delivered, .dead: pause.map { Verdict.rateLimited($0) } ?? Verdict.answered
-        case .retry: response.status == 429 || pause != nil ? .rateLimited(pause ?? 1) : .failed
-        }
+        let verdict = RetryPolicy.verdict(outcome, status: response.status, pause: attempt.receiver.pause(after: response))
         if releaseSlot(lead, verdict: verdict) {
             // The receiver is back: what it missed goes now, oldest first, not on each row's
             // own retry schedule. Rows claimed while it was held are let go, so the next read
@@ -219,7 +212,8 @@ extension Dispatcher {
             let reason = rows.first?.last_error ?? ""
             recordDead(rows, flushed: attempt.flushed) { end(("dead: " + reason, nil)) }
         }
-        switch outcome {
+        let decision = attempt.policy.decide(outcome, attempts: attempts, created: attempt.oldest, now: finished, random: Double.random(in: 0..<1))
+        switch decision {
         case .delivered(let messageID):
             for i in rows.indices {
                 rows[i].state = .delivered
@@ -230,24 +224,16 @@ extension Dispatcher {
             let latency = metrics.latency(lead.receiver)
             for (_, event) in attempt.live { latency.recordMilliseconds(max(0, finished.milliseconds - event.receivedAt.milliseconds)) }
             record(rows, flushed: attempt.flushed, outcome: "delivered") { end(("delivered", messageID)) }
-        case .retry(let after, let reason):
-            let delay = attempt.schedule.delay(afterAttempt: attempts, retryAfter: after, random: Double.random(in: 0..<1))
-            let next = finished.adding(milliseconds: delay.milliseconds)
-            if attempt.schedule.allows(next: next, created: attempt.oldest) {
-                for i in rows.indices {
-                    rows[i].state = .failed
-                    rows[i].next_attempt_at = next.milliseconds
-                    rows[i].last_error = reason
-                }
-                logger.info("delivery failed; will retry", metadata: ["delivery": .string(lead.id), "receiver": .string(lead.receiver), "reason": .string(reason), "in_ms": .stringConvertible(delay.milliseconds)])
-                record(rows, flushed: attempt.flushed, outcome: "retry") { end(nil) }
-            } else {
-                for i in rows.indices {
-                    rows[i].state = .dead
-                    rows[i].last_error = "gave up after \(attempts) attempts (max_age \(attempt.schedule.maxAge)): \(reason)"
-                }
-                dead(rows)
+        case .retry(let next, let reason):
+            for i in rows.indices {
+                rows[i].state = .failed
+                rows[i].next_attempt_at = next.milliseconds
+                rows[i].last_error = reason
             }
+            logger.info("delivery failed; will retry", metadata: [
+                "delivery": .string(lead.id), "receiver": .string(lead.receiver), "reason": .string(reason),
+                "in_ms": .stringConvertible(next.milliseconds - finished.milliseconds)])
+            record(rows, flushed: attempt.flushed, outcome: "retry") { end(nil) }
         case .dead(let reason):
             for i in rows.indices {
                 rows[i].state = .dead

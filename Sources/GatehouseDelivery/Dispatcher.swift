@@ -28,6 +28,13 @@ public final class Dispatcher: Sendable {
         /// outcome, message id): the gate's audit trail records its notifications.
         public var gateNotified: (@Sendable (String, String, String, String, String?) async -> Void)?
         public init() {}
+
+        /// The retry policy of `receiver`: the shared schedule with its own `max_age`.
+        func policy(for receiver: String) -> RetryPolicy {
+            var schedule = schedule
+            if let maxAge = maxAge[receiver] { schedule.maxAge = maxAge }
+            return RetryPolicy(schedule: schedule)
+        }
     }
 
     let outbox: Outbox
@@ -262,19 +269,9 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    /// What an attempt's answer says about the receiver itself.
-    enum Verdict {
-        /// It answered (delivered, or refused for good): it is up.
-        case answered
-        /// Connection error, timeout, 408 or 5xx.
-        case failed
-        /// It asked us to wait this many seconds.
-        case rateLimited(Double)
-    }
-
     /// Frees the receiver's slot as soon as its answer is in (the receiver is done with us) and
     /// updates its health. True when the answer ends a failure episode.
-    func releaseSlot(_ delivery: Delivery, verdict: Verdict?) -> Bool {
+    func releaseSlot(_ delivery: Delivery, verdict: RetryPolicy.Verdict?) -> Bool {
         let now = clock()
         let (recovered, health) = state.withLock { s -> (Bool, ReceiverHealth?) in
             s.perReceiver[delivery.receiver, default: 1] -= 1

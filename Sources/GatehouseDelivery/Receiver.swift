@@ -140,6 +140,12 @@ public protocol Receiver: Sendable {
     var platform: GatehouseConfig.ReceiverKind { get }
     func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest
     func classify(_ response: OutboundResponse) -> DeliveryOutcome
+    /// A wait the platform asks for beyond `Retry-After` (seconds), even on a success.
+    func pause(after response: OutboundResponse) -> Double?
+}
+
+extension Receiver {
+    public func pause(after response: OutboundResponse) -> Double? { nil }
 }
 
 public struct DeliveryError: Error, CustomStringConvertible, Sendable {
@@ -157,7 +163,7 @@ public enum Classifier {
         let status = response.status
         switch status {
         case 200..<300:
-            if let expected, response.text.trimmingCharacters(in: .whitespacesAndNewlines) != expected {
+            if let expected, response.text.trimmingASCIIWhitespace != expected {
                 return .dead(reason: "HTTP \(status) but the body was \"\(snippet(response.text))\", not \"\(expected)\"")
             }
             return .delivered(messageID: nil)
@@ -172,7 +178,7 @@ public enum Classifier {
 
     /// `Retry-After` as seconds or an HTTP date.
     public static func retryAfter(_ response: OutboundResponse, now: Date = Date()) -> Double? {
-        guard let value = response.header("Retry-After")?.trimmingCharacters(in: .whitespaces) else { return nil }
+        guard let value = response.header("Retry-After").map({ String($0.trimmingASCIIWhitespace) }) else { return nil }
         if let seconds = Double(value), seconds >= 0 { return seconds }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")

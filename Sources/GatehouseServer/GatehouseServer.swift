@@ -80,7 +80,7 @@ public enum GatehouseServer {
         let bus = Bus()
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
-        let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : planner(for: routes, sendResolved: resolving))
+        let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan)
         let templates = try loadTemplates(config)
         let receivers = try await makeReceivers(config, templates: templates)
         let outbox = Outbox(database: database)
@@ -198,34 +198,6 @@ public struct GatehouseApp {
 }
 
 extension GatehouseServer {
-    /// Routing at commit time: one planned delivery per route the event reaches. Gate events
-    /// are messages of their own (never digested or repeated: the gate's reminders do that);
-    /// an escalation goes to the gate's `escalate_to` receivers instead of the routes.
-    public static func planner(for tree: RouteTree?, sendResolved: Set<String> = []) -> (@Sendable (Event) -> [PlannedDelivery])? {
-        return { event in
-            if event.type.hasPrefix("gate.") {
-                let key = "gate|\(event.id)"
-                if event.type == "gate.escalated" {
-                    let targets = event.attributes?["escalate_to"]?.arrayValue?.compactMap(\.stringValue) ?? []
-                    return targets.map { PlannedDelivery(receiver: $0, route: "escalate_to", groupKey: key, groupWait: .init(milliseconds: 0), groupInterval: .init(milliseconds: 0), fallback: nil, alone: true) }
-                }
-                guard let tree else { return [] }
-                return tree.match(event).map { node in
-                    PlannedDelivery(receiver: node.receiver, route: node.path, groupKey: key, groupWait: .init(milliseconds: 0), groupInterval: .init(milliseconds: 0), fallback: node.fallback, alone: true)
-                }
-            }
-            guard let tree else { return [] }
-            return tree.match(event).map { node -> PlannedDelivery in
-                var plan = PlannedDelivery(
-                    receiver: node.receiver, route: node.path, groupKey: node.groupKey(for: event), groupWait: node.groupWait,
-                    groupInterval: node.groupInterval, fallback: node.fallback, alone: node.groupBy == .everything)
-                plan.sendResolved = sendResolved.contains(node.receiver)
-                plan.repeatInterval = node.repeatInterval
-                return plan
-            }
-        }
-    }
-
     /// The signing secrets of Slack apps and the public keys of Discord applications among the
     /// receivers: what proves a button click came from them.
     static func callbackVerifiers(_ config: GatehouseConfig) throws -> (slack: [SlackSignature], discord: [DiscordSignature]) {

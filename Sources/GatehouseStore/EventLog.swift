@@ -52,7 +52,7 @@ public final class EventLog: Sendable {
     private let clock: @Sendable () -> Timestamp
     /// Decides, inside the commit, which deliveries each new event causes, so an acknowledged
     /// event's deliveries are on disk with it.
-    private let planner: (@Sendable (Event) -> [PlannedDelivery])?
+    private let planner: (@Sendable (Event) -> DeliveryPlan)?
     private let commitCounter = Atomic<Int>(0)
     /// Transactions committed so far (tests use it to see group commit at work).
     public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
@@ -67,7 +67,7 @@ public final class EventLog: Sendable {
 
     public init(
         database: GatehouseDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() },
-        planner: (@Sendable (Event) -> [PlannedDelivery])? = nil
+        planner: (@Sendable (Event) -> DeliveryPlan)? = nil
     ) {
         self.database = database
         self.bus = bus
@@ -180,11 +180,11 @@ public final class EventLog: Sendable {
                 inserted.append(event)
                 if let planner {
                     let seq = db.lastInsertedRowID
-                    let plans = planner(event)
-                    if !plans.isEmpty {
-                        try Outbox.insert(plans, eventSeq: seq, pipeline: event.pipeline, isFailure: event.type.hasSuffix(".failed"), now: receivedAt, db: db)
+                    let plan = planner(event)
+                    if !plan.deliveries.isEmpty {
+                        try Outbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
                     }
-                    if event.type == "run.succeeded" { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
+                    if plan.resolvesFailures { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }
             } else {
                 // A known id: the same content again is an idempotent duplicate; different

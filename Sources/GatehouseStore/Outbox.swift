@@ -5,6 +5,23 @@ import GatehouseCore
 import Synchronization
 
 /// A delivery the routing decided on at commit time, before it has an id.
+/// What an event causes at delivery, decided by Delivery's planner inside the event's commit;
+/// the store only persists it, in the same transaction.
+public struct DeliveryPlan: Sendable, Equatable {
+    public var deliveries: [PlannedDelivery]
+    /// The event reports a failure: receivers with `send_resolved` or a `repeat_interval`
+    /// track its pipeline as failing.
+    public var isFailure: Bool
+    /// The event reports the pipeline healthy again: what was failing is resolved.
+    public var resolvesFailures: Bool
+
+    public init(deliveries: [PlannedDelivery], isFailure: Bool = false, resolvesFailures: Bool = false) {
+        self.deliveries = deliveries
+        self.isFailure = isFailure
+        self.resolvesFailures = resolvesFailures
+    }
+}
+
 public struct PlannedDelivery: Sendable, Equatable {
     public var receiver: String
     public var route: String

@@ -167,8 +167,9 @@ struct OutboxTests {
         let database = try GatehouseDatabase(path: path)
         let clock = Timestamp(milliseconds: 1_000_000)
         let log = EventLog(database: database, bus: Bus(), clock: { clock }) { event in
-            [PlannedDelivery(receiver: "team", route: "root", groupKey: "root|run=\(event.run ?? "")", groupWait: .seconds(30), groupInterval: .seconds(300), fallback: nil),
-             PlannedDelivery(receiver: "audit", route: "root.0", groupKey: "root.0|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(300), fallback: nil, alone: true)]
+            DeliveryPlan(deliveries: [
+                PlannedDelivery(receiver: "team", route: "root", groupKey: "root|run=\(event.run ?? "")", groupWait: .seconds(30), groupInterval: .seconds(300), fallback: nil),
+                PlannedDelivery(receiver: "audit", route: "root.0", groupKey: "root.0|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(300), fallback: nil, alone: true)])
         }
         _ = try await log.append([event("a", run: "r1"), event("b", run: "r1"), event("c", run: "r2")])
         let outbox = Outbox(database: database)
@@ -184,7 +185,7 @@ struct OutboxTests {
         let r1 = team.filter { $0.group_key == "root|run=r1" }
         try await outbox.record(r1.map { var d = $0; d.state = .delivered; return d }, flushedGroup: ("team", "root|run=r1", Timestamp(milliseconds: 1_030_000)))
         let later = EventLog(database: database, bus: Bus(), clock: { Timestamp(milliseconds: 1_100_000) }) { event in
-            [PlannedDelivery(receiver: "team", route: "root", groupKey: "root|run=\(event.run ?? "")", groupWait: .seconds(30), groupInterval: .seconds(300), fallback: nil)]
+            DeliveryPlan(deliveries: [PlannedDelivery(receiver: "team", route: "root", groupKey: "root|run=\(event.run ?? "")", groupWait: .seconds(30), groupInterval: .seconds(300), fallback: nil)])
         }
         _ = try await later.append([event("d", run: "r1")])
         #expect(try await outbox.list(state: .pending, receiver: "team", limit: 10).first { $0.group_key == "root|run=r1" }?.next_attempt_at == 1_330_000)
@@ -206,7 +207,7 @@ struct OutboxTests {
         for id in ["a", "b", "c", "d"] {
             let at = clock
             let log = EventLog(database: database, bus: Bus(), clock: { at }) { event in
-                [PlannedDelivery(receiver: "hook", route: "root", groupKey: "root|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(60), fallback: nil, alone: true)]
+                DeliveryPlan(deliveries: [PlannedDelivery(receiver: "hook", route: "root", groupKey: "root|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(60), fallback: nil, alone: true)])
             }
             _ = try await log.append([event(id)])
             clock = clock.adding(milliseconds: 1000)

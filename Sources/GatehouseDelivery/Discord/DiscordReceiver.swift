@@ -59,6 +59,8 @@ public struct DiscordReceiver: Receiver {
     }
 
     /// When the bucket is empty, the wait until it refills (`X-RateLimit-Remaining: 0`).
+    public func pause(after response: OutboundResponse) -> Double? { Self.pause(after: response) }
+
     public static func pause(after response: OutboundResponse) -> Double? {
         guard response.header("X-RateLimit-Remaining") == "0", let reset = response.header("X-RateLimit-Reset-After").flatMap(Double.init) else { return nil }
         return reset
