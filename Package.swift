@@ -45,6 +45,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // The use cases (open/decide/cancel gates…) with their rules, audit, events, bus and
+        // metrics, over the storage protocols of GatehouseStore.
+        .target(
+            name: "GatehouseServices",
+            dependencies: ["GatehouseCore", "GatehouseStore", .product(name: "Metrics", package: "swift-metrics")]
+        ),
         // libcurl, reached through a typed C shim because curl_easy_setopt is variadic.
         .systemLibrary(
             name: "CCurl",
@@ -87,6 +93,7 @@ let package = Package(
                 "GatehouseConfigFile",
                 "GatehouseResources",
                 "GatehouseStore",
+                "GatehouseServices",
                 "GatehouseDelivery",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -120,7 +127,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
-        .testTarget(name: "GatehouseStoreTests", dependencies: ["GatehouseStore", "GatehouseCore"]),
+        .testTarget(name: "GatehouseStoreTests", dependencies: ["GatehouseStore", "GatehouseServices", "GatehouseCore"]),
         .testTarget(name: "GatehouseDeliveryTests", dependencies: ["GatehouseDelivery", "GatehouseCore", "GatehouseStore", "GatehouseResources"]),
         .testTarget(
             name: "GatehouseServerTests",

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import NIOCore
@@ -205,7 +206,7 @@ struct AnnotateController {
             }
         }
         let me = who
-        let gates = try await desk.store.list(GateStore.Filter(state: .pending, limit: 200)).filter { gate in
+        let gates = try await desk.gates.list(GateFilter(state: .pending, limit: 200)).filter { gate in
             (gate.spec.approvers.contains("*") || gate.spec.approvers.contains(me))
                 && (gate.spec.requestedBy != me || gate.spec.allowSelfApproval) && !gate.decisions.contains { $0.by == me }
         }.map { gate -> [String: Any] in

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import Logging
@@ -27,7 +28,7 @@ public struct CallbacksController: Sendable {
 
     /// Audits a refused callback and answers 401/404 with a problem.
     func refuse(_ platform: String, status: Int, _ reason: String, gate: String? = nil, actor: String? = nil) async throws -> Never {
-        try await desk.store.auditRefusal(gateID: gate, action: "callback_refused", actor: actor, detail: JSONObject([
+        try await desk.gates.auditRefusal(gateID: gate, action: "callback_refused", actor: actor, detail: JSONObject([
             ("platform", .string(platform)), ("reason", .string(reason)),
         ]))
         logger.warning("callback refused", metadata: ["platform": .string(platform), "reason": .string(reason)])
@@ -59,7 +60,7 @@ public struct CallbacksController: Sendable {
                 : verdicts.contains(.stale) ? "stale request: the timestamp is more than 300 s from now" : "bad signature"
             try await refuse("slack", status: 401, reason, gate: Self.slackClaim(body).gate)
         }
-        guard try await desk.store.claimNonce("slack:" + (signature ?? "")) else {
+        guard try await desk.gates.claimNonce("slack:" + (signature ?? "")) else {
             try await refuse("slack", status: 401, "replayed request (this signature was already used)", gate: Self.slackClaim(body).gate)
         }
         let claim = Self.slackClaim(body)
@@ -67,8 +68,8 @@ public struct CallbacksController: Sendable {
             throw Problem.badRequest("not a block_actions payload with a gate button")
         }
         let identity = "slack:\(user)"
-        guard try await desk.store.get(gateID) != nil else { try await refuse("slack", status: 404, "no gate \"\(gateID)\"", gate: gateID, actor: identity) }
-        let change = try await desk.apply(gateID, GateDecision(by: identity, decision: choice, via: "slack", at: .now()))
+        guard try await desk.gates.get(gateID) != nil else { try await refuse("slack", status: 404, "no gate \"\(gateID)\"", gate: gateID, actor: identity) }
+        let change = try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "slack", at: .now()))
         var reply: JSONObject
         switch change {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
@@ -115,11 +116,11 @@ public struct CallbacksController: Sendable {
     func postLater(to url: String, _ body: JSONValue, gate: String, platform: String) {
         guard let client else { return }
         let request = OutboundRequest(url: url, headers: [("Content-Type", "application/json")], body: Array(body.serialized().utf8), timeout: 10)
-        let store = desk.store
+        let gates = desk.gates
         Task {
             let response = await client.send(request)
             let outcome = response.transportError ?? "HTTP \(response.status)"
-            try? await store.auditNotification(gateID: gate, action: "message_updated", detail: JSONObject([
+            try? await gates.auditNotification(gateID: gate, action: "message_updated", detail: JSONObject([
                 ("platform", .string(platform)), ("via", .string("response_url")), ("outcome", .string(outcome)),
             ]))
         }
@@ -152,11 +153,11 @@ public struct CallbacksController: Sendable {
         let user = o["member"]?.objectValue?["user"]?.objectValue ?? o["user"]?.objectValue
         guard let userID = user?["id"]?.stringValue else { throw Problem.badRequest("the interaction names no user") }
         let identity = "discord:\(userID)"
-        if let id = o["id"]?.stringValue, !(try await desk.store.claimNonce("discord:" + id)) {
+        if let id = o["id"]?.stringValue, !(try await desk.gates.claimNonce("discord:" + id)) {
             try await refuse("discord", status: 401, "replayed interaction \(id)", gate: gateID, actor: identity)
         }
-        guard try await desk.store.get(gateID) != nil else { try await refuse("discord", status: 404, "no gate \"\(gateID)\"", actor: identity) }
-        switch try await desk.apply(gateID, GateDecision(by: identity, decision: choice, via: "discord", at: .now())) {
+        guard try await desk.gates.get(gateID) != nil else { try await refuse("discord", status: 404, "no gate \"\(gateID)\"", actor: identity) }
+        switch try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "discord", at: .now())) {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
         case .refused(let refusal, _): return Self.discordEphemeral(refusal.problem.detail)
         case .applied(let gate, let applied):
@@ -194,12 +195,12 @@ public struct CallbacksController: Sendable {
             try await refuse("mattermost", status: 401, "bad context token", gate: gateID, actor: identity)
         }
         guard let identity else { throw Problem.badRequest("the action request names no user_id") }
-        if let trigger = o["trigger_id"]?.stringValue, !trigger.isEmpty, !(try await desk.store.claimNonce("mattermost:" + trigger)) {
+        if let trigger = o["trigger_id"]?.stringValue, !trigger.isEmpty, !(try await desk.gates.claimNonce("mattermost:" + trigger)) {
             try await refuse("mattermost", status: 401, "replayed action (trigger_id already used)", gate: gateID, actor: identity)
         }
-        guard try await desk.store.get(gateID) != nil else { try await refuse("mattermost", status: 404, "no gate \"\(gateID)\"", actor: identity) }
+        guard try await desk.gates.get(gateID) != nil else { try await refuse("mattermost", status: 404, "no gate \"\(gateID)\"", actor: identity) }
         let aliases = o["user_name"]?.stringValue.map { ["mattermost:@\($0)"] } ?? []
-        switch try await desk.apply(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases) {
+        switch try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases) {
         case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
         case .refused(let refusal, _):
             return .json(.object(JSONObject([("ephemeral_text", .string(refusal.problem.detail)), ("skip_slack_parsing", .bool(true))])))

@@ -1,4 +1,5 @@
 import GatehouseCore
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import NIOCore

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import NIOCore

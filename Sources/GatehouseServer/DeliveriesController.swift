@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import NIOCore
@@ -25,7 +26,7 @@ struct GatePageController {
         guard let token = request.query("t"), let claims = desk.signer.verify(token), claims.gate == id else {
             return page(status: .unauthorized, message: "This decision link is invalid or has expired. Ask for a new one (gatehouse gate link).")
         }
-        guard let gate = try await desk.store.get(id) else { return page(status: .notFound, message: "No such gate.") }
+        guard let gate = try await desk.gates.get(id) else { return page(status: .notFound, message: "No such gate.") }
         let (cookie, isNew) = csrfCookie(request)
         var values = render(gate, token: token, claims: claims, cookie: cookie)
         if let choice = request.query("choice"), gate.spec.choices.contains(choice) { values["selected_choice"] = choice }
@@ -40,10 +41,10 @@ struct GatePageController {
         guard let token = form["t"], let claims = desk.signer.verify(token), claims.gate == id else {
             return page(status: .unauthorized, message: "This decision link is invalid or has expired. Ask for a new one (gatehouse gate link).")
         }
-        guard let gate = try await desk.store.get(id) else { return page(status: .notFound, message: "No such gate.") }
+        guard let gate = try await desk.gates.get(id) else { return page(status: .notFound, message: "No such gate.") }
         let (cookie, _) = csrfCookie(request)
         guard let csrf = form["csrf"], desk.signer.checkCSRF(csrf, cookie: cookie, gate: id) else {
-            try await desk.store.auditRefusal(gateID: id, action: "callback_refused", actor: claims.by, detail: JSONObject([
+            try await desk.gates.auditRefusal(gateID: id, action: "callback_refused", actor: claims.by, detail: JSONObject([
                 ("platform", .string("web")), ("reason", .string("missing or bad CSRF token")),
             ]))
             return page(status: .forbidden, message: "This form has expired or did not come from this page. Reload the page and try again.")
@@ -75,7 +76,7 @@ struct GatePageController {
             values["notice"] = decided.state.isClosed ? "Thank you — the gate is \(decided.state.rawValue)." : "Thank you — your \(decision) is recorded."
             return try html(values, status: .ok)
         } catch let problem as Problem {
-            values = render(try await desk.store.get(id) ?? gate, token: token, claims: claims, cookie: cookie)
+            values = render(try await desk.gates.get(id) ?? gate, token: token, claims: claims, cookie: cookie)
             values["error"] = problem.detail
             values["name"] = claims.by == nil ? String(by.dropFirst(4)) : nil
             values["selected_choice"] = decision

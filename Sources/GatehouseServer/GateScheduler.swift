@@ -1,4 +1,5 @@
 import GatehouseCore
+import GatehouseServices
 import GatehouseStore
 import Logging
 import Metrics
@@ -9,12 +10,12 @@ import ServiceLifecycle
 /// server was down happens as soon as it is back — and a gate change on the bus makes it
 /// look again (a new gate may be due sooner).
 struct GateScheduler: Service {
-    let store: GateStore
+    let store: GateService
     let bus: Bus
     let logger: Logger
     private let pending = Gauge(label: "gatehouse_gates_pending")
 
-    init(store: GateStore, bus: Bus, logger: Logger) {
+    init(store: GateService, bus: Bus, logger: Logger) {
         self.store = store
         self.bus = bus
         self.logger = logger

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import HummingbirdCore
@@ -89,11 +90,11 @@ public enum GatehouseServer {
         if let autoDecide, !["approve", "reject"].contains(autoDecide) {
             throw StartupError("GATEHOUSE_AUTO_DECIDE must be approve or reject (got \"\(autoDecide)\")")
         }
-        let gates = GateStore(log: log)
+        let gates = GateService(repository: SQLiteGateRepository(log: log), bus: bus, autoDecide: autoDecide)
         let baseURL = BaseURL(config.server.publicURL ?? "http://\(address)")
         let desk = GateDesk(
-            store: gates, signer: LinkSigner(key: try database.serverSecret("links")), baseURL: baseURL,
-            receiverNames: Set(config.receivers.map(\.name)), autoDecide: autoDecide, bus: bus)
+            gates: gates, signer: LinkSigner(key: try database.serverSecret("links")), baseURL: baseURL,
+            receiverNames: Set(config.receivers.map(\.name)), bus: bus)
         // One libcurl multi handle for everything the server sends: deliveries and the
         // follow-ups of chat callbacks (Slack response_url).
         let client: CurlMultiClient? = receivers.isEmpty ? nil : CurlMultiClient()
@@ -156,7 +157,7 @@ public enum GatehouseServer {
         }
         background.append(GateScheduler(store: gates, bus: bus, logger: logger))
         return GatehouseApp(
-            application: app, background: background, state: state, database: database, dispatcher: dispatcher,
+            application: app, router: router, background: background, state: state, database: database, dispatcher: dispatcher,
             shutdownTimeout: config.server.shutdownTimeout, logger: logger)
     }
 }
@@ -164,6 +165,8 @@ public enum GatehouseServer {
 /// What the composition root built: the HTTP application and the services running beside it.
 public struct GatehouseApp {
     public let application: Application<RouterResponder<GatehouseContext>>
+    /// The routes, for tests that check them against docs/openapi.yaml.
+    public let router: Router<GatehouseContext>
     /// The dispatcher (when receivers exist) and the gate timers, in start order.
     let background: [any Service]
     let state: ServerState

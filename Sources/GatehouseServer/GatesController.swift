@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehouseServices
 import GatehouseStore
 import Hummingbird
 import Metrics
@@ -8,30 +9,27 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// What every way of deciding a gate shares: the store, link signing, the public URL, and
+/// What every way of deciding a gate shares: the gate service, link signing, the public URL, and
 /// the one place a decision is applied (API, CLI, web page and chat callbacks all end here).
 public struct GateDesk: Sendable {
-    public let store: GateStore
+    public let gates: GateService
     public let signer: LinkSigner
     /// Where people reach this server (`server.public_url`, else the bound address).
     let base: BaseURL
     public var baseURL: String { base.value }
     public let receiverNames: Set<String>
-    /// GATEHOUSE_AUTO_DECIDE: approve or reject every new gate at once (pipelines under test).
-    public let autoDecide: String?
 
     let closedBodies = BoundedCache<ByteBuffer>(limit: 10_000)
     /// Parked `/wait` requests, answered the moment their gate closes.
     let waits: WaitRoom
 
-    public init(store: GateStore, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, autoDecide: String?, bus: Bus) {
-        self.store = store
+    public init(gates: GateService, signer: LinkSigner, baseURL: BaseURL, receiverNames: Set<String>, bus: Bus) {
+        self.gates = gates
         self.signer = signer
         self.base = baseURL
         self.receiverNames = receiverNames
-        self.autoDecide = autoDecide
-        waits = WaitRoom(bus: bus) { [store, signer, baseURL, closedBodies] id in
-            guard let gate = try? await store.get(id), gate.state.isClosed else { return nil }
+        waits = WaitRoom(bus: bus) { [gates, signer, baseURL, closedBodies] id in
+            guard let gate = try? await gates.get(id), gate.state.isClosed else { return nil }
             return Self.answerBody(gate, signer: signer, base: baseURL, closedBodies: closedBodies)
         }
     }
@@ -71,22 +69,10 @@ public struct GateDesk: Sendable {
         return body
     }
 
-    static let decisionLatency = Metrics.Timer(label: "gatehouse_gate_decision_latency_seconds", preferredDisplayUnit: .seconds)
-
-    /// Applies a decision: the one place every way of deciding (API, web page, Slack, Discord
-    /// and Mattermost buttons) ends, so each is measured alike.
-    func apply(_ id: String, _ decision: GateDecision, aliases: [String] = []) async throws -> GateStore.Change {
-        let change = try await store.decide(id, decision, aliases: aliases)
-        if case .applied(let gate, let applied) = change, applied == .closed, let closed = gate.outcome?.at {
-            Self.decisionLatency.recordMilliseconds(max(0, closed.milliseconds - gate.createdAt.milliseconds))
-        }
-        return change
-    }
-
     /// Applies a decision and maps the result to HTTP: 200 with the gate, 409 with the
     /// outcome when it was already closed, 403 for a forbidden decider, 422 for bad input.
     func decide(_ id: String, _ decision: GateDecision, aliases: [String] = []) async throws -> Gate {
-        switch try await apply(id, decision, aliases: aliases) {
+        switch try await gates.decide(id, decision, aliases: aliases) {
         case .notFound: throw Problem.notFound("no gate \"\(id)\"")
         case .refused(let refusal, _): throw refusal.problem
         case .applied(let gate, _): return gate
@@ -148,13 +134,13 @@ struct GatesController {
         if !unknown.isEmpty {
             throw Problem.invalid([FieldError(field: "escalate_to", detail: "names unknown receiver \(unknown.map { "\"\($0)\"" }.joined(separator: ", "))" + (desk.receiverNames.isEmpty ? " (no receivers are configured)" : " (configured: \(desk.receiverNames.sorted().joined(separator: ", ")))"))])
         }
-        let opened = try await desk.store.open(spec, requestedVia: "api", token: principal.tokenName, autoDecide: desk.autoDecide)
+        let opened = try await desk.gates.open(spec, requestedVia: "api", token: principal.tokenName)
         return .json(desk.json(opened.gate), status: opened.created ? .created : .ok)
     }
 
     @Sendable func list(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
-        var filter = GateStore.Filter(pipeline: request.query("pipeline"), run: request.query("run"))
+        var filter = GateFilter(pipeline: request.query("pipeline"), run: request.query("run"))
         if let s = request.query("state") {
             guard let state = GateState(rawValue: s) else {
                 throw Problem.invalid([FieldError(field: "state", detail: "must be one of \(GateState.allCases.map(\.rawValue).joined(separator: ", "))")])
@@ -162,13 +148,13 @@ struct GatesController {
             filter.state = state
         }
         filter.limit = try request.intQuery("limit", default: 100, range: 1...1000)
-        let gates = try await desk.store.list(filter)
+        let gates = try await desk.gates.list(filter)
         return .json(.object(JSONObject([("gates", .array(gates.map(desk.json)))])))
     }
 
     func gate(_ context: GatehouseContext) async throws -> Gate {
         let id = try context.parameters.require("id")
-        guard let gate = try await desk.store.get(id) else { throw Problem.notFound("no gate \"\(id)\"") }
+        guard let gate = try await desk.gates.get(id) else { throw Problem.notFound("no gate \"\(id)\"") }
         return gate
     }
 
@@ -212,13 +198,13 @@ struct GatesController {
     /// client asks again, and reaches the restarted server.
     private func waitForClose(_ id: String, parked: ParkedWait, deadline: ContinuousClock.Instant) async throws -> Gate? {
         try await withGracefulShutdownHandler {
-            guard var gate = try await desk.store.get(id) else { return nil }
+            guard var gate = try await desk.gates.get(id) else { return nil }
             while gate.state == .pending, !Task.isCancelled, !parked.isInterrupted {
                 let remaining = deadline - ContinuousClock.now
                 guard remaining > .zero else { break }
                 switch await parked.next(timeout: remaining) {
                 case .answered: return nil
-                case .changed: if let fresh = try await desk.store.get(id) { gate = fresh }
+                case .changed: if let fresh = try await desk.gates.get(id) { gate = fresh }
                 case .timedOut: continue  // the loop re-checks the deadline, cancellation, shutdown
                 }
             }
@@ -274,7 +260,7 @@ struct GatesController {
         let id = try context.parameters.require("id")
         let o = try await body(request)
         let by = o["by"]?.stringValue.map { Identity.person($0)?.description ?? $0 } ?? (principal == .local ? "web:local" : "web:\(principal.name)")
-        switch try await desk.store.cancel(id, by: by, comment: o["comment"]?.stringValue) {
+        switch try await desk.gates.cancel(id, by: by, comment: o["comment"]?.stringValue) {
         case .notFound: throw Problem.notFound("no gate \"\(id)\"")
         case .refused(let refusal, _): throw refusal.problem
         case .applied(let gate, _): return .json(desk.json(gate))
@@ -306,14 +292,14 @@ struct GatesController {
     @Sendable func audit(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
         let id = try context.parameters.require("id")
-        let entries = try await desk.store.audit(id)
-        if entries.isEmpty, try await desk.store.get(id) == nil { throw Problem.notFound("no gate \"\(id)\"") }
+        let entries = try await desk.gates.audit(id)
+        if entries.isEmpty, try await desk.gates.get(id) == nil { throw Problem.notFound("no gate \"\(id)\"") }
         return .json(.object(JSONObject([("gate_id", .string(id)), ("entries", .array(entries.map(\.json)))])))
     }
 
     @Sendable func verify(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .admin)
-        return .json(Self.verificationJSON(try await desk.store.verifyAudit()))
+        return .json(Self.verificationJSON(try await desk.gates.verifyAudit()))
     }
 
     static func verificationJSON(_ v: AuditLedger.Verification) -> JSONValue {
@@ -330,7 +316,7 @@ struct GatesController {
 extension GateDesk {
     /// What a gate message shows on `receiver` for a `gate.*` event, as the gate stands now.
     func notice(gateID: String, receiver: String, eventType: String, outbox: Outbox) async -> GateNotice? {
-        guard let gate = try? await store.get(gateID) else { return nil }
+        guard let gate = try? await gates.get(gateID) else { return nil }
         let headline: String
         if gate.state.isClosed {
             headline = gate.state.rawValue.prefix(1).uppercased() + gate.state.rawValue.dropFirst()

@@ -31,18 +31,20 @@ struct CallbackSignatureTests {
         #expect(claim.user == "U1" && claim.action == "approve" && claim.gate == "run-42")
     }
 
-    @Test func discordVectorsFromTheProtocolNotes() throws {
-        let discord = try #require(DiscordSignature(publicKeyHex: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"))
-        let ping = Array(#"{"type":1}"#.utf8)
-        let sig = "1695961a47c91a1ec033b819b7e87e3dbc583dd0cee6d1fd0216f58ac87b6228ae531ddbf91fb7bc28d7edf7f08604da16f54624f38a6bc0614e4dc13cd47f0f"
-        #expect(discord.isValid(timestamp: "1700000000", signatureHex: sig, body: ping))
-        #expect(!discord.isValid(timestamp: "1700000001", signatureHex: sig, body: ping))
-        let click = Array(#"{"type":3,"id":"1","application_id":"2","token":"t","version":1,"data":{"custom_id":"approve:run-42","component_type":2}}"#.utf8)
-        let sig2 = "c2a8cd7e435198470ac40fbd92631517069583dbe26248f383ca6e9bdbab63be3a0ddb0b1b8b7fd0d4160bd92a16308545922806393ab3a6cb7151c3d479c408"
-        #expect(discord.isValid(timestamp: "1700000000", signatureHex: sig2, body: click))
-        #expect(!discord.isValid(timestamp: "1700000000", signatureHex: sig2, body: ping))
-        #expect(!discord.isValid(timestamp: "1700000000", signatureHex: "zz", body: ping))
-        #expect(DiscordSignature(publicKeyHex: "1234") == nil)
+    @Test func discordVectorsFromTheProtocolNotes() async throws {
+        try await offThePool {
+            let discord = try #require(DiscordSignature(publicKeyHex: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"))
+            let ping = Array(#"{"type":1}"#.utf8)
+            let sig = "1695961a47c91a1ec033b819b7e87e3dbc583dd0cee6d1fd0216f58ac87b6228ae531ddbf91fb7bc28d7edf7f08604da16f54624f38a6bc0614e4dc13cd47f0f"
+            #expect(discord.isValid(timestamp: "1700000000", signatureHex: sig, body: ping))
+            #expect(!discord.isValid(timestamp: "1700000001", signatureHex: sig, body: ping))
+            let click = Array(#"{"type":3,"id":"1","application_id":"2","token":"t","version":1,"data":{"custom_id":"approve:run-42","component_type":2}}"#.utf8)
+            let sig2 = "c2a8cd7e435198470ac40fbd92631517069583dbe26248f383ca6e9bdbab63be3a0ddb0b1b8b7fd0d4160bd92a16308545922806393ab3a6cb7151c3d479c408"
+            #expect(discord.isValid(timestamp: "1700000000", signatureHex: sig2, body: click))
+            #expect(!discord.isValid(timestamp: "1700000000", signatureHex: sig2, body: ping))
+            #expect(!discord.isValid(timestamp: "1700000000", signatureHex: "zz", body: ping))
+            #expect(DiscordSignature(publicKeyHex: "1234") == nil)
+        }
     }
 
     @Test func linksCSRFAndMattermostTokens() {

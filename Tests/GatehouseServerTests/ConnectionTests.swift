@@ -107,105 +107,113 @@ struct ConnectionTests {
     /// Issue 10, defect 5: a chunked body over `max_body` was a 500 (`NIOTooManyBytesError`,
     /// logged as an error). It is a 413 problem, logged at info, and the connection ends
     /// cleanly; the limit is `max_body` exactly, chunked or not.
-    @Test func chunkedBodyOverTheLimitIs413AndClosesCleanly() throws {
-        let dir = TempDir()
-        let server = try ServerProcess(dir: dir, arguments: config(dir, "  max_body: 4096\n"), environment: ["GATEHOUSE_LOG_LEVEL": "info", "GATEHOUSE_LOG_FORMAT": "json"])
-        let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    @Test func chunkedBodyOverTheLimitIs413AndClosesCleanly() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir, arguments: config(dir, "  max_body: 4096\n"), environment: ["GATEHOUSE_LOG_LEVEL": "info", "GATEHOUSE_LOG_FORMAT": "json"])
+            let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
-        let over = try RawConnection(server.url)
-        over.send(head + "Transfer-Encoding: chunked\r\n\r\n")
-        over.send(chunked(event(size: 8192)))
-        let (answer, closed) = over.readUntilClosed(seconds: 30)
-        let text = String(decoding: answer, as: UTF8.self)
-        #expect(text.hasPrefix("HTTP/1.1 413"), "\(text)")
-        #expect(text.lowercased().contains("content-type: application/problem+json"))
-        #expect(closed, "the connection stays open after a refused body")
+            let over = try RawConnection(server.url)
+            over.send(head + "Transfer-Encoding: chunked\r\n\r\n")
+            over.send(chunked(event(size: 8192)))
+            let (answer, closed) = over.readUntilClosed(seconds: 30)
+            let text = String(decoding: answer, as: UTF8.self)
+            #expect(text.hasPrefix("HTTP/1.1 413"), "\(text)")
+            #expect(text.lowercased().contains("content-type: application/problem+json"))
+            #expect(closed, "the connection stays open after a refused body")
 
-        for (size, status) in [(4096, 202), (4097, 413)] {
-            let exact = try RawConnection(server.url)
-            exact.send(head + "Transfer-Encoding: chunked\r\n\r\n")
-            exact.send(chunked(event(size: size), chunk: 512))
-            exact.shutdownWrite()
-            let reply = String(decoding: exact.read(for: 30), as: UTF8.self)
-            #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "chunked \(size) bytes: \(reply.prefix(80))")
-            let declared = try server.post("/v1/events", String(decoding: event(size: size), as: UTF8.self))
-            #expect(declared.status == status, "Content-Length \(size): \(declared.status)")
+            for (size, status) in [(4096, 202), (4097, 413)] {
+                let exact = try RawConnection(server.url)
+                exact.send(head + "Transfer-Encoding: chunked\r\n\r\n")
+                exact.send(chunked(event(size: size), chunk: 512))
+                exact.shutdownWrite()
+                let reply = String(decoding: exact.read(for: 30), as: UTF8.self)
+                #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "chunked \(size) bytes: \(reply.prefix(80))")
+                let declared = try server.post("/v1/events", String(decoding: event(size: size), as: UTF8.self))
+                #expect(declared.status == status, "Content-Length \(size): \(declared.status)")
+            }
+            #expect(try server.allEvents().count == 2)
+
+            let log = server.stopAndReadLog()
+            #expect(!log.contains(#""level":"error""#), "\(log)")
+            #expect(log.contains(#""status":413"#) || log.contains(#""status":"413""#), "\(log)")
         }
-        #expect(try server.allEvents().count == 2)
-
-        let log = server.stopAndReadLog()
-        #expect(!log.contains(#""level":"error""#), "\(log)")
-        #expect(log.contains(#""status":413"#) || log.contains(#""status":"413""#), "\(log)")
     }
 
     /// A body shorter than its Content-Length, then the client goes away: not a server error.
-    @Test func aBodyCutShortIsNotAServerError() throws {
-        let dir = TempDir()
-        let server = try ServerProcess(dir: dir, environment: ["GATEHOUSE_LOG_LEVEL": "info", "GATEHOUSE_LOG_FORMAT": "json"])
-        for path in ["/v1/events", "/v1/gates", "/v1/datasets"] {
+    @Test func aBodyCutShortIsNotAServerError() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir, environment: ["GATEHOUSE_LOG_LEVEL": "info", "GATEHOUSE_LOG_FORMAT": "json"])
+            for path in ["/v1/events", "/v1/gates", "/v1/datasets"] {
+                let cut = try RawConnection(server.url)
+                cut.send("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":")
+                cut.shutdownWrite()
+                let reply = String(decoding: cut.read(for: 30), as: UTF8.self)
+                #expect(!reply.hasPrefix("HTTP/1.1 500"), "\(path): \(reply)")
+            }
+            // The NDJSON import reads its body as a stream: the same rule.
+            #expect(try server.post("/v1/datasets", #"{"name":"d","labels":["a"]}"#).status == 201)
             let cut = try RawConnection(server.url)
-            cut.send("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":")
+            cut.send("POST /v1/datasets/d/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\":\"1\",\"data\":{\"text\":\"t\"}}\n")
             cut.shutdownWrite()
             let reply = String(decoding: cut.read(for: 30), as: UTF8.self)
-            #expect(!reply.hasPrefix("HTTP/1.1 500"), "\(path): \(reply)")
+            #expect(!reply.hasPrefix("HTTP/1.1 500"), "\(reply)")
+            #expect(try server.json("/v1/datasets/d")["items"] == .int(0))
+            let log = server.stopAndReadLog()
+            #expect(!log.contains(#""level":"error""#), "\(log)")
         }
-        // The NDJSON import reads its body as a stream: the same rule.
-        #expect(try server.post("/v1/datasets", #"{"name":"d","labels":["a"]}"#).status == 201)
-        let cut = try RawConnection(server.url)
-        cut.send("POST /v1/datasets/d/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\":\"1\",\"data\":{\"text\":\"t\"}}\n")
-        cut.shutdownWrite()
-        let reply = String(decoding: cut.read(for: 30), as: UTF8.self)
-        #expect(!reply.hasPrefix("HTTP/1.1 500"), "\(reply)")
-        #expect(try server.json("/v1/datasets/d")["items"] == .int(0))
-        let log = server.stopAndReadLog()
-        #expect(!log.contains(#""level":"error""#), "\(log)")
     }
 
     /// Issue 10, defect 6: a client that stops sending mid-head or mid-body, or keeps an idle
     /// connection, is closed after `server.idle_timeout`; an answer being waited for is not.
-    @Test func slowAndIdleConnectionsAreClosed() throws {
-        let dir = TempDir()
-        let server = try ServerProcess(dir: dir, arguments: config(dir, "  idle_timeout: 1s\n"))
-        let halfHead = try RawConnection(server.url)
-        halfHead.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le")
-        let halfBody = try RawConnection(server.url)
-        halfBody.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"type\"")
-        let silent = try RawConnection(server.url)
-        let keptAlive = try RawConnection(server.url)
-        keptAlive.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        // Each is closed by the server (the read ends), not left open until we give up.
-        #expect(halfHead.readUntilClosed(seconds: 30).closed)
-        #expect(halfBody.readUntilClosed(seconds: 30).closed)
-        #expect(silent.readUntilClosed(seconds: 30).closed)
-        let (answer, closed) = keptAlive.readUntilClosed(seconds: 30)
-        #expect(String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 200"))
-        #expect(closed)
+    @Test func slowAndIdleConnectionsAreClosed() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir, arguments: config(dir, "  idle_timeout: 1s\n"))
+            let halfHead = try RawConnection(server.url)
+            halfHead.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le")
+            let halfBody = try RawConnection(server.url)
+            halfBody.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"type\"")
+            let silent = try RawConnection(server.url)
+            let keptAlive = try RawConnection(server.url)
+            keptAlive.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            // Each is closed by the server (the read ends), not left open until we give up.
+            #expect(halfHead.readUntilClosed(seconds: 30).closed)
+            #expect(halfBody.readUntilClosed(seconds: 30).closed)
+            #expect(silent.readUntilClosed(seconds: 30).closed)
+            let (answer, closed) = keptAlive.readUntilClosed(seconds: 30)
+            #expect(String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+            #expect(closed)
 
-        // A gate wait longer than the idle timeout still gets its answer.
-        let gate = try server.post("/v1/gates", #"{"title":"t","pipeline":"p"}"#).json
-        let id = try #require(gate["id"]?.stringValue)
-        let waited = try server.get("/v1/gates/\(id)/wait?timeout=3s")
-        #expect(waited.status == 200 && waited.json["state"] == .string("pending"))
+            // A gate wait longer than the idle timeout still gets its answer.
+            let gate = try server.post("/v1/gates", #"{"title":"t","pipeline":"p"}"#).json
+            let id = try #require(gate["id"]?.stringValue)
+            let waited = try server.get("/v1/gates/\(id)/wait?timeout=3s")
+            #expect(waited.status == 200 && waited.json["state"] == .string("pending"))
+        }
     }
 
     /// `server.max_connections` caps open connections: one more waits until one closes.
-    @Test func openConnectionsAreCapped() throws {
-        let dir = TempDir()
-        let server = try ServerProcess(dir: dir, arguments: config(dir, "  max_connections: 2\n"))
-        func healthz(_ c: RawConnection) { c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") }
-        func answered(_ c: RawConnection, within seconds: Double) -> Bool {
-            c.statusLine(within: seconds)?.hasPrefix("HTTP/1.1 200") == true
+    @Test func openConnectionsAreCapped() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir, arguments: config(dir, "  max_connections: 2\n"))
+            func healthz(_ c: RawConnection) { c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") }
+            func answered(_ c: RawConnection, within seconds: Double) -> Bool {
+                c.statusLine(within: seconds)?.hasPrefix("HTTP/1.1 200") == true
+            }
+            var held = [try RawConnection(server.url), try RawConnection(server.url)]
+            for c in held {
+                healthz(c)
+                #expect(answered(c, within: 1))
+            }
+            let third = try RawConnection(server.url)
+            healthz(third)
+            #expect(!answered(third, within: 1), "a third connection was served while two were open")
+            held.removeFirst()  // closes it
+            #expect(answered(third, within: 30))
+            _ = held
         }
-        var held = [try RawConnection(server.url), try RawConnection(server.url)]
-        for c in held {
-            healthz(c)
-            #expect(answered(c, within: 1))
-        }
-        let third = try RawConnection(server.url)
-        healthz(third)
-        #expect(!answered(third, within: 1), "a third connection was served while two were open")
-        held.removeFirst()  // closes it
-        #expect(answered(third, within: 30))
-        _ = held
     }
 }

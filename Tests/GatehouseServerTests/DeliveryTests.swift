@@ -7,433 +7,455 @@ private func config(_ dir: TempDir, _ yaml: String) -> String { dir.write("gateh
 
 @Suite(.serialized)
 struct DeliveryTests {
-    @Test func everyEventReachesItsRoutedReceiversOnce() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            server: { public_url: http://gatehouse.test }
-            receivers:
-              - name: team
-                slack: { webhook_url: \(sink.url("/ok/slack")) }
-              - name: ops
-                discord: { webhook_url: \(sink.url("/json/discord")) }
-              - name: mm
-                mattermost: { webhook_url: \(sink.url("/ok/mm")) }
-              - name: audit
-                webhook: { url: \(sink.url("/ok/audit")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
-            route:
-              receiver: team
-              group_by: ['...']
-              routes:
-                - matchers: ['type=~"run.failed|step.failed"', 'severity="critical"']
-                  receiver: ops
-                  continue: true
-                - matchers: ['pipeline="etl"']
-                  receiver: mm
-                - matchers: ['type=~".*"']
-                  receiver: audit
-                  continue: true
-                - matchers: ['pipeline="train"']
+    @Test func everyEventReachesItsRoutedReceiversOnce() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                server: { public_url: http://gatehouse.test }
+                receivers:
+                  - name: team
+                    slack: { webhook_url: \(sink.url("/ok/slack")) }
+                  - name: ops
+                    discord: { webhook_url: \(sink.url("/json/discord")) }
+                  - name: mm
+                    mattermost: { webhook_url: \(sink.url("/ok/mm")) }
+                  - name: audit
+                    webhook: { url: \(sink.url("/ok/audit")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+                route:
                   receiver: team
-                - matchers: ['pipeline="never"']
-                  receiver: ops
-            """ }
-        var events: [String] = []
-        for i in 0..<4 { events.append(#"{"id":"t\#(i)","type":"step.started","pipeline":"train","run":"r\#(i)"}"#) }
-        for i in 0..<3 { events.append(#"{"id":"c\#(i)","type":"run.failed","pipeline":"train","run":"r\#(i)","severity":"critical"}"#) }
-        for i in 0..<4 { events.append(#"{"id":"e\#(i)","type":"run.succeeded","pipeline":"etl","run":"x\#(i)"}"#) }
-        #expect(try server.post("/v1/events", "[\(events.joined(separator: ","))]").status == 202)
-        // A re-sent event is a duplicate and causes no second delivery.
-        #expect(try server.post("/v1/events", #"{"id":"t0","type":"step.started","pipeline":"train","run":"r0"}"#).json["duplicates"] == .int(1))
+                  group_by: ['...']
+                  routes:
+                    - matchers: ['type=~"run.failed|step.failed"', 'severity="critical"']
+                      receiver: ops
+                      continue: true
+                    - matchers: ['pipeline="etl"']
+                      receiver: mm
+                    - matchers: ['type=~".*"']
+                      receiver: audit
+                      continue: true
+                    - matchers: ['pipeline="train"']
+                      receiver: team
+                    - matchers: ['pipeline="never"']
+                      receiver: ops
+                """ }
+            var events: [String] = []
+            for i in 0..<4 { events.append(#"{"id":"t\#(i)","type":"step.started","pipeline":"train","run":"r\#(i)"}"#) }
+            for i in 0..<3 { events.append(#"{"id":"c\#(i)","type":"run.failed","pipeline":"train","run":"r\#(i)","severity":"critical"}"#) }
+            for i in 0..<4 { events.append(#"{"id":"e\#(i)","type":"run.succeeded","pipeline":"etl","run":"x\#(i)"}"#) }
+            #expect(try server.post("/v1/events", "[\(events.joined(separator: ","))]").status == 202)
+            // A re-sent event is a duplicate and causes no second delivery.
+            #expect(try server.post("/v1/events", #"{"id":"t0","type":"step.started","pipeline":"train","run":"r0"}"#).json["duplicates"] == .int(1))
 
-        // train events: audit (every one) then, as audit continues, team: 7 each; critical
-        // failures also reach ops first; etl events stop at mm (no continue).
-        let audit = try sink.wait(for: 7, at: "/ok/audit")
-        let team = try sink.wait(for: 7, at: "/ok/slack")
-        let ops = try sink.wait(for: 3, at: "/json/discord")
-        let mm = try sink.wait(for: 4, at: "/ok/mm")
-        Thread.sleep(forTimeInterval: 0.5)
-        #expect(try sink.received("/ok/audit").count == 7)
-        #expect(try sink.received("/ok/slack").count == 7)
-        #expect(try sink.received("/json/discord").count == 3)
-        #expect(try sink.received("/ok/mm").count == 4)
-        #expect(Set(audit.map { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue ?? "" }).count == 7)
-        #expect(Set(team.map(\.body)).count == 7)
-        #expect(ops.allSatisfy { $0.path.hasSuffix("?wait=true") && $0.headers["user-agent"]?.hasPrefix("DiscordBot") == true })
-        #expect(mm.allSatisfy { $0.json["attachments"] != nil })
-        // Every webhook request carries the Standard Webhooks headers, with distinct ids.
-        #expect(Set(audit.compactMap { $0.headers["webhook-id"] }).count == 7)
-        #expect(audit.allSatisfy { $0.headers["webhook-signature"]?.hasPrefix("v1,") == true && $0.headers["webhook-timestamp"] != nil })
+            // train events: audit (every one) then, as audit continues, team: 7 each; critical
+            // failures also reach ops first; etl events stop at mm (no continue).
+            let audit = try sink.wait(for: 7, at: "/ok/audit")
+            let team = try sink.wait(for: 7, at: "/ok/slack")
+            let ops = try sink.wait(for: 3, at: "/json/discord")
+            let mm = try sink.wait(for: 4, at: "/ok/mm")
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try sink.received("/ok/audit").count == 7)
+            #expect(try sink.received("/ok/slack").count == 7)
+            #expect(try sink.received("/json/discord").count == 3)
+            #expect(try sink.received("/ok/mm").count == 4)
+            #expect(Set(audit.map { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue ?? "" }).count == 7)
+            #expect(Set(team.map(\.body)).count == 7)
+            #expect(ops.allSatisfy { $0.path.hasSuffix("?wait=true") && $0.headers["user-agent"]?.hasPrefix("DiscordBot") == true })
+            #expect(mm.allSatisfy { $0.json["attachments"] != nil })
+            // Every webhook request carries the Standard Webhooks headers, with distinct ids.
+            #expect(Set(audit.compactMap { $0.headers["webhook-id"] }).count == 7)
+            #expect(audit.allSatisfy { $0.headers["webhook-signature"]?.hasPrefix("v1,") == true && $0.headers["webhook-timestamp"] != nil })
 
-        let rows = try server.waitForDeliveries { rows in rows.count == 21 && rows.allSatisfy { $0["state"] == .string("delivered") } }
-        #expect(rows.count == 21)
-        #expect(rows.filter { $0["receiver"] == .string("ops") }.allSatisfy { $0["message_id"] != .null })
-        #expect(try server.json("/v1/deliveries?receiver=mm")["deliveries"]?.arrayValue?.count == 4)
-        #expect(try server.json("/v1/deliveries?state=dead")["deliveries"]?.arrayValue?.count == 0)
-        #expect(try server.get("/v1/deliveries?state=lost").status == 422)
-        let metrics = try server.get("/metrics").text
-        #expect(metrics.contains(#"gatehouse_deliveries_total{receiver="audit",outcome="delivered"} 7"#) || metrics.contains(#"gatehouse_deliveries_total{outcome="delivered",receiver="audit"} 7"#))
-        #expect(metrics.contains("gatehouse_delivery_latency_seconds"))
-        #expect(metrics.contains("gatehouse_outbox_depth"))
-    }
-
-    @Test func rateLimitedReceiverGetsEverythingPacedAndADeadOneDelaysNobody() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: limited
-                webhook: { url: \(sink.url("/ratelimit-10/limited")) }
-              - name: gone
-                webhook: { url: \(sink.url("/status-404/gone")) }
-              - name: healthy
-                webhook: { url: \(sink.url("/ok/healthy")) }
-              - name: backup
-                webhook: { url: \(sink.url("/ok/backup")) }
-            route:
-              receiver: healthy
-              group_by: ['...']
-              routes:
-                - matchers: ['pipeline="p"']
-                  receiver: limited
-                  continue: true
-                - matchers: ['pipeline="p"']
-                  receiver: gone
-                  fallback: backup
-                  continue: true
-                - matchers: ['pipeline="p"']
-                  receiver: healthy
-            """ }
-        let start = Date().timeIntervalSince1970
-        let batch = (0..<5).map { #"{"id":"p\#($0)","type":"a.b","pipeline":"p"}"# }.joined(separator: ",")
-        #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
-
-        // The healthy receiver is served at once, while the others fail.
-        let healthy = try sink.wait(for: 5, at: "/ok/healthy", timeout: 5)
-        #expect(healthy.count == 5)
-        // Held up, it would wait for the 10 s of 429s; the margin absorbs a loaded CI machine.
-        #expect(healthy.allSatisfy { $0.time - start < 5.0 }, "healthy receiver was held up")
-        // 404 is final: one attempt each, then the fallback receiver gets the message.
-        let backup = try sink.wait(for: 5, at: "/ok/backup", timeout: 5)
-        #expect(backup.count == 5)
-        #expect(try sink.received("/status-404").count == 5)
-        // 429 for 10 s with Retry-After: 1 — everything arrives afterwards, and the receiver is
-        // not hammered meanwhile.
-        let rows = try server.waitForDeliveries(timeout: 30) { rows in
-            rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5
+            let rows = try server.waitForDeliveries { rows in rows.count == 21 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(rows.count == 21)
+            #expect(rows.filter { $0["receiver"] == .string("ops") }.allSatisfy { $0["message_id"] != .null })
+            #expect(try server.json("/v1/deliveries?receiver=mm")["deliveries"]?.arrayValue?.count == 4)
+            #expect(try server.json("/v1/deliveries?state=dead")["deliveries"]?.arrayValue?.count == 0)
+            #expect(try server.get("/v1/deliveries?state=lost").status == 422)
+            let metrics = try server.get("/metrics").text
+            #expect(metrics.contains(#"gatehouse_deliveries_total{receiver="audit",outcome="delivered"} 7"#) || metrics.contains(#"gatehouse_deliveries_total{outcome="delivered",receiver="audit"} 7"#))
+            #expect(metrics.contains("gatehouse_delivery_latency_seconds"))
+            #expect(metrics.contains("gatehouse_outbox_depth"))
         }
-        #expect(rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5)
-        let attempts = try sink.received("/ratelimit-10")
-        let refused = attempts.filter { $0.time - attempts[0].time < 10 }
-        // Paced by Retry-After: about one attempt a second while refused, never a storm.
-        #expect(refused.count <= 20, "\(refused.count) attempts while rate limited")
-        #expect(attempts.last.map { $0.time - attempts[0].time >= 9.5 } == true)
-        let gone = rows.filter { $0["receiver"] == .string("gone") }
-        #expect(gone.count == 5 && gone.allSatisfy { $0["state"] == .string("dead") && $0["attempts"] == .int(1) && $0["last_status"] == .int(404) })
-        #expect(gone.allSatisfy { $0["response_body"] == .string("error 404") })
-        #expect(rows.filter { $0["receiver"] == .string("backup") }.allSatisfy { $0["fallback_of"] != .null })
-
-        // A dead delivery can be retried by hand; it dies again against a 404.
-        let deadID = try #require(gone.first?["id"]?.stringValue)
-        let retried = try server.post("/v1/deliveries/\(deadID)/retry", "")
-        #expect(retried.status == 202)
-        _ = try server.waitForDeliveries { rows in rows.contains { $0["id"] == .string(deadID) && $0["attempts"] == .int(2) } }
-        #expect(try server.post("/v1/deliveries/\(try #require(healthy.first?.headers["webhook-id"]))/retry", "").status == 409)
-        #expect(try server.post("/v1/deliveries/msg_nope/retry", "").status == 404)
     }
 
-    @Test func retriesKeepTheirWebhookIDAndSurviveKillDashNine() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = config(dir, """
-            receivers:
-              - name: flaky
-                webhook: { url: \(sink.url("/flaky-3/hook")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
-            route: { receiver: flaky }
-            """)
-        let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
-        #expect(try server.post("/v1/events", #"{"id":"k1","type":"run.failed","pipeline":"p"}"#).status == 202)
-        // First attempt fails (500); kill the server before the retry is due.
-        let first = try sink.wait(for: 1, at: "/flaky-3")
-        #expect(first.count == 1)
-        // Once its outcome is on record (else the restart would find it due at once, and the
-        // spacing below would measure the race, not the back-off).
-        _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
-        server.kill()
-        let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
-        let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.first?["state"] == .string("delivered") }
-        #expect(rows.count == 1)
-        #expect(rows.first?["state"] == .string("delivered"))
-        #expect(rows.first?["attempts"].flatMap { $0.doubleValue }.map { $0 >= 3 } == true)
-        let all = try sink.received("/flaky-3")
-        #expect(all.count == 4)
-        // The same message every time: same webhook-id, same body.
-        #expect(Set(all.compactMap { $0.headers["webhook-id"] }).count == 1)
-        #expect(Set(all.map(\.body)).count == 1)
-        // Backoff spaced the attempts out.
-        let gaps = zip(all.dropFirst(), all).map { $0.time - $1.time }
-        #expect(gaps.allSatisfy { $0 >= 0.5 }, "\(gaps)")
+    @Test func rateLimitedReceiverGetsEverythingPacedAndADeadOneDelaysNobody() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: limited
+                    webhook: { url: \(sink.url("/ratelimit-10/limited")) }
+                  - name: gone
+                    webhook: { url: \(sink.url("/status-404/gone")) }
+                  - name: healthy
+                    webhook: { url: \(sink.url("/ok/healthy")) }
+                  - name: backup
+                    webhook: { url: \(sink.url("/ok/backup")) }
+                route:
+                  receiver: healthy
+                  group_by: ['...']
+                  routes:
+                    - matchers: ['pipeline="p"']
+                      receiver: limited
+                      continue: true
+                    - matchers: ['pipeline="p"']
+                      receiver: gone
+                      fallback: backup
+                      continue: true
+                    - matchers: ['pipeline="p"']
+                      receiver: healthy
+                """ }
+            let start = Date().timeIntervalSince1970
+            let batch = (0..<5).map { #"{"id":"p\#($0)","type":"a.b","pipeline":"p"}"# }.joined(separator: ",")
+            #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
+
+            // The healthy receiver is served at once, while the others fail.
+            let healthy = try sink.wait(for: 5, at: "/ok/healthy", timeout: 5)
+            #expect(healthy.count == 5)
+            // Held up, it would wait for the 10 s of 429s; the margin absorbs a loaded CI machine.
+            #expect(healthy.allSatisfy { $0.time - start < 5.0 }, "healthy receiver was held up")
+            // 404 is final: one attempt each, then the fallback receiver gets the message.
+            let backup = try sink.wait(for: 5, at: "/ok/backup", timeout: 5)
+            #expect(backup.count == 5)
+            #expect(try sink.received("/status-404").count == 5)
+            // 429 for 10 s with Retry-After: 1 — everything arrives afterwards, and the receiver is
+            // not hammered meanwhile.
+            let rows = try server.waitForDeliveries(timeout: 30) { rows in
+                rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5
+            }
+            #expect(rows.filter { $0["receiver"] == .string("limited") && $0["state"] == .string("delivered") }.count == 5)
+            let attempts = try sink.received("/ratelimit-10")
+            let refused = attempts.filter { $0.time - attempts[0].time < 10 }
+            // Paced by Retry-After: about one attempt a second while refused, never a storm.
+            #expect(refused.count <= 20, "\(refused.count) attempts while rate limited")
+            #expect(attempts.last.map { $0.time - attempts[0].time >= 9.5 } == true)
+            let gone = rows.filter { $0["receiver"] == .string("gone") }
+            #expect(gone.count == 5 && gone.allSatisfy { $0["state"] == .string("dead") && $0["attempts"] == .int(1) && $0["last_status"] == .int(404) })
+            #expect(gone.allSatisfy { $0["response_body"] == .string("error 404") })
+            #expect(rows.filter { $0["receiver"] == .string("backup") }.allSatisfy { $0["fallback_of"] != .null })
+
+            // A dead delivery can be retried by hand; it dies again against a 404.
+            let deadID = try #require(gone.first?["id"]?.stringValue)
+            let retried = try server.post("/v1/deliveries/\(deadID)/retry", "")
+            #expect(retried.status == 202)
+            _ = try server.waitForDeliveries { rows in rows.contains { $0["id"] == .string(deadID) && $0["attempts"] == .int(2) } }
+            #expect(try server.post("/v1/deliveries/\(try #require(healthy.first?.headers["webhook-id"]))/retry", "").status == 409)
+            #expect(try server.post("/v1/deliveries/msg_nope/retry", "").status == 404)
+        }
     }
 
-    @Test func inhibitionMutesTheStepFailuresOfAFailedRun() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: team
-                webhook: { url: \(sink.url("/ok/team")) }
-            route:
-              receiver: team
-              group_by: ['...']
-              group_wait: 1s
-            inhibit_rules:
-              - source_matchers: ['type="run.failed"']
-                target_matchers: ['type="step.failed"']
-                equal: [pipeline, run]
-            """ }
-        _ = try server.post("/v1/events", #"[{"id":"s1","type":"step.failed","pipeline":"p","run":"r1","step":"a"},{"id":"s2","type":"step.failed","pipeline":"p","run":"r2","step":"a"}]"#)
-        _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"p","run":"r1"}"#)
-        let rows = try server.waitForDeliveries { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") } }
-        let byEvent = Dictionary(uniqueKeysWithValues: rows.map { ($0["event_cursor"]!.stringValue!, $0) })
-        #expect(byEvent["1"]?["state"] == .string("muted"))
-        #expect(byEvent["1"]?["last_error"]?.stringValue?.contains("inhibited") == true)
-        #expect(byEvent["2"]?["state"] == .string("delivered"))
-        #expect(byEvent["3"]?["state"] == .string("delivered"))
-        #expect(try sink.wait(for: 2, at: "/ok/team").count == 2)
+    @Test func retriesKeepTheirWebhookIDAndSurviveKillDashNine() async throws {
+        try await offThePool {
+            let sink = try Sink()
+            let dir = TempDir()
+            let cfg = config(dir, """
+                receivers:
+                  - name: flaky
+                    webhook: { url: \(sink.url("/flaky-3/hook")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+                route: { receiver: flaky }
+                """)
+            let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
+            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
+            #expect(try server.post("/v1/events", #"{"id":"k1","type":"run.failed","pipeline":"p"}"#).status == 202)
+            // First attempt fails (500); kill the server before the retry is due.
+            let first = try sink.wait(for: 1, at: "/flaky-3")
+            #expect(first.count == 1)
+            // Once its outcome is on record (else the restart would find it due at once, and the
+            // spacing below would measure the race, not the back-off).
+            _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
+            server.kill()
+            let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+            let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.first?["state"] == .string("delivered") }
+            #expect(rows.count == 1)
+            #expect(rows.first?["state"] == .string("delivered"))
+            #expect(rows.first?["attempts"].flatMap { $0.doubleValue }.map { $0 >= 3 } == true)
+            let all = try sink.received("/flaky-3")
+            #expect(all.count == 4)
+            // The same message every time: same webhook-id, same body.
+            #expect(Set(all.compactMap { $0.headers["webhook-id"] }).count == 1)
+            #expect(Set(all.map(\.body)).count == 1)
+            // Backoff spaced the attempts out.
+            let gaps = zip(all.dropFirst(), all).map { $0.time - $1.time }
+            #expect(gaps.allSatisfy { $0 >= 0.5 }, "\(gaps)")
+        }
     }
 
-    @Test func aReceiverThatKeepsFailingIsGivenUpAtMaxAge() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: broken
-                max_age: 2s
-                webhook: { url: \(sink.url("/status-503/broken")) }
-            route: { receiver: broken }
-            """ }
-        _ = try server.post("/v1/events", #"{"id":"g1","type":"run.failed","pipeline":"p"}"#)
-        let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.first?["state"] == .string("dead") }
-        #expect(rows.first?["state"] == .string("dead"))
-        #expect(rows.first?["last_error"]?.stringValue?.hasPrefix("gave up after") == true)
-        let attempts = try sink.received("/status-503")
-        #expect(attempts.count >= 2 && attempts.count <= 4, "\(attempts.count) attempts within max_age 2s")
+    @Test func inhibitionMutesTheStepFailuresOfAFailedRun() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/ok/team")) }
+                route:
+                  receiver: team
+                  group_by: ['...']
+                  group_wait: 1s
+                inhibit_rules:
+                  - source_matchers: ['type="run.failed"']
+                    target_matchers: ['type="step.failed"']
+                    equal: [pipeline, run]
+                """ }
+            _ = try server.post("/v1/events", #"[{"id":"s1","type":"step.failed","pipeline":"p","run":"r1","step":"a"},{"id":"s2","type":"step.failed","pipeline":"p","run":"r2","step":"a"}]"#)
+            _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"p","run":"r1"}"#)
+            let rows = try server.waitForDeliveries { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") } }
+            let byEvent = Dictionary(uniqueKeysWithValues: rows.map { ($0["event_cursor"]!.stringValue!, $0) })
+            #expect(byEvent["1"]?["state"] == .string("muted"))
+            #expect(byEvent["1"]?["last_error"]?.stringValue?.contains("inhibited") == true)
+            #expect(byEvent["2"]?["state"] == .string("delivered"))
+            #expect(byEvent["3"]?["state"] == .string("delivered"))
+            #expect(try sink.wait(for: 2, at: "/ok/team").count == 2)
+        }
+    }
+
+    @Test func aReceiverThatKeepsFailingIsGivenUpAtMaxAge() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: broken
+                    max_age: 2s
+                    webhook: { url: \(sink.url("/status-503/broken")) }
+                route: { receiver: broken }
+                """ }
+            _ = try server.post("/v1/events", #"{"id":"g1","type":"run.failed","pipeline":"p"}"#)
+            let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.first?["state"] == .string("dead") }
+            #expect(rows.first?["state"] == .string("dead"))
+            #expect(rows.first?["last_error"]?.stringValue?.hasPrefix("gave up after") == true)
+            let attempts = try sink.received("/status-503")
+            #expect(attempts.count >= 2 && attempts.count <= 4, "\(attempts.count) attempts within max_age 2s")
+        }
     }
 
     /// Alertmanager's grouping: events of one group within group_wait go out as one digest;
     /// after a flush, the group's next events wait for group_interval.
-    @Test func groupsBecomeDigestsPacedByGroupInterval() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: team
-                webhook: { url: \(sink.url("/ok/team")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
-            route:
-              receiver: team
-              group_by: [pipeline, run]
-              group_wait: 1s
-              group_interval: 3s
-            """ }
-        let start = Date().timeIntervalSince1970
-        _ = try server.post("/v1/events", #"[{"id":"a1","type":"step.failed","pipeline":"train","run":"r1","step":"fit"},{"id":"b1","type":"run.started","pipeline":"train","run":"r2"}]"#)
-        _ = try server.post("/v1/events", #"{"id":"a2","type":"step.retried","pipeline":"train","run":"r1","step":"fit"}"#)
-        _ = try server.post("/v1/events", #"{"id":"a3","type":"run.failed","pipeline":"train","run":"r1"}"#)
-        let first = try sink.wait(for: 2, at: "/ok/team")
-        #expect(first.count == 2)
-        // Nothing before group_wait.
-        #expect(first.allSatisfy { $0.time - start >= 0.9 }, "\(first.map { $0.time - start })")
-        let digest = try #require(first.first { $0.json["kind"] == .string("digest") })
-        #expect(digest.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["a1", "a2", "a3"])
-        let single = try #require(first.first { $0.json["kind"] == .string("event") })
-        #expect(single.json["events"]?.arrayValue?.count == 1)
+    @Test func groupsBecomeDigestsPacedByGroupInterval() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/ok/team")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+                route:
+                  receiver: team
+                  group_by: [pipeline, run]
+                  group_wait: 1s
+                  group_interval: 3s
+                """ }
+            let start = Date().timeIntervalSince1970
+            _ = try server.post("/v1/events", #"[{"id":"a1","type":"step.failed","pipeline":"train","run":"r1","step":"fit"},{"id":"b1","type":"run.started","pipeline":"train","run":"r2"}]"#)
+            _ = try server.post("/v1/events", #"{"id":"a2","type":"step.retried","pipeline":"train","run":"r1","step":"fit"}"#)
+            _ = try server.post("/v1/events", #"{"id":"a3","type":"run.failed","pipeline":"train","run":"r1"}"#)
+            let first = try sink.wait(for: 2, at: "/ok/team")
+            #expect(first.count == 2)
+            // Nothing before group_wait.
+            #expect(first.allSatisfy { $0.time - start >= 0.9 }, "\(first.map { $0.time - start })")
+            let digest = try #require(first.first { $0.json["kind"] == .string("digest") })
+            #expect(digest.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["a1", "a2", "a3"])
+            let single = try #require(first.first { $0.json["kind"] == .string("event") })
+            #expect(single.json["events"]?.arrayValue?.count == 1)
 
-        var rows = try server.waitForDeliveries { rows in rows.count == 4 && rows.allSatisfy { $0["state"] == .string("delivered") } }
-        let r1 = rows.filter { $0["group_key"]?.stringValue?.contains("run=r1") == true }
-        #expect(r1.count == 3)
-        #expect(Set(r1.compactMap { $0["batch_id"]?.stringValue }).count == 1)
-        #expect(digest.headers["webhook-id"] == r1.first?["batch_id"]?.stringValue)
+            var rows = try server.waitForDeliveries { rows in rows.count == 4 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            let r1 = rows.filter { $0["group_key"]?.stringValue?.contains("run=r1") == true }
+            #expect(r1.count == 3)
+            #expect(Set(r1.compactMap { $0["batch_id"]?.stringValue }).count == 1)
+            #expect(digest.headers["webhook-id"] == r1.first?["batch_id"]?.stringValue)
 
-        // The group flushed: its next event waits for group_interval after that flush.
-        let flushedAt = digest.time
-        _ = try server.post("/v1/events", #"{"id":"a4","type":"run.started","pipeline":"train","run":"r1"}"#)
-        let later = try sink.wait(for: 3, at: "/ok/team", timeout: 10)
-        #expect(later.count == 3)
-        if later.count == 3 {
-            #expect(later[2].time - flushedAt >= 2.8, "sent \(later[2].time - flushedAt)s after the flush")
-            #expect(later[2].json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("a4"))
+            // The group flushed: its next event waits for group_interval after that flush.
+            let flushedAt = digest.time
+            _ = try server.post("/v1/events", #"{"id":"a4","type":"run.started","pipeline":"train","run":"r1"}"#)
+            let later = try sink.wait(for: 3, at: "/ok/team", timeout: 10)
+            #expect(later.count == 3)
+            if later.count == 3 {
+                #expect(later[2].time - flushedAt >= 2.8, "sent \(later[2].time - flushedAt)s after the flush")
+                #expect(later[2].json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("a4"))
+            }
+            rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(rows.count == 5)
         }
-        rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
-        #expect(rows.count == 5)
     }
 
     /// A digest whose first event is silenced is named after its first live event, and its
     /// retry carries the same events under the same webhook-id.
-    @Test func aRetriedDigestIsTheSameMessage() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: team
-                webhook: { url: \(sink.url("/flaky-1/team")) }
-            route: { receiver: team, group_by: [pipeline], group_wait: 1s }
-            """ }
-        #expect(try server.post("/v1/silences", #"{"matchers":["step=\"a\""],"duration":"1h"}"#).status == 201)
-        _ = try server.post("/v1/events", #"[{"id":"x1","type":"step.failed","pipeline":"p","step":"a"},{"id":"x2","type":"step.failed","pipeline":"p","step":"b"},{"id":"x3","type":"step.failed","pipeline":"p","step":"c"}]"#)
-        let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") && $0["state"] != .string("failed") } }
-        let byCursor = Dictionary(uniqueKeysWithValues: rows.map { ($0["event_cursor"]!.stringValue!, $0) })
-        #expect(byCursor["1"]?["state"] == .string("muted"))
-        #expect(byCursor["2"]?["state"] == .string("delivered"))
-        #expect(byCursor["3"]?["state"] == .string("delivered"))
-        #expect(byCursor["2"]?["attempts"] == .int(2))
-        #expect(byCursor["2"]?["batch_id"] == byCursor["2"]?["id"])
-        #expect(byCursor["3"]?["batch_id"] == byCursor["2"]?["id"])
-        let sent = try sink.received("/flaky-1")
-        #expect(sent.count == 2)
-        #expect(Set(sent.compactMap { $0.headers["webhook-id"] }) == Set([byCursor["2"]?["id"]?.stringValue].compactMap { $0 }))
-        #expect(Set(sent.map(\.body)).count == 1)
-        #expect(sent.first?.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["x2", "x3"])
+    @Test func aRetriedDigestIsTheSameMessage() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/flaky-1/team")) }
+                route: { receiver: team, group_by: [pipeline], group_wait: 1s }
+                """ }
+            #expect(try server.post("/v1/silences", #"{"matchers":["step=\"a\""],"duration":"1h"}"#).status == 201)
+            _ = try server.post("/v1/events", #"[{"id":"x1","type":"step.failed","pipeline":"p","step":"a"},{"id":"x2","type":"step.failed","pipeline":"p","step":"b"},{"id":"x3","type":"step.failed","pipeline":"p","step":"c"}]"#)
+            let rows = try server.waitForDeliveries(timeout: 15) { rows in rows.count == 3 && rows.allSatisfy { $0["state"] != .string("pending") && $0["state"] != .string("failed") } }
+            let byCursor = Dictionary(uniqueKeysWithValues: rows.map { ($0["event_cursor"]!.stringValue!, $0) })
+            #expect(byCursor["1"]?["state"] == .string("muted"))
+            #expect(byCursor["2"]?["state"] == .string("delivered"))
+            #expect(byCursor["3"]?["state"] == .string("delivered"))
+            #expect(byCursor["2"]?["attempts"] == .int(2))
+            #expect(byCursor["2"]?["batch_id"] == byCursor["2"]?["id"])
+            #expect(byCursor["3"]?["batch_id"] == byCursor["2"]?["id"])
+            let sent = try sink.received("/flaky-1")
+            #expect(sent.count == 2)
+            #expect(Set(sent.compactMap { $0.headers["webhook-id"] }) == Set([byCursor["2"]?["id"]?.stringValue].compactMap { $0 }))
+            #expect(Set(sent.map(\.body)).count == 1)
+            #expect(sent.first?.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } == ["x2", "x3"])
+        }
     }
 
     /// send_resolved: after a receiver heard of a failure in a pipeline, the pipeline's next
     /// successful run is announced to it once as "resolved".
-    @Test func sendResolvedAnnouncesTheRecoveryOnce() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: team
-                send_resolved: true
-                webhook: { url: \(sink.url("/ok/team")) }
-              - name: other
-                webhook: { url: \(sink.url("/ok/other")) }
-            route:
-              receiver: other
-              group_by: ['...']
-              routes:
-                - matchers: ['type=~".*failed"']
-                  receiver: team
-            """ }
-        _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1"}"#)
-        #expect(try sink.wait(for: 1, at: "/ok/team").count == 1)
-        _ = try server.post("/v1/events", #"[{"id":"s2","type":"run.succeeded","pipeline":"train","run":"r2"},{"id":"s3","type":"run.succeeded","pipeline":"train","run":"r3"},{"id":"e1","type":"run.succeeded","pipeline":"etl","run":"x"}]"#)
-        let team = try sink.wait(for: 2, at: "/ok/team")
-        #expect(try sink.wait(for: 3, at: "/ok/other").count == 3)
-        Thread.sleep(forTimeInterval: 0.5)
-        #expect(try sink.received("/ok/team").count == 2)
-        let resolved = try #require(team.last)
-        #expect(resolved.json["kind"] == .string("resolved"))
-        #expect(resolved.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("s2"))
-        let rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
-        #expect(rows.filter { $0["kind"] == .string("resolved") }.count == 1)
+    @Test func sendResolvedAnnouncesTheRecoveryOnce() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    send_resolved: true
+                    webhook: { url: \(sink.url("/ok/team")) }
+                  - name: other
+                    webhook: { url: \(sink.url("/ok/other")) }
+                route:
+                  receiver: other
+                  group_by: ['...']
+                  routes:
+                    - matchers: ['type=~".*failed"']
+                      receiver: team
+                """ }
+            _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1"}"#)
+            #expect(try sink.wait(for: 1, at: "/ok/team").count == 1)
+            _ = try server.post("/v1/events", #"[{"id":"s2","type":"run.succeeded","pipeline":"train","run":"r2"},{"id":"s3","type":"run.succeeded","pipeline":"train","run":"r3"},{"id":"e1","type":"run.succeeded","pipeline":"etl","run":"x"}]"#)
+            let team = try sink.wait(for: 2, at: "/ok/team")
+            #expect(try sink.wait(for: 3, at: "/ok/other").count == 3)
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try sink.received("/ok/team").count == 2)
+            let resolved = try #require(team.last)
+            #expect(resolved.json["kind"] == .string("resolved"))
+            #expect(resolved.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("s2"))
+            let rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(rows.filter { $0["kind"] == .string("resolved") }.count == 1)
+        }
     }
 
     /// A receiver that never answers times out, is retried and finally given up, while a
     /// healthy one is served at once.
-    @Test func aHangingReceiverTimesOutWithoutDelayingOthers() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: stuck
-                timeout: 4s
-                max_age: 8s
-                webhook: { url: \(sink.url("/hang/stuck")) }
-              - name: healthy
-                webhook: { url: \(sink.url("/ok/healthy")) }
-            route:
-              receiver: healthy
-              group_by: ['...']
-              routes:
-                - receiver: stuck
-                  continue: true
-                - receiver: healthy
-            """ }
-        let start = Date().timeIntervalSince1970
-        _ = try server.post("/v1/events", "[" + (0..<3).map { #"{"id":"h\#($0)","type":"run.failed","pipeline":"p"}"# }.joined(separator: ",") + "]")
-        let healthy = try sink.wait(for: 3, at: "/ok/healthy", timeout: 5)
-        #expect(healthy.count == 3)
-        // Queued behind the stuck receiver it would wait at least its 4 s timeout.
-        #expect(healthy.allSatisfy { $0.time - start < 3.5 })
-        let rows = try server.waitForDeliveries(timeout: 20) { rows in rows.filter { $0["receiver"] == .string("stuck") }.allSatisfy { $0["state"] == .string("dead") } }
-        let stuck = rows.filter { $0["receiver"] == .string("stuck") }
-        #expect(stuck.count == 3)
-        #expect(stuck.allSatisfy { $0["state"] == .string("dead") && ($0["last_error"]?.stringValue?.contains("timed out") ?? false) })
-        #expect(stuck.allSatisfy { ($0["attempts"]?.doubleValue ?? 0) >= 1 })
-        // Once it had failed, the receiver was probed one delivery at a time: the three first
-        // sends and a probe, not three deliveries retrying each on its own.
-        #expect(try sink.received("/hang").count <= 5)
+    @Test func aHangingReceiverTimesOutWithoutDelayingOthers() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: stuck
+                    timeout: 4s
+                    max_age: 8s
+                    webhook: { url: \(sink.url("/hang/stuck")) }
+                  - name: healthy
+                    webhook: { url: \(sink.url("/ok/healthy")) }
+                route:
+                  receiver: healthy
+                  group_by: ['...']
+                  routes:
+                    - receiver: stuck
+                      continue: true
+                    - receiver: healthy
+                """ }
+            let start = Date().timeIntervalSince1970
+            _ = try server.post("/v1/events", "[" + (0..<3).map { #"{"id":"h\#($0)","type":"run.failed","pipeline":"p"}"# }.joined(separator: ",") + "]")
+            let healthy = try sink.wait(for: 3, at: "/ok/healthy", timeout: 5)
+            #expect(healthy.count == 3)
+            // Queued behind the stuck receiver it would wait at least its 4 s timeout.
+            #expect(healthy.allSatisfy { $0.time - start < 3.5 })
+            let rows = try server.waitForDeliveries(timeout: 20) { rows in rows.filter { $0["receiver"] == .string("stuck") }.allSatisfy { $0["state"] == .string("dead") } }
+            let stuck = rows.filter { $0["receiver"] == .string("stuck") }
+            #expect(stuck.count == 3)
+            #expect(stuck.allSatisfy { $0["state"] == .string("dead") && ($0["last_error"]?.stringValue?.contains("timed out") ?? false) })
+            #expect(stuck.allSatisfy { ($0["attempts"]?.doubleValue ?? 0) >= 1 })
+            // Once it had failed, the receiver was probed one delivery at a time: the three first
+            // sends and a probe, not three deliveries retrying each on its own.
+            #expect(try sink.received("/hang").count <= 5)
+        }
     }
 
     /// repeat_interval: while a pipeline keeps failing, its receiver is reminded; a successful
     /// run ends the reminders.
-    @Test func repeatIntervalRemindsUntilThePipelineRecovers() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: team
-                webhook: { url: \(sink.url("/ok/team")) }
-            route:
-              receiver: team
-              group_by: ['...']
-              repeat_interval: 1500ms
-              routes:
-                - matchers: ['type=~".*failed"']
+    @Test func repeatIntervalRemindsUntilThePipelineRecovers() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/ok/team")) }
+                route:
                   receiver: team
-                - matchers: ['type="never"']
-                  receiver: team
-            """ }
-        _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1","summary":"OOM"}"#)
-        let got = try sink.wait(for: 3, at: "/ok/team", timeout: 8)
-        #expect(got.count >= 3)
-        #expect(got.first?.json["kind"] == .string("event"))
-        let reminders = got.dropFirst()
-        #expect(reminders.allSatisfy { $0.json["kind"] == .string("repeat") && $0.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("f1") })
-        if got.count >= 3 {
-            #expect(got[1].time - got[0].time >= 1.3, "first reminder after \(got[1].time - got[0].time)s")
+                  group_by: ['...']
+                  repeat_interval: 1500ms
+                  routes:
+                    - matchers: ['type=~".*failed"']
+                      receiver: team
+                    - matchers: ['type="never"']
+                      receiver: team
+                """ }
+            _ = try server.post("/v1/events", #"{"id":"f1","type":"run.failed","pipeline":"train","run":"r1","summary":"OOM"}"#)
+            let got = try sink.wait(for: 3, at: "/ok/team", timeout: 8)
+            #expect(got.count >= 3)
+            #expect(got.first?.json["kind"] == .string("event"))
+            let reminders = got.dropFirst()
+            #expect(reminders.allSatisfy { $0.json["kind"] == .string("repeat") && $0.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("f1") })
+            if got.count >= 3 {
+                #expect(got[1].time - got[0].time >= 1.3, "first reminder after \(got[1].time - got[0].time)s")
+            }
+            // A successful run ends the reminders (the success itself is routed to the root).
+            _ = try server.post("/v1/events", #"{"id":"s1","type":"run.succeeded","pipeline":"train","run":"r2"}"#)
+            Thread.sleep(forTimeInterval: 0.5)
+            let settled = try sink.received("/ok/team").count
+            Thread.sleep(forTimeInterval: 3.2)
+            #expect(try sink.received("/ok/team").count == settled)
         }
-        // A successful run ends the reminders (the success itself is routed to the root).
-        _ = try server.post("/v1/events", #"{"id":"s1","type":"run.succeeded","pipeline":"train","run":"r2"}"#)
-        Thread.sleep(forTimeInterval: 0.5)
-        let settled = try sink.received("/ok/team").count
-        Thread.sleep(forTimeInterval: 3.2)
-        #expect(try sink.received("/ok/team").count == settled)
     }
 
     /// A receiver that is down is paused as a whole and probed about once per back-off step,
     /// not hit by every pending delivery on its own schedule; when it comes back, its backlog
     /// goes at once, oldest first, and nothing is lost. The deliveries API and /metrics show
     /// its state, and the dispatcher's in-memory maps are back to empty afterwards.
-    @Test func aFailingReceiverIsPausedNotHammeredAndDrainsWhenBack() throws {
-        let (sink, server) = try deliveringServer { sink in """
-            receivers:
-              - name: down
-                webhook: { url: \(sink.url("/down-6/hook")) }
-            route:
-              receiver: down
-              group_by: ['...']
-            """ }
-        // The first event finds the receiver failing…
-        #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
-        #expect(try sink.wait(for: 1, at: "/down-6").count == 1)
-        var state: JSONObject?
-        let holding = Date().addingTimeInterval(15)
-        repeat {
-            state = try server.json("/v1/deliveries")["receivers"]?.objectValue?["down"]?.objectValue
-            if state?["state"] == .string("backing_off") { break }
-            Thread.sleep(forTimeInterval: 0.05)
-        } while Date() < holding
-        #expect(state?["state"] == .string("backing_off"))
-        #expect(state?["until"]?.stringValue != nil)
-        #expect(try server.get("/metrics").text.contains(#"gatehouse_receiver_state{receiver="down",state="backing_off"} 1"#))
-        // …then a backlog of 30 more arrives while it is down.
-        let batch = (1...30).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
-        #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
-        // Everything arrives once the receiver is back.
-        let rows = try server.waitForDeliveries(timeout: 40) { rows in rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") } }
-        #expect(rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") })
-        let attempts = try sink.received("/down-6")
-        let first = try #require(attempts.first?.time)
-        let whileDown = attempts.filter { $0.time - first < 6 }
-        // Probes at about 1, 3 (and maybe 7) s: a handful, where per-delivery retries of 31
-        // rows would have made dozens.
-        #expect(whileDown.count <= 6, "\(whileDown.count) requests while the receiver was down")
-        // Every delivery went exactly once after the outage (the order in which the backlog is
-        // taken is OutboxTests.aRecoveredReceiversBacklogIsDueAgainOldestFirst).
-        #expect(attempts.filter { $0.time - first >= 6 }.count == 31)
-        #expect(try server.json("/v1/deliveries")["receivers"]?.objectValue?["down"]?.objectValue?["state"] == .string("ok"))
-        // The dispatcher forgot everything it tracked for this work.
-        let deadline = Date().addingTimeInterval(10)
-        var tracked: [Substring] = []
-        repeat {
-            tracked = try server.get("/metrics").text.split(separator: "\n").filter { $0.hasPrefix("gatehouse_dispatcher_tracked{") }
-            if !tracked.isEmpty && tracked.allSatisfy({ Double($0.split(separator: " ").last ?? "") == 0 }) { break }
-            Thread.sleep(forTimeInterval: 0.1)
-        } while Date() < deadline
-        #expect(!tracked.isEmpty && tracked.allSatisfy { Double($0.split(separator: " ").last ?? "") == 0 }, "\(tracked)")
+    @Test func aFailingReceiverIsPausedNotHammeredAndDrainsWhenBack() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: down
+                    webhook: { url: \(sink.url("/down-6/hook")) }
+                route:
+                  receiver: down
+                  group_by: ['...']
+                """ }
+            // The first event finds the receiver failing…
+            #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
+            #expect(try sink.wait(for: 1, at: "/down-6").count == 1)
+            var state: JSONObject?
+            let holding = Date().addingTimeInterval(15)
+            repeat {
+                state = try server.json("/v1/deliveries")["receivers"]?.objectValue?["down"]?.objectValue
+                if state?["state"] == .string("backing_off") { break }
+                Thread.sleep(forTimeInterval: 0.05)
+            } while Date() < holding
+            #expect(state?["state"] == .string("backing_off"))
+            #expect(state?["until"]?.stringValue != nil)
+            #expect(try server.get("/metrics").text.contains(#"gatehouse_receiver_state{receiver="down",state="backing_off"} 1"#))
+            // …then a backlog of 30 more arrives while it is down.
+            let batch = (1...30).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
+            #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
+            // Everything arrives once the receiver is back.
+            let rows = try server.waitForDeliveries(timeout: 40) { rows in rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") })
+            let attempts = try sink.received("/down-6")
+            let first = try #require(attempts.first?.time)
+            let whileDown = attempts.filter { $0.time - first < 6 }
+            // Probes at about 1, 3 (and maybe 7) s: a handful, where per-delivery retries of 31
+            // rows would have made dozens.
+            #expect(whileDown.count <= 6, "\(whileDown.count) requests while the receiver was down")
+            // Every delivery went exactly once after the outage (the order in which the backlog is
+            // taken is OutboxTests.aRecoveredReceiversBacklogIsDueAgainOldestFirst).
+            #expect(attempts.filter { $0.time - first >= 6 }.count == 31)
+            #expect(try server.json("/v1/deliveries")["receivers"]?.objectValue?["down"]?.objectValue?["state"] == .string("ok"))
+            // The dispatcher forgot everything it tracked for this work.
+            let deadline = Date().addingTimeInterval(10)
+            var tracked: [Substring] = []
+            repeat {
+                tracked = try server.get("/metrics").text.split(separator: "\n").filter { $0.hasPrefix("gatehouse_dispatcher_tracked{") }
+                if !tracked.isEmpty && tracked.allSatisfy({ Double($0.split(separator: " ").last ?? "") == 0 }) { break }
+                Thread.sleep(forTimeInterval: 0.1)
+            } while Date() < deadline
+            #expect(!tracked.isEmpty && tracked.allSatisfy { Double($0.split(separator: " ").last ?? "") == 0 }, "\(tracked)")
+        }
     }
 }

@@ -7,115 +7,121 @@ import Testing
 struct DurabilityTests {
     /// kill -9 while events are being acknowledged under load; every acknowledged event must be
     /// there exactly once after a restart on the same file.
-    @Test func everyAcknowledgedEventSurvivesKillDashNine() throws {
-        let dir = TempDir()
-        let server = try ServerProcess(dir: dir)
-        let url = server.url
-        let acknowledged = AckLog()
-        let writers = 8
-        let group = DispatchGroup()
-        for w in 0..<writers {
-            group.enter()
-            Thread.detachNewThread {
-                defer { group.leave() }
-                let client = HTTPClient(connectTimeout: 1, timeout: 5)
-                var i = 0
-                while true {
-                    // Mix single events and batches; ids are unique per writer and sequence.
-                    let size = i % 3 == 0 ? 10 : 1
-                    let ids = (0..<size).map { "w\(w)-\(i)-\($0)" }
-                    let body = "[" + ids.map { #"{"id":"\#($0)","type":"step.started","pipeline":"crash","run":"w\#(w)"}"# }.joined(separator: ",") + "]"
-                    guard let r = try? client.send(method: "POST", url: url + "/v1/events", headers: ["Content-Type": "application/json"], body: Array(body.utf8)) else { return }
-                    if r.status == 202 { acknowledged.add(ids) }
-                    i += 1
+    @Test func everyAcknowledgedEventSurvivesKillDashNine() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir)
+            let url = server.url
+            let acknowledged = AckLog()
+            let writers = 8
+            let group = DispatchGroup()
+            for w in 0..<writers {
+                group.enter()
+                Thread.detachNewThread {
+                    defer { group.leave() }
+                    let client = HTTPClient(connectTimeout: 1, timeout: 5)
+                    var i = 0
+                    while true {
+                        // Mix single events and batches; ids are unique per writer and sequence.
+                        let size = i % 3 == 0 ? 10 : 1
+                        let ids = (0..<size).map { "w\(w)-\(i)-\($0)" }
+                        let body = "[" + ids.map { #"{"id":"\#($0)","type":"step.started","pipeline":"crash","run":"w\#(w)"}"# }.joined(separator: ",") + "]"
+                        guard let r = try? client.send(method: "POST", url: url + "/v1/events", headers: ["Content-Type": "application/json"], body: Array(body.utf8)) else { return }
+                        if r.status == 202 { acknowledged.add(ids) }
+                        i += 1
+                    }
                 }
             }
-        }
-        Thread.sleep(forTimeInterval: 1.5)
-        server.kill()
-        group.wait()
-        let acked = acknowledged.all
-        #expect(acked.count > 100, "too little load to mean anything: \(acked.count)")
+            Thread.sleep(forTimeInterval: 1.5)
+            server.kill()
+            group.wait()
+            let acked = acknowledged.all
+            #expect(acked.count > 100, "too little load to mean anything: \(acked.count)")
 
-        let restarted = try ServerProcess(dir: dir, db: server.db)
-        let stored = try restarted.allEvents("pipeline=crash").map { $0["id"]!.stringValue! }
-        let storedSet = Set(stored)
-        #expect(stored.count == storedSet.count, "an event was stored twice")
-        let missing = acked.filter { !storedSet.contains($0) }
-        #expect(missing.isEmpty, "\(missing.count) acknowledged events lost, e.g. \(missing.prefix(5))")
-        // Runs were updated in the same transactions as their events.
-        let runs = try restarted.json("/v1/runs?pipeline=crash")["runs"]?.arrayValue ?? []
-        let counted = runs.compactMap { $0.objectValue?["events"]?.doubleValue }.reduce(0, +)
-        #expect(Int(counted) == stored.count)
+            let restarted = try ServerProcess(dir: dir, db: server.db)
+            let stored = try restarted.allEvents("pipeline=crash").map { $0["id"]!.stringValue! }
+            let storedSet = Set(stored)
+            #expect(stored.count == storedSet.count, "an event was stored twice")
+            let missing = acked.filter { !storedSet.contains($0) }
+            #expect(missing.isEmpty, "\(missing.count) acknowledged events lost, e.g. \(missing.prefix(5))")
+            // Runs were updated in the same transactions as their events.
+            let runs = try restarted.json("/v1/runs?pipeline=crash")["runs"]?.arrayValue ?? []
+            let counted = runs.compactMap { $0.objectValue?["events"]?.doubleValue }.reduce(0, +)
+            #expect(Int(counted) == stored.count)
+        }
     }
 
-    @Test func sigtermFinishesInFlightWorkAndExitsCleanly() throws {
-        let dir = TempDir()
-        let server = try ServerProcess(dir: dir)
-        let stream = StreamReader(url: server.url + "/v1/events/stream?after=0")
-        #expect(stream.wait { _, raw in raw.contains("connected") })
-        #expect(try server.post("/v1/events", #"{"id":"s1","type":"a.b","pipeline":"p"}"#).status == 202)
-        server.signal(SIGTERM)
-        // The open stream is closed by the server, and the process exits 0.
-        #expect(stream.done.wait(timeout: .now() + 10) == .success)
-        #expect(server.waitForExit(timeout: 10) == 0)
-        let restarted = try ServerProcess(dir: dir, db: server.db)
-        #expect(try restarted.allEvents().map { $0["id"]!.stringValue! } == ["s1"])
+    @Test func sigtermFinishesInFlightWorkAndExitsCleanly() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir)
+            let stream = StreamReader(url: server.url + "/v1/events/stream?after=0")
+            #expect(stream.wait { _, raw in raw.contains("connected") })
+            #expect(try server.post("/v1/events", #"{"id":"s1","type":"a.b","pipeline":"p"}"#).status == 202)
+            server.signal(SIGTERM)
+            // The open stream is closed by the server, and the process exits 0.
+            #expect(stream.done.wait(timeout: .now() + 10) == .success)
+            #expect(server.waitForExit(timeout: 10) == 0)
+            let restarted = try ServerProcess(dir: dir, db: server.db)
+            #expect(try restarted.allEvents().map { $0["id"]!.stringValue! } == ["s1"])
+        }
     }
 
     /// SIGTERM while a receiver holds a send open (it accepted the connection and never
     /// answers): /readyz turns 503 at once, every open request gets a whole answer, the send is
     /// abandoned at the deadline and the process exits 0 within shutdown_timeout + 1 s. The
     /// abandoned delivery is still pending and goes again after the restart, same webhook-id.
-    @Test func sigtermWithASendInFlightStopsCleanlyWithinTheTimeout() throws {
-        let sink = try Sink()
-        let dir = TempDir()
-        let cfg = dir.write("gatehouse.yml", """
-            server: { shutdown_timeout: 3s }
-            receivers:
-              - name: slow
-                timeout: 30s
-                webhook: { url: \(sink.url("/hangfirst/slow")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
-            route: { receiver: slow }
-            """)
-        let env = ["GATEHOUSE_TEMPLATES": templatesFolder, "SWIFT_BACKTRACE": "enable=no"]
-        let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
-        #expect(try server.post("/v1/events", #"{"id":"h1","type":"run.failed","pipeline":"p"}"#).status == 202)
-        let held = try sink.wait(for: 1, at: "/hangfirst")
-        #expect(held.count == 1)
-        let gate = try #require(server.post("/v1/gates", #"{"title":"t","pipeline":"bye"}"#).json["id"]?.stringValue)
-        let waiting = try RawHTTPConnection(port: server.port)
-        waiting.get("/v1/gates/\(gate)/wait?timeout=120s")
-        let parked = Date().addingTimeInterval(10)
-        while try server.gateWaiters() != 1, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
-        let stream = StreamReader(url: server.url + "/v1/events/stream?after=0")
-        #expect(stream.wait { _, raw in raw.contains("connected") })
+    @Test func sigtermWithASendInFlightStopsCleanlyWithinTheTimeout() async throws {
+        try await offThePool {
+            let sink = try Sink()
+            let dir = TempDir()
+            let cfg = dir.write("gatehouse.yml", """
+                server: { shutdown_timeout: 3s }
+                receivers:
+                  - name: slow
+                    timeout: 30s
+                    webhook: { url: \(sink.url("/hangfirst/slow")), secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }
+                route: { receiver: slow }
+                """)
+            let env = ["GATEHOUSE_TEMPLATES": templatesFolder, "SWIFT_BACKTRACE": "enable=no"]
+            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
+            #expect(try server.post("/v1/events", #"{"id":"h1","type":"run.failed","pipeline":"p"}"#).status == 202)
+            let held = try sink.wait(for: 1, at: "/hangfirst")
+            #expect(held.count == 1)
+            let gate = try #require(server.post("/v1/gates", #"{"title":"t","pipeline":"bye"}"#).json["id"]?.stringValue)
+            let waiting = try RawHTTPConnection(port: server.port)
+            waiting.get("/v1/gates/\(gate)/wait?timeout=120s")
+            let parked = Date().addingTimeInterval(10)
+            while try server.gateWaiters() != 1, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
+            let stream = StreamReader(url: server.url + "/v1/events/stream?after=0")
+            #expect(stream.wait { _, raw in raw.contains("connected") })
 
-        let signalled = Date()
-        server.signal(SIGTERM)
-        // The signal lands asynchronously: look until the server says it is draining.
-        var ready = 200
-        let looking = Date().addingTimeInterval(2)
-        while ready != 503, Date() < looking, let r = try? server.get("/readyz") {
-            ready = r.status
-            if ready != 503 { Thread.sleep(forTimeInterval: 0.01) }
+            let signalled = Date()
+            server.signal(SIGTERM)
+            // The signal lands asynchronously: look until the server says it is draining.
+            var ready = 200
+            let looking = Date().addingTimeInterval(2)
+            while ready != 503, Date() < looking, let r = try? server.get("/readyz") {
+                ready = r.status
+                if ready != 503 { Thread.sleep(forTimeInterval: 0.01) }
+            }
+            #expect(ready == 503)
+            let answer = try #require(waiting.read(timeout: 10))
+            #expect(answer.status == 200)
+            #expect(stream.done.wait(timeout: .now() + 10) == .success)
+            #expect(server.waitForExit(timeout: 15) == 0)
+            // shutdown_timeout + 1 s, with room for a loaded CI machine; the receiver would have
+            // held it for 30 s.
+            #expect(Date().timeIntervalSince(signalled) < 6, "took \(Date().timeIntervalSince(signalled)) s")
+
+            // The event's delivery (the gate's notice went out meanwhile) is sent again after the
+            // restart under the same webhook-id.
+            let id = try #require(held.first?.headers["webhook-id"])
+            let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+            let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.contains { $0["id"] == .string(id) && $0["state"] == .string("delivered") } }
+            #expect(rows.contains { $0["id"] == .string(id) && $0["state"] == .string("delivered") })
+            #expect(try sink.received("/hangfirst").filter { $0.headers["webhook-id"] == id }.count == 2)
         }
-        #expect(ready == 503)
-        let answer = try #require(waiting.read(timeout: 10))
-        #expect(answer.status == 200)
-        #expect(stream.done.wait(timeout: .now() + 10) == .success)
-        #expect(server.waitForExit(timeout: 15) == 0)
-        // shutdown_timeout + 1 s, with room for a loaded CI machine; the receiver would have
-        // held it for 30 s.
-        #expect(Date().timeIntervalSince(signalled) < 6, "took \(Date().timeIntervalSince(signalled)) s")
-
-        // The event's delivery (the gate's notice went out meanwhile) is sent again after the
-        // restart under the same webhook-id.
-        let id = try #require(held.first?.headers["webhook-id"])
-        let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
-        let rows = try restarted.waitForDeliveries(timeout: 20) { rows in rows.contains { $0["id"] == .string(id) && $0["state"] == .string("delivered") } }
-        #expect(rows.contains { $0["id"] == .string(id) && $0["state"] == .string("delivered") })
-        #expect(try sink.received("/hangfirst").filter { $0.headers["webhook-id"] == id }.count == 2)
     }
 }
 

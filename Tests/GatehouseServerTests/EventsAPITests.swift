@@ -54,69 +54,73 @@ struct EventsAPITests {
         }
     }
 
-    @Test func badInputIsRefusedClearlyAndChangesNothing() throws {
-        // In a process of its own: the server closes the connection after these answers, which
-        // the in-process test client does not survive.
-        let server = try ServerProcess(environment: ["GATEHOUSE_MAX_BODY": "4096"])
-        func problem(_ r: HTTPResult) -> JSONObject {
-            #expect(r.header("Content-Type") == "application/problem+json")
-            return r.json
+    @Test func badInputIsRefusedClearlyAndChangesNothing() async throws {
+        try await offThePool {
+            // In a process of its own: the server closes the connection after these answers, which
+            // the in-process test client does not survive.
+            let server = try ServerProcess(environment: ["GATEHOUSE_MAX_BODY": "4096"])
+            func problem(_ r: HTTPResult) -> JSONObject {
+                #expect(r.header("Content-Type") == "application/problem+json")
+                return r.json
+            }
+            // Malformed JSON → 400 with the position.
+            var r = try server.post("/v1/events", #"{"type": "run.failed", "pipeline": }"#)
+            #expect(r.status == 400)
+            #expect(problem(r)["detail"]?.stringValue?.contains("column") == true)
+
+            // A batch with one bad item is refused whole, naming index and field.
+            r = try server.post("/v1/events", #"[{"type":"run.started","pipeline":"p","id":"ok-1"},{"type":"run.failed"},{"type":"no dots","pipeline":"p","severity":"fatal"}]"#)
+            #expect(r.status == 422)
+            let errors = problem(r)["errors"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(errors.contains { $0["index"] == .int(1) && $0["field"] == .string("pipeline") })
+            #expect(errors.contains { $0["index"] == .int(2) && $0["field"] == .string("type") })
+            #expect(errors.contains { $0["index"] == .int(2) && $0["field"] == .string("severity") })
+
+            // NDJSON errors name the line.
+            r = try server.post("/v1/events", "{\"type\":\"a.b\",\"pipeline\":\"p\"}\nnot json\n", contentType: "application/x-ndjson")
+            #expect(r.status == 422)
+            #expect(problem(r)["errors"]?.arrayValue?.first?.objectValue?["line"] == .int(2))
+
+            // Wrong types, unknown fields, limits.
+            for (body, field) in [
+                (#"{"type":"a.b","pipeline":"p","labels":{"team":1}}"#, "labels.team"),
+                (#"{"type":"a.b","pipeline":"p","colour":"red"}"#, "colour"),
+                (#"{"type":"a.b","pipeline":"p","summary":"two\nlines"}"#, "summary"),
+                (#"{"type":"a.b","pipeline":"p","url":"ftp://x"}"#, "url"),
+                (#"{"type":"a.b","pipeline":"p","time":"yesterday"}"#, "time"),
+                (#"{"type":"a.b","pipeline":"p","attributes":[1]}"#, "attributes"),
+                ("{\"type\":\"a.b\",\"pipeline\":\"\(String(repeating: "x", count: 257))\"}", "pipeline"),
+            ] {
+                r = try server.post("/v1/events", body)
+                #expect(r.status == 422, "\(body)")
+                #expect(problem(r)["errors"]?.arrayValue?.first?.objectValue?["field"] == .string(field), "\(body) → \(r.text)")
+            }
+
+            // Too large → 413; unknown media type → 415; empty body → 400.
+            r = try server.post("/v1/events", "{\"type\":\"a.b\",\"pipeline\":\"p\",\"details\":\"\(String(repeating: "d", count: 5000))\"}")
+            #expect(r.status == 413)
+            #expect(problem(r)["detail"]?.stringValue?.contains("4096") == true)
+            r = try server.post("/v1/events", "type=a.b", contentType: "application/x-www-form-urlencoded")
+            #expect(r.status == 415)
+            r = try server.post("/v1/events", "")
+            #expect(r.status == 400)
+            r = try server.post("/v1/events", #"{"specversion":"0.3","id":"x","source":"s","type":"a.b"}"#, contentType: "application/cloudevents+json")
+            #expect(r.status == 422)
+
+            #expect(try server.allEvents().isEmpty)
         }
-        // Malformed JSON → 400 with the position.
-        var r = try server.post("/v1/events", #"{"type": "run.failed", "pipeline": }"#)
-        #expect(r.status == 400)
-        #expect(problem(r)["detail"]?.stringValue?.contains("column") == true)
-
-        // A batch with one bad item is refused whole, naming index and field.
-        r = try server.post("/v1/events", #"[{"type":"run.started","pipeline":"p","id":"ok-1"},{"type":"run.failed"},{"type":"no dots","pipeline":"p","severity":"fatal"}]"#)
-        #expect(r.status == 422)
-        let errors = problem(r)["errors"]?.arrayValue?.compactMap(\.objectValue) ?? []
-        #expect(errors.contains { $0["index"] == .int(1) && $0["field"] == .string("pipeline") })
-        #expect(errors.contains { $0["index"] == .int(2) && $0["field"] == .string("type") })
-        #expect(errors.contains { $0["index"] == .int(2) && $0["field"] == .string("severity") })
-
-        // NDJSON errors name the line.
-        r = try server.post("/v1/events", "{\"type\":\"a.b\",\"pipeline\":\"p\"}\nnot json\n", contentType: "application/x-ndjson")
-        #expect(r.status == 422)
-        #expect(problem(r)["errors"]?.arrayValue?.first?.objectValue?["line"] == .int(2))
-
-        // Wrong types, unknown fields, limits.
-        for (body, field) in [
-            (#"{"type":"a.b","pipeline":"p","labels":{"team":1}}"#, "labels.team"),
-            (#"{"type":"a.b","pipeline":"p","colour":"red"}"#, "colour"),
-            (#"{"type":"a.b","pipeline":"p","summary":"two\nlines"}"#, "summary"),
-            (#"{"type":"a.b","pipeline":"p","url":"ftp://x"}"#, "url"),
-            (#"{"type":"a.b","pipeline":"p","time":"yesterday"}"#, "time"),
-            (#"{"type":"a.b","pipeline":"p","attributes":[1]}"#, "attributes"),
-            ("{\"type\":\"a.b\",\"pipeline\":\"\(String(repeating: "x", count: 257))\"}", "pipeline"),
-        ] {
-            r = try server.post("/v1/events", body)
-            #expect(r.status == 422, "\(body)")
-            #expect(problem(r)["errors"]?.arrayValue?.first?.objectValue?["field"] == .string(field), "\(body) → \(r.text)")
-        }
-
-        // Too large → 413; unknown media type → 415; empty body → 400.
-        r = try server.post("/v1/events", "{\"type\":\"a.b\",\"pipeline\":\"p\",\"details\":\"\(String(repeating: "d", count: 5000))\"}")
-        #expect(r.status == 413)
-        #expect(problem(r)["detail"]?.stringValue?.contains("4096") == true)
-        r = try server.post("/v1/events", "type=a.b", contentType: "application/x-www-form-urlencoded")
-        #expect(r.status == 415)
-        r = try server.post("/v1/events", "")
-        #expect(r.status == 400)
-        r = try server.post("/v1/events", #"{"specversion":"0.3","id":"x","source":"s","type":"a.b"}"#, contentType: "application/cloudevents+json")
-        #expect(r.status == 422)
-
-        #expect(try server.allEvents().isEmpty)
     }
 
-    @Test func batchOverTheItemLimitIs413() throws {
-        // In a process of its own: the server closes the connection after these answers, which
-        // the in-process test client does not survive.
-        let server = try ServerProcess()
-        let items = (0..<1001).map { _ in #"{"type":"a.b","pipeline":"p"}"# }.joined(separator: ",")
-        let r = try server.post("/v1/events", "[\(items)]")
-        #expect(r.status == 413)
-        #expect(try server.allEvents().isEmpty)
+    @Test func batchOverTheItemLimitIs413() async throws {
+        try await offThePool {
+            // In a process of its own: the server closes the connection after these answers, which
+            // the in-process test client does not survive.
+            let server = try ServerProcess()
+            let items = (0..<1001).map { _ in #"{"type":"a.b","pipeline":"p"}"# }.joined(separator: ",")
+            let r = try server.post("/v1/events", "[\(items)]")
+            #expect(r.status == 413)
+            #expect(try server.allEvents().isEmpty)
+        }
     }
 
     @Test func duplicatesAreRecordedOnce() async throws {
@@ -193,19 +197,21 @@ struct EventsAPITests {
         }
     }
 
-    @Test func operationsEndpoints() throws {
-        // In a process of its own: /metrics counts what this server alone did.
-        let server = try ServerProcess()
-        #expect(try server.get("/healthz").status == 200)
-        #expect(try server.get("/readyz").status == 200)
-        _ = try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#)
-        let metrics = try server.get("/metrics")
-        #expect(metrics.status == 200)
-        #expect(metrics.text.contains("gatehouse_events_ingested_total 1"))
-        #expect(metrics.text.contains("gatehouse_http_request_duration_seconds_bucket"))
-        #expect(metrics.text.contains("gatehouse_store_commit_duration_seconds_count"))
-        // Every answer carries a request id.
-        #expect(try server.get("/healthz").header("X-Request-Id")?.isEmpty == false)
+    @Test func operationsEndpoints() async throws {
+        try await offThePool {
+            // In a process of its own: /metrics counts what this server alone did.
+            let server = try ServerProcess()
+            #expect(try server.get("/healthz").status == 200)
+            #expect(try server.get("/readyz").status == 200)
+            _ = try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#)
+            let metrics = try server.get("/metrics")
+            #expect(metrics.status == 200)
+            #expect(metrics.text.contains("gatehouse_events_ingested_total 1"))
+            #expect(metrics.text.contains("gatehouse_http_request_duration_seconds_bucket"))
+            #expect(metrics.text.contains("gatehouse_store_commit_duration_seconds_count"))
+            // Every answer carries a request id.
+            #expect(try server.get("/healthz").header("X-Request-Id")?.isEmpty == false)
+        }
     }
     /// An id is an idempotency key: the same event again is a duplicate; another event under a
     /// known id is refused (409) and a batch that repeats an id with other content is refused

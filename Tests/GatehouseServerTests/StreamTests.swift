@@ -52,41 +52,45 @@ final class StreamReader: @unchecked Sendable {
 
 @Suite(.serialized)
 struct StreamTests {
-    @Test func streamDeliversBacklogThenLiveEventsAndResumes() throws {
-        let dir = TempDir()
-        let config = dir.write("gatehouse.yml", "server:\n  sse_heartbeat: 200ms\n")
-        let server = try ServerProcess(dir: dir, arguments: ["--config", config])
-        _ = try server.post("/v1/events", #"[{"id":"b1","type":"a.b","pipeline":"p"},{"id":"b2","type":"a.b","pipeline":"q"}]"#)
+    @Test func streamDeliversBacklogThenLiveEventsAndResumes() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let config = dir.write("gatehouse.yml", "server:\n  sse_heartbeat: 200ms\n")
+            let server = try ServerProcess(dir: dir, arguments: ["--config", config])
+            _ = try server.post("/v1/events", #"[{"id":"b1","type":"a.b","pipeline":"p"},{"id":"b2","type":"a.b","pipeline":"q"}]"#)
 
-        // From the start: the backlog, then live events as they commit.
-        let all = StreamReader(url: server.url + "/v1/events/stream?after=0")
-        // Filtered, starting at the live end.
-        let onlyP = StreamReader(url: server.url + "/v1/events/stream?pipeline=p")
-        #expect(all.wait { m, _ in m.map(\.id) == ["1", "2"] })
-        #expect(onlyP.wait { _, raw in raw.contains("connected") })
-        _ = try server.post("/v1/events", #"[{"id":"l1","type":"run.failed","pipeline":"p"},{"id":"l2","type":"a.b","pipeline":"q"}]"#)
-        #expect(all.wait { m, _ in m.count == 4 })
-        #expect(all.snapshot.messages[2].event == "run.failed")
-        #expect((try? JSONValue.parse(all.snapshot.messages[2].data))?.objectValue?["id"] == .string("l1"))
-        #expect(onlyP.wait { m, _ in m.count == 1 && m[0].id == "3" })
-        // Heartbeats keep the connection alive while nothing happens.
-        #expect(all.wait(timeout: 3) { _, raw in raw.contains(": heartbeat") })
+            // From the start: the backlog, then live events as they commit.
+            let all = StreamReader(url: server.url + "/v1/events/stream?after=0")
+            // Filtered, starting at the live end.
+            let onlyP = StreamReader(url: server.url + "/v1/events/stream?pipeline=p")
+            #expect(all.wait { m, _ in m.map(\.id) == ["1", "2"] })
+            #expect(onlyP.wait { _, raw in raw.contains("connected") })
+            _ = try server.post("/v1/events", #"[{"id":"l1","type":"run.failed","pipeline":"p"},{"id":"l2","type":"a.b","pipeline":"q"}]"#)
+            #expect(all.wait { m, _ in m.count == 4 })
+            #expect(all.snapshot.messages[2].event == "run.failed")
+            #expect((try? JSONValue.parse(all.snapshot.messages[2].data))?.objectValue?["id"] == .string("l1"))
+            #expect(onlyP.wait { m, _ in m.count == 1 && m[0].id == "3" })
+            // Heartbeats keep the connection alive while nothing happens.
+            #expect(all.wait(timeout: 3) { _, raw in raw.contains(": heartbeat") })
 
-        // Resume after a disconnect with Last-Event-ID: only what came after it.
-        let resumed = StreamReader(url: server.url + "/v1/events/stream", headers: ["Last-Event-ID": "2"])
-        #expect(resumed.wait { m, _ in m.map(\.id) == ["3", "4"] })
-        Thread.sleep(forTimeInterval: 0.3)
-        #expect(resumed.snapshot.messages.count == 2)
-        for reader in [all, onlyP, resumed] { reader.stop() }
+            // Resume after a disconnect with Last-Event-ID: only what came after it.
+            let resumed = StreamReader(url: server.url + "/v1/events/stream", headers: ["Last-Event-ID": "2"])
+            #expect(resumed.wait { m, _ in m.map(\.id) == ["3", "4"] })
+            Thread.sleep(forTimeInterval: 0.3)
+            #expect(resumed.snapshot.messages.count == 2)
+            for reader in [all, onlyP, resumed] { reader.stop() }
+        }
     }
 
-    @Test func cliTailFollowsTheStream() throws {
-        let server = try ServerProcess()
-        _ = try server.post("/v1/events", #"{"id":"t1","type":"step.failed","pipeline":"train","run":"r1","step":"fit","summary":"OOM"}"#)
-        let result = try runCLI(["events", "tail", "--after", "0", "--count", "1", "--json"], environment: ["GATEHOUSE_URL": server.url])
-        #expect(result.status == 0, "\(result.stderr)")
-        #expect((try? JSONValue.parse(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))?.objectValue?["id"] == .string("t1"))
-        let human = try runCLI(["events", "tail", "--after", "0", "--count", "1"], environment: ["GATEHOUSE_URL": server.url])
-        #expect(human.stdout.contains("step.failed  train/r1/fit  OOM"))
+    @Test func cliTailFollowsTheStream() async throws {
+        try await offThePool {
+            let server = try ServerProcess()
+            _ = try server.post("/v1/events", #"{"id":"t1","type":"step.failed","pipeline":"train","run":"r1","step":"fit","summary":"OOM"}"#)
+            let result = try runCLI(["events", "tail", "--after", "0", "--count", "1", "--json"], environment: ["GATEHOUSE_URL": server.url])
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect((try? JSONValue.parse(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))?.objectValue?["id"] == .string("t1"))
+            let human = try runCLI(["events", "tail", "--after", "0", "--count", "1"], environment: ["GATEHOUSE_URL": server.url])
+            #expect(human.stdout.contains("step.failed  train/r1/fit  OOM"))
+        }
     }
 }

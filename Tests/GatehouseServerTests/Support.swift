@@ -346,3 +346,23 @@ final class RawHTTPConnection {
 extension ServerProcess {
     var port: Int { Int(url.split(separator: ":").last ?? "0") ?? 0 }
 }
+
+/// Runs a test body that blocks (it starts processes, waits on them and polls with sleeps) on a
+/// thread of its own, at most two at a time — as many as ran before, when such bodies blocked
+/// the two threads of Swift's cooperative pool. Off the pool, they no longer starve the
+/// in-process servers (`InProcessServer`) whose requests need those threads.
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            BlockingTestSlots.semaphore.wait()
+            defer { BlockingTestSlots.semaphore.signal() }
+            continuation.resume(with: Result { try body() })
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
+
+enum BlockingTestSlots {
+    static let semaphore = DispatchSemaphore(value: 2)
+}

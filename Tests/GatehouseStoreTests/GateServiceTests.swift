@@ -1,15 +1,22 @@
 import Foundation
 import GRDB
 import GatehouseCore
+import GatehouseServices
 @testable import GatehouseStore
 import Testing
 
-struct GateStoreTests {
+/// The gate use cases over the SQLite repository: what a gate does, as a pipeline and its
+/// approvers see it, and what is kept of it.
+struct GateServiceTests {
     static let t0 = Timestamp(milliseconds: 1_795_946_400_000)
 
-    func store() throws -> (GateStore, String) {
+    static func service(_ log: EventLog) -> GateService {
+        GateService(repository: SQLiteGateRepository(log: log), bus: log.bus)
+    }
+
+    func store() throws -> (GateService, String) {
         let path = NSTemporaryDirectory() + "gatehouse-gates-\(UUID().uuidString).db"
-        return (GateStore(log: EventLog(database: try GatehouseDatabase(path: path), bus: Bus())), path)
+        return (Self.service(EventLog(database: try GatehouseDatabase(path: path), bus: Bus())), path)
     }
 
     func spec(_ json: String) throws -> GateSpec { try GateSpec.parse(JSONValue.parse(json)).get() }
@@ -34,7 +41,7 @@ struct GateStoreTests {
             Issue.record("a superseded gate took a decision"); return
         }
         #expect(outcome?.state == .superseded)
-        let types = try await gates.log.events(EventFilter()).map(\.event.type)
+        let types = try await (gates.repository as! SQLiteGateRepository).log.events(EventFilter()).map(\.event.type)
         #expect(types == ["gate.opened", "gate.superseded", "gate.opened"])
     }
 
@@ -62,7 +69,7 @@ struct GateStoreTests {
         // The outcome carries the deadline, not the moment the scheduler noticed.
         #expect(gate.outcome?.at == minutes(60))
         #expect(try await gates.nextDeadline() == nil)
-        let events = try await gates.log.events(EventFilter())
+        let events = try await (gates.repository as! SQLiteGateRepository).log.events(EventFilter())
         #expect(events.map(\.event.type) == ["gate.opened", "gate.reminder", "gate.escalated", "gate.reminder", "gate.reminder", "gate.rejected"])
         #expect(events[2].event.attributes?["escalate_to"] == .array([.string("ops")]))
         let actions = try await gates.audit(id).map(\.action)
@@ -74,10 +81,10 @@ struct GateStoreTests {
         defer { try? FileManager.default.removeItem(atPath: path) }
         var id = ""
         do {
-            let gates = GateStore(log: EventLog(database: try GatehouseDatabase(path: path), bus: Bus()))
+            let gates = Self.service(EventLog(database: try GatehouseDatabase(path: path), bus: Bus()))
             id = try await gates.open(try spec(#"{"title": "t", "timeout": "5m", "on_timeout": "approve"}"#), requestedVia: "api", now: Self.t0).gate.id
         }
-        let reopened = GateStore(log: EventLog(database: try GatehouseDatabase(path: path), bus: Bus()))
+        let reopened = Self.service(EventLog(database: try GatehouseDatabase(path: path), bus: Bus()))
         #expect(try await reopened.nextDeadline() == minutes(5))
         _ = try await reopened.runDue(now: minutes(90))
         let gate = try #require(try await reopened.get(id))
@@ -97,13 +104,13 @@ struct GateStoreTests {
         #expect(try await gates.verifyAudit() == AuditLedger.Verification(entries: 4, firstBroken: nil))
 
         // Someone rewrites history: the refusal becomes an approval.
-        try await gates.log.database.pool.write { db in
+        try await (gates.repository as! SQLiteGateRepository).log.database.pool.write { db in
             try db.execute(sql: "UPDATE audit SET detail = replace(detail, 'not an approver', 'an approver') WHERE seq = 2")
         }
         let broken = try await gates.verifyAudit()
         #expect(broken.firstBroken?.seq == 2 && broken.firstBroken?.reason.contains("edited") == true)
         // Deleting an entry breaks the link of the next one.
-        try await gates.log.database.pool.write { db in
+        try await (gates.repository as! SQLiteGateRepository).log.database.pool.write { db in
             try db.execute(sql: "DELETE FROM audit WHERE seq = 2")
         }
         #expect(try await gates.verifyAudit().firstBroken?.seq == 2)
@@ -112,13 +119,14 @@ struct GateStoreTests {
     @Test func autoApproveReadsTheGateAndItsRunsEvent() async throws {
         let (gates, path) = try store()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        _ = try await gates.log.append([Event(id: "m", type: "model.registered", pipeline: "train", run: "r9", attributes: JSONObject([("auc", .number("0.93"))]), time: Self.t0)])
+        _ = try await (gates.repository as! SQLiteGateRepository).log.append([Event(id: "m", type: "model.registered", pipeline: "train", run: "r9", attributes: JSONObject([("auc", .number("0.93"))]), time: Self.t0)])
         let policy = #"{"title": "t", "pipeline": "train", "run": "r9", "auto_approve": {"when": "attributes.auc >= 0.9 and event.attributes.auc >= 0.9"}}"#
         let approved = try await gates.open(try spec(policy), requestedVia: "api", now: minutes(1)).gate
         #expect(approved.state == .approved && approved.outcome?.by == "policy:auto" && approved.outcome?.reason == .policy)
         let other = try await gates.open(try spec(policy.replacingOccurrences(of: "r9", with: "r10")), requestedVia: "api", now: minutes(1)).gate
         #expect(other.state == .pending)
-        let auto = try await gates.open(try spec(#"{"title": "t"}"#), requestedVia: "api", autoDecide: "reject", now: minutes(2)).gate
+        let deciding = GateService(repository: gates.repository, bus: Bus(), autoDecide: "reject")
+        let auto = try await deciding.open(try spec(#"{"title": "t"}"#), requestedVia: "api", now: minutes(2)).gate
         #expect(auto.state == .rejected && auto.outcome?.by == "policy:auto-decide")
     }
 }
