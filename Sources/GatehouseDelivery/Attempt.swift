@@ -24,19 +24,48 @@ struct Attempt: Sendable {
     /// A gate message: its gate and event, for the gate's audit of its notifications.
     let gate: (id: String, event: Event)?
     let request: OutboundRequest
+    /// Group members muted at this first send: recorded before the message goes.
+    let muted: [Delivery]
 }
 
 /// The attempt's stages, as in Alertmanager's notification pipeline: claim its group → mute
-/// (silences, inhibition) → check its age → render → send → classify → record. Everything up to
-/// the send runs in the dispatcher's loop and awaits only what needs the database (a retried
-/// batch, inhibition sources, a gate's notice); the answer is classified and recorded in
-/// libcurl's callback and the outcome writer's, so a delivery costs no task of its own and no
-/// thread hand-over beyond the send and the commit.
+/// (silences, inhibition) → check its age → render → send → classify → record. Up to the send, a
+/// first send runs in the dispatcher's loop; an attempt that needs the database first (a
+/// retried batch, inhibition sources, a gate's notice) gets a task of its own. The answer is
+/// classified and recorded in libcurl's callback and the outcome writer's, so a fresh alert
+/// costs no task and no thread hand-over beyond the send and the commit.
 extension Dispatcher {
-    /// Starts an attempt for a claimed queue entry (its receiver's slot is already taken).
+    /// Starts an attempt for a claimed queue entry (its receiver's slot is already taken). An
+    /// attempt whose preparation needs the database (a retried batch, inhibition sources, a
+    /// gate's notice) is prepared in a task of its own, so it does not hold up the loop.
     func start(_ queued: [(Delivery, StoredEvent)]) async {
-        guard let attempt = await prepare(queued) else { return }
-        client.submit(attempt.request) { response in self.complete(attempt, response) }
+        if needsDatabase(queued) {
+            Task { if let attempt = await prepare(queued) { send(attempt) } }
+        } else if let attempt = await prepare(queued) {
+            send(attempt)
+        }
+    }
+
+    func needsDatabase(_ queued: [(Delivery, StoredEvent)]) -> Bool {
+        queued[0].0.batch_id != nil || !inhibitor.rules.isEmpty
+            || (settings.gateNotice != nil && queued.contains { $0.1.event.type.hasPrefix("gate.") })
+    }
+
+    /// Muted members are committed before the message goes, so a crash in between cannot
+    /// send them later.
+    func send(_ attempt: Attempt) {
+        let submit: @Sendable () -> Void = { self.client.submit(attempt.request) { response in self.complete(attempt, response) } }
+        if attempt.muted.isEmpty { submit() } else { record(attempt.muted, outcome: "muted") { submit() } }
+    }
+
+    /// Runs follow-up work of an attempt (a gate's audit of its notification, a recovered
+    /// receiver's backlog) as a task the dispatcher waits for before `run` returns.
+    func followUp(_ work: @escaping @Sendable () async -> Void) {
+        attemptsRunning.wrappingAdd(1, ordering: .relaxed)
+        Task {
+            await work()
+            attemptsRunning.wrappingSubtract(1, ordering: .relaxed)
+        }
     }
 
     /// Claim → mute → age → render. Nil when the attempt ended here: it has then recorded what
@@ -107,9 +136,6 @@ extension Dispatcher {
             record(muted, outcome: "muted") { end(carried: carried) }
             return nil
         }
-        // Recorded before the message's outcome (the writer keeps order).
-        if !muted.isEmpty { record(muted, outcome: "muted") {} }
-
         // Age: held back while its receiver failed, a message that outlived max_age before its
         // next attempt ends here, unsent (and its fallback takes over).
         let policy = settings.policy(for: lead.receiver)
@@ -161,7 +187,7 @@ extension Dispatcher {
         }
         return Attempt(
             claimed: claimed, lead: lead, receiver: receiver, live: live, rows: rows, carried: carried,
-            policy: policy, oldest: oldest, flushed: flushed, gate: gate, request: request)
+            policy: policy, oldest: oldest, flushed: flushed, gate: gate, request: request, muted: muted)
     }
 
     /// Classify → record, on libcurl's thread as the answer arrives: quick, never blocking.
@@ -181,12 +207,12 @@ extension Dispatcher {
             // The receiver is back: what it missed goes now, oldest first, not on each row's
             // own retry schedule. Rows claimed while it was held are let go, so the next read
             // takes everything in the database's (creation) order.
-            Task {
-                if let revived = try? await outbox.reviveBacklog(receiver: lead.receiver), revived > 0 {
-                    logger.info("receiver recovered; sending its backlog", metadata: ["receiver": .string(lead.receiver), "deliveries": .stringConvertible(revived)])
+            followUp {
+                if let revived = try? await self.outbox.reviveBacklog(receiver: lead.receiver), revived > 0 {
+                    self.logger.info("receiver recovered; sending its backlog", metadata: ["receiver": .string(lead.receiver), "deliveries": .stringConvertible(revived)])
                 }
-                _ = state.withLock { $0.reviving.remove(lead.receiver) }
-                wakeup.wake()
+                _ = self.state.withLock { $0.reviving.remove(lead.receiver) }
+                self.wakeup.wake()
             }
         }
         let finished = clock()
@@ -205,7 +231,7 @@ extension Dispatcher {
             releaseCarried(attempt.carried)
             finish(attempt.claimed)
             if let gate, let notice, let gateNotified {
-                Task { await gateNotified(gate.id, lead.receiver, gate.event.type, notice.outcome, notice.messageID) }
+                followUp { await gateNotified(gate.id, lead.receiver, gate.event.type, notice.outcome, notice.messageID) }
             }
         }
         @Sendable func dead(_ rows: [Delivery]) {

@@ -39,6 +39,8 @@ struct InProcessServer: Sendable {
         logger.logLevel = .warning
         let app = try await GatehouseServer.buildApplication(config: config, logger: logger, registry: nil)
         let (database, dispatcher) = (app.database, app.dispatcher)
+        // The folder (and the database in it) must outlive the server.
+        defer { withExtendedLifetime(dir) {} }
         return try await app.withServices.test(.live) { client in
             try await test(InProcessServer(client: client, database: database, dispatcher: dispatcher))
         }

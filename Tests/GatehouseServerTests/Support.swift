@@ -348,21 +348,29 @@ extension ServerProcess {
 }
 
 /// Runs a test body that blocks (it starts processes, waits on them and polls with sleeps) on a
-/// thread of its own, at most two at a time — as many as ran before, when such bodies blocked
-/// the two threads of Swift's cooperative pool. Off the pool, they no longer starve the
-/// in-process servers (`InProcessServer`) whose requests need those threads.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            BlockingTestSlots.semaphore.wait()
-            defer { BlockingTestSlots.semaphore.signal() }
-            continuation.resume(with: Result { try body() })
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
+/// thread outside Swift's cooperative pool, at most two at a time — as many as ran before, when
+/// such bodies blocked the pool's two threads. Off the pool, they no longer starve the
+/// in-process servers (`InProcessServer`) whose requests need those threads. The body stays in
+/// the test's task (a task-executor preference), so `#expect` is still attributed to its test.
+func offThePool<T: Sendable>(_ body: @Sendable () throws -> T) async throws -> T {
+    try await withTaskExecutorPreference(BlockingTests.executor) {
+        BlockingTests.slots.wait()
+        defer { BlockingTests.slots.signal() }
+        return try body()
     }
 }
 
-enum BlockingTestSlots {
-    static let semaphore = DispatchSemaphore(value: 2)
+enum BlockingTests {
+    static let slots = DispatchSemaphore(value: 2)
+    static let executor = ThreadsExecutor()
+
+    /// Runs jobs on dispatch's global concurrent threads, which may block without holding up
+    /// the cooperative pool.
+    final class ThreadsExecutor: TaskExecutor {
+        func enqueue(_ job: consuming ExecutorJob) {
+            let job = UnownedJob(job)
+            let executor = asUnownedTaskExecutor()
+            DispatchQueue.global().async { job.runSynchronously(on: executor) }
+        }
+    }
 }

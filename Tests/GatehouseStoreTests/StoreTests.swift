@@ -226,3 +226,60 @@ struct OutboxTests {
         #expect(due == ["a", "b", "d"])
     }
 }
+
+/// Deliveries a commit makes due at once reach the dispatcher in memory, exactly as a read of
+/// the outbox would return them; nothing uncommitted is handed over, and a receiver that falls
+/// behind is told to read the database instead.
+struct HandOverTests {
+    static func plan(_ event: Event) -> DeliveryPlan {
+        DeliveryPlan(deliveries: [
+            PlannedDelivery(receiver: "hook", route: "root", groupKey: "root|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(60), fallback: nil, alone: true),
+            // Waits for group_wait: not due at once, so not handed over.
+            PlannedDelivery(receiver: "team", route: "root.0", groupKey: "root.0|p", groupWait: .seconds(30), groupInterval: .seconds(60), fallback: nil),
+        ], isFailure: event.type.hasSuffix(".failed"))
+    }
+
+    @Test func handedOverRowsAreWhatTheOutboxHolds() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try GatehouseDatabase(path: path)
+        let fresh = FreshDeliveries()
+        let clock = Timestamp(milliseconds: 1_000_000)
+        let log = EventLog(database: database, bus: Bus(), clock: { clock }, planner: Self.plan, fresh: fresh)
+        let outbox = Outbox(database: database, fresh: fresh)
+        _ = try await log.append([event("a", type: "run.failed"), event("b")])
+        // A duplicate and a conflicting id in later requests hand nothing over.
+        _ = try await log.append([event("a", type: "run.failed")])
+        await #expect(throws: (any Error).self) { try await log.append([Event(id: "b", type: "other.type", pipeline: "p", time: clock)]) }
+
+        let handed = fresh.take(receiver: "hook", limit: 100)
+        #expect(!handed.overflowed)
+        let read = try await outbox.due(receiver: "hook", now: clock, limit: 100)
+        #expect(handed.rows.map(\.0) == read.map(\.0))
+        #expect(handed.rows.map { $0.1.json } == read.map { $0.1.json })
+        #expect(fresh.take(receiver: "team", limit: 100).rows.isEmpty)
+        #expect(fresh.count == 0)
+    }
+
+    @Test func aReceiverBeyondTheBoundReadsTheDatabase() {
+        let fresh = FreshDeliveries(capacityPerReceiver: 2)
+        func row(_ id: String) -> (Delivery, StoredEvent) {
+            let e = Event(id: id, type: "run.failed", pipeline: "p", time: Timestamp(milliseconds: 1))
+            return (Delivery(
+                id: "msg_\(id)", event_seq: 1, receiver: "hook", route: "root", group_key: "g", kind: "event", state: .pending, attempts: 0,
+                next_attempt_at: 1, created_at: 1, updated_at: 1, delivered_at: nil, last_status: nil, last_error: nil, response_body: nil,
+                message_id: nil, fallback: nil, fallback_of: nil, batch_id: nil), StoredEvent(cursor: 1, event: e, receivedAt: e.time))
+        }
+        fresh.add([row("1"), row("2")])
+        #expect(fresh.take(receiver: "hook", limit: 1).rows.map(\.0.id) == ["msg_1"])
+        fresh.add([row("3"), row("4")])
+        // The third held row overflowed: everything held for the receiver is dropped and it is
+        // told to read the database (where every one of them is).
+        let taken = fresh.take(receiver: "hook", limit: 10)
+        #expect(taken.overflowed && taken.rows.isEmpty)
+        #expect(!fresh.take(receiver: "hook", limit: 10).overflowed)
+        fresh.add([row("5")])
+        fresh.keepOnly(["other"])
+        #expect(fresh.count == 0)
+    }
+}
