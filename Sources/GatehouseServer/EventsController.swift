@@ -8,9 +8,8 @@ import ServiceLifecycle
 
 /// docs/api.md (Events): ingest, list, stream, runs.
 struct EventsController {
-    let log: EventLog
+    let events: EventService
     let auth: Authenticator
-    let intake: EventIntake
     let maxBodyBytes: Int
     let heartbeat: Duration
 
@@ -33,8 +32,7 @@ struct EventsController {
         }
         let body = try await request.bodyBytes(limit: maxBodyBytes)
         let headers = request.headers
-        let events = try intake.events(from: body, mediaType: mediaType) { name in headers[.init(name)!] }.get()
-        let outcome = try await log.append(events)
+        let outcome = try await events.ingest(body, mediaType: mediaType) { name in headers[.init(name)!] }
         var o = JSONObject()
         o.append("accepted", .int(outcome.accepted))
         o.append("duplicates", .int(outcome.duplicates))
@@ -58,12 +56,12 @@ struct EventsController {
         var filter = try filter(from: request)
         filter.after = try request.cursorQuery("after") ?? 0
         filter.limit = try request.intQuery("limit", default: 100, range: 1...1000)
-        let events = try await log.events(filter)
+        let found = try await events.events(filter)
         var o = JSONObject()
-        o.append("events", .array(events.map(\.json)))
+        o.append("events", .array(found.map(\.json)))
         // `next` is there while more may follow; a client that keeps polling passes the last
         // event's cursor instead.
-        o.append("next", events.count == filter.limit ? .string(String(events.last!.cursor)) : .null)
+        o.append("next", found.count == filter.limit ? .string(String(found.last!.cursor)) : .null)
         return .json(.object(o))
     }
 
@@ -78,13 +76,13 @@ struct EventsController {
         if let resume = try lastEventID ?? request.cursorQuery("after") {
             start = resume
         } else {
-            start = try await log.lastCursor()
+            start = try await events.store.lastCursor()
         }
         filter.after = start
         filter.limit = 500
         let initialFilter = filter
-        let subscriber = log.bus.subscribe()
-        let log = self.log
+        let subscriber = events.subscribe()
+        let service = events
         let heartbeat = self.heartbeat
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
@@ -98,19 +96,19 @@ struct EventsController {
                     // Drain everything committed after our cursor, then sleep until the bus says more.
                     while true {
                         filter.after = cursor
-                        let events = try await log.events(filter)
-                        if !events.isEmpty {
+                        let batch = try await service.events(filter)
+                        if !batch.isEmpty {
                             var chunk = ""
-                            for stored in events {
+                            for stored in batch {
                                 chunk += "id: \(stored.cursor)\nevent: \(stored.event.type)\ndata: "
                                 stored.json.write(to: &chunk)
                                 chunk += "\n\n"
                             }
                             try await writer.write(ByteBuffer(string: chunk))
                             lastWrite = ContinuousClock.now
-                            cursor = events.last!.cursor
+                            cursor = batch.last!.cursor
                         }
-                        if events.count < filter.limit { break }
+                        if batch.count < filter.limit { break }
                     }
                     let wait = max(heartbeat - (ContinuousClock.now - lastWrite), .milliseconds(1))
                     _ = await subscriber.next(timeout: wait)
@@ -139,18 +137,18 @@ struct EventsController {
             status = s
         }
         let limit = try request.intQuery("limit", default: 100, range: 1...1000)
-        let runs = try await log.runs(pipeline: request.query("pipeline"), status: status, limit: limit)
+        let runs = try await events.runs(pipeline: request.query("pipeline"), status: status, limit: limit)
         return .json(.object(JSONObject([("runs", .array(runs.map(\.json)))])))
     }
 
     @Sendable func run(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .eventsRead)
         let id = try context.parameters.require("run")
-        guard let (summary, events) = try await log.run(id, pipeline: request.query("pipeline")) else {
+        guard let (summary, timeline) = try await events.run(id, pipeline: request.query("pipeline")) else {
             throw Problem.notFound("no run \"\(id)\"" + (request.query("pipeline").map { " in pipeline \"\($0)\"" } ?? ""))
         }
         guard case .object(var o) = summary.json else { throw Problem.internalError("run summary") }
-        o.append("timeline", .array(events.map(\.json)))
+        o.append("timeline", .array(timeline.map(\.json)))
         return .json(.object(o))
     }
 }

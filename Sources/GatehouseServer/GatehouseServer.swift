@@ -39,7 +39,7 @@ public enum GatehouseServer {
         router.middlewares.add(RequestHygieneMiddleware())
         let auth = Authenticator(tokens: TokenStore(database: database))
         EventsController(
-            log: log, auth: auth, intake: EventIntake(maxItems: config.server.maxBatchItems),
+            events: EventService(store: log, intake: EventIntake(maxItems: config.server.maxBatchItems)), auth: auth,
             maxBodyBytes: config.server.maxBodyBytes,
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
         ).addRoutes(to: router)

@@ -169,7 +169,9 @@ public final class FreshDeliveries: Sendable {
     private let state = Mutex(State())
     public let capacityPerReceiver: Int
 
-    public init(capacityPerReceiver: Int = 2048) { self.capacityPerReceiver = capacityPerReceiver }
+    /// 512 rows cover the bursts between two dispatcher rounds; at the largest events allowed
+    /// (~85 KB with details and attributes) that is still a bounded ~44 MB per receiver.
+    public init(capacityPerReceiver: Int = 512) { self.capacityPerReceiver = capacityPerReceiver }
 
     /// Adds committed rows (in commit order).
     func add(_ rows: [(Delivery, StoredEvent)]) {
