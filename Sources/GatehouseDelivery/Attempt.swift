@@ -29,26 +29,19 @@ struct Attempt: Sendable {
 }
 
 /// The attempt's stages, as in Alertmanager's notification pipeline: claim its group → mute
-/// (silences, inhibition) → check its age → render → send → classify → record. Up to the send, a
-/// first send runs in the dispatcher's loop; an attempt that needs the database first (a
-/// retried batch, inhibition sources, a gate's notice) gets a task of its own. The answer is
-/// classified and recorded in libcurl's callback and the outcome writer's, so a fresh alert
-/// costs no task and no thread hand-over beyond the send and the commit.
+/// (silences, inhibition) → check its age → render → send → classify → record. Everything up to
+/// the send runs in the dispatcher's loop, in queue order, and awaits only what needs the
+/// database (a retried batch, inhibition sources, a gate's notice); the answer is classified
+/// and recorded in libcurl's callback and the outcome writer's, so a delivery costs no task of
+/// its own and no thread hand-over beyond the send and the commit.
 extension Dispatcher {
-    /// Starts an attempt for a claimed queue entry (its receiver's slot is already taken). An
-    /// attempt whose preparation needs the database (a retried batch, inhibition sources, a
-    /// gate's notice) is prepared in a task of its own, so it does not hold up the loop.
+    /// Starts an attempt for a claimed queue entry (its receiver's slot is already taken).
+    /// Attempts are prepared one after another, in queue order, so a receiver's messages leave
+    /// oldest first (a recovered receiver's backlog included). The price: a preparation that
+    /// reads the database (a retried batch, inhibition sources, a gate's notice) holds the loop
+    /// for that read.
     func start(_ queued: [(Delivery, StoredEvent)]) async {
-        if needsDatabase(queued) {
-            Task { if let attempt = await prepare(queued) { send(attempt) } }
-        } else if let attempt = await prepare(queued) {
-            send(attempt)
-        }
-    }
-
-    func needsDatabase(_ queued: [(Delivery, StoredEvent)]) -> Bool {
-        queued[0].0.batch_id != nil || !inhibitor.rules.isEmpty
-            || (settings.gateNotice != nil && queued.contains { $0.1.event.type.hasPrefix("gate.") })
+        if let attempt = await prepare(queued) { send(attempt) }
     }
 
     /// Muted members are committed before the message goes, so a crash in between cannot

@@ -118,44 +118,20 @@ public final class Dispatcher: Sendable {
             var nextRepeat: Timestamp? = nil
             var repeatsRead: Int64 = 0
             var silencesRead: Int64 = 0
-            // Receivers whose due rows must come from the database, oldest first, before what
-            // commits hand over is used again: at start, after a pause, after a full page.
-            var backlog = Set(names)
-            var lastRead: [String: Int64] = [:]
-            let known = Set(names)
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
                 // Refill the queues of receivers that are running low and not paused.
                 for name in names {
-                    let (room, held) = state.withLock { s -> (Int, Bool) in
-                        if let until = s.pacedUntil[name], until > now { return (0, true) }
-                        if s.reviving.contains(name) { return (0, true) }
-                        if let health = s.health[name], !health.acceptsWork(now: now) { return (0, true) }
+                    let room = state.withLock { s -> Int in
+                        if let until = s.pacedUntil[name], until > now { return 0 }
+                        if s.reviving.contains(name) { return 0 }
+                        if let health = s.health[name], !health.acceptsWork(now: now) { return 0 }
                         let queued = s.queues[name]?.count ?? 0
-                        return (queued < Self.refillBelow ? Self.batch - queued : 0, false)
-                    }
-                    if held {
-                        // What commits hand over waits in the database, in order, until it is back.
-                        outbox.fresh.drop(receiver: name)
-                        backlog.insert(name)
+                        return queued < Self.refillBelow ? Self.batch - queued : 0
                     }
                     guard room > 0 else { continue }
-                    // Deliveries a commit just made due come from memory. The database is read
-                    // when none came that way, when some were dropped or a backlog is known, and
-                    // at least every readEvery ms, so rows falling due otherwise (retries,
-                    // reminders, fallbacks, resolved notices) are not held behind a steady stream.
-                    let handed = outbox.fresh.take(receiver: name, limit: room)
-                    if handed.overflowed { backlog.insert(name) }
-                    var due = handed.rows
-                    if backlog.contains(name) || handed.rows.isEmpty || now.milliseconds - lastRead[name, default: 0] >= Self.readEvery {
-                        state.withLock { $0.finishedDuringQuery[name] = [] }
-                        let read = (try? await outbox.due(receiver: name, now: now, limit: room)) ?? []
-                        lastRead[name] = now.milliseconds
-                        // With a backlog the handed rows are in the database too, behind older ones.
-                        due = backlog.contains(name) ? read : read + handed.rows
-                        if read.count >= room { backlog.insert(name) } else { backlog.remove(name) }
-                    }
-                    guard !due.isEmpty else {
+                    state.withLock { $0.finishedDuringQuery[name] = [] }
+                    guard let due = try? await outbox.due(receiver: name, now: now, limit: room), !due.isEmpty else {
                         state.withLock { $0.finishedDuringQuery[name] = nil }
                         continue
                     }
@@ -171,7 +147,6 @@ public final class Dispatcher: Sendable {
                         // here, oldest first, so sending needs no further read.
                         var batches: [[(Delivery, StoredEvent)]] = []
                         var openBatch: [String: Int] = [:]
-                        // (A row handed over and read back appears twice: the first claims it.)
                         for (delivery, event) in due where !s.inFlight.contains(delivery.id) && !finished.contains(delivery.id) && !s.carried.contains(delivery.id) {
                             s.inFlight.insert(delivery.id)
                             if delivery.batch_id == nil, let index = openBatch[delivery.group_key], batches[index].count < Self.maxBatch {
@@ -192,7 +167,6 @@ public final class Dispatcher: Sendable {
                 }
                 if now.milliseconds - lastDepthReport >= 1000 {
                     lastDepthReport = now.milliseconds
-                    outbox.fresh.keepOnly(known)
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
                     for (map, size) in trackedSizes() { Gauge(label: "gatehouse_dispatcher_tracked", dimensions: [("map", map)]).record(size) }
                 }
@@ -255,9 +229,6 @@ public final class Dispatcher: Sendable {
     /// Events in one digest at most.
     static let maxBatch = 100
     static let refillBelow = 64
-    /// The longest a receiver's due rows go without a database read while commits keep handing
-    /// rows over (ms).
-    static let readEvery: Int64 = 250
 
     /// Stops claiming new work; attempts in flight finish and are recorded.
     public func stop() {
@@ -356,7 +327,7 @@ public final class Dispatcher: Sendable {
         state.withLock { s in
             [("in_flight", s.inFlight.count), ("carried", s.carried.count), ("queues", s.queues.count),
              ("finished_during_query", s.finishedDuringQuery.count), ("busy_receivers", s.perReceiver.count),
-             ("paced", s.pacedUntil.count), ("reviving", s.reviving.count), ("handed_over", outbox.fresh.count)]
+             ("paced", s.pacedUntil.count), ("reviving", s.reviving.count)]
         }
     }
 

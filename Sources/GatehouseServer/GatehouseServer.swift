@@ -81,14 +81,10 @@ public enum GatehouseServer {
         let bus = Bus()
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
-        // Deliveries a commit makes due at once go from the event log to the dispatcher in memory.
-        let fresh = FreshDeliveries()
-        let log = EventLog(
-            database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan,
-            fresh: config.receivers.isEmpty ? nil : fresh)
+        let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan)
         let templates = try loadTemplates(config)
         let receivers = try await makeReceivers(config, templates: templates)
-        let outbox = Outbox(database: database, fresh: fresh)
+        let outbox = Outbox(database: database)
         let state = ServerState()
         let autoDecide = ProcessInfo.processInfo.environment["GATEHOUSE_AUTO_DECIDE"].flatMap { $0.isEmpty ? nil : $0 }
         if let autoDecide, !["approve", "reject"].contains(autoDecide) {

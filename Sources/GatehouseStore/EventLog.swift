@@ -53,8 +53,6 @@ public final class EventLog: Sendable {
     /// Decides, inside the commit, which deliveries each new event causes, so an acknowledged
     /// event's deliveries are on disk with it.
     private let planner: (@Sendable (Event) -> DeliveryPlan)?
-    /// Where the deliveries a commit makes due at once are handed to the dispatcher.
-    private let fresh: FreshDeliveries?
     private let commitCounter = Atomic<Int>(0)
     /// Transactions committed so far (tests use it to see group commit at work).
     public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
@@ -69,9 +67,8 @@ public final class EventLog: Sendable {
 
     public init(
         database: GatehouseDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() },
-        planner: (@Sendable (Event) -> DeliveryPlan)? = nil, fresh: FreshDeliveries? = nil
+        planner: (@Sendable (Event) -> DeliveryPlan)? = nil
     ) {
-        self.fresh = fresh
         self.database = database
         self.bus = bus
         self.clock = clock
@@ -106,7 +103,6 @@ public final class EventLog: Sendable {
         var outcomes = [Result<AppendOutcome, any Error>](repeating: .failure(CancellationError()), count: requests.count)
         var lastCursor: Int64 = 0
         var total = 0
-        var handOver: [(Delivery, StoredEvent)] = []
         do {
             try database.pool.writeWithoutTransaction { db in
                 try db.inTransaction(.immediate) {
@@ -121,16 +117,14 @@ public final class EventLog: Sendable {
                         do {
                             var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
                             var mine: [Event] = []
-                            var mineDue: [(Delivery, StoredEvent)] = []
                             let body = {
                                 let events = try request.work.map { try $0(db) + request.events } ?? request.events
-                                outcome = try self.insert(events, receivedAt: receivedAt, db: db, inserted: &mine, due: &mineDue)
+                                outcome = try self.insert(events, receivedAt: receivedAt, db: db, inserted: &mine)
                             }
                             if atomic { try body() } else {
                                 try db.inSavepoint { try body(); return .commit }
                             }
                             inserted.append(contentsOf: mine)
-                            handOver.append(contentsOf: mineDue)
                             if let c = outcome.lastCursor { lastCursor = max(lastCursor, c) }
                             outcomes[i] = .success(outcome)
                         } catch {
@@ -143,8 +137,6 @@ public final class EventLog: Sendable {
                     return .commit
                 }
             }
-            // Committed: the dispatcher may take these without reading them back.
-            fresh?.add(handOver)
         } catch {
             for i in outcomes.indices { outcomes[i] = .failure(error) }
             lastCursor = 0
@@ -161,9 +153,7 @@ public final class EventLog: Sendable {
         if lastCursor > 0 { bus.publish(.eventsCommitted(lastCursor: lastCursor)) }
     }
 
-    private func insert(
-        _ events: [Event], receivedAt: Timestamp, db: Database, inserted: inout [Event], due: inout [(Delivery, StoredEvent)]
-    ) throws -> AppendOutcome {
+    private func insert(_ events: [Event], receivedAt: Timestamp, db: Database, inserted: inout [Event]) throws -> AppendOutcome {
         let statement = try db.cachedStatement(sql: """
             INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at, time_given)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
@@ -192,11 +182,7 @@ public final class EventLog: Sendable {
                     let seq = db.lastInsertedRowID
                     let plan = planner(event)
                     if !plan.deliveries.isEmpty {
-                        let dueNow = try Outbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
-                        if fresh != nil, !dueNow.isEmpty {
-                            let stored = StoredEvent(cursor: seq, event: event, receivedAt: receivedAt)
-                            for delivery in dueNow { due.append((delivery, stored)) }
-                        }
+                        try Outbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
                     }
                     if plan.resolvesFailures { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }

@@ -157,78 +157,12 @@ extension Delivery {
     }
 }
 
-/// Deliveries a commit has just written that are due at once, held in memory for the
-/// dispatcher so it need not read back what was just written. Bounded per receiver: past the
-/// bound a receiver's entries are dropped and it is marked as needing a database read, which
-/// finds them all (they are committed). Only an optimisation: the database stays the truth.
-public final class FreshDeliveries: Sendable {
-    private struct State {
-        var items: [String: [(Delivery, StoredEvent)]] = [:]
-        var overflowed: Set<String> = []
-    }
-    private let state = Mutex(State())
-    public let capacityPerReceiver: Int
-
-    /// 512 rows cover the bursts between two dispatcher rounds; at the largest events allowed
-    /// (~85 KB with details and attributes) that is still a bounded ~44 MB per receiver.
-    public init(capacityPerReceiver: Int = 512) { self.capacityPerReceiver = capacityPerReceiver }
-
-    /// Adds committed rows (in commit order).
-    func add(_ rows: [(Delivery, StoredEvent)]) {
-        guard !rows.isEmpty else { return }
-        state.withLock { s in
-            for row in rows {
-                let receiver = row.0.receiver
-                if s.overflowed.contains(receiver) { continue }
-                if s.items[receiver, default: []].count >= capacityPerReceiver {
-                    s.items[receiver] = nil
-                    s.overflowed.insert(receiver)
-                    continue
-                }
-                s.items[receiver, default: []].append(row)
-            }
-        }
-    }
-
-    /// Up to `limit` rows for `receiver`, oldest first, and whether some were dropped since the
-    /// last call (then the database must be read).
-    public func take(receiver: String, limit: Int) -> (rows: [(Delivery, StoredEvent)], overflowed: Bool) {
-        state.withLock { s in
-            let overflowed = s.overflowed.remove(receiver) != nil
-            guard var queue = s.items[receiver], !queue.isEmpty else { return ([], overflowed) }
-            let rows = Array(queue.prefix(limit))
-            queue.removeFirst(rows.count)
-            s.items[receiver] = queue.isEmpty ? nil : queue
-            return (rows, overflowed)
-        }
-    }
-
-    /// Forgets what is held for `receiver` (its rows are read from the database instead).
-    public func drop(receiver: String) {
-        _ = state.withLock { $0.items.removeValue(forKey: receiver) }
-    }
-
-    /// Forgets rows for receivers not in `receivers` (an escalation may name one that is not
-    /// configured; its rows end in the database).
-    public func keepOnly(_ receivers: Set<String>) {
-        state.withLock { s in
-            for name in s.items.keys where !receivers.contains(name) { s.items[name] = nil }
-            s.overflowed = s.overflowed.intersection(receivers)
-        }
-    }
-
-    /// Rows held, for the tracked-state metrics.
-    public var count: Int { state.withLock { $0.items.values.reduce(0) { $0 + $1.count } } }
-}
-
 /// The durable outbox: rows are written in the same transaction as their event, claimed when
 /// due, and updated with each attempt's outcome. Outcomes recorded while a write is in flight
 /// share the next transaction (group commit), so thousands of deliveries a second cost a few
 /// hundred commits, not thousands.
 public final class Outbox: Sendable {
     public let database: GatehouseDatabase
-    /// What the event log's commits hand over (shared with the `EventLog`).
-    public let fresh: FreshDeliveries
     private let writer = GroupCommitQueue<Outcome>(label: "gatehouse.outbox")
 
     private struct Outcome: Sendable {
@@ -240,10 +174,7 @@ public final class Outbox: Sendable {
         var completion: @Sendable ((any Error)?) -> Void
     }
 
-    public init(database: GatehouseDatabase, fresh: FreshDeliveries = FreshDeliveries()) {
-        self.database = database
-        self.fresh = fresh
-    }
+    public init(database: GatehouseDatabase) { self.database = database }
 
     /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
     /// dead ones); returns once committed.
@@ -311,10 +242,7 @@ public final class Outbox: Sendable {
     /// Writes an event's deliveries (inside its commit). Each joins its aggregation group: a
     /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
     /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
-    /// Returns the rows due at once (`now`), as the dispatcher would read them.
-    @discardableResult
-    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: Database) throws -> [Delivery] {
-        var dueNow: [Delivery] = []
+    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: Database) throws {
         // Cached statements: this runs inside the ingest commit, once per delivery.
         let lookup = try db.cachedStatement(sql: "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?")
         let upsert = try db.cachedStatement(sql: """
@@ -338,17 +266,9 @@ public final class Outbox: Sendable {
             if !plan.alone && group?["next_flush_at"] as Int64? != due {
                 try upsert.execute(arguments: [plan.receiver, plan.groupKey, due, plan.groupInterval.milliseconds])
             }
-            let id = Delivery.newID()
             try insert.execute(arguments: [
-                id, eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback,
+                Delivery.newID(), eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback,
             ])
-            if due <= now.milliseconds {
-                dueNow.append(Delivery(
-                    id: id, event_seq: eventSeq, receiver: plan.receiver, route: plan.route, group_key: plan.groupKey, kind: "event",
-                    state: .pending, attempts: 0, next_attempt_at: due, created_at: now.milliseconds, updated_at: now.milliseconds,
-                    delivered_at: nil, last_status: nil, last_error: nil, response_body: nil, message_id: nil, fallback: plan.fallback,
-                    fallback_of: nil, batch_id: nil))
-            }
             if isFailure {
                 // The pipeline is failing for this receiver until a run succeeds; a fresh
                 // failure restarts the reminder clock.
@@ -364,7 +284,6 @@ public final class Outbox: Sendable {
                 ])
             }
         }
-        return dueNow
     }
 
     /// A successful run of a pipeline that receivers were told was failing: one `resolved`
