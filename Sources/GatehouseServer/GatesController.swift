@@ -9,8 +9,8 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// What every way of deciding a gate shares: the gate service, link signing, the public URL, and
-/// the one place a decision is applied (API, CLI, web page and chat callbacks all end here).
+/// What every way of deciding a gate shares: the gate service (where every decision — API,
+/// CLI, web page, chat callbacks — is applied), link signing, the public URL and the waits.
 public struct GateDesk: Sendable {
     public let gates: GateService
     public let signer: LinkSigner
