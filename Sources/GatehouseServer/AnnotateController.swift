@@ -12,7 +12,7 @@ import NIOCore
 /// and span selection. People sign in once: with an API token when the server has tokens,
 /// otherwise (loopback only) with their name; a signed cookie remembers them.
 struct AnnotateController {
-    let store: DatasetStore
+    let datasets: DatasetService
     let desk: GateDesk
     let auth: Authenticator
     let templates: TemplateSet?
@@ -97,16 +97,16 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         let name = try context.parameters.require("name")
         guard let who = person(request) else { return try await loginPage(next: "/annotate/\(name)") }
-        guard let info = try await store.get(name) else { return plain(.notFound, "No dataset \(name).") }
+        guard let info = try await datasets.find(name) else { return plain(.notFound, "No dataset \(name).") }
         var served: DatasetItem?
-        if let id = request.query("item") { served = try await store.item(name, id: id) }
-        if served == nil { served = try await store.next(name, annotator: who)?.item }
+        if let id = request.query("item") { served = try await datasets.item(name, id: id) }
+        if served == nil { served = try await datasets.next(name, annotator: who)?.item }
         return try html("annotate", try await values(info, who: who, item: served, session: sessionValue(request)))
     }
 
     func values(_ info: DatasetInfo, who: String, item: DatasetItem?, session: String, error: String? = nil) async throws -> [String: Any] {
         let spec = info.spec
-        let mine = try await store.labelCount(spec.name, annotator: who)
+        let mine = try await datasets.labelCount(spec.name, annotator: who)
         var v: [String: Any] = [
             "dataset": spec.name, "who": Self.displayName(who), "task": spec.task.rawValue, "total": info.itemCount, "labeled": info.completeCount,
             "mine": mine, "percent": info.itemCount == 0 ? 0 : info.completeCount * 100 / info.itemCount,
@@ -116,7 +116,7 @@ struct AnnotateController {
         if let error { v["error"] = error }
         if let instructions = spec.instructions, !instructions.isEmpty { v["instructions_html"] = Markdown.html(instructions) }
         guard let item else { v["done"] = true; return v }
-        let own = try await store.label(of: who, dataset: spec.name, item: item.id)
+        let own = try await datasets.label(of: who, dataset: spec.name, item: item.id)
         let suggestion = own ?? item.prediction
         v["item_id"] = item.id
         if let text = item.text { v["text"] = text }
@@ -138,7 +138,7 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         let name = try context.parameters.require("name")
         guard let who = person(request) else { return try await loginPage(next: "/annotate/\(name)", status: .unauthorized) }
-        guard let info = try await store.get(name) else { return plain(.notFound, "No dataset \(name).") }
+        guard let info = try await datasets.find(name) else { return plain(.notFound, "No dataset \(name).") }
         var request = request
         let pairs = parseFormPairs(try await request.bodyBytes(limit: maxBodyBytes))
         let form = Dictionary(pairs, uniquingKeysWith: { first, _ in first })
@@ -149,32 +149,31 @@ struct AnnotateController {
         let itemID = form["item"] ?? ""
         switch form["action"] ?? "label" {
         case "skip":
-            _ = try await store.skip(name, item: itemID, annotator: who)
+            // An item gone meanwhile (the dataset was changed) is simply not shown again.
+            do { try await datasets.skip(name, item: itemID, annotator: who) } catch let problem as Problem where problem.status == 404 {}
             return redirect("/annotate/\(name)")
         case "undo":
-            guard let undone = try await store.undo(name, annotator: who) else { return redirect("/annotate/\(name)") }
+            guard let undone = try await datasets.undo(name, annotator: who) else { return redirect("/annotate/\(name)") }
             return redirect("/annotate/\(name)?item=\(percentEncodeQuery(undone))")
         default:
-            guard let item = try await store.item(name, id: itemID) else { return plain(.notFound, "No item \(itemID) in \(name).") }
+            guard let item = try await datasets.item(name, id: itemID) else { return plain(.notFound, "No item \(itemID) in \(name).") }
             let raw: JSONValue
             switch info.spec.task {
             case .classification: raw = .string(form["label"] ?? "")
             case .multilabel: raw = .array(pairs.filter { $0.0 == "labels" }.map { .string($0.1) })
             case .spans: raw = Self.parseSpans(form["spans"] ?? "")
             }
-            switch info.spec.normalize(raw, text: item.text) {
-            case .failure(let error):
-                var v = try await values(info, who: who, item: item, session: session, error: "\(error.field) \(error.detail)")
+            do {
+                _ = try await datasets.label(name, item: itemID, annotator: who, raw: raw)
+                return redirect("/annotate/\(name)")
+            } catch let problem as Problem where problem.status == 422 {
+                let error = problem.errors.first.map { "\($0.field) \($0.detail)" } ?? problem.detail
+                var v = try await values(info, who: who, item: item, session: session, error: error)
                 v["spans_text"] = form["spans"]
                 return try html("annotate", v, status: .unprocessableContent)
-            case .success(let value):
-                switch try await store.label(name, item: itemID, annotator: who, value: value, url: "\(desk.baseURL)/annotate/\(name)") {
-                case .full:
-                    let v = try await values(info, who: who, item: nil, session: session, error: "That item got all its labels from others meanwhile; here is the next one.")
-                    return try html("annotate", v, status: .conflict)
-                default:
-                    return redirect("/annotate/\(name)")
-                }
+            } catch let problem as Problem where problem.status == 409 {
+                let v = try await values(info, who: who, item: nil, session: session, error: "That item got all its labels from others meanwhile; here is the next one.")
+                return try html("annotate", v, status: .conflict)
             }
         }
     }
@@ -198,11 +197,11 @@ struct AnnotateController {
     @Sendable func inbox(_ request: Request, context: GatehouseContext) async throws -> Response {
         if let refused = try await refuseOutsiders(context) { return refused }
         guard let who = person(request) else { return try await loginPage(next: "/inbox") }
-        var datasets: [[String: Any]] = []
-        for info in try await store.list() where info.completeCount < info.itemCount {
-            let remaining = try await store.remaining(info.spec.name, annotator: who)
+        var waiting: [[String: Any]] = []
+        for info in try await datasets.list() where info.completeCount < info.itemCount {
+            let remaining = try await datasets.remaining(info.spec.name, annotator: who)
             if remaining > 0 {
-                datasets.append(["name": info.spec.name, "remaining": remaining, "total": info.itemCount, "labeled": info.completeCount])
+                waiting.append(["name": info.spec.name, "remaining": remaining, "total": info.itemCount, "labeled": info.completeCount])
             }
         }
         let me = who
@@ -216,7 +215,7 @@ struct AnnotateController {
             return g
         }
         return try html("inbox", [
-            "who": Self.displayName(who), "datasets": datasets, "gates": gates, "has_datasets": !datasets.isEmpty, "has_gates": !gates.isEmpty,
+            "who": Self.displayName(who), "datasets": waiting, "gates": gates, "has_datasets": !waiting.isEmpty, "has_gates": !gates.isEmpty,
         ])
     }
 

@@ -9,9 +9,9 @@ import ServiceLifecycle
 /// `/v1/datasets`: create, list, delete, import items (JSON array or streamed NDJSON), next
 /// item, labels, skips, undo, stats, wait, export (docs/datasets.md).
 struct DatasetsController {
-    let store: DatasetStore
+    let datasets: DatasetService
     let auth: Authenticator
-    let bus: Bus
+    let waits: WaitRoom
     let baseURL: BaseURL
     let maxBodyBytes: Int
     let maxImportBytes: Int
@@ -36,15 +36,11 @@ struct DatasetsController {
 
     /// The dataset's definition (cached: it never changes), for the hot paths.
     func spec(_ context: GatehouseContext) async throws -> DatasetSpec {
-        let name = try context.parameters.require("name")
-        guard let spec = try await store.spec(name) else { throw Problem.notFound("no dataset \"\(name)\"") }
-        return spec
+        try await datasets.spec(try context.parameters.require("name"))
     }
 
     func dataset(_ context: GatehouseContext) async throws -> DatasetInfo {
-        let name = try context.parameters.require("name")
-        guard let info = try await store.get(name) else { throw Problem.notFound("no dataset \"\(name)\"") }
-        return info
+        try await datasets.info(try context.parameters.require("name"))
     }
 
     func jsonBody(_ request: Request) async throws -> JSONObject {
@@ -55,14 +51,8 @@ struct DatasetsController {
     @Sendable func create(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .datasetsWrite)
         let spec = try DatasetSpec.parse(.object(try await jsonBody(request))).get()
-        switch try await store.create(spec) {
-        case .conflict(let existing):
-            throw Problem(status: 409, title: "Conflict", detail: "dataset \"\(spec.name)\" exists with another definition", extensions: JSONObject([("existing", existing.json)]))
-        case let outcome:
-            // Deleted by someone else in between: say so rather than crash.
-            guard let info = try await store.get(spec.name) else { throw Problem.notFound("dataset \"\(spec.name)\" was deleted meanwhile") }
-            return .json(with(info), status: outcome == .created ? .created : .ok)
-        }
+        let (info, created) = try await datasets.create(spec)
+        return .json(with(info), status: created ? .created : .ok)
     }
 
     func with(_ info: DatasetInfo) -> JSONValue {
@@ -73,7 +63,7 @@ struct DatasetsController {
 
     @Sendable func list(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
-        return .json(.object(JSONObject([("datasets", .array(try await store.list().map(with)))])))
+        return .json(.object(JSONObject([("datasets", .array(try await datasets.list().map(with)))])))
     }
 
     @Sendable func get(_ request: Request, context: GatehouseContext) async throws -> Response {
@@ -83,8 +73,7 @@ struct DatasetsController {
 
     @Sendable func delete(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .datasetsWrite)
-        let name = try context.parameters.require("name")
-        guard try await store.delete(name) else { throw Problem.notFound("no dataset \"\(name)\"") }
+        try await datasets.delete(try context.parameters.require("name"))
         return Response(status: .noContent)
     }
 
@@ -104,33 +93,16 @@ struct DatasetsController {
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxImportBytes {
             throw Problem.tooLarge("the import is \(declared) bytes; the limit is \(maxImportBytes) bytes (server.max_import)")
         }
-        let importID = "imp_" + EventValidator.generateID().dropFirst(4)
-        var staged: [(Int, DatasetItem)] = []
-        var errors: [FieldError] = []
-        var count = 0
-        func accept(_ value: JSONValue, index: Int, line: Int?) async throws {
-            count += 1
-            switch DatasetItem.parse(value, for: spec) {
-            case .success(let item):
-                guard errors.isEmpty else { return }
-                staged.append((index, item))
-                if staged.count >= 5000 {
-                    try await store.stage(importID: importID, staged)
-                    staged.removeAll(keepingCapacity: true)
-                }
-            case .failure(let invalid):
-                for e in invalid.errors where errors.count < 20 { errors.append(FieldError(index: line == nil ? index : nil, line: line, field: e.field, detail: e.detail)) }
-            }
-        }
+        let importing = datasets.beginImport(into: spec)
         do {
             if ndjson {
                 var lines = NDJSONLines()
                 var total = 0
                 func parseLine(_ bytes: [UInt8], line: Int) async throws {
                     do {
-                        try await accept(try JSONValue.parse(bytes: bytes), index: count, line: line)
+                        try await importing.add(try JSONValue.parse(bytes: bytes), line: line)
                     } catch let e as JSONParseError {
-                        errors.append(FieldError(line: line, field: "(line)", detail: "is not valid JSON: \(e.message) at column \(e.column)"))
+                        importing.addUnparsable(line: line, "\(e.message) at column \(e.column)")
                     }
                 }
                 var chunks = request.body.makeAsyncIterator()
@@ -142,10 +114,10 @@ struct DatasetsController {
                     if total > maxImportBytes { throw Problem.tooLarge("the import is larger than \(maxImportBytes) bytes (server.max_import)") }
                     for (line, bytes) in lines.feed(buffer.readableBytesView) {
                         try await parseLine(bytes, line: line)
-                        if errors.count >= 20 { break reading }
+                        if importing.isRefused { break reading }
                     }
                 }
-                if errors.count < 20, let (line, bytes) = lines.finish() { try await parseLine(bytes, line: line) }
+                if !importing.isRefused, let (line, bytes) = lines.finish() { try await parseLine(bytes, line: line) }
             } else {
                 var request = request
                 let bytes = try await request.bodyBytes(limit: min(maxImportBytes, 64 << 20))
@@ -155,26 +127,17 @@ struct DatasetsController {
                 }
                 let items = value.arrayValue ?? (value.objectValue.map { [JSONValue.object($0)] } ?? [])
                 if value.arrayValue == nil && value.objectValue == nil { throw Problem.invalid([FieldError(field: "(body)", detail: "must be an item or an array of items")]) }
-                for (i, item) in items.enumerated() {
-                    try await accept(item, index: i, line: nil)
-                    if errors.count >= 20 { break }
+                for item in items {
+                    try await importing.add(item)
+                    if importing.isRefused { break }
                 }
             }
-            if !errors.isEmpty {
-                try await store.discardImport(importID)
-                var problem = Problem.invalid(errors)
-                problem.detail = "nothing was imported: " + problem.detail
-                throw problem
-            }
-            if count == 0 { throw Problem.invalid([FieldError(field: "(body)", detail: "holds no items")]) }
-            try await store.stage(importID: importID, staged)
-            let (added, duplicates) = try await store.commitImport(importID, dataset: spec.name, received: count, url: annotateURL(spec.name))
-            let total = try await store.get(spec.name)?.itemCount ?? 0
-            return .json(.object(JSONObject([("added", .int(added)), ("duplicates", .int(duplicates)), ("items", .int(total))])))
         } catch {
-            try? await store.discardImport(importID)
+            await importing.discard()
             throw error
         }
+        let committed = try await importing.finish()
+        return .json(.object(JSONObject([("added", .int(committed.added)), ("duplicates", .int(committed.duplicates)), ("items", .int(committed.total))])))
     }
 
     /// Who is labelling, as `web:<name>` (the one form of a person, as on the web pages and in
@@ -205,7 +168,7 @@ struct DatasetsController {
         let principal = try await auth.authorize(request, context: context, scope: .datasetsLabel)
         let spec = try await spec(context)
         let who = try Self.annotator(request.query("annotator"), principal: principal)
-        guard let served = try await store.next(spec.name, annotator: who) else { return Response(status: .noContent) }
+        guard let served = try await datasets.next(spec.name, annotator: who) else { return Response(status: .noContent) }
         var o = Self.itemJSON(served.item)
         o.append("labels_needed", .int(spec.annotatorsPerItem - served.labelCount))
         o.append("annotator", .string(who))
@@ -228,27 +191,16 @@ struct DatasetsController {
         let o = try await jsonBody(request)
         for (k, _) in o where !["label", "labels", "spans", "annotator"].contains(k) { throw Problem.invalid([FieldError(field: k, detail: "is not a known field")]) }
         let who = try Self.annotator(o["annotator"]?.stringValue, principal: principal)
-        // Spans are checked against the item's text; other tasks need no read before the write.
-        var text: String?
-        if spec.task == .spans {
-            guard let item = try await store.item(spec.name, id: id) else { throw Problem.notFound("no item \"\(id)\" in \(spec.name)") }
-            text = item.text
-        }
         let raw: JSONValue = switch spec.task {
         case .classification: o["label"] ?? .null
         case .multilabel: o["labels"] ?? o["label"] ?? .null
         case .spans: o["spans"] ?? .null
         }
-        let value = try spec.normalize(raw, text: text).mapError { Problem.invalid([$0]) }.get()
-        switch try await store.label(spec.name, item: id, annotator: who, value: value, url: annotateURL(spec.name)) {
-        case .noItem: throw Problem.notFound("no item \"\(id)\" in \(spec.name)")
-        case .full(let n): throw Problem(status: 409, title: "Conflict", detail: "item \(id) already has its \(n) label\(n == 1 ? "" : "s") from other people")
-        case .recorded(let itemComplete, let datasetComplete):
-            return .json(.object(JSONObject([
-                ("item", .string(id)), ("annotator", .string(who)), ("value", value),
-                ("item_complete", .bool(itemComplete)), ("dataset_complete", .bool(datasetComplete)),
-            ])), status: .created)
-        }
+        let labelled = try await datasets.label(spec.name, item: id, annotator: who, raw: raw)
+        return .json(.object(JSONObject([
+            ("item", .string(id)), ("annotator", .string(who)), ("value", labelled.value),
+            ("item_complete", .bool(labelled.itemComplete)), ("dataset_complete", .bool(labelled.datasetComplete)),
+        ])), status: .created)
     }
 
     @Sendable func skip(_ request: Request, context: GatehouseContext) async throws -> Response {
@@ -256,7 +208,7 @@ struct DatasetsController {
         let info = try await dataset(context)
         let id = try context.parameters.require("id")
         let who = try Self.annotator(request.query("annotator"), principal: principal)
-        guard try await store.skip(info.spec.name, item: id, annotator: who) else { throw Problem.notFound("no item \"\(id)\" in \(info.spec.name)") }
+        try await datasets.skip(info.spec.name, item: id, annotator: who)
         return Response(status: .noContent)
     }
 
@@ -264,15 +216,13 @@ struct DatasetsController {
         let principal = try await auth.authorize(request, context: context, scope: .datasetsLabel)
         let info = try await dataset(context)
         let who = try Self.annotator(request.query("annotator"), principal: principal)
-        guard let item = try await store.undo(info.spec.name, annotator: who) else { throw Problem.notFound("\(who) has no label to undo in \(info.spec.name)") }
+        guard let item = try await datasets.undo(info.spec.name, annotator: who) else { throw Problem.notFound("\(who) has no label to undo in \(info.spec.name)") }
         return .json(.object(JSONObject([("item", .string(item)), ("annotator", .string(who))])))
     }
 
     @Sendable func stats(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
-        let info = try await dataset(context)
-        guard let stats = try await store.stats(info.spec.name) else { throw Problem.notFound("dataset \"\(info.spec.name)\" was deleted meanwhile") }
-        return .json(stats.json)
+        return .json(try await datasets.stats(try context.parameters.require("name")).json)
     }
 
     /// Answers when at least `labeled` items have all their labels (and, with `agreement`,
@@ -283,7 +233,7 @@ struct DatasetsController {
         let info = try await dataset(context)
         let name = info.spec.name
         var errors: [FieldError] = []
-        var target = info.itemCount
+        var target: Int?
         if let text = request.query("labeled") {
             if let n = Int(text), n >= 0 { target = n } else { errors.append(FieldError(field: "labeled", detail: "must be a non-negative integer")) }
         }
@@ -296,26 +246,25 @@ struct DatasetsController {
             if let d = GatehouseDuration(text), d.milliseconds <= 300_000 { timeout = d } else { errors.append(FieldError(field: "timeout", detail: "must be a duration from 0s to 300s")) }
         }
         if !errors.isEmpty { throw Problem.invalid(errors) }
-        let subscriber = bus.subscribe { message in
-            if case .datasetChanged(let changed) = message { return changed == name }
-            return false
-        }
-        defer { subscriber.close() }
+        // Parked before the first read, so a label landing in between still wakes it.
+        let parked = waits.park(.dataset(name), answerer: nil, requestID: context.id)
+        defer { waits.unpark(parked) }
         let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
         // A graceful shutdown answers at once, as a timeout would: the client asks again.
         return try await withGracefulShutdownHandler {
             while true {
-                let s = try await store.stats(name, withAgreement: agreement != nil)
-                guard let s else { throw Problem.notFound("no dataset \"\(name)\"") }
-                let reached = s.labeled >= target && (agreement.map { k in s.agreement.map { $0 >= k } ?? false } ?? true)
+                let progress = try await datasets.progress(name, labeled: target, agreement: agreement)
                 let remaining = deadline - ContinuousClock.now
-                if reached || remaining <= .zero || Task.isShuttingDownGracefully || Task.isCancelled {
-                    return .json(.object(JSONObject([("reached", .bool(reached)), ("labeled", .int(s.labeled)), ("target", .int(target)), ("stats", s.json)])))
+                if progress.reached || remaining <= .zero || parked.isInterrupted || Task.isCancelled {
+                    return .json(.object(JSONObject([
+                        ("reached", .bool(progress.reached)), ("labeled", .int(progress.stats.labeled)), ("target", .int(progress.target)),
+                        ("stats", progress.stats.json),
+                    ])))
                 }
-                _ = await subscriber.next(timeout: remaining)
+                _ = await parked.next(timeout: remaining)
             }
         } onGracefulShutdown: {
-            subscriber.wake()
+            parked.interrupt()
         }
     }
 
@@ -330,12 +279,12 @@ struct DatasetsController {
         case "label-studio": exporter = .labelStudio
         default: throw Problem.invalid([FieldError(field: "format", detail: "must be jsonl, csv or label-studio")])
         }
-        let store = self.store
+        let datasets = self.datasets
         let spec = info.spec
         let body = ResponseBody { writer in
             var first = true
             if let head = exporter.header(spec) { try await writer.write(ByteBuffer(string: head)) }
-            try await store.export(spec.name) { page in
+            try await datasets.export(spec.name) { page in
                 var text = ""
                 for item in page {
                     text += exporter.row(item, spec: spec, first: first)
@@ -382,7 +331,7 @@ enum DatasetExporter: Sendable {
 
     func footer(_ spec: DatasetSpec) -> String? { self == .labelStudio ? "\n]\n" : nil }
 
-    func row(_ e: DatasetStore.ExportedItem, spec: DatasetSpec, first: Bool) -> String {
+    func row(_ e: ExportedItem, spec: DatasetSpec, first: Bool) -> String {
         switch self {
         case .jsonl:
             var o = DatasetsController.itemJSON(e.item)

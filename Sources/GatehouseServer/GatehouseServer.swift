@@ -31,7 +31,7 @@ public enum GatehouseServer {
 
     public static func makeRouter(
         config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
-        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetStore,
+        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetService,
         receiverHealth: @escaping @Sendable () -> [(name: String, health: ReceiverHealth)] = { [] }
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
@@ -50,11 +50,11 @@ public enum GatehouseServer {
         GatesController(desk: desk, auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         callbacks.addRoutes(to: router)
         DatasetsController(
-            store: datasets, auth: auth, bus: log.bus, baseURL: desk.base, maxBodyBytes: config.server.maxBodyBytes,
+            datasets: datasets, auth: auth, waits: desk.waits, baseURL: desk.base, maxBodyBytes: config.server.maxBodyBytes,
             maxImportBytes: config.server.maxImportBytes).addRoutes(to: router)
         GatePageController(desk: desk, templates: pages, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         AnnotateController(
-            store: datasets, desk: desk, auth: auth, templates: pages,
+            datasets: datasets, desk: desk, auth: auth, templates: pages,
             script: pages?.file("pages/annotate.js"),
             maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         return router
@@ -128,7 +128,8 @@ public enum GatehouseServer {
         let router = makeRouter(
             config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
             pages: templates,
-            datasets: DatasetStore(log: log), receiverHealth: { dispatcher?.receiverHealth() ?? [] })
+            datasets: DatasetService(repository: SQLiteDatasetRepository(log: log), bus: bus, pageURL: { [base = desk.base] in "\(base.value)/annotate/\($0)" }),
+            receiverHealth: { dispatcher?.receiverHealth() ?? [] })
         let app = Application(
             router: router,
             // The idle timeout is Hummingbird's connection state handler: it closes a

@@ -178,7 +178,7 @@ struct GatesController {
         let id = try context.parameters.require("id")
         let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
         // Parked before the gate is read, so a close landing in between still releases it.
-        let parked = desk.waits.park(id, answerer: EarlyAnswerHandler.find(context.channel), requestID: context.id)
+        let parked = desk.waits.park(.gate(id), answerer: EarlyAnswerHandler.find(context.channel), requestID: context.id)
         defer { desk.waits.unpark(parked) }
         let outcome: Result<Gate?, any Error>
         do {

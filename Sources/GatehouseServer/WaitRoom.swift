@@ -6,8 +6,15 @@ import NIOCore
 import NIOHTTPTypes
 import Synchronization
 
-/// Where `GET /v1/gates/{id}/wait` requests sit until their gate closes, and the fast way
-/// out of it.
+/// What a wait is waiting on: a gate to close, or a dataset to reach its target.
+enum WaitTopic: Hashable, Sendable {
+    case gate(String)
+    case dataset(String)
+}
+
+/// Where waits sit — `GET /v1/gates/{id}/wait` until the gate closes, `GET
+/// /v1/datasets/{name}/wait` until enough items are labelled — woken by the bus; and the fast
+/// way out for gates.
 ///
 /// Waking a thousand waiters through the ordinary path costs a thousand task switches, each
 /// followed by middleware, the response writer's hop to the event loop and the next read —
@@ -21,7 +28,7 @@ final class WaitRoom: Sendable {
     /// The answer for a gate that has closed, nil while it is pending or unknown.
     typealias ClosedAnswer = @Sendable (_ gateID: String) async -> ByteBuffer?
 
-    private let parked = Mutex<[String: [ObjectIdentifier: ParkedWait]]>([:])
+    private let parked = Mutex<[WaitTopic: [ObjectIdentifier: ParkedWait]]>([:])
     private let closedAnswer: ClosedAnswer
     private let parkedCount = Atomic(0)
     private let waiters = Gauge(label: "gatehouse_gate_waiters")
@@ -29,19 +36,27 @@ final class WaitRoom: Sendable {
     init(bus: Bus, closedAnswer: @escaping ClosedAnswer) {
         self.closedAnswer = closedAnswer
         bus.observe { [weak self] message in
-            guard case .gateChanged(let id) = message, let self, self.hasWaiters(id) else { return }
-            Task { await self.release(id) }
+            guard let self else { return }
+            switch message {
+            case .gateChanged(let id) where self.hasWaiters(.gate(id)):
+                Task { await self.release(id) }
+            case .datasetChanged(let name):
+                // Each dataset wait has its own target: wake them to read the stats again.
+                for wait in self.waits(on: .dataset(name)) { wait.wake() }
+            default:
+                break
+            }
         }
     }
 
-    private func hasWaiters(_ id: String) -> Bool { parked.withLock { $0[id]?.isEmpty == false } }
+    private func hasWaiters(_ topic: WaitTopic) -> Bool { parked.withLock { $0[topic]?.isEmpty == false } }
 
-    /// Parks a wait before the gate is read, so a close landing in between still releases it.
-    /// `answerer` is the connection's handler (nil when the connection has none: the wait is
-    /// then only woken and answers the ordinary way); `requestID` goes in its answer.
-    func park(_ gateID: String, answerer: EarlyAnswerHandler.Reference?, requestID: String) -> ParkedWait {
-        let wait = ParkedWait(gateID: gateID, answerer: answerer, requestID: requestID)
-        parked.withLock { $0[gateID, default: [:]][ObjectIdentifier(wait)] = wait }
+    /// Parks a wait before what it waits on is read, so a change landing in between still
+    /// wakes it. `answerer` is the connection's handler, for gates (nil: the wait is only woken
+    /// and answers the ordinary way); `requestID` goes in its answer.
+    func park(_ topic: WaitTopic, answerer: EarlyAnswerHandler.Reference?, requestID: String) -> ParkedWait {
+        let wait = ParkedWait(topic: topic, answerer: answerer, requestID: requestID)
+        parked.withLock { $0[topic, default: [:]][ObjectIdentifier(wait)] = wait }
         waiters.record(parkedCount.add(1, ordering: .relaxed).newValue)
         return wait
     }
@@ -49,8 +64,8 @@ final class WaitRoom: Sendable {
     func unpark(_ wait: ParkedWait) {
         wait.cancelTimer()
         parked.withLock { rooms in
-            rooms[wait.gateID]?.removeValue(forKey: ObjectIdentifier(wait))
-            if rooms[wait.gateID]?.isEmpty == true { rooms.removeValue(forKey: wait.gateID) }
+            rooms[wait.topic]?.removeValue(forKey: ObjectIdentifier(wait))
+            if rooms[wait.topic]?.isEmpty == true { rooms.removeValue(forKey: wait.topic) }
         }
         waiters.record(parkedCount.subtract(1, ordering: .relaxed).newValue)
     }
@@ -60,7 +75,7 @@ final class WaitRoom: Sendable {
         guard let body = await closedAnswer(gateID) else {
             // Still pending (a decision short of its quorum, a reminder): waits without an
             // answerer re-read it; the others need not.
-            for wait in waits(on: gateID) where wait.answerer == nil { wait.wake() }
+            for wait in waits(on: .gate(gateID)) where wait.answerer == nil { wait.wake() }
             return
         }
         // Grouped by event loop: one hop per loop. (Appending through a dictionary of tuples
@@ -68,7 +83,7 @@ final class WaitRoom: Sendable {
         var loops: [any EventLoop] = []
         var waitsByLoop: [[ParkedWait]] = []
         var slot: [ObjectIdentifier: Int] = [:]
-        for wait in waits(on: gateID) {
+        for wait in waits(on: .gate(gateID)) {
             guard let answerer = wait.answerer else {
                 wait.wake()
                 continue
@@ -106,8 +121,8 @@ final class WaitRoom: Sendable {
         }
     }
 
-    private func waits(on gateID: String) -> [ParkedWait] {
-        parked.withLock { $0[gateID].map { Array($0.values) } ?? [] }
+    private func waits(on topic: WaitTopic) -> [ParkedWait] {
+        parked.withLock { $0[topic].map { Array($0.values) } ?? [] }
     }
 }
 
@@ -136,13 +151,13 @@ final class ParkedWait: Sendable {
         var timer: BusTimer?
     }
 
-    let gateID: String
+    let topic: WaitTopic
     let answerer: EarlyAnswerHandler.Reference?
     let requestID: String
     private let state = Mutex(State())
 
-    init(gateID: String, answerer: EarlyAnswerHandler.Reference?, requestID: String) {
-        self.gateID = gateID
+    init(topic: WaitTopic, answerer: EarlyAnswerHandler.Reference?, requestID: String) {
+        self.topic = topic
         self.answerer = answerer
         self.requestID = requestID
     }

@@ -65,8 +65,9 @@ public struct ServedItem: Sendable, Equatable {
 }
 
 /// Datasets, items, labels and skips in SQLite; "next item" leases in memory (they last
-/// minutes, and losing them on a restart only means an item may be shown twice).
-public final class DatasetStore: Sendable {
+/// minutes, and losing them on a restart only means an item may be shown twice — one process
+/// serves a SQLite file, so memory is where every "next" sees them).
+public final class SQLiteDatasetRepository: DatasetRepository {
     public let log: EventLog
     var database: GatehouseDatabase { log.database }
     /// dataset → item → [(annotator, until)]
@@ -75,19 +76,12 @@ public final class DatasetStore: Sendable {
     /// candidates read just before a label committed is corrected with these, so "next item"
     /// needs one read and never serves an item that just got its labels.
     private let recentCounts = Mutex<[String: [String: (Int, Int64)]]>([:])
-    /// How long a served item is kept for its person.
-    public static let leaseMilliseconds: Int64 = 5 * 60_000
-    private let specs = Mutex<[String: DatasetSpec]>([:])
 
     public init(log: EventLog) { self.log = log }
 
     // MARK: Datasets
 
-    public enum Created: Sendable, Equatable { case created, exists, conflict(DatasetSpec) }
-
-    /// Creates a dataset; the same spec again is fine (a retried pipeline step), another spec
-    /// under the same name is a conflict.
-    public func create(_ spec: DatasetSpec, now: Timestamp = .now()) async throws -> Created {
+    public func create(_ spec: DatasetSpec, now: Timestamp) async throws -> DatasetCreation {
         try await database.pool.write { db in
             if let text = try String.fetchOne(db.cachedStatement(sql: "SELECT spec FROM datasets WHERE name = ?"), arguments: [spec.name]),
                let existing = (try? JSONValue.parse(text)).flatMap({ try? DatasetSpec.parse($0).get() }) {
@@ -109,14 +103,6 @@ public final class DatasetStore: Sendable {
         try await database.pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM datasets WHERE name = ?"), arguments: [name]).flatMap(Self.info) }
     }
 
-    /// The spec, cached: specs never change after creation.
-    public func spec(_ name: String) async throws -> DatasetSpec? {
-        if let cached = specs.withLock({ $0[name] }) { return cached }
-        guard let spec = try await get(name)?.spec else { return nil }
-        specs.withLock { $0[name] = spec }
-        return spec
-    }
-
     public func list() async throws -> [DatasetInfo] {
         try await database.pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM datasets ORDER BY created_at DESC, name")).compactMap(Self.info) }
     }
@@ -128,9 +114,7 @@ public final class DatasetStore: Sendable {
             for table in ["items", "labels", "skips"] { try db.execute(sql: "DELETE FROM \(table) WHERE dataset = ?", arguments: [name]) }
             return true
         }
-        specs.withLock { _ = $0.removeValue(forKey: name) }
         leases.withLock { _ = $0.removeValue(forKey: name) }
-        if deleted { log.bus.publish(.datasetChanged(name: name)) }
         return deleted
     }
 
@@ -154,11 +138,11 @@ public final class DatasetStore: Sendable {
         try await database.pool.write { db in try db.cachedStatement(sql: "DELETE FROM import_staging WHERE import_id = ?").execute(arguments: [importID]) }
     }
 
-    /// Moves a fully received import into the dataset in one transaction (with its
-    /// `dataset.items_added` event): all of it or nothing. Ids already present (or repeated in
-    /// the import) are duplicates, not errors.
-    public func commitImport(_ importID: String, dataset: String, received: Int, url: String?, now: Timestamp = .now()) async throws -> (added: Int, duplicates: Int) {
-        let result: (Int, Int) = try await log.transact { db in
+    /// All of it or nothing. Ids repeated in the import are duplicates too.
+    public func commitImport(
+        _ importID: String, dataset: String, received: Int, announce: @escaping @Sendable (ImportCommitted) -> Event
+    ) async throws -> ImportCommitted {
+        try await log.transact { db in
             let base = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?", arguments: [dataset]) ?? 0
             try db.execute(sql: """
                 INSERT INTO items (dataset, id, seq, data, meta, prediction)
@@ -167,26 +151,20 @@ public final class DatasetStore: Sendable {
                 """, arguments: [dataset, base, importID])
             let added = db.changesCount
             try db.cachedStatement(sql: "DELETE FROM import_staging WHERE import_id = ?").execute(arguments: [importID])
-            guard added > 0 else { return ((0, received), []) }
+            guard added > 0 else {
+                let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? 0
+                return (ImportCommitted(added: 0, duplicates: received, total: total, firstSeq: base + 1), [])
+            }
             try db.cachedStatement(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?").execute(arguments: [added, dataset])
             let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? added
-            let event = Event(
-                id: "dataset.\(dataset).items_added.\(base + 1)", type: "dataset.items_added", pipeline: "datasets", severity: .info,
-                summary: "\(added) item\(added == 1 ? "" : "s") to label in \(dataset)", labels: [("dataset", dataset)],
-                attributes: JSONObject([("dataset", .string(dataset)), ("added", .int(added)), ("total", .int(total))]), url: url, time: now)
-            return ((added, received - added), [event])
+            let committed = ImportCommitted(added: added, duplicates: received - added, total: total, firstSeq: base + 1)
+            return (committed, [announce(committed)])
         }
-        if result.0 > 0 { log.bus.publish(.datasetChanged(name: dataset)) }
-        return result
     }
 
     // MARK: Next item, labels, skips
 
-    /// The next item for `annotator`: one they have not labelled or skipped, that still needs
-    /// labels counting the people currently holding it, oldest first. It is leased to them for
-    /// five minutes so two people are not served the same item when one label is needed.
-    public func next(_ dataset: String, annotator: String, now: Timestamp = .now()) async throws -> ServedItem? {
-        guard let spec = try await spec(dataset) else { return nil }
+    public func next(_ dataset: String, annotator: String, needed: Int, now: Timestamp, leaseUntil: Timestamp) async throws -> ServedItem? {
         var offset = 0
         while true {
             let skip = offset
@@ -220,8 +198,8 @@ public final class DatasetStore: Sendable {
                 defer { all[dataset] = book }
                 for row in page {
                     let labels = max(row.labelCount, recent[row.id]?.0 ?? 0)
-                    guard labels + (book[row.id]?.count ?? 0) < spec.annotatorsPerItem else { continue }
-                    book[row.id, default: []].append((annotator, now.milliseconds + Self.leaseMilliseconds))
+                    guard labels + (book[row.id]?.count ?? 0) < needed else { continue }
+                    book[row.id, default: []].append((annotator, leaseUntil.milliseconds))
                     return row
                 }
                 return nil
@@ -265,18 +243,10 @@ public final class DatasetStore: Sendable {
         }
     }
 
-    public enum LabelOutcome: Sendable, Equatable {
-        case recorded(itemComplete: Bool, datasetComplete: Bool)
-        case noItem
-        /// The item already has all its labels from other people.
-        case full(Int)
-    }
-
-    /// Records (or replaces) `annotator`'s label on an item — `value` already normalised for
-    /// the task. The label that completes the dataset emits `dataset.completed` with it.
-    public func label(_ dataset: String, item itemID: String, annotator: String, value: JSONValue, url: String?, now: Timestamp = .now()) async throws -> LabelOutcome {
-        guard let spec = try await spec(dataset) else { return .noItem }
-        let needed = spec.annotatorsPerItem
+    public func label(
+        _ dataset: String, item itemID: String, annotator: String, value: JSONValue, needed: Int, now: Timestamp,
+        announce: @escaping @Sendable (_ total: Int) -> Event
+    ) async throws -> LabelOutcome {
         let (outcome, newCount): (LabelOutcome, Int) = try await log.transact { db in
             // Cached statements: this runs for every label, inside the group commit.
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) else {
@@ -296,11 +266,7 @@ public final class DatasetStore: Sendable {
             let (total, done): (Int, Int) = (counts["item_count"], counts["complete_count"])
             guard done >= total else { return ((.recorded(itemComplete: true, datasetComplete: false), count + 1), []) }
             try db.cachedStatement(sql: "UPDATE datasets SET completed_at = ? WHERE name = ?").execute(arguments: [now.milliseconds, dataset])
-            let event = Event(
-                id: "dataset.\(dataset).completed.\(total).\(now.milliseconds)", type: "dataset.completed", pipeline: "datasets", severity: .info,
-                summary: "\(dataset): all \(total) items are labeled", labels: [("dataset", dataset)],
-                attributes: JSONObject([("dataset", .string(dataset)), ("total", .int(total))]), url: url, time: now)
-            return ((.recorded(itemComplete: true, datasetComplete: true), count + 1), [event])
+            return ((.recorded(itemComplete: true, datasetComplete: true), count + 1), [announce(total)])
         }
         if case .recorded = outcome {
             // Note the new count before the lease goes: a "next" that finds the item free of
@@ -310,13 +276,11 @@ public final class DatasetStore: Sendable {
                 all[dataset, default: [:]][itemID] = (max(previous, newCount), now.milliseconds)
             }
             release(dataset, item: itemID, annotator: annotator)
-            log.bus.publish(.datasetChanged(name: dataset))
         }
         return outcome
     }
 
-    /// Records that `annotator` skipped an item (they are not served it again).
-    public func skip(_ dataset: String, item itemID: String, annotator: String, now: Timestamp = .now()) async throws -> Bool {
+    public func skip(_ dataset: String, item itemID: String, annotator: String, now: Timestamp) async throws -> Bool {
         let ok = try await database.pool.write { db -> Bool in
             guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) ?? false else { return false }
             try db.cachedStatement(sql: "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING").execute(arguments: [dataset, itemID, annotator, now.milliseconds])
@@ -327,8 +291,7 @@ public final class DatasetStore: Sendable {
         return ok
     }
 
-    /// Takes back `annotator`'s latest label in the dataset; returns the item it was on.
-    public func undo(_ dataset: String, annotator: String, now: Timestamp = .now()) async throws -> String? {
+    public func undo(_ dataset: String, annotator: String, now: Timestamp) async throws -> String? {
         let undone: (String, Int)? = try await log.transact { db in
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1"), arguments: [dataset, annotator]) else {
                 return (nil, [])
@@ -343,11 +306,9 @@ public final class DatasetStore: Sendable {
         }
         guard let (itemID, count) = undone else { return nil }
         recentCounts.withLock { $0[dataset, default: [:]][itemID] = (count, now.milliseconds) }
-        log.bus.publish(.datasetChanged(name: dataset))
         return itemID
     }
 
-    /// The person's own label on an item, if any.
     public func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue? {
         try await database.pool.read { db in
             try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM labels WHERE dataset = ? AND item_id = ? AND annotator = ?"), arguments: [dataset, item, annotator])
@@ -355,7 +316,6 @@ public final class DatasetStore: Sendable {
         }
     }
 
-    /// Items still waiting for `annotator` (not complete, not labelled or skipped by them).
     public func remaining(_ dataset: String, annotator: String) async throws -> Int {
         try await database.pool.read { db in
             try Int.fetchOne(db, sql: """
@@ -366,7 +326,6 @@ public final class DatasetStore: Sendable {
         }
     }
 
-    /// How many labels `annotator` gave in the dataset.
     public func labelCount(_ dataset: String, annotator: String) async throws -> Int {
         try await database.pool.read { db in
             try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM labels WHERE dataset = ? AND annotator = ?"), arguments: [dataset, annotator]) ?? 0
@@ -375,9 +334,10 @@ public final class DatasetStore: Sendable {
 
     // MARK: Stats, export
 
-    public func stats(_ dataset: String, withAgreement: Bool = true) async throws -> DatasetStats? {
-        guard let spec = try await spec(dataset) else { return nil }
+    public func stats(_ spec: DatasetSpec, withAgreement: Bool) async throws -> DatasetStats? {
+        let dataset = spec.name
         return try await database.pool.read { db in
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM datasets WHERE name = ?"), arguments: [dataset]) ?? false else { return nil }
             var s = DatasetStats()
             let counts = try Row.fetchOne(db, sql: """
                 SELECT COUNT(*) AS total,
@@ -413,16 +373,8 @@ public final class DatasetStore: Sendable {
         }
     }
 
-    /// One exported item: its data, every label, and the consensus.
-    public struct ExportedItem: Sendable {
-        public var item: DatasetItem
-        public var labels: [(annotator: String, value: JSONValue, at: Timestamp)]
-        public var consensus: JSONValue?
-    }
-
-    /// Streams the dataset's items in import order, `batch` at a time, to `body`.
-    public func export(_ dataset: String, batch: Int = 1000, _ body: ([ExportedItem]) async throws -> Void) async throws {
-        guard let spec = try await spec(dataset) else { return }
+    public func export(_ spec: DatasetSpec, batch: Int, _ body: ([ExportedItem]) async throws -> Void) async throws {
+        let dataset = spec.name
         var after: Int64 = -1
         while true {
             let from = after
