@@ -83,7 +83,7 @@ let package = Package(
         // gatehouse.yml → GatehouseConfig, every problem with its line (Fuzz/fuzz-config).
         .target(
             name: "GatehouseConfigFile",
-            dependencies: ["GatehouseCore", "GatehouseSignatures", .product(name: "Yams", package: "Yams")]
+            dependencies: ["GatehouseCore", "GatehouseDelivery", "GatehouseSignatures", .product(name: "Yams", package: "Yams")]
         ),
         .target(
             name: "GatehouseServer",

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseDelivery
 import GatehouseSignatures
 import Yams
 
@@ -267,13 +268,35 @@ private struct Walker {
         }
     }
 
-    static let receiverSettings: [GatehouseConfig.ReceiverKind: [String]] = [
-        .slack: ["webhook_url", "signing_secret", "channel", "username", "icon_emoji"],
-        .discord: ["webhook_url", "public_key", "application_id", "username"],
-        .mattermost: ["webhook_url", "channel", "username", "icon_url"],
-        .webhook: ["url", "secret"],
-    ]
-    static let requiredSetting: [GatehouseConfig.ReceiverKind: String] = [.slack: "webhook_url", .discord: "webhook_url", .mattermost: "webhook_url", .webhook: "url"]
+    /// A receiver's platform block, checked against the platform's own settings type (its
+    /// folder in GatehouseDelivery says which keys exist and what a valid value is); each
+    /// problem is reported at the line of its key. Nil when the block cannot be read at all.
+    mutating func platformSettings(_ kind: GatehouseConfig.ReceiverKind, _ node: Node, receiver name: String?) -> [String: Secret]? {
+        guard case .mapping(let mapping) = node else {
+            issue(node, "receiver \(kind.rawValue) must be a mapping")
+            return nil
+        }
+        var settings: [String: Secret] = [:]
+        var lines: [String: Node] = [:]
+        var readable = true
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.string else { issue(keyNode, "receiver \(kind.rawValue): keys must be strings"); continue }
+            // `foo_file: /path` stands for `foo: <contents of /path>`.
+            let base = key.hasSuffix("_file") ? String(key.dropLast(5)) : key
+            if lines[base] != nil { issue(keyNode, "receiver \(kind.rawValue): \(base) is given twice"); continue }
+            lines[base] = keyNode
+            if let text = string(key, value, kind.rawValue) { settings[base] = Secret(text) } else { readable = false }
+        }
+        let receiver = GatehouseConfig.Receiver(name: name ?? "?", kind: kind, settings: settings, line: node.mark?.line ?? 0)
+        // A value that could not be read was reported already; checking without it would
+        // only add "is required".
+        if readable, case .failure(let problems) = Platforms.settings(of: receiver) {
+            for problem in problems.all {
+                issue(problem.key.flatMap { lines[$0] } ?? node, problem.unknownKey ? problem.message : "receiver \(name ?? "?"): \(problem.message)")
+            }
+        }
+        return settings
+    }
 
     mutating func receivers(_ node: Node) {
         guard case .sequence(let sequence) = node else { issue(node, "receivers must be a list"); return }
@@ -289,18 +312,7 @@ private struct Walker {
                 if key == "send_resolved" { sendResolved = bool(key, value, "receiver") ?? false; continue }
                 if key == "timeout" { timeout = duration(key, value, "receiver"); continue }
                 guard let kind = GatehouseConfig.ReceiverKind(rawValue: key) else { continue }
-                var settings: [String: Secret] = [:]
-                for (settingKey, _, settingValue) in entries(value, "receiver \(key)", known: Self.receiverSettings[kind]!) {
-                    let base = settingKey.hasSuffix("_file") ? String(settingKey.dropLast(5)) : settingKey
-                    if let v = string(settingKey, settingValue, key) { settings[base] = Secret(v) }
-                }
-                let required = Self.requiredSetting[kind]!
-                if settings[required] == nil, case .mapping = value { issue(value, "receiver \(name ?? "?"): \(key).\(required) is required") }
-                if let url = settings[required], !EventValidator.isHTTPURL(url.value) { issue(value, "receiver \(name ?? "?"): \(key).\(required) must be an http(s) URL") }
-                if kind == .discord, let hex = settings["public_key"], DiscordSignature(publicKeyHex: hex.value) == nil {
-                    issue(value, "receiver \(name ?? "?"): discord.public_key must be the application's Ed25519 public key (64 hex digits)")
-                }
-                kinds.append((kind, settings, value))
+                if let settings = platformSettings(kind, value, receiver: name) { kinds.append((kind, settings, value)) }
             }
             guard let name, !name.isEmpty else { issue(item, "receiver without a name"); continue }
             if config.receivers.contains(where: { $0.name == name }) { issue(item, "receiver \"\(name)\" is defined twice"); continue }
@@ -369,21 +381,6 @@ private struct Walker {
             issues.append(ConfigIssue(line: reference.line, message: "\(reference.field) names unknown receiver \"\(reference.name)\"" + (names.isEmpty ? " (no receivers are defined)" : " (defined: \(names.sorted().joined(separator: ", ")))")))
         }
     }
-}
-
-private func editDistance(_ a: String, _ b: String) -> Int {
-    let a = Array(a), b = Array(b)
-    if a.isEmpty { return b.count }
-    if b.isEmpty { return a.count }
-    var previous = Array(0...b.count)
-    for i in 1...a.count {
-        var current = [i] + Array(repeating: 0, count: b.count)
-        for j in 1...b.count {
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-        }
-        previous = current
-    }
-    return previous[b.count]
 }
 
 /// `host:port`, `[v6]:port`.

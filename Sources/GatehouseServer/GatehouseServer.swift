@@ -208,14 +208,18 @@ extension GatehouseServer {
         var slack: [SlackSignature] = []
         var discord: [DiscordSignature] = []
         for r in config.receivers {
-            if r.kind == .slack, let secret = r.settings["signing_secret"]?.value, !secret.trimmingCharacters(in: .whitespaces).isEmpty {
-                slack.append(SlackSignature(secret: secret))
-            }
-            if r.kind == .discord, let hex = r.settings["public_key"]?.value {
-                guard let key = DiscordSignature(publicKeyHex: hex) else {
-                    throw StartupError("receiver \(r.name): discord.public_key must be the application's 64-hex-digit Ed25519 public key")
+            switch Platforms.settings(of: r) {
+            case .success(let settings as SlackSettings):
+                if let secret = settings.signingSecret { slack.append(SlackSignature(secret: secret.value)) }
+            case .success(let settings as DiscordSettings):
+                if let hex = settings.publicKey {
+                    guard let key = DiscordSignature(publicKeyHex: hex) else {
+                        throw StartupError("receiver \(r.name): discord.public_key must be the application's 64-hex-digit Ed25519 public key")
+                    }
+                    discord.append(key)
                 }
-                discord.append(key)
+            case .success: break
+            case .failure(let problems): throw StartupError("receiver \(r.name): \(problems.summary)")
             }
         }
         return (slack, discord)
@@ -247,18 +251,10 @@ extension GatehouseServer {
         let templates = try templates ?? loadTemplates(config)
         var receivers: [String: any Receiver] = [:]
         for r in config.receivers {
-            switch r.kind {
-            // Buttons only where clicks can come back (docs/gates.md): a Slack app (signing
-            // secret), an application-owned Discord webhook (public key), any Mattermost.
-            case .slack: receivers[r.name] = SlackReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: r.settings["signing_secret"] != nil)
-            case .discord: receivers[r.name] = DiscordReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: r.settings["public_key"] != nil)
-            case .mattermost: receivers[r.name] = MattermostReceiver(name: r.name, webhookURL: r.settings["webhook_url"]!, templates: templates, buttons: true)
-            case .webhook:
-                do {
-                    receivers[r.name] = try WebhookReceiver(name: r.name, url: r.settings["url"]!, secret: r.settings["secret"], templates: templates)
-                } catch {
-                    throw StartupError("\(error)")
-                }
+            do {
+                receivers[r.name] = try Platforms.makeReceiver(r, templates: templates)
+            } catch {
+                throw StartupError("\(error)")
             }
         }
         return receivers

@@ -77,7 +77,7 @@ struct CLITests {
                   - name: ml-team
                     slack: { webhook_url: "${SLACK_URL}" }
                   - name: ops
-                    webhook: { url: https://example.org/hook, secret_file: \(dir.write("secret", "whsec_abc\n")) }
+                    webhook: { url: https://example.org/hook, secret_file: \(dir.write("secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")) }
                 route:
                   receiver: ml-team
                   group_by: [pipeline, run]
@@ -120,6 +120,33 @@ struct CLITests {
             #expect(lines.contains { $0.contains(":10: route.routes[0].matchers: bad matcher") }, "\(lines)")
             #expect(lines.contains { $0.contains(":12: route.routes[1].matchers: bad matcher") }, "\(lines)")
             #expect(lines.contains { $0.contains(":13: route.routes[1].receiver names unknown receiver \"pager\"") }, "\(lines)")
+
+            // Each platform checks its own block (its settings type), at the line of the key.
+            let platforms = dir.write("platforms.yml", """
+                receivers:
+                  - name: signed
+                    webhook:
+                      url: https://example.org/signed
+                      secret: whsec_abc
+                  - name: chat
+                    slack:
+                      webhok_url: https://hooks.slack.test/x
+                  - name: team
+                    mattermost:
+                      webhook_url: https://mm.test/hooks/x
+                      icon_url: not a url
+                  - name: bare
+                    discord: {}
+                route:
+                  receiver: signed
+                """)
+            r = try runCLI(["config", "check", platforms])
+            #expect(r.status == 78)
+            let found = r.stdout.split(separator: "\n").map(String.init)
+            #expect(found.contains { $0.contains(":5: receiver signed: webhook.secret must be whsec_ followed by base64") }, "\(found)")
+            #expect(found.contains { $0.contains(":8: unknown key \"webhok_url\" in receiver slack (did you mean webhook_url?)") }, "\(found)")
+            #expect(found.contains { $0.contains(":12: receiver team: mattermost.icon_url must be an http(s) URL") }, "\(found)")
+            #expect(found.contains { $0.contains(":14: receiver bare: discord.webhook_url is required") }, "\(found)")
 
             // serve refuses a broken config the same way.
             r = try runCLI(["serve", "--config", bad, "--db", dir.file("x.db")])

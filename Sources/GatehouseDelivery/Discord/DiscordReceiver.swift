@@ -10,12 +10,15 @@ public struct DiscordReceiver: Receiver {
     let templates: TemplateSet
     /// Gate messages carry native buttons (the receiver can deliver clicks back to us).
     public let buttons: Bool
+    /// Channel, name or icon set on each new message (from the receiver's settings).
+    let poster: PosterOverrides
 
-    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false) {
+    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false, poster: PosterOverrides = .none) {
         self.name = name
         self.webhookURL = webhookURL
         self.templates = templates
         self.buttons = buttons
+        self.poster = poster
     }
 
     /// Embed title ≤ 256, description ≤ 4,096, and ≤ 6,000 over the embed: keep well inside.
@@ -23,7 +26,7 @@ public struct DiscordReceiver: Receiver {
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
         let context = MessageContext.build(for: message, limits: Self.limits, buttons: buttons, escape: { $0 }) { url, text in "[\(text)](\(url))" }
-        let body = try templates.renderJSON("discord/\(message.template)", context)
+        var body = try templates.renderJSON("discord/\(message.template)", context)
         var url = webhookURL.value
         var method = "POST"
         if let gate = message.gate, !gate.isOpen, let messageID = gate.discordMessageID {
@@ -33,6 +36,8 @@ public struct DiscordReceiver: Receiver {
             method = "PATCH"
         } else {
             url += url.contains("?") ? "&wait=true" : "?wait=true"
+            // A new message may name its poster; an edit keeps the original's.
+            body = try poster.apply(to: body)
         }
         return OutboundRequest(
             method: method,

@@ -9,12 +9,15 @@ public struct SlackReceiver: Receiver {
     let templates: TemplateSet
     /// Gate messages carry native buttons (the receiver can deliver clicks back to us).
     public let buttons: Bool
+    /// Channel, name or icon set on each new message (from the receiver's settings).
+    let poster: PosterOverrides
 
-    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false) {
+    public init(name: String, webhookURL: Secret, templates: TemplateSet, buttons: Bool = false, poster: PosterOverrides = .none) {
         self.name = name
         self.webhookURL = webhookURL
         self.templates = templates
         self.buttons = buttons
+        self.poster = poster
     }
 
     /// Section text is capped at 3,000 characters and `text` should stay under 4,000.
@@ -38,7 +41,7 @@ public struct SlackReceiver: Receiver {
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
         let context = MessageContext.build(for: message, limits: Self.limits, buttons: buttons, escape: Self.escape) { url, text in "<\(url)|\(text)>" }
-        let body = try templates.renderJSON("slack/\(message.template)", context)
+        let body = try poster.apply(to: templates.renderJSON("slack/\(message.template)", context))
         return OutboundRequest(url: webhookURL.value, headers: [("Content-Type", "application/json; charset=utf-8")], body: Array(body.utf8))
     }
 
