@@ -54,25 +54,15 @@ public struct EventIntake: Sendable {
         case .ndjson:
             var items: [(Int?, Int?, JSONValue)] = []
             var parseErrors: [FieldError] = []
-            var lineNumber = 0
-            var start = 0
-            let count = body.count
-            while start <= count {
-                var end = start
-                while end < count, body[end] != UInt8(ascii: "\n") { end += 1 }
-                lineNumber += 1
-                let line = body[start..<end]
-                if !line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
-                    do {
-                        let value = try JSONValue.parse(bytes: line)
-                        items.append((items.count, lineNumber, value))
-                    } catch {
-                        parseErrors.append(FieldError(index: items.count, line: lineNumber, field: "(line)", detail: "is not valid JSON: \(error.message) at column \(error.column)"))
-                        items.append((items.count, lineNumber, .null))
-                    }
-                    if items.count > maxItems { return .failure(tooMany()) }
+            for (lineNumber, line) in NDJSONLines.lines(in: body[...]) {
+                do {
+                    let value = try JSONValue.parse(bytes: line)
+                    items.append((items.count, lineNumber, value))
+                } catch {
+                    parseErrors.append(FieldError(index: items.count, line: lineNumber, field: "(line)", detail: "is not valid JSON: \(error.message) at column \(error.column)"))
+                    items.append((items.count, lineNumber, .null))
                 }
-                start = end + 1
+                if items.count > maxItems { return .failure(tooMany()) }
             }
             if !parseErrors.isEmpty { return .failure(.invalid(parseErrors)) }
             return validateBatch(items, plain: true)

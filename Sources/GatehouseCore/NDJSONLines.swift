@@ -2,7 +2,7 @@
 /// line cut between two chunks is kept until its newline (or the end) comes. Lines are numbered
 /// from 1; blank lines (spaces, tabs, a CR) are counted but not returned. The dataset import
 /// reads its items through this, and Fuzz/fuzz-items checks that any chunking gives the same
-/// lines.
+/// lines. Event ingest reads a whole NDJSON body through `lines(in:)`.
 public struct NDJSONLines: Sendable {
     private var pending: [UInt8] = []
     private var line = 0
@@ -13,15 +13,36 @@ public struct NDJSONLines: Sendable {
     public mutating func feed<Bytes: Sequence<UInt8>>(_ chunk: Bytes) -> [(line: Int, bytes: [UInt8])] {
         pending.append(contentsOf: chunk)
         var lines: [(line: Int, bytes: [UInt8])] = []
-        var start = 0
-        while let newline = pending[start...].firstIndex(of: 0x0A) {
-            line += 1
-            let bytes = pending[start..<newline]
-            if !Self.isBlank(bytes) { lines.append((line, Array(bytes))) }
+        let consumed = Self.scan(pending[...], firstLine: line + 1, final: false) { number, bytes in lines.append((number, Array(bytes))) }
+        line += consumed.lines
+        pending.removeFirst(consumed.bytes)
+        return lines
+    }
+
+    /// The lines of a whole body (received at once), without copying them: what event ingest
+    /// reads an NDJSON batch with.
+    public static func lines(in body: ArraySlice<UInt8>) -> [(line: Int, bytes: ArraySlice<UInt8>)] {
+        var lines: [(line: Int, bytes: ArraySlice<UInt8>)] = []
+        _ = scan(body, firstLine: 1, final: true) { number, bytes in lines.append((number, bytes)) }
+        return lines
+    }
+
+    /// Calls `line` for each non-blank line of `bytes`, numbered from `firstLine`; a last line
+    /// without its newline counts only when `final`. Returns the lines and bytes consumed.
+    static func scan(_ bytes: ArraySlice<UInt8>, firstLine: Int, final: Bool, _ line: (Int, ArraySlice<UInt8>) -> Void) -> (lines: Int, bytes: Int) {
+        var start = bytes.startIndex
+        var number = firstLine
+        while let newline = bytes[start...].firstIndex(of: 0x0A) {
+            if !isBlank(bytes[start..<newline]) { line(number, bytes[start..<newline]) }
+            number += 1
             start = newline + 1
         }
-        pending.removeFirst(start)
-        return lines
+        if final, start < bytes.endIndex {
+            if !isBlank(bytes[start...]) { line(number, bytes[start...]) }
+            number += 1
+            start = bytes.endIndex
+        }
+        return (number - firstLine, start - bytes.startIndex)
     }
 
     /// The last line, when the body does not end with a newline.
