@@ -111,6 +111,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseStore",
+                "GatehouseServices",
                 "GatehouseServer",
                 "GatehouseClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

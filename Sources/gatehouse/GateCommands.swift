@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GatehouseClient
 import GatehouseCore
+import GatehouseServices
 import GatehouseStore
 
 /// Exit codes of `gate open --wait` and `gate wait` (docs/gates.md).
@@ -394,7 +395,7 @@ struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "audit", abstract: "The hash-chained audit ledger.", subcommands: [AuditVerify.self])
 }
 
-struct AuditVerify: ParsableCommand {
+struct AuditVerify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check the whole ledger; names the first broken entry (exit 1) or prints ok.",
@@ -402,24 +403,26 @@ struct AuditVerify: ParsableCommand {
     @OptionGroup var client: ClientOptions
     @Option(help: "SQLite database file to check directly.") var db: String?
 
-    func run() throws {
-        try runClient {
-            let result: JSONValue
+    func run() async throws {
+        try await runClient {
+            let entries: Int
+            let broken: (seq: Int64, reason: String)?
             if let db {
+                // Offline, through the same service the server answers with.
                 guard FileManager.default.fileExists(atPath: db) else { throw ClientFailure("no database at \(db)", exitCode: ClientFailure.Code.noInput) }
                 let database: GatehouseDatabase
                 do { database = try GatehouseDatabase(path: db) } catch { throw ClientFailure("cannot open \(db): \(error)", exitCode: ClientFailure.Code.noInput) }
-                let v = try database.pool.read { try AuditLedger.verify(db: $0) }
-                var o = JSONObject([("entries", .int(v.entries)), ("ok", .bool(v.firstBroken == nil))])
-                if let b = v.firstBroken { o.append("first_broken", .object(JSONObject([("seq", .int64(b.seq)), ("reason", .string(b.reason))]))) }
-                result = .object(o)
+                let bus = Bus()
+                let gates = GateService(repository: SQLiteGateRepository(log: EventLog(database: database, bus: bus)), bus: bus)
+                let verification = try await gates.verifyAudit()
+                (entries, broken) = (verification.entries, verification.firstBroken)
             } else {
-                result = try client.client().call("GET", "/v1/audit/verify")
+                let o = try client.client().call("GET", "/v1/audit/verify").objectValue ?? JSONObject()
+                entries = Int(o["entries"]?.doubleValue ?? 0)
+                broken = o["first_broken"]?.objectValue.map { (Int64($0["seq"]?.doubleValue ?? 0), $0["reason"]?.stringValue ?? "") }
             }
-            let o = result.objectValue ?? JSONObject()
-            let entries = Int(o["entries"]?.doubleValue ?? 0)
-            if let broken = o["first_broken"]?.objectValue {
-                print("broken at entry \(Int(broken["seq"]?.doubleValue ?? 0)): \(broken["reason"]?.stringValue ?? "")")
+            if let broken {
+                print("broken at entry \(broken.seq): \(broken.reason)")
                 throw ClientFailure("the audit ledger does not verify (\(entries) entries checked)", exitCode: 1)
             }
             print("ok: \(entries) entries, chain intact")

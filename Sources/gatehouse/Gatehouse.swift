@@ -63,6 +63,16 @@ func runClient(_ body: () throws -> Void) throws {
     }
 }
 
+/// The same for commands that await (offline commands run the services in process).
+func runClient(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let failure as ClientFailure {
+        FileHandle.standardError.write(Data("gatehouse: \(failure.message)\n".utf8))
+        throw ExitCode(failure.exitCode)
+    }
+}
+
 func printJSON(_ value: JSONValue) {
     print(value.serialized())
 }
