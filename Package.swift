@@ -59,7 +59,9 @@ let package = Package(
         ),
         .target(name: "CurlShim", dependencies: ["CCurl"]),
         // Blocking HTTP client over libcurl for the CLI and the tests (plus SSE streaming).
-        .target(name: "GatehouseClient", dependencies: ["CurlShim", "GatehouseCore"]),
+        .target(name: "GatehouseClient", dependencies: ["GatehouseHTTP", "CurlShim", "GatehouseCore"]),
+        // The one libcurl layer under both clients: request setup and response collection.
+        .target(name: "GatehouseHTTP", dependencies: ["CurlShim", "GatehouseCore"]),
         // Receivers (one folder per platform), the libcurl multi client, the dispatcher.
         .target(
             name: "GatehouseDelivery",
@@ -67,6 +69,7 @@ let package = Package(
                 "GatehouseCore",
                 "GatehouseResources",
                 "GatehouseStore",
+                "GatehouseHTTP",
                 "CurlShim",
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -1,5 +1,6 @@
 import CurlShim
 import Foundation
+import GatehouseHTTP
 
 public struct HTTPResult: Sendable {
     public var status: Int
@@ -28,32 +29,23 @@ public enum HTTPClientError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// A small blocking HTTP client over libcurl's easy interface, for the CLI and the tests.
-/// One instance reuses its connection across calls; it is not for concurrent use — make one per
-/// thread. TLS is verified and redirects are not followed.
+/// A small blocking HTTP client over libcurl's easy interface (through `GatehouseHTTP`, the
+/// layer the dispatcher's client shares), for the CLI and the tests. One instance reuses its
+/// connection across calls; it is not for concurrent use — make one per thread. TLS is
+/// verified and redirects are not followed.
 public final class HTTPClient {
     private let handle: UnsafeMutableRawPointer
     public var connectTimeout: Double
     public var timeout: Double
 
-    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
-
     public init(connectTimeout: Double = 5, timeout: Double = 30) {
-        _ = Self.globalInit
+        Curl.initialize()
         handle = curl_easy_init()
         self.connectTimeout = connectTimeout
         self.timeout = timeout
     }
 
     deinit { curl_easy_cleanup(handle) }
-
-    /// Collects data and headers from libcurl's callbacks; reached through the userdata pointer
-    /// because C callbacks cannot capture.
-    final class Sink {
-        var body: [UInt8] = []
-        var headers: [(name: String, value: String)] = []
-        var onData: (([UInt8]) -> Bool)?
-    }
 
     public func send(method: String, url: String, headers: [String: String] = [:], body: [UInt8]? = nil) throws -> HTTPResult {
         try perform(method: method, url: url, headers: headers, body: body, onData: nil, totalTimeout: timeout)
@@ -66,64 +58,17 @@ public final class HTTPClient {
     }
 
     private func perform(method: String, url: String, headers: [String: String], body: [UInt8]?, onData: (([UInt8]) -> Bool)?, totalTimeout: Double) throws -> HTTPResult {
-        curl_easy_reset(handle)
-        let sink = Sink()
-        sink.onData = onData
-        let sinkPointer = Unmanaged.passUnretained(sink).toOpaque()
-        var list: UnsafeMutablePointer<curl_slist>?
+        let list = Curl.prepare(
+            handle, method: method, url: url, headers: headers.map { ($0.key, $0.value) }, body: body,
+            connectTimeout: connectTimeout, timeout: totalTimeout, userAgent: "gatehouse-cli/1")
         defer { curl_slist_free_all(list) }
-        for (name, value) in headers { list = curl_slist_append(list, "\(name): \(value)") }
-        // No "Expect: 100-continue" round trip on larger bodies.
-        list = curl_slist_append(list, "Expect:")
-
-        gh_easy_setopt_string(handle, CURLOPT_URL, url)
-        gh_easy_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
-        gh_easy_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0)
-        gh_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1)
-        gh_easy_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2)
-        gh_easy_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout * 1000))
-        gh_easy_setopt_long(handle, CURLOPT_TIMEOUT_MS, Int(totalTimeout * 1000))
-        gh_easy_setopt_long(handle, CURLOPT_TCP_NODELAY, 1)
-        gh_easy_setopt_string(handle, CURLOPT_USERAGENT, "gatehouse-cli/1")
-        gh_easy_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method)
-        if method == "HEAD" { gh_easy_setopt_long(handle, CURLOPT_NOBODY, 1) }
-        if let body {
-            gh_easy_setopt_long(handle, CURLOPT_POSTFIELDSIZE_LARGE, body.count)
-            body.withUnsafeBufferPointer { buffer in
-                // COPYPOSTFIELDS copies: the buffer need not outlive this call.
-                _ = gh_easy_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!))
-            }
-        }
-        gh_easy_setopt_slist(handle, CURLOPT_HTTPHEADER, list)
-        gh_easy_setopt_write_function(handle) { data, size, count, user in
-            let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
-            let bytes = Array(UnsafeRawBufferPointer(start: data, count: size * count))
-            if let onData = sink.onData {
-                return onData(bytes) ? size * count : 0
-            }
-            sink.body.append(contentsOf: bytes)
-            return size * count
-        }
-        gh_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, sinkPointer)
-        gh_easy_setopt_header_function(handle) { data, size, count, user in
-            let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
-            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
-            if line.hasPrefix("HTTP/") { sink.headers.removeAll() }
-            if let colon = line.firstIndex(of: ":") {
-                sink.headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)))
-            }
-            return size * count
-        }
-        gh_easy_setopt_pointer(handle, CURLOPT_HEADERDATA, sinkPointer)
-
-        let code = withExtendedLifetime(sink) { curl_easy_perform(handle) }
-        var status = 0
-        gh_easy_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        let collector = ResponseCollector(onData: onData)
+        collector.attach(to: handle)
+        let code = withExtendedLifetime(collector) { curl_easy_perform(handle) }
         // A stream the caller stopped on purpose ends with a write error; that is success.
         if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && onData != nil) {
-            let message = String(cString: curl_easy_strerror(code))
-            throw HTTPClientError.transport(code: Int(code.rawValue), message: "\(message) (\(url))")
+            throw HTTPClientError.transport(code: Int(code.rawValue), message: "\(Curl.message(code)) (\(url))")
         }
-        return HTTPResult(status: status, headers: sink.headers, body: sink.body)
+        return HTTPResult(status: Curl.status(handle), headers: collector.headers, body: collector.body)
     }
 }

@@ -1,6 +1,7 @@
 import CurlShim
 import Foundation
 import GatehouseCore
+import GatehouseHTTP
 import Synchronization
 
 /// An HTTP request the dispatcher sends.
@@ -58,10 +59,8 @@ public final class CurlMultiClient: @unchecked Sendable {
     /// Responses are kept up to this size (they are for diagnosis, not data).
     public let maxResponseBytes: Int
 
-    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
-
     public init(connectTimeout: Double = 5, maxConnectionsPerHost: Int = 32, maxResponseBytes: Int = 64 * 1024) {
-        _ = Self.globalInit
+        Curl.initialize()
         multi = curl_multi_init()!
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes
@@ -92,15 +91,13 @@ public final class CurlMultiClient: @unchecked Sendable {
         let completion: @Sendable (OutboundResponse) -> Void
         var handle: UnsafeMutableRawPointer?
         var headerList: UnsafeMutablePointer<curl_slist>?
-        var body: [UInt8] = []
-        var headers: [(name: String, value: String)] = []
-        var limit: Int
+        let response: ResponseCollector
         let started = DispatchTime.now().uptimeNanoseconds
 
         init(request: OutboundRequest, completion: @escaping @Sendable (OutboundResponse) -> Void, limit: Int) {
             self.request = request
             self.completion = completion
-            self.limit = limit
+            response = ResponseCollector(limit: limit)
         }
     }
 
@@ -161,54 +158,18 @@ public final class CurlMultiClient: @unchecked Sendable {
 
     private func start(_ transfer: Transfer) {
         let h = idleHandles.popLast() ?? curl_easy_init()!
-        curl_easy_reset(h)
         transfer.handle = h
         let request = transfer.request
-        gh_easy_setopt_string(h, CURLOPT_URL, request.url)
-        gh_easy_setopt_long(h, CURLOPT_NOSIGNAL, 1)
-        gh_easy_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0)
-        gh_easy_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1)
-        gh_easy_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2)
-        gh_easy_setopt_long(h, CURLOPT_TCP_NODELAY, 1)
-        gh_easy_setopt_string(h, CURLOPT_PROTOCOLS_STR, "http,https")
-        gh_easy_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(connectTimeout * 1000))
-        gh_easy_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000))
-        gh_easy_setopt_string(h, CURLOPT_CUSTOMREQUEST, request.method)
-        var list: UnsafeMutablePointer<curl_slist>?
-        for (name, value) in request.headers { list = curl_slist_append(list, "\(name): \(value)") }
-        list = curl_slist_append(list, "Expect:")
-        transfer.headerList = list
-        gh_easy_setopt_slist(h, CURLOPT_HTTPHEADER, list)
-        gh_easy_setopt_long(h, CURLOPT_POSTFIELDSIZE_LARGE, request.body.count)
-        request.body.withUnsafeBufferPointer { buffer in
-            _ = gh_easy_setopt_pointer(h, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!))
-        }
-        let me = Unmanaged.passUnretained(transfer).toOpaque()
-        gh_easy_setopt_write_function(h) { data, size, count, user in
-            let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-            let n = size * count
-            let keep = min(n, max(0, t.limit - t.body.count))
-            if keep > 0 { t.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: keep)) }
-            return n
-        }
-        gh_easy_setopt_pointer(h, CURLOPT_WRITEDATA, me)
-        gh_easy_setopt_header_function(h) { data, size, count, user in
-            let t = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
-            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
-            if line.hasPrefix("HTTP/") { t.headers.removeAll() }
-            if let colon = line.firstIndex(of: ":") {
-                t.headers.append((String(line[..<colon]), String(line[line.index(after: colon)...].trimmingASCIIWhitespace)))
-            }
-            return size * count
-        }
-        gh_easy_setopt_pointer(h, CURLOPT_HEADERDATA, me)
+        transfer.headerList = Curl.prepare(
+            h, method: request.method, url: request.url, headers: request.headers, body: request.body,
+            connectTimeout: connectTimeout, timeout: request.timeout)
+        transfer.response.attach(to: h)
         curl_multi_add_handle(multi, h)
     }
 
     private func finish(_ transfer: Transfer, code: CURLcode) {
         let h = transfer.handle!
-        var status = 0
-        gh_easy_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        var status = Curl.status(h)
         curl_multi_remove_handle(multi, h)
         curl_slist_free_all(transfer.headerList)
         transfer.headerList = nil
@@ -216,11 +177,11 @@ public final class CurlMultiClient: @unchecked Sendable {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - transfer.started) / 1e9
         var error: String?
         if code != CURLE_OK {
-            error = String(cString: curl_easy_strerror(code))
+            error = Curl.message(code)
             status = 0
         }
         transfer.completion(OutboundResponse(
-            status: status, headers: transfer.headers, body: transfer.body, transportError: error,
+            status: status, headers: transfer.response.headers, body: transfer.response.body, transportError: error,
             timedOut: code == CURLE_OPERATION_TIMEDOUT, seconds: seconds))
     }
 }
