@@ -84,7 +84,7 @@ public enum GatehouseServer {
         let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan)
         let templates = try loadTemplates(config)
         let receivers = try await makeReceivers(config, templates: templates)
-        let outbox = Outbox(database: database)
+        let outbox = Outbox(log: log)
         let state = ServerState()
         let autoDecide = ProcessInfo.processInfo.environment["GATEHOUSE_AUTO_DECIDE"].flatMap { $0.isEmpty ? nil : $0 }
         if let autoDecide, !["approve", "reject"].contains(autoDecide) {

@@ -44,7 +44,9 @@ public struct EventFilter: Sendable, Equatable {
 public final class EventLog: Sendable {
     public let database: GatehouseDatabase
     public let bus: Bus
-    private let committer = GroupCommitQueue<Request>(label: "gatehouse.commit")
+    /// The one writer: event appends, state changes and delivery outcomes share its group
+    /// commits (two queues contended for SQLite's single writer, and each paid a transaction).
+    private let committer = GroupCommitQueue<Item>(label: "gatehouse.commit")
     private let commitTimer = Metrics.Timer(label: "gatehouse_store_commit_duration_seconds", preferredDisplayUnit: .seconds)
     private let commitSize = Recorder(label: "gatehouse_store_commit_events", aggregate: true)
     private let ingested = Counter(label: "gatehouse_events_ingested_total")
@@ -56,6 +58,19 @@ public final class EventLog: Sendable {
     private let commitCounter = Atomic<Int>(0)
     /// Transactions committed so far (tests use it to see group commit at work).
     public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
+
+    private enum Item {
+        case request(Request)
+        case write(Write)
+    }
+
+    /// A write that rides with the next group commit and needs no fsync of its own (delivery
+    /// outcomes: lost in a power cut, the delivery is sent again under the same webhook-id).
+    private struct Write {
+        var work: @Sendable (Database) throws -> Void
+        /// Called on the writer's queue once committed (nil) or failed: quick, never blocking.
+        var completion: @Sendable ((any Error)?) -> Void
+    }
 
     private struct Request {
         var events: [Event]
@@ -77,7 +92,7 @@ public final class EventLog: Sendable {
 
     public func append(_ events: [Event]) async throws -> AppendOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            committer.submit(Request(events: events, work: nil, continuation: continuation)) { self.commit($0) }
+            committer.submit(.request(Request(events: events, work: nil, continuation: continuation))) { self.commit($0) }
         }
     }
 
@@ -92,25 +107,44 @@ public final class EventLog: Sendable {
                 result.withLock { $0 = value }
                 return events
             }, continuation: continuation)
-            committer.submit(request) { self.commit($0) }
+            committer.submit(.request(request)) { self.commit($0) }
         }
         return result.withLock { $0! }
     }
 
-    private func commit(_ requests: [Request]) {
+    /// Runs `work` in the next group commit, in a savepoint of its own (its failure fails only
+    /// it), and calls `completion` once that is committed. Alone in a commit it is not fsynced:
+    /// it becomes durable with the next event commit (WAL order); events keep `durability`.
+    public func write(_ work: @escaping @Sendable (Database) throws -> Void, completion: @escaping @Sendable ((any Error)?) -> Void) {
+        committer.submit(.write(Write(work: work, completion: completion))) { self.commit($0) }
+    }
+
+    private func commit(_ items: [Item]) {
         let started = DispatchTime.now().uptimeNanoseconds
         let receivedAt = clock()
+        var requests: [Request] = []
+        var writes: [Write] = []
+        for item in items {
+            switch item {
+            case .request(let r): requests.append(r)
+            case .write(let w): writes.append(w)
+            }
+        }
         var outcomes = [Result<AppendOutcome, any Error>](repeating: .failure(CancellationError()), count: requests.count)
+        var writeErrors = [(any Error)?](repeating: nil, count: writes.count)
         var lastCursor: Int64 = 0
         var total = 0
         do {
             try database.pool.writeWithoutTransaction { db in
+                let relaxed = requests.isEmpty && database.durability == .full
+                if relaxed { try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
+                defer { if relaxed { try? db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute() } }
                 try db.inTransaction(.immediate) {
                     var inserted: [Event] = []
                     for (i, request) in requests.enumerated() {
                         // A savepoint per request keeps each request atomic without making one
                         // request's failure fail the others sharing this commit.
-                        let single = requests.count == 1
+                        let single = requests.count == 1 && writes.isEmpty
                         // One event without other work writes all or nothing by itself (a
                         // conflict is found before anything is written): no savepoint needed.
                         let atomic = single || (request.work == nil && request.events.count == 1)
@@ -134,23 +168,36 @@ public final class EventLog: Sendable {
                     }
                     total = inserted.count
                     try self.updateRuns(with: inserted, db: db)
+                    let alone = requests.isEmpty && writes.count == 1
+                    for (i, write) in writes.enumerated() {
+                        do {
+                            if alone { try write.work(db) } else { try db.inSavepoint { try write.work(db); return .commit } }
+                        } catch {
+                            if alone { throw error }
+                            writeErrors[i] = error
+                        }
+                    }
                     return .commit
                 }
             }
         } catch {
             for i in outcomes.indices { outcomes[i] = .failure(error) }
+            for i in writeErrors.indices { writeErrors[i] = error }
             lastCursor = 0
             total = 0
         }
-        commitCounter.add(1, ordering: .relaxed)
-        commitTimer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
-        commitSize.record(total)
+        if !requests.isEmpty {
+            commitCounter.add(1, ordering: .relaxed)
+            commitTimer.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+            commitSize.record(total)
+        }
         if total > 0 { ingested.increment(by: total) }
         for (request, outcome) in zip(requests, outcomes) {
             if case .success(let o) = outcome, o.duplicates > 0 { duplicated.increment(by: o.duplicates) }
             request.continuation.resume(with: outcome)
         }
         if lastCursor > 0 { bus.publish(.eventsCommitted(lastCursor: lastCursor)) }
+        for (write, error) in zip(writes, writeErrors) { write.completion(error) }
     }
 
     private func insert(_ events: [Event], receivedAt: Timestamp, db: Database, inserted: inout [Event]) throws -> AppendOutcome {

@@ -158,23 +158,14 @@ extension Delivery {
 }
 
 /// The durable outbox: rows are written in the same transaction as their event, claimed when
-/// due, and updated with each attempt's outcome. Outcomes recorded while a write is in flight
-/// share the next transaction (group commit), so thousands of deliveries a second cost a few
-/// hundred commits, not thousands.
+/// due, and updated with each attempt's outcome. Outcomes join the event log's group commits
+/// (one writer for everything), so thousands of deliveries a second cost a few hundred
+/// commits, not thousands, and no second queue contends for SQLite's writer.
 public final class Outbox: Sendable {
-    public let database: GatehouseDatabase
-    private let writer = GroupCommitQueue<Outcome>(label: "gatehouse.outbox")
+    public let log: EventLog
+    public var database: GatehouseDatabase { log.database }
 
-    private struct Outcome: Sendable {
-        var deliveries: [Delivery]
-        var fallbacks: [Delivery]
-        /// A first send of a group: (receiver, group key, time) to record as its flush.
-        var flushed: (String, String, Int64)?
-        /// Called on the writer's queue once the outcome is committed (nil) or failed.
-        var completion: @Sendable ((any Error)?) -> Void
-    }
-
-    public init(database: GatehouseDatabase) { self.database = database }
+    public init(log: EventLog) { self.log = log }
 
     /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
     /// dead ones); returns once committed.
@@ -193,49 +184,30 @@ public final class Outbox: Sendable {
         completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         let flushed = flushedGroup.map { ($0.receiver, $0.groupKey, $0.at.milliseconds) }
-        writer.submit(Outcome(deliveries: deliveries, fallbacks: fallbacks, flushed: flushed, completion: completion)) { self.write($0) }
+        log.write({ db in try Self.write(deliveries, fallbacks: fallbacks, flushed: flushed, db: db) }, completion: completion)
     }
 
-    private func write(_ outcomes: [Outcome]) {
-        do {
-            try database.pool.writeWithoutTransaction { db in
-                // An outcome need not survive a power cut the moment it is recorded: lost, the
-                // delivery is sent again under the same webhook-id (at-least-once). So it is
-                // committed without its own fsync, and becomes durable with the next event
-                // commit's (WAL). Events keep `durability: full`.
-                let full = database.durability == .full
-                if full { try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
-                defer { if full { try? db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute() } }
-                try db.inTransaction {
-                    // What an attempt changes, bound by hand: a record update would encode every
-                    // column through Codable for each delivery.
-                    let update = try db.cachedStatement(sql: """
-                        UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
-                            last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
-                        """)
-                    for outcome in outcomes {
-                        for d in outcome.deliveries {
-                            try update.execute(arguments: [
-                                d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
-                                d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
-                            ])
-                        }
-                        for fallback in outcome.fallbacks { try fallback.insert(db) }
-                        if let (receiver, group, at) = outcome.flushed {
-                            // Later events of the group wait for group_interval after this flush;
-                            // rows that joined a flush already scheduled keep their time.
-                            try db.cachedStatement(sql: """
-                                UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
-                                WHERE receiver = ? AND group_key = ?
-                                """).execute(arguments: [at, at, receiver, group])
-                        }
-                    }
-                    return .commit
-                }
-            }
-            for outcome in outcomes { outcome.completion(nil) }
-        } catch {
-            for outcome in outcomes { outcome.completion(error) }
+    /// What an attempt changes, bound by hand: a record update would encode every column
+    /// through Codable for each delivery.
+    static func write(_ deliveries: [Delivery], fallbacks: [Delivery], flushed: (String, String, Int64)?, db: Database) throws {
+        let update = try db.cachedStatement(sql: """
+            UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
+                last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
+            """)
+        for d in deliveries {
+            try update.execute(arguments: [
+                d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
+                d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
+            ])
+        }
+        for fallback in fallbacks { try fallback.insert(db) }
+        if let (receiver, group, at) = flushed {
+            // Later events of the group wait for group_interval after this flush; rows that
+            // joined a flush already scheduled keep their time.
+            try db.cachedStatement(sql: """
+                UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
+                WHERE receiver = ? AND group_key = ?
+                """).execute(arguments: [at, at, receiver, group])
         }
     }
 
