@@ -45,6 +45,18 @@ public struct CallbacksController: Sendable {
         return applied == .duplicate ? "Your approval was already counted (\(tally))." : "Recorded your approval (\(tally))."
     }
 
+    /// The platform's answer to a decision taken from its button.
+    func reply<Platform: CallbackReplies>(_ change: GateService.Change, gateID: String, _ platform: Platform.Type) throws -> JSONValue {
+        switch change {
+        case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
+        case .refused(let refusal, _): return Platform.privateNote(refusal.problem.detail)
+        case .applied(let gate, let applied):
+            return gate.state.isClosed
+                ? Platform.closed(closedLine(gate), gateID: gate.id, state: gate.state.rawValue)
+                : Platform.privateNote(countedLine(gate, applied))
+        }
+    }
+
     // MARK: Slack
 
     @Sendable func slackClick(_ request: Request, context: GatehouseContext) async throws -> Response {
@@ -70,28 +82,9 @@ public struct CallbacksController: Sendable {
         let identity = "slack:\(user)"
         guard try await desk.gates.get(gateID) != nil else { try await refuse("slack", status: 404, "no gate \"\(gateID)\"", gate: gateID, actor: identity) }
         let change = try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "slack", at: .now()))
-        var reply: JSONObject
-        switch change {
-        case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
-        case .refused(let refusal, _):
-            reply = JSONObject([("response_type", .string("ephemeral")), ("replace_original", .bool(false)), ("text", .string(SlackReceiver.escape(refusal.problem.detail)))])
-        case .applied(let gate, let applied):
-            if gate.state.isClosed {
-                // Replace the message that held the buttons: the outcome, no buttons.
-                let line = SlackReceiver.escape(closedLine(gate))
-                reply = JSONObject([
-                    ("replace_original", .bool(true)), ("text", .string(line)),
-                    ("blocks", .array([.object(JSONObject([
-                        ("type", .string("section")), ("block_id", .string("gate:\(gate.id):\(gate.state.rawValue)")),
-                        ("text", .object(JSONObject([("type", .string("mrkdwn")), ("text", .string("*\(line)*"))]))),
-                    ]))])),
-                ])
-            } else {
-                reply = JSONObject([("response_type", .string("ephemeral")), ("replace_original", .bool(false)), ("text", .string(countedLine(gate, applied)))])
-            }
-        }
+        let reply = try reply(change, gateID: gateID, SlackReplies.self)
         if let responseURL = claim.responseURL, EventValidator.isHTTPURL(responseURL) {
-            postLater(to: responseURL, JSONValue.object(reply), gate: gateID, platform: "slack")
+            postLater(to: responseURL, reply, gate: gateID, platform: "slack")
         }
         // The acknowledgement Slack needs within 3 s; the update travels by response_url.
         return Response(status: .ok)
@@ -145,9 +138,9 @@ public struct CallbacksController: Sendable {
         guard let o = (try? JSONValue.parse(bytes: body))?.objectValue, let type = o["type"]?.doubleValue else {
             throw Problem.badRequest("not a Discord interaction")
         }
-        if type == 1 { return .json(.object(JSONObject([("type", .int(1))]))) }
+        if type == 1 { return .json(DiscordReplies.pong) }
         guard type == 3, let customID = o["data"]?.objectValue?["custom_id"]?.stringValue, let colon = customID.firstIndex(of: ":") else {
-            return Self.discordEphemeral("Gatehouse only handles its own gate buttons.")
+            return .json(DiscordReplies.privateNote("Gatehouse only handles its own gate buttons."))
         }
         let choice = String(customID[..<colon]), gateID = String(customID[customID.index(after: colon)...])
         let user = o["member"]?.objectValue?["user"]?.objectValue ?? o["user"]?.objectValue
@@ -157,24 +150,8 @@ public struct CallbacksController: Sendable {
             try await refuse("discord", status: 401, "replayed interaction \(id)", gate: gateID, actor: identity)
         }
         guard try await desk.gates.get(gateID) != nil else { try await refuse("discord", status: 404, "no gate \"\(gateID)\"", actor: identity) }
-        switch try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "discord", at: .now())) {
-        case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
-        case .refused(let refusal, _): return Self.discordEphemeral(refusal.problem.detail)
-        case .applied(let gate, let applied):
-            guard gate.state.isClosed else { return Self.discordEphemeral(countedLine(gate, applied)) }
-            // Type 7: edit the message the button is on — the outcome, no buttons.
-            let data = JSONObject([
-                ("content", .string(closedLine(gate))), ("embeds", .array([])), ("components", .array([])),
-                ("allowed_mentions", .object(JSONObject([("parse", .array([]))]))),
-            ])
-            return .json(.object(JSONObject([("type", .int(7)), ("data", .object(data))])))
-        }
-    }
-
-    static func discordEphemeral(_ text: String) -> Response {
-        .json(.object(JSONObject([("type", .int(4)), ("data", .object(JSONObject([
-            ("content", .string(text)), ("flags", .int(64)), ("allowed_mentions", .object(JSONObject([("parse", .array([]))]))),
-        ])))])))
+        let change = try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "discord", at: .now()))
+        return .json(try reply(change, gateID: gateID, DiscordReplies.self))
     }
 
     // MARK: Mattermost
@@ -200,17 +177,7 @@ public struct CallbacksController: Sendable {
         }
         guard try await desk.gates.get(gateID) != nil else { try await refuse("mattermost", status: 404, "no gate \"\(gateID)\"", actor: identity) }
         let aliases = o["user_name"]?.stringValue.map { ["mattermost:@\($0)"] } ?? []
-        switch try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases) {
-        case .notFound: throw Problem.notFound("no gate \"\(gateID)\"")
-        case .refused(let refusal, _):
-            return .json(.object(JSONObject([("ephemeral_text", .string(refusal.problem.detail)), ("skip_slack_parsing", .bool(true))])))
-        case .applied(let gate, let applied):
-            guard gate.state.isClosed else {
-                return .json(.object(JSONObject([("ephemeral_text", .string(countedLine(gate, applied))), ("skip_slack_parsing", .bool(true))])))
-            }
-            // `props: {}` clears the attachments, and with them the buttons.
-            let update = JSONObject([("message", .string("**\(MattermostReceiver.escape(closedLine(gate)))**")), ("props", .object(JSONObject()))])
-            return .json(.object(JSONObject([("update", .object(update)), ("ephemeral_text", .string("Recorded: \(gate.state.rawValue).")), ("skip_slack_parsing", .bool(true))])))
-        }
+        let change = try await desk.gates.decide(gateID, GateDecision(by: identity, decision: choice, via: "mattermost", at: .now()), aliases: aliases)
+        return .json(try reply(change, gateID: gateID, MattermostReplies.self))
     }
 }
