@@ -197,7 +197,7 @@ private struct Walker {
     }
 
     mutating func root(_ node: Node) {
-        for (key, _, value) in entries(node, "the config", known: ["server", "storage", "log", "receivers", "route", "inhibit_rules", "templates"]) {
+        for (key, _, value) in entries(node, "the config", known: ["server", "storage", "log", "receivers", "route", "inhibit_rules", "gates", "templates"]) {
             switch key {
             case "server": server(value)
             case "storage": storage(value)
@@ -205,6 +205,7 @@ private struct Walker {
             case "receivers": receivers(value)
             case "route": config.route = route(value, path: "route", isRoot: true)
             case "inhibit_rules": inhibitRules(value)
+            case "gates": gateRules(value)
             case "templates":
                 if let dir = string(key, value, "the config") {
                     var isDirectory: ObjCBool = false
@@ -372,6 +373,65 @@ private struct Walker {
             }
             if rule.sourceMatchers.isEmpty || rule.targetMatchers.isEmpty { issue(item, "\(path) needs source_matchers and target_matchers") }
             config.inhibitRules.append(rule)
+        }
+    }
+
+    /// `gates:` — each rule: a name, `match` (Alertmanager matchers) and the gate's fields,
+    /// whose strings may be `{{path}}` templates over the event. Tags are checked here; what
+    /// only the event can tell (a missing attribute) refuses that event with a 422.
+    mutating func gateRules(_ node: Node) {
+        guard case .sequence(let sequence) = node else { issue(node, "gates must be a list of rules"); return }
+        for (i, item) in sequence.enumerated() {
+            var name: String?
+            var matchers: [Matcher] = []
+            var template = JSONObject()
+            let path = "gates[\(i)]"
+            for (key, _, value) in entries(item, path, known: ["name", "match"] + GateSpec.fields) {
+                switch key {
+                case "name": name = string(key, value, path)
+                case "match": matchers = self.matchers(key, value, path)
+                default:
+                    let json = Self.json(value)
+                    checkTemplates(json, value, "\(path).\(key)")
+                    template.append(key, json)
+                }
+            }
+            guard let name, !name.isEmpty else { issue(item, "\(path) needs a name"); continue }
+            if config.gateRules.contains(where: { $0.name == name }) { issue(item, "gates: rule \"\(name)\" is defined twice"); continue }
+            if matchers.isEmpty { issue(item, "gates[\(name)] needs match: a rule without matchers would open a gate for every event") }
+            if template["title"] == nil { issue(item, "gates[\(name)] needs a title") }
+            config.gateRules.append(GateRule(name: name, matchers: matchers, template: template, line: item.mark?.line ?? 0))
+        }
+    }
+
+    /// Reports bad tags (unclosed, sections) in every string of a rule's field.
+    mutating func checkTemplates(_ value: JSONValue, _ node: Node, _ path: String) {
+        switch value {
+        case .string(let text):
+            if case .failure(let error) = EventTemplate.tags(in: text) { issue(node, "\(path) \(error.detail)") }
+        case .array(let items): for item in items { checkTemplates(item, node, path) }
+        case .object(let object): for (_, v) in object { checkTemplates(v, node, path) }
+        default: break
+        }
+    }
+
+    /// A YAML value as JSON: plain scalars keep their YAML type (2 is a number, true a bool),
+    /// quoted ones are strings.
+    static func json(_ node: Node) -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            guard scalar.style == .plain else { return .string(scalar.string) }
+            if let b = Bool.construct(from: scalar) { return .bool(b) }
+            if let n = Int.construct(from: scalar) { return .int(n) }
+            if let d = Double.construct(from: scalar), !scalar.string.lowercased().contains("inf"), !scalar.string.lowercased().contains("nan") { return .double(d) }
+            if scalar.string == "~" || scalar.string == "null" || scalar.string.isEmpty { return .null }
+            return .string(scalar.string)
+        case .sequence(let sequence): return .array(sequence.map(json))
+        case .mapping(let mapping):
+            var o = JSONObject()
+            for (k, v) in mapping { o.append(k.string ?? "", json(v)) }
+            return .object(o)
+        case .alias: return .null
         }
     }
 

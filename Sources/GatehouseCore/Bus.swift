@@ -13,6 +13,8 @@ public enum BusMessage: Sendable, Equatable {
     case silencesChanged
     /// A gate changed (decision, close, reminder): its waiters re-read it.
     case gateChanged(id: String)
+    /// A gate with this key opened or changed: waits by key re-read the key's latest gate.
+    case gateKeyChanged(key: String)
     /// A dataset got items or labels: its waiters re-check their condition.
     case datasetChanged(name: String)
 }

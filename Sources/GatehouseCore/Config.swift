@@ -91,6 +91,8 @@ public struct GatehouseConfig: Sendable {
     public var receivers: [Receiver] = []
     public var route: Route?
     public var inhibitRules: [InhibitRule] = []
+    /// `gates:` — events that open gates (GateRule).
+    public var gateRules: [GateRule] = []
     public var templatesDirectory: String?
 
     public init() {}

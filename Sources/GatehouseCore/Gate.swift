@@ -123,17 +123,19 @@ public struct GateSpec: Sendable, Equatable {
 
     public static let maxTimeout = GatehouseDuration.seconds(90 * 86_400)
 
+    /// The fields a gate has (what `POST /v1/gates` and a gate rule's template may set).
+    public static let fields: [String] = [
+        "title", "details", "pipeline", "run", "step", "key", "subject", "choices", "inputs", "required_approvals",
+        "approvers", "requested_by", "allow_self_approval", "timeout", "on_timeout", "remind_every", "escalate_after",
+        "escalate_to", "labels", "attributes", "auto_approve",
+    ]
+
     /// Validates a request body, naming every bad field. Unknown fields are refused so a typo
     /// (`timout`) is not silently a gate that never expires.
     public static func parse(_ value: JSONValue) -> Result<GateSpec, Problem> {
         guard let o = value.objectValue else { return .failure(.invalid([FieldError(field: "(body)", detail: "must be a JSON object")])) }
         var errors: [FieldError] = []
-        let known: Set<String> = [
-            "title", "details", "pipeline", "run", "step", "key", "subject", "choices", "inputs", "required_approvals",
-            "approvers", "requested_by", "allow_self_approval", "timeout", "on_timeout", "remind_every", "escalate_after",
-            "escalate_to", "labels", "attributes", "auto_approve",
-        ]
-        for (k, _) in o where !known.contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
+        for (k, _) in o where !fields.contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
         /// `identifier`: a name gates are found or grouped by (no control characters).
         func string(_ field: String, max: Int, required: Bool = false, identifier: Bool = false) -> String? {
             guard let v = o[field], v != .null else {

@@ -39,7 +39,9 @@ public enum GatehouseServer {
         router.middlewares.add(RequestHygieneMiddleware())
         let auth = Authenticator(tokens: TokenStore(database: database))
         EventsController(
-            events: EventService(store: log, intake: EventIntake(maxItems: config.server.maxBatchItems)), auth: auth,
+            events: EventService(
+                store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates),
+            auth: auth,
             maxBodyBytes: config.server.maxBodyBytes,
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
         ).addRoutes(to: router)

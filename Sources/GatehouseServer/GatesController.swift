@@ -112,6 +112,7 @@ struct GatesController {
     func addRoutes(to router: Router<GatehouseContext>) {
         router.post("/v1/gates", use: open)
         router.get("/v1/gates", use: list)
+        router.get("/v1/gates/wait", use: waitForKey)
         router.get("/v1/gates/{id}", use: get)
         router.get("/v1/gates/{id}/wait", use: wait)
         router.get("/v1/gates/{id}/audit", use: audit)
@@ -189,6 +190,42 @@ struct GatesController {
         // The room answered on the connection itself: this response is dropped there.
         if !parked.claimForHandler(), await parked.untilAnswered() { return Response(status: .ok) }
         guard let gate = try outcome.get() else { throw Problem.notFound("no gate \"\(id)\"") }
+        return desk.response(gate)
+    }
+
+    /// `GET /v1/gates/wait?key=…`: waits for the newest gate of `key` to close — even before it
+    /// exists (a gate rule opens it when its event arrives, or a pipeline later). Answers the
+    /// gate once closed, or as it is at `timeout`; 404 when nothing opened that key by then.
+    /// A superseded gate hands the wait on to the gate that replaced it.
+    @Sendable func waitForKey(_ request: Request, context: GatehouseContext) async throws -> Response {
+        _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)
+        var errors: [FieldError] = []
+        let key = request.query("key") ?? ""
+        if key.isEmpty { errors.append(FieldError(field: "key", detail: "is required: the key the gate is (or will be) opened with")) }
+        var timeout = GatehouseDuration.seconds(60)
+        if let text = request.query("timeout") {
+            if let d = GatehouseDuration(text), d.milliseconds >= 0, d.milliseconds <= 300_000 { timeout = d } else {
+                errors.append(FieldError(field: "timeout", detail: "must be a duration from 0s to 300s (got \"\(text)\")"))
+            }
+        }
+        if !errors.isEmpty { throw Problem.invalid(errors) }
+        let deadline = ContinuousClock.now + .milliseconds(timeout.milliseconds)
+        // Parked before the key is read, so a gate opened in between still wakes it.
+        let parked = desk.waits.park(.gateKey(key), answerer: nil, requestID: context.id)
+        defer { desk.waits.unpark(parked) }
+        let gate: Gate? = try await withGracefulShutdownHandler {
+            while true {
+                let gate = try await desk.gates.latest(key: key)
+                let remaining = deadline - ContinuousClock.now
+                if gate?.state.isClosed == true && gate?.state != .superseded || remaining <= .zero || parked.isInterrupted || Task.isCancelled {
+                    return gate
+                }
+                _ = await parked.next(timeout: remaining)
+            }
+        } onGracefulShutdown: {
+            parked.interrupt()
+        }
+        guard let gate else { throw Problem.notFound("no gate with key \"\(key)\" has been opened (waited \(timeout))") }
         return desk.response(gate)
     }
 

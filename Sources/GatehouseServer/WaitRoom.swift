@@ -9,6 +9,8 @@ import Synchronization
 /// What a wait is waiting on: a gate to close, or a dataset to reach its target.
 enum WaitTopic: Hashable, Sendable {
     case gate(String)
+    /// The newest gate of a key, which may not exist yet.
+    case gateKey(String)
     case dataset(String)
 }
 
@@ -43,6 +45,8 @@ final class WaitRoom: Sendable {
             case .datasetChanged(let name):
                 // Each dataset wait has its own target: wake them to read the stats again.
                 for wait in self.waits(on: .dataset(name)) { wait.wake() }
+            case .gateKeyChanged(let key):
+                for wait in self.waits(on: .gateKey(key)) { wait.wake() }
             default:
                 break
             }

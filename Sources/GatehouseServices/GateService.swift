@@ -44,62 +44,78 @@ public final class GateService: Sendable {
     public func open(_ spec: GateSpec, requestedVia: String, token: String? = nil, now: Timestamp = .now()) async throws -> Opened {
         let autoDecide = autoDecide
         let opened: Opened = try await repository.transact { tx in
-            var events: [Event] = []
-            var superseded: Gate?
-            let id = "gate_" + EventValidator.generateID().dropFirst(4)
-            if let key = spec.key, var latest = try tx.latestGate(key: key) {
-                if latest.spec.subjectDigest == spec.subjectDigest {
-                    return (Opened(gate: latest, created: false, superseded: nil), [])
-                }
-                if latest.state == .pending {
-                    latest.supersededBy = id
-                    latest.close(GateOutcome(state: .superseded, reason: .superseded, choice: nil, by: nil, at: now))
-                    try tx.save(latest)
-                    try tx.appendAudit(gateID: latest.id, action: "superseded", actor: nil, detail: JSONObject([
-                        ("superseded_by", .string(id)), ("old_digest", latest.spec.subjectDigest.map(JSONValue.string) ?? .null),
-                        ("new_digest", spec.subjectDigest.map(JSONValue.string) ?? .null),
-                    ]), at: now)
-                    events.append(GateEvents.closing(latest, at: now))
-                    superseded = latest
-                }
-            }
-            var gate = Gate(id: id, spec: spec, createdAt: now)
-            gate.supersedes = superseded?.id
-            try tx.appendAudit(gateID: id, action: "opened", actor: spec.requestedBy, detail: JSONObject([
-                ("via", .string(requestedVia)), ("token", token.map(JSONValue.string) ?? .null), ("spec", spec.json),
-            ]), at: now)
-            events.append(GateEvents.event("gate.opened", gate: gate, at: now))
-
-            var auto: GateDecision?
-            if let autoDecide {
-                auto = GateDecision(by: "policy:auto-decide", decision: autoDecide, comment: "GATEHOUSE_AUTO_DECIDE=\(autoDecide)", via: "policy", at: now)
-            } else if let when = spec.autoApprove, let policy = try? PolicyExpression(when) {
-                if policy.evaluate(try Self.policyContext(for: spec, tx: tx)) {
-                    auto = GateDecision(by: "policy:auto", decision: spec.isBranching ? spec.choices[0] : "approve", comment: "auto_approve: \(when)", via: "policy", at: now)
-                }
-            }
-            if let auto, case .success = gate.apply(auto) {
-                try tx.appendAudit(gateID: id, action: "decided", actor: auto.by, detail: JSONObject([
-                    ("decision", .string(auto.decision)), ("via", .string("policy")), ("comment", .string(auto.comment ?? "")),
-                ]), at: now)
-                try tx.appendAudit(gateID: id, action: "closed", actor: auto.by, detail: JSONObject([("outcome", gate.outcome!.json)]), at: now)
-                events.append(GateEvents.closing(gate, at: now))
-            }
-            try tx.save(gate)
-            return (Opened(gate: gate, created: true, superseded: superseded), events)
+            try Self.open(spec, requestedVia: requestedVia, token: token, autoDecide: autoDecide, eventAttributes: nil, now: now, tx: tx)
         }
+        announce(opened)
+        return opened
+    }
+
+    /// Tells waiters and streams about an opened gate (after its commit).
+    public func announce(_ opened: Opened) {
         if opened.created {
             bus.publish(.gateChanged(id: opened.gate.id))
             if let old = opened.superseded { bus.publish(.gateChanged(id: old.id)) }
         }
-        return opened
+        if let key = opened.gate.spec.key { bus.publish(.gateKeyChanged(key: key)) }
+    }
+
+    /// Opening, inside a transaction: the API's and the gate rules' (which run in the commit
+    /// of the event that triggers them). `eventAttributes`: what `auto_approve` sees as the
+    /// event's attributes (a rule's triggering event); nil reads the run's latest event.
+    public static func open(
+        _ spec: GateSpec, requestedVia: String, token: String?, autoDecide: String?, eventAttributes: JSONObject?, now: Timestamp,
+        tx: any GateTransaction
+    ) throws -> (Opened, [Event]) {
+        var events: [Event] = []
+        var superseded: Gate?
+        let id = "gate_" + EventValidator.generateID().dropFirst(4)
+        if let key = spec.key, var latest = try tx.latestGate(key: key) {
+            if latest.spec.subjectDigest == spec.subjectDigest {
+                return (Opened(gate: latest, created: false, superseded: nil), [])
+            }
+            if latest.state == .pending {
+                latest.supersededBy = id
+                latest.close(GateOutcome(state: .superseded, reason: .superseded, choice: nil, by: nil, at: now))
+                try tx.save(latest)
+                try tx.appendAudit(gateID: latest.id, action: "superseded", actor: nil, detail: JSONObject([
+                    ("superseded_by", .string(id)), ("old_digest", latest.spec.subjectDigest.map(JSONValue.string) ?? .null),
+                    ("new_digest", spec.subjectDigest.map(JSONValue.string) ?? .null),
+                ]), at: now)
+                events.append(GateEvents.closing(latest, at: now))
+                superseded = latest
+            }
+        }
+        var gate = Gate(id: id, spec: spec, createdAt: now)
+        gate.supersedes = superseded?.id
+        try tx.appendAudit(gateID: id, action: "opened", actor: spec.requestedBy, detail: JSONObject([
+            ("via", .string(requestedVia)), ("token", token.map(JSONValue.string) ?? .null), ("spec", spec.json),
+        ]), at: now)
+        events.append(GateEvents.event("gate.opened", gate: gate, at: now))
+
+        var auto: GateDecision?
+        if let autoDecide {
+            auto = GateDecision(by: "policy:auto-decide", decision: autoDecide, comment: "GATEHOUSE_AUTO_DECIDE=\(autoDecide)", via: "policy", at: now)
+        } else if let when = spec.autoApprove, let policy = try? PolicyExpression(when) {
+            if policy.evaluate(try Self.policyContext(for: spec, eventAttributes: eventAttributes, tx: tx)) {
+                auto = GateDecision(by: "policy:auto", decision: spec.isBranching ? spec.choices[0] : "approve", comment: "auto_approve: \(when)", via: "policy", at: now)
+            }
+        }
+        if let auto, case .success = gate.apply(auto) {
+            try tx.appendAudit(gateID: id, action: "decided", actor: auto.by, detail: JSONObject([
+                ("decision", .string(auto.decision)), ("via", .string("policy")), ("comment", .string(auto.comment ?? "")),
+            ]), at: now)
+            try tx.appendAudit(gateID: id, action: "closed", actor: auto.by, detail: JSONObject([("outcome", gate.outcome!.json)]), at: now)
+            events.append(GateEvents.closing(gate, at: now))
+        }
+        try tx.save(gate)
+        return (Opened(gate: gate, created: true, superseded: superseded), events)
     }
 
     /// What `auto_approve.when` sees: the gate's fields and attributes, and the attributes of
     /// the latest event of the same run (`event.attributes`); `attributes.x` falls back to the
     /// event's when the gate does not set it.
-    static func policyContext(for spec: GateSpec, tx: any GateTransaction) throws -> JSONObject {
-        let eventAttributes = try spec.run.flatMap { try tx.latestRunAttributes(pipeline: spec.pipeline, run: $0) } ?? JSONObject()
+    static func policyContext(for spec: GateSpec, eventAttributes given: JSONObject? = nil, tx: any GateTransaction) throws -> JSONObject {
+        let eventAttributes = try given ?? spec.run.flatMap { try tx.latestRunAttributes(pipeline: spec.pipeline, run: $0) } ?? JSONObject()
         var merged = eventAttributes
         for (k, v) in spec.attributes ?? JSONObject() { merged[k] = v }
         var context = spec.json.objectValue ?? JSONObject()
@@ -145,9 +161,15 @@ public final class GateService: Sendable {
             if applied == .closed, let closed = gate.outcome?.at {
                 Self.decisionLatency.recordMilliseconds(max(0, closed.milliseconds - gate.createdAt.milliseconds))
             }
-            bus.publish(.gateChanged(id: id))
+            publishChange(gate)
         }
         return change
+    }
+
+    /// Waiters on the gate, and on its key.
+    func publishChange(_ gate: Gate) {
+        bus.publish(.gateChanged(id: gate.id))
+        if let key = gate.spec.key { bus.publish(.gateKeyChanged(key: key)) }
     }
 
     public func cancel(_ id: String, by: String, comment: String?, now: Timestamp = .now()) async throws -> Change {
@@ -162,7 +184,7 @@ public final class GateService: Sendable {
             try tx.appendAudit(gateID: id, action: "canceled", actor: by, detail: JSONObject(comment.map { [("comment", .string($0))] } ?? []), at: now)
             return (.applied(gate, .closed), [GateEvents.closing(gate, at: now)])
         }
-        if case .applied = change { bus.publish(.gateChanged(id: id)) }
+        if case .applied(let gate, _) = change { publishChange(gate) }
         return change
     }
 
@@ -204,7 +226,7 @@ public final class GateService: Sendable {
             }
             return (touched, events)
         }
-        for gate in touched { bus.publish(.gateChanged(id: gate.id)) }
+        for gate in touched { publishChange(gate) }
         return touched
     }
 
@@ -238,6 +260,8 @@ public final class GateService: Sendable {
     // MARK: Reads
 
     public func get(_ id: String) async throws -> Gate? { try await repository.get(id) }
+    /// The newest gate opened with `key` (after a supersede, the one that replaced it).
+    public func latest(key: String) async throws -> Gate? { try await repository.latest(key: key) }
     public func list(_ filter: GateFilter) async throws -> [Gate] { try await repository.list(filter) }
     public func pendingCount() async throws -> Int { try await repository.pendingCount() }
     public func nextDeadline() async throws -> Timestamp? { try await repository.nextDeadline() }

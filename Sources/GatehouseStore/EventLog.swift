@@ -74,6 +74,8 @@ public final class EventLog: Sendable {
 
     private struct Request {
         var events: [Event]
+        /// Aligned with `events` (or empty): what each new one causes in the same commit.
+        var consequences: [EventConsequence?] = []
         /// Other writes that must commit with the events they cause (a gate closing and its
         /// `gate.*` event): runs first, inside the request's savepoint; its events are appended.
         var work: (@Sendable (Database) throws -> [Event])?
@@ -91,8 +93,12 @@ public final class EventLog: Sendable {
     }
 
     public func append(_ events: [Event]) async throws -> AppendOutcome {
+        try await append(events, consequences: [])
+    }
+
+    public func append(_ events: [Event], consequences: [EventConsequence?]) async throws -> AppendOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            committer.submit(.request(Request(events: events, work: nil, continuation: continuation))) { self.commit($0) }
+            committer.submit(.request(Request(events: events, consequences: consequences, work: nil, continuation: continuation))) { self.commit($0) }
         }
     }
 
@@ -147,13 +153,17 @@ public final class EventLog: Sendable {
                         let single = requests.count == 1 && writes.isEmpty
                         // One event without other work writes all or nothing by itself (a
                         // conflict is found before anything is written): no savepoint needed.
-                        let atomic = single || (request.work == nil && request.events.count == 1)
+                        let atomic = single || (request.work == nil && request.events.count == 1 && request.consequences.isEmpty)
                         do {
                             var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
                             var mine: [Event] = []
                             let body = {
                                 let events = try request.work.map { try $0(db) + request.events } ?? request.events
-                                outcome = try self.insert(events, receivedAt: receivedAt, db: db, inserted: &mine)
+                                // Consequences line up with the request's own events, which
+                                // come after what `work` returned.
+                                let offset = events.count - request.events.count
+                                let consequences = request.consequences.isEmpty ? [] : Array(repeating: nil, count: offset) + request.consequences
+                                outcome = try self.insert(events, consequences: consequences, receivedAt: receivedAt, db: db, inserted: &mine)
                             }
                             if atomic { try body() } else {
                                 try db.inSavepoint { try body(); return .commit }
@@ -200,14 +210,17 @@ public final class EventLog: Sendable {
         for (write, error) in zip(writes, writeErrors) { write.completion(error) }
     }
 
-    private func insert(_ events: [Event], receivedAt: Timestamp, db: Database, inserted: inout [Event]) throws -> AppendOutcome {
+    private func insert(
+        _ events: [Event], consequences: [EventConsequence?] = [], receivedAt: Timestamp, db: Database, inserted: inout [Event]
+    ) throws -> AppendOutcome {
         let statement = try db.cachedStatement(sql: """
             INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at, time_given)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
             """)
         var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
         outcome.ids.reserveCapacity(events.count)
-        for event in events {
+        var caused: [Event] = []
+        for (index, event) in events.enumerated() {
             var labels: String?
             if !event.labels.isEmpty {
                 var object = JSONObject()
@@ -233,6 +246,9 @@ public final class EventLog: Sendable {
                     }
                     if plan.resolvesFailures { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }
+                if index < consequences.count, let consequence = consequences[index] {
+                    caused += try consequence(event, ConsequenceTransaction(db: db))
+                }
             } else {
                 // A known id: the same content again is an idempotent duplicate; different
                 // content under it is refused (409), as payment APIs treat idempotency keys.
@@ -244,6 +260,12 @@ public final class EventLog: Sendable {
                 }
                 outcome.duplicates += 1
             }
+        }
+        if !caused.isEmpty {
+            // What the events caused (a rule's `gate.opened`) follows them, with its own
+            // deliveries; it causes nothing further (no rule loops).
+            let more = try insert(caused, receivedAt: receivedAt, db: db, inserted: &inserted)
+            if let c = more.lastCursor { outcome.lastCursor = max(outcome.lastCursor ?? c, c) }
         }
         return outcome
     }
@@ -348,4 +370,10 @@ public final class EventLog: Sendable {
             return (row.summary, events)
         }
     }
+}
+
+/// The SQLite side of a consequence's writes: the commit's own connection.
+struct ConsequenceTransaction: StoreTransaction {
+    let db: Database
+    var gates: any GateTransaction { SQLiteGateRepository.Transaction(db: db) }
 }

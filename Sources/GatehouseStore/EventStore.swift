@@ -6,12 +6,25 @@ public protocol EventStore: Sendable {
     /// Told after each commit (SSE streams, waiters, the dispatcher listen).
     var bus: Bus { get }
     func append(_ events: [Event]) async throws -> AppendOutcome
+    /// The same; `consequences[i]` runs inside the commit if `events[i]` is new (not a
+    /// duplicate), and the events it returns are inserted with it.
+    func append(_ events: [Event], consequences: [EventConsequence?]) async throws -> AppendOutcome
     func events(_ filter: EventFilter) async throws -> [StoredEvent]
     func lastCursor() async throws -> Int64
     func count() async throws -> Int
     func runs(pipeline: String?, status: RunSummary.Status?, limit: Int) async throws -> [RunSummary]
     /// A run's summary and its timeline, oldest first (at most `timelineLimit` events).
     func run(_ run: String, pipeline: String?, timelineLimit: Int) async throws -> (RunSummary, [StoredEvent])?
+}
+
+/// What a new event causes inside its own commit (a gate rule's gate): it may write through
+/// the transaction and returns further events to insert with it (`gate.opened`). It must not
+/// block on anything but the database.
+public typealias EventConsequence = @Sendable (Event, any StoreTransaction) throws -> [Event]
+
+/// What a consequence may write through, in the commit of the event that caused it.
+public protocol StoreTransaction {
+    var gates: any GateTransaction { get }
 }
 
 extension EventLog: EventStore {}

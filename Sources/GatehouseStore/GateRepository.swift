@@ -36,6 +36,8 @@ public struct GateFilter: Sendable {
 public protocol GateRepository: Sendable {
     func transact<T: Sendable>(_ work: @escaping @Sendable (any GateTransaction) throws -> (T, [Event])) async throws -> T
     func get(_ id: String) async throws -> Gate?
+    /// The newest gate opened with `key`.
+    func latest(key: String) async throws -> Gate?
     func list(_ filter: GateFilter) async throws -> [Gate]
     func pendingCount() async throws -> Int
     /// The earliest moment any pending gate needs the scheduler.

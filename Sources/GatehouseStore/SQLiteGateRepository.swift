@@ -133,6 +133,10 @@ public final class SQLiteGateRepository: GateRepository {
         return gate
     }
 
+    public func latest(key: String) async throws -> Gate? {
+        try await database.pool.read { db in try Transaction(db: db).latestGate(key: key) }
+    }
+
     public func list(_ filter: GateFilter) async throws -> [Gate] {
         try await database.pool.read { db in
             var clauses: [String] = []

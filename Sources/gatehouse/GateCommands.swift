@@ -180,18 +180,44 @@ func runGateClient(wait: Bool, _ body: () throws -> Void) throws {
 /// Waits for a gate to close through `/v1/gates/{id}/wait` (long polls of at most 300 s each,
 /// woken server-side the moment the gate closes). If the server goes away — a restart — it
 /// reconnects until `timeout`; then exits with the gate's code.
+/// What `gate wait` waits on: a gate by id, or by key (even before a rule or a pipeline opens it).
+enum WaitTarget {
+    case id(String)
+    case key(String)
+
+    func path(slice: Int) -> String {
+        switch self {
+        case .id(let id): "/v1/gates/\(percentEncode(id))/wait?timeout=\(slice)s"
+        case .key(let key): "/v1/gates/wait?key=\(percentEncode(key))&timeout=\(slice)s"
+        }
+    }
+
+    var name: String {
+        switch self {
+        case .id(let id): "gate \(id)"
+        case .key(let key): "the gate with key \(key)"
+        }
+    }
+}
+
 func waitAndExit(id: String, client options: ClientOptions, timeout: GatehouseDuration?, json: Bool) throws -> Never {
+    try waitAndExit(.id(id), client: options, timeout: timeout, json: json)
+}
+
+func waitAndExit(_ target: WaitTarget, client options: ClientOptions, timeout: GatehouseDuration?, json: Bool) throws -> Never {
     let deadline = timeout.map { Date().addingTimeInterval($0.seconds) }
     var lastGate: JSONValue?
     var reportedLoss = false
+    var reached = false
     while true {
         let remaining = deadline.map { $0.timeIntervalSinceNow } ?? 300
         if remaining <= 0 { break }
         let slice = Int(min(remaining, 300).rounded(.up))
         let client = options.client(timeout: Double(slice) + 15)
         do {
-            let gate = try client.call("GET", "/v1/gates/\(percentEncode(id))/wait?timeout=\(slice)s")
+            let gate = try client.call("GET", target.path(slice: slice))
             lastGate = gate
+            reached = true
             if reportedLoss {
                 FileHandle.standardError.write(Data("gatehouse: reconnected\n".utf8))
                 reportedLoss = false
@@ -204,11 +230,17 @@ func waitAndExit(id: String, client options: ClientOptions, timeout: GatehouseDu
                 reportedLoss = true
             }
             Thread.sleep(forTimeInterval: 0.5)
+        } catch let failure as ClientFailure where failure.status == 404 {
+            // By key: nothing has opened it yet; the server waited its slice, ask again.
+            guard case .key = target else { throw failure }
+            reached = true
         }
     }
     if let lastGate {
         if json { printJSON(lastGate) }
-        FileHandle.standardError.write(Data("gatehouse: gate \(id) is still pending\n".utf8))
+        FileHandle.standardError.write(Data("gatehouse: \(target.name) is still pending\n".utf8))
+    } else if reached, case .key(let key) = target {
+        FileHandle.standardError.write(Data("gatehouse: no gate with key \(key) was opened before the wait timed out\n".utf8))
     } else {
         FileHandle.standardError.write(Data("gatehouse: could not reach the server before the wait timed out\n".utf8))
         Foundation.exit(GateExit.error)
@@ -237,17 +269,20 @@ struct GateWait: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait", abstract: "Block until a gate closes; exit 0 approved, 1 rejected, 2 expired or pending at --timeout, 3 canceled/superseded, 4 error.")
     @OptionGroup var client: ClientOptions
-    @Argument(help: "Gate id.") var id: String
+    @Argument(help: "Gate id (or use --key).") var id: String?
+    @Option(help: "Wait for the gate opened with this key — by a gate rule or a pipeline — even before it exists.") var key: String?
     @Option(help: "Stop waiting after this long (exit 2).") var timeout: String?
     @Flag(help: "Print the whole gate as JSON.") var json = false
 
     func validate() throws {
         if let timeout, GatehouseDuration(timeout) == nil { throw ValidationError("--timeout \(timeout) is not a duration such as 10m") }
+        if (id == nil) == (key == nil) { throw ValidationError("give a gate id or --key, not both") }
     }
 
     func run() throws {
         try runGateClient(wait: true) {
-            try waitAndExit(id: id, client: client, timeout: timeout.flatMap(GatehouseDuration.init), json: json)
+            let target: WaitTarget = if let key { .key(key) } else { .id(id!) }
+            try waitAndExit(target, client: client, timeout: timeout.flatMap(GatehouseDuration.init), json: json)
         }
     }
 }

@@ -1,0 +1,127 @@
+/// A gate rule (`gates:` in gatehouse.yml): events that match its matchers open the gate its
+/// template describes — every field of a gate (docs/gates.md) may be a template over the
+/// event — in the same transaction as the event itself.
+public struct GateRule: Sendable {
+    public var name: String
+    public var matchers: [Matcher]
+    /// The gate's fields; strings may hold `{{path}}` tags over the event.
+    public var template: JSONObject
+    public var line: Int
+
+    public init(name: String, matchers: [Matcher], template: JSONObject, line: Int = 0) {
+        self.name = name
+        self.matchers = matchers
+        self.template = template
+        self.line = line
+    }
+
+    public func matches(_ event: Event) -> Bool { matchers.allSatisfy { $0.matches(event) } }
+
+    /// The gate this rule opens for `event`: its template rendered, the event's pipeline, run
+    /// and step by default, checked as `POST /v1/gates` checks a gate. Every problem names the
+    /// rule and the field (`gates[deploy].key: …`).
+    public func gate(for event: Event) -> Result<GateSpec, InvalidEvent> {
+        let context = StoredEvent(cursor: 0, event: event, receivedAt: event.time).json.objectValue ?? JSONObject()
+        var rendered = JSONObject()
+        var errors: [FieldError] = []
+        for (field, value) in template {
+            do {
+                rendered.append(field, try EventTemplate.render(value, context: context))
+            } catch let error as EventTemplate.RenderError {
+                errors.append(FieldError(field: "gates[\(name)].\(field)", detail: error.detail))
+            } catch {}
+        }
+        if !errors.isEmpty { return .failure(InvalidEvent(errors)) }
+        if rendered["pipeline"] == nil { rendered.append("pipeline", .string(event.pipeline)) }
+        if rendered["run"] == nil, let run = event.run { rendered.append("run", .string(run)) }
+        if rendered["step"] == nil, let step = event.step { rendered.append("step", .string(step)) }
+        switch GateSpec.parse(.object(rendered)) {
+        case .success(let spec): return .success(spec)
+        case .failure(let problem):
+            let fields = problem.errors.isEmpty ? [FieldError(field: "(gate)", detail: problem.detail)] : problem.errors
+            return .failure(InvalidEvent(fields.map { FieldError(field: "gates[\(name)].\($0.field)", detail: "\($0.detail) (as rendered for this event)") }))
+        }
+    }
+}
+
+/// `{{path}}` tags over an event (`type`, `pipeline`, `run`, `step`, `labels.team`,
+/// `attributes.model`…), the variables of Mustache. Strict where Mustache is lenient: a tag
+/// whose value the event does not have is an error, not an empty string — an empty key or
+/// title would open the wrong gate. A string that is one tag alone takes the value as it is
+/// (a number stays a number, a list a list).
+public enum EventTemplate {
+    public struct RenderError: Error, Sendable, Equatable {
+        public var detail: String
+    }
+
+    /// The template's tags, or what is wrong with its syntax.
+    public static func tags(in text: String) -> Result<[String], RenderError> {
+        var tags: [String] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{") {
+            let triple = rest[open.upperBound...].hasPrefix("{")
+            let start = triple ? rest.index(after: open.upperBound) : open.upperBound
+            guard let close = rest[start...].range(of: triple ? "}}}" : "}}") else {
+                return .failure(RenderError(detail: "has a {{ without its }}"))
+            }
+            let name = String(rest[start..<close.lowerBound].trimmingASCIIWhitespace)
+            if let sigil = name.first, "#^/>!&=".contains(sigil) {
+                return .failure(RenderError(detail: "uses {{\(name)}}: gate rules take variables ({{attributes.model}}), not sections or partials"))
+            }
+            if name.isEmpty { return .failure(RenderError(detail: "has an empty {{}}")) }
+            tags.append(name)
+            rest = rest[close.upperBound...]
+        }
+        return .success(tags)
+    }
+
+    /// Renders every string in `value` (recursively through lists and objects).
+    public static func render(_ value: JSONValue, context: JSONObject) throws(RenderError) -> JSONValue {
+        switch value {
+        case .string(let text):
+            let names = try tags(in: text).get()
+            if names.isEmpty { return value }
+            if names.count == 1, isSingleTag(text.trimmingASCIIWhitespace) { return try lookup(names[0], in: context) }
+            var out = ""
+            var rest = Substring(text)
+            while let open = rest.range(of: "{{") {
+                out += rest[..<open.lowerBound]
+                let triple = rest[open.upperBound...].hasPrefix("{")
+                let start = triple ? rest.index(after: open.upperBound) : open.upperBound
+                let close = rest[start...].range(of: triple ? "}}}" : "}}")!
+                let found = try lookup(String(rest[start..<close.lowerBound].trimmingASCIIWhitespace), in: context)
+                out += found.stringValue ?? found.serialized()
+                rest = rest[close.upperBound...]
+            }
+            return .string(out + rest)
+        case .array(let items):
+            var out: [JSONValue] = []
+            for item in items { out.append(try render(item, context: context)) }
+            return .array(out)
+        case .object(let object):
+            var out = JSONObject()
+            for (k, v) in object { out.append(k, try render(v, context: context)) }
+            return .object(out)
+        default:
+            return value
+        }
+    }
+
+    /// `{{x}}` (or `{{{x}}}`) and nothing else.
+    static func isSingleTag(_ text: Substring) -> Bool {
+        guard text.hasPrefix("{{"), text.hasSuffix("}}") else { return false }
+        let inner = text.hasPrefix("{{{") ? text.dropFirst(3).dropLast(3) : text.dropFirst(2).dropLast(2)
+        return !inner.contains("{") && !inner.contains("}")
+    }
+
+    static func lookup(_ path: String, in context: JSONObject) throws(RenderError) -> JSONValue {
+        var current: JSONValue = .object(context)
+        for part in path.split(separator: ".", omittingEmptySubsequences: false) {
+            guard let next = current.objectValue?[String(part)], next != .null else {
+                throw RenderError(detail: "uses {{\(path)}}, which this event does not have")
+            }
+            current = next
+        }
+        return current
+    }
+}

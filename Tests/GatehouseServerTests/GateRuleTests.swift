@@ -1,0 +1,163 @@
+import Foundation
+import GatehouseClient
+import GatehouseConfigFile
+import GatehouseCore
+import Testing
+
+/// Event-driven gates: a pipeline only emits an event; a `gates:` rule opens the gate in the
+/// event's own commit, and the pipeline waits on the key.
+struct GateRuleTests {
+    static let rules = """
+        gates:
+          - name: deploy
+            match: ['type="model.registered"', 'env="prod"']
+            title: "Deploy {{pipeline}} {{attributes.model}} v{{attributes.version}}?"
+            details: "AUC {{attributes.auc}}"
+            key: "{{run}}/deploy"
+            subject: { kind: model, name: "{{attributes.model}}", version: "{{attributes.version}}", digest: "{{attributes.digest}}" }
+            approvers: ["web:bob"]
+            timeout: 2h
+            on_timeout: reject
+            auto_approve: { when: "attributes.auc >= 0.97" }
+          - name: any-note
+            match: ['type="note.added"']
+            title: "Note on {{pipeline}}"
+        """
+
+    static func registered(id: String, run: String = "r1", auc: Double = 0.9, digest: String = "sha256:a", model: String? = "churn") -> String {
+        var attributes = #""version": 3, "auc": \#(auc), "digest": "\#(digest)""#
+        if let model { attributes += #", "model": "\#(model)""# }
+        return #"{"id": "\#(id)", "type": "model.registered", "pipeline": "train", "run": "\#(run)", "labels": {"env": "prod"}, "attributes": {\#(attributes)}}"#
+    }
+
+    @Test func aMatchingEventOpensTheRenderedGateInItsCommit() async throws {
+        try await InProcessServer.with(Self.rules) { server in
+            #expect(try await server.post("/v1/events", Self.registered(id: "e1")).status == 202)
+            // Committed with the event: no waiting needed.
+            let gates = try await server.json("/v1/gates?state=pending")["gates"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(gates.count == 1)
+            let gate = try #require(gates.first)
+            #expect(gate["title"] == .string("Deploy train churn v3?") && gate["key"] == .string("r1/deploy"))
+            #expect(gate["pipeline"] == .string("train") && gate["run"] == .string("r1") && gate["details"] == .string("AUC 0.9"))
+            #expect(gate["subject"]?.objectValue?["version"] == .int(3) && gate["subject"]?.objectValue?["digest"] == .string("sha256:a"))
+            // The event first, then the gate it opened.
+            let types = try await server.allEvents().compactMap { $0["type"]?.stringValue }
+            #expect(types == ["model.registered", "gate.opened"])
+            let id = try #require(gate["id"]?.stringValue)
+            let audit = try await server.json("/v1/gates/\(id)/audit")["entries"]?.arrayValue?.first?.objectValue
+            #expect(audit?["detail"]?.objectValue?["via"] == .string("rule:deploy"))
+
+            // The same event again is a duplicate: no second gate. The same key and digest from
+            // a new event resumes the gate; a new digest supersedes it.
+            #expect(try await server.post("/v1/events", Self.registered(id: "e1")).status == 202)
+            #expect(try await server.post("/v1/events", Self.registered(id: "e2")).status == 202)
+            #expect(try await server.json("/v1/gates")["gates"]?.arrayValue?.count == 1)
+            #expect(try await server.post("/v1/events", Self.registered(id: "e3", digest: "sha256:b")).status == 202)
+            let all = try await server.json("/v1/gates")["gates"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(all.map { $0["state"]?.stringValue } .sorted { ($0 ?? "") < ($1 ?? "") } == ["pending", "superseded"])
+
+            // An event another rule matches; a non-matching one opens nothing.
+            #expect(try await server.post("/v1/events", #"{"type": "model.registered", "pipeline": "train", "labels": {"env": "dev"}}"#).status == 202)
+            #expect(try await server.json("/v1/gates")["gates"]?.arrayValue?.count == 2)
+        }
+    }
+
+    @Test func autoApproveSeesTheTriggeringEvent() async throws {
+        try await InProcessServer.with(Self.rules) { server in
+            #expect(try await server.post("/v1/events", Self.registered(id: "e1", run: "good", auc: 0.98)).status == 202)
+            let gate = try #require(try await server.json("/v1/gates")["gates"]?.arrayValue?.first?.objectValue)
+            #expect(gate["state"] == .string("approved") && gate["outcome"]?.objectValue?["by"] == .string("policy:auto"))
+            let types = try await server.allEvents().compactMap { $0["type"]?.stringValue }
+            #expect(types == ["model.registered", "gate.opened", "gate.approved"])
+        }
+    }
+
+    @Test func aTemplateTheEventCannotFillRefusesTheEventAndCommitsNothing() async throws {
+        try await InProcessServer.with(Self.rules) { server in
+            let batch = "[" + Self.registered(id: "ok", run: "r2") + "," + Self.registered(id: "bad", model: nil) + "]"
+            let refused = try await server.post("/v1/events", batch)
+            #expect(refused.status == 422)
+            let errors = refused.json["errors"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(errors.contains { $0["field"] == .string("gates[deploy].title") && $0["index"] == .int(1) }, "\(refused.text)")
+            #expect(errors.contains { $0["detail"]?.stringValue?.contains("attributes.model") == true })
+            #expect(try await server.allEvents().isEmpty)
+            #expect(try await server.json("/v1/gates")["gates"]?.arrayValue?.isEmpty == true)
+        }
+    }
+
+    @Test func aPipelineWaitsOnTheKeyBeforeTheGateExists() async throws {
+        try await InProcessServer.with(Self.rules) { server in
+            let port = try #require(server.client.port)
+            let base = "http://127.0.0.1:\(port)"
+            // Nothing opened with that key: 404 once the wait is over.
+            let none = try await server.get("/v1/gates/wait?key=nope&timeout=0s")
+            #expect(none.status == 404 && none.text.contains("nope"))
+            #expect(try await server.get("/v1/gates/wait?timeout=1s").status == 422)
+
+            // A waiter on its own connection, parked before the event that opens the gate.
+            let waiting = Task.detached { () -> (Int, JSONObject) in
+                let result = try HTTPClient(timeout: 30).send(method: "GET", url: "\(base)/v1/gates/wait?key=r9%2Fdeploy&timeout=20s")
+                return (result.status, (try? JSONValue.parse(bytes: result.body))?.objectValue ?? JSONObject())
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await server.post("/v1/events", Self.registered(id: "w1", run: "r9")).status == 202)
+            let id = try #require(try await server.json("/v1/gates?state=pending")["gates"]?.arrayValue?.first?.objectValue?["id"]?.stringValue)
+            // A new digest supersedes it; the wait follows the key to the new gate.
+            #expect(try await server.post("/v1/events", Self.registered(id: "w2", run: "r9", digest: "sha256:z")).status == 202)
+            let newer = try #require(try await server.json("/v1/gates?state=pending")["gates"]?.arrayValue?.first?.objectValue?["id"]?.stringValue)
+            #expect(newer != id)
+            #expect(try await server.post("/v1/gates/\(newer)/decisions", #"{"decision": "approve", "by": "web:bob"}"#).status == 200)
+            let (status, gate) = try await waiting.value
+            #expect(status == 200 && gate["id"] == .string(newer) && gate["state"] == .string("approved"))
+        }
+    }
+
+    @Test func configCheckFindsBadRulesAtTheirLines() {
+        let loaded = ConfigLoader(environment: [:]).load(yaml: """
+            gates:
+              - name: a
+                match: ['type="x"']
+                title: "{{#attributes}}nope{{/attributes}}"
+              - name: b
+                match: ['type="x"']
+                title: "T"
+                timout: 2h
+              - name: c
+                title: "{{pipeline"
+            """)
+        let messages = loaded.issues.map { "\($0.line): \($0.message)" }
+        #expect(messages.contains { $0.hasPrefix("4: gates[0].title uses {{#attributes}}") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("8: unknown key \"timout\" in gates[1] (did you mean timeout?)") }, "\(messages)")
+        #expect(messages.contains { $0.contains("gates[2].title has a {{ without its }}") }, "\(messages)")
+        #expect(messages.contains { $0.contains("gates[c] needs match") }, "\(messages)")
+    }
+
+    @Test func templatesKeepTypesAndRefuseWhatIsMissing() throws {
+        let context = try #require(try JSONValue.parse(#"{"pipeline": "p", "attributes": {"n": 2, "people": ["web:a"], "v": "1.0"}}"#).objectValue)
+        #expect(try EventTemplate.render(.string("{{attributes.n}}"), context: context) == .int(2))
+        #expect(try EventTemplate.render(.string(" {{ attributes.people }} "), context: context) == .array([.string("web:a")]))
+        #expect(try EventTemplate.render(.string("{{pipeline}} v{{attributes.v}} x{{attributes.n}}"), context: context) == .string("p v1.0 x2"))
+        #expect(throws: EventTemplate.RenderError.self) { try EventTemplate.render(.string("{{attributes.gone}}"), context: context) }
+        #expect(try EventTemplate.render(.array([.string("{{pipeline}}"), .int(1)]), context: context) == .array([.string("p"), .int(1)]))
+    }
+
+    /// The CLI waits on a key: exit 2 while nothing opened it, then 0 once the rule's gate is
+    /// approved — and the gate survives a kill -9 right after the event's 202.
+    @Test func gateWaitByKeyFromTheCLIAndAfterAKill() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let config = dir.write("gatehouse.yml", Self.rules)
+            var server = try ServerProcess(dir: dir, arguments: ["--config", config])
+            let early = try runCLI(["gate", "wait", "--key", "k1/deploy", "--timeout", "1s"], environment: ["GATEHOUSE_URL": server.url])
+            #expect(early.status == 2 && early.stderr.contains("no gate with key k1/deploy"), "\(early.stderr)")
+            #expect(try server.post("/v1/events", Self.registered(id: "k", run: "k1")).status == 202)
+            server.kill()
+            server = try ServerProcess(dir: dir, arguments: ["--config", config])
+            let gate = try #require(try JSONValue.parse(server.get("/v1/gates?state=pending").text).objectValue?["gates"]?.arrayValue?.first?.objectValue)
+            #expect(gate["key"] == .string("k1/deploy"))
+            _ = try server.post("/v1/gates/\(gate["id"]!.stringValue!)/decisions", #"{"decision": "approve", "by": "web:bob"}"#)
+            let done = try runCLI(["gate", "wait", "--key", "k1/deploy", "--timeout", "5s"], environment: ["GATEHOUSE_URL": server.url])
+            #expect(done.status == 0 && done.stderr.contains("approved"), "\(done.stderr)")
+        }
+    }
+}
