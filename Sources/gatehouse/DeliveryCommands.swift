@@ -111,7 +111,7 @@ struct RoutesCommand: ParsableCommand {
 
     struct Test: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the receivers an event would reach, and why, without sending anything.",
+            abstract: "Print the gates an event would open and the receivers it would reach, and why, without sending anything.",
             discussion: #"gatehouse routes test '{"type":"run.failed","pipeline":"train"}'"#)
         @Option(help: "Config file (default ./gatehouse.yml).") var config: String?
         @Argument(help: "The event, as JSON.") var event: String
@@ -130,6 +130,10 @@ struct RoutesCommand: ParsableCommand {
             case .success(let v): e = v
             case .failure(let invalid):
                 FileHandle.standardError.write(Data("gatehouse: \(Problem.invalid(invalid.errors).detail)\n".utf8))
+                throw ExitCode(ClientFailure.Code.rejected)
+            }
+            guard explainGateRules(cfg.gateRules, for: e) else {
+                // The server would refuse the event: it reaches nobody.
                 throw ExitCode(ClientFailure.Code.rejected)
             }
             guard let tree = RouteTree(cfg.route) else {
@@ -173,4 +177,28 @@ struct RoutesCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// The gates `event` would open (gate rules), rendered as they would be — or why the event
+/// would be refused (then false).
+func explainGateRules(_ rules: [GateRule], for event: Event) -> Bool {
+    var accepted = true
+    for rule in rules where rule.matches(event) {
+        let matchers = rule.matchers.map(\.description).joined(separator: ", ")
+        switch rule.gate(for: event) {
+        case .success(let spec):
+            print("opens gate by rule \(rule.name)\(rule.line > 0 ? " (line \(rule.line))" : "")  matchers: \(matchers)")
+            print("    title     \(spec.title)")
+            if let key = spec.key { print("    key       \(key)  (the same key again is this gate; a new subject.digest supersedes it)") }
+            print("    approvers \(spec.approvers.isEmpty ? "anyone with gates:decide" : spec.approvers.joined(separator: ", "))" +
+                  (spec.requiredApprovals > 1 ? ", \(spec.requiredApprovals) approvals needed" : ""))
+            if let timeout = spec.timeout { print("    timeout   \(timeout), then \(spec.onTimeout.rawValue)") }
+            if let when = spec.autoApprove { print("    auto      approved at once when \(when)") }
+        case .failure(let invalid):
+            print("REFUSED by rule \(rule.name)\(rule.line > 0 ? " (line \(rule.line))" : ""): the server would answer 422")
+            for error in invalid.errors { print("    \(error.field) \(error.detail)") }
+            accepted = false
+        }
+    }
+    return accepted
 }

@@ -158,6 +158,12 @@ struct GateRuleTests {
             _ = try server.post("/v1/gates/\(gate["id"]!.stringValue!)/decisions", #"{"decision": "approve", "by": "web:bob"}"#)
             let done = try runCLI(["gate", "wait", "--key", "k1/deploy", "--timeout", "5s"], environment: ["GATEHOUSE_URL": server.url])
             #expect(done.status == 0 && done.stderr.contains("approved"), "\(done.stderr)")
+
+            // routes test shows the gate an event would open, or why it would be refused.
+            let shown = try runCLI(["routes", "test", "--offline", "--config", config, Self.registered(id: "x", run: "r5")])
+            #expect(shown.status == 0 && shown.stdout.contains("opens gate by rule deploy") && shown.stdout.contains("key       r5/deploy"), "\(shown.stdout)")
+            let refused = try runCLI(["routes", "test", "--offline", "--config", config, Self.registered(id: "x", model: nil)])
+            #expect(refused.status != 0 && refused.stdout.contains("gates[deploy].title uses {{attributes.model}}"), "\(refused.stdout)")
         }
     }
 }
