@@ -197,7 +197,7 @@ private struct Walker {
     }
 
     mutating func root(_ node: Node) {
-        for (key, _, value) in entries(node, "the config", known: ["server", "storage", "log", "receivers", "route", "inhibit_rules", "gates", "templates"]) {
+        for (key, _, value) in entries(node, "the config", known: ["server", "storage", "log", "receivers", "route", "inhibit_rules", "gates", "labelling", "templates"]) {
             switch key {
             case "server": server(value)
             case "storage": storage(value)
@@ -206,6 +206,7 @@ private struct Walker {
             case "route": config.route = route(value, path: "route", isRoot: true)
             case "inhibit_rules": inhibitRules(value)
             case "gates": gateRules(value)
+            case "labelling": labellingRules(value)
             case "templates":
                 if let dir = string(key, value, "the config") {
                     var isDirectory: ObjCBool = false
@@ -401,6 +402,38 @@ private struct Walker {
             if matchers.isEmpty { issue(item, "gates[\(name)] needs match: a rule without matchers would open a gate for every event") }
             if template["title"] == nil { issue(item, "gates[\(name)] needs a title") }
             config.gateRules.append(GateRule(name: name, matchers: matchers, template: template, line: item.mark?.line ?? 0))
+        }
+    }
+
+    /// `labelling:` — each rule: a name, `match`, the dataset (`dataset` is its name, with
+    /// `task`, `labels`, `annotators_per_item`, `instructions`; strings may be templates) and
+    /// `items`, where the event carries its items.
+    mutating func labellingRules(_ node: Node) {
+        guard case .sequence(let sequence) = node else { issue(node, "labelling must be a list of rules"); return }
+        for (i, item) in sequence.enumerated() {
+            var name: String?
+            var matchers: [Matcher] = []
+            var template = JSONObject()
+            var items: String?
+            let path = "labelling[\(i)]"
+            for (key, _, value) in entries(item, path, known: ["name", "match", "dataset", "task", "labels", "annotators_per_item", "instructions", "items"]) {
+                switch key {
+                case "name": name = string(key, value, path)
+                case "match": matchers = self.matchers(key, value, path)
+                case "items": items = string(key, value, path)
+                default:
+                    let json = Self.json(value)
+                    checkTemplates(json, value, "\(path).\(key)")
+                    template.append(key == "dataset" ? "name" : key, json)
+                }
+            }
+            guard let name, !name.isEmpty else { issue(item, "\(path) needs a name"); continue }
+            if config.labellingRules.contains(where: { $0.name == name }) { issue(item, "labelling: rule \"\(name)\" is defined twice"); continue }
+            if matchers.isEmpty { issue(item, "labelling[\(name)] needs match: a rule without matchers would take every event") }
+            if template["name"] == nil { issue(item, "labelling[\(name)] needs dataset: the dataset's name (it may be a template)") }
+            if template["labels"] == nil { issue(item, "labelling[\(name)] needs labels") }
+            guard let items, !items.isEmpty else { issue(item, "labelling[\(name)] needs items: where the event carries its items (for example attributes.items)"); continue }
+            config.labellingRules.append(LabellingRule(name: name, matchers: matchers, template: template, items: items, line: item.mark?.line ?? 0))
         }
     }
 

@@ -93,6 +93,8 @@ public struct GatehouseConfig: Sendable {
     public var inhibitRules: [InhibitRule] = []
     /// `gates:` — events that open gates (GateRule).
     public var gateRules: [GateRule] = []
+    /// `labelling:` — events that create datasets and add items (LabellingRule).
+    public var labellingRules: [LabellingRule] = []
     public var templatesDirectory: String?
 
     public init() {}

@@ -114,7 +114,7 @@ public enum EventTemplate {
         return !inner.contains("{") && !inner.contains("}")
     }
 
-    static func lookup(_ path: String, in context: JSONObject) throws(RenderError) -> JSONValue {
+    public static func lookup(_ path: String, in context: JSONObject) throws(RenderError) -> JSONValue {
         var current: JSONValue = .object(context)
         for part in path.split(separator: ".", omittingEmptySubsequences: false) {
             guard let next = current.objectValue?[String(part)], next != .null else {
@@ -123,5 +123,70 @@ public enum EventTemplate {
             current = next
         }
         return current
+    }
+}
+
+/// A labelling rule (`labelling:` in gatehouse.yml): events that match it create its dataset
+/// on first use and add the items they carry, in the same transaction as the event.
+public struct LabellingRule: Sendable {
+    public var name: String
+    public var matchers: [Matcher]
+    /// The dataset's fields (`name` from the rule's `dataset:`, `task`, `labels`,
+    /// `annotators_per_item`, `instructions`); strings may hold `{{path}}` tags.
+    public var template: JSONObject
+    /// Where the event carries its items (`attributes.items`): a list of items as
+    /// `POST /v1/datasets/{name}/items` takes them.
+    public var items: String
+    public var line: Int
+
+    public init(name: String, matchers: [Matcher], template: JSONObject, items: String, line: Int = 0) {
+        self.name = name
+        self.matchers = matchers
+        self.template = template
+        self.items = items
+        self.line = line
+    }
+
+    public func matches(_ event: Event) -> Bool { matchers.allSatisfy { $0.matches(event) } }
+
+    /// The dataset and the items this rule takes from `event`; every problem names the rule
+    /// and the field (`labelling[review].items[2].data`).
+    public func work(for event: Event) -> Result<(DatasetSpec, [DatasetItem]), InvalidEvent> {
+        let context = StoredEvent(cursor: 0, event: event, receivedAt: event.time).json.objectValue ?? JSONObject()
+        var rendered = JSONObject()
+        var errors: [FieldError] = []
+        for (field, value) in template {
+            do {
+                rendered.append(field, try EventTemplate.render(value, context: context))
+            } catch {
+                errors.append(FieldError(field: "labelling[\(name)].\(field == "name" ? "dataset" : field)", detail: error.detail))
+            }
+        }
+        if !errors.isEmpty { return .failure(InvalidEvent(errors)) }
+        let spec: DatasetSpec
+        switch DatasetSpec.parse(.object(rendered)) {
+        case .success(let s): spec = s
+        case .failure(let problem):
+            return .failure(InvalidEvent(problem.errors.map {
+                FieldError(field: "labelling[\(name)].\($0.field == "name" ? "dataset" : $0.field)", detail: "\($0.detail) (as rendered for this event)")
+            }))
+        }
+        let list: [JSONValue]
+        do {
+            list = try EventTemplate.lookup(items, in: context).arrayValue ?? []
+            if list.isEmpty { errors.append(FieldError(field: "labelling[\(name)].items", detail: "\(items) must be a non-empty list of items")) }
+        } catch {
+            errors.append(FieldError(field: "labelling[\(name)].items", detail: "reads \(items), which this event does not have"))
+            list = []
+        }
+        var parsed: [DatasetItem] = []
+        for (i, value) in list.enumerated() where errors.count < 20 {
+            switch DatasetItem.parse(value, for: spec) {
+            case .success(let item): parsed.append(item)
+            case .failure(let invalid):
+                for e in invalid.errors { errors.append(FieldError(field: "labelling[\(name)].items[\(i)].\(e.field)", detail: e.detail)) }
+            }
+        }
+        return errors.isEmpty ? .success((spec, parsed)) : .failure(InvalidEvent(errors))
     }
 }

@@ -40,7 +40,8 @@ public enum GatehouseServer {
         let auth = Authenticator(tokens: TokenStore(database: database))
         EventsController(
             events: EventService(
-                store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates),
+                store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
+                labellingRules: config.labellingRules, datasets: datasets),
             auth: auth,
             maxBodyBytes: config.server.maxBodyBytes,
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))

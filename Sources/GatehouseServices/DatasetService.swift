@@ -78,13 +78,30 @@ public final class DatasetService: Sendable {
         let dataset = importing.spec.name
         let url = pageURL(dataset)
         let committed = try await repository.commitImport(importing.importID, dataset: dataset, received: importing.received) { c in
-            Event(
-                id: "dataset.\(dataset).items_added.\(c.firstSeq)", type: "dataset.items_added", pipeline: "datasets", severity: .info,
-                summary: "\(c.added) item\(c.added == 1 ? "" : "s") to label in \(dataset)", labels: [("dataset", dataset)],
-                attributes: JSONObject([("dataset", .string(dataset)), ("added", .int(c.added)), ("total", .int(c.total))]), url: url, time: now)
+            Self.itemsAdded(c, to: dataset, url: url, now: now)
         }
         if committed.added > 0 { bus.publish(.datasetChanged(name: dataset)) }
         return committed
+    }
+
+    /// The `dataset.items_added` event of an import or of a labelling rule.
+    public static func itemsAdded(_ c: ImportCommitted, to dataset: String, url: String, now: Timestamp) -> Event {
+        Event(
+            id: "dataset.\(dataset).items_added.\(c.firstSeq)", type: "dataset.items_added", pipeline: "datasets", severity: .info,
+            summary: "\(c.added) item\(c.added == 1 ? "" : "s") to label in \(dataset)", labels: [("dataset", dataset)],
+            attributes: JSONObject([("dataset", .string(dataset)), ("added", .int(c.added)), ("total", .int(c.total))]), url: url, time: now)
+    }
+
+    /// A labelling rule's work inside the commit of its event: the dataset on first use, then
+    /// the event's items. A dataset of that name with another definition refuses the event.
+    public func addFromRule(_ rule: String, spec: DatasetSpec, items: [DatasetItem], now: Timestamp, tx: any StoreTransaction) throws -> [Event] {
+        if case .conflict = try tx.datasets.create(spec, now: now) {
+            throw Problem(
+                status: 409, title: "Conflict",
+                detail: "labelling rule \(rule): dataset \"\(spec.name)\" exists with another definition; delete it or give the rule another dataset name")
+        }
+        let committed = try tx.datasets.addItems(items, to: spec.name)
+        return committed.added > 0 ? [Self.itemsAdded(committed, to: spec.name, url: pageURL(spec.name), now: now)] : []
     }
 
     // MARK: Next item, labels, skips

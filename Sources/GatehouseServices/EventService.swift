@@ -10,12 +10,20 @@ public final class EventService: Sendable {
     /// `gates:` rules, and the gate service that opens what they match.
     let gateRules: [GateRule]
     let gates: GateService?
+    /// `labelling:` rules, and the dataset service that adds what they take.
+    let labellingRules: [LabellingRule]
+    let datasets: DatasetService?
 
-    public init(store: any EventStore, intake: EventIntake, gateRules: [GateRule] = [], gates: GateService? = nil) {
+    public init(
+        store: any EventStore, intake: EventIntake, gateRules: [GateRule] = [], gates: GateService? = nil,
+        labellingRules: [LabellingRule] = [], datasets: DatasetService? = nil
+    ) {
         self.store = store
         self.intake = intake
         self.gateRules = gates == nil ? [] : gateRules
         self.gates = gates
+        self.labellingRules = datasets == nil ? [] : labellingRules
+        self.datasets = datasets
     }
 
     /// Parses `body` as `mediaType` (JSON, NDJSON, CloudEvents structured, batch or binary —
@@ -26,26 +34,35 @@ public final class EventService: Sendable {
         return try await append(events)
     }
 
-    /// Appends validated events; those a gate rule matches open its gate in the same commit.
-    /// A rule's template is rendered before anything is written: one that fails for an event
-    /// refuses the whole request (422 naming the rule and field, and the event's index).
+    /// Appends validated events. Those a gate rule matches open its gate, and those a
+    /// labelling rule matches add their items, in the same commit. Rules are applied before
+    /// anything is written: one that fails for an event refuses the whole request (422 naming
+    /// the rule and field, and the event's index).
     public func append(_ events: [Event], now: Timestamp = .now()) async throws -> AppendOutcome {
-        guard let gates, !gateRules.isEmpty else { return try await store.append(events) }
+        guard !gateRules.isEmpty || !labellingRules.isEmpty else { return try await store.append(events) }
         var consequences: [EventConsequence?] = []
         var errors: [FieldError] = []
         var any = false
         let opened = OpenedGates()
         for (index, event) in events.enumerated() {
-            var specs: [(rule: String, spec: GateSpec)] = []
+            func refuse(_ invalid: InvalidEvent) {
+                for e in invalid.errors { errors.append(FieldError(index: events.count > 1 ? index : nil, field: e.field, detail: e.detail)) }
+            }
+            var work = RuleWork()
             for rule in gateRules where rule.matches(event) {
                 switch rule.gate(for: event) {
-                case .success(let spec): specs.append((rule.name, spec))
-                case .failure(let invalid):
-                    for e in invalid.errors { errors.append(FieldError(index: events.count > 1 ? index : nil, field: e.field, detail: e.detail)) }
+                case .success(let spec): work.gates.append((rule.name, spec))
+                case .failure(let invalid): refuse(invalid)
                 }
             }
-            consequences.append(specs.isEmpty ? nil : Self.openGates(specs, autoDecide: gates.autoDecide, record: opened, now: now))
-            any = any || !specs.isEmpty
+            for rule in labellingRules where rule.matches(event) {
+                switch rule.work(for: event) {
+                case .success(let (spec, items)): work.labelling.append((rule.name, spec, items))
+                case .failure(let invalid): refuse(invalid)
+                }
+            }
+            consequences.append(work.isEmpty ? nil : consequence(work, record: opened, now: now))
+            any = any || !work.isEmpty
         }
         if !errors.isEmpty {
             var problem = Problem.invalid(errors)
@@ -54,27 +71,49 @@ public final class EventService: Sendable {
         }
         guard any else { return try await store.append(events) }
         let outcome = try await store.append(events, consequences: consequences)
-        for gate in opened.all() { gates.announce(gate) }
+        for gate in opened.all() { gates?.announce(gate) }
+        for name in opened.datasets() { store.bus.publish(.datasetChanged(name: name)) }
         return outcome
     }
 
-    /// The gates a commit opened, told to waiters once it is durable.
-    final class OpenedGates: Sendable {
-        private let list = Mutex<[GateService.Opened]>([])
-        func add(_ opened: GateService.Opened) { list.withLock { $0.append(opened) } }
-        func all() -> [GateService.Opened] { list.withLock { $0 } }
+    /// What the rules ask of one event.
+    struct RuleWork {
+        var gates: [(rule: String, spec: GateSpec)] = []
+        var labelling: [(rule: String, spec: DatasetSpec, items: [DatasetItem])] = []
+        var isEmpty: Bool { gates.isEmpty && labelling.isEmpty }
     }
 
-    /// Opens (or resumes by key) each matched rule's gate inside the event's commit.
-    static func openGates(_ specs: [(rule: String, spec: GateSpec)], autoDecide: String?, record: OpenedGates, now: Timestamp) -> EventConsequence {
-        { event, tx in
+    /// The gates a commit opened and the datasets it added to, told to waiters once it is
+    /// durable.
+    final class OpenedGates: Sendable {
+        private let list = Mutex<[GateService.Opened]>([])
+        private let names = Mutex<[String]>([])
+        func add(_ opened: GateService.Opened) { list.withLock { $0.append(opened) } }
+        func all() -> [GateService.Opened] { list.withLock { $0 } }
+        func add(dataset: String) { names.withLock { $0.append(dataset) } }
+        func datasets() -> [String] { names.withLock { $0 } }
+    }
+
+    /// Inside the event's commit: opens (or resumes by key) each matched gate rule's gate, and
+    /// adds each labelling rule's items.
+    func consequence(_ work: RuleWork, record: OpenedGates, now: Timestamp) -> EventConsequence {
+        let autoDecide = gates?.autoDecide
+        let datasets = datasets
+        return { event, tx in
             var events: [Event] = []
-            for (rule, spec) in specs {
+            for (rule, spec) in work.gates {
                 let (gate, caused) = try GateService.open(
                     spec, requestedVia: "rule:\(rule)", token: nil, autoDecide: autoDecide, eventAttributes: event.attributes ?? JSONObject(),
                     now: now, tx: tx.gates)
                 record.add(gate)
                 events += caused
+            }
+            if let datasets {
+                for (rule, spec, items) in work.labelling {
+                    let added = try datasets.addFromRule(rule, spec: spec, items: items, now: now, tx: tx)
+                    if !added.isEmpty { record.add(dataset: spec.name) }
+                    events += added
+                }
             }
             return events
         }

@@ -28,6 +28,14 @@ public enum LabelOutcome: Sendable, Equatable {
     case full(Int)
 }
 
+/// What a labelling rule writes inside the commit of the event that triggers it.
+public protocol DatasetTransaction {
+    /// Creates the dataset unless it exists (then `.exists`, or `.conflict` with its spec).
+    func create(_ spec: DatasetSpec, now: Timestamp) throws -> DatasetCreation
+    /// Adds items at the end of the dataset; ids already present are duplicates.
+    func addItems(_ items: [DatasetItem], to dataset: String) throws -> ImportCommitted
+}
+
 /// Datasets, their items, labels, skips and the "next item" leases, persisted. The service
 /// decides (which value is valid, what the events say, when to wake waiters); this only
 /// stores and reads. Writes that announce something commit with the event the service

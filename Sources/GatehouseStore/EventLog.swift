@@ -376,4 +376,5 @@ public final class EventLog: Sendable {
 struct ConsequenceTransaction: StoreTransaction {
     let db: Database
     var gates: any GateTransaction { SQLiteGateRepository.Transaction(db: db) }
+    var datasets: any DatasetTransaction { SQLiteDatasetRepository.Transaction(db: db) }
 }

@@ -25,6 +25,7 @@ public typealias EventConsequence = @Sendable (Event, any StoreTransaction) thro
 /// What a consequence may write through, in the commit of the event that caused it.
 public protocol StoreTransaction {
     var gates: any GateTransaction { get }
+    var datasets: any DatasetTransaction { get }
 }
 
 extension EventLog: EventStore {}

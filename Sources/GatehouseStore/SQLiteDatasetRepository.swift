@@ -79,17 +79,48 @@ public final class SQLiteDatasetRepository: DatasetRepository {
 
     public init(log: EventLog) { self.log = log }
 
+    /// A labelling rule's writes, on the commit's own connection.
+    struct Transaction: DatasetTransaction {
+        let db: Database
+
+        func create(_ spec: DatasetSpec, now: Timestamp) throws -> DatasetCreation {
+            try SQLiteDatasetRepository.create(spec, now: now, db: db)
+        }
+
+        func addItems(_ items: [DatasetItem], to dataset: String) throws -> ImportCommitted {
+            let base = try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?"), arguments: [dataset]) ?? 0
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO items (dataset, id, seq, data, meta, prediction) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dataset, id) DO NOTHING
+                """)
+            var added = 0
+            for (n, item) in items.enumerated() {
+                try insert.execute(arguments: [
+                    dataset, item.id, base + 1 + Int64(n), JSONValue.object(item.data).serialized(), item.meta.map { JSONValue.object($0).serialized() },
+                    item.prediction?.serialized(),
+                ])
+                added += db.changesCount
+            }
+            if added > 0 {
+                try db.cachedStatement(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?").execute(arguments: [added, dataset])
+            }
+            let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? added
+            return ImportCommitted(added: added, duplicates: items.count - added, total: total, firstSeq: base + 1)
+        }
+    }
+
     // MARK: Datasets
 
     public func create(_ spec: DatasetSpec, now: Timestamp) async throws -> DatasetCreation {
-        try await database.pool.write { db in
-            if let text = try String.fetchOne(db.cachedStatement(sql: "SELECT spec FROM datasets WHERE name = ?"), arguments: [spec.name]),
-               let existing = (try? JSONValue.parse(text)).flatMap({ try? DatasetSpec.parse($0).get() }) {
-                return existing == spec ? .exists : .conflict(existing)
-            }
-            try db.cachedStatement(sql: "INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)").execute(arguments: [spec.name, spec.json.serialized(), now.milliseconds])
-            return .created
+        try await database.pool.write { db in try Self.create(spec, now: now, db: db) }
+    }
+
+    static func create(_ spec: DatasetSpec, now: Timestamp, db: Database) throws -> DatasetCreation {
+        if let text = try String.fetchOne(db.cachedStatement(sql: "SELECT spec FROM datasets WHERE name = ?"), arguments: [spec.name]),
+           let existing = (try? JSONValue.parse(text)).flatMap({ try? DatasetSpec.parse($0).get() }) {
+            return existing == spec ? .exists : .conflict(existing)
         }
+        try db.cachedStatement(sql: "INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)").execute(arguments: [spec.name, spec.json.serialized(), now.milliseconds])
+        return .created
     }
 
     static func info(_ row: Row) -> DatasetInfo? {

@@ -132,7 +132,7 @@ struct RoutesCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("gatehouse: \(Problem.invalid(invalid.errors).detail)\n".utf8))
                 throw ExitCode(ClientFailure.Code.rejected)
             }
-            guard explainGateRules(cfg.gateRules, for: e) else {
+            guard explainRules(cfg, for: e) else {
                 // The server would refuse the event: it reaches nobody.
                 throw ExitCode(ClientFailure.Code.rejected)
             }
@@ -179,11 +179,21 @@ struct RoutesCommand: ParsableCommand {
     }
 }
 
-/// The gates `event` would open (gate rules), rendered as they would be — or why the event
-/// would be refused (then false).
-func explainGateRules(_ rules: [GateRule], for event: Event) -> Bool {
+/// The gates `event` would open and the items it would add (gate and labelling rules),
+/// rendered as they would be — or why the event would be refused (then false).
+func explainRules(_ config: GatehouseConfig, for event: Event) -> Bool {
     var accepted = true
-    for rule in rules where rule.matches(event) {
+    for rule in config.labellingRules where rule.matches(event) {
+        switch rule.work(for: event) {
+        case .success(let (spec, items)):
+            print("adds \(items.count) item\(items.count == 1 ? "" : "s") to dataset \(spec.name) by rule \(rule.name)\(rule.line > 0 ? " (line \(rule.line))" : "") (created on first use: \(spec.task.rawValue), labels \(spec.labels.joined(separator: ", ")))")
+        case .failure(let invalid):
+            print("REFUSED by labelling rule \(rule.name)\(rule.line > 0 ? " (line \(rule.line))" : ""): the server would answer 422")
+            for error in invalid.errors { print("    \(error.field) \(error.detail)") }
+            accepted = false
+        }
+    }
+    for rule in config.gateRules where rule.matches(event) {
         let matchers = rule.matchers.map(\.description).joined(separator: ", ")
         switch rule.gate(for: event) {
         case .success(let spec):

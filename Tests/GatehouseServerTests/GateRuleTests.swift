@@ -146,15 +146,18 @@ struct GateRuleTests {
     @Test func gateWaitByKeyFromTheCLIAndAfterAKill() async throws {
         try await offThePool {
             let dir = TempDir()
-            let config = dir.write("gatehouse.yml", Self.rules)
+            let config = dir.write("gatehouse.yml", Self.rules + "\n" + Self.labelling)
             var server = try ServerProcess(dir: dir, arguments: ["--config", config])
             let early = try runCLI(["gate", "wait", "--key", "k1/deploy", "--timeout", "1s"], environment: ["GATEHOUSE_URL": server.url])
             #expect(early.status == 2 && early.stderr.contains("no gate with key k1/deploy"), "\(early.stderr)")
             #expect(try server.post("/v1/events", Self.registered(id: "k", run: "k1")).status == 202)
+            #expect(try server.post("/v1/events", Self.predictions(id: "pk", items: ["i1", "i2"])).status == 202)
             server.kill()
             server = try ServerProcess(dir: dir, arguments: ["--config", config])
             let gate = try #require(try JSONValue.parse(server.get("/v1/gates?state=pending").text).objectValue?["gates"]?.arrayValue?.first?.objectValue)
             #expect(gate["key"] == .string("k1/deploy"))
+            let dataset = try JSONValue.parse(server.get("/v1/datasets/review-sentiment").text).objectValue
+            #expect(dataset?["items"] == .int(2))
             _ = try server.post("/v1/gates/\(gate["id"]!.stringValue!)/decisions", #"{"decision": "approve", "by": "web:bob"}"#)
             let done = try runCLI(["gate", "wait", "--key", "k1/deploy", "--timeout", "5s"], environment: ["GATEHOUSE_URL": server.url])
             #expect(done.status == 0 && done.stderr.contains("approved"), "\(done.stderr)")
@@ -164,6 +167,53 @@ struct GateRuleTests {
             #expect(shown.status == 0 && shown.stdout.contains("opens gate by rule deploy") && shown.stdout.contains("key       r5/deploy"), "\(shown.stdout)")
             let refused = try runCLI(["routes", "test", "--offline", "--config", config, Self.registered(id: "x", model: nil)])
             #expect(refused.status != 0 && refused.stdout.contains("gates[deploy].title uses {{attributes.model}}"), "\(refused.stdout)")
+        }
+    }
+
+    static let labelling = """
+        labelling:
+          - name: review
+            match: ['type="predictions.ready"']
+            dataset: "review-{{pipeline}}"
+            task: classification
+            labels: [pos, neg, neutral]
+            annotators_per_item: 2
+            instructions: "Low-confidence predictions of {{pipeline}}"
+            items: attributes.items
+        """
+
+    static func predictions(id: String, pipeline: String = "sentiment", items: [String]) -> String {
+        let list = items.map { #"{"id": "\#($0)", "data": {"text": "text \#($0)"}}"# }.joined(separator: ",")
+        return #"{"id": "\#(id)", "type": "predictions.ready", "pipeline": "\#(pipeline)", "attributes": {"items": [\#(list)]}}"#
+    }
+
+    /// A labelling rule creates its dataset on first use and adds the event's items, in the
+    /// event's commit; later events extend it, idempotent by item id; bad items refuse the event.
+    @Test func labellingRulesCreateAndExtendDatasets() async throws {
+        try await InProcessServer.with(Self.labelling) { server in
+            #expect(try await server.post("/v1/events", Self.predictions(id: "p1", items: ["a", "b"])).status == 202)
+            let info = try await server.json("/v1/datasets/review-sentiment")
+            #expect(info["items"] == .int(2) && info["annotators_per_item"] == .int(2) && info["task"] == .string("classification"))
+            #expect(info["instructions"] == .string("Low-confidence predictions of sentiment"))
+            #expect(try await server.post("/v1/events", Self.predictions(id: "p2", items: ["b", "c"])).status == 202)
+            #expect(try await server.json("/v1/datasets/review-sentiment")["items"] == .int(3))
+            let types = try await server.allEvents().compactMap { $0["type"]?.stringValue }
+            #expect(types == ["predictions.ready", "dataset.items_added", "predictions.ready", "dataset.items_added"])
+
+            // An item the dataset cannot take refuses the event, naming the rule and the item.
+            let bad = #"{"type": "predictions.ready", "pipeline": "sentiment", "attributes": {"items": [{"id": "d", "data": {}}]}}"#
+            let refused = try await server.post("/v1/events", bad)
+            #expect(refused.status == 422 && refused.text.contains("labelling[review].items[0].data"), "\(refused.text)")
+            let missing = try await server.post("/v1/events", #"{"type": "predictions.ready", "pipeline": "sentiment"}"#)
+            #expect(missing.status == 422 && missing.text.contains("labelling[review].items"))
+            #expect(try await server.allEvents().count == 4)
+
+            // A dataset of the same name made by hand with another definition: the event is
+            // refused with a 409 rather than mixed into it.
+            #expect(try await server.post("/v1/datasets", #"{"name": "review-other", "task": "classification", "labels": ["x", "y"]}"#).status == 201)
+            let clash = try await server.post("/v1/events", Self.predictions(id: "p3", pipeline: "other", items: ["z"]))
+            #expect(clash.status == 409 && clash.text.contains("labelling rule review"), "\(clash.text)")
+            #expect(try await server.json("/v1/datasets/review-other")["items"] == .int(0))
         }
     }
 }
