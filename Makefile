@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SCRATCH := .build-fuzz
 FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items fuzz-callbacks fuzz-config
 
-.PHONY: help run test deps build test-swift test-api venv fuzz fuzz-build clean-venv
+.PHONY: help run test deps build test-swift test-python test-api venv fuzz fuzz-build clean-venv
 
 help:
 	@echo "make run    build and serve on 127.0.0.1:8080 (state in ./gatehouse.db, config ./gatehouse.yml when present)"
@@ -69,12 +69,18 @@ test: deps venv
 	@mkdir -p $(LOGS)
 	@rm -f $(LOGS)/*.log
 	$(MAKE) --no-print-directory test-swift
+	$(MAKE) --no-print-directory test-python
 	$(MAKE) --no-print-directory test-api
 	@$(VENV_PY) tests/summary.py $(LOGS)/*.log
 
 test-swift:
 	@mkdir -p $(LOGS)
 	swift test 2>&1 | tee $(LOGS)/swift.log
+
+# Python-side checks of what we send (the CloudEvents SDK reads webhooks/cloudevents/).
+test-python:
+	@mkdir -p $(LOGS)
+	$(VENV_PY) -m pytest tests/python -p no:cacheprovider 2>&1 | tee $(LOGS)/python.log
 
 # Starts the built binary itself (it builds nothing) and runs schemathesis against it.
 test-api:

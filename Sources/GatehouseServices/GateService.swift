@@ -277,6 +277,8 @@ enum GateEvents {
         var attributes = JSONObject()
         attributes.append("gate_id", .string(gate.id))
         attributes.append("gate_state", .string(gate.state.rawValue))
+        // What event-driven pipelines correlate on: they know the key, not the id.
+        if let key = gate.spec.key { attributes.append("gate_key", .string(key)) }
         if let outcome = gate.outcome { attributes.append("outcome", outcome.json) }
         for (k, v) in extra { attributes.append(k, v) }
         let summary: String = switch type {

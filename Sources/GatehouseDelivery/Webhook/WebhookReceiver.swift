@@ -13,11 +13,20 @@ public struct WebhookReceiver: Receiver {
     let templates: TemplateSet
     /// Templates (`event`, `gate`…) whose text is the shipped one: their body is written directly.
     let shipped: Set<String>
+    let format: Format
 
-    public init(name: String, url: Secret, secret: Secret?, templates: TemplateSet) throws {
+    /// What the body is: Gatehouse's own JSON (the templates), or CloudEvents 1.0.
+    public enum Format: String, Sendable, CaseIterable {
+        case webhook
+        case cloudevents
+        case cloudeventsBinary = "cloudevents-binary"
+    }
+
+    public init(name: String, url: Secret, secret: Secret?, templates: TemplateSet, format: Format = .webhook) throws {
         self.name = name
         self.url = url
         self.templates = templates
+        self.format = format
         shipped = Set(["event", "digest", "resolved", "gate"].filter { templates.isShipped("webhook/\($0).mustache") })
         if let secret {
             guard let key = Self.key(fromSecret: secret.value) else { throw DeliveryError("receiver \(name): webhook.secret must be whsec_ followed by base64") }
@@ -42,12 +51,22 @@ public struct WebhookReceiver: Receiver {
     }
 
     public func request(for message: OutboundMessage, now: Timestamp) throws -> OutboundRequest {
-        let text = try shipped.contains(message.template) ? Self.shippedBody(message) : templatedBody(message)
+        var headers: [(String, String)]
+        let text: String
+        switch format {
+        case .webhook:
+            text = try shipped.contains(message.template) ? Self.shippedBody(message) : templatedBody(message)
+            headers = [("Content-Type", "application/json")]
+        case .cloudevents:
+            let (contentType, body) = CloudEvents.structured(message)
+            (headers, text) = ([("Content-Type", contentType)], body)
+        case .cloudeventsBinary:
+            (headers, text) = CloudEvents.binary(message)
+        }
         let body = Array(text.utf8)
         let timestamp = now.milliseconds / 1000
-        var headers: [(String, String)] = [
-            ("Content-Type", "application/json"), ("webhook-id", message.deliveryID), ("webhook-timestamp", String(timestamp)),
-        ]
+        // Signed per Standard Webhooks in every format.
+        headers += [("webhook-id", message.deliveryID), ("webhook-timestamp", String(timestamp))]
         if let key { headers.append(("webhook-signature", Self.signature(id: message.deliveryID, timestamp: timestamp, body: body, key: key))) }
         return OutboundRequest(url: url.value, headers: headers, body: body)
     }
