@@ -233,7 +233,8 @@ struct DatasetsController {
         let info = try await dataset(context)
         let name = info.spec.name
         var errors: [FieldError] = []
-        var target: Int?
+        // Read once: items added while waiting do not move the target.
+        var target = info.itemCount
         if let text = request.query("labeled") {
             if let n = Int(text), n >= 0 { target = n } else { errors.append(FieldError(field: "labeled", detail: "must be a non-negative integer")) }
         }

@@ -87,7 +87,8 @@ public final class DatasetService: Sendable {
     /// The `dataset.items_added` event of an import or of a labelling rule.
     public static func itemsAdded(_ c: ImportCommitted, to dataset: String, url: String, now: Timestamp) -> Event {
         Event(
-            id: "dataset.\(dataset).items_added.\(c.firstSeq)", type: "dataset.items_added", pipeline: "datasets", severity: .info,
+            // A fresh suffix: positions restart when a dataset is deleted and made again.
+            id: "dataset.\(dataset).items_added.\(c.firstSeq).\(EventValidator.generateID().dropFirst(4))", type: "dataset.items_added", pipeline: "datasets", severity: .info,
             summary: "\(c.added) item\(c.added == 1 ? "" : "s") to label in \(dataset)", labels: [("dataset", dataset)],
             attributes: JSONObject([("dataset", .string(dataset)), ("added", .int(c.added)), ("total", .int(c.total))]), url: url, time: now)
     }

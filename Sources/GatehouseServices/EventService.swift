@@ -31,8 +31,19 @@ public final class EventService: Sendable {
     /// appends them in one commit. Throws the `Problem` that says what is wrong.
     public func ingest(_ body: [UInt8], mediaType: EventIntake.MediaType, header: (String) -> String? = { _ in nil }) async throws -> AppendOutcome {
         let events = try intake.events(from: body, mediaType: mediaType, headers: header).get()
+        // gate.* and dataset.* events are the server's word: a pipeline that could send
+        // `gate.approved` could resume another pipeline (CloudEvents, rules) with nobody deciding.
+        let reserved = events.enumerated().filter { Self.isReserved($0.element.type) }
+        if !reserved.isEmpty {
+            throw Problem.invalid(reserved.map { index, event in
+                FieldError(index: events.count > 1 ? index : nil, field: "type", detail: "\"\(event.type)\" is reserved: gate.* and dataset.* events come from Gatehouse itself")
+            })
+        }
         return try await append(events)
     }
+
+    /// Event types only the server emits.
+    public static func isReserved(_ type: String) -> Bool { type.hasPrefix("gate.") || type.hasPrefix("dataset.") }
 
     /// Appends validated events. Those a gate rule matches open its gate, and those a
     /// labelling rule matches add their items, in the same commit. Rules are applied before
@@ -66,7 +77,7 @@ public final class EventService: Sendable {
         }
         if !errors.isEmpty {
             var problem = Problem.invalid(errors)
-            problem.detail = "a gate rule cannot be applied to this event, so it was not accepted: " + problem.detail
+            problem.detail = "a gate or labelling rule cannot be applied, so nothing was accepted: " + problem.detail
             throw problem
         }
         guard any else { return try await store.append(events) }

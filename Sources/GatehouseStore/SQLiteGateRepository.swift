@@ -36,7 +36,7 @@ public final class SQLiteGateRepository: GateRepository {
 
         func latestGate(key: String) throws -> Gate? {
             guard let id = try String.fetchOne(
-                db.cachedStatement(sql: "SELECT id FROM gates WHERE key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1"), arguments: [key])
+                db.cachedStatement(sql: "SELECT id FROM gates WHERE key = ? ORDER BY rowid DESC LIMIT 1"), arguments: [key])
             else { return nil }
             return try gate(id)
         }

@@ -214,6 +214,7 @@ func waitAndExit(_ target: WaitTarget, client options: ClientOptions, timeout: G
         if remaining <= 0 { break }
         let slice = Int(min(remaining, 300).rounded(.up))
         let client = options.client(timeout: Double(slice) + 15)
+        let asked = Date()
         do {
             let gate = try client.call("GET", target.path(slice: slice))
             lastGate = gate
@@ -231,9 +232,11 @@ func waitAndExit(_ target: WaitTarget, client options: ClientOptions, timeout: G
             }
             Thread.sleep(forTimeInterval: 0.5)
         } catch let failure as ClientFailure where failure.status == 404 {
-            // By key: nothing has opened it yet; the server waited its slice, ask again.
+            // By key: nothing has opened it yet; the server waited its slice, ask again — after
+            // a pause, in case the 404 came at once (an older server, a proxy).
             guard case .key = target else { throw failure }
             reached = true
+            if Date().timeIntervalSince(asked) < 1 { Thread.sleep(forTimeInterval: 1) }
         }
     }
     if let lastGate {
@@ -276,7 +279,8 @@ struct GateWait: ParsableCommand {
 
     func validate() throws {
         if let timeout, GatehouseDuration(timeout) == nil { throw ValidationError("--timeout \(timeout) is not a duration such as 10m") }
-        if (id == nil) == (key == nil) { throw ValidationError("give a gate id or --key, not both") }
+        if id != nil && key != nil { throw ValidationError("give a gate id or --key, not both") }
+        if id == nil && key == nil { throw ValidationError("give a gate id, or --key") }
     }
 
     func run() throws {

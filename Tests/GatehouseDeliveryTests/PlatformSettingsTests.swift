@@ -23,7 +23,6 @@ struct PlatformSettingsTests {
         #expect(problems(DiscordSettings.self, ["webhook_url": "https://d/x", "public_key": "abc"]) == [
             "discord.public_key must be the application's Ed25519 public key (64 hex digits)",
         ])
-        #expect(problems(DiscordSettings.self, ["webhook_url": "https://d/x", "application_id": "12ab"]) == ["discord.application_id must be the application's id (digits)"])
         #expect(problems(WebhookSettings.self, ["url": "https://h/x", "secret": "whsec_!!"]) == ["webhook.secret must be whsec_ followed by base64"])
         #expect(problems(WebhookSettings.self, ["url": "https://h/x", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]).isEmpty)
     }

@@ -133,8 +133,8 @@ struct CLITests {
                       webhok_url: https://hooks.slack.test/x
                   - name: team
                     mattermost:
-                      webhook_url: https://mm.test/hooks/x
-                      icon_url: not a url
+                      webhook_url: ftp://mm.test/hooks/x
+                      icon_url: https://mm.test/icon.png
                   - name: bare
                     discord: {}
                 route:
@@ -145,7 +145,7 @@ struct CLITests {
             let found = r.stdout.split(separator: "\n").map(String.init)
             #expect(found.contains { $0.contains(":5: receiver signed: webhook.secret must be whsec_ followed by base64") }, "\(found)")
             #expect(found.contains { $0.contains(":8: unknown key \"webhok_url\" in receiver slack (did you mean webhook_url?)") }, "\(found)")
-            #expect(found.contains { $0.contains(":12: receiver team: mattermost.icon_url must be an http(s) URL") }, "\(found)")
+            #expect(found.contains { $0.contains(":11: receiver team: mattermost.webhook_url must be an http(s) URL") }, "\(found)")
             #expect(found.contains { $0.contains(":14: receiver bare: discord.webhook_url is required") }, "\(found)")
 
             // serve refuses a broken config the same way.

@@ -62,6 +62,17 @@ struct GateRuleTests {
         }
     }
 
+    /// Nobody but the server says a gate was approved: a pipeline able to send `gate.approved`
+    /// could resume another one (through CloudEvents) with nobody deciding.
+    @Test func gateAndDatasetEventsAreTheServersOwn() async throws {
+        try await InProcessServer.with(Self.rules) { server in
+            let forged = try await server.post("/v1/events", #"[{"type": "run.failed", "pipeline": "p"}, {"type": "gate.approved", "pipeline": "p", "attributes": {"gate_key": "r1/deploy"}}]"#)
+            #expect(forged.status == 422 && forged.json["errors"]?.arrayValue?.first?.objectValue?["index"] == .int(1), "\(forged.text)")
+            #expect(try await server.post("/v1/events", #"{"type": "dataset.completed", "pipeline": "p"}"#).status == 422)
+            #expect(try await server.allEvents().isEmpty)
+        }
+    }
+
     @Test func autoApproveSeesTheTriggeringEvent() async throws {
         try await InProcessServer.with(Self.rules) { server in
             #expect(try await server.post("/v1/events", Self.registered(id: "e1", run: "good", auc: 0.98)).status == 202)

@@ -75,7 +75,7 @@ struct DatasetServiceTests {
         #expect(try await again.finish(now: Self.t0).added == 1)
         // Each import that added something is announced once (a distinct id per import).
         let events = try await log.events(EventFilter()).map(\.event)
-        #expect(events.map(\.id) == ["dataset.d.items_added.1", "dataset.d.items_added.2"])
+        #expect(events.count == 2 && events[0].id.hasPrefix("dataset.d.items_added.1.") && events[1].id.hasPrefix("dataset.d.items_added.2."))
         #expect(events[0].attributes?["added"] == .int(2) && events[0].url == "http://x/annotate/d")
         #expect(changes(heard, "d") == 2)
         // An empty import is refused.

@@ -19,9 +19,6 @@ public struct MattermostSettings: PlatformReceiverSettings {
         channel = try c.decodeIfPresent(String.self, forKey: .channel)
         username = try c.decodeIfPresent(String.self, forKey: .username)
         iconURL = try c.decodeIfPresent(String.self, forKey: .iconURL)
-        if let icon = iconURL, !EventValidator.isHTTPURL(icon) {
-            throw DecodingError.dataCorruptedError(forKey: .iconURL, in: c, debugDescription: "must be an http(s) URL")
-        }
     }
 
     /// Every Mattermost receiver gets buttons: clicks come back through its integration
