@@ -21,17 +21,11 @@ public struct GateRule: Sendable {
     /// and step by default, checked as `POST /v1/gates` checks a gate. Every problem names the
     /// rule and the field (`gates[deploy].key: …`).
     public func gate(for event: Event) -> Result<GateSpec, InvalidEvent> {
-        let context = StoredEvent(cursor: 0, event: event, receivedAt: event.time).json.objectValue ?? JSONObject()
-        var rendered = JSONObject()
-        var errors: [FieldError] = []
-        for (field, value) in template {
-            do {
-                rendered.append(field, try EventTemplate.render(value, context: context))
-            } catch let error as EventTemplate.RenderError {
-                errors.append(FieldError(field: "gates[\(name)].\(field)", detail: error.detail))
-            } catch {}
+        var rendered: JSONObject
+        switch EventTemplate.render(template, for: event, naming: { "gates[\(name)].\($0)" }) {
+        case .success(let object): rendered = object
+        case .failure(let invalid): return .failure(invalid)
         }
-        if !errors.isEmpty { return .failure(InvalidEvent(errors)) }
         if rendered["pipeline"] == nil { rendered.append("pipeline", .string(event.pipeline)) }
         if rendered["run"] == nil, let run = event.run { rendered.append("run", .string(run)) }
         if rendered["step"] == nil, let step = event.step { rendered.append("step", .string(step)) }
@@ -73,6 +67,27 @@ public enum EventTemplate {
             rest = rest[close.upperBound...]
         }
         return .success(tags)
+    }
+
+    /// What tags see: the event as the API shows it.
+    public static func context(of event: Event) -> JSONObject {
+        StoredEvent(cursor: 0, event: event, receivedAt: event.time).json.objectValue ?? JSONObject()
+    }
+
+    /// Renders each field of a rule's template for `event`; every field that cannot be
+    /// rendered is a problem named by `naming(field)`.
+    public static func render(_ template: JSONObject, for event: Event, naming: (String) -> String) -> Result<JSONObject, InvalidEvent> {
+        let context = context(of: event)
+        var rendered = JSONObject()
+        var errors: [FieldError] = []
+        for (field, value) in template {
+            do {
+                rendered.append(field, try render(value, context: context))
+            } catch {
+                errors.append(FieldError(field: naming(field), detail: error.detail))
+            }
+        }
+        return errors.isEmpty ? .success(rendered) : .failure(InvalidEvent(errors))
     }
 
     /// Renders every string in `value` (recursively through lists and objects).
@@ -152,17 +167,13 @@ public struct LabellingRule: Sendable {
     /// The dataset and the items this rule takes from `event`; every problem names the rule
     /// and the field (`labelling[review].items[2].data`).
     public func work(for event: Event) -> Result<(DatasetSpec, [DatasetItem]), InvalidEvent> {
-        let context = StoredEvent(cursor: 0, event: event, receivedAt: event.time).json.objectValue ?? JSONObject()
-        var rendered = JSONObject()
+        let context = EventTemplate.context(of: event)
         var errors: [FieldError] = []
-        for (field, value) in template {
-            do {
-                rendered.append(field, try EventTemplate.render(value, context: context))
-            } catch {
-                errors.append(FieldError(field: "labelling[\(name)].\(field == "name" ? "dataset" : field)", detail: error.detail))
-            }
+        let rendered: JSONObject
+        switch EventTemplate.render(template, for: event, naming: { "labelling[\(name)].\($0 == "name" ? "dataset" : $0)" }) {
+        case .success(let object): rendered = object
+        case .failure(let invalid): return .failure(invalid)
         }
-        if !errors.isEmpty { return .failure(InvalidEvent(errors)) }
         let spec: DatasetSpec
         switch DatasetSpec.parse(.object(rendered)) {
         case .success(let s): spec = s

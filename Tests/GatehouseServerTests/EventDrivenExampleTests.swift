@@ -20,16 +20,7 @@ struct EventDrivenExampleTests {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
             process.arguments = ["-u", EventDrivenExampleTests.example + "/resume.py", "--port", "0", "--log", log]
             process.environment = ["RESUME_SECRET": EventDrivenExampleTests.secret, "PATH": "/usr/bin:/bin"]
-            let out = Pipe()
-            process.standardOutput = out
-            try process.run()
-            var buffer = Data()
-            while !buffer.contains(UInt8(ascii: "\n")) {
-                let chunk = out.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                buffer.append(chunk)
-            }
-            let line = String(decoding: buffer, as: UTF8.self)
+            let line = try firstLine(of: process)
             guard let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) else {
                 throw ServerProcess.ServerStartFailure(output: "resume.py: \(line)")
             }

@@ -170,16 +170,7 @@ final class Sink {
     init() throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = ["-u", Self.script]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        var buffer = Data()
-        while !buffer.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
-        }
-        let line = String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let line = try firstLine(of: process)
         guard line.hasPrefix("PORT "), let p = Int(line.dropFirst(5)) else { throw ServerProcess.ServerStartFailure(output: "sink: \(line)") }
         port = p
     }
@@ -373,4 +364,18 @@ enum BlockingTests {
             DispatchQueue.global().async { job.runSynchronously(on: executor) }
         }
     }
+}
+
+/// Starts `process` and returns the first line it prints (helpers print where they listen).
+func firstLine(of process: Process) throws -> String {
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    var buffer = Data()
+    while !buffer.contains(UInt8(ascii: "\n")) {
+        let chunk = out.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        buffer.append(chunk)
+    }
+    return String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
