@@ -57,6 +57,13 @@ enum AlertsBench {
         let seconds = Double(plain.cpuTicks() - cpuBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
         Bench.report("single events, new run per event, no receiver, \(connections) connections", singles, eventsPerRequest: 1)
         print(String(format: "    server CPU %.0f µs/event for ingest alone", seconds * 1e6 / Double(singles.requests)))
+        // The floor under every figure above: the same connections asking `GET /healthz`,
+        // which touches neither JSON nor the database — what the HTTP stack itself costs.
+        let floorBefore = plain.cpuTicks()
+        let floor = try runLoad(port: plain.port, connections: connections, total: 20_000 * scale, method: .GET, path: "/healthz") { _ in ByteBuffer() }
+        let floorSeconds = Double(plain.cpuTicks() - floorBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        Bench.report("GET /healthz, \(connections) connections (the HTTP stack's floor)", floor, eventsPerRequest: 1)
+        print(String(format: "    server CPU %.0f µs/request", floorSeconds * 1e6 / Double(floor.requests)))
     }
 
     struct PhaseResult {

@@ -44,6 +44,7 @@ final class LoadHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPClientRequestPart
 
     let host: String
+    let method: HTTPMethod
     let path: String
     let contentType: String
     let makeBody: @Sendable (Int) -> ByteBuffer
@@ -53,8 +54,9 @@ final class LoadHandler: ChannelInboundHandler, RemovableChannelHandler {
     var sentAt: UInt64 = 0
     var status: UInt = 0
 
-    init(host: String, path: String, contentType: String, makeBody: @escaping @Sendable (Int) -> ByteBuffer, budget: Budget, stats: LoadStats, done: EventLoopPromise<Void>) {
+    init(host: String, method: HTTPMethod = .POST, path: String, contentType: String, makeBody: @escaping @Sendable (Int) -> ByteBuffer, budget: Budget, stats: LoadStats, done: EventLoopPromise<Void>) {
         self.host = host
+        self.method = method
         self.path = path
         self.contentType = contentType
         self.makeBody = makeBody
@@ -74,13 +76,15 @@ final class LoadHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let body = makeBody(n)
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: host)
-        head.headers.add(name: "Content-Type", value: contentType)
-        head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        if method == .POST {
+            head.headers.add(name: "Content-Type", value: contentType)
+            head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        }
         sentAt = DispatchTime.now().uptimeNanoseconds
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if method == .POST { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
@@ -115,7 +119,7 @@ struct LoadResult {
 
 /// Drives `total` requests over `connections` keep-alive connections from one event-loop
 /// thread, so the load generator takes as little of the machine as it can.
-func runLoad(port: Int, connections: Int, total: Int, path: String = "/v1/events", contentType: String = "application/json", makeBody: @escaping @Sendable (Int) -> ByteBuffer) throws -> LoadResult {
+func runLoad(port: Int, connections: Int, total: Int, method: HTTPMethod = .POST, path: String = "/v1/events", contentType: String = "application/json", makeBody: @escaping @Sendable (Int) -> ByteBuffer) throws -> LoadResult {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     defer { try? group.syncShutdownGracefully() }
     let budget = Budget(total: total)
@@ -124,7 +128,7 @@ func runLoad(port: Int, connections: Int, total: Int, path: String = "/v1/events
     var futures: [EventLoopFuture<Void>] = []
     for _ in 0..<connections {
         futures.append(connectHTTP(group: group, port: port) { done in
-            LoadHandler(host: "127.0.0.1:\(port)", path: path, contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done)
+            LoadHandler(host: "127.0.0.1:\(port)", method: method, path: path, contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done)
         })
     }
     for f in futures { try f.wait() }
