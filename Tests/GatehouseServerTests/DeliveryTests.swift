@@ -5,7 +5,7 @@ import Testing
 
 private func config(_ dir: TempDir, _ yaml: String) -> String { dir.write("gatehouse.yml", yaml) }
 
-@Suite(.serialized)
+@Suite
 struct DeliveryTests {
     @Test func everyEventReachesItsRoutedReceiversOnce() async throws {
         try await offThePool {

@@ -120,7 +120,7 @@ extension ServerProcess {
     }
 }
 
-@Suite(.serialized)
+@Suite
 struct GateTests {
     /// A pipeline step blocks in `gate open --wait`; a Slack click, signed exactly as Slack
     /// signs, releases it with exit 0. The button message is replaced through response_url,
