@@ -63,15 +63,20 @@ public struct DatasetSpec: Sendable, Equatable {
         return .success(DatasetSpec(name: name, task: task, labels: labels, instructions: instructions, annotatorsPerItem: perItem))
     }
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("name", .string(name))
-        o.append("task", .string(task.rawValue))
-        o.append("labels", .array(labels.map { .string($0) }))
-        if let instructions { o.append("instructions", .string(instructions)) }
-        o.append("annotators_per_item", .int(annotatorsPerItem))
-        return .object(o)
+    /// The stored form, also the start of a dataset's API view; absent fields left out.
+    public struct Document: Encodable, JSONOmitsAbsentFields {
+        var name: String
+        var task: String
+        var labels: [String]
+        var instructions: String?
+        var annotators_per_item: Int
     }
+
+    public var document: Document {
+        Document(name: name, task: task.rawValue, labels: labels, instructions: instructions, annotators_per_item: annotatorsPerItem)
+    }
+
+    public var json: JSONValue { JSONValueEncoder.value(document) }
 
     /// Checks a label value for this dataset's task, normalising it: classification
     /// `"pos"` or `{"label":"pos"}`; multilabel `["a","b"]` or `{"labels":[…]}`; spans

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The lifecycle of an approval gate (docs/gates.md).
-public enum GateState: String, Sendable, CaseIterable {
+public enum GateState: String, Sendable, CaseIterable, Encodable {
     case pending, approved, rejected, expired, canceled, superseded
     public var isClosed: Bool { self != .pending }
 }
@@ -20,8 +20,8 @@ public enum TimeoutOutcome: String, Sendable, CaseIterable {
 }
 
 /// One typed value the deciders give with their decision (`traffic_percent: 10`).
-public struct GateInput: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable { case integer, number, string, boolean }
+public struct GateInput: Sendable, Equatable, Encodable {
+    public enum Kind: String, Sendable, CaseIterable, Encodable { case integer, number, string, boolean }
     public var name: String
     public var kind: Kind
     public var min: Double?
@@ -70,17 +70,21 @@ public struct GateInput: Sendable, Equatable {
         }
     }
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("name", .string(name))
-        o.append("type", .string(kind.rawValue))
-        if let min { o.append("min", .double(min)) }
-        if let max { o.append("max", .double(max)) }
-        if let options { o.append("options", .array(options.map { .string($0) })) }
-        if let defaultValue { o.append("default", defaultValue) }
-        if required { o.append("required", .bool(true)) }
-        return .object(o)
+    enum CodingKeys: String, CodingKey { case name, type, min, max, options, `default`, required }
+
+    /// What was given, nothing more: `required` only when true.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(kind, forKey: .type)
+        if let min { try c.encode(min, forKey: .min) }
+        if let max { try c.encode(max, forKey: .max) }
+        if let options { try c.encode(options, forKey: .options) }
+        if let defaultValue { try c.encode(defaultValue, forKey: .default) }
+        if required { try c.encode(true, forKey: .required) }
     }
+
+    public var json: JSONValue { JSONValueEncoder.value(self) }
 }
 
 /// What a gate was opened with: everything `POST /v1/gates` accepts, validated.
@@ -263,34 +267,45 @@ public struct GateSpec: Sendable, Equatable {
         return errors.isEmpty ? .success(spec) : .failure(.invalid(errors))
     }
 
-    /// The canonical stored form (also the API's view of what the gate was opened with).
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("title", .string(title))
-        if let details { o.append("details", .string(details)) }
-        o.append("pipeline", .string(pipeline))
-        if let run { o.append("run", .string(run)) }
-        if let step { o.append("step", .string(step)) }
-        if let key { o.append("key", .string(key)) }
-        if let subject { o.append("subject", .object(subject)) }
-        o.append("choices", .array(choices.map { .string($0) }))
-        o.append("input_spec", .array(inputs.map(\.json)))
-        o.append("required_approvals", .int(requiredApprovals))
-        o.append("approvers", .array(approvers.map { .string($0) }))
-        if let requestedBy { o.append("requested_by", .string(requestedBy)) }
-        o.append("allow_self_approval", .bool(allowSelfApproval))
-        if let timeout { o.append("timeout", .string(timeout.description)) }
-        o.append("on_timeout", .string(onTimeout.rawValue))
-        if let remindEvery { o.append("remind_every", .string(remindEvery.description)) }
-        if let escalateAfter { o.append("escalate_after", .string(escalateAfter.description)) }
-        if !escalateTo.isEmpty { o.append("escalate_to", .array(escalateTo.map { .string($0) })) }
-        var l = JSONObject()
-        for (k, v) in labels { l.append(k, .string(v)) }
-        o.append("labels", .object(l))
-        if let attributes { o.append("attributes", .object(attributes)) }
-        if let autoApprove { o.append("auto_approve", .object(JSONObject([("when", .string(autoApprove))]))) }
-        return .object(o)
+    /// The canonical stored form, also the API's view of what the gate was opened with (a
+    /// gate's JSON starts with its id and state, then these fields). Durations as given
+    /// (`"1h"`), labels sorted, absent fields left out.
+    public struct Document: Encodable, JSONOmitsAbsentFields {
+        public struct AutoApprove: Encodable { var when: String }
+        var title: String
+        var details: String?
+        var pipeline: String
+        var run: String?
+        var step: String?
+        var key: String?
+        var subject: JSONObject?
+        var choices: [String]
+        var input_spec: [GateInput]
+        var required_approvals: Int
+        var approvers: [String]
+        var requested_by: String?
+        var allow_self_approval: Bool
+        var timeout: String?
+        var on_timeout: String
+        var remind_every: String?
+        var escalate_after: String?
+        var escalate_to: [String]?
+        var labels: JSONObject
+        var attributes: JSONObject?
+        var auto_approve: AutoApprove?
     }
+
+    public var document: Document {
+        Document(
+            title: title, details: details, pipeline: pipeline, run: run, step: step, key: key, subject: subject,
+            choices: choices, input_spec: inputs, required_approvals: requiredApprovals, approvers: approvers,
+            requested_by: requestedBy, allow_self_approval: allowSelfApproval, timeout: timeout?.description,
+            on_timeout: onTimeout.rawValue, remind_every: remindEvery?.description, escalate_after: escalateAfter?.description,
+            escalate_to: escalateTo.isEmpty ? nil : escalateTo, labels: JSONObject(labels.map { ($0.0, .string($0.1)) }),
+            attributes: attributes, auto_approve: autoApprove.map(Document.AutoApprove.init(when:)))
+    }
+
+    public var json: JSONValue { JSONValueEncoder.value(document) }
 
     /// Reads the stored form back (`input_spec` in place of the request's `inputs`).
     public init?(stored value: JSONValue) {

@@ -1,7 +1,7 @@
 import Foundation
 
 /// One person's (or policy's) answer to a gate.
-public struct GateDecision: Sendable, Equatable {
+public struct GateDecision: Sendable, Equatable, Encodable, JSONOmitsAbsentFields {
     public var by: String
     public var decision: String
     public var comment: String?
@@ -19,16 +19,9 @@ public struct GateDecision: Sendable, Equatable {
         self.at = at
     }
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("by", .string(by))
-        o.append("decision", .string(decision))
-        if let comment { o.append("comment", .string(comment)) }
-        if let inputs { o.append("inputs", .object(inputs)) }
-        o.append("via", .string(via))
-        o.append("at", .string(at.rfc3339))
-        return .object(o)
-    }
+    /// Also the stored form (`init?(json:)` reads it back) and part of audit entries, whose
+    /// hashes cover it: the key order is the declaration order above.
+    public var json: JSONValue { JSONValueEncoder.value(self) }
 
     public init?(json: JSONValue) {
         guard let o = json.objectValue, let by = o["by"]?.stringValue, let decision = o["decision"]?.stringValue,
@@ -38,8 +31,8 @@ public struct GateDecision: Sendable, Equatable {
 }
 
 /// How a gate closed. A timeout names no one: it was the clock.
-public struct GateOutcome: Sendable, Equatable {
-    public enum Reason: String, Sendable { case decision, policy, timeout, canceled, superseded }
+public struct GateOutcome: Sendable, Equatable, Encodable, JSONOmitsAbsentFields {
+    public enum Reason: String, Sendable, Encodable { case decision, policy, timeout, canceled, superseded }
     public var state: GateState
     public var reason: Reason
     /// The closing choice (approve, reject, or a branch); nil for cancel/supersede/expire.
@@ -57,16 +50,8 @@ public struct GateOutcome: Sendable, Equatable {
         self.comment = comment
     }
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("state", .string(state.rawValue))
-        o.append("reason", .string(reason.rawValue))
-        if let choice { o.append("choice", .string(choice)) }
-        if let by { o.append("by", .string(by)) }
-        o.append("at", .string(at.rfc3339))
-        if let comment { o.append("comment", .string(comment)) }
-        return .object(o)
-    }
+    /// Part of audit entries, whose hashes cover it: the key order is the declaration order above.
+    public var json: JSONValue { JSONValueEncoder.value(self) }
 
     public init?(json: JSONValue) {
         guard let o = json.objectValue, let state = o["state"]?.stringValue.flatMap(GateState.init(rawValue:)),
@@ -239,24 +224,57 @@ public struct Gate: Sendable, Equatable {
         close(GateOutcome(state: spec.onTimeout.state, reason: .timeout, choice: nil, by: nil, at: now))
     }
 
-    /// API view. `url` is the web decision page when the server knows its public URL.
-    public func json(url: String?) -> JSONValue {
-        var o = JSONObject()
-        o.append("id", .string(id))
-        o.append("state", .string(state.rawValue))
-        if let url { o.append("url", .string(url)) }
-        for (k, v) in spec.json.objectValue ?? JSONObject() { o.append(k, v) }
-        o.append("created_at", .string(createdAt.rfc3339))
-        if let expiresAt { o.append("expires_at", .string(expiresAt.rfc3339)) }
-        o.append("approvals", .int(approvals.count))
-        o.append("decisions", .array(decisions.map(\.json)))
-        o.append("inputs", .object(inputValues))
-        if let outcome { o.append("outcome", outcome.json) }
-        if let closed = outcome?.at { o.append("closed_at", .string(closed.rfc3339)) }
-        if let supersededBy { o.append("superseded_by", .string(supersededBy)) }
-        if let supersedes { o.append("supersedes", .string(supersedes)) }
-        if state == .pending, let next = nextReminderAt { o.append("next_reminder_at", .string(next.rfc3339)) }
-        if escalated { o.append("escalated", .bool(true)) }
-        return .object(o)
+    /// A gate as the API shows it: id and state, the spec it was opened with, then its
+    /// progress. `url` is the web decision page when the server knows its public URL.
+    public struct Resource: Encodable, JSONOmitsAbsentFields {
+        var id: String
+        var state: GateState
+        var url: String?
+        var spec: GateSpec.Document
+        var created_at: Timestamp
+        var expires_at: Timestamp?
+        var approvals: Int
+        var decisions: [GateDecision]
+        var inputs: JSONObject
+        var outcome: GateOutcome?
+        var closed_at: Timestamp?
+        var superseded_by: String?
+        var supersedes: String?
+        var next_reminder_at: Timestamp?
+        var escalated: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case id, state, url, created_at, expires_at, approvals, decisions, inputs, outcome, closed_at, superseded_by, supersedes, next_reminder_at, escalated
+        }
+
+        /// The spec's fields sit at the top level, between the identity and the progress.
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(state, forKey: .state)
+            try c.encodeIfPresent(url, forKey: .url)
+            try spec.encode(to: encoder)
+            try c.encode(created_at, forKey: .created_at)
+            try c.encodeIfPresent(expires_at, forKey: .expires_at)
+            try c.encode(approvals, forKey: .approvals)
+            try c.encode(decisions, forKey: .decisions)
+            try c.encode(inputs, forKey: .inputs)
+            try c.encodeIfPresent(outcome, forKey: .outcome)
+            try c.encodeIfPresent(closed_at, forKey: .closed_at)
+            try c.encodeIfPresent(superseded_by, forKey: .superseded_by)
+            try c.encodeIfPresent(supersedes, forKey: .supersedes)
+            try c.encodeIfPresent(next_reminder_at, forKey: .next_reminder_at)
+            try c.encodeIfPresent(escalated, forKey: .escalated)
+        }
     }
+
+    public func resource(url: String?) -> Resource {
+        Resource(
+            id: id, state: state, url: url, spec: spec.document, created_at: createdAt, expires_at: expiresAt,
+            approvals: approvals.count, decisions: decisions, inputs: inputValues, outcome: outcome, closed_at: outcome?.at,
+            superseded_by: supersededBy, supersedes: supersedes, next_reminder_at: state == .pending ? nextReminderAt : nil,
+            escalated: escalated ? true : nil)
+    }
+
+    public func json(url: String?) -> JSONValue { JSONValueEncoder.value(resource(url: url)) }
 }

@@ -66,20 +66,26 @@ public struct RunSummary: Sendable, Equatable {
         return events.reduce(RunSummary(pipeline: first.pipeline, run: run, first: first.time)) { $0.applying($1) }
     }
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("run", .string(run))
-        o.append("pipeline", .string(pipeline))
-        o.append("status", .string(status.rawValue))
-        o.append("failed_step", failedStep.map(JSONValue.string) ?? .null)
-        o.append("started_at", .string(startedAt.rfc3339))
-        o.append("ended_at", endedAt.map { .string($0.rfc3339) } ?? .null)
-        o.append("duration_seconds", durationMilliseconds.map { .double(Double($0) / 1000) } ?? .null)
-        o.append("last_event_at", .string(lastEventAt.rfc3339))
-        o.append("events", .int(eventCount))
-        var counts = JSONObject()
-        for (type, n) in self.counts.sorted(by: { $0.key < $1.key }) { counts.append(type, .int(n)) }
-        o.append("counts", .object(counts))
-        return .object(o)
+    /// A run as `GET /v1/runs` shows it; `counts` by event type, sorted.
+    public struct Resource: Encodable {
+        var run: String
+        var pipeline: String
+        var status: String
+        var failed_step: String?
+        var started_at: Timestamp
+        var ended_at: Timestamp?
+        var duration_seconds: Double?
+        var last_event_at: Timestamp
+        var events: Int
+        var counts: JSONObject
     }
+
+    public var resource: Resource {
+        Resource(
+            run: run, pipeline: pipeline, status: status.rawValue, failed_step: failedStep, started_at: startedAt, ended_at: endedAt,
+            duration_seconds: durationMilliseconds.map { Double($0) / 1000 }, last_event_at: lastEventAt, events: eventCount,
+            counts: JSONObject(counts.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) }))
+    }
+
+    public var json: JSONValue { JSONValueEncoder.value(resource) }
 }

@@ -92,11 +92,12 @@ public struct ReceiverHealth: Sendable {
         if probe == id { probe = nil }
     }
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("state", .string(state.rawValue))
-        o.append("until", until.map { .string($0.rfc3339) } ?? .null)
-        o.append("consecutive_failures", .int(consecutiveFailures))
-        return .object(o)
+    /// How `GET /v1/deliveries` shows a receiver.
+    struct Resource: Encodable {
+        var state: String
+        var until: Timestamp?
+        var consecutive_failures: Int
     }
+
+    public var json: JSONValue { JSONValueEncoder.value(Resource(state: state.rawValue, until: until, consecutive_failures: consecutiveFailures)) }
 }

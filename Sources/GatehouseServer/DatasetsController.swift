@@ -55,11 +55,7 @@ struct DatasetsController {
         return .json(with(info), status: created ? .created : .ok)
     }
 
-    func with(_ info: DatasetInfo) -> JSONValue {
-        var o = info.json.objectValue ?? JSONObject()
-        o.append("url", .string(annotateURL(info.spec.name)))
-        return .object(o)
-    }
+    func with(_ info: DatasetInfo) -> JSONValue { JSONValueEncoder.value(info.resource(url: annotateURL(info.spec.name))) }
 
     @Sendable func list(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, anyOf: Self.readScopes)

@@ -11,6 +11,11 @@ extension Response {
             body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
+    /// A typed body, through `JSONValueEncoder` (declared key order, free-form fields as given).
+    static func json<Body: Encodable>(encoding body: Body, status: HTTPResponse.Status = .ok) -> Response {
+        json(JSONValueEncoder.value(body), status: status)
+    }
+
     static func problem(_ problem: Problem) -> Response {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if problem.status == 401 { headers[.wwwAuthenticate] = "Bearer realm=\"gatehouse\"" }

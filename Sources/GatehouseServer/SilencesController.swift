@@ -68,17 +68,28 @@ struct SilencesController {
             createdBy: o["created_by"]?.stringValue ?? defaultCreator, comment: o["comment"]?.stringValue ?? ""))
     }
 
-    static func json(_ s: Silence, now: Timestamp) -> JSONValue {
-        var o = JSONObject()
-        o.append("id", .string(s.id))
-        o.append("matchers", .array(s.matchers.map { .string($0.description) }))
-        o.append("starts_at", .string(s.startsAt.rfc3339))
-        o.append("ends_at", .string(s.endsAt.rfc3339))
-        o.append("created_by", .string(s.createdBy))
-        o.append("comment", .string(s.comment))
-        o.append("state", .string(s.isActive(at: now) ? "active" : (s.endsAt <= now ? "expired" : "pending")))
-        return .object(o)
+    /// A silence as the API shows it.
+    struct Resource: Encodable {
+        var id: String
+        var matchers: [String]
+        var starts_at: Timestamp
+        var ends_at: Timestamp
+        var created_by: String
+        var comment: String
+        var state: String
+
+        init(_ s: Silence, now: Timestamp) {
+            id = s.id
+            matchers = s.matchers.map(\.description)
+            starts_at = s.startsAt
+            ends_at = s.endsAt
+            created_by = s.createdBy
+            comment = s.comment
+            state = s.isActive(at: now) ? "active" : (s.endsAt <= now ? "expired" : "pending")
+        }
     }
+
+    static func json(_ s: Silence, now: Timestamp) -> JSONValue { JSONValueEncoder.value(Resource(s, now: now)) }
 
     @Sendable func list(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .eventsRead)

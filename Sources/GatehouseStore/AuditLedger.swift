@@ -4,7 +4,7 @@ import GRDB
 import GatehouseCore
 
 /// One line of the audit ledger.
-public struct AuditEntry: Sendable, Equatable {
+public struct AuditEntry: Sendable, Equatable, Encodable, JSONOmitsAbsentFields {
     public var seq: Int64
     public var gateID: String?
     public var at: Timestamp
@@ -16,18 +16,11 @@ public struct AuditEntry: Sendable, Equatable {
     public var prevHash: String
     public var hash: String
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("seq", .int64(seq))
-        if let gateID { o.append("gate_id", .string(gateID)) }
-        o.append("at", .string(at.rfc3339))
-        o.append("action", .string(action))
-        if let actor { o.append("actor", .string(actor)) }
-        o.append("detail", .object(detail))
-        o.append("prev_hash", .string(prevHash))
-        o.append("hash", .string(hash))
-        return .object(o)
+    enum CodingKeys: String, CodingKey {
+        case seq, gateID = "gate_id", at, action, actor, detail, prevHash = "prev_hash", hash
     }
+
+    public var json: JSONValue { JSONValueEncoder.value(self) }
 }
 
 /// The hash-chained ledger of every gate change, decision, refused attempt and notification.

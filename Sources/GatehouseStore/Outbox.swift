@@ -88,27 +88,39 @@ public struct Delivery: Sendable, Equatable, Codable, FetchableRecord, Persistab
     /// The leader of the message this delivery was sent in (see the schema).
     public var batch_id: String?
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("id", .string(id))
-        o.append("event_cursor", .string(String(event_seq)))
-        o.append("receiver", .string(receiver))
-        o.append("route", .string(route))
-        o.append("group_key", .string(group_key))
-        o.append("kind", .string(kind))
-        o.append("state", .string(state.rawValue))
-        o.append("attempts", .int(attempts))
-        o.append("next_attempt_at", state == .pending || state == .failed ? .string(Timestamp(milliseconds: next_attempt_at).rfc3339) : .null)
-        o.append("created_at", .string(Timestamp(milliseconds: created_at).rfc3339))
-        o.append("delivered_at", delivered_at.map { .string(Timestamp(milliseconds: $0).rfc3339) } ?? .null)
-        o.append("last_status", last_status.map { .int($0) } ?? .null)
-        o.append("last_error", last_error.map(JSONValue.string) ?? .null)
-        o.append("response_body", response_body.map(JSONValue.string) ?? .null)
-        o.append("message_id", message_id.map(JSONValue.string) ?? .null)
-        o.append("fallback_of", fallback_of.map(JSONValue.string) ?? .null)
-        o.append("batch_id", batch_id.map(JSONValue.string) ?? .null)
-        return .object(o)
+    /// A delivery as `GET /v1/deliveries` shows it.
+    public struct Resource: Encodable {
+        var id: String
+        var event_cursor: String
+        var receiver: String
+        var route: String
+        var group_key: String
+        var kind: String
+        var state: State
+        var attempts: Int
+        /// Only while another attempt is due.
+        var next_attempt_at: Timestamp?
+        var created_at: Timestamp
+        var delivered_at: Timestamp?
+        var last_status: Int?
+        var last_error: String?
+        var response_body: String?
+        var message_id: String?
+        var fallback_of: String?
+        var batch_id: String?
     }
+
+    public var resource: Resource {
+        Resource(
+            id: id, event_cursor: String(event_seq), receiver: receiver, route: route, group_key: group_key, kind: kind,
+            state: state, attempts: attempts,
+            next_attempt_at: state == .pending || state == .failed ? Timestamp(milliseconds: next_attempt_at) : nil,
+            created_at: Timestamp(milliseconds: created_at), delivered_at: delivered_at.map(Timestamp.init(milliseconds:)),
+            last_status: last_status, last_error: last_error, response_body: response_body, message_id: message_id,
+            fallback_of: fallback_of, batch_id: batch_id)
+    }
+
+    public var json: JSONValue { JSONValueEncoder.value(resource) }
 
     /// A new pending delivery of the same message to the route's fallback receiver.
     public func fallbackDelivery(to receiver: String, now: Timestamp) -> Delivery {

@@ -11,15 +11,38 @@ public struct DatasetInfo: Sendable, Equatable {
     public var completeCount: Int
     public var completedAt: Timestamp?
 
-    public var json: JSONValue {
-        var o = spec.json.objectValue ?? JSONObject()
-        o.append("created_at", .string(createdAt.rfc3339))
-        o.append("items", .int(itemCount))
-        o.append("labeled", .int(completeCount))
-        o.append("complete", .bool(itemCount > 0 && completeCount >= itemCount))
-        if let completedAt { o.append("completed_at", .string(completedAt.rfc3339)) }
-        return .object(o)
+    /// A dataset as the API shows it: its definition, then its progress; `url` is the
+    /// labelling page, which only the server knows.
+    public struct Resource: Encodable, JSONOmitsAbsentFields {
+        var spec: DatasetSpec.Document
+        var created_at: Timestamp
+        var items: Int
+        var labeled: Int
+        var complete: Bool
+        var completed_at: Timestamp?
+        var url: String?
+
+        enum CodingKeys: String, CodingKey { case created_at, items, labeled, complete, completed_at, url }
+
+        public func encode(to encoder: any Encoder) throws {
+            try spec.encode(to: encoder)
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(created_at, forKey: .created_at)
+            try c.encode(items, forKey: .items)
+            try c.encode(labeled, forKey: .labeled)
+            try c.encode(complete, forKey: .complete)
+            try c.encodeIfPresent(completed_at, forKey: .completed_at)
+            try c.encodeIfPresent(url, forKey: .url)
+        }
     }
+
+    public func resource(url: String? = nil) -> Resource {
+        Resource(
+            spec: spec.document, created_at: createdAt, items: itemCount, labeled: completeCount,
+            complete: itemCount > 0 && completeCount >= itemCount, completed_at: completedAt, url: url)
+    }
+
+    public var json: JSONValue { JSONValueEncoder.value(resource()) }
 }
 
 /// `GET /v1/datasets/{name}/stats`.
@@ -43,17 +66,25 @@ public struct DatasetStats: Sendable, Equatable {
         a.json == b.json
     }
 
+    struct Resource: Encodable {
+        var total: Int
+        var labeled: Int
+        var in_progress: Int
+        var skipped: Int
+        var unlabeled: Int
+        /// Labels per person, and skips per person, in the order the store counted them.
+        var annotators: JSONObject
+        var skips: JSONObject
+        /// To four decimals: more is noise at these sample sizes.
+        var agreement: Double?
+    }
+
     public var json: JSONValue {
-        var o = JSONObject()
-        o.append("total", .int(total))
-        o.append("labeled", .int(labeled))
-        o.append("in_progress", .int(inProgress))
-        o.append("skipped", .int(skipped))
-        o.append("unlabeled", .int(unlabeled))
-        o.append("annotators", .object(JSONObject(annotators.map { ($0.0, .int($0.1)) })))
-        o.append("skips", .object(JSONObject(skipsByAnnotator.map { ($0.0, .int($0.1)) })))
-        o.append("agreement", agreement.map { .double(($0 * 10_000).rounded() / 10_000) } ?? .null)
-        return .object(o)
+        JSONValueEncoder.value(Resource(
+            total: total, labeled: labeled, in_progress: inProgress, skipped: skipped, unlabeled: unlabeled,
+            annotators: JSONObject(annotators.map { ($0.0, .int($0.1)) }),
+            skips: JSONObject(skipsByAnnotator.map { ($0.0, .int($0.1)) }),
+            agreement: agreement.map { ($0 * 10_000).rounded() / 10_000 }))
     }
 }
 

@@ -3,22 +3,18 @@ import Foundation
 import GRDB
 import GatehouseCore
 
-public struct AccessToken: Sendable, Equatable {
+public struct AccessToken: Sendable, Equatable, Encodable {
     public var id: String
     public var name: String
     public var scopes: [Scope]
     public var createdAt: Timestamp
     public var revokedAt: Timestamp?
 
-    public var json: JSONValue {
-        var o = JSONObject()
-        o.append("id", .string(id))
-        o.append("name", .string(name))
-        o.append("scopes", .array(scopes.map { .string($0.rawValue) }))
-        o.append("created_at", .string(createdAt.rfc3339))
-        o.append("revoked_at", revokedAt.map { .string($0.rfc3339) } ?? .null)
-        return .object(o)
+    enum CodingKeys: String, CodingKey {
+        case id, name, scopes, createdAt = "created_at", revokedAt = "revoked_at"
     }
+
+    public var json: JSONValue { JSONValueEncoder.value(self) }
 }
 
 struct TokenRow: Codable, FetchableRecord, PersistableRecord {

@@ -95,3 +95,45 @@ struct TimeTests {
         #expect(GatehouseDuration("1h30m")?.description == "1h30m")
     }
 }
+
+/// `JSONValueEncoder`: typed API bodies keep their declared key order, free-form fields pass
+/// through digit for digit, and absent fields are `null` unless the type omits them.
+struct JSONValueEncoderTests {
+    struct Shown: Encodable {
+        var zeta: String
+        var alpha: Int
+        var missing: String?
+        var when: Timestamp
+        var free: JSONValue
+        var nested: [Omitting]
+    }
+    struct Omitting: Encodable, JSONOmitsAbsentFields {
+        var name: String
+        var note: String?
+        var ratio: Double?
+    }
+
+    @Test func keyOrderNullsAndFreeFormFields() throws {
+        let free = try JSONValue.parse(#"{"id":12345678901234567890,"b":[1.50,true,null],"a":"x"}"#)
+        let value = Shown(
+            zeta: "z", alpha: 3, missing: nil, when: Timestamp(milliseconds: 1_700_000_000_123), free: free,
+            nested: [Omitting(name: "n", note: nil, ratio: 0.25), Omitting(name: "m", note: "hi", ratio: nil)])
+        let json = try JSONValueEncoder().encode(value)
+        #expect(json.serialized() == #"{"zeta":"z","alpha":3,"missing":null,"when":"2023-11-14T22:13:20.123Z","free":{"id":12345678901234567890,"b":[1.50,true,null],"a":"x"},"nested":[{"name":"n","ratio":0.25},{"name":"m","note":"hi"}]}"#)
+    }
+
+    @Test func gateAndDatasetViewsFlattenTheirSpecs() throws {
+        let spec = try #require(try? GateSpec.parse(JSONValue.parse(#"{"title":"Ship?","pipeline":"p","timeout":"1h","labels":{"b":"2","a":"1"},"inputs":[{"name":"pct","type":"integer","min":1,"max":100,"required":true}]}"#)).get())
+        let gate = Gate(id: "gate_1", spec: spec, createdAt: Timestamp(milliseconds: 0))
+        let keys = gate.json(url: "http://x/gates/gate_1").objectValue?.keys ?? []
+        #expect(keys == [
+            "id", "state", "url", "title", "pipeline", "choices", "input_spec", "required_approvals", "approvers",
+            "allow_self_approval", "timeout", "on_timeout", "labels", "created_at", "expires_at", "approvals", "decisions", "inputs",
+        ])
+        let object = try #require(gate.json(url: nil).objectValue)
+        #expect(object["url"] == nil && object["details"] == nil)
+        #expect(object["labels"]?.serialized() == #"{"a":"1","b":"2"}"#)
+        #expect(object["input_spec"]?.serialized() == #"[{"name":"pct","type":"integer","min":1,"max":100,"required":true}]"#)
+        #expect(object["timeout"] == .string("1h") && object["approvals"] == .int(0))
+    }
+}
