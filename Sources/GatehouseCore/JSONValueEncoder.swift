@@ -40,17 +40,27 @@ extension Timestamp: JSONValueRepresentable {
 
 /// `JSONValue` is `Codable` (JSON.swift) and `JSONObject` `Encodable`, so either can sit in a
 /// typed response as a free-form field; through `JSONValueEncoder` they are copied as is.
-extension JSONObject: Encodable {
+extension JSONObject: Codable {
     public func encode(to encoder: any Encoder) throws { try JSONValue.object(self).encode(to: encoder) }
+
+    public init(from decoder: any Decoder) throws {
+        guard case .object(let o) = try JSONValue(from: decoder) else {
+            throw DecodingError.typeMismatch(JSONObject.self, .init(codingPath: decoder.codingPath, debugDescription: "must be an object"))
+        }
+        self = o
+    }
 }
 
 /// A coding key made from any string: keys of free-form objects and computed names.
 public struct AnyKey: CodingKey {
     public var stringValue: String
-    public var intValue: Int? { nil }
+    public var intValue: Int?
     public init(_ string: String) { stringValue = string }
     public init?(stringValue: String) { self.stringValue = stringValue }
-    public init?(intValue: Int) { stringValue = String(intValue) }
+    public init?(intValue: Int) {
+        stringValue = String(intValue)
+        self.intValue = intValue
+    }
 }
 
 // MARK: - The encoder

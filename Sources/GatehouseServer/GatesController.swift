@@ -254,18 +254,10 @@ struct GatesController {
     @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .gatesDecide)
         let id = try context.parameters.require("id")
-        let o = try await body(request)
-        var errors: [FieldError] = []
-        for (k, _) in o where !["decision", "by", "comment", "inputs"].contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
-        guard let decision = o["decision"]?.stringValue else {
-            throw Problem.invalid(errors + [FieldError(field: "decision", detail: "is required (for example \"approve\" or \"reject\")")])
-        }
-        if o["comment"] != nil, o["comment"]?.stringValue == nil { errors.append(FieldError(field: "comment", detail: "must be a string")) }
-        if o["inputs"] != nil, o["inputs"]?.objectValue == nil { errors.append(FieldError(field: "inputs", detail: "must be an object")) }
-        if !errors.isEmpty { throw Problem.invalid(errors) }
-        let by = try Self.decider(o["by"]?.stringValue, principal: principal)
+        let asked = try JSONValueDecoder().decode(DecisionRequest.self, from: .object(try await body(request)))
+        let by = try Self.decider(asked.by, principal: principal)
         let gate = try await desk.decide(id, GateDecision(
-            by: by, decision: decision, comment: o["comment"]?.stringValue, inputs: o["inputs"]?.objectValue,
+            by: by, decision: asked.decision, comment: asked.comment, inputs: asked.inputs,
             via: request.headers[.userAgent]?.hasPrefix("gatehouse-cli") == true ? "cli" : "api", at: .now()))
         return .json(desk.json(gate))
     }

@@ -303,11 +303,10 @@ protocol GateDecisionCommand: ParsableCommand {
 extension GateDecisionCommand {
     func decide(_ decision: String) throws {
         try runClient {
-            var o = JSONObject([("decision", .string(decision))])
-            if let by { o.append("by", .string(by)) }
-            if let comment { o.append("comment", .string(comment)) }
-            if !inputs.isEmpty { o.append("inputs", .object(try keyValues(inputs, flag: "--input", json: true))) }
-            let gate = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/decisions", body: Array(JSONValue.object(o).serialized().utf8))
+            let asked = DecisionRequest(
+                decision: decision, by: by, comment: comment,
+                inputs: inputs.isEmpty ? nil : try keyValues(inputs, flag: "--input", json: true))
+            let gate = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/decisions", body: Array(JSONValueEncoder.value(asked).serialized().utf8))
             if json { printJSON(gate) } else {
                 let g = gate.objectValue ?? JSONObject()
                 let state = g["state"]?.stringValue ?? "?"

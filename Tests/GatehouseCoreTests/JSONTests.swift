@@ -137,3 +137,44 @@ struct JSONValueEncoderTests {
         #expect(object["timeout"] == .string("1h") && object["approvals"] == .int(0))
     }
 }
+
+/// `JSONValueDecoder`: a typed request refuses what a person could have meant differently, with
+/// the API's 422 naming each field.
+struct JSONValueDecoderTests {
+    struct Sizes: Decodable, JSONStrictKeys {
+        var count: Int
+        var ratio: Double?
+        var tags: [String]
+        static let knownKeys: Set<String> = ["count", "ratio", "tags"]
+    }
+
+    func problem<T: Decodable>(_ type: T.Type, _ text: String) throws -> Problem? {
+        do {
+            _ = try JSONValueDecoder().decode(type, from: JSONValue.parse(text))
+            return nil
+        } catch let problem as Problem {
+            return problem
+        }
+    }
+
+    @Test func decodesAndNamesEveryBadField() throws {
+        let ok = try JSONValueDecoder().decode(Sizes.self, from: JSONValue.parse(#"{"count":3.0,"ratio":null,"tags":["a"]}"#))
+        #expect(ok.count == 3 && ok.ratio == nil && ok.tags == ["a"])
+        let unknown = try #require(try problem(Sizes.self, #"{"count":1,"tags":[],"cuont":2,"extra":true}"#))
+        #expect(unknown.status == 422 && unknown.errors.map(\.field) == ["cuont", "extra"])
+        #expect(try problem(Sizes.self, #"{"count":1.5,"tags":[]}"#)?.errors.first.map { "\($0.field): \($0.detail)" } == "count: must be an integer, got a number")
+        #expect(try problem(Sizes.self, #"{"count":1,"tags":["a",2]}"#)?.errors.first?.field == "tags[1]")
+        #expect(try problem(Sizes.self, #"{"tags":[]}"#)?.errors.first.map { "\($0.field): \($0.detail)" } == "count: is required")
+        #expect(try problem(Sizes.self, #"{"count":null,"tags":[]}"#)?.errors.first?.detail == "must not be null")
+        #expect(try problem(Sizes.self, #"[1]"#)?.errors.first?.detail == "must be an object, got an array")
+    }
+
+    @Test func aDecisionRoundTripsBetweenTheCLIAndTheServer() throws {
+        let asked = DecisionRequest(decision: "approve", comment: "ok", inputs: JSONObject([("pct", .number("10"))]))
+        let sent = JSONValueEncoder.value(asked)
+        #expect(sent.serialized() == #"{"decision":"approve","comment":"ok","inputs":{"pct":10}}"#)
+        #expect(try JSONValueDecoder().decode(DecisionRequest.self, from: sent) == asked)
+        #expect(try problem(DecisionRequest.self, #"{"decision":"approve","inputs":[1]}"#)?.errors.first.map { "\($0.field): \($0.detail)" } == "inputs: must be an object, got an array")
+        #expect(try problem(DecisionRequest.self, #"{"comment":"x"}"#)?.errors.first?.field == "decision")
+    }
+}
