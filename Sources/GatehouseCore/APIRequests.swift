@@ -20,3 +20,45 @@ public struct DecisionRequest: Codable, Sendable, Equatable, JSONStrictKeys, JSO
         self.inputs = inputs
     }
 }
+
+/// `POST /v1/gates/{id}/cancel` (the body is optional): what `gatehouse gate cancel` sends.
+public struct CancelRequest: Codable, Sendable, Equatable, JSONStrictKeys, JSONOmitsAbsentFields {
+    /// Who cancels; a token cancels as `web:<token name>` by default.
+    public var by: String?
+    public var comment: String?
+
+    public static let knownKeys: Set<String> = ["by", "comment"]
+
+    public init(by: String? = nil, comment: String? = nil) {
+        self.by = by
+        self.comment = comment
+    }
+}
+
+/// `POST /v1/gates/{id}/links`: a personal decision link, as `gatehouse gate link` asks for it.
+public struct LinkRequest: Codable, Sendable, Equatable, JSONStrictKeys, JSONOmitsAbsentFields {
+    /// The `web:<name>` the link decides as.
+    public var by: String
+    /// How long the link works, e.g. `24h` (default: a day past the gate's deadline).
+    public var ttl: String?
+
+    public static let knownKeys: Set<String> = ["by", "ttl"]
+
+    public init(by: String, ttl: String? = nil) {
+        self.by = by
+        self.ttl = ttl
+    }
+}
+
+/// `201` from `POST /v1/gates/{id}/links`.
+public struct LinkResponse: Encodable, Sendable, Equatable {
+    public var url: String
+    public var by: String
+    public var expires_at: Timestamp
+
+    public init(url: String, by: String, expires_at: Timestamp) {
+        self.url = url
+        self.by = by
+        self.expires_at = expires_at
+    }
+}

@@ -287,9 +287,9 @@ struct GatesController {
     @Sendable func cancel(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .gatesWrite)
         let id = try context.parameters.require("id")
-        let o = try await body(request)
-        let by = o["by"]?.stringValue.map { Identity.person($0)?.description ?? $0 } ?? (principal == .local ? "web:local" : "web:\(principal.name)")
-        switch try await desk.gates.cancel(id, by: by, comment: o["comment"]?.stringValue) {
+        let asked = try JSONValueDecoder().decode(CancelRequest.self, from: .object(try await body(request)))
+        let by = asked.by.map { Identity.person($0)?.description ?? $0 } ?? (principal == .local ? "web:local" : "web:\(principal.name)")
+        switch try await desk.gates.cancel(id, by: by, comment: asked.comment) {
         case .notFound: throw Problem.notFound("no gate \"\(id)\"")
         case .refused(let refusal, _): throw refusal.problem
         case .applied(let gate, _): return .json(desk.json(gate))
@@ -301,11 +301,14 @@ struct GatesController {
         _ = try await auth.authorize(request, context: context, scope: .gatesWrite)
         let gate = try await gate(context)
         let o = try await body(request)
-        guard let given = o["by"]?.stringValue, let identity = Identity.web(given) else {
-            throw Problem.invalid([FieldError(field: "by", detail: "is required: the web:<name> the link decides as")])
+        // Said in full when it is missing: the field's meaning is not obvious from its name.
+        guard o["by"] != nil else { throw Problem.invalid([FieldError(field: "by", detail: "is required: the web:<name> the link decides as")]) }
+        let asked = try JSONValueDecoder().decode(LinkRequest.self, from: .object(o))
+        guard let identity = Identity.web(asked.by) else {
+            throw Problem.invalid([FieldError(field: "by", detail: "must be web:<name>, the person the link decides as")])
         }
         var expires = desk.linkExpiry(gate)
-        if let ttl = o["ttl"]?.stringValue {
+        if let ttl = asked.ttl {
             // Bounded like a gate's own timeout: a link outliving year 9999 would not even have an
             // RFC 3339 expiry (schemathesis found one at year 94928).
             guard let d = GatehouseDuration(ttl), d.milliseconds > 0, d.milliseconds <= GateSpec.maxTimeout.milliseconds else {
@@ -315,7 +318,7 @@ struct GatesController {
         }
         let by = identity.description
         let url = desk.pageURL(gate, by: by, expires: expires)
-        return .json(.object(JSONObject([("url", .string(url)), ("by", .string(by)), ("expires_at", .string(expires.rfc3339))])), status: .created)
+        return .json(encoding: LinkResponse(url: url, by: by, expires_at: expires), status: .created)
     }
 
     @Sendable func audit(_ request: Request, context: GatehouseContext) async throws -> Response {

@@ -388,9 +388,8 @@ struct GateCancel: ParsableCommand {
     @Option(help: "Why.") var comment: String?
     func run() throws {
         try runClient {
-            var o = JSONObject()
-            if let comment { o.append("comment", .string(comment)) }
-            let gate = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/cancel", body: Array(JSONValue.object(o).serialized().utf8))
+            let asked = CancelRequest(comment: comment)
+            let gate = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/cancel", body: Array(JSONValueEncoder.value(asked).serialized().utf8))
             print("\(id) \(gate.objectValue?["state"]?.stringValue ?? "?")")
         }
     }
@@ -404,9 +403,8 @@ struct GateLink: ParsableCommand {
     @Option(help: "How long the link works (default: until the gate's deadline).") var ttl: String?
     func run() throws {
         try runClient {
-            var o = JSONObject([("by", .string(by))])
-            if let ttl { o.append("ttl", .string(ttl)) }
-            let answer = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/links", body: Array(JSONValue.object(o).serialized().utf8))
+            let asked = LinkRequest(by: by, ttl: ttl)
+            let answer = try client.client().call("POST", "/v1/gates/\(percentEncode(id))/links", body: Array(JSONValueEncoder.value(asked).serialized().utf8))
             print(answer.objectValue?["url"]?.stringValue ?? "")
         }
     }

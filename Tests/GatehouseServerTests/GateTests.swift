@@ -337,6 +337,15 @@ struct GateTests {
             #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"policy:auto"}"#).status == 403)
             #expect(try server.post("/v1/gates/nope/decisions", #"{"decision":"canary","by":"web:bob"}"#).status == 404)
             #expect(try server.post("/v1/gates", #"{"title":"x","timeout":"soon","approvers":"bob"}"#).status == 422)
+            // Typed bodies: a misspelt or mistyped field is a 422 naming it, and changes nothing.
+            let typo = try server.post("/v1/gates/\(id)/decisions", #"{"decison":"canary","by":"web:bob"}"#)
+            #expect(typo.status == 422 && typo.text.contains(#""field":"decison""#) && typo.text.contains(#""field":"decision""#), "\(typo.text)")
+            let mistyped = try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"web:bob","comment":7}"#)
+            #expect(mistyped.status == 422 && mistyped.text.contains(#""field":"comment""#), "\(mistyped.text)")
+            let cancel = try server.post("/v1/gates/\(id)/cancel", #"{"coment":"wrong key"}"#)
+            #expect(cancel.status == 422 && cancel.text.contains(#""field":"coment""#), "\(cancel.text)")
+            #expect(try server.post("/v1/gates/\(id)/links", #"{"by":["web:carol"]}"#).status == 422)
+            #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
 
             let waiter = try RunningCLI(["gate", "wait", id], server: server.url)
             Thread.sleep(forTimeInterval: 0.3)
