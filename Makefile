@@ -54,7 +54,7 @@ run: build
 # The venv for the Python-driven tests, rebuilt when requirements-test.txt changes.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-test.txt
+$(VENV)/.installed: requirements-test.txt clients/python/pyproject.toml
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
 	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo="sudo"; \
 	  echo "installing: python3-venv"; \
@@ -63,6 +63,8 @@ $(VENV)/.installed: requirements-test.txt
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	@# The Python client installs as a user would install it (its tests import the source).
+	$(VENV_PY) -m pip install -q --disable-pip-version-check --no-deps ./clients/python
 	@touch $@
 
 test: deps venv
@@ -77,10 +79,11 @@ test-swift:
 	@mkdir -p $(LOGS)
 	swift test 2>&1 | tee $(LOGS)/swift.log
 
-# Python-side checks of what we send (the CloudEvents SDK reads webhooks/cloudevents/).
+# Python-side checks of what we send (the CloudEvents SDK reads webhooks/cloudevents/), and the
+# Python client (clients/python) against the binary `swift test` just built.
 test-python:
 	@mkdir -p $(LOGS)
-	$(VENV_PY) -m pytest tests/python -p no:cacheprovider 2>&1 | tee $(LOGS)/python.log
+	GATEHOUSE_BINARY="$$(swift build --show-bin-path)/gatehouse" $(VENV_PY) -m pytest tests/python clients/python/tests -p no:cacheprovider -s 2>&1 | tee $(LOGS)/python.log
 
 # Starts the built binary itself (it builds nothing) and runs schemathesis against it.
 test-api:
