@@ -254,7 +254,13 @@ struct GatesController {
     @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .gatesDecide)
         let id = try context.parameters.require("id")
-        let asked = try JSONValueDecoder().decode(DecisionRequest.self, from: .object(try await body(request)))
+        let o = try await body(request)
+        // Said in full when it is missing: what a decision is is not obvious from the field.
+        if o["decision"] == nil || o["decision"] == .null {
+            throw Problem.invalid(o.keys.filter { !DecisionRequest.knownKeys.contains($0) }.map { FieldError(field: $0, detail: "is not a known field") }
+                + [FieldError(field: "decision", detail: "is required (for example \"approve\" or \"reject\")")])
+        }
+        let asked = try JSONValueDecoder().decode(DecisionRequest.self, from: .object(o))
         let by = try Self.decider(asked.by, principal: principal)
         let gate = try await desk.decide(id, GateDecision(
             by: by, decision: asked.decision, comment: asked.comment, inputs: asked.inputs,
@@ -302,7 +308,7 @@ struct GatesController {
         let gate = try await gate(context)
         let o = try await body(request)
         // Said in full when it is missing: the field's meaning is not obvious from its name.
-        guard o["by"] != nil else { throw Problem.invalid([FieldError(field: "by", detail: "is required: the web:<name> the link decides as")]) }
+        guard o["by"] != nil, o["by"] != .null else { throw Problem.invalid([FieldError(field: "by", detail: "is required: the web:<name> the link decides as")]) }
         let asked = try JSONValueDecoder().decode(LinkRequest.self, from: .object(o))
         guard let identity = Identity.web(asked.by) else {
             throw Problem.invalid([FieldError(field: "by", detail: "must be web:<name>, the person the link decides as")])

@@ -104,6 +104,8 @@ def test_a_wait_times_out_pending_and_cancel_closes(server):
         start = time.monotonic()
         still = gh.wait_gate(gate.id, timeout=1)
         assert still.pending and 0.9 < time.monotonic() - start < 10
+        # A zero timeout is a look, not a wait (and never "unreachable").
+        assert gh.wait_gate(gate.id, timeout=0).pending and gh.wait_gate(gate.id, timeout="0").pending
         assert gh.cancel(gate.id, comment="not needed").state == "canceled"
         with pytest.raises(GatehouseError) as twice:
             gh.cancel(gate.id)
@@ -152,6 +154,13 @@ def test_datasets_from_items_to_export(server):
         assert {(l["id"], l["label"]) for l in lines if l["label"]} == {("i1", "pos"), ("i2", "neg")}
         assert gh.export("reviews", format="csv").startswith("id,text")
         assert gh.wait_dataset("reviews", timeout=1)["reached"] is False
+        assert gh.wait_dataset("reviews", timeout=0)["reached"] is False
+        # The field a label goes in follows the dataset's task: [] is "no entities" for spans.
+        gh.create_dataset("ner", task="spans", labels=["PER", "LOC"])
+        gh.add_items("ner", [{"id": "s1", "data": {"text": "Ada in Berlin"}}, {"id": "s2", "data": {"text": "nothing"}}])
+        gh.label("ner", "s1", [{"start": 0, "end": 3, "label": "PER"}, {"start": 7, "end": 13, "label": "LOC"}], annotator="web:ann")
+        gh.label("ner", "s2", [], annotator="web:ann")
+        assert gh.dataset_stats("ner")["labeled"] == 2
 
 
 def test_retries_only_what_is_idempotent():
@@ -175,6 +184,19 @@ def test_retries_only_what_is_idempotent():
         with pytest.raises(GatehouseError):
             gh.open_gate("t", pipeline="p")
         assert len([c for c in calls if c["path"] == "/v1/gates"]) == 1
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with Client("http://gatehouse.test", transport=httpx.MockTransport(down), retries=1) as gh:
+        with pytest.raises(GatehouseError) as export_down:
+            gh.export("reviews")
+        assert export_down.value.status == 0
+        with pytest.raises(GatehouseError) as wait_down:
+            gh.wait_gate("gate_1", timeout=0)
+        assert wait_down.value.status == 0
+    with pytest.raises(ValueError):
+        Client("http://gatehouse.test").open_gate("t", pipeline="p", timeout=float("inf"))
 
     refused: list[int] = []
 

@@ -26,6 +26,7 @@ class Client:
         self.url = core.base_url(url)
         self.retries = retries
         self.timeout = timeout
+        self._tasks: dict[str, str] = {}  # dataset → task, for which field a label goes in
         self._http = httpx.Client(base_url=self.url, headers=core.headers(token), timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -45,7 +46,7 @@ class Client:
         return self._http.request(call.method, call.path, params=call.params, json=call.body, content=content,
                                   headers=headers, timeout=timeout or self.timeout)
 
-    def _call(self, call: Call, timeout: float | None = None) -> Any:
+    def _call(self, call: Call, timeout: float | None = None, *, text: bool = False) -> Any:
         attempt = 0
         while True:
             try:
@@ -55,7 +56,7 @@ class Client:
                     raise core.unreachable(self.url, error) from error
             else:
                 if response.status_code not in core.RETRY_STATUSES or not call.idempotent or attempt >= self.retries:
-                    return core.answer(response)
+                    return core.answer(response, text=text)
             time.sleep(core.backoff(attempt))
             attempt += 1
 
@@ -103,7 +104,7 @@ class Client:
         core.wait_target(gate_id, key)
         limit = core.seconds(timeout)
         wait = core.GateWait(gate_id, key, None if limit is None else time.monotonic() + limit)
-        while wait.remaining() > 0:
+        while wait.more():
             call, http_timeout = wait.call()
             asked = time.monotonic()
             try:
@@ -168,10 +169,13 @@ class Client:
         limit = core.seconds(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         last: dict[str, Any] | None = None
+        first = True
         while True:
             remaining = core.MAX_WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not first:
                 break
+            first = False
+            remaining = max(0.0, remaining)
             slice_ = min(remaining, core.MAX_WAIT_SLICE)
             call = Call("GET", core.path("v1", "datasets", name, "wait"),
                         params=core.dataset_wait_params(labeled, agreement, slice_), idempotent=True)
@@ -192,12 +196,11 @@ class Client:
 
     def export(self, name: str, format: str = "jsonl") -> str:
         """The dataset with its labels: `jsonl`, `csv` or `label-studio` (JSON text)."""
-        response = self._send(core.export(name, format))
-        if response.status_code >= 400:
-            raise core.error_from(response)
-        return response.text
+        return self._call(core.export(name, format), text=True)
 
     def label(self, name: str, item_id: str, label: Any, *, annotator: str | None = None) -> dict[str, Any]:
         """Labels an item: a class (`"pos"`), several (`["a", "b"]`) or spans
         (`[{"start": 0, "end": 6, "label": "PER"}]`)."""
-        return self._call(core.label(name, item_id, label, task_key=core.label_key(label), annotator=annotator))
+        task = self._tasks.get(name) or self.get_dataset(name)["task"]
+        self._tasks[name] = task
+        return self._call(core.label(name, item_id, label, task=task, annotator=annotator))

@@ -43,7 +43,7 @@ def duration(value: Duration | None) -> str | None:
     """Seconds (int or float) or a Gatehouse duration string (`"2h"`, `"90s"`) → the string."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"a duration is seconds (a non-negative number) or a string like '2h', not {value!r}")
     if float(value).is_integer():
         return f"{int(value)}s"
@@ -55,6 +55,7 @@ def seconds(value: Duration | None) -> float | None:
     if value is None:
         return None
     if not isinstance(value, str):
+        duration(value)  # the same checks: finite, not negative
         return float(value)
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
     total, number, rest = 0.0, "", value.strip()
@@ -68,6 +69,8 @@ def seconds(value: Duration | None) -> float | None:
             raise ValueError(f"not a duration: {value!r} (use seconds or a string like '2h')")
         total += int(number) * units[unit]
         number, rest = "", rest[len(unit):]
+    if number and number.strip("0") == "" and total == 0:
+        return 0.0  # "0" needs no unit
     if number:
         raise ValueError(f"not a duration: {value!r} (a number needs a unit, e.g. '90s')")
     return total
@@ -101,9 +104,11 @@ def unreachable(url: str, error: Exception) -> GatehouseError:
     return GatehouseError(0, "Unreachable", f"could not reach Gatehouse at {url}: {error}")
 
 
-def answer(response: httpx.Response) -> Any:
+def answer(response: httpx.Response, *, text: bool = False) -> Any:
     if response.status_code >= 400:
         raise error_from(response)
+    if text:
+        return response.text
     if response.status_code == 204 or not response.content:
         return None
     if response.headers.get("content-type", "").startswith("application/json"):
@@ -214,18 +219,16 @@ def export(name: str, format: str) -> Call:
     return Call("GET", path("v1", "datasets", name, "export"), params={"format": format}, idempotent=True)
 
 
-def label(name: str, item_id: str, value: Any, *, task_key: str, annotator: str | None) -> Call:
-    body = drop_none({task_key: value, "annotator": annotator})
+def label(name: str, item_id: str, value: Any, *, task: str, annotator: str | None) -> Call:
+    body = drop_none({label_key(task): value, "annotator": annotator})
     return Call("POST", path("v1", "datasets", name, "items", item_id, "labels"), body=body)
 
 
-def label_key(value: Any) -> str:
-    """Which field a label goes in: `label` (a class), `labels` (several) or `spans`."""
-    if isinstance(value, list) and value and isinstance(value[0], Mapping):
-        return "spans"
-    if isinstance(value, (list, tuple)):
-        return "labels"
-    return "label"
+def label_key(task: str) -> str:
+    """Which field a dataset's labels go in: `label` (classification), `labels` (multilabel),
+    `spans` (spans) — by the dataset's task, never guessed from the value (`[]` is a valid
+    "no entities" for spans and "none apply" for multilabel)."""
+    return {"multilabel": "labels", "spans": "spans"}.get(task, "label")
 
 
 # ---------------------------------------------------------------------------- waits
@@ -241,11 +244,20 @@ class GateWait:
     last: Gate | None = None
     reached: bool = False
 
+    asked: bool = False
+
     def remaining(self) -> float:
         return (self.deadline - time.monotonic()) if self.deadline is not None else MAX_WAIT_SLICE
 
+    def more(self) -> bool:
+        """Ask (again)? Always once, even with a zero timeout: then it is a look, not a wait."""
+        if not self.asked:
+            self.asked = True
+            return True
+        return self.remaining() > 0
+
     def call(self) -> tuple[Call, float]:
-        slice_ = max(1, math.ceil(min(self.remaining(), MAX_WAIT_SLICE)))
+        slice_ = max(0, math.ceil(min(self.remaining(), MAX_WAIT_SLICE)))
         if self.gate_id is not None:
             c = Call("GET", path("v1", "gates", self.gate_id, "wait"), params={"timeout": f"{slice_}s"}, idempotent=True)
         else:
@@ -267,4 +279,4 @@ def wait_target(gate_id: str | None, key: str | None) -> None:
 
 
 def dataset_wait_params(labeled: int | None, agreement: float | None, slice_: float) -> dict[str, Any]:
-    return drop_none({"labeled": labeled, "agreement": agreement, "timeout": f"{max(1, math.ceil(slice_))}s"})
+    return drop_none({"labeled": labeled, "agreement": agreement, "timeout": f"{max(0, math.ceil(slice_))}s"})

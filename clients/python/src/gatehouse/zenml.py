@@ -1,0 +1,205 @@
+"""ZenML 0.98 alerter flavor and step hooks backed by Gatehouse.
+
+Register and use::
+
+    zenml alerter flavor register gatehouse.zenml.GatehouseAlerterFlavor
+    zenml alerter register gatehouse --flavor gatehouse --server_url http://127.0.0.1:8080
+    zenml stack update -al gatehouse
+
+    @step(on_failure=failure_hook, settings={"alerter": {"approvers": ["web:alice"], "timeout": 7200}})
+    def deploy() -> None:
+        if not Client().active_stack.alerter.ask("Deploy fraud-model v7?"):
+            raise RuntimeError("not approved")
+
+`post()` sends an event that Gatehouse routes to chat or a signed webhook. `ask()` opens an
+approval gate and blocks until it closes. The gate is keyed `<run id>/<step>`, so a retried
+step resumes its gate instead of asking again. People decide from chat buttons, the web page,
+the CLI or the API, and the decision reaches the step in milliseconds: no polling of chat
+history.
+
+In events and gates, `pipeline` is the ZenML pipeline name, `run` the run's UUID, `step` the
+step name, and the run name goes into `attributes.run_name`.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Dict, List, Optional, Type, cast
+
+from zenml import get_step_context
+from zenml.alerter.base_alerter import BaseAlerter, BaseAlerterConfig, BaseAlerterFlavor, BaseAlerterStepParameters
+from zenml.config.base_settings import BaseSettings
+from zenml.utils.secret_utils import SecretField
+
+from ._client import Client
+from ._errors import GatehouseError
+
+logger = logging.getLogger(__name__)
+
+GATEHOUSE_FLAVOR = "gatehouse"
+
+
+class GatehouseAlerterSettings(BaseSettings):
+    """Per-step (or per-pipeline) settings: `settings={"alerter": {...}}`.
+
+    Attributes:
+        timeout: Seconds the gate stays open; then `on_timeout` decides (reject by default).
+            None: it stays open until someone decides.
+        approvers: Who may decide (`web:alice`, `slack:U024BE7LH`, `*`); default anyone.
+        required_approvals: Approvals needed to pass.
+        on_timeout: `reject`, `approve` or `expire`.
+    """
+
+    timeout: Optional[float] = None
+    approvers: Optional[List[str]] = None
+    required_approvals: int = 1
+    on_timeout: Optional[str] = None
+
+
+class GatehouseAlerterConfig(BaseAlerterConfig, GatehouseAlerterSettings):
+    """The component's configuration.
+
+    Attributes:
+        server_url: Gatehouse's URL; default `GATEHOUSE_URL`, else http://127.0.0.1:8080.
+        token: A Gatehouse token with the `events:write`, `gates:write` scopes (a secret).
+    """
+
+    server_url: Optional[str] = None
+    token: Optional[str] = SecretField(default=None)
+
+
+class GatehouseAlerterParameters(BaseAlerterStepParameters):
+    """What `post()`/`ask()` may add: the event type, severity, labels and attributes."""
+
+    type: Optional[str] = None
+    severity: Optional[str] = None
+    labels: Optional[Dict[str, str]] = None
+    attributes: Optional[Dict[str, Any]] = None
+
+
+def _where() -> Dict[str, Any]:
+    """The running step's pipeline, run and step, or nothing outside a step."""
+    try:
+        context = get_step_context()
+    except RuntimeError:
+        return {"pipeline": "zenml", "run": None, "step": None, "run_name": None}
+    return {"pipeline": context.pipeline.name, "run": str(context.pipeline_run.id), "step": context.step_run.name,
+            "run_name": context.pipeline_run.name}
+
+
+class GatehouseAlerter(BaseAlerter):
+    """Alerts and approvals through Gatehouse."""
+
+    @property
+    def config(self) -> GatehouseAlerterConfig:
+        return cast(GatehouseAlerterConfig, self._config)
+
+    @property
+    def settings_class(self) -> Type[GatehouseAlerterSettings]:
+        return GatehouseAlerterSettings
+
+    def client(self) -> Client:
+        return Client(self.config.server_url, self.config.token)
+
+    def _settings(self) -> GatehouseAlerterSettings:
+        try:
+            return cast(GatehouseAlerterSettings, self.get_settings(get_step_context().step_run))
+        except RuntimeError:
+            return self.config
+
+    def post(self, message: str, params: Optional[BaseAlerterStepParameters] = None) -> bool:
+        """Sends `message` as an event (type `zenml.message` unless `params.type`); True once
+        Gatehouse has committed it."""
+        p = params if isinstance(params, GatehouseAlerterParameters) else GatehouseAlerterParameters()
+        where = _where()
+        attributes = {**(p.attributes or {}), **({"run_name": where["run_name"]} if where["run_name"] else {})}
+        try:
+            with self.client() as gh:
+                gh.emit(p.type or "zenml.message", where["pipeline"], run=where["run"], step=where["step"], summary=message,
+                        severity=p.severity, labels=p.labels, attributes=attributes or None)
+            return True
+        except GatehouseError as error:
+            logger.error("Gatehouse did not take the message: %s", error)
+            return False
+
+    def ask(self, question: str, params: Optional[BaseAlerterStepParameters] = None) -> bool:
+        """Opens an approval gate with `question` as its title and blocks until it closes;
+        True only when approved. Keyed by run and step: a retried step resumes its gate."""
+        settings = self._settings()
+        p = params if isinstance(params, GatehouseAlerterParameters) else GatehouseAlerterParameters()
+        where = _where()
+        key = f"{where['run']}/{where['step']}" if where["run"] else None
+        attributes = {**(p.attributes or {}), **({"run_name": where["run_name"]} if where["run_name"] else {})}
+        # The server closes the gate at `timeout`; the wait allows a minute more for that answer.
+        wait = settings.timeout + 60 if settings.timeout else None
+        try:
+            with self.client() as gh:
+                gate = gh.gate(question, pipeline=where["pipeline"], run=where["run"], step=where["step"], key=key,
+                               approvers=settings.approvers, required_approvals=settings.required_approvals,
+                               timeout=settings.timeout, on_timeout=settings.on_timeout, labels=p.labels,
+                               attributes=attributes or None, wait_timeout=wait)
+        except GatehouseError as error:
+            logger.error("Gatehouse could not ask: %s", error)
+            return False
+        logger.info("Gatehouse gate %s: %s", gate.id, gate.state)
+        return gate.approved
+
+
+class GatehouseAlerterFlavor(BaseAlerterFlavor):
+    """`zenml alerter flavor register gatehouse.zenml.GatehouseAlerterFlavor`"""
+
+    @property
+    def name(self) -> str:
+        return GATEHOUSE_FLAVOR
+
+    @property
+    def docs_url(self) -> Optional[str]:
+        return None
+
+    @property
+    def sdk_docs_url(self) -> Optional[str]:
+        return None
+
+    @property
+    def logo_url(self) -> Optional[str]:
+        return None
+
+    @property
+    def config_class(self) -> Type[GatehouseAlerterConfig]:
+        return GatehouseAlerterConfig
+
+    @property
+    def implementation_class(self) -> Type[GatehouseAlerter]:
+        return GatehouseAlerter
+
+
+def _stack_client() -> Client:
+    """The active stack's Gatehouse alerter's client, else one from `GATEHOUSE_URL`."""
+    from zenml.client import Client as ZenMLClient
+
+    alerter = ZenMLClient().active_stack.alerter
+    return alerter.client() if isinstance(alerter, GatehouseAlerter) else Client()
+
+
+def failure_hook(exception: BaseException) -> None:
+    """`@step(on_failure=failure_hook)`: sends `step.failed` with the exception's type,
+    message and traceback in `attributes`."""
+    where = _where()
+    attributes = {
+        "exception_type": type(exception).__name__,
+        "message": str(exception),
+        "traceback": "".join(traceback.format_exception(type(exception), exception, exception.__traceback__)),
+    }
+    if where["run_name"]:
+        attributes["run_name"] = where["run_name"]
+    with _stack_client() as gh:
+        gh.emit("step.failed", where["pipeline"], run=where["run"], step=where["step"], severity="error",
+                summary=f"{where['step']} failed: {type(exception).__name__}: {exception}"[:500], attributes=attributes)
+
+
+def success_hook() -> None:
+    """`@step(on_success=success_hook)`: sends `step.succeeded`."""
+    where = _where()
+    with _stack_client() as gh:
+        gh.emit("step.succeeded", where["pipeline"], run=where["run"], step=where["step"],
+                attributes={"run_name": where["run_name"]} if where["run_name"] else None)

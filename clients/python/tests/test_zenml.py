@@ -1,0 +1,82 @@
+"""The Gatehouse alerter flavor inside a real ZenML 0.98 (offline, a config of its own): flavor
+registered from the installed package, a stack with it, a pipeline whose step asks and is
+approved through the API, hooks sending step events. Runs in the ZenML venv (make test
+makes it); skipped where ZenML is not installed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("zenml")
+
+from gatehouse import Client  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ZENML = str(Path(sys.executable).parent / "zenml")
+
+
+def zenml_env(home: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENML_", "GATEHOUSE_"))}
+    env.update({"ZENML_CONFIG_PATH": os.path.join(home, "config"), "ZENML_ANALYTICS_OPT_IN": "false",
+                "ZENML_LOGGING_VERBOSITY": "WARN", "ZENML_ENABLE_RICH_TRACEBACK": "false",
+                "AUTO_OPEN_DASHBOARD": "false"})
+    return env
+
+
+def zenml(args: list[str], cwd: str, env: dict[str, str]) -> str:
+    done = subprocess.run([ZENML, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"zenml {' '.join(args)}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_a_zenml_step_asks_and_is_released_by_a_decision(server):
+    with tempfile.TemporaryDirectory(prefix="gatehouse-zenml-") as home:
+        project = os.path.join(home, "project")
+        os.mkdir(project)
+        (Path(project) / "pipeline.py").write_text((HERE / "zenml_project" / "pipeline.py").read_text())
+        env = zenml_env(home)
+        zenml(["init"], project, env)
+        zenml(["alerter", "flavor", "register", "gatehouse.zenml.GatehouseAlerterFlavor"], project, env)
+        zenml(["alerter", "register", "gh", "--flavor", "gatehouse", f"--server_url={server.url}"], project, env)
+        zenml(["stack", "register", "gated", "-o", "default", "-a", "default", "-al", "gh", "--set"], project, env)
+
+        run = subprocess.Popen([sys.executable, "pipeline.py"], cwd=project, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        try:
+            with Client(server.url) as gh:
+                deadline = time.monotonic() + 120
+                gates = []
+                while not gates and time.monotonic() < deadline and run.poll() is None:
+                    gates = httpx.get(f"{server.url}/v1/gates", params={"pipeline": "gated_flow"}).json()["gates"]
+                    time.sleep(0.1)
+                assert gates, f"no gate opened: {run.stdout.read() if run.poll() is not None else ''}"
+                gate = gates[0]
+                assert gate["title"] == "Deploy the model?" and gate["step"] == "approve_step"
+                assert gate["key"] == f"{gate['run']}/approve_step" and gate["approvers"] == ["web:alice"]
+                assert gate["timeout"] == "10m" and gate["attributes"]["run_name"].startswith("gated_flow")
+                gh.decide(gate["id"], "approve", by="web:alice")
+                decided = time.time()
+            output, _ = run.communicate(timeout=120)
+        finally:
+            run.kill()
+        asked = [line for line in output.splitlines() if line.startswith("ASKED ")]
+        assert asked and asked[0].split()[1] == "True", output
+        print(f"\nZenML ask(): decision 2xx → ask() returned in {(float(asked[0].split()[2]) - decided) * 1000:+.1f} ms")
+        assert "PIPELINE FAILED" in output, output
+
+        events = httpx.get(f"{server.url}/v1/events", params={"pipeline": "gated_flow"}).json()["events"]
+        by_type = {e["type"]: e for e in events}
+        assert by_type["model.trained"]["summary"] == "training finished" and by_type["model.trained"]["labels"]["team"] == "ml"
+        assert by_type["step.succeeded"]["step"] == "approve_step"
+        failed = by_type["step.failed"]
+        assert failed["step"] == "deploy_step" and failed["run"] == gate["run"]
+        assert failed["attributes"]["exception_type"] == "ValueError"
+        assert "deploy broke (approved=True)" in failed["attributes"]["traceback"]
+        assert by_type["gate.approved"]["attributes"]["gate_key"] == gate["key"]
