@@ -55,7 +55,10 @@ run: build
 # The venv for the Python-driven tests, rebuilt when requirements-test.txt changes.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-test.txt clients/python/pyproject.toml
+# Reinstalled when the client changes: ZenML imports the flavors from the installed package.
+CLIENT_SOURCES := clients/python/pyproject.toml $(wildcard clients/python/src/gatehouse/*.py)
+
+$(VENV)/.installed: requirements-test.txt $(CLIENT_SOURCES)
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
 	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo="sudo"; \
 	  echo "installing: python3-venv"; \
@@ -65,16 +68,16 @@ $(VENV)/.installed: requirements-test.txt clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	@# The Python client installs as a user would install it (its tests import the source).
-	$(VENV_PY) -m pip install -q --disable-pip-version-check --no-deps ./clients/python
+	$(VENV_PY) -m pip install -q --disable-pip-version-check --no-deps --force-reinstall ./clients/python
 	@touch $@
 
 # ZenML in a venv of its own (requirements-zenml.txt), for the alerter flavor's test.
 venv-zenml: $(VENV_ZENML)/.installed
 
-$(VENV_ZENML)/.installed: requirements-zenml.txt clients/python/pyproject.toml | venv
+$(VENV_ZENML)/.installed: requirements-zenml.txt $(CLIENT_SOURCES) | venv
 	$(PYTHON) -m venv $(VENV_ZENML)
 	$(VENV_ZENML)/bin/python -m pip install -q --disable-pip-version-check -r requirements-zenml.txt
-	$(VENV_ZENML)/bin/python -m pip install -q --disable-pip-version-check --no-deps ./clients/python
+	$(VENV_ZENML)/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall ./clients/python
 	@touch $@
 
 test: deps venv venv-zenml

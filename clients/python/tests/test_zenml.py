@@ -1,9 +1,11 @@
-"""The Gatehouse alerter flavor inside a real ZenML 0.98 (offline, a config of its own): flavor
-registered from the installed package, a stack with it, a pipeline whose step asks and is
-approved through the API, hooks sending step events. Runs in the ZenML venv (make test
+"""The Gatehouse flavors inside a real ZenML 0.98 (offline, a config of its own), registered
+from the installed package: a stack with the alerter runs a pipeline whose step asks and is
+approved through the API, hooks sending step events; then the annotator on the same stack
+answers every BaseAnnotator method over a dataset labelled through the API. Runs in the ZenML venv (make test
 makes it); skipped where ZenML is not installed."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,7 +42,8 @@ def test_a_zenml_step_asks_and_is_released_by_a_decision(server):
     with tempfile.TemporaryDirectory(prefix="gatehouse-zenml-") as home:
         project = os.path.join(home, "project")
         os.mkdir(project)
-        (Path(project) / "pipeline.py").write_text((HERE / "zenml_project" / "pipeline.py").read_text())
+        for script in ("pipeline.py", "annotate.py"):
+            (Path(project) / script).write_text((HERE / "zenml_project" / script).read_text())
         env = zenml_env(home)
         zenml(["init"], project, env)
         zenml(["alerter", "flavor", "register", "gatehouse.zenml.GatehouseAlerterFlavor"], project, env)
@@ -80,3 +83,28 @@ def test_a_zenml_step_asks_and_is_released_by_a_decision(server):
         assert failed["attributes"]["exception_type"] == "ValueError"
         assert "deploy broke (approved=True)" in failed["attributes"]["traceback"]
         assert by_type["gate.approved"]["attributes"]["gate_key"] == gate["key"]
+
+        # The annotator flavor on the same stack: every BaseAnnotator method over a dataset.
+        zenml(["annotator", "flavor", "register", "gatehouse.zenml.GatehouseAnnotatorFlavor"], project, env)
+        zenml(["annotator", "register", "ann", "--flavor", "gatehouse", f"--server_url={server.url}"], project, env)
+        zenml(["stack", "update", "gated", "-an", "ann"], project, env)
+
+        def annotate(step: str) -> list[dict]:
+            done = subprocess.run([sys.executable, "annotate.py", step], cwd=project, env=env, capture_output=True,
+                                  text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+        assert annotate("create") == [{"created": "reviews"}]
+        with Client(server.url) as gh:
+            gh.add_items("reviews", [{"id": "i1", "data": {"text": "great"}}, {"id": "i2", "data": {"text": "awful"}}])
+            gh.label("reviews", "i1", "pos", annotator="web:ann")
+        read, after = annotate("read")
+        assert read["url"] == f"{server.url}/inbox" and read["dataset_url"].endswith("/annotate/reviews")
+        assert read["names"] == ["reviews"] and read["datasets"][0]["instructions"] == "Tone?"
+        assert read["stats"] == [1, 1] and read["dataset"]["items"] == 2
+        assert [(i["id"], i["label"]) for i in read["labeled"]] == [("i1", "pos")]
+        assert read["labeled"][0]["labels"][0]["annotator"] == "web:ann"
+        assert [i["id"] for i in read["unlabeled"]] == ["i2"]
+        assert read["launched"] == read["dataset_url"]
+        assert after == {"after_delete": []}

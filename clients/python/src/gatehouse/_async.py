@@ -161,6 +161,15 @@ class AsyncClient:
     async def get_dataset(self, name: str) -> dict[str, Any]:
         return await self._call(core.get_dataset(name))
 
+    async def list_datasets(self) -> list[dict[str, Any]]:
+        """Every dataset with its progress (`items`, `labeled`, `complete`) and its `url`."""
+        return list((await self._call(core.list_datasets()))["datasets"])
+
+    async def delete_dataset(self, name: str) -> None:
+        """Deletes a dataset with its items and labels."""
+        self._tasks.pop(name, None)
+        await self._call(core.delete_dataset(name))
+
     async def add_items(self, name: str, items: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Adds items (`{"id": …, "data": {"text": …}}`) as NDJSON; an id already there is
         counted in `duplicates`. Returns `{"added", "duplicates", "items"}`."""

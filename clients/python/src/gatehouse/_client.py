@@ -154,6 +154,15 @@ class Client:
     def get_dataset(self, name: str) -> dict[str, Any]:
         return self._call(core.get_dataset(name))
 
+    def list_datasets(self) -> list[dict[str, Any]]:
+        """Every dataset with its progress (`items`, `labeled`, `complete`) and its `url`."""
+        return list((self._call(core.list_datasets()))["datasets"])
+
+    def delete_dataset(self, name: str) -> None:
+        """Deletes a dataset with its items and labels."""
+        self._tasks.pop(name, None)
+        self._call(core.delete_dataset(name))
+
     def add_items(self, name: str, items: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Adds items (`{"id": …, "data": {"text": …}}`) as NDJSON; an id already there is
         counted in `duplicates`. Returns `{"added", "duplicates", "items"}`."""

@@ -211,6 +211,14 @@ def dataset_stats(name: str) -> Call:
     return Call("GET", path("v1", "datasets", name, "stats"), idempotent=True)
 
 
+def list_datasets() -> Call:
+    return Call("GET", "/v1/datasets", idempotent=True)
+
+
+def delete_dataset(name: str) -> Call:
+    return Call("DELETE", path("v1", "datasets", name))
+
+
 def get_dataset(name: str) -> Call:
     return Call("GET", path("v1", "datasets", name), idempotent=True)
 

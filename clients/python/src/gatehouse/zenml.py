@@ -1,4 +1,4 @@
-"""ZenML 0.98 alerter flavor and step hooks backed by Gatehouse.
+"""ZenML 0.98 flavors backed by Gatehouse: the alerter (with step hooks) and the annotator.
 
 Register and use::
 
@@ -17,6 +17,9 @@ step resumes its gate instead of asking again. People decide from chat buttons, 
 the CLI or the API, and the decision reaches the step in milliseconds: no polling of chat
 history.
 
+The annotator maps ZenML's `BaseAnnotator` onto Gatehouse datasets
+(`zenml annotator flavor register gatehouse.zenml.GatehouseAnnotatorFlavor`).
+
 In events and gates, `pipeline` is the ZenML pipeline name, `run` the run's UUID, `step` the
 step name, and the run name goes into `attributes.run_name`.
 """
@@ -24,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any, Dict, List, Optional, Type, cast
+from typing import Any, Dict, List, Optional, Tuple, Type, cast
 
 from zenml import get_step_context
+from zenml.annotators.base_annotator import BaseAnnotator, BaseAnnotatorConfig, BaseAnnotatorFlavor
 from zenml.alerter.base_alerter import BaseAlerter, BaseAlerterConfig, BaseAlerterFlavor, BaseAlerterStepParameters
 from zenml.config.base_settings import BaseSettings
 from zenml.utils.secret_utils import SecretField
@@ -203,3 +207,129 @@ def success_hook() -> None:
     with _stack_client() as gh:
         gh.emit("step.succeeded", where["pipeline"], run=where["run"], step=where["step"],
                 attributes={"run_name": where["run_name"]} if where["run_name"] else None)
+
+
+# ------------------------------------------------------------------------------ annotator
+
+class GatehouseAnnotatorConfig(BaseAnnotatorConfig):
+    """Attributes:
+        server_url: Gatehouse's URL; default `GATEHOUSE_URL`, else http://127.0.0.1:8080.
+        token: A Gatehouse token with the `datasets:write` scope (a secret).
+    """
+
+    server_url: Optional[str] = None
+    token: Optional[str] = SecretField(default=None)
+
+
+class GatehouseAnnotator(BaseAnnotator):
+    """ZenML's annotator interface over Gatehouse datasets: people label at
+    `/annotate/<dataset>` on the server (keys 1–9, spans by selection), with overlap and
+    agreement, and the pipeline waits on the dataset or reads its labels back."""
+
+    @property
+    def config(self) -> GatehouseAnnotatorConfig:
+        return cast(GatehouseAnnotatorConfig, self._config)
+
+    def client(self) -> Client:
+        return Client(self.config.server_url, self.config.token)
+
+    def get_url(self) -> str:
+        """The person's inbox: what waits for them across datasets."""
+        return f"{self.client().url}/inbox"
+
+    def get_url_for_dataset(self, dataset_name: str) -> str:
+        with self.client() as gh:
+            return str(gh.get_dataset(dataset_name)["url"])
+
+    def get_datasets(self) -> List[Any]:
+        with self.client() as gh:
+            return gh.list_datasets()
+
+    def get_dataset_names(self) -> List[str]:
+        return [d["name"] for d in self.get_datasets()]
+
+    def get_dataset_stats(self, dataset_name: str) -> Tuple[int, int]:
+        """(items with all their labels, items still needing some)."""
+        with self.client() as gh:
+            stats = gh.dataset_stats(dataset_name)
+        return int(stats["labeled"]), int(stats["total"]) - int(stats["labeled"])
+
+    def launch(self, **kwargs: Any) -> str:
+        """Prints and returns where people label (a dataset's page with `dataset_name=`)."""
+        name = kwargs.get("dataset_name")
+        url = self.get_url_for_dataset(name) if name else self.get_url()
+        print(f"Label at {url}")
+        return url
+
+    def add_dataset(self, **kwargs: Any) -> Any:
+        """`dataset_name=`, `labels=`, and optionally `task=` (classification, multilabel or
+        spans), `instructions=`, `annotators_per_item=`. The same definition again returns
+        the dataset."""
+        name, labels = kwargs.get("dataset_name"), kwargs.get("labels")
+        if not name or not labels:
+            raise ValueError("add_dataset needs dataset_name= and labels=")
+        with self.client() as gh:
+            return gh.create_dataset(name, task=kwargs.get("task", "classification"), labels=labels,
+                                     instructions=kwargs.get("instructions"),
+                                     annotators_per_item=int(kwargs.get("annotators_per_item", 1)))
+
+    def get_dataset(self, **kwargs: Any) -> Any:
+        with self.client() as gh:
+            return gh.get_dataset(self._name(kwargs))
+
+    def delete_dataset(self, **kwargs: Any) -> None:
+        with self.client() as gh:
+            gh.delete_dataset(self._name(kwargs))
+
+    def get_labeled_data(self, **kwargs: Any) -> Any:
+        """Items with all their labels: `id`, `data`, `label` (the majority) and `labels`
+        (everyone's, with who and when)."""
+        return [item for item, done in self._items(self._name(kwargs)) if done]
+
+    def get_unlabeled_data(self, **kwargs: str) -> Any:
+        """Items still needing labels (with any labels they already have)."""
+        return [item for item, done in self._items(self._name(kwargs)) if not done]
+
+    @staticmethod
+    def _name(kwargs: Dict[str, Any]) -> str:
+        name = kwargs.get("dataset_name")
+        if not name:
+            raise ValueError("`dataset_name` keyword argument is required.")
+        return str(name)
+
+    def _items(self, name: str) -> List[Tuple[Dict[str, Any], bool]]:
+        import json
+
+        with self.client() as gh:
+            needed = int(gh.get_dataset(name)["annotators_per_item"])
+            lines = gh.export(name).splitlines()
+        items = [json.loads(line) for line in lines if line.strip()]
+        return [(item, len(item.get("labels", [])) >= needed) for item in items]
+
+
+class GatehouseAnnotatorFlavor(BaseAnnotatorFlavor):
+    """`zenml annotator flavor register gatehouse.zenml.GatehouseAnnotatorFlavor`"""
+
+    @property
+    def name(self) -> str:
+        return GATEHOUSE_FLAVOR
+
+    @property
+    def docs_url(self) -> Optional[str]:
+        return None
+
+    @property
+    def sdk_docs_url(self) -> Optional[str]:
+        return None
+
+    @property
+    def logo_url(self) -> Optional[str]:
+        return None
+
+    @property
+    def config_class(self) -> Type[GatehouseAnnotatorConfig]:
+        return GatehouseAnnotatorConfig
+
+    @property
+    def implementation_class(self) -> Type[GatehouseAnnotator]:
+        return GatehouseAnnotator
