@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("zenml")
 
-from gatehouse import Client  # noqa: E402
+from gatehouse import Client, GatehouseError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ZENML = str(Path(sys.executable).parent / "zenml")
@@ -108,3 +108,42 @@ def test_a_zenml_step_asks_and_is_released_by_a_decision(server):
         assert [i["id"] for i in read["unlabeled"]] == ["i2"]
         assert read["launched"] == read["dataset_url"]
         assert after == {"after_delete": []}
+
+        # examples/zenml on the same stack: people label the sample and approve; it deploys.
+        run_the_example(project, env, server.url)
+
+
+def run_the_example(project: str, env: dict[str, str], url: str) -> None:
+    # ZenML resolves steps from files under its repository root (`zenml init`'s directory), as
+    # the example's README has it run from the repository's root.
+    example = Path(project) / "review_pipeline.py"
+    example.write_text((HERE.parents[2] / "examples" / "zenml" / "pipeline.py").read_text())
+    run = subprocess.Popen([sys.executable, str(example)], cwd=project, env={**env, "EXAMPLE_GATE_TIMEOUT": "600"},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with Client(url) as gh:
+            deadline = time.monotonic() + 180
+            ready = False
+            while not ready and time.monotonic() < deadline and run.poll() is None:
+                try:
+                    ready = gh.get_dataset("churn-reviews")["items"] == 5
+                except GatehouseError:
+                    time.sleep(0.2)
+            assert ready, run.stdout.read() if run.poll() is not None else "the example queued no items"
+            for rid, label in [("r1", "pos"), ("r2", "neg"), ("r3", "pos"), ("r4", "neg"), ("r5", "pos")]:
+                gh.label("churn-reviews", rid, label, annotator="web:reviewer")
+            gate = None
+            while gate is None and time.monotonic() < deadline and run.poll() is None:
+                found = httpx.get(f"{url}/v1/gates", params={"pipeline": "review_model", "state": "pending"}).json()["gates"]
+                gate = found[0] if found else None
+                time.sleep(0.2)
+            assert gate is not None, run.stdout.read() if run.poll() is not None else "no gate"
+            # The length model gets all five right against people's labels.
+            assert "against people's labels 1.00" in gate["title"], gate["title"]
+            gh.decide(gate["id"], "approve", by="web:lead")
+        output, _ = run.communicate(timeout=180)
+    finally:
+        run.kill()
+    assert run.returncode == 0 and "DEPLOYED" in output, output
+    types = [e["type"] for e in httpx.get(f"{url}/v1/events", params={"pipeline": "review_model"}).json()["events"]]
+    assert "model.evaluated" in types and "gate.approved" in types and types[-1] == "model.deployed", types
