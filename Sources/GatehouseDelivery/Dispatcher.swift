@@ -37,11 +37,11 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    let outbox: Outbox
+    let outbox: any Outbox
     let receivers: [String: any Receiver]
     let client: CurlMultiClient
     let bus: Bus
-    let silences: SilenceStore
+    let silences: any SilenceStore
     let inhibitor: Inhibitor
     let settings: Settings
     let logger: Logger
@@ -76,7 +76,7 @@ public final class Dispatcher: Sendable {
     }
 
     public init(
-        outbox: Outbox, receivers: [String: any Receiver], client: CurlMultiClient, bus: Bus, silences: SilenceStore,
+        outbox: any Outbox, receivers: [String: any Receiver], client: CurlMultiClient, bus: Bus, silences: any SilenceStore,
         inhibitor: Inhibitor, settings: Settings, logger: Logger, clock: @escaping @Sendable () -> Timestamp = { .now() }
     ) {
         self.outbox = outbox

@@ -8,14 +8,14 @@ import Synchronization
 /// Checks every API request against docs/api.md (Access): a bearer token with the route's scope, or —
 /// while no token exists — a caller on the loopback interface (protected mode).
 public final class Authenticator: Sendable {
-    let tokens: TokenStore
+    let tokens: any TokenStore
     /// Verified tokens by secret hash, kept briefly so a busy client is not one database read
     /// per request; a revocation takes effect within `cacheTTL`.
     private let cache = Mutex<[String: (token: AccessToken?, until: ContinuousClock.Instant)]>([:])
     private let activeTokens = Mutex<(count: Int, until: ContinuousClock.Instant)?>(nil)
     static let cacheTTL = Duration.seconds(2)
 
-    public init(tokens: TokenStore) { self.tokens = tokens }
+    public init(tokens: any TokenStore) { self.tokens = tokens }
 
     public func authorize(_ request: Request, context: GatehouseContext, scope: Scope) async throws -> Principal {
         try await authorize(request, context: context, anyOf: [scope])
@@ -54,7 +54,7 @@ public final class Authenticator: Sendable {
     public func hasTokens() async throws -> Bool { try await activeTokenCount() > 0 }
 
     private func token(for secret: String) async throws -> AccessToken? {
-        let hash = TokenStore.hash(secret)
+        let hash = AccessToken.hash(secret)
         let now = ContinuousClock.now
         if let cached = cache.withLock({ $0[hash] }), cached.until > now { return cached.token }
         let token = try await tokens.verify(secret: secret)

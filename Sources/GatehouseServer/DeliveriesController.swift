@@ -7,7 +7,7 @@ import Hummingbird
 
 /// `GET /v1/deliveries`, `POST /v1/deliveries/{id}/retry`.
 struct DeliveriesController {
-    let outbox: Outbox
+    let outbox: any Outbox
     let auth: Authenticator
     let bus: Bus
     /// Each receiver's health (ok, backing off, paused by a rate limit); empty without a dispatcher.

@@ -19,7 +19,7 @@ public struct StartupError: Error, CustomStringConvertible {
 /// The composition root: `gatehouse serve` and the tests build the server through here.
 public enum GatehouseServer {
     /// Refuses what docs/api.md (Access) forbids: listening beyond loopback while no token exists.
-    public static func checkProtectedMode(address: ServerAddress, tokens: TokenStore) throws {
+    public static func checkProtectedMode(address: ServerAddress, tokens: any TokenStore) throws {
         guard !address.isLoopback else { return }
         if try tokens.activeCountNow() == 0 {
             throw StartupError("""
@@ -30,14 +30,14 @@ public enum GatehouseServer {
     }
 
     public static func makeRouter(
-        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
+        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: any Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
         desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetService,
         receiverHealth: @escaping @Sendable () -> [(name: String, health: ReceiverHealth)] = { [] }
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
         router.middlewares.add(RequestHygieneMiddleware())
-        let auth = Authenticator(tokens: TokenStore(database: database))
+        let auth = Authenticator(tokens: SQLiteTokenStore(database: database))
         EventsController(
             events: EventService(
                 store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
@@ -49,7 +49,7 @@ public enum GatehouseServer {
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
         OpenAPIController().addRoutes(to: router)
         DeliveriesController(outbox: outbox, auth: auth, bus: log.bus, health: receiverHealth).addRoutes(to: router)
-        SilencesController(store: SilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        SilencesController(store: SQLiteSilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         GatesController(desk: desk, auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         callbacks.addRoutes(to: router)
         DatasetsController(
@@ -80,14 +80,14 @@ public enum GatehouseServer {
         } catch {
             throw StartupError("cannot open the database \(config.storage.sqlite): \(error)")
         }
-        try checkProtectedMode(address: address, tokens: TokenStore(database: database))
+        try checkProtectedMode(address: address, tokens: SQLiteTokenStore(database: database))
         let bus = Bus()
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
         let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan)
         let templates = try loadTemplates(config)
         let receivers = try await makeReceivers(config, templates: templates)
-        let outbox = Outbox(log: log)
+        let outbox = SQLiteOutbox(log: log)
         let state = ServerState()
         let autoDecide = ProcessInfo.processInfo.environment["GATEHOUSE_AUTO_DECIDE"].flatMap { $0.isEmpty ? nil : $0 }
         if let autoDecide, !["approve", "reject"].contains(autoDecide) {
@@ -125,7 +125,7 @@ public enum GatehouseServer {
                 try? await gates.auditNotification(gateID: gateID, action: "notified", detail: detail)
             }
             dispatcher = Dispatcher(
-                outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SilenceStore(database: database),
+                outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SQLiteSilenceStore(database: database),
                 inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
         }
         let router = makeRouter(

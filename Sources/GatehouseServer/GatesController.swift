@@ -353,7 +353,7 @@ struct GatesController {
 
 extension GateDesk {
     /// What a gate message shows on `receiver` for a `gate.*` event, as the gate stands now.
-    func notice(gateID: String, receiver: String, eventType: String, outbox: Outbox) async -> GateNotice? {
+    func notice(gateID: String, receiver: String, eventType: String, outbox: any Outbox) async -> GateNotice? {
         guard let gate = try? await gates.get(gateID) else { return nil }
         let headline: String
         if gate.state.isClosed {

@@ -7,7 +7,7 @@ import Hummingbird
 /// `POST /v1/silences`, `GET /v1/silences`, `DELETE /v1/silences/{id}` (Alertmanager's
 /// silences: matchers and a time window; expiring one ends it now).
 struct SilencesController {
-    let store: SilenceStore
+    let store: any SilenceStore
     let auth: Authenticator
     let bus: Bus
     let maxBodyBytes: Int

@@ -242,9 +242,9 @@ public final class EventLog: Sendable {
                     let seq = db.lastInsertedRowID
                     let plan = planner(event)
                     if !plan.deliveries.isEmpty {
-                        try Outbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
+                        try SQLiteOutbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
                     }
-                    if plan.resolvesFailures { try Outbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
+                    if plan.resolvesFailures { try SQLiteOutbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }
                 if index < consequences.count, let consequence = consequences[index] {
                     caused += try consequence(event, ConsequenceTransaction(db: db))

@@ -169,11 +169,61 @@ extension Delivery {
     }
 }
 
-/// The durable outbox: rows are written in the same transaction as their event, claimed when
-/// due, and updated with each attempt's outcome. Outcomes join the event log's group commits
-/// (one writer for everything), so thousands of deliveries a second cost a few hundred
-/// commits, not thousands, and no second queue contends for SQLite's writer.
-public final class Outbox: Sendable {
+/// The durable outbox, as the dispatcher, the delivery API and the gate notices use it: rows
+/// are written in the same transaction as their event (by the event store), claimed when due,
+/// and updated with each attempt's outcome.
+public protocol Outbox: Sendable {
+    /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
+    /// dead ones); returns once committed.
+    func record(_ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?) async throws
+    /// The same, calling `completion` (quick, never blocking) once the outcome is committed or
+    /// has failed: the dispatcher's hot path, with no task per delivery.
+    func record(
+        _ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?,
+        completion: @escaping @Sendable ((any Error)?) -> Void)
+    /// Re-sends due `repeat_interval` reminders; returns how many.
+    func fireRepeats(now: Timestamp) async throws -> Int
+    func nextRepeatTime() async throws -> Timestamp?
+    /// The deliveries sent as one message (a digest) with their events.
+    func batch(_ batchID: String) async throws -> [(Delivery, StoredEvent)]
+    /// A receiver's due deliveries, oldest first, with their events.
+    func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)]
+    /// A recovered receiver's backlog becomes due at once; returns how many.
+    func reviveBacklog(receiver: String) async throws -> Int
+    func nextDueTime(receiver: String) async throws -> Timestamp?
+    /// Drops group state idle past its `group_interval`; returns how many.
+    func forgetIdleGroups(now: Timestamp) async throws -> Int
+    /// Deliveries to receivers no longer configured die; returns how many.
+    func killOrphans(known: [String], now: Timestamp) async throws -> Int
+    func list(state: Delivery.State?, receiver: String?, limit: Int) async throws -> [Delivery]
+    /// A dead or failed delivery due again now; nil when there is no such delivery.
+    func retry(_ id: String, now: Timestamp) async throws -> Delivery?
+    /// Deliveries still to send.
+    func depth() async throws -> Int
+    /// A pipeline's recent events (inhibition and resolve notices read them).
+    func recentEvents(pipeline: String, run: String?, since: Timestamp, limit: Int) async throws -> [Event]
+    /// The chat message id a delivery of this event got (to edit it later).
+    func messageID(eventID: String, receiver: String) async throws -> String?
+}
+
+extension Outbox {
+    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil) async throws {
+        try await record(deliveries, fallbacks: fallbacks, flushedGroup: flushedGroup)
+    }
+
+    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], completion: @escaping @Sendable ((any Error)?) -> Void) {
+        record(deliveries, fallbacks: fallbacks, flushedGroup: nil, completion: completion)
+    }
+
+    public func recentEvents(pipeline: String, run: String?, since: Timestamp) async throws -> [Event] {
+        try await recentEvents(pipeline: pipeline, run: run, since: since, limit: 200)
+    }
+}
+
+/// The SQLite outbox. Outcomes join the event log's group commits (one writer for everything),
+/// so thousands of deliveries a second cost a few hundred commits, not thousands, and no
+/// second queue contends for SQLite's writer.
+public final class SQLiteOutbox: Outbox {
     public let log: EventLog
     public var database: GatehouseDatabase { log.database }
 
@@ -181,7 +231,7 @@ public final class Outbox: Sendable {
 
     /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
     /// dead ones); returns once committed.
-    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil) async throws {
+    public func record(_ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             record(deliveries, fallbacks: fallbacks, flushedGroup: flushedGroup) { error in
                 if let error { continuation.resume(throwing: error) } else { continuation.resume() }
@@ -192,7 +242,7 @@ public final class Outbox: Sendable {
     /// The same, calling `completion` (on the writer's queue: quick, never blocking) once the
     /// outcome is committed or has failed.
     public func record(
-        _ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil,
+        _ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?,
         completion: @escaping @Sendable ((any Error)?) -> Void
     ) {
         let flushed = flushedGroup.map { ($0.receiver, $0.groupKey, $0.at.milliseconds) }
@@ -441,7 +491,7 @@ public final class Outbox: Sendable {
     }
 
     /// Recent events of a pipeline/run, for inhibition checks.
-    public func recentEvents(pipeline: String, run: String?, since: Timestamp, limit: Int = 200) async throws -> [Event] {
+    public func recentEvents(pipeline: String, run: String?, since: Timestamp, limit: Int) async throws -> [Event] {
         try await database.pool.read { db in
             let rows: [EventRow]
             if let run {

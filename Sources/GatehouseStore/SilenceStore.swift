@@ -20,11 +20,27 @@ struct SilenceRow: Codable, FetchableRecord, PersistableRecord {
 }
 
 /// Silences, stored so they survive restarts.
-public struct SilenceStore: Sendable {
+public protocol SilenceStore: Sendable {
+    func create(_ silence: Silence, now: Timestamp) async throws
+    /// Every silence, newest start first.
+    func list() async throws -> [Silence]
+    /// Silences not yet over at `now`.
+    func current(at now: Timestamp) async throws -> [Silence]
+    /// Ends a silence now; false when there is none with this id.
+    func expire(_ id: String, now: Timestamp) async throws -> Bool
+}
+
+extension SilenceStore {
+    public func create(_ silence: Silence) async throws { try await create(silence, now: .now()) }
+    public func expire(_ id: String) async throws -> Bool { try await expire(id, now: .now()) }
+}
+
+/// Silences in the SQLite database.
+public struct SQLiteSilenceStore: SilenceStore {
     public let database: GatehouseDatabase
     public init(database: GatehouseDatabase) { self.database = database }
 
-    public func create(_ silence: Silence, now: Timestamp = .now()) async throws {
+    public func create(_ silence: Silence, now: Timestamp) async throws {
         let row = SilenceRow(
             id: silence.id, matchers: JSONValue.array(silence.matchers.map { .string($0.description) }).serialized(),
             starts_at: silence.startsAt.milliseconds, ends_at: silence.endsAt.milliseconds,
@@ -44,7 +60,7 @@ public struct SilenceStore: Sendable {
     }
 
     /// Ends a silence now; false when there is none with this id.
-    public func expire(_ id: String, now: Timestamp = .now()) async throws -> Bool {
+    public func expire(_ id: String, now: Timestamp) async throws -> Bool {
         try await database.pool.write { db in
             guard var row = try SilenceRow.fetchOne(db, key: id) else { return false }
             row.ends_at = min(row.ends_at, now.milliseconds)

@@ -34,17 +34,42 @@ struct TokenRow: Codable, FetchableRecord, PersistableRecord {
     }
 }
 
-/// API tokens. The secret is shown once at creation; only its SHA-256 is stored. Tokens are
-/// 190 random bits, so a fast hash is the right one: there is nothing to brute-force.
-public struct TokenStore: Sendable {
-    public let database: GatehouseDatabase
-    public init(database: GatehouseDatabase) { self.database = database }
-
+extension AccessToken {
     public static let secretPrefix = "gth_"
 
+    /// What a store keeps of a secret. Tokens are 190 random bits, so a fast hash is the right
+    /// one: there is nothing to brute-force.
     public static func hash(_ secret: String) -> String {
         SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
     }
+}
+
+/// API tokens. The secret is shown once at creation; only its hash is stored.
+public protocol TokenStore: Sendable {
+    /// Creates a token; returns it with its secret, which is never readable again.
+    func create(name: String, scopes: [Scope], now: Timestamp) throws -> (AccessToken, secret: String)
+    func list() throws -> [AccessToken]
+    /// Revokes by id or by name; returns the tokens revoked.
+    func revoke(_ idOrName: String, now: Timestamp) throws -> [AccessToken]
+    /// The active token with this secret, if any.
+    func verify(secret: String) async throws -> AccessToken?
+    func activeCount() async throws -> Int
+    /// The same, blocking: for startup checks that run before the event loops.
+    func activeCountNow() throws -> Int
+}
+
+extension TokenStore {
+    public func create(name: String, scopes: [Scope]) throws -> (AccessToken, secret: String) { try create(name: name, scopes: scopes, now: .now()) }
+    public func revoke(_ idOrName: String) throws -> [AccessToken] { try revoke(idOrName, now: .now()) }
+}
+
+/// Tokens in the SQLite database.
+public struct SQLiteTokenStore: TokenStore {
+    public let database: GatehouseDatabase
+    public init(database: GatehouseDatabase) { self.database = database }
+
+    static let secretPrefix = AccessToken.secretPrefix
+    static func hash(_ secret: String) -> String { AccessToken.hash(secret) }
 
     static func randomString(_ count: Int) -> String {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
@@ -52,8 +77,7 @@ public struct TokenStore: Sendable {
         return String((0..<count).map { _ in alphabet[Int(rng.next(upperBound: UInt(alphabet.count)))] })
     }
 
-    /// Creates a token; returns it with its secret, which is never readable again.
-    public func create(name: String, scopes: [Scope], now: Timestamp = .now()) throws -> (AccessToken, secret: String) {
+    public func create(name: String, scopes: [Scope], now: Timestamp) throws -> (AccessToken, secret: String) {
         let secret = Self.secretPrefix + Self.randomString(32)
         let row = TokenRow(
             id: "tok_" + Self.randomString(10).lowercased(), name: name,
@@ -68,7 +92,7 @@ public struct TokenStore: Sendable {
     }
 
     /// Revokes by id or by name; returns the tokens revoked.
-    public func revoke(_ idOrName: String, now: Timestamp = .now()) throws -> [AccessToken] {
+    public func revoke(_ idOrName: String, now: Timestamp) throws -> [AccessToken] {
         try database.pool.write { db in
             let rows = try TokenRow.fetchAll(db, sql: "SELECT * FROM tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL", arguments: [idOrName, idOrName])
             for var row in rows {

@@ -91,10 +91,10 @@ struct TokenCommand: ParsableCommand {
         @Option(help: "Config file, for storage.sqlite.") var config: String?
         @Option(help: "SQLite database file (env GATEHOUSE_DB; default ./gatehouse.db).") var db: String?
 
-        func store() throws -> TokenStore {
+        func store() throws -> any TokenStore {
             let path = databasePath(db, config: try loadConfig(path: config))
             do {
-                return TokenStore(database: try GatehouseDatabase(path: path))
+                return SQLiteTokenStore(database: try GatehouseDatabase(path: path))
             } catch {
                 throw ClientFailure("cannot open the database \(path): \(error)", exitCode: ClientFailure.Code.unavailable)
             }
