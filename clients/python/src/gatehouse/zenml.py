@@ -3,8 +3,8 @@
 Register and use::
 
     zenml alerter flavor register gatehouse.zenml.GatehouseAlerterFlavor
-    zenml alerter register gatehouse --flavor gatehouse --server_url http://127.0.0.1:8080
-    zenml stack update -al gatehouse
+    zenml alerter register gatehouse --flavor gatehouse --server_url=http://127.0.0.1:8080
+    zenml stack register gated -o default -a default -al gatehouse --set
 
     @step(on_failure=failure_hook, settings={"alerter": {"approvers": ["web:alice"], "timeout": 7200}})
     def deploy() -> None:
