@@ -206,13 +206,15 @@ public protocol Outbox: Sendable {
     func messageID(eventID: String, receiver: String) async throws -> String?
 }
 
+// Shorthands with fewer arguments than the requirements (never the same signature: that would
+// become a default implementation calling itself in a store that lacks the method).
 extension Outbox {
-    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)? = nil) async throws {
-        try await record(deliveries, fallbacks: fallbacks, flushedGroup: flushedGroup)
+    public func record(_ deliveries: [Delivery]) async throws {
+        try await record(deliveries, fallbacks: [], flushedGroup: nil)
     }
 
-    public func record(_ deliveries: [Delivery], fallbacks: [Delivery] = [], completion: @escaping @Sendable ((any Error)?) -> Void) {
-        record(deliveries, fallbacks: fallbacks, flushedGroup: nil, completion: completion)
+    public func record(_ deliveries: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)) async throws {
+        try await record(deliveries, fallbacks: [], flushedGroup: flushedGroup)
     }
 
     public func recentEvents(pipeline: String, run: String?, since: Timestamp) async throws -> [Event] {

@@ -66,16 +66,25 @@ def test_a_zenml_step_asks_and_is_released_by_a_decision(server):
                 assert gate["timeout"] == "10m" and gate["attributes"]["run_name"].startswith("gated_flow")
                 gh.decide(gate["id"], "approve", by="web:alice")
                 decided = time.time()
+                second = []
+                while not second and time.monotonic() < deadline and run.poll() is None:
+                    second = [g for g in httpx.get(f"{server.url}/v1/gates", params={"pipeline": "gated_flow", "state": "pending"}).json()["gates"]]
+                    time.sleep(0.1)
+                assert second and second[0]["id"] != gate["id"] and second[0]["key"] == gate["key"]
+                assert second[0]["title"] == "Also promote it to prod?" and "24 hours" in second[0]["details"]
+                gh.decide(second[0]["id"], "reject", by="web:alice")
             output, _ = run.communicate(timeout=120)
         finally:
             run.kill()
         asked = [line for line in output.splitlines() if line.startswith("ASKED ")]
         assert asked and asked[0].split()[1] == "True", output
         print(f"\nZenML ask(): decision 2xx → ask() returned in {(float(asked[0].split()[2]) - decided) * 1000:+.1f} ms")
-        assert "PIPELINE FAILED" in output, output
+        assert "PIPELINE FAILED" in output and "PROMOTED False" in output, output
 
         events = httpx.get(f"{server.url}/v1/events", params={"pipeline": "gated_flow"}).json()["events"]
         by_type = {e["type"]: e for e in events}
+        report = [e for e in events if e["type"] == "zenml.message"]
+        assert report and report[0]["summary"] == "*Step report*" and "Accuracy: 0.93" in report[0]["details"]
         assert by_type["model.trained"]["summary"] == "training finished" and by_type["model.trained"]["labels"]["team"] == "ml"
         assert by_type["step.succeeded"]["step"] == "approve_step"
         failed = by_type["step.failed"]

@@ -63,11 +63,13 @@ class Client:
     # --------------------------------------------------------------------- events
 
     def emit(self, type: str, pipeline: str, *, run: str | None = None, step: str | None = None,
-             summary: str | None = None, severity: str | None = None, labels: Mapping[str, str] | None = None,
+             summary: str | None = None, details: str | None = None, severity: str | None = None,
+             labels: Mapping[str, str] | None = None,
              attributes: Mapping[str, Any] | None = None, url: str | None = None, id: str | None = None) -> str:
         """Sends one event; returns its id once the server has committed it (a 202 means on
-        disk). An id is made here when none is given, so a retry is never stored twice."""
-        call, event_id = core.emit(type, pipeline, run=run, step=step, summary=summary, severity=severity,
+        disk). An id is made here when none is given, so a retry is never stored twice.
+        `summary` is one line (≤ 1,000 characters); longer text goes in `details`."""
+        call, event_id = core.emit(type, pipeline, run=run, step=step, summary=summary, details=details, severity=severity,
                                    labels=labels, attributes=attributes, url=url, id=id)
         self._call(call)
         return event_id

@@ -81,6 +81,26 @@ def event_id() -> str:
     return f"evt_{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
 
 
+#: The server's limits on an event's one-line summary and its details (docs/openapi.yaml).
+SUMMARY_MAX = 1000
+DETAILS_MAX = 20000
+#: …and on a gate's title and details.
+TITLE_MAX = 300
+GATE_DETAILS_MAX = 10000
+
+
+def headline(text: str, limit: int) -> str:
+    """The first non-empty line of `text`, cut to `limit` characters: what fits a one-line field."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def split_text(text: str, summary_max: int, details_max: int) -> tuple[str, str | None]:
+    """A one-line summary and, when the text does not fit it, the whole text as details."""
+    summary = headline(text, summary_max)
+    return summary, (None if summary == text else text[:details_max])
+
+
 def path(*parts: str) -> str:
     return "/" + "/".join(quote(p, safe="") for p in parts)
 
@@ -139,11 +159,11 @@ class Call:
 
 
 def emit(type: str, pipeline: str, *, run: str | None, step: str | None, summary: str | None,
-         severity: str | None, labels: Mapping[str, str] | None, attributes: Mapping[str, Any] | None,
-         url: str | None, id: str | None) -> tuple[Call, str]:
+         details: str | None, severity: str | None, labels: Mapping[str, str] | None,
+         attributes: Mapping[str, Any] | None, url: str | None, id: str | None) -> tuple[Call, str]:
     event_id_ = id or event_id()
     body = drop_none({"id": event_id_, "type": type, "pipeline": pipeline, "run": run, "step": step,
-                      "summary": summary, "severity": severity, "labels": dict(labels) if labels else None,
+                      "summary": summary, "details": details, "severity": severity, "labels": dict(labels) if labels else None,
                       "attributes": dict(attributes) if attributes else None, "url": url})
     return Call("POST", "/v1/events", body=body, idempotent=True), event_id_
 

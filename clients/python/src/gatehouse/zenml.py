@@ -25,6 +25,7 @@ step name, and the run name goes into `attributes.run_name`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 from typing import Any, Dict, List, Optional, Tuple, Type, cast
@@ -35,6 +36,7 @@ from zenml.alerter.base_alerter import BaseAlerter, BaseAlerterConfig, BaseAlert
 from zenml.config.base_settings import BaseSettings
 from zenml.utils.secret_utils import SecretField
 
+from . import _core as core
 from ._client import Client
 from ._errors import GatehouseError
 
@@ -117,10 +119,13 @@ class GatehouseAlerter(BaseAlerter):
         p = params if isinstance(params, GatehouseAlerterParameters) else GatehouseAlerterParameters()
         where = _where()
         attributes = {**(p.attributes or {}), **({"run_name": where["run_name"]} if where["run_name"] else {})}
+        # ZenML's own hooks post multi-line Markdown: its first line is the summary, all of it
+        # the details (an event's summary is one line).
+        summary, details = core.split_text(message, core.SUMMARY_MAX, core.DETAILS_MAX)
         try:
             with self.client() as gh:
-                gh.emit(p.type or "zenml.message", where["pipeline"], run=where["run"], step=where["step"], summary=message,
-                        severity=p.severity, labels=p.labels, attributes=attributes or None)
+                gh.emit(p.type or "zenml.message", where["pipeline"], run=where["run"], step=where["step"], summary=summary,
+                        details=details, severity=p.severity, labels=p.labels, attributes=attributes or None)
             return True
         except GatehouseError as error:
             logger.error("Gatehouse did not take the message: %s", error)
@@ -128,7 +133,14 @@ class GatehouseAlerter(BaseAlerter):
 
     def ask(self, question: str, params: Optional[BaseAlerterStepParameters] = None) -> bool:
         """Opens an approval gate with `question` as its title and blocks until it closes;
-        True only when approved. Keyed by run and step: a retried step resumes its gate."""
+        True only when approved.
+
+        Keyed by run and step, with the question's hash as the gate's subject digest: a retried
+        step asking the same question resumes its gate (and its verdict); another question in
+        the same step opens a gate of its own. False also when Gatehouse cannot be reached
+        (fail closed, as ZenML's alerters do); a refusal of the request itself (bad token,
+        missing scope, invalid settings) raises `GatehouseError`, since it is no one's answer.
+        """
         settings = self._settings()
         p = params if isinstance(params, GatehouseAlerterParameters) else GatehouseAlerterParameters()
         where = _where()
@@ -136,13 +148,18 @@ class GatehouseAlerter(BaseAlerter):
         attributes = {**(p.attributes or {}), **({"run_name": where["run_name"]} if where["run_name"] else {})}
         # The server closes the gate at `timeout`; the wait allows a minute more for that answer.
         wait = settings.timeout + 60 if settings.timeout else None
+        title, details = core.split_text(question, core.TITLE_MAX, core.GATE_DETAILS_MAX)
+        digest = "sha256:" + hashlib.sha256(question.encode()).hexdigest()
         try:
             with self.client() as gh:
-                gate = gh.gate(question, pipeline=where["pipeline"], run=where["run"], step=where["step"], key=key,
+                gate = gh.gate(title, pipeline=where["pipeline"], run=where["run"], step=where["step"], key=key,
+                               details=details, subject={"kind": "question", "digest": digest},
                                approvers=settings.approvers, required_approvals=settings.required_approvals,
                                timeout=settings.timeout, on_timeout=settings.on_timeout, labels=p.labels,
                                attributes=attributes or None, wait_timeout=wait)
         except GatehouseError as error:
+            if 400 <= error.status < 500:
+                raise
             logger.error("Gatehouse could not ask: %s", error)
             return False
         logger.info("Gatehouse gate %s: %s", gate.id, gate.state)
@@ -189,16 +206,20 @@ def failure_hook(exception: BaseException) -> None:
     """`@step(on_failure=failure_hook)`: sends `step.failed` with the exception's type,
     message and traceback in `attributes`."""
     where = _where()
+    # Bounded so the event fits the server's 64 KiB of attributes: the traceback's end (where
+    # it failed) is the part worth keeping.
+    trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
     attributes = {
         "exception_type": type(exception).__name__,
-        "message": str(exception),
-        "traceback": "".join(traceback.format_exception(type(exception), exception, exception.__traceback__)),
+        "message": str(exception)[:8000],
+        "traceback": trace if len(trace) <= 16000 else "…" + trace[-16000:],
     }
     if where["run_name"]:
         attributes["run_name"] = where["run_name"]
     with _stack_client() as gh:
         gh.emit("step.failed", where["pipeline"], run=where["run"], step=where["step"], severity="error",
-                summary=f"{where['step']} failed: {type(exception).__name__}: {exception}"[:500], attributes=attributes)
+                summary=core.headline(f"{where['step']} failed: {type(exception).__name__}: {exception}", core.SUMMARY_MAX),
+                attributes=attributes)
 
 
 def success_hook() -> None:
@@ -235,11 +256,20 @@ class GatehouseAnnotator(BaseAnnotator):
 
     def get_url(self) -> str:
         """The person's inbox: what waits for them across datasets."""
-        return f"{self.client().url}/inbox"
+        return f"{core.base_url(self.config.server_url)}/inbox"
 
     def get_url_for_dataset(self, dataset_name: str) -> str:
-        with self.client() as gh:
-            return str(gh.get_dataset(dataset_name)["url"])
+        return str(self._dataset(dataset_name)["url"])
+
+    def _dataset(self, name: str) -> Dict[str, Any]:
+        """A dataset, or ValueError naming it (what ZenML's `annotator dataset` CLI expects)."""
+        try:
+            with self.client() as gh:
+                return gh.get_dataset(name)
+        except GatehouseError as error:
+            if error.status == 404:
+                raise ValueError(f"Dataset {name} not found. Use `zenml annotator dataset list` to list them.") from error
+            raise
 
     def get_datasets(self) -> List[Any]:
         with self.client() as gh:
@@ -250,6 +280,7 @@ class GatehouseAnnotator(BaseAnnotator):
 
     def get_dataset_stats(self, dataset_name: str) -> Tuple[int, int]:
         """(items with all their labels, items still needing some)."""
+        self._dataset(dataset_name)
         with self.client() as gh:
             stats = gh.dataset_stats(dataset_name)
         return int(stats["labeled"]), int(stats["total"]) - int(stats["labeled"])
@@ -257,7 +288,7 @@ class GatehouseAnnotator(BaseAnnotator):
     def launch(self, **kwargs: Any) -> str:
         """Prints and returns where people label (a dataset's page with `dataset_name=`)."""
         name = kwargs.get("dataset_name")
-        url = self.get_url_for_dataset(name) if name else self.get_url()
+        url = kwargs.get("url") or (self.get_url_for_dataset(name) if name else self.get_url())
         print(f"Label at {url}")
         return url
 
@@ -274,12 +305,13 @@ class GatehouseAnnotator(BaseAnnotator):
                                      annotators_per_item=int(kwargs.get("annotators_per_item", 1)))
 
     def get_dataset(self, **kwargs: Any) -> Any:
-        with self.client() as gh:
-            return gh.get_dataset(self._name(kwargs))
+        return self._dataset(self._name(kwargs))
 
     def delete_dataset(self, **kwargs: Any) -> None:
+        name = self._name(kwargs)
+        self._dataset(name)
         with self.client() as gh:
-            gh.delete_dataset(self._name(kwargs))
+            gh.delete_dataset(name)
 
     def get_labeled_data(self, **kwargs: Any) -> Any:
         """Items with all their labels: `id`, `data`, `label` (the majority) and `labels`
@@ -300,8 +332,8 @@ class GatehouseAnnotator(BaseAnnotator):
     def _items(self, name: str) -> List[Tuple[Dict[str, Any], bool]]:
         import json
 
+        needed = int(self._dataset(name)["annotators_per_item"])
         with self.client() as gh:
-            needed = int(gh.get_dataset(name)["annotators_per_item"])
             lines = gh.export(name).splitlines()
         items = [json.loads(line) for line in lines if line.strip()]
         return [(item, len(item.get("labels", [])) >= needed) for item in items]

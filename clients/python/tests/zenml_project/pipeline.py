@@ -12,8 +12,13 @@ from gatehouse.zenml import GatehouseAlerterParameters, failure_hook, success_ho
 def approve_step() -> bool:
     alerter = ZenMLClient().active_stack.alerter
     assert alerter.post("training finished", GatehouseAlerterParameters(type="model.trained", labels={"team": "ml"}))
+    # ZenML's own hooks post multi-line Markdown like this.
+    assert alerter.post("*Step report*\n\nPipeline name: `gated_flow`\nAccuracy: 0.93")
     approved = alerter.ask("Deploy the model?")
     print(f"ASKED {approved} {time.time():.6f}", flush=True)
+    # Another question in the same step is a gate of its own, not the first one's answer.
+    promoted = alerter.ask("Also promote it to prod?\n\nThe canary ran for 24 hours.")
+    print(f"PROMOTED {promoted}", flush=True)
     return approved
 
 
