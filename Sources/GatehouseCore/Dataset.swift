@@ -30,38 +30,13 @@ public struct DatasetSpec: Sendable, Equatable {
         !name.isEmpty && name.count <= 100 && name.first != "." && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
 
+    /// Validates `POST /v1/datasets` (or a labelling rule's rendered template), naming every
+    /// bad field.
     public static func parse(_ value: JSONValue) -> Result<DatasetSpec, Problem> {
-        guard let o = value.objectValue else { return .failure(.invalid([FieldError(field: "(body)", detail: "must be a JSON object")])) }
-        var errors: [FieldError] = []
-        for (k, _) in o where !["name", "task", "labels", "instructions", "annotators_per_item"].contains(k) {
-            errors.append(FieldError(field: k, detail: "is not a known field"))
-        }
-        let name = o["name"]?.stringValue ?? ""
-        if !isValidName(name) { errors.append(FieldError(field: "name", detail: "is required: 1–100 letters, digits, - _ or . (it is part of URLs)")) }
-        let task = o["task"].map { $0.stringValue.flatMap(LabelTask.init(rawValue:)) } ?? .classification
-        if task == nil { errors.append(FieldError(field: "task", detail: "must be classification, multilabel or spans")) }
-        var labels: [String] = []
-        if let list = o["labels"]?.arrayValue, !list.isEmpty, list.count <= 50, list.allSatisfy({ $0.stringValue != nil }) {
-            labels = list.compactMap(\.stringValue)
-            if Set(labels).count != labels.count { errors.append(FieldError(field: "labels", detail: "must not repeat a label")) }
-            if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { errors.append(FieldError(field: "labels", detail: "\"\(bad)\" must be 1–64 characters")) }
-            if let bad = labels.first(where: ControlCharacters.contains), let error = ControlCharacters.fieldError("labels", bad) { errors.append(error) }
-        } else {
-            errors.append(FieldError(field: "labels", detail: "is required: 1 to 50 strings"))
-        }
-        var instructions: String?
-        if let v = o["instructions"], v != .null {
-            if let s = v.stringValue, s.count <= 20_000 { instructions = s } else { errors.append(FieldError(field: "instructions", detail: "must be a string of at most 20000 characters")) }
-        }
-        var perItem = 1
-        if let v = o["annotators_per_item"], v != .null {
-            if let n = v.doubleValue, n.rounded() == n, n >= 1, n <= 20 { perItem = Int(n) } else {
-                errors.append(FieldError(field: "annotators_per_item", detail: "must be an integer from 1 to 20"))
-            }
-        }
-        guard errors.isEmpty, let task else { return .failure(.invalid(errors)) }
-        return .success(DatasetSpec(name: name, task: task, labels: labels, instructions: instructions, annotatorsPerItem: perItem))
+        Result { () throws(Problem) in try JSONValueDecoder().decode(DatasetSpec.self, from: value) }
     }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, task, labels, instructions, annotators_per_item }
 
     /// The stored form, also the start of a dataset's API view; absent fields left out.
     public struct Document: Encodable, JSONOmitsAbsentFields {
@@ -183,5 +158,33 @@ public struct DatasetItem: Sendable, Equatable {
             }
         }
         return errors.isEmpty ? .success(DatasetItem(id: id, data: data, meta: meta, prediction: prediction)) : .failure(InvalidEvent(errors))
+    }
+}
+
+extension DatasetSpec: Decodable {
+    public init(from decoder: any Decoder) throws {
+        var body = try FieldReader<CodingKeys>(decoder)
+        let nameRule = "is required: 1–100 letters, digits, - _ or . (it is part of URLs)"
+        let name = body.required(String.self, .name, otherwise: nameRule, missing: nameRule)
+        if let name, !Self.isValidName(name) { body.refuse(.name, nameRule) }
+        let taskRule = "must be classification, multilabel or spans"
+        var task = LabelTask.classification
+        if let text = body.optional(String.self, .task, otherwise: taskRule) {
+            if let t = LabelTask(rawValue: text) { task = t } else { body.refuse(.task, taskRule) }
+        }
+        let labelsRule = "is required: 1 to 50 strings"
+        let labels = body.required([String].self, .labels, otherwise: labelsRule, missing: labelsRule)
+        if let labels {
+            if labels.isEmpty || labels.count > 50 { body.refuse(.labels, labelsRule) }
+            if Set(labels).count != labels.count { body.refuse(.labels, "must not repeat a label") }
+            if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { body.refuse(.labels, "\"\(bad)\" must be 1–64 characters") }
+            if let bad = labels.first(where: ControlCharacters.contains) { body.record(ControlCharacters.fieldError(body.field(.labels), bad)) }
+        }
+        let instructionsRule = "must be a string of at most 20000 characters"
+        let instructions = body.optional(String.self, .instructions, otherwise: instructionsRule)
+        if let instructions, instructions.count > 20_000 { body.refuse(.instructions, instructionsRule) }
+        let perItem = body.integer(.annotators_per_item, in: 1...20) ?? 1
+        try body.finish()
+        self.init(name: name ?? "", task: task, labels: labels ?? [], instructions: instructions, annotatorsPerItem: perItem)
     }
 }

@@ -70,7 +70,7 @@ public struct GateInput: Sendable, Equatable, Encodable {
         }
     }
 
-    enum CodingKeys: String, CodingKey { case name, type, min, max, options, `default`, required }
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, type, min, max, options, `default`, required }
 
     /// What was given, nothing more: `required` only when true.
     public func encode(to encoder: any Encoder) throws {
@@ -128,145 +128,97 @@ public struct GateSpec: Sendable, Equatable {
     public static let maxTimeout = GatehouseDuration.seconds(90 * 86_400)
 
     /// The fields a gate has (what `POST /v1/gates` and a gate rule's template may set).
-    public static let fields: [String] = [
-        "title", "details", "pipeline", "run", "step", "key", "subject", "choices", "inputs", "required_approvals",
-        "approvers", "requested_by", "allow_self_approval", "timeout", "on_timeout", "remind_every", "escalate_after",
-        "escalate_to", "labels", "attributes", "auto_approve",
-    ]
+    public static let fields: [String] = CodingKeys.allCases.map(\.rawValue)
 
-    /// Validates a request body, naming every bad field. Unknown fields are refused so a typo
-    /// (`timout`) is not silently a gate that never expires.
-    public static func parse(_ value: JSONValue) -> Result<GateSpec, Problem> {
-        guard let o = value.objectValue else { return .failure(.invalid([FieldError(field: "(body)", detail: "must be a JSON object")])) }
-        var errors: [FieldError] = []
-        for (k, _) in o where !fields.contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
-        /// `identifier`: a name gates are found or grouped by (no control characters).
-        func string(_ field: String, max: Int, required: Bool = false, identifier: Bool = false) -> String? {
-            guard let v = o[field], v != .null else {
-                if required { errors.append(FieldError(field: field, detail: "is required")) }
-                return nil
-            }
-            guard let s = v.stringValue else { errors.append(FieldError(field: field, detail: "must be a string")); return nil }
-            if required && s.trimmingCharacters(in: .whitespaces).isEmpty { errors.append(FieldError(field: field, detail: "must not be empty")); return nil }
-            if s.count > max { errors.append(FieldError(field: field, detail: "must be at most \(max) characters")); return nil }
-            if identifier, let error = ControlCharacters.fieldError(field, s) { errors.append(error); return nil }
-            if identifier, s.isEmpty { errors.append(FieldError(field: field, detail: "must not be empty (leave it out instead)")); return nil }
-            return s
-        }
-        func strings(_ field: String) -> [String]? {
-            guard let v = o[field], v != .null else { return nil }
-            guard let list = v.arrayValue, list.allSatisfy({ $0.stringValue != nil }) else {
-                errors.append(FieldError(field: field, detail: "must be an array of strings"))
-                return nil
-            }
-            return list.compactMap(\.stringValue)
-        }
-        func duration(_ field: String) -> GatehouseDuration? {
-            guard let s = string(field, max: 40) else { return nil }
-            guard let d = GatehouseDuration(s), d.milliseconds > 0 else {
-                errors.append(FieldError(field: field, detail: "must be a positive duration such as 30m or 2h"))
-                return nil
-            }
-            if d.milliseconds > maxTimeout.milliseconds { errors.append(FieldError(field: field, detail: "must be at most 90d")); return nil }
-            return d
-        }
-
-        var spec = GateSpec(title: string("title", max: 300, required: true) ?? "", pipeline: "default")
-        spec.details = string("details", max: 10_000)
-        if let p = string("pipeline", max: 200, identifier: true) { spec.pipeline = p }
-        spec.run = string("run", max: 200, identifier: true)
-        spec.step = string("step", max: 200, identifier: true)
-        spec.key = string("key", max: 500, identifier: true)
-        if let v = o["subject"], v != .null {
-            if let s = v.objectValue {
-                if s["digest"] != nil, s["digest"]?.stringValue == nil { errors.append(FieldError(field: "subject.digest", detail: "must be a string")) }
-                spec.subject = s
-            } else {
-                errors.append(FieldError(field: "subject", detail: "must be an object"))
-            }
-        }
-        if let choices = strings("choices") {
-            if choices.isEmpty { errors.append(FieldError(field: "choices", detail: "must not be empty")) }
-            if Set(choices).count != choices.count { errors.append(FieldError(field: "choices", detail: "must not repeat a choice")) }
-            if let bad = choices.first(where: { !$0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" } || $0.isEmpty || $0.count > 50 }) {
-                errors.append(FieldError(field: "choices", detail: "\"\(bad)\" must be 1–50 letters, digits, - or _"))
-            }
-            if !choices.isEmpty { spec.choices = choices }
-        }
-        if let v = o["inputs"], v != .null {
-            if let list = v.arrayValue {
-                for (i, item) in list.enumerated() {
-                    switch GateInput.parse(item, field: "inputs[\(i)]") {
-                    case .success(let input):
-                        if spec.inputs.contains(where: { $0.name == input.name }) { errors.append(FieldError(field: "inputs[\(i)].name", detail: "repeats \"\(input.name)\"")) }
-                        spec.inputs.append(input)
-                    case .failure(let e): errors += e.errors
-                    }
-                }
-            } else {
-                errors.append(FieldError(field: "inputs", detail: "must be an array"))
-            }
-        }
-        if let v = o["required_approvals"], v != .null {
-            if let n = v.doubleValue, n.rounded() == n, n >= 1, n <= 100 { spec.requiredApprovals = Int(n) } else {
-                errors.append(FieldError(field: "required_approvals", detail: "must be an integer from 1 to 100"))
-            }
-        }
-        if let approvers = strings("approvers") {
-            if approvers.isEmpty { errors.append(FieldError(field: "approvers", detail: "must not be empty (use [\"*\"] for anyone)")) }
-            for (i, a) in approvers.enumerated() where a != "*" && Identity(a) == nil {
-                errors.append(FieldError(field: "approvers[\(i)]", detail: "\"\(a)\" is not an identity such as slack:U024BE7LH, discord:80351110224678912, mattermost:@alice or web:bob"))
-            }
-            if !approvers.isEmpty { spec.approvers = approvers }
-        }
-        if let r = string("requested_by", max: 200) {
-            if Identity(r) == nil { errors.append(FieldError(field: "requested_by", detail: "\"\(r)\" is not an identity such as web:carol")) } else { spec.requestedBy = r }
-        }
-        if let v = o["allow_self_approval"], v != .null {
-            if let b = v.boolValue { spec.allowSelfApproval = b } else { errors.append(FieldError(field: "allow_self_approval", detail: "must be true or false")) }
-        }
-        spec.timeout = duration("timeout")
-        if let t = string("on_timeout", max: 20) {
-            if let outcome = TimeoutOutcome(rawValue: t) { spec.onTimeout = outcome } else {
-                errors.append(FieldError(field: "on_timeout", detail: "must be reject, approve or expire"))
-            }
-        }
-        spec.remindEvery = duration("remind_every")
-        if let r = spec.remindEvery, r.milliseconds < 1000 { errors.append(FieldError(field: "remind_every", detail: "must be at least 1s")) }
-        spec.escalateAfter = duration("escalate_after")
-        spec.escalateTo = strings("escalate_to") ?? []
-        if spec.escalateAfter != nil && spec.escalateTo.isEmpty { errors.append(FieldError(field: "escalate_to", detail: "is required with escalate_after: the receivers to escalate to")) }
-        if let v = o["labels"], v != .null {
-            if let labels = v.objectValue, labels.allSatisfy({ $0.value.stringValue != nil }) {
-                spec.labels = labels.map { ($0.key, $0.value.stringValue!) }.sorted { $0.0 < $1.0 }
-                for (k, value) in spec.labels {
-                    if let error = ControlCharacters.fieldError("labels", k) ?? ControlCharacters.fieldError("labels.\(k)", value) { errors.append(error) }
-                }
-            } else {
-                errors.append(FieldError(field: "labels", detail: "must be an object of strings"))
-            }
-        }
-        if let v = o["attributes"], v != .null {
-            if let a = v.objectValue { spec.attributes = a } else { errors.append(FieldError(field: "attributes", detail: "must be an object")) }
-        }
-        if let v = o["auto_approve"], v != .null {
-            if let a = v.objectValue, let when = a["when"]?.stringValue, a.count == 1 {
-                do {
-                    _ = try PolicyExpression(when)
-                    spec.autoApprove = when
-                } catch {
-                    errors.append(FieldError(field: "auto_approve.when", detail: "\(error)"))
-                }
-            } else {
-                errors.append(FieldError(field: "auto_approve", detail: "must be {\"when\": \"<expression>\"}"))
-            }
-        }
-        if !spec.isBranching, spec.requiredApprovals > 1, !spec.approvers.contains("*"), spec.approvers.count < spec.requiredApprovals {
-            errors.append(FieldError(field: "required_approvals", detail: "is \(spec.requiredApprovals) but only \(spec.approvers.count) approvers are listed"))
-        }
-        return errors.isEmpty ? .success(spec) : .failure(.invalid(errors))
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case title, details, pipeline, run, step, key, subject, choices, inputs, required_approvals, approvers, requested_by
+        case allow_self_approval, timeout, on_timeout, remind_every, escalate_after, escalate_to, labels, attributes, auto_approve
     }
 
+    /// `auto_approve`: one policy expression, kept as written.
+    struct AutoApproveRequest: Decodable {
+        var when: String
+        enum CodingKeys: String, CodingKey { case when }
+        init(from decoder: any Decoder) throws {
+            var body = try FieldReader<CodingKeys>(decoder, notAnObject: "must be {\"when\": \"<expression>\"}")
+            let when = body.required(String.self, .when, otherwise: "must be a policy expression")
+            if let when {
+                do { _ = try PolicyExpression(when) } catch { body.refuse(.when, "\(error)") }
+            }
+            try body.finish()
+            self.when = when ?? ""
+        }
+    }
+
+    /// Validates a request body (`POST /v1/gates`, a gate rule's rendered template), naming
+    /// every bad field.
+    public static func parse(_ value: JSONValue) -> Result<GateSpec, Problem> {
+        Result { () throws(Problem) in try JSONValueDecoder().decode(GateSpec.self, from: value) }
+    }
+}
+
+extension GateSpec: Decodable {
+    public init(from decoder: any Decoder) throws {
+        var body = try FieldReader<CodingKeys>(decoder)
+        self.init(title: body.text(.title, max: 300, required: true) ?? "", pipeline: "default")
+        details = body.text(.details, max: 10_000)
+        if let p = body.text(.pipeline, max: 200, identifier: true) { pipeline = p }
+        run = body.text(.run, max: 200, identifier: true)
+        step = body.text(.step, max: 200, identifier: true)
+        key = body.text(.key, max: 500, identifier: true)
+        if let subject = body.optional(JSONObject.self, .subject, otherwise: "must be an object") {
+            if subject["digest"] != nil, subject["digest"]?.stringValue == nil { body.refuse(field: "subject.digest", "must be a string") }
+            self.subject = subject
+        }
+        if let choices = body.optional([String].self, .choices, otherwise: "must be an array of strings") {
+            if choices.isEmpty { body.refuse(.choices, "must not be empty") }
+            if Set(choices).count != choices.count { body.refuse(.choices, "must not repeat a choice") }
+            if let bad = choices.first(where: { !$0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" } || $0.isEmpty || $0.count > 50 }) {
+                body.refuse(.choices, "\"\(bad)\" must be 1–50 letters, digits, - or _")
+            }
+            if !choices.isEmpty { self.choices = choices }
+        }
+        for (i, input) in (body.each(GateInput.self, .inputs, otherwise: "must be an array") ?? []).enumerated() {
+            if inputs.contains(where: { $0.name == input.name }) { body.refuse(field: "inputs[\(i)].name", "repeats \"\(input.name)\"") }
+            inputs.append(input)
+        }
+        if let n = body.integer(.required_approvals, in: 1...100) { requiredApprovals = n }
+        if let approvers = body.optional([String].self, .approvers, otherwise: "must be an array of strings") {
+            if approvers.isEmpty { body.refuse(.approvers, "must not be empty (use [\"*\"] for anyone)") }
+            for (i, a) in approvers.enumerated() where a != "*" && Identity(a) == nil {
+                body.refuse(field: "approvers[\(i)]", "\"\(a)\" is not an identity such as slack:U024BE7LH, discord:80351110224678912, mattermost:@alice or web:bob")
+            }
+            if !approvers.isEmpty { self.approvers = approvers }
+        }
+        if let r = body.text(.requested_by, max: 200) {
+            if Identity(r) == nil { body.refuse(.requested_by, "\"\(r)\" is not an identity such as web:carol") } else { requestedBy = r }
+        }
+        if let b = body.optional(Bool.self, .allow_self_approval, otherwise: "must be true or false") { allowSelfApproval = b }
+        timeout = body.duration(.timeout, max: Self.maxTimeout, maxText: "90d")
+        if let t = body.text(.on_timeout, max: 20) {
+            if let outcome = TimeoutOutcome(rawValue: t) { onTimeout = outcome } else { body.refuse(.on_timeout, "must be reject, approve or expire") }
+        }
+        remindEvery = body.duration(.remind_every, max: Self.maxTimeout, maxText: "90d")
+        if let r = remindEvery, r.milliseconds < 1000 { body.refuse(.remind_every, "must be at least 1s") }
+        escalateAfter = body.duration(.escalate_after, max: Self.maxTimeout, maxText: "90d")
+        escalateTo = body.optional([String].self, .escalate_to, otherwise: "must be an array of strings") ?? []
+        if escalateAfter != nil && escalateTo.isEmpty { body.refuse(.escalate_to, "is required with escalate_after: the receivers to escalate to") }
+        if let labels = body.optional([String: String].self, .labels, otherwise: "must be an object of strings") {
+            self.labels = labels.map { ($0.key, $0.value) }.sorted { $0.0 < $1.0 }
+            for (k, value) in self.labels {
+                body.record(ControlCharacters.fieldError(body.field(.labels), k) ?? ControlCharacters.fieldError(body.field("labels.\(k)"), value))
+            }
+        }
+        attributes = body.optional(JSONObject.self, .attributes, otherwise: "must be an object")
+        autoApprove = body.optional(AutoApproveRequest.self, .auto_approve)?.when
+        if !isBranching, requiredApprovals > 1, !approvers.contains("*"), approvers.count < requiredApprovals {
+            body.refuse(.required_approvals, "is \(requiredApprovals) but only \(approvers.count) approvers are listed")
+        }
+        try body.finish()
+    }
+}
+
+extension GateSpec {
     /// The canonical stored form, also the API's view of what the gate was opened with (a
     /// gate's JSON starts with its id and state, then these fields). Durations as given
     /// (`"1h"`), labels sorted, absent fields left out.
@@ -318,42 +270,42 @@ public struct GateSpec: Sendable, Equatable {
     }
 }
 
-extension GateInput {
-    static func parse(_ value: JSONValue, field: String) -> Result<GateInput, InvalidEvent> {
-        guard let o = value.objectValue else { return .failure(InvalidEvent([FieldError(field: field, detail: "must be an object with name and type")])) }
-        var errors: [FieldError] = []
-        for (k, _) in o where !["name", "type", "min", "max", "options", "default", "required"].contains(k) {
-            errors.append(FieldError(field: "\(field).\(k)", detail: "is not a known field"))
+extension GateInput: Decodable {
+    public init(from decoder: any Decoder) throws {
+        var body = try FieldReader<CodingKeys>(decoder, notAnObject: "must be an object with name and type")
+        let nameRule = "must be 1–64 letters, digits or _"
+        let name = body.required(String.self, .name, otherwise: nameRule, missing: nameRule)
+        if let name, name.isEmpty || name.count > 64 || !name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
+            body.refuse(.name, nameRule)
         }
-        let name = o["name"]?.stringValue ?? ""
-        if name.isEmpty || name.count > 64 || !name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
-            errors.append(FieldError(field: "\(field).name", detail: "must be 1–64 letters, digits or _"))
+        let typeRule = "must be integer, number, string or boolean"
+        let typeName = body.required(String.self, .type, otherwise: typeRule, missing: typeRule)
+        guard let kind = typeName.flatMap(Kind.init(rawValue:)) else {
+            if typeName != nil { body.refuse(.type, typeRule) }
+            throw Problem.invalid(body.errors)
         }
-        guard let kind = o["type"]?.stringValue.flatMap(Kind.init(rawValue:)) else {
-            errors.append(FieldError(field: "\(field).type", detail: "must be integer, number, string or boolean"))
-            return .failure(InvalidEvent(errors))
-        }
-        var input = GateInput(name: name, kind: kind)
-        for bound in ["min", "max"] {
-            guard let v = o[bound], v != .null else { continue }
-            guard kind == .integer || kind == .number, let d = v.doubleValue else {
-                errors.append(FieldError(field: "\(field).\(bound)", detail: kind == .integer || kind == .number ? "must be a number" : "only applies to integer and number inputs"))
+        self.init(name: name ?? "", kind: kind)
+        for bound in [CodingKeys.min, .max] where body.has(bound) {
+            guard kind == .integer || kind == .number else {
+                body.refuse(bound, "only applies to integer and number inputs")
                 continue
             }
-            if bound == "min" { input.min = d } else { input.max = d }
+            let value = body.optional(Double.self, bound, otherwise: "must be a number")
+            if bound == .min { min = value } else { max = value }
         }
-        if let v = o["options"], v != .null {
-            if kind == .string, let list = v.arrayValue, !list.isEmpty, list.allSatisfy({ $0.stringValue != nil }) { input.options = list.compactMap(\.stringValue) } else {
-                errors.append(FieldError(field: "\(field).options", detail: "must be a non-empty array of strings on a string input"))
+        let optionsRule = "must be a non-empty array of strings on a string input"
+        if body.has(.options) {
+            if kind != .string {
+                body.refuse(.options, optionsRule)
+            } else if let list = body.optional([String].self, .options, otherwise: optionsRule) {
+                if list.isEmpty { body.refuse(.options, optionsRule) } else { options = list }
             }
         }
-        if let v = o["required"], v != .null {
-            if let b = v.boolValue { input.required = b } else { errors.append(FieldError(field: "\(field).required", detail: "must be true or false")) }
+        if let b = body.optional(Bool.self, .required, otherwise: "must be true or false") { required = b }
+        if let v = body.optional(JSONValue.self, .default) {
+            if let problem = check(v) { body.refuse(.default, problem) } else { defaultValue = v }
         }
-        if let v = o["default"], v != .null {
-            if let problem = input.check(v) { errors.append(FieldError(field: "\(field).default", detail: problem)) } else { input.defaultValue = v }
-        }
-        return errors.isEmpty ? .success(input) : .failure(InvalidEvent(errors))
+        try body.finish()
     }
 }
 

@@ -133,7 +133,7 @@ struct DatasetsController {
             throw error
         }
         let committed = try await importing.finish()
-        return .json(.object(JSONObject([("added", .int(committed.added)), ("duplicates", .int(committed.duplicates)), ("items", .int(committed.total))])))
+        return .json(encoding: ImportResponse(added: committed.added, duplicates: committed.duplicates, items: committed.total))
     }
 
     /// Who is labelling, as `web:<name>` (the one form of a person, as on the web pages and in
@@ -165,10 +165,26 @@ struct DatasetsController {
         let spec = try await spec(context)
         let who = try Self.annotator(request.query("annotator"), principal: principal)
         guard let served = try await datasets.next(spec.name, annotator: who) else { return Response(status: .noContent) }
-        var o = Self.itemJSON(served.item)
-        o.append("labels_needed", .int(spec.annotatorsPerItem - served.labelCount))
-        o.append("annotator", .string(who))
-        return .json(.object(o))
+        return .json(encoding: ServedItem(
+            id: served.item.id, data: served.item.data, meta: served.item.meta, prediction: served.item.prediction,
+            labels_needed: spec.annotatorsPerItem - served.labelCount, annotator: who))
+    }
+
+    /// `GET /v1/datasets/{name}/next`: the item leased to the annotator.
+    struct ServedItem: Encodable, JSONOmitsAbsentFields {
+        var id: String
+        var data: JSONObject
+        var meta: JSONObject?
+        var prediction: JSONValue?
+        /// Labels the item still needs, this one included.
+        var labels_needed: Int
+        var annotator: String
+    }
+
+    /// `POST /v1/datasets/{name}/undo`: whose label on which item was taken back.
+    struct Undone: Encodable {
+        var item: String
+        var annotator: String
     }
 
     static func itemJSON(_ item: DatasetItem) -> JSONObject {
@@ -184,19 +200,12 @@ struct DatasetsController {
         let principal = try await auth.authorize(request, context: context, scope: .datasetsLabel)
         let spec = try await spec(context)
         let id = try context.parameters.require("id")
-        let o = try await jsonBody(request)
-        for (k, _) in o where !["label", "labels", "spans", "annotator"].contains(k) { throw Problem.invalid([FieldError(field: k, detail: "is not a known field")]) }
-        let who = try Self.annotator(o["annotator"]?.stringValue, principal: principal)
-        let raw: JSONValue = switch spec.task {
-        case .classification: o["label"] ?? .null
-        case .multilabel: o["labels"] ?? o["label"] ?? .null
-        case .spans: o["spans"] ?? .null
-        }
-        let labelled = try await datasets.label(spec.name, item: id, annotator: who, raw: raw)
-        return .json(.object(JSONObject([
-            ("item", .string(id)), ("annotator", .string(who)), ("value", labelled.value),
-            ("item_complete", .bool(labelled.itemComplete)), ("dataset_complete", .bool(labelled.datasetComplete)),
-        ])), status: .created)
+        let asked = try JSONValueDecoder().decode(LabelRequest.self, from: .object(try await jsonBody(request)))
+        let who = try Self.annotator(asked.annotator, principal: principal)
+        let labelled = try await datasets.label(spec.name, item: id, annotator: who, raw: asked.value(for: spec.task))
+        return .json(encoding: LabelResponse(
+            item: id, annotator: who, value: labelled.value, item_complete: labelled.itemComplete, dataset_complete: labelled.datasetComplete),
+            status: .created)
     }
 
     @Sendable func skip(_ request: Request, context: GatehouseContext) async throws -> Response {
@@ -213,7 +222,7 @@ struct DatasetsController {
         let info = try await dataset(context)
         let who = try Self.annotator(request.query("annotator"), principal: principal)
         guard let item = try await datasets.undo(info.spec.name, annotator: who) else { throw Problem.notFound("\(who) has no label to undo in \(info.spec.name)") }
-        return .json(.object(JSONObject([("item", .string(item)), ("annotator", .string(who))])))
+        return .json(encoding: Undone(item: item, annotator: who))
     }
 
     @Sendable func stats(_ request: Request, context: GatehouseContext) async throws -> Response {

@@ -33,11 +33,7 @@ struct EventsController {
         let body = try await request.bodyBytes(limit: maxBodyBytes)
         let headers = request.headers
         let outcome = try await events.ingest(body, mediaType: mediaType) { name in headers[.init(name)!] }
-        var o = JSONObject()
-        o.append("accepted", .int(outcome.accepted))
-        o.append("duplicates", .int(outcome.duplicates))
-        o.append("ids", .array(outcome.ids.map(JSONValue.string)))
-        return .json(.object(o), status: .accepted)
+        return .json(encoding: IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids), status: .accepted)
     }
 
     func filter(from request: Request) throws -> EventFilter {

@@ -337,17 +337,21 @@ struct GatesController {
 
     @Sendable func verify(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .admin)
-        return .json(Self.verificationJSON(try await desk.gates.verifyAudit()))
+        let verified = try await desk.gates.verifyAudit()
+        return .json(encoding: AuditVerification(
+            entries: verified.entries, ok: verified.firstBroken == nil,
+            first_broken: verified.firstBroken.map { AuditVerification.Break(seq: $0.seq, reason: $0.reason) }))
     }
 
-    static func verificationJSON(_ v: AuditLedger.Verification) -> JSONValue {
-        var o = JSONObject()
-        o.append("entries", .int(v.entries))
-        o.append("ok", .bool(v.firstBroken == nil))
-        if let broken = v.firstBroken {
-            o.append("first_broken", .object(JSONObject([("seq", .int64(broken.seq)), ("reason", .string(broken.reason))])))
+    /// `GET /v1/audit/verify`: whether the hash chain holds, and where it first breaks.
+    struct AuditVerification: Encodable, JSONOmitsAbsentFields {
+        struct Break: Encodable {
+            var seq: Int64
+            var reason: String
         }
-        return .object(o)
+        var entries: Int
+        var ok: Bool
+        var first_broken: Break?
     }
 }
 

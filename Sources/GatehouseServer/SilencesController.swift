@@ -31,41 +31,8 @@ struct SilencesController {
     }
 
     static func silence(from value: JSONValue, now: Timestamp, defaultCreator: String) -> Result<Silence, Problem> {
-        guard let o = value.objectValue else { return .failure(.invalid([FieldError(field: "(body)", detail: "must be a JSON object")])) }
-        var errors: [FieldError] = []
-        var matchers: [Matcher] = []
-        if let list = o["matchers"]?.arrayValue, !list.isEmpty {
-            for (i, item) in list.enumerated() {
-                guard let text = item.stringValue else { errors.append(FieldError(field: "matchers[\(i)]", detail: "must be a string such as pipeline=\"train\"")); continue }
-                do { matchers += try Matcher.parseList(text) } catch { errors.append(FieldError(field: "matchers[\(i)]", detail: error.message)) }
-            }
-        } else {
-            errors.append(FieldError(field: "matchers", detail: "is required: a non-empty list of matchers"))
-        }
-        func time(_ field: String) -> Timestamp? {
-            guard let v = o[field] else { return nil }
-            guard let text = v.stringValue, let t = Timestamp(rfc3339: text) else {
-                errors.append(FieldError(field: field, detail: "must be an RFC 3339 time"))
-                return nil
-            }
-            return t
-        }
-        let startsAt = time("starts_at") ?? now
-        var endsAt = time("ends_at")
-        if endsAt == nil, let d = o["duration"]?.stringValue {
-            if let duration = GatehouseDuration(d) { endsAt = startsAt.adding(milliseconds: duration.milliseconds) } else { errors.append(FieldError(field: "duration", detail: "is not a duration such as 2h")) }
-        }
-        if endsAt == nil && o["ends_at"] == nil && o["duration"] == nil { errors.append(FieldError(field: "ends_at", detail: "is required (or give duration)")) }
-        if let endsAt, endsAt <= startsAt { errors.append(FieldError(field: "ends_at", detail: "must be after starts_at")) }
-        for field in ["created_by", "comment"] where o[field] != nil && o[field]?.stringValue == nil {
-            errors.append(FieldError(field: field, detail: "must be a string"))
-        }
-        // created_by names a person; the comment is free text, kept as sent.
-        if let by = o["created_by"]?.stringValue, let error = ControlCharacters.fieldError("created_by", by) { errors.append(error) }
-        guard errors.isEmpty, let endsAt else { return .failure(.invalid(errors)) }
-        return .success(Silence(
-            id: "sil_" + EventValidator.generateID().dropFirst(4), matchers: matchers, startsAt: startsAt, endsAt: endsAt,
-            createdBy: o["created_by"]?.stringValue ?? defaultCreator, comment: o["comment"]?.stringValue ?? ""))
+        Result { () throws(Problem) in try JSONValueDecoder().decode(SilenceRequest.self, from: value) }
+            .flatMap { $0.silence(id: "sil_" + EventValidator.generateID().dropFirst(4), now: now, defaultCreator: defaultCreator) }
     }
 
     /// A silence as the API shows it.

@@ -61,13 +61,10 @@ struct SilenceCommand: ParsableCommand {
 
         func run() throws {
             try runClient {
-                var o = JSONObject()
-                o.append("matchers", .array(matchers.map(JSONValue.string)))
-                if let start { o.append("starts_at", .string(start)) }
-                o.append("duration", .string(duration))
-                o.append("created_by", .string(createdBy ?? "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")"))
-                o.append("comment", .string(comment))
-                let answer = try client.client().call("POST", "/v1/silences", body: Array(JSONValue.object(o).serialized().utf8))
+                let asked = SilenceRequest(
+                    matchers: matchers, starts_at: start, duration: duration,
+                    created_by: createdBy ?? "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")", comment: comment)
+                let answer = try client.client().call("POST", "/v1/silences", body: Array(JSONValueEncoder.value(asked).serialized().utf8))
                 print(answer.objectValue?["id"]?.stringValue ?? "")
             }
         }

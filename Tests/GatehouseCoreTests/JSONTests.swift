@@ -1,3 +1,4 @@
+import Foundation
 import GatehouseCore
 import Testing
 
@@ -176,5 +177,55 @@ struct JSONValueDecoderTests {
         #expect(try JSONValueDecoder().decode(DecisionRequest.self, from: sent) == asked)
         #expect(try problem(DecisionRequest.self, #"{"decision":"approve","inputs":[1]}"#)?.errors.first.map { "\($0.field): \($0.detail)" } == "inputs: must be an object, got an array")
         #expect(try problem(DecisionRequest.self, #"{"comment":"x"}"#)?.errors.first?.field == "decision")
+    }
+
+    /// The creation bodies read through `FieldReader`: one 422 names every bad field, nested
+    /// ones with their paths, and decoding goes on past a bad array element.
+    @Test func creationBodiesNameEveryBadFieldAtOnce() throws {
+        let gate = try #require(try problem(GateSpec.self, #"""
+            {"title": 5, "timout": "1h", "choices": "approve", "required_approvals": 2.5,
+             "inputs": [{"name": "ok", "type": "integer"}, {"name": "bad name", "type": "date"}, 7, {"name": "pct", "type": "string", "min": 1}],
+             "labels": {"team": 1}, "auto_approve": {"when": "risk <"}}
+            """#))
+        #expect(gate.status == 422)
+        #expect(gate.errors.map(\.field) == [
+            "timout", "title", "choices", "inputs[1].name", "inputs[1].type", "inputs[2]", "inputs[3].min", "required_approvals", "labels",
+            "auto_approve.when",
+        ])
+        #expect(gate.errors.first { $0.field == "inputs[2]" }?.detail == "must be an object with name and type")
+        #expect(gate.errors.first { $0.field == "title" }?.detail == "must be a string")
+        // Foundation's decoder reads the same types: the checks are in the type, not the decoder.
+        let spec = try JSONDecoder().decode(GateSpec.self, from: Data(#"{"title":"Ship?","inputs":[{"name":"pct","type":"integer","max":100}],"timeout":"2h"}"#.utf8))
+        #expect(spec.title == "Ship?" && spec.inputs.map(\.name) == ["pct"] && spec.timeout?.description == "2h")
+        #expect(throws: Problem.self) { try JSONDecoder().decode(GateSpec.self, from: Data(#"{"title":"x","timeout":"soon"}"#.utf8)) }
+
+        let dataset = try #require(try problem(DatasetSpec.self, #"{"name":"a b","task":"boxes","labels":["x","x"],"annotators_per_item":0}"#))
+        #expect(dataset.errors.map(\.field) == ["name", "task", "labels", "annotators_per_item"])
+        #expect(try problem(DatasetSpec.self, #"{"name":"ok","labels":[]}"#)?.errors.map(\.detail) == ["is required: 1 to 50 strings"])
+    }
+
+    @Test func aSilenceRoundTripsBetweenTheCLIAndTheServer() throws {
+        let asked = SilenceRequest(matchers: [#"pipeline="train""#], duration: "2h", created_by: "web:ops", comment: "GPU maintenance")
+        let sent = JSONValueEncoder.value(asked)
+        #expect(sent.serialized() == #"{"matchers":["pipeline=\"train\""],"duration":"2h","created_by":"web:ops","comment":"GPU maintenance"}"#)
+        let decoded = try JSONValueDecoder().decode(SilenceRequest.self, from: sent)
+        #expect(decoded == asked)
+        let now = Timestamp(milliseconds: 1_000_000)
+        let silence = try decoded.silence(id: "sil_1", now: now, defaultCreator: "admin").get()
+        #expect(silence.startsAt == now && silence.endsAt == now.adding(milliseconds: 7_200_000) && silence.matchers.count == 1)
+
+        let bad = try #require(try problem(SilenceRequest.self, #"{"matchers":["=\"x\"", 3],"starts_at":"yesterday","comment":1}"#))
+        #expect(bad.errors.map(\.field) == ["matchers[0]", "matchers[1]", "starts_at", "ends_at", "comment"])
+        let backwards = try JSONValueDecoder().decode(SilenceRequest.self, from: JSONValue.parse(#"{"matchers":["a=\"b\""],"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z"}"#))
+        #expect(throws: Problem.self) { try backwards.silence(id: "s", now: now, defaultCreator: "x").get() }
+    }
+
+    @Test func aLabelTakesTheFieldOfTheDatasetsTask() throws {
+        let asked = try JSONValueDecoder().decode(LabelRequest.self, from: JSONValue.parse(#"{"label":"cat","spans":[]}"#))
+        #expect(asked.value(for: .classification) == .string("cat"))
+        #expect(asked.value(for: .multilabel) == .string("cat"))
+        #expect(asked.value(for: .spans) == .array([]))
+        #expect(try problem(LabelRequest.self, #"{"lable":"cat"}"#)?.errors.map(\.field) == ["lable"])
+        #expect(try problem(LabelRequest.self, #"{"label":"cat","annotator":7}"#)?.errors.map(\.field) == ["annotator"])
     }
 }
