@@ -91,8 +91,7 @@ struct DurabilityTests {
             let gate = try #require(server.post("/v1/gates", #"{"title":"t","pipeline":"bye"}"#).json["id"]?.stringValue)
             let waiting = try RawHTTPConnection(port: server.port)
             waiting.get("/v1/gates/\(gate)/wait?timeout=120s")
-            let parked = Date().addingTimeInterval(10)
-            while try server.gateWaiters() != 1, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
+            try server.waitForWaiters(1)
             let stream = StreamReader(url: server.url + "/v1/events/stream?after=0")
             #expect(stream.wait { _, raw in raw.contains("connected") })
 

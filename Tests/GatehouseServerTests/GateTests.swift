@@ -115,6 +115,18 @@ extension ServerProcess {
 
     func gateWaiters() throws -> Int? { try gauge("gatehouse_gate_waiters") }
 
+    /// Polls until `count` requests are parked on gate waits (a deadline, not a fixed sleep):
+    /// what a test must know before it decides, so the decision wakes them rather than races them.
+    @discardableResult
+    func waitForWaiters(_ count: Int, timeout: TimeInterval = 15) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while try gateWaiters() != count {
+            if Date() > deadline { return false }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return true
+    }
+
     func audit(_ gate: String) throws -> [JSONObject] {
         try json("/v1/gates/\(gate)/audit")["entries"]?.arrayValue?.compactMap(\.objectValue) ?? []
     }
@@ -307,7 +319,7 @@ struct GateTests {
             #expect(try server.json("/v1/gates/\(firstID)")["superseded_by"] == .string(newID))
 
             let waiter = try RunningCLI(["gate", "wait", newID, "--json"], server: server.url)
-            Thread.sleep(forTimeInterval: 0.3)
+            #expect(try server.waitForWaiters(1))
             #expect(try runCLI(["gate", "cancel", newID, "--comment", "wrong model"], environment: ["GATEHOUSE_URL": server.url]).status == 0)
             let waited = waiter.finish()
             #expect(waited.status == 3)
@@ -348,7 +360,7 @@ struct GateTests {
             #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
 
             let waiter = try RunningCLI(["gate", "wait", id], server: server.url)
-            Thread.sleep(forTimeInterval: 0.3)
+            #expect(try server.waitForWaiters(1))
             let decided = try runCLI(["gate", "approve", id, "--choice", "canary", "--by", "web:bob", "--input", "traffic_percent=25"], environment: ["GATEHOUSE_URL": server.url])
             #expect(decided.status == 0, "\(decided.stderr)")
             let waited = waiter.finish()
@@ -435,7 +447,7 @@ struct GateTests {
                     group.leave()
                 }
             }
-            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try server.waitForWaiters(50))
             #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:bob"}"#).status == 200)
             #expect(group.wait(timeout: .now() + 20) == .success)
             #expect(states.withLock { $0 } == Array(repeating: "approved", count: 50))
@@ -469,9 +481,7 @@ struct GateTests {
             pipelined.send("GET /v1/gates/\(id)/wait?timeout=30s HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             closing.get("/v1/gates/\(id)/wait?timeout=30s", headers: "Connection: close\r\n")
             hungUp?.get("/v1/gates/\(id)/wait?timeout=30s")
-            let parked = Date().addingTimeInterval(10)
-            while try server.gateWaiters() != 4, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
-            #expect(try server.gateWaiters() == 4)
+            #expect(try server.waitForWaiters(4))
             hungUp = nil  // closes its socket while it waits
 
             // One approval of two: the gate stays pending and nobody is answered.
@@ -524,9 +534,7 @@ struct GateTests {
             #expect((try? JSONValue.parse(expired.body))?.objectValue?["outcome"]?.objectValue?["reason"] == .string("timeout"))
             #expect(try server.get("/healthz").status == 200)
             // Every wait is unparked once its request is done.
-            let deadline = Date().addingTimeInterval(10)
-            while try server.gateWaiters() != 0, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-            #expect(try server.gateWaiters() == 0)
+            #expect(try server.waitForWaiters(0))
         }
     }
 
@@ -547,8 +555,7 @@ struct GateTests {
             let waiting = try RawHTTPConnection(port: server.port)
             waiting.get("/v1/gates/\(id)/wait?timeout=120s")
             // Both waits in progress (the dataset's was sent first, and gets a second more).
-            let parked = Date().addingTimeInterval(10)
-            while try server.gateWaiters() != 1, Date() < parked { Thread.sleep(forTimeInterval: 0.05) }
+            try server.waitForWaiters(1)
             Thread.sleep(forTimeInterval: 1)
             server.signal(SIGTERM)
             // Far sooner than the 60 s the shutdown would otherwise wait for it.
