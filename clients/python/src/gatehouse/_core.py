@@ -7,6 +7,7 @@ import math
 import os
 import secrets
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
@@ -99,6 +100,17 @@ def split_text(text: str, summary_max: int, details_max: int) -> tuple[str, str 
     """A one-line summary and, when the text does not fit it, the whole text as details."""
     summary = headline(text, summary_max)
     return summary, (None if summary == text else text[:details_max])
+
+
+def exception_attributes(exception: BaseException) -> dict[str, str]:
+    """An exception as event attributes: type, message and traceback. Bounded so the event fits
+    the server's 64 KiB of attributes; the traceback's end (where it failed) is what is kept."""
+    trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    return {
+        "exception_type": type(exception).__name__,
+        "message": str(exception)[:8000],
+        "traceback": trace if len(trace) <= 16000 else "…" + trace[-16000:],
+    }
 
 
 def path(*parts: str) -> str:

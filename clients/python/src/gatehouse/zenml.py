@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import traceback
 from typing import Any, Dict, List, Optional, Tuple, Type, cast
 
 from zenml import get_step_context
@@ -206,14 +205,7 @@ def failure_hook(exception: BaseException) -> None:
     """`@step(on_failure=failure_hook)`: sends `step.failed` with the exception's type,
     message and traceback in `attributes`."""
     where = _where()
-    # Bounded so the event fits the server's 64 KiB of attributes: the traceback's end (where
-    # it failed) is the part worth keeping.
-    trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-    attributes = {
-        "exception_type": type(exception).__name__,
-        "message": str(exception)[:8000],
-        "traceback": trace if len(trace) <= 16000 else "…" + trace[-16000:],
-    }
+    attributes: Dict[str, Any] = core.exception_attributes(exception)
     if where["run_name"]:
         attributes["run_name"] = where["run_name"]
     with _stack_client() as gh:
