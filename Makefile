@@ -24,7 +24,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SCRATCH := .build-fuzz
 FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items fuzz-callbacks fuzz-config
 
-.PHONY: help run test deps build build-tests test-swift test-python test-api venv venv-zenml venv-airflow fuzz fuzz-build clean-venv
+.PHONY: help run test deps build build-tests test-swift test-python test-zenml test-airflow test-api venv venv-zenml venv-airflow fuzz fuzz-build clean-venv
 
 help:
 	@echo "make run    build and serve on 127.0.0.1:8080 (state in ./gatehouse.db, config ./gatehouse.yml when present)"
@@ -84,7 +84,8 @@ $(VENV_ZENML)/.installed: requirements-zenml.txt $(CLIENT_SOURCES) | venv
 # Airflow 3 in a venv of its own (requirements-airflow.txt), for the operator's and notifier's test.
 venv-airflow: $(VENV_AIRFLOW)/.installed
 
-$(VENV_AIRFLOW)/.installed: requirements-airflow.txt $(CLIENT_SOURCES) | venv
+# After the ZenML venv, not beside it: both build ./clients/python in its own tree.
+$(VENV_AIRFLOW)/.installed: requirements-airflow.txt $(CLIENT_SOURCES) | venv venv-zenml
 	$(PYTHON) -m venv $(VENV_AIRFLOW)
 	$(VENV_AIRFLOW)/bin/python -m pip install -q --disable-pip-version-check -r requirements-airflow.txt
 	$(VENV_AIRFLOW)/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall ./clients/python
@@ -96,10 +97,13 @@ test: deps
 	@mkdir -p $(LOGS)
 	@rm -f $(LOGS)/*.log
 	$(MAKE) --no-print-directory -j4 venv venv-zenml venv-airflow build-tests
-	$(MAKE) --no-print-directory test-swift
-	$(MAKE) --no-print-directory test-python
-	$(MAKE) --no-print-directory test-api
-	@$(VENV_PY) tests/summary.py $(LOGS)/*.log
+	@# Every suite runs even when one before it failed; the summary counts them all.
+	@status=0; \
+	for suite in test-swift test-python test-zenml test-airflow test-api; do \
+	  $(MAKE) --no-print-directory $$suite || status=1; \
+	done; \
+	$(VENV_PY) tests/summary.py $(LOGS)/*.log || status=1; \
+	exit $$status
 
 build-tests: deps
 	swift build --build-tests
@@ -113,7 +117,14 @@ test-swift:
 test-python:
 	@mkdir -p $(LOGS)
 	GATEHOUSE_BINARY="$$(swift build --show-bin-path)/gatehouse" $(VENV_PY) -m pytest tests/python clients/python/tests --ignore=clients/python/tests/test_zenml.py --ignore=clients/python/tests/test_airflow.py -p no:cacheprovider -s 2>&1 | tee $(LOGS)/python.log
+
+# The ZenML flavors inside ZenML, and the Airflow operator and notifier inside Airflow, each in its venv.
+test-zenml:
+	@mkdir -p $(LOGS)
 	GATEHOUSE_BINARY="$$(swift build --show-bin-path)/gatehouse" $(VENV_ZENML)/bin/python -m pytest clients/python/tests/test_zenml.py -p no:cacheprovider -p no:logging -s 2>&1 | tee $(LOGS)/zenml.log
+
+test-airflow:
+	@mkdir -p $(LOGS)
 	GATEHOUSE_BINARY="$$(swift build --show-bin-path)/gatehouse" $(VENV_AIRFLOW)/bin/python -m pytest clients/python/tests/test_airflow.py -p no:cacheprovider -p no:logging -s 2>&1 | tee $(LOGS)/airflow.log
 
 # Starts the built binary itself (it builds nothing) and runs schemathesis against it.

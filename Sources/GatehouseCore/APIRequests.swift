@@ -115,6 +115,11 @@ public struct SilenceRequest: Codable, Sendable, Equatable, JSONOmitsAbsentField
         let duration = body.optional(String.self, .duration, otherwise: durationRule)
         if let duration, GatehouseDuration(duration) == nil { body.refuse(.duration, durationRule) }
         if !body.has(.ends_at) && !body.has(.duration) { body.refuse(.ends_at, "is required (or give duration)") }
+        // Both times given: their order is known now, and reported with the rest. (With
+        // starts_at left to the clock, `silence(id:now:…)` checks it.)
+        if let start = startsAt.flatMap(Timestamp.init(rfc3339:)), let end = endsAt.flatMap(Timestamp.init(rfc3339:)), end <= start {
+            body.refuse(.ends_at, "must be after starts_at")
+        }
         // created_by names a person; the comment is free text, kept as sent.
         let createdBy = body.optional(String.self, .created_by, otherwise: "must be a string")
         if let createdBy { body.record(ControlCharacters.fieldError(body.field(.created_by), createdBy)) }

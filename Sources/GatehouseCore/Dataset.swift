@@ -175,10 +175,13 @@ extension DatasetSpec: Decodable {
         let labelsRule = "is required: 1 to 50 strings"
         let labels = body.required([String].self, .labels, otherwise: labelsRule, missing: labelsRule)
         if let labels {
-            if labels.isEmpty || labels.count > 50 { body.refuse(.labels, labelsRule) }
-            if Set(labels).count != labels.count { body.refuse(.labels, "must not repeat a label") }
-            if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { body.refuse(.labels, "\"\(bad)\" must be 1–64 characters") }
-            if let bad = labels.first(where: ControlCharacters.contains) { body.record(ControlCharacters.fieldError(body.field(.labels), bad)) }
+            if labels.isEmpty || labels.count > 50 {
+                body.refuse(.labels, labelsRule)
+            } else {
+                if Set(labels).count != labels.count { body.refuse(.labels, "must not repeat a label") }
+                if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { body.refuse(.labels, "\"\(bad)\" must be 1–64 characters") }
+                if let bad = labels.first(where: ControlCharacters.contains) { body.record(ControlCharacters.fieldError(body.field(.labels), bad)) }
+            }
         }
         let instructionsRule = "must be a string of at most 20000 characters"
         let instructions = body.optional(String.self, .instructions, otherwise: instructionsRule)

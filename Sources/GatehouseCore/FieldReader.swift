@@ -63,13 +63,14 @@ public struct FieldReader<Key: CodingKey> {
     }
 
     /// An array whose elements are each read on their own: every bad element is reported (not
-    /// only the first), and the good ones are returned.
-    public mutating func each<T: Decodable>(_ type: T.Type, _ key: Key, otherwise: String) -> [T]? {
+    /// only the first), and the good ones are returned with their places in the array, so a
+    /// later check names the element it means (`inputs[2].name`).
+    public mutating func each<T: Decodable>(_ type: T.Type, _ key: Key, otherwise: String) -> [(offset: Int, element: T)]? {
         guard let list = optional([Each<T>].self, key, otherwise: otherwise) else { return nil }
-        var values: [T] = []
-        for element in list {
+        var values: [(offset: Int, element: T)] = []
+        for (offset, element) in list.enumerated() {
             switch element.result {
-            case .success(let value): values.append(value)
+            case .success(let value): values.append((offset, value))
             case .failure(let problem): errors += problem.errors
             }
         }

@@ -140,8 +140,9 @@ public struct GateSpec: Sendable, Equatable {
         var when: String
         enum CodingKeys: String, CodingKey { case when }
         init(from decoder: any Decoder) throws {
-            var body = try FieldReader<CodingKeys>(decoder, notAnObject: "must be {\"when\": \"<expression>\"}")
-            let when = body.required(String.self, .when, otherwise: "must be a policy expression")
+            let shape = "must be {\"when\": \"<expression>\"}"
+            var body = try FieldReader<CodingKeys>(decoder, notAnObject: shape)
+            let when = body.required(String.self, .when, otherwise: shape, missing: shape)
             if let when {
                 do { _ = try PolicyExpression(when) } catch { body.refuse(.when, "\(error)") }
             }
@@ -178,7 +179,7 @@ extension GateSpec: Decodable {
             }
             if !choices.isEmpty { self.choices = choices }
         }
-        for (i, input) in (body.each(GateInput.self, .inputs, otherwise: "must be an array") ?? []).enumerated() {
+        for (i, input) in body.each(GateInput.self, .inputs, otherwise: "must be an array") ?? [] {
             if inputs.contains(where: { $0.name == input.name }) { body.refuse(field: "inputs[\(i)].name", "repeats \"\(input.name)\"") }
             inputs.append(input)
         }

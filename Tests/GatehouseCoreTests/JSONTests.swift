@@ -194,6 +194,10 @@ struct JSONValueDecoderTests {
         ])
         #expect(gate.errors.first { $0.field == "inputs[2]" }?.detail == "must be an object with name and type")
         #expect(gate.errors.first { $0.field == "title" }?.detail == "must be a string")
+        // A repeated input name is reported at the element that repeats it, counting bad ones too.
+        let repeated = try #require(try problem(GateSpec.self, #"{"title":"t","inputs":[7,{"name":"a","type":"string"},{"name":"a","type":"boolean"}]}"#))
+        #expect(repeated.errors.map(\.field) == ["inputs[0]", "inputs[2].name"])
+        #expect(try problem(GateSpec.self, #"{"title":"t","auto_approve":{"when":1}}"#)?.errors.map { "\($0.field): \($0.detail)" } == [#"auto_approve.when: must be {"when": "<expression>"}"#])
         // Foundation's decoder reads the same types: the checks are in the type, not the decoder.
         let spec = try JSONDecoder().decode(GateSpec.self, from: Data(#"{"title":"Ship?","inputs":[{"name":"pct","type":"integer","max":100}],"timeout":"2h"}"#.utf8))
         #expect(spec.title == "Ship?" && spec.inputs.map(\.name) == ["pct"] && spec.timeout?.description == "2h")
@@ -216,8 +220,12 @@ struct JSONValueDecoderTests {
 
         let bad = try #require(try problem(SilenceRequest.self, #"{"matchers":["=\"x\"", 3],"starts_at":"yesterday","comment":1}"#))
         #expect(bad.errors.map(\.field) == ["matchers[0]", "matchers[1]", "starts_at", "ends_at", "comment"])
-        let backwards = try JSONValueDecoder().decode(SilenceRequest.self, from: JSONValue.parse(#"{"matchers":["a=\"b\""],"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z"}"#))
-        #expect(throws: Problem.self) { try backwards.silence(id: "s", now: now, defaultCreator: "x").get() }
+        // Both times given in the wrong order: refused on decoding, with the other bad fields.
+        let backwards = try #require(try problem(SilenceRequest.self, #"{"matchers":["a=\"b\""],"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z","comment":2}"#))
+        #expect(backwards.errors.map(\.field) == ["ends_at", "comment"])
+        // starts_at left to the clock: the window is checked against it.
+        let past = try JSONValueDecoder().decode(SilenceRequest.self, from: JSONValue.parse(#"{"matchers":["a=\"b\""],"ends_at":"1970-01-01T00:00:01Z"}"#))
+        #expect(throws: Problem.self) { try past.silence(id: "s", now: now, defaultCreator: "x").get() }
     }
 
     @Test func aLabelTakesTheFieldOfTheDatasetsTask() throws {

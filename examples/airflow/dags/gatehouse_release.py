@@ -54,8 +54,10 @@ with DAG(
 
     @task
     def deploy_canary(ti=None) -> None:
+        # The gate task returns the choice; its XCom "gate" has the decided inputs.
+        choice = ti.xcom_pull(task_ids="approve")
         gate = ti.xcom_pull(task_ids="approve", key="gate")
-        record("canary", gate["inputs"].get("traffic_percent"))
+        record(choice, gate["inputs"].get("traffic_percent"))
 
     @task
     def deploy_full() -> None:

@@ -19,7 +19,9 @@ server and token come from the arguments, else the Airflow connection `gatehouse
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+from datetime import timedelta
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 from airflow.sdk import BaseHook, BaseNotifier, BaseOperator, BranchMixIn
@@ -68,18 +70,18 @@ def _where(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _event_type(context: Mapping[str, Any], where: Mapping[str, Any]) -> str:
-    """What happened, from the callback's context: a DAG callback (it carries `reason`) is about
-    the run, a task callback about the step."""
+    """What happened, from the callback's context — which never says which callback slot ran it.
+    A DAG callback (it carries `reason`) is about the run: a success only when the reason says
+    so (a timeout or a deadlock is a failure too). A task callback is a success only when the
+    task's state says so; a task the scheduler gave up on carries neither state nor exception,
+    so anything else is a failure. Give `type=` to fix the type per slot."""
     if "reason" in context:
-        failed = where["dag_state"] == "failed" or (where["dag_state"] == "" and "fail" in str(context["reason"]).lower())
-        return "run.failed" if failed else "run.succeeded"
+        return "run.succeeded" if str(context["reason"]) == "success" or where["dag_state"] == "success" else "run.failed"
     if where["state"] == "up_for_retry":
         return "step.retried"
     if where["state"] == "success" and context.get("exception") is None:
         return "step.succeeded"
-    if where["state"] == "failed" or context.get("exception") is not None:
-        return "step.failed"
-    return "step.succeeded"
+    return "step.failed"
 
 
 class GatehouseNotifier(BaseNotifier):
@@ -110,6 +112,11 @@ class GatehouseNotifier(BaseNotifier):
         self.token = token
         self.gatehouse_conn_id = gatehouse_conn_id
 
+    def __call__(self, *args: Any) -> None:
+        # Rendering the templates overwrites the fields it renders, and `default_args` hands
+        # one notifier to every task: each callback renders on a copy of its own.
+        BaseNotifier.__call__(copy.copy(self), *args)
+
     def notify(self, context: Any) -> None:
         where = _where(context)
         kind = self.type or _event_type(context, where)
@@ -128,15 +135,24 @@ class GatehouseNotifier(BaseNotifier):
         attributes.update(self.attributes or {})
         summary = self.summary or self._default_summary(kind, where, exception)
         text, overflow = core.split_text(summary, core.SUMMARY_MAX, core.DETAILS_MAX)
-        seed = "|".join(str(p) for p in (kind, where["pipeline"], where["run"], where["step"], where["map_index"],
-                                         where["try_number"], summary))
+        if where["try_number"] is not None:
+            # One task try, one event: a callback run twice is stored once.
+            seed = "|".join(str(p) for p in (kind, where["pipeline"], where["run"], where["step"], where["map_index"],
+                                             where["try_number"], summary))
+            event_id = "airflow-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+        else:
+            # A DAG callback without a task has nothing that tells one failure of a cleared run
+            # from the next: each call is an event of its own.
+            event_id = core.event_id()
         url, token = _server(self.server_url, self.token, self.gatehouse_conn_id)
-        with Client(url, token) as gh:
+        # Short: a callback must not hold the DAG processor (whose other callbacks wait on it)
+        # for minutes when Gatehouse is down.
+        with Client(url, token, timeout=10, retries=1) as gh:
             gh.emit(kind, where["pipeline"], run=where["run"], step=where["step"] if kind.startswith("step.") else None,
                     summary=text, details=self.details or overflow,
                     severity=self.severity or ("error" if kind.endswith(".failed") else None),
                     labels=self.labels, attributes=attributes or None, url=where["log_url"],
-                    id="airflow-" + hashlib.sha256(seed.encode()).hexdigest()[:40])
+                    id=event_id)
 
     @staticmethod
     def _default_summary(kind: str, where: Mapping[str, Any], exception: Any) -> str:
@@ -201,6 +217,12 @@ class GatehouseGateOperator(BaseOperator, BranchMixIn):
         self.deferrable = deferrable
 
     def execute(self, context: Any) -> Any:
+        if self.branches is not None:
+            # A wrong task id would only show after people decided: refuse it before asking.
+            named = {t for targets in self.branches.values() for t in ([targets] if isinstance(targets, str) else targets)}
+            unknown = named - set(self.downstream_task_ids) - set(getattr(self.dag, "task_group_dict", {}) or {})
+            if unknown:
+                raise AirflowFailException(f"branches name tasks that are not downstream of {self.task_id}: {sorted(unknown)}")
         where = _where(context)
         url, token = _server(self.server_url, self.token, self.gatehouse_conn_id)
         key = self.key or "/".join(str(p) for p in (where["pipeline"], where["run"], where["step"]))
@@ -218,8 +240,11 @@ class GatehouseGateOperator(BaseOperator, BranchMixIn):
             if gate.pending and not self.deferrable:
                 gate = gh.wait_gate(gate.id)
         if gate.pending:
+            # The server closes a gate with a timeout itself; the deferral's own limit (an hour
+            # past it) only ends a wait on a server that never comes back.
+            limit = core.seconds(self.gate_timeout)
             self.defer(trigger=GatehouseGateTrigger(gate_id=gate.id, server_url=url, token=token),
-                       method_name="execute_complete")
+                       method_name="execute_complete", timeout=None if limit is None else timedelta(seconds=limit + 3600))
         return self._finish(context, gate)
 
     def execute_complete(self, context: Any, event: Mapping[str, Any]) -> Any:
@@ -241,6 +266,9 @@ class GatehouseGateOperator(BaseOperator, BranchMixIn):
             raise AirflowFailException(f"gate {gate.id} \"{gate.title}\" closed {gate.state}{why}")
         self.log.info("Gate %s approved: %s", gate.id, gate.choice)
         if self.branches is not None:
+            # do_branch ends the task by raising once it skips anything, before the runner would
+            # push what the task returns: the choice is pushed here.
+            context["ti"].xcom_push(key="return_value", value=gate.choice)
             self.do_branch(context, self.branches.get(gate.choice or ""))
         return gate.choice
 
