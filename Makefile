@@ -12,6 +12,9 @@ SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
+# What only `make test` needs: Debian's Chromium for the browser tests (Playwright drives it;
+# `playwright install` cannot download browsers here).
+TEST_APT_PACKAGES := chromium
 PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
@@ -24,7 +27,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SCRATCH := .build-fuzz
 FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items fuzz-callbacks fuzz-config
 
-.PHONY: help run test deps build build-tests test-swift test-python test-zenml test-airflow test-api venv venv-zenml venv-airflow fuzz fuzz-build clean-venv
+.PHONY: help run test deps test-deps apt-install build build-tests test-swift test-python test-browser test-zenml test-airflow test-api venv venv-zenml venv-airflow fuzz fuzz-build clean-venv
 
 help:
 	@echo "make run    build and serve on 127.0.0.1:8080 (state in ./gatehouse.db, config ./gatehouse.yml when present)"
@@ -34,17 +37,23 @@ help:
 # System packages the build links against: ask dpkg what is missing, and only then touch apt
 # (with sudo when not root). Nothing happens when they are all there.
 deps:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+
+test-deps:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(TEST_APT_PACKAGES)"
+
+apt-install:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
-	  echo "make: no dpkg here; make sure these are installed: $(APT_PACKAGES)"; exit 0; fi; \
+	  echo "make: no dpkg here; make sure these are installed: $(PACKAGES)"; exit 0; fi; \
 	missing=""; \
-	for p in $(APT_PACKAGES); do \
+	for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo="sudo"; \
 	  echo "installing:$$missing"; \
-	  $$sudo apt-get update -qq; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  $$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing; \
 	fi
 
 build: deps
@@ -63,8 +72,8 @@ $(VENV)/.installed: requirements-test.txt $(CLIENT_SOURCES)
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
 	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo="sudo"; \
 	  echo "installing: python3-venv"; \
-	  $$sudo apt-get update -qq; \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  $$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq python3-venv; \
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
@@ -96,10 +105,10 @@ $(VENV_AIRFLOW)/.installed: requirements-airflow.txt $(CLIENT_SOURCES) | venv ve
 test: deps
 	@mkdir -p $(LOGS)
 	@rm -f $(LOGS)/*.log
-	$(MAKE) --no-print-directory -j4 venv venv-zenml venv-airflow build-tests
+	$(MAKE) --no-print-directory -j4 venv venv-zenml venv-airflow build-tests test-deps
 	@# Every suite runs even when one before it failed; the summary counts them all.
 	@status=0; \
-	for suite in test-swift test-python test-zenml test-airflow test-api; do \
+	for suite in test-swift test-python test-browser test-zenml test-airflow test-api; do \
 	  $(MAKE) --no-print-directory $$suite || status=1; \
 	done; \
 	$(VENV_PY) tests/summary.py $(LOGS)/*.log || status=1; \
@@ -117,6 +126,11 @@ test-swift:
 test-python:
 	@mkdir -p $(LOGS)
 	GATEHOUSE_BINARY="$$(swift build --show-bin-path)/gatehouse" $(VENV_PY) -m pytest tests/python clients/python/tests --ignore=clients/python/tests/test_zenml.py --ignore=clients/python/tests/test_airflow.py -p no:cacheprovider -s 2>&1 | tee $(LOGS)/python.log
+
+# The web pages in Debian's Chromium, driven by Playwright, against the built binary.
+test-browser:
+	@mkdir -p $(LOGS)
+	GATEHOUSE_BINARY="$$(swift build --show-bin-path)/gatehouse" $(VENV_PY) -m pytest tests/browser -p no:cacheprovider -s 2>&1 | tee $(LOGS)/browser.log
 
 # The ZenML flavors inside ZenML, and the Airflow operator and notifier inside Airflow, each in its venv.
 test-zenml:

@@ -153,6 +153,19 @@ public struct Gate: Sendable, Equatable {
         case duplicate
     }
 
+    /// Why `by` (also known as `aliases`) may not decide this gate, or nil when they may: the
+    /// one rule behind decisions and the personal links that make them.
+    public func refusal(of by: String, aliases: [String] = []) -> String? {
+        let names = [by] + aliases
+        guard spec.approvers.contains("*") || names.contains(where: spec.approvers.contains) else {
+            return "\(by) is not an approver of this gate (approvers: \(spec.approvers.joined(separator: ", ")))"
+        }
+        if let requester = spec.requestedBy, !spec.allowSelfApproval, names.contains(requester) {
+            return "\(by) requested this gate and may not decide it (allow_self_approval is false)"
+        }
+        return nil
+    }
+
     /// Applies a decision by `decision.by` (also known as `aliases`, e.g. a Mattermost user's id
     /// and @name). Pure: the caller stores the result. docs/gates.md rules, in order: closed gates
     /// answer with their outcome; choices and inputs must be valid; only allowed identities,
@@ -168,16 +181,8 @@ public struct Gate: Sendable, Equatable {
         if let c = decision.comment, c.count > 2000 { errors.append(FieldError(field: "comment", detail: "must be at most 2000 characters")) }
         if !errors.isEmpty { return .failure(.invalid(errors)) }
 
-        let names = [decision.by] + aliases
         let isPolicy = decision.by.hasPrefix("policy:")
-        if !isPolicy {
-            guard spec.approvers.contains("*") || names.contains(where: spec.approvers.contains) else {
-                return .failure(.forbidden("\(decision.by) is not an approver of this gate (approvers: \(spec.approvers.joined(separator: ", ")))"))
-            }
-            if let requester = spec.requestedBy, !spec.allowSelfApproval, names.contains(requester) {
-                return .failure(.forbidden("\(decision.by) requested this gate and may not decide it (allow_self_approval is false)"))
-            }
-        }
+        if !isPolicy, let refusal = refusal(of: decision.by, aliases: aliases) { return .failure(.forbidden(refusal)) }
         let closing = spec.isBranching || decision.decision == "reject" || isPolicy
             || Set(approvals + [decision.by]).count >= spec.requiredApprovals
         if let inputErrors = checkInputs(decision.inputs, closing: closing && decision.decision != "reject"), !inputErrors.isEmpty {

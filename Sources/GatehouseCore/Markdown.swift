@@ -2,8 +2,10 @@ import Foundation
 
 /// A small, safe Markdown to HTML renderer for gate details shown on the web page. Every
 /// character of the input is HTML-escaped first, so raw HTML can never pass through; then
-/// paragraphs, line breaks, `- ` lists, fenced and inline code, **bold**, *emphasis* and
-/// [links](https://…) are recognised. Links keep only http(s) URLs (no `javascript:`).
+/// paragraphs, line breaks, `# headings`, `- ` lists, fenced and inline code, **bold**,
+/// *emphasis* and [links](https://…) are recognised. Links keep only http(s) URLs (no
+/// `javascript:`). Headings render three levels down (`#` is `<h3>`): the page's own `<h1>`
+/// and `<h2>` stay above whatever a pipeline writes.
 public enum Markdown {
     public static func html(_ text: String) -> String {
         var out = ""
@@ -38,6 +40,10 @@ public enum Markdown {
             if trimmed.isEmpty {
                 flushParagraph()
                 flushList()
+            } else if let (level, title) = heading(trimmed) {
+                flushParagraph()
+                flushList()
+                out += "<h\(level)>" + inline(title) + "</h\(level)>\n"
             } else if trimmed.hasPrefix("- ") || trimmed.hasPrefix("* ") {
                 flushParagraph()
                 list.append(String(trimmed.dropFirst(2)))
@@ -50,6 +56,20 @@ public enum Markdown {
         flushParagraph()
         flushList()
         return out
+    }
+
+    /// `## Title` (1–6 `#`, then a space): the HTML level, `#` being 3 and anything past 6
+    /// staying 6, and the title without closing `#`s.
+    static func heading(_ line: String) -> (Int, String)? {
+        let hashes = line.prefix { $0 == "#" }.count
+        guard (1...6).contains(hashes) else { return nil }
+        let rest = line.dropFirst(hashes)
+        guard rest.first == " " else { return nil }
+        var title = rest.trimmingCharacters(in: .whitespaces)
+        while title.hasSuffix("#") { title.removeLast() }
+        title = title.trimmingCharacters(in: .whitespaces)
+        guard !title.isEmpty else { return nil }
+        return (min(hashes + 2, 6), title)
     }
 
     /// By Unicode scalar, not Character: `"` or `<` followed by a combining mark is one

@@ -119,7 +119,13 @@ struct AnnotateController {
         let own = try await datasets.label(of: who, dataset: spec.name, item: item.id)
         let suggestion = own ?? item.prediction
         v["item_id"] = item.id
-        if let text = item.text { v["text"] = text }
+        if let text = item.text {
+            v["text"] = text
+            // The text exactly as stored, for annotate.js: the HTML parser turns CRLF into LF in
+            // the page, which would shift every span offset after a line break. JSON keeps `\r`
+            // as an escape, which no parser rewrites.
+            v["text_json"] = JSONValue.string(text).serialized()
+        }
         if let image = item.imageURL { v["image_url"] = image }
         if let meta = item.meta, !meta.isEmpty { v["meta"] = meta.map { ["key": $0.key, "value": $0.value.stringValue ?? $0.value.serialized()] } }
         let chosen = Set(suggestion?.stringValue.map { [$0] } ?? suggestion?.arrayValue?.compactMap(\.stringValue) ?? [])
@@ -206,8 +212,7 @@ struct AnnotateController {
         }
         let me = who
         let gates = try await desk.gates.list(GateFilter(state: .pending, limit: 200)).filter { gate in
-            (gate.spec.approvers.contains("*") || gate.spec.approvers.contains(me))
-                && (gate.spec.requestedBy != me || gate.spec.allowSelfApproval) && !gate.decisions.contains { $0.by == me }
+            gate.refusal(of: me) == nil && !gate.decisions.contains { $0.by == me }
         }.map { gate -> [String: Any] in
             var g: [String: Any] = ["title": gate.spec.title, "pipeline": gate.spec.pipeline, "url": desk.pageURL(gate, by: me)]
             if let e = gate.expiresAt { g["deadline"] = e.rfc3339 }

@@ -110,10 +110,21 @@ struct GatePageController {
         let subject = (gate.spec.subject ?? JSONObject()).map { k, value -> [String: Any] in ["key": k, "value": value.stringValue ?? value.serialized()] }
         v["subject"] = subject
         v["has_subject"] = !subject.isEmpty
+        v["is_branching"] = gate.spec.isBranching
+        func shown(_ inputs: JSONObject) -> [[String: Any]] {
+            inputs.map { name, value in ["name": name, "value": value.stringValue ?? value.serialized()] }
+        }
         v["decisions"] = gate.decisions.map { d -> [String: Any] in
             var row: [String: Any] = ["at": d.at.rfc3339, "by": d.by, "decision": d.decision]
             if let c = d.comment { row["comment"] = c }
+            if let inputs = d.inputs, !inputs.isEmpty { row["inputs"] = shown(inputs) }
             return row
+        }
+        // Once closed, what the pipeline received: the inputs as decided (defaults filled in).
+        if gate.state.isClosed, !gate.spec.inputs.isEmpty {
+            let decided = shown(gate.inputValues)
+            v["decided_inputs"] = decided
+            v["has_decided_inputs"] = !decided.isEmpty
         }
         v["inputs"] = gate.spec.inputs.map { input -> [String: Any] in
             var row: [String: Any] = ["name": input.name, "required": input.required]

@@ -313,6 +313,11 @@ struct GatesController {
         guard let identity = Identity.web(asked.by) else {
             throw Problem.invalid([FieldError(field: "by", detail: "must be web:<name>, the person the link decides as")])
         }
+        // A link is a decision waiting to be clicked: one for somebody who may not decide would
+        // only lead them to a refusal.
+        if let refusal = gate.refusal(of: identity.description) {
+            throw Problem.invalid([FieldError(field: "by", detail: refusal)])
+        }
         var expires = desk.linkExpiry(gate)
         if let ttl = asked.ttl {
             // Bounded like a gate's own timeout: a link outliving year 9999 would not even have an

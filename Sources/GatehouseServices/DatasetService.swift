@@ -173,7 +173,11 @@ public final class DatasetService: Sendable {
         try await repository.label(of: annotator, dataset: dataset, item: item)
     }
 
-    public func remaining(_ name: String, annotator: String) async throws -> Int { try await repository.remaining(name, annotator: annotator) }
+    /// What `next` could still serve `annotator` now (the inbox's count agrees with the page).
+    public func remaining(_ name: String, annotator: String, now: Timestamp = .now()) async throws -> Int {
+        let spec = try await spec(name)
+        return try await repository.remaining(name, annotator: annotator, needed: spec.annotatorsPerItem, now: now)
+    }
     public func labelCount(_ name: String, annotator: String) async throws -> Int { try await repository.labelCount(name, annotator: annotator) }
 
     // MARK: Stats, waits, export

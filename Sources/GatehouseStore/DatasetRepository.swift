@@ -74,8 +74,9 @@ public protocol DatasetRepository: Sendable {
     func undo(_ dataset: String, annotator: String, now: Timestamp) async throws -> String?
     /// The person's own label on an item.
     func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue?
-    /// Items still waiting for `annotator`.
-    func remaining(_ dataset: String, annotator: String) async throws -> Int
+    /// Items `annotator` could be served now: not labelled or skipped by them, and not taken up
+    /// by other people's labels and live leases (an item needing `needed` labels).
+    func remaining(_ dataset: String, annotator: String, needed: Int, now: Timestamp) async throws -> Int
     /// Labels `annotator` gave in the dataset.
     func labelCount(_ dataset: String, annotator: String) async throws -> Int
 

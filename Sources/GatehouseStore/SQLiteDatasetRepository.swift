@@ -378,13 +378,31 @@ public final class SQLiteDatasetRepository: DatasetRepository {
         }
     }
 
-    public func remaining(_ dataset: String, annotator: String) async throws -> Int {
-        try await database.pool.read { db in
-            try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM items i WHERE i.dataset = ? AND i.complete = 0
+    public func remaining(_ dataset: String, annotator: String, needed: Int, now: Timestamp) async throws -> Int {
+        // Other people's live leases, by item: few (one per person labelling), so the items
+        // they fill up are looked at one by one, not the whole dataset.
+        let leased: [String: Int] = leases.withLock { all in
+            var counts: [String: Int] = [:]
+            for (id, holders) in all[dataset] ?? [:] {
+                let others = holders.filter { $0.1 > now.milliseconds && $0.0 != annotator }.count
+                if others > 0 { counts[id] = others }
+            }
+            return counts
+        }
+        return try await database.pool.read { db in
+            let open = """
+                FROM items i WHERE i.dataset = ? AND i.complete = 0
                   AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
                   AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
-                """, arguments: [dataset, annotator, annotator]) ?? 0
+                """
+            let count = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) \(open)"), arguments: [dataset, annotator, annotator]) ?? 0
+            guard !leased.isEmpty else { return count }
+            var full = 0
+            let check = try db.cachedStatement(sql: "SELECT i.label_count \(open) AND i.id = ?")
+            for (id, others) in leased {
+                if let labels = try Int.fetchOne(check, arguments: [dataset, annotator, annotator, id]), labels + others >= needed { full += 1 }
+            }
+            return max(count - full, 0)
         }
     }
 

@@ -162,4 +162,13 @@ struct MarkdownTests {
         #expect(!html.contains("href=\"javascript"))
         #expect(Markdown.html("\" onmouseover=\"x").contains("&quot; onmouseover=&quot;x"))
     }
+
+    /// `## Results` was shown literally on the gate page; headings render below the page's own
+    /// h1 and h2, and what is not a heading (`#hashtag`, `####### x`) stays text.
+    @Test func headingsRenderBelowThePagesOwn() {
+        let html = Markdown.html("# Model\nintro\n## Results ##\n**AUC** 0.91\n###### deep\n####### seven\n#hashtag\n# <b>x</b>")
+        #expect(html.contains("<h3>Model</h3>\n<p>intro</p>\n<h4>Results</h4>\n<p><strong>AUC</strong> 0.91</p>\n<h6>deep</h6>"))
+        #expect(html.contains("<p>####### seven<br>#hashtag</p>"))
+        #expect(html.contains("<h3>&lt;b&gt;x&lt;/b&gt;</h3>"))
+    }
 }

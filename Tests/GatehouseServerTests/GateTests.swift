@@ -420,6 +420,36 @@ struct GateTests {
         }
     }
 
+    /// What the hostile review of the gate page found: a branching gate counted "0 of 1
+    /// approvals", `## headings` showed literally, the decided inputs vanished after the
+    /// decision, and a personal link could be made for somebody who may not decide.
+    @Test func theGatePageShowsABranchAndWhatWasDecided() async throws {
+        try await offThePool {
+            let server = try ServerProcess(environment: ["GATEHOUSE_TEMPLATES": templatesFolder])
+            let created = try server.post("/v1/gates", """
+                {"title":"Roll out?","pipeline":"page","approvers":["web:bob"],"choices":["canary","full"],
+                 "details":"## Results\\nAUC 0.91","subject":{"digest":"sha256:\(String(repeating: "ab", count: 32))"},
+                 "inputs":[{"name":"traffic_percent","type":"integer","min":1,"max":100,"default":10}]}
+                """)
+            let gate = try #require(try JSONValue.parse(created.text).objectValue)
+            let id = try #require(gate["id"]?.stringValue)
+            let path = try #require(gate["url"]?.stringValue.map { String($0.dropFirst(server.url.count)) })
+            let open = try server.get(path).text
+            #expect(open.contains("<h2>Decision</h2>") && !open.contains("approvals)"))
+            #expect(open.contains("<h4>Results</h4>") && !open.contains("## Results"))
+
+            // A link only for someone who may decide.
+            let stranger = try server.post("/v1/gates/\(id)/links", #"{"by":"web:eve"}"#)
+            #expect(stranger.status == 422 && stranger.text.contains("not an approver"), "\(stranger.text)")
+            #expect(try server.post("/v1/gates/\(id)/links", #"{"by":"web:bob"}"#).status == 201)
+
+            #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"web:bob","inputs":{"traffic_percent":25}}"#).status == 200)
+            let closed = try server.get(path).text
+            #expect(closed.contains("<h2>Decided inputs</h2>") && closed.contains("<tr><th>traffic_percent</th><td>25</td></tr>"), "\(closed)")
+            #expect(closed.contains("traffic_percent = 25"))
+        }
+    }
+
     /// GATEHOUSE_AUTO_DECIDE closes every new gate at once, as `policy:auto-decide`.
     @Test func autoDecideForPipelinesUnderTest() async throws {
         try await offThePool {

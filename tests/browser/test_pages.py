@@ -1,0 +1,139 @@
+"""The web pages in a real browser: spans over CRLF and emoji keep the stored text's offsets and
+show highlighted, `u` works on the "nothing left" page, no page scrolls sideways on a 390 px
+phone, and every button and link reads at ≥ 4.5:1."""
+from __future__ import annotations
+
+import httpx
+
+from gatehouse import Client
+
+
+def utf16(text: str, index: int) -> int:
+    """The UTF-16 offset of Python's code-point `index` (the API's span offsets are UTF-16)."""
+    return len(text[:index].encode("utf-16-le")) // 2
+
+
+def sign_in(page, server, path: str, name: str) -> None:
+    page.goto(server.url + path)
+    page.fill("#name", name)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + path)
+
+
+def select(page, needle: str) -> None:
+    """Selects the first `needle` in the item's text as a person dragging over it would end up
+    with: a DOM range over the text nodes."""
+    found = page.evaluate("""needle => {
+        const root = document.getElementById('item-text');
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const at = node.data.indexOf(needle);
+            if (at >= 0) {
+                const range = document.createRange();
+                range.setStart(node, at);
+                range.setEnd(node, at + needle.length);
+                const selection = window.getSelection();
+                selection.removeAllRanges();
+                selection.addRange(range);
+                return true;
+            }
+        }
+        return false;
+    }""", needle)
+    assert found, needle
+
+
+TEXT = "Line one\r\nBerlin is here \U0001F642 Ada Lovelace\r\n\r\nend"
+
+
+def test_spans_over_crlf_and_emoji_keep_the_stored_offsets(server, page):
+    with Client(server.url) as gh:
+        gh.create_dataset("ner", task="spans", labels=["PLACE", "PERSON"])
+        gh.add_items("ner", [{"id": "a", "data": {"text": TEXT}}])
+    sign_in(page, server, "/annotate/ner", "alice")
+    select(page, "Berlin")
+    page.keyboard.press("1")
+    select(page, "Ada Lovelace")
+    page.keyboard.press("2")
+    # Shown in the text, not only listed.
+    marks = page.eval_on_selector_all("#item-text mark", "ms => ms.map(m => [m.textContent, m.dataset.label])")
+    assert marks == [["Berlin", "PLACE"], ["Ada Lovelace", "PERSON"]]
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Nothing left for you here")
+
+    exported = httpx.get(f"{server.url}/v1/datasets/ner/export", params={"format": "jsonl"}).text
+    import json
+    row = json.loads(exported.splitlines()[0])
+    spans = row["labels"][0]["value"] if "labels" in row else row["label"]
+    by_label = {s["label"]: s for s in spans}
+    berlin, ada = TEXT.index("Berlin"), TEXT.index("Ada Lovelace")
+    assert (by_label["PLACE"]["start"], by_label["PLACE"]["end"]) == (utf16(TEXT, berlin), utf16(TEXT, berlin + 6))
+    assert (by_label["PERSON"]["start"], by_label["PERSON"]["end"]) == (utf16(TEXT, ada), utf16(TEXT, ada + 12))
+    assert by_label["PLACE"]["text"] == "Berlin" and by_label["PERSON"]["text"] == "Ada Lovelace"
+
+
+def test_u_takes_back_the_last_label_from_the_nothing_left_page(server, page):
+    with Client(server.url) as gh:
+        gh.create_dataset("topics", task="classification", labels=["bug", "feature"])
+        gh.add_items("topics", [{"id": "only", "data": {"text": "crash on start"}}])
+    sign_in(page, server, "/annotate/topics", "bob")
+    page.keyboard.press("1")
+    page.wait_for_selector("text=Nothing left for you here")
+    page.keyboard.press("u")
+    page.wait_for_selector("#item-text")
+    assert "crash on start" in page.inner_text("#item-text")
+    assert httpx.get(f"{server.url}/v1/datasets/topics/stats").json()["labeled"] == 0
+
+
+CONTRAST = """() => {
+    function rgb(c) { const m = c.match(/[\\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; }
+    function lum(c) {
+        const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+        return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+    }
+    function background(el) {
+        for (let e = el; e; e = e.parentElement) {
+            const c = rgb(getComputedStyle(e).backgroundColor);
+            if (c.a > 0) return c;
+        }
+        return { r: 255, g: 255, b: 255, a: 1 };
+    }
+    const worst = [];
+    for (const el of document.querySelectorAll('button, a, button kbd')) {
+        const fg = rgb(getComputedStyle(el).color), bg = background(el);
+        const a = lum(fg), b = lum(bg);
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        if (ratio < 4.5) worst.push(el.outerHTML.slice(0, 80) + ' ' + ratio.toFixed(2));
+    }
+    return worst;
+}"""
+
+WIDE = "() => document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth"
+
+
+def test_pages_fit_a_phone_and_read_at_aa_contrast(server, browser):
+    digest = "sha256:" + "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    with Client(server.url) as gh:
+        gate = gh.open_gate("Ship fraud-model v7?", pipeline="train", subject={"digest": digest, "uri": "s3://models/fraud/" + "x" * 80},
+                            details="## Results\n**AUC** 0.91", approvers=["web:carol"])
+        gh.create_dataset("spans", task="spans", labels=["ORG"])
+        gh.add_items("spans", [{"id": "1", "data": {"text": "Acme Corp " * 40}}])
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = phone.new_page()
+    try:
+        page.goto(gate.url)
+        assert page.evaluate(WIDE) <= 0, "the gate page scrolls sideways at 390 px"
+        assert page.evaluate(CONTRAST) == []
+        sizes = page.evaluate("() => ['h1', 'h2'].map(t => parseFloat(getComputedStyle(document.querySelector(t)).fontSize))")
+        assert sizes[0] > sizes[1], sizes
+        page.goto(server.url + "/annotate/spans")
+        page.fill("#name", "carol")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#item-text")
+        assert page.evaluate(WIDE) <= 0, "the labelling page scrolls sideways at 390 px"
+        assert page.evaluate(CONTRAST) == []
+        page.goto(server.url + "/inbox")
+        assert page.evaluate(WIDE) <= 0
+        assert page.evaluate(CONTRAST) == []
+    finally:
+        phone.close()
