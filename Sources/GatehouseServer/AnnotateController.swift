@@ -18,7 +18,7 @@ struct AnnotateController {
     let templates: TemplateSet?
     let script: String?
     let maxBodyBytes: Int
-    static let cookie = "gatehouse_who"
+    static let cookie = Authenticator.sessionCookie
 
     func addRoutes(to router: Router<GatehouseContext>) {
         router.get("/annotate/{name}", use: show)
@@ -40,16 +40,16 @@ struct AnnotateController {
 
     func plain(_ status: HTTPResponse.Status, _ message: String) -> Response { WebPage.message(status, message) }
 
-    func redirect(_ location: String, setCookie: String? = nil) -> Response {
-        var headers: HTTPFields = [.location: location, .cacheControl: "no-store"]
-        if let setCookie { headers[.setCookie] = setCookie }
-        return Response(status: .seeOther, headers: headers)
-    }
+    func redirect(_ location: String, setCookie: String? = nil) -> Response { WebPage.redirect(location, setCookie: setCookie) }
 
     /// The signed-in person, from the cookie, as `web:<name>`: the identity their labels,
     /// skips and decisions are recorded under, the same as through the API.
-    func person(_ request: Request) -> String? {
-        WebPage.cookie(Self.cookie, in: request).flatMap(desk.signer.verifySession).flatMap(Identity.web)?.description
+    /// Signed in with a token that may neither label nor decide: not somebody these pages
+    /// serve, so they are asked to sign in with another.
+    func person(_ request: Request, _ context: GatehouseContext) async throws -> String? {
+        guard let (who, principal) = try await auth.person(request, context: context) else { return nil }
+        if case .token(let token) = principal, !token.scopes.grants(.datasetsLabel), !token.scopes.grants(.gatesDecide) { return nil }
+        return who
     }
 
     func sessionValue(_ request: Request) -> String { WebPage.cookie(Self.cookie, in: request) ?? "" }
@@ -75,14 +75,17 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         var request = request
         let form = parseForm(try await request.bodyBytes(limit: maxBodyBytes))
-        let next = WebPage.sameOriginPath(form["next"]) ?? "/inbox"
+        let next = WebPage.sameOriginPath(form["next"]) ?? "/"
         let name: String
+        var signedWith: AccessToken?
         if try await auth.hasTokens() {
             guard let secret = form["token"]?.trimmingCharacters(in: .whitespaces), !secret.isEmpty,
-                  let token = try await auth.verify(secret: secret), token.scopes.grants(.datasetsLabel) || token.scopes.grants(.gatesDecide) else {
-                return try await loginPage(next: next, error: "That token is unknown, revoked, or lacks datasets:label.", status: .unauthorized)
+                  let token = try await auth.verify(secret: secret) else {
+                // Any live token signs in; each page then asks for the scope it needs.
+                return try await loginPage(next: next, error: "That token is unknown or revoked.", status: .unauthorized)
             }
             name = token.name
+            signedWith = token
         } else {
             let given = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
             guard let identity = Identity.web(given), identity.id.count <= 100 else {
@@ -90,13 +93,13 @@ struct AnnotateController {
             }
             name = identity.id
         }
-        return redirect(next, setCookie: "\(Self.cookie)=\(desk.signer.session(name: name)); Path=/; HttpOnly; SameSite=Lax")
+        return redirect(next, setCookie: auth.signIn(name: name, token: signedWith))
     }
 
     @Sendable func show(_ request: Request, context: GatehouseContext) async throws -> Response {
         if let refused = try await refuseOutsiders(context) { return refused }
         let name = try context.parameters.require("name")
-        guard let who = person(request) else { return try await loginPage(next: "/annotate/\(name)") }
+        guard let who = try await person(request, context) else { return try await loginPage(next: "/annotate/\(name)") }
         guard let info = try await datasets.find(name) else { return plain(.notFound, "No dataset \(name).") }
         var served: DatasetItem?
         if let id = request.query("item") { served = try await datasets.item(name, id: id) }
@@ -143,7 +146,7 @@ struct AnnotateController {
     @Sendable func submit(_ request: Request, context: GatehouseContext) async throws -> Response {
         if let refused = try await refuseOutsiders(context) { return refused }
         let name = try context.parameters.require("name")
-        guard let who = person(request) else { return try await loginPage(next: "/annotate/\(name)", status: .unauthorized) }
+        guard let who = try await person(request, context) else { return try await loginPage(next: "/annotate/\(name)", status: .unauthorized) }
         guard let info = try await datasets.find(name) else { return plain(.notFound, "No dataset \(name).") }
         var request = request
         let pairs = parseFormPairs(try await request.bodyBytes(limit: maxBodyBytes))
@@ -202,7 +205,7 @@ struct AnnotateController {
     /// pending gates they may decide (with personal links).
     @Sendable func inbox(_ request: Request, context: GatehouseContext) async throws -> Response {
         if let refused = try await refuseOutsiders(context) { return refused }
-        guard let who = person(request) else { return try await loginPage(next: "/inbox") }
+        guard let who = try await person(request, context) else { return try await loginPage(next: "/inbox") }
         var waiting: [[String: Any]] = []
         for info in try await datasets.list() where info.completeCount < info.itemCount {
             let remaining = try await datasets.remaining(info.spec.name, annotator: who)

@@ -15,7 +15,53 @@ public final class Authenticator: Sendable {
     private let activeTokens = Mutex<(count: Int, until: ContinuousClock.Instant)?>(nil)
     static let cacheTTL = Duration.seconds(2)
 
-    public init(tokens: any TokenStore) { self.tokens = tokens }
+    /// Signs web sessions; nil: no sessions (the API alone).
+    let signer: LinkSigner?
+    private let sessionTokens = Mutex<[String: (token: AccessToken?, until: ContinuousClock.Instant)]>([:])
+    /// The cookie that holds a web session, and how long a sign-in lasts.
+    public static let sessionCookie = "gatehouse_who"
+    public static let sessionLifetime: Int64 = 12 * 3_600_000
+
+    public init(tokens: any TokenStore, signer: LinkSigner? = nil) {
+        self.tokens = tokens
+        self.signer = signer
+    }
+
+    /// The person signed in on this browser, and as whom they act: their token (its scopes;
+    /// revoking it signs them out within `cacheTTL`) or — on a server without tokens, from
+    /// loopback — the local user. Nil when nobody is signed in, the session expired, its token
+    /// is revoked, or it was a sign-in by name and tokens exist now.
+    public func person(_ request: Request, context: GatehouseContext) async throws -> (identity: String, principal: Principal)? {
+        guard let signer, let cookie = WebPage.cookie(Self.sessionCookie, in: request), let session = signer.verifySession(cookie),
+              let identity = Identity.web(session.name) else { return nil }
+        if let id = session.tokenID {
+            guard let token = try await sessionToken(id: id) else { return nil }
+            return (identity.description, .token(token))
+        }
+        guard try await activeTokenCount() == 0, context.isLoopbackPeer else { return nil }
+        return (identity.description, .local)
+    }
+
+    /// The `Set-Cookie` value that signs `name` in (with `token` when they gave one).
+    public func signIn(name: String, token: AccessToken?, now: Timestamp = .now()) -> String? {
+        guard let signer else { return nil }
+        let value = signer.session(.init(name: name, tokenID: token?.id, expires: now.adding(milliseconds: Self.sessionLifetime)))
+        return "\(Self.sessionCookie)=\(value); Path=/; Max-Age=\(Self.sessionLifetime / 1000); HttpOnly; SameSite=Lax"
+    }
+
+    /// Ends the session in this browser.
+    public static let signOut = "\(sessionCookie)=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+
+    private func sessionToken(id: String) async throws -> AccessToken? {
+        let now = ContinuousClock.now
+        if let cached = sessionTokens.withLock({ $0[id] }), cached.until > now { return cached.token }
+        let token = try await tokens.active(id: id)
+        sessionTokens.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[id] = (token, now + Self.cacheTTL)
+        }
+        return token
+    }
 
     public func authorize(_ request: Request, context: GatehouseContext, scope: Scope) async throws -> Principal {
         try await authorize(request, context: context, anyOf: [scope])
@@ -37,6 +83,19 @@ public final class Authenticator: Sendable {
                 throw Problem.forbidden("the token \"\(token.name)\" lacks the scope \(scopes.map(\.rawValue).joined(separator: " or ")) (it has \(token.scopes.map(\.rawValue).joined(separator: ", ")))")
             }
             return .token(token)
+        }
+        // The console's own scripts call the API with the person's session: their token's
+        // scopes apply. A cookie goes with any request to this server, so a change through it
+        // is refused when the browser says it came from another site (SameSite=Lax already
+        // keeps the cookie off such posts in current browsers).
+        if let (_, principal) = try await person(request, context: context), case .token(let token) = principal {
+            if request.method != .get, request.method != .head, request.headers[.init("Sec-Fetch-Site")!] == "cross-site" {
+                throw Problem.forbidden("a signed-in session may change things only from this server's own pages")
+            }
+            guard scopes.contains(where: token.scopes.grants) else {
+                throw Problem.forbidden("\(token.name) (signed in) lacks the scope \(scopes.map(\.rawValue).joined(separator: " or "))")
+            }
+            return principal
         }
         if try await activeTokenCount() == 0 {
             guard context.isLoopbackPeer else {

@@ -37,11 +37,12 @@ public enum GatehouseServer {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
         router.middlewares.add(RequestHygieneMiddleware())
-        let auth = Authenticator(tokens: SQLiteTokenStore(database: database))
+        let auth = Authenticator(tokens: SQLiteTokenStore(database: database), signer: desk.signer)
+        let events = EventService(
+            store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
+            labellingRules: config.labellingRules, datasets: datasets)
         EventsController(
-            events: EventService(
-                store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
-                labellingRules: config.labellingRules, datasets: datasets),
+            events: events,
             auth: auth,
             maxBodyBytes: config.server.maxBodyBytes,
             heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
@@ -56,6 +57,7 @@ public enum GatehouseServer {
             datasets: datasets, auth: auth, waits: desk.waits, baseURL: desk.base, maxBodyBytes: config.server.maxBodyBytes,
             maxImportBytes: config.server.maxImportBytes).addRoutes(to: router)
         GatePageController(desk: desk, templates: pages, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        ConsoleController(events: events, desk: desk, auth: auth, templates: pages, script: pages?.file("pages/console.js")).addRoutes(to: router)
         AnnotateController(
             datasets: datasets, desk: desk, auth: auth, templates: pages,
             script: pages?.file("pages/annotate.js"),

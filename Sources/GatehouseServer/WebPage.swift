@@ -6,9 +6,11 @@ import NIOCore
 enum WebPage {
     /// No framing, no referrer (URLs may carry link tokens), no caching; scripts only from
     /// this server when the page has any, images from the web when it shows items.
-    static func headers(scripts: Bool = false, images: Bool = false) -> HTTPFields {
+    static func headers(scripts: Bool = false, images: Bool = false, connect: Bool = false) -> HTTPFields {
         var csp = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         if scripts { csp += "; script-src 'self'" }
+        // The console's script follows the event stream and reloads its own page: this server only.
+        if connect { csp += "; connect-src 'self'" }
         if images { csp += "; img-src https: http:" }
         return [
             .contentType: "text/html; charset=utf-8",
@@ -23,6 +25,13 @@ enum WebPage {
     static func message(_ status: HTTPResponse.Status, _ text: String) -> Response {
         let html = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Gatehouse</title></head><body><main><h1>Gatehouse</h1><p>\(Markdown.escape(text))</p></main></body></html>\n"
         return Response(status: status, headers: headers(), body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// After a form: on to `location` (a path on this server), maybe setting a cookie.
+    static func redirect(_ location: String, setCookie: String? = nil) -> Response {
+        var headers: HTTPFields = [.location: location, .cacheControl: "no-store"]
+        if let setCookie { headers[.setCookie] = setCookie }
+        return Response(status: .seeOther, headers: headers)
     }
 
     /// A cookie's value from the request.

@@ -131,6 +131,7 @@ public final class EventService: Sendable {
     }
 
     public func events(_ filter: EventFilter) async throws -> [StoredEvent] { try await store.events(filter) }
+    public func lastCursor() async throws -> Int64 { try await store.lastCursor() }
 
     public func runs(pipeline: String?, status: RunSummary.Status?, limit: Int) async throws -> [RunSummary] {
         try await store.runs(pipeline: pipeline, status: status, limit: limit)

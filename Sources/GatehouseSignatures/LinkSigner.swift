@@ -50,17 +50,37 @@ public struct LinkSigner: Sendable {
         return HMAC<SHA256>.isValidAuthenticationCode(given, authenticating: Array("csrf".utf8) + Array(cookie.utf8) + Array(gate.utf8), using: key)
     }
 
-    /// A browser session for the labelling pages and the inbox: the person's name, signed.
-    public func session(name: String) -> String {
-        let payload = Array(name.utf8)
-        return Self.base64url(payload) + "." + Self.base64url(mac([Array("session".utf8), payload]))
+    /// A browser session for the web pages: who signed in, with which token (nil: by name, on
+    /// a server without tokens), until when. The token is named, not copied: the server looks
+    /// it up on use, so its scopes apply and revoking it signs the person out.
+    public struct Session: Sendable, Equatable {
+        public var name: String
+        public var tokenID: String?
+        public var expires: Timestamp
+
+        public init(name: String, tokenID: String?, expires: Timestamp) {
+            self.name = name
+            self.tokenID = tokenID
+            self.expires = expires
+        }
     }
 
-    public func verifySession(_ token: String) -> String? {
+    /// `s2.<base64url(name␟token␟expires)>.<base64url(HMAC-SHA256)>`; U+001F cannot occur in a
+    /// name or a token id (identities refuse control characters).
+    public func session(_ session: Session) -> String {
+        let payload = Array("\(session.name)\u{1F}\(session.tokenID ?? "")\u{1F}\(session.expires.milliseconds / 1000)".utf8)
+        return "s2." + Self.base64url(payload) + "." + Self.base64url(mac([Array("session".utf8), payload]))
+    }
+
+    /// The session a cookie holds, if it is signed by this server and not expired.
+    public func verifySession(_ token: String, now: Timestamp = .now()) -> Session? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let payload = Self.unbase64url(String(parts[0])), let signature = Self.unbase64url(String(parts[1])),
+        guard parts.count == 3, parts[0] == "s2", let payload = Self.unbase64url(String(parts[1])), let signature = Self.unbase64url(String(parts[2])),
               HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Array("session".utf8) + payload, using: key) else { return nil }
-        return String(decoding: payload, as: UTF8.self)
+        let fields = String(decoding: payload, as: UTF8.self).split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
+        guard fields.count == 3, !fields[0].isEmpty, let seconds = Int64(fields[2]) else { return nil }
+        let session = Session(name: fields[0], tokenID: fields[1].isEmpty ? nil : fields[1], expires: Timestamp(milliseconds: seconds * 1000))
+        return session.expires > now ? session : nil
     }
 
     /// The secret a Mattermost button carries in its context for one gate and action: an HMAC,

@@ -20,6 +20,8 @@ public struct EventFilter: Sendable, Equatable {
     public var types: [String] = []
     public var after: Int64 = 0
     public var limit: Int = 100
+    /// The last `limit` matches, newest first (the console), instead of the first after `after`.
+    public var newestFirst = false
 
     public init(pipeline: String? = nil, run: String? = nil, types: [String] = [], after: Int64 = 0, limit: Int = 100) {
         self.pipeline = pipeline
@@ -328,7 +330,7 @@ public final class EventLog: Sendable {
             arguments += StatementArguments(filter.types)
         }
         arguments += [filter.limit]
-        let sql = "SELECT * FROM events WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq LIMIT ?"
+        let sql = "SELECT * FROM events WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq \(filter.newestFirst ? "DESC" : "ASC") LIMIT ?"
         return try EventRow.fetchAll(db, sql: sql, arguments: arguments).map(\.stored)
     }
 

@@ -53,6 +53,8 @@ public protocol TokenStore: Sendable {
     func revoke(_ idOrName: String, now: Timestamp) throws -> [AccessToken]
     /// The active token with this secret, if any.
     func verify(secret: String) async throws -> AccessToken?
+    /// The token with this id while it is not revoked (a web session names its token).
+    func active(id: String) async throws -> AccessToken?
     func activeCount() async throws -> Int
     /// The same, blocking: for startup checks that run before the event loops.
     func activeCountNow() throws -> Int
@@ -108,6 +110,12 @@ public struct SQLiteTokenStore: TokenStore {
         let hash = Self.hash(secret)
         return try await database.pool.read { db in
             try TokenRow.fetchOne(db, sql: "SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [hash])?.token
+        }
+    }
+
+    public func active(id: String) async throws -> AccessToken? {
+        try await database.pool.read { db in
+            try TokenRow.fetchOne(db, sql: "SELECT * FROM tokens WHERE id = ? AND revoked_at IS NULL", arguments: [id])?.token
         }
     }
 

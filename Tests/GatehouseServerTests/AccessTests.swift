@@ -80,3 +80,70 @@ struct AccessTests {
         }
     }
 }
+
+/// Web sessions (the console, labelling, the inbox): signed in with a token, a person acts with
+/// that token's scopes; revoking the token signs them out; a session expires; a sign-in by name
+/// ends when tokens exist; a change through a session is refused when the browser says it came
+/// from another site.
+@Suite(.serialized)
+struct WebSessionTests {
+    static func cookie(_ response: HTTPResult) -> String? {
+        response.header("Set-Cookie")?.split(separator: ";").first.map(String.init)
+    }
+
+    @Test func aSessionCarriesItsTokensScopesAndEndsWithIt() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let db = dir.file("gatehouse.db")
+            let server = try ServerProcess(dir: dir, db: db)
+            // Without tokens, from loopback: a name signs in, and the console shows runs.
+            let byName = try #require(Self.cookie(try server.post("/login", "name=ops&next=/", contentType: "application/x-www-form-urlencoded")))
+            #expect(try server.request("GET", "/", headers: ["Cookie": byName]).text.contains("<h1>Runs</h1>"))
+            #expect(try server.request("GET", "/").status == 303)
+
+            let reader = try runCLI(["token", "create", "--name", "dash", "--scopes", "events:read", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let labeller = try runCLI(["token", "create", "--name", "ann", "--scopes", "datasets:label", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            Thread.sleep(forTimeInterval: 2.2)  // the token count is cached for 2 s
+            // Tokens exist now: the session by name is over.
+            #expect(try server.request("GET", "/", headers: ["Cookie": byName]).status == 303)
+            #expect(try server.post("/login", "name=ops", contentType: "application/x-www-form-urlencoded").status == 401)
+
+            let dash = try #require(Self.cookie(try server.post("/login", "token=\(reader)&next=/", contentType: "application/x-www-form-urlencoded")))
+            let page = try server.request("GET", "/events", headers: ["Cookie": dash])
+            #expect(page.status == 200 && page.text.contains("<h1>Events</h1>") && page.text.contains("dash"))
+            // The console's script reads the API with the session: the token's scopes apply.
+            #expect(try server.request("GET", "/v1/events", headers: ["Cookie": dash]).status == 200)
+            #expect(try server.request("POST", "/v1/events", body: #"{"type":"a.b","pipeline":"p"}"#, headers: ["Cookie": dash]).status == 403)
+            let ann = try #require(Self.cookie(try server.post("/login", "token=\(labeller)&next=/", contentType: "application/x-www-form-urlencoded")))
+            #expect(try server.request("GET", "/", headers: ["Cookie": ann]).header("Location") == "/inbox")
+            #expect(try server.request("GET", "/events", headers: ["Cookie": ann]).status == 403)
+            #expect(try server.request("GET", "/v1/events", headers: ["Cookie": ann]).status == 403)
+
+            // Revoking the token signs its sessions out.
+            #expect(try runCLI(["token", "revoke", "dash", "--db", db]).status == 0)
+            Thread.sleep(forTimeInterval: 2.2)
+            #expect(try server.request("GET", "/events", headers: ["Cookie": dash]).status == 303)
+            #expect(try server.request("GET", "/v1/events", headers: ["Cookie": dash]).status == 401)
+            // A forged or old-style cookie is nobody.
+            #expect(try server.request("GET", "/", headers: ["Cookie": "gatehouse_who=b3Bz.AAAA"]).status == 303)
+            // Signing out clears the cookie.
+            let out = try server.request("POST", "/logout", headers: ["Cookie": ann])
+            #expect(out.status == 303 && out.header("Set-Cookie")?.contains("Max-Age=0") == true)
+        }
+    }
+
+    @Test func aSessionCannotChangeThingsFromAnotherSite() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let db = dir.file("gatehouse.db")
+            let server = try ServerProcess(dir: dir, db: db)
+            let admin = try runCLI(["token", "create", "--name", "root", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            Thread.sleep(forTimeInterval: 2.2)
+            let session = try #require(Self.cookie(try server.post("/login", "token=\(admin)&next=/", contentType: "application/x-www-form-urlencoded")))
+            let event = #"{"type":"a.b","pipeline":"p"}"#
+            #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Sec-Fetch-Site": "cross-site"]).status == 403)
+            #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Sec-Fetch-Site": "same-origin"]).status == 202)
+            #expect(try server.json("/v1/events", token: admin)["events"]?.arrayValue?.count == 1)
+        }
+    }
+}

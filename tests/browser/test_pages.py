@@ -137,3 +137,50 @@ def test_pages_fit_a_phone_and_read_at_aa_contrast(server, browser):
         assert page.evaluate(CONTRAST) == []
     finally:
         phone.close()
+
+
+def test_the_console_signs_in_and_shows_a_failed_run_live(server, page):
+    page.goto(server.url + "/")
+    page.wait_for_url("**/login?next=/")
+    page.fill("#name", "ops")
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Runs')")
+    assert "No runs yet" in page.inner_text("#live")
+    with Client(server.url) as gh:
+        gh.emit("run.started", "train", run="r42")
+        gh.emit("run.failed", "train", run="r42", step="fit", summary="CUDA out of memory")
+    # No reload: the page follows the event stream.
+    row = page.wait_for_selector("#live tr:has-text('r42'):has-text('failed')", timeout=10000)
+    assert "fit" in row.inner_text()
+    assert page.evaluate("() => performance.getEntriesByType('navigation').length") == 1
+    # Times read as "… ago", the exact time on hover.
+    when = page.locator("#live time").first
+    assert "ago" in when.inner_text() or "just now" in when.inner_text()
+    assert when.get_attribute("title")
+
+    page.click("#live a:has-text('r42')")
+    page.wait_for_selector("h1:has-text('train / r42')")
+    assert "CUDA out of memory" in page.inner_text("main")
+    page.click("nav >> text=Events")
+    page.fill("#f-type", "run.failed")
+    page.click("form.filters button")
+    assert page.locator("#live tbody tr").count() == 1
+
+    # Gates: a waiting one links to its decision page, personal for someone who may decide.
+    with Client(server.url) as gh:
+        gate = gh.open_gate("Deploy v7?", pipeline="train", run="r42", approvers=["web:ops"])
+    page.click("nav >> text=Gates")
+    page.click(f"text=Deploy v7?")
+    page.wait_for_selector("text=Deciding as")
+    page.click("button.approve")
+    page.wait_for_selector("text=Thank you")
+    with Client(server.url) as gh:
+        assert gh.get_gate(gate.id).state == "approved"
+    page.goto(server.url + "/gates")
+    page.wait_for_selector("h1:has-text('Gates')")
+    assert "No gate is waiting" in page.inner_text("#live")
+
+    page.click("nav .signout button")
+    page.wait_for_url("**/login")
+    page.goto(server.url + "/events")
+    page.wait_for_url("**/login?next=/events")

@@ -1,0 +1,186 @@
+import Foundation
+import GatehouseCore
+import GatehouseDelivery
+import GatehouseServices
+import GatehouseStore
+import Hummingbird
+import NIOCore
+
+/// The console: server-rendered pages for people who want to look rather than read JSON —
+/// `/` (runs), `/runs/{run}` (a run's timeline and gates), `/events` (the log, filtered) and
+/// `/gates` (pending and recent) — plus `GET /login` and `POST /logout`. Each page needs a
+/// signed-in person and shows what their token's scopes let them read. It works without
+/// JavaScript; `console.js` keeps a page live (it reloads the `#live` region when events are
+/// committed, over the same SSE stream the API offers) and shows times as "3 min ago" with the
+/// exact local time on hover.
+struct ConsoleController {
+    let events: EventService
+    let desk: GateDesk
+    let auth: Authenticator
+    let templates: TemplateSet?
+    let script: String?
+
+    func addRoutes(to router: Router<GatehouseContext>) {
+        router.get("/", use: runs)
+        router.get("/runs/{run}", use: run)
+        router.get("/events", use: eventLog)
+        router.get("/gates", use: gates)
+        router.get("/login", use: login)
+        router.post("/logout", use: logout)
+        router.get("/assets/console.js", use: asset)
+    }
+
+    static let headers = WebPage.headers(scripts: true, connect: true)
+
+    // MARK: Pages
+
+    @Sendable func runs(_ request: Request, context: GatehouseContext) async throws -> Response {
+        try await page(request, context, "runs", needs: [.eventsRead]) { who in
+            let status = request.query("status").flatMap(RunSummary.Status.init(rawValue:))
+            let pipeline = request.query("pipeline").flatMap { $0.isEmpty ? nil : $0 }
+            let runs = try await events.runs(pipeline: pipeline, status: status, limit: 100)
+            return [
+                "runs": runs.map { r -> [String: Any] in
+                    var row: [String: Any] = [
+                        "pipeline": r.pipeline, "pipeline_query": Self.escapePath(r.pipeline), "run": r.run, "run_path": Self.escapePath(r.run),
+                        "status": r.status.rawValue,
+                        "started_at": r.startedAt.rfc3339, "events": r.eventCount,
+                    ]
+                    if let step = r.failedStep { row["failed_step"] = step }
+                    if let end = r.endedAt { row["duration"] = Self.duration(milliseconds: end.milliseconds - r.startedAt.milliseconds) }
+                    return row
+                },
+                "has_runs": !runs.isEmpty, "pipeline": pipeline ?? "",
+                "status_options": ["", "running", "failed", "succeeded"].map { ["value": $0, "label": $0.isEmpty ? "any" : $0, "selected": $0 == (status?.rawValue ?? "")] as [String: Any] },
+            ]
+        }
+    }
+
+    @Sendable func run(_ request: Request, context: GatehouseContext) async throws -> Response {
+        let name = try context.parameters.require("run")
+        return try await page(request, context, "run", needs: [.eventsRead]) { who in
+            guard let (summary, timeline) = try await events.run(name, pipeline: request.query("pipeline"), timelineLimit: 500) else {
+                throw Problem.notFound("no run \"\(name)\"")
+            }
+            let gates = try await desk.gates.list(GateFilter(pipeline: summary.pipeline, run: summary.run, limit: 50))
+            return [
+                "pipeline": summary.pipeline, "run": summary.run, "status": summary.status.rawValue,
+                "failed_step": summary.failedStep as Any, "started_at": summary.startedAt.rfc3339,
+                "events": timeline.map(Self.eventRow), "gates": gates.map { gateRow($0, who: who) }, "has_gates": !gates.isEmpty,
+            ]
+        }
+    }
+
+    @Sendable func eventLog(_ request: Request, context: GatehouseContext) async throws -> Response {
+        try await page(request, context, "events", needs: [.eventsRead]) { _ in
+            func given(_ name: String) -> String? { request.query(name).flatMap { $0.isEmpty ? nil : $0 } }
+            var filter = EventFilter(pipeline: given("pipeline"), run: given("run"), limit: 200)
+            filter.types = given("type")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+            filter.newestFirst = true
+            let found = try await events.events(filter)
+            return [
+                "events": found.map(Self.eventRow), "has_events": !found.isEmpty,
+                "pipeline": given("pipeline") ?? "", "run": given("run") ?? "", "type": given("type") ?? "",
+            ]
+        }
+    }
+
+    @Sendable func gates(_ request: Request, context: GatehouseContext) async throws -> Response {
+        try await page(request, context, "gates", needs: [.gatesWrite, .gatesDecide, .eventsRead]) { who in
+            let pending = try await desk.gates.list(GateFilter(state: .pending, limit: 200))
+            let recent = try await desk.gates.list(GateFilter(limit: 50)).filter { $0.state != .pending }
+            return [
+                "pending": pending.map { gateRow($0, who: who) }, "has_pending": !pending.isEmpty,
+                "recent": recent.map { gateRow($0, who: who) }, "has_recent": !recent.isEmpty,
+            ]
+        }
+    }
+
+    // MARK: Signing in and out
+
+    @Sendable func login(_ request: Request, context: GatehouseContext) async throws -> Response {
+        let next = WebPage.sameOriginPath(request.query("next")) ?? "/"
+        if try await auth.person(request, context: context) != nil { return WebPage.redirect(next) }
+        guard let templates else { return WebPage.message(.internalServerError, "The page templates were not found.") }
+        let html = try templates.renderHTML("pages/login", ["next": next, "with_token": try await auth.hasTokens()])
+        return Response(status: .ok, headers: WebPage.headers(), body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    @Sendable func logout(_ request: Request, context: GatehouseContext) async throws -> Response {
+        WebPage.redirect("/login", setCookie: Authenticator.signOut)
+    }
+
+    @Sendable func asset(_ request: Request, context: GatehouseContext) async throws -> Response {
+        guard let script else { return Response(status: .notFound) }
+        return Response(status: .ok, headers: [.contentType: "text/javascript; charset=utf-8", .cacheControl: "max-age=300"], body: .init(byteBuffer: ByteBuffer(string: script)))
+    }
+
+    // MARK: Rendering
+
+    /// A console page: the signed-in person (else the sign-in page, coming back here), their
+    /// scopes checked, then `values` rendered into `pages/<name>` with the navigation.
+    func page(
+        _ request: Request, _ context: GatehouseContext, _ name: String, needs scopes: [Scope],
+        values: (String) async throws -> [String: Any]
+    ) async throws -> Response {
+        guard let (who, principal) = try await auth.person(request, context: context) else {
+            return WebPage.redirect("/login?next=" + (request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")).addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "/-_.~")))!)
+        }
+        if case .token(let token) = principal, !scopes.contains(where: token.scopes.grants) {
+            // Home for a labeller, whose token reads no runs, is what waits for them.
+            if name == "runs" { return WebPage.redirect("/inbox") }
+            return WebPage.message(.forbidden, "\(token.name) may not see this page: it needs the scope \(scopes.map(\.rawValue).joined(separator: " or ")).")
+        }
+        guard let templates else { return WebPage.message(.internalServerError, "The page templates were not found.") }
+        var v: [String: Any]
+        do {
+            v = try await values(who)
+        } catch let problem as Problem where problem.status == 404 {
+            return WebPage.message(.notFound, problem.detail)
+        }
+        v["who"] = who.hasPrefix("web:") ? String(who.dropFirst(4)) : who
+        // Where console.js starts following the stream: what this page already shows.
+        v["after"] = try await events.lastCursor()
+        v["nav_\(name)"] = true
+        let html = try templates.renderHTML("pages/\(name)", v)
+        return Response(status: .ok, headers: Self.headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func eventRow(_ stored: StoredEvent) -> [String: Any] {
+        let e = stored.event
+        var row: [String: Any] = [
+            "cursor": stored.cursor, "type": e.type, "pipeline": e.pipeline, "time": e.time.rfc3339, "severity": e.severity.rawValue,
+            "failed": e.type.hasSuffix(".failed"),
+        ]
+        if let run = e.run { row["run"] = run; row["run_path"] = escapePath(run); row["pipeline_query"] = escapePath(e.pipeline) }
+        if let step = e.step { row["step"] = step }
+        if let summary = e.summary { row["summary"] = summary }
+        return row
+    }
+
+    func gateRow(_ gate: Gate, who: String) -> [String: Any] {
+        var row: [String: Any] = [
+            "title": gate.spec.title, "state": gate.state.rawValue, "pipeline": gate.spec.pipeline, "created_at": gate.createdAt.rfc3339,
+            "approvals": gate.approvals.count, "required": gate.spec.isBranching ? 1 : gate.spec.requiredApprovals, "is_branching": gate.spec.isBranching,
+        ]
+        if let run = gate.spec.run { row["run"] = run; row["run_path"] = Self.escapePath(run) }
+        if let e = gate.expiresAt { row["expires_at"] = e.rfc3339 }
+        if let outcome = gate.outcome { row["outcome"] = GateDesk.outcomeLine(outcome) }
+        // The decision page, personal when this person may decide (same rules as the API);
+        // otherwise a page that shows the gate and asks who decides.
+        row["url"] = desk.pageURL(gate, by: gate.state == .pending && gate.refusal(of: who) == nil ? who : nil)
+        row["may_decide"] = gate.state == .pending && gate.refusal(of: who) == nil
+        return row
+    }
+
+    static func escapePath(_ segment: String) -> String {
+        segment.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_.~"))) ?? segment
+    }
+
+    static func duration(milliseconds: Int64) -> String {
+        let seconds = max(0, milliseconds / 1000)
+        if seconds < 60 { return "\(seconds)s" }
+        if seconds < 3600 { return "\(seconds / 60)m \(seconds % 60)s" }
+        return "\(seconds / 3600)h \(seconds % 3600 / 60)m"
+    }
+}

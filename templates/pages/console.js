@@ -1,0 +1,64 @@
+// The console's pages stay live and read well in the reader's zone. Without this file every
+// page still works (reload to see what is new); with it:
+// - times show as "3 min ago", the exact local time on hover;
+// - the page follows the event stream and, when events are committed, reloads its #live region
+//   from the server (the same HTML a reload would give), at most twice a second.
+(function () {
+  function ago(t) {
+    const s = Math.round((Date.now() - t) / 1000);
+    if (s < 45) return 'just now';
+    const m = Math.round(s / 60);
+    if (m < 60) return m + ' min ago';
+    const h = Math.round(m / 60);
+    if (h < 36) return h + ' h ago';
+    return Math.round(h / 24) + ' days ago';
+  }
+  function times(root) {
+    root.querySelectorAll('time[datetime]').forEach(function (el) {
+      const t = Date.parse(el.getAttribute('datetime'));
+      if (isNaN(t)) return;
+      el.title = new Date(t).toLocaleString();
+      el.textContent = ago(t);
+    });
+  }
+  times(document);
+  setInterval(function () { times(document); }, 30000);
+
+  const live = document.getElementById('live');
+  if (!live || !window.fetch || !window.TextDecoder) return;
+  let after = live.dataset.after || '0';
+  let timer = null;
+  function refresh() {
+    timer = null;
+    fetch(location.href, { credentials: 'same-origin' }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
+      if (!html) return;
+      const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
+      if (!fresh) return;
+      live.innerHTML = fresh.innerHTML;
+      times(live);
+    }).catch(function () {});
+  }
+  // The API's SSE stream, read with fetch so that every event type counts (EventSource only
+  // delivers the types it was told to listen for); reconnects from the last id it saw.
+  function follow() {
+    fetch('/v1/events/stream?after=' + after, { credentials: 'same-origin' }).then(function (response) {
+      if (!response.ok || !response.body) throw new Error('stream ' + response.status);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) throw new Error('stream ended');
+          const text = decoder.decode(chunk.value, { stream: true });
+          const ids = text.match(/^id: \d+$/gm);
+          if (ids) {
+            after = ids[ids.length - 1].slice(4);
+            if (!timer) timer = setTimeout(refresh, 500);
+          }
+          return pump();
+        });
+      }
+      return pump();
+    }).catch(function () { setTimeout(follow, 3000); });
+  }
+  follow();
+})();
