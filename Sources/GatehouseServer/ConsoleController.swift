@@ -138,6 +138,8 @@ struct ConsoleController {
         } catch let problem as Problem where problem.status == 404 {
             return WebPage.message(.notFound, problem.detail)
         }
+        // A refused change comes back here with its reason (`change`).
+        if let error = request.query("error"), !error.isEmpty { v["error"] = String(error.prefix(500)) }
         v["who"] = who.hasPrefix("web:") ? String(who.dropFirst(4)) : who
         // Where console.js starts following the stream: what this page already shows.
         v["after"] = try await events.lastCursor()
@@ -146,13 +148,45 @@ struct ConsoleController {
         return Response(status: .ok, headers: Self.headers, body: .init(byteBuffer: ByteBuffer(string: html)))
     }
 
+    /// The CSRF token of the console's forms: bound to this browser's session cookie, so
+    /// another site can neither read nor forge it.
+    func csrf(_ request: Request) throws -> String {
+        desk.signer.csrf(cookie: WebPage.cookie(Authenticator.sessionCookie, in: request) ?? "", gate: "console")
+    }
+
+    /// A console form post: the signed-in person with `scope`, the form's CSRF token, then
+    /// `body`; back to `back` afterwards, with the refusal's words when it refused (the rules
+    /// and scopes are the API's).
+    func change(
+        _ request: Request, _ context: GatehouseContext, needs scope: Scope, back: String,
+        body: ([String: String], String) async throws -> Void
+    ) async throws -> Response {
+        guard let (who, principal) = try await auth.person(request, context: context) else { return WebPage.redirect("/login?next=" + back) }
+        if case .token(let token) = principal, !token.scopes.grants(scope) {
+            return WebPage.message(.forbidden, "\(token.name) may not do this: it needs the scope \(scope.rawValue).")
+        }
+        var request = request
+        let form = parseForm(try await request.bodyBytes(limit: 64 * 1024))
+        guard let token = form["csrf"], desk.signer.checkCSRF(token, cookie: WebPage.cookie(Authenticator.sessionCookie, in: request) ?? "", gate: "console") else {
+            return WebPage.message(.forbidden, "This form has expired or did not come from this console. Reload the page and try again.")
+        }
+        do {
+            try await body(form, who)
+            return WebPage.redirect(back)
+        } catch let problem as Problem {
+            let reason = problem.detail.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+            return WebPage.redirect(back + "?error=" + reason)
+        }
+    }
+
     static func eventRow(_ stored: StoredEvent) -> [String: Any] {
         let e = stored.event
         var row: [String: Any] = [
-            "cursor": stored.cursor, "type": e.type, "pipeline": e.pipeline, "time": e.time.rfc3339, "severity": e.severity.rawValue,
+            "cursor": stored.cursor, "type": e.type, "type_query": escapePath(e.type), "pipeline": e.pipeline, "pipeline_query": escapePath(e.pipeline),
+            "time": e.time.rfc3339, "severity": e.severity.rawValue,
             "failed": e.type.hasSuffix(".failed"),
         ]
-        if let run = e.run { row["run"] = run; row["run_path"] = escapePath(run); row["pipeline_query"] = escapePath(e.pipeline) }
+        if let run = e.run { row["run"] = run; row["run_path"] = escapePath(run) }
         if let step = e.step { row["step"] = step }
         if let summary = e.summary { row["summary"] = summary }
         return row

@@ -132,9 +132,12 @@ def test_pages_fit_a_phone_and_read_at_aa_contrast(server, browser):
         page.wait_for_selector("#item-text")
         assert page.evaluate(WIDE) <= 0, "the labelling page scrolls sideways at 390 px"
         assert page.evaluate(CONTRAST) == []
-        page.goto(server.url + "/inbox")
-        assert page.evaluate(WIDE) <= 0
-        assert page.evaluate(CONTRAST) == []
+        with Client(server.url) as gh:
+            gh.emit("run.failed", "a-pipeline-with-a-rather-long-name", run="run-" + "9" * 40, step="fit", summary="x " * 100)
+        for path in ["/inbox", "/", "/events", "/gates", "/deliveries", "/silences", "/datasets"]:
+            page.goto(server.url + path)
+            assert page.evaluate(WIDE) <= 0, f"{path} scrolls sideways at 390 px"
+            assert page.evaluate(CONTRAST) == [], path
     finally:
         phone.close()
 
@@ -184,3 +187,69 @@ def test_the_console_signs_in_and_shows_a_failed_run_live(server, page):
     page.wait_for_url("**/login")
     page.goto(server.url + "/events")
     page.wait_for_url("**/login?next=/events")
+
+
+def test_operators_retry_a_dead_delivery_silence_and_see_datasets(server, page):
+    import http.server
+    import threading
+
+    answers = [400]  # the receiver refuses the first send for good, then takes the retry
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            code = answers.pop(0) if answers else 200
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        with open(f"{server.workdir}/gatehouse.yml", "w") as f:
+            f.write(f"""receivers:
+  - name: audit
+    webhook: {{ url: "http://127.0.0.1:{sink.server_address[1]}/hook" }}
+route:
+  receiver: audit
+  group_by: ['...']
+  group_wait: 0s
+""")
+        server.restart()
+        with Client(server.url) as gh:
+            gh.emit("run.failed", "train", run="r7", summary="diverged")
+            gh.create_dataset("reviews", task="classification", labels=["pos", "neg"])
+            gh.add_items("reviews", [{"id": "1", "data": {"text": "great"}}, {"id": "2", "data": {"text": "awful"}}])
+            gh.label("reviews", "1", "pos", annotator="web:ann")
+
+        sign_in(page, server, "/deliveries", "ops")
+        page.wait_for_selector("#live tr:has-text('dead')", timeout=15000)
+        page.click("#live button:has-text('Retry')")
+        page.wait_for_selector("#live tr:has-text('delivered')", timeout=15000)
+        assert httpx.get(f"{server.url}/v1/deliveries", params={"state": "delivered"}).json()["deliveries"][0]["receiver"] == "audit"
+        assert "audit" in page.inner_text("#live ul") and "ok" in page.inner_text("#live ul")
+
+        # "Silence like this" from the event, then expire it.
+        page.goto(server.url + "/events")
+        page.click("#live tr:has-text('run.failed') a:has-text('silence like this')")
+        assert page.input_value("#s-matchers") == 'pipeline="train", type="run.failed"'
+        page.fill("#s-comment", "retraining")
+        page.click("button:has-text('Silence')")
+        page.wait_for_selector("#live tr:has-text('retraining')")
+        silences = httpx.get(f"{server.url}/v1/silences").json()["silences"]
+        assert [s["state"] for s in silences] == ["active"] and silences[0]["created_by"] == "web:ops"
+        page.click("#live button:has-text('Expire')")
+        page.wait_for_selector("#live tr:has-text('expired')")
+        # A bad silence is refused with the API's words, and nothing is created.
+        page.fill("#s-matchers", "not a matcher")
+        page.click("button:has-text('Silence')")
+        assert "matchers" in page.inner_text("p.error")
+        assert len(httpx.get(f"{server.url}/v1/silences").json()["silences"]) == 1
+
+        page.click("nav >> text=Datasets")
+        assert "1 of 2 labelled" in page.inner_text("#live") and "ann: 1" in page.inner_text("#live")
+        assert page.get_attribute("#live a:has-text('CSV')", "href") == "/v1/datasets/reviews/export?format=csv"
+    finally:
+        sink.shutdown()
