@@ -28,8 +28,9 @@ struct AnnotateController {
         router.get("/assets/annotate.js", use: asset)
     }
 
-    /// Scripts only from this server; images from anywhere on the web (items may be images).
-    static let headers = WebPage.headers(scripts: true, images: true)
+    /// Scripts only from this server (and their posts, which swap in the next item); images from
+    /// anywhere on the web (items may be images).
+    static let headers = WebPage.headers(scripts: true, images: true, connect: true)
 
     func html(_ page: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, setCookie: String? = nil) throws -> Response {
         guard let templates else { return plain(.internalServerError, "The page templates were not found; set GATEHOUSE_TEMPLATES.") }

@@ -253,3 +253,27 @@ route:
         assert page.get_attribute("#live a:has-text('CSV')", "href") == "/v1/datasets/reviews/export?format=csv"
     finally:
         sink.shutdown()
+
+
+def test_twenty_items_labelled_by_keys_25_ms_apart_each_on_its_own_item(server, page):
+    labels = ["spam", "ham", "unsure"]
+    items = [{"id": f"m{i:02d}", "data": {"text": f"message number {i}"}} for i in range(20)]
+    with Client(server.url) as gh:
+        gh.create_dataset("mail", task="classification", labels=labels)
+        gh.add_items("mail", items)
+    sign_in(page, server, "/annotate/mail", "fast")
+    assert "message number 0" in page.inner_text("#item-text")
+    keys = [str(1 + (i * 7) % 3) for i in range(20)]  # not a simple alternation
+    for key in keys:
+        page.keyboard.press(key)
+        page.wait_for_timeout(25)
+    page.wait_for_selector("text=Nothing left for you here", timeout=20000)
+    import json
+    exported = [json.loads(line) for line in httpx.get(f"{server.url}/v1/datasets/mail/export", params={"format": "jsonl"}).text.splitlines()]
+    got = {row["id"]: row["label"] for row in exported}
+    assert got == {f"m{i:02d}": labels[int(k) - 1] for i, k in enumerate(keys)}
+    # No page load after the first: items were swapped in place.
+    assert page.evaluate("() => performance.getEntriesByType('navigation').length") == 1
+    timings = sorted(page.evaluate("() => window.__annotateTimings"))
+    print(f"\nlabelling: key → next item on screen, {len(timings)} keys: median {timings[len(timings) // 2]:.1f} ms, "
+          f"max {timings[-1]:.1f} ms (queued keys count from their press)")
