@@ -16,6 +16,7 @@ import NIOCore
 struct ConsoleController {
     let events: EventService
     let desk: GateDesk
+    let outbox: any Outbox
     let auth: Authenticator
     let templates: TemplateSet?
     let script: String?
@@ -25,6 +26,7 @@ struct ConsoleController {
         router.get("/runs/{run}", use: run)
         router.get("/events", use: eventLog)
         router.get("/gates", use: gates)
+        router.post("/gates/{id}/decide", use: decide)
         router.get("/login", use: login)
         router.post("/logout", use: logout)
         router.get("/assets/console.js", use: asset)
@@ -63,7 +65,17 @@ struct ConsoleController {
                 throw Problem.notFound("no run \"\(name)\"")
             }
             let gates = try await desk.gates.list(GateFilter(pipeline: summary.pipeline, run: summary.run, limit: 50))
+            let deliveries = try await outbox.list(pipeline: summary.pipeline, run: summary.run, limit: 100)
             return [
+                "deliveries": deliveries.map { d -> [String: Any] in
+                    var row: [String: Any] = [
+                        "receiver": d.receiver, "state": d.state.rawValue, "attempts": d.attempts, "created_at": Timestamp(milliseconds: d.created_at).rfc3339,
+                    ]
+                    if let status = d.last_status { row["last_status"] = status }
+                    if let error = d.last_error { row["last_error"] = error }
+                    return row
+                },
+                "has_deliveries": !deliveries.isEmpty,
                 "pipeline": summary.pipeline, "run": summary.run, "status": summary.status.rawValue,
                 "failed_step": summary.failedStep as Any, "started_at": summary.startedAt.rfc3339,
                 "events": timeline.map(Self.eventRow), "gates": gates.map { gateRow($0, who: who) }, "has_gates": !gates.isEmpty,
@@ -89,10 +101,29 @@ struct ConsoleController {
         try await page(request, context, "gates", needs: [.gatesWrite, .gatesDecide, .eventsRead]) { who in
             let pending = try await desk.gates.list(GateFilter(state: .pending, limit: 200))
             let recent = try await desk.gates.list(GateFilter(limit: 50)).filter { $0.state != .pending }
+            let csrf = try csrf(request)
             return [
-                "pending": pending.map { gateRow($0, who: who) }, "has_pending": !pending.isEmpty,
+                "pending": pending.map { gate -> [String: Any] in
+                    var row = gateRow(gate, who: who)
+                    // Decided right here when nothing needs typing in; else on its page.
+                    if row["may_decide"] as? Bool == true, !gate.spec.inputs.contains(where: { $0.required && $0.defaultValue == nil }) {
+                        row["quick"] = gate.spec.choices.map { ["id": gate.id, "choice": $0, "label": $0.prefix(1).uppercased() + $0.dropFirst(), "csrf": csrf] }
+                        row["has_quick"] = true
+                    }
+                    return row
+                },
+                "has_pending": !pending.isEmpty,
                 "recent": recent.map { gateRow($0, who: who) }, "has_recent": !recent.isEmpty,
             ]
+        }
+    }
+
+    /// A decision from `/gates`: the one decision path (`GateDesk.decide`), as `web:<name>`.
+    @Sendable func decide(_ request: Request, context: GatehouseContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        return try await change(request, context, needs: .gatesDecide, back: "/gates") { form, who in
+            let decision = GateDecision(by: who, decision: form["decision"] ?? "", comment: nil, inputs: nil, via: "web", at: .now())
+            _ = try await desk.decide(id, decision)
         }
     }
 

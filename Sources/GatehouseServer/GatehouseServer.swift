@@ -57,7 +57,7 @@ public enum GatehouseServer {
             datasets: datasets, auth: auth, waits: desk.waits, baseURL: desk.base, maxBodyBytes: config.server.maxBodyBytes,
             maxImportBytes: config.server.maxImportBytes).addRoutes(to: router)
         GatePageController(desk: desk, templates: pages, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
-        let console = ConsoleController(events: events, desk: desk, auth: auth, templates: pages, script: pages?.file("pages/console.js"))
+        let console = ConsoleController(events: events, desk: desk, outbox: outbox, auth: auth, templates: pages, script: pages?.file("pages/console.js"))
         console.addRoutes(to: router)
         ConsoleOperations(
             console: console, outbox: outbox, silences: SQLiteSilenceStore(database: database), datasets: datasets, bus: log.bus,

@@ -196,6 +196,8 @@ public protocol Outbox: Sendable {
     /// Deliveries to receivers no longer configured die; returns how many.
     func killOrphans(known: [String], now: Timestamp) async throws -> Int
     func list(state: Delivery.State?, receiver: String?, limit: Int) async throws -> [Delivery]
+    /// The deliveries a run's events caused, newest first.
+    func list(pipeline: String, run: String, limit: Int) async throws -> [Delivery]
     /// A dead or failed delivery due again now; nil when there is no such delivery.
     func retry(_ id: String, now: Timestamp) async throws -> Delivery?
     /// Deliveries still to send.
@@ -470,6 +472,15 @@ public final class SQLiteOutbox: Outbox {
             arguments += [limit]
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             return try Delivery.fetchAll(db, sql: "SELECT * FROM deliveries \(whereClause) ORDER BY created_at DESC, rowid DESC LIMIT ?", arguments: arguments)
+        }
+    }
+
+    public func list(pipeline: String, run: String, limit: Int) async throws -> [Delivery] {
+        try await database.pool.read { db in
+            try Delivery.fetchAll(db, sql: """
+                SELECT d.* FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                WHERE e.run = ? AND e.pipeline = ? ORDER BY d.created_at DESC, d.rowid DESC LIMIT ?
+                """, arguments: [run, pipeline, limit])
         }
     }
 

@@ -182,6 +182,18 @@ def test_the_console_signs_in_and_shows_a_failed_run_live(server, page):
     page.goto(server.url + "/gates")
     page.wait_for_selector("h1:has-text('Gates')")
     assert "No gate is waiting" in page.inner_text("#live")
+    # Decided right on /gates: a branch, by a button, recorded as the signed-in person.
+    with Client(server.url) as gh:
+        branch = gh.open_gate("Roll out how?", pipeline="train", run="r42", approvers=["web:ops"], choices=["canary", "full"])
+        other = gh.open_gate("Not yours", pipeline="train", approvers=["web:someone"])
+    page.reload()
+    assert page.locator(f"#live li:has-text('Not yours') button").count() == 0
+    page.click("#live li:has-text('Roll out how?') button:has-text('Canary')")
+    page.wait_for_selector("#live li:has-text('Roll out how?') .state.approved")
+    with Client(server.url) as gh:
+        decided = gh.get_gate(branch.id)
+        assert decided.choice == "canary" and decided.decisions[0].by == "web:ops" and decided.decisions[0].via == "web"
+        assert gh.get_gate(other.id).pending
 
     page.click("nav .signout button")
     page.wait_for_url("**/login")
@@ -230,6 +242,9 @@ route:
         page.wait_for_selector("#live tr:has-text('delivered')", timeout=15000)
         assert httpx.get(f"{server.url}/v1/deliveries", params={"state": "delivered"}).json()["deliveries"][0]["receiver"] == "audit"
         assert "audit" in page.inner_text("#live ul") and "ok" in page.inner_text("#live ul")
+        # The run's page lists what its events caused.
+        page.goto(server.url + "/runs/r7?pipeline=train")
+        assert "audit" in page.inner_text("#live table") and "delivered" in page.inner_text("#live table")
 
         # "Silence like this" from the event, then expire it.
         page.goto(server.url + "/events")
