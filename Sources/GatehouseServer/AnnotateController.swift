@@ -225,6 +225,7 @@ struct AnnotateController {
         }
         return try html("inbox", [
             "who": Self.displayName(who), "datasets": waiting, "gates": gates, "has_datasets": !waiting.isEmpty, "has_gates": !gates.isEmpty,
+            "nav_inbox": true,
         ])
     }
 

@@ -66,7 +66,7 @@ struct ConsoleController {
             }
             let gates = try await desk.gates.list(GateFilter(pipeline: summary.pipeline, run: summary.run, limit: 50))
             let deliveries = try await outbox.list(pipeline: summary.pipeline, run: summary.run, limit: 100)
-            return [
+            var values: [String: Any] = [
                 "deliveries": deliveries.map { d -> [String: Any] in
                     var row: [String: Any] = [
                         "receiver": d.receiver, "state": d.state.rawValue, "attempts": d.attempts, "created_at": Timestamp(milliseconds: d.created_at).rfc3339,
@@ -77,9 +77,11 @@ struct ConsoleController {
                 },
                 "has_deliveries": !deliveries.isEmpty,
                 "pipeline": summary.pipeline, "run": summary.run, "status": summary.status.rawValue,
-                "failed_step": summary.failedStep as Any, "started_at": summary.startedAt.rfc3339,
+                "started_at": summary.startedAt.rfc3339,
                 "events": timeline.map(Self.eventRow), "gates": gates.map { gateRow($0, who: who) }, "has_gates": !gates.isEmpty,
             ]
+            if let step = summary.failedStep { values["failed_step"] = step }
+            return values
         }
     }
 

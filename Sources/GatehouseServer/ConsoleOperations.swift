@@ -35,7 +35,7 @@ struct ConsoleOperations {
             let receiver = request.query("receiver").flatMap { $0.isEmpty ? nil : $0 }
             let rows = try await outbox.list(state: state, receiver: receiver, limit: 200)
             let now = Timestamp.now()
-            return [
+            var values: [String: Any] = [
                 "deliveries": rows.map { d -> [String: Any] in
                     var row: [String: Any] = [
                         "id": d.id, "receiver": d.receiver, "state": d.state.rawValue, "attempts": d.attempts, "kind": d.kind,
@@ -55,12 +55,15 @@ struct ConsoleOperations {
                     if let until = h.until { row["until"] = until.rfc3339 }
                     return row
                 },
-                "receiver": receiver ?? "",
+                "receiver_filter": receiver ?? "",
+                "has_receivers": !health().isEmpty,
                 "state_options": ([""] + Delivery.State.allCases.map(\.rawValue)).map {
                     ["value": $0, "label": $0.isEmpty ? "any" : $0, "selected": $0 == (state?.rawValue ?? "")] as [String: Any]
                 },
                 "csrf": try console.csrf(request),
             ]
+            if let receiver { values["receiver"] = receiver }
+            return values
         }
     }
 

@@ -4,14 +4,15 @@
 // - the page follows the event stream and, when events are committed, reloads its #live region
 //   from the server (the same HTML a reload would give), at most twice a second.
 (function () {
+  // "3 min ago", or "in 2 h" for a deadline still ahead.
   function ago(t) {
-    const s = Math.round((Date.now() - t) / 1000);
-    if (s < 45) return 'just now';
+    const d = Math.round((Date.now() - t) / 1000);
+    const s = Math.abs(d);
+    if (s < 45) return d >= 0 ? 'just now' : 'in a moment';
     const m = Math.round(s / 60);
-    if (m < 60) return m + ' min ago';
     const h = Math.round(m / 60);
-    if (h < 36) return h + ' h ago';
-    return Math.round(h / 24) + ' days ago';
+    const span = m < 60 ? m + ' min' : h < 36 ? h + ' h' : Math.round(h / 24) + ' days';
+    return d >= 0 ? span + ' ago' : 'in ' + span;
   }
   function times(root) {
     root.querySelectorAll('time[datetime]').forEach(function (el) {

@@ -59,8 +59,11 @@ def main() -> None:
                         page.fill("#spans", "0-12:PERSON, 22-28:PLACE")
                         page.dispatch_event("#spans", "input")
                         page.screenshot(path=str(OUT / "annotate-laptop.png"))
-                        page.goto(server.url + "/events")
-                        page.screenshot(path=str(OUT / "events-laptop.png"))
+                        for path, shot in [("/events", "events"), ("/runs/r43?pipeline=fraud-model", "run"), ("/gates", "gates"),
+                                           ("/deliveries", "deliveries"), ("/silences?pipeline=fraud-model&type=run.failed", "silences"),
+                                           ("/datasets", "datasets"), ("/inbox", "inbox")]:
+                            page.goto(server.url + path)
+                            page.screenshot(path=str(OUT / f"{shot}-laptop.png"))
                 browser.close()
         finally:
             server.kill()

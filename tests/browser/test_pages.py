@@ -134,10 +134,14 @@ def test_pages_fit_a_phone_and_read_at_aa_contrast(server, browser):
         assert page.evaluate(CONTRAST) == []
         with Client(server.url) as gh:
             gh.emit("run.failed", "a-pipeline-with-a-rather-long-name", run="run-" + "9" * 40, step="fit", summary="x " * 100)
-        for path in ["/inbox", "/", "/events", "/gates", "/deliveries", "/silences", "/datasets"]:
+            gh.emit("run.started", "quiet", run="ok-run")
+        for path in ["/inbox", "/", "/events", "/gates", "/deliveries", "/silences", "/datasets", "/runs/ok-run?pipeline=quiet",
+                     "/runs/" + "run-" + "9" * 40]:
             page.goto(server.url + path)
             assert page.evaluate(WIDE) <= 0, f"{path} scrolls sideways at 390 px"
             assert page.evaluate(CONTRAST) == [], path
+            # An absent value is left out, never written as Swift's "nil".
+            assert "nil" not in page.inner_text("main").split(), path
     finally:
         phone.close()
 
@@ -188,6 +192,10 @@ def test_the_console_signs_in_and_shows_a_failed_run_live(server, page):
         other = gh.open_gate("Not yours", pipeline="train", approvers=["web:someone"])
     page.reload()
     assert page.locator(f"#live li:has-text('Not yours') button").count() == 0
+    with Client(server.url) as gh:
+        gh.open_gate("Timed", pipeline="train", timeout="2h")
+    page.reload()
+    assert "deadline in 2 h" in page.inner_text("#live li:has-text('Timed')")
     page.click("#live li:has-text('Roll out how?') button:has-text('Canary')")
     page.wait_for_selector("#live li:has-text('Roll out how?') .state.approved")
     with Client(server.url) as gh:
