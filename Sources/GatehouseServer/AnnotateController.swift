@@ -45,12 +45,20 @@ struct AnnotateController {
 
     /// The signed-in person, from the cookie, as `web:<name>`: the identity their labels,
     /// skips and decisions are recorded under, the same as through the API.
-    /// Signed in with a token that may neither label nor decide: not somebody these pages
-    /// serve, so they are asked to sign in with another.
     func person(_ request: Request, _ context: GatehouseContext) async throws -> String? {
-        guard let (who, principal) = try await auth.person(request, context: context) else { return nil }
-        if case .token(let token) = principal, !token.scopes.grants(.datasetsLabel), !token.scopes.grants(.gatesDecide) { return nil }
-        return who
+        try await auth.person(request, context: context)?.identity
+    }
+
+    /// What a signed-in token lacks for `scope` (a page saying so, rather than the sign-in form
+    /// again — which would loop); nil when they have it or are the local user.
+    func lacking(_ scope: Scope, _ request: Request, _ context: GatehouseContext) async throws -> Response? {
+        guard case .token(let token)? = try await auth.person(request, context: context)?.principal, !token.scopes.grants(scope) else { return nil }
+        return plain(.forbidden, "You are signed in as \(token.name), whose token lacks the scope \(scope.rawValue). Sign out and sign in with another token.")
+    }
+
+    static func grants(_ principal: Principal?, _ scope: Scope) -> Bool {
+        if case .token(let token)? = principal { return token.scopes.grants(scope) }
+        return true
     }
 
     func sessionValue(_ request: Request) -> String { WebPage.cookie(Self.cookie, in: request) ?? "" }
@@ -74,6 +82,10 @@ struct AnnotateController {
 
     @Sendable func login(_ request: Request, context: GatehouseContext) async throws -> Response {
         if let refused = try await refuseOutsiders(context) { return refused }
+        // Another site must not sign a visitor in as someone else (login CSRF).
+        if let site = request.headers[.init("Sec-Fetch-Site")!], site.lowercased() != "same-origin", site.lowercased() != "none" {
+            return plain(.forbidden, "Sign in from this server's own page.")
+        }
         var request = request
         let form = parseForm(try await request.bodyBytes(limit: maxBodyBytes))
         let next = WebPage.sameOriginPath(form["next"]) ?? "/"
@@ -84,6 +96,11 @@ struct AnnotateController {
                   let token = try await auth.verify(secret: secret) else {
                 // Any live token signs in; each page then asks for the scope it needs.
                 return try await loginPage(next: next, error: "That token is unknown or revoked.", status: .unauthorized)
+            }
+            guard Identity.web(token.name) != nil else {
+                return try await loginPage(
+                    next: next, error: "The token \"\(token.name)\" cannot sign in: its name is not a person's name (letters, digits, - _ . without spaces or colons).",
+                    status: .unprocessableContent)
             }
             name = token.name
             signedWith = token
@@ -101,6 +118,7 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         let name = try context.parameters.require("name")
         guard let who = try await person(request, context) else { return try await loginPage(next: "/annotate/\(name)") }
+        if let refused = try await lacking(.datasetsLabel, request, context) { return refused }
         guard let info = try await datasets.find(name) else { return plain(.notFound, "No dataset \(name).") }
         var served: DatasetItem?
         if let id = request.query("item") { served = try await datasets.item(name, id: id) }
@@ -148,6 +166,7 @@ struct AnnotateController {
         if let refused = try await refuseOutsiders(context) { return refused }
         let name = try context.parameters.require("name")
         guard let who = try await person(request, context) else { return try await loginPage(next: "/annotate/\(name)", status: .unauthorized) }
+        if let refused = try await lacking(.datasetsLabel, request, context) { return refused }
         guard let info = try await datasets.find(name) else { return plain(.notFound, "No dataset \(name).") }
         var request = request
         let pairs = parseFormPairs(try await request.bodyBytes(limit: maxBodyBytes))
@@ -206,16 +225,19 @@ struct AnnotateController {
     /// pending gates they may decide (with personal links).
     @Sendable func inbox(_ request: Request, context: GatehouseContext) async throws -> Response {
         if let refused = try await refuseOutsiders(context) { return refused }
-        guard let who = try await person(request, context) else { return try await loginPage(next: "/inbox") }
+        guard let (who, principal) = try await auth.person(request, context: context) else { return try await loginPage(next: "/inbox") }
+        // Each list only for a person whose token may act on it: labelling needs
+        // datasets:label, a personal decision link gates:decide.
+        let labels = Self.grants(principal, .datasetsLabel), decides = Self.grants(principal, .gatesDecide)
         var waiting: [[String: Any]] = []
-        for info in try await datasets.list() where info.completeCount < info.itemCount {
+        for info in try await (labels ? datasets.list() : []) where info.completeCount < info.itemCount {
             let remaining = try await datasets.remaining(info.spec.name, annotator: who)
             if remaining > 0 {
                 waiting.append(["name": info.spec.name, "remaining": remaining, "total": info.itemCount, "labeled": info.completeCount])
             }
         }
         let me = who
-        let gates = try await desk.gates.list(GateFilter(state: .pending, limit: 200)).filter { gate in
+        let gates = try await (decides ? desk.gates.list(GateFilter(state: .pending, limit: 200)) : []).filter { gate in
             gate.refusal(of: me) == nil && !gate.decisions.contains { $0.by == me }
         }.map { gate -> [String: Any] in
             var g: [String: Any] = ["title": gate.spec.title, "pipeline": gate.spec.pipeline, "url": desk.pageURL(gate, by: me)]

@@ -42,6 +42,16 @@ public final class Authenticator: Sendable {
         return (identity.description, .local)
     }
 
+    /// Whether a browser says this request comes from this server's own pages. The cookie goes
+    /// with requests from any port of the host and any sibling site (SameSite=Lax), so "not
+    /// cross-site" is not enough: `Sec-Fetch-Site` must say `same-origin`, or — from a browser
+    /// too old to send it — `Origin` must name this host.
+    static func isSameOrigin(_ request: Request) -> Bool {
+        if let site = request.headers[.init("Sec-Fetch-Site")!] { return site.lowercased() == "same-origin" }
+        guard let origin = request.headers[.init("Origin")!], let host = request.head.authority else { return false }
+        return origin.lowercased() == "http://\(host.lowercased())" || origin.lowercased() == "https://\(host.lowercased())"
+    }
+
     /// The `Set-Cookie` value that signs `name` in (with `token` when they gave one).
     public func signIn(name: String, token: AccessToken?, now: Timestamp = .now()) -> String? {
         guard let signer else { return nil }
@@ -89,7 +99,7 @@ public final class Authenticator: Sendable {
         // is refused when the browser says it came from another site (SameSite=Lax already
         // keeps the cookie off such posts in current browsers).
         if let (_, principal) = try await person(request, context: context), case .token(let token) = principal {
-            if request.method != .get, request.method != .head, request.headers[.init("Sec-Fetch-Site")!] == "cross-site" {
+            if request.method != .get, request.method != .head, !Self.isSameOrigin(request) {
                 throw Problem.forbidden("a signed-in session may change things only from this server's own pages")
             }
             guard scopes.contains(where: token.scopes.grants) else {

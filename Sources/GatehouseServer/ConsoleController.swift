@@ -37,7 +37,7 @@ struct ConsoleController {
     // MARK: Pages
 
     @Sendable func runs(_ request: Request, context: GatehouseContext) async throws -> Response {
-        try await page(request, context, "runs", needs: [.eventsRead]) { who in
+        try await page(request, context, "runs", needs: [.eventsRead]) { _, _ in
             let status = request.query("status").flatMap(RunSummary.Status.init(rawValue:))
             let pipeline = request.query("pipeline").flatMap { $0.isEmpty ? nil : $0 }
             let runs = try await events.runs(pipeline: pipeline, status: status, limit: 100)
@@ -60,7 +60,7 @@ struct ConsoleController {
 
     @Sendable func run(_ request: Request, context: GatehouseContext) async throws -> Response {
         let name = try context.parameters.require("run")
-        return try await page(request, context, "run", needs: [.eventsRead]) { who in
+        return try await page(request, context, "run", needs: [.eventsRead]) { who, principal in
             guard let (summary, timeline) = try await events.run(name, pipeline: request.query("pipeline"), timelineLimit: 500) else {
                 throw Problem.notFound("no run \"\(name)\"")
             }
@@ -78,7 +78,7 @@ struct ConsoleController {
                 "has_deliveries": !deliveries.isEmpty,
                 "pipeline": summary.pipeline, "run": summary.run, "status": summary.status.rawValue,
                 "started_at": summary.startedAt.rfc3339,
-                "events": timeline.map(Self.eventRow), "gates": gates.map { gateRow($0, who: who) }, "has_gates": !gates.isEmpty,
+                "events": timeline.map(Self.eventRow), "gates": gates.map { gateRow($0, who: who, principal: principal) }, "has_gates": !gates.isEmpty,
             ]
             if let step = summary.failedStep { values["failed_step"] = step }
             return values
@@ -86,7 +86,7 @@ struct ConsoleController {
     }
 
     @Sendable func eventLog(_ request: Request, context: GatehouseContext) async throws -> Response {
-        try await page(request, context, "events", needs: [.eventsRead]) { _ in
+        try await page(request, context, "events", needs: [.eventsRead]) { _, _ in
             func given(_ name: String) -> String? { request.query(name).flatMap { $0.isEmpty ? nil : $0 } }
             var filter = EventFilter(pipeline: given("pipeline"), run: given("run"), limit: 200)
             filter.types = given("type")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
@@ -100,13 +100,18 @@ struct ConsoleController {
     }
 
     @Sendable func gates(_ request: Request, context: GatehouseContext) async throws -> Response {
-        try await page(request, context, "gates", needs: [.gatesWrite, .gatesDecide, .eventsRead]) { who in
+        try await page(request, context, "gates", needs: [.gatesWrite, .gatesDecide, .eventsRead]) { who, principal in
             let pending = try await desk.gates.list(GateFilter(state: .pending, limit: 200))
-            let recent = try await desk.gates.list(GateFilter(limit: 50)).filter { $0.state != .pending }
+            // Closed gates by their states (a page of pending ones must not hide them).
+            var recent: [Gate] = []
+            for state in [GateState.approved, .rejected, .expired, .canceled, .superseded] {
+                recent += try await desk.gates.list(GateFilter(state: state, limit: 50))
+            }
+            recent = Array(recent.sorted { $0.createdAt > $1.createdAt }.prefix(50))
             let csrf = try csrf(request)
             return [
                 "pending": pending.map { gate -> [String: Any] in
-                    var row = gateRow(gate, who: who)
+                    var row = gateRow(gate, who: who, principal: principal)
                     // Decided right here when nothing needs typing in; else on its page.
                     if row["may_decide"] as? Bool == true, !gate.spec.inputs.contains(where: { $0.required && $0.defaultValue == nil }) {
                         row["quick"] = gate.spec.choices.map { ["id": gate.id, "choice": $0, "label": $0.prefix(1).uppercased() + $0.dropFirst(), "csrf": csrf] }
@@ -115,7 +120,7 @@ struct ConsoleController {
                     return row
                 },
                 "has_pending": !pending.isEmpty,
-                "recent": recent.map { gateRow($0, who: who) }, "has_recent": !recent.isEmpty,
+                "recent": recent.map { gateRow($0, who: who, principal: principal) }, "has_recent": !recent.isEmpty,
             ]
         }
     }
@@ -140,7 +145,10 @@ struct ConsoleController {
     }
 
     @Sendable func logout(_ request: Request, context: GatehouseContext) async throws -> Response {
-        WebPage.redirect("/login", setCookie: Authenticator.signOut)
+        if let site = request.headers[.init("Sec-Fetch-Site")!], site.lowercased() != "same-origin" {
+            return WebPage.message(.forbidden, "Sign out from this server's own page.")
+        }
+        return WebPage.redirect("/login", setCookie: Authenticator.signOut)
     }
 
     @Sendable func asset(_ request: Request, context: GatehouseContext) async throws -> Response {
@@ -154,7 +162,7 @@ struct ConsoleController {
     /// scopes checked, then `values` rendered into `pages/<name>` with the navigation.
     func page(
         _ request: Request, _ context: GatehouseContext, _ name: String, needs scopes: [Scope],
-        values: (String) async throws -> [String: Any]
+        values: (String, Principal) async throws -> [String: Any]
     ) async throws -> Response {
         guard let (who, principal) = try await auth.person(request, context: context) else {
             return WebPage.redirect("/login?next=" + (request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")).addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "/-_.~")))!)
@@ -167,12 +175,16 @@ struct ConsoleController {
         guard let templates else { return WebPage.message(.internalServerError, "The page templates were not found.") }
         var v: [String: Any]
         do {
-            v = try await values(who)
+            v = try await values(who, principal)
         } catch let problem as Problem where problem.status == 404 {
             return WebPage.message(.notFound, problem.detail)
         }
-        // A refused change comes back here with its reason (`change`).
-        if let error = request.query("error"), !error.isEmpty { v["error"] = String(error.prefix(500)) }
+        // A refused change comes back here with its reason (`change`), signed for this session:
+        // a link from elsewhere cannot put words in the page's alert.
+        if let error = request.query("error"), let signature = request.query("sig"),
+           desk.signer.checkCSRF(signature, cookie: WebPage.cookie(Authenticator.sessionCookie, in: request) ?? "", gate: "flash:" + error) {
+            v["error"] = error
+        }
         v["who"] = who.hasPrefix("web:") ? String(who.dropFirst(4)) : who
         // Where console.js starts following the stream: what this page already shows.
         v["after"] = try await events.lastCursor()
@@ -207,8 +219,10 @@ struct ConsoleController {
             try await body(form, who)
             return WebPage.redirect(back)
         } catch let problem as Problem {
-            let reason = problem.detail.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-            return WebPage.redirect(back + "?error=" + reason)
+            let detail = String(problem.detail.prefix(500))
+            let signature = desk.signer.csrf(cookie: WebPage.cookie(Authenticator.sessionCookie, in: request) ?? "", gate: "flash:" + detail)
+            func encoded(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "" }
+            return WebPage.redirect(back + "?error=" + encoded(detail) + "&sig=" + encoded(signature))
         }
     }
 
@@ -225,7 +239,15 @@ struct ConsoleController {
         return row
     }
 
-    func gateRow(_ gate: Gate, who: String) -> [String: Any] {
+    /// Whether this person may decide gates at all: their token has `gates:decide` (or they
+    /// are the local user of a server without tokens). A personal decision link is a decision
+    /// waiting to be clicked, so nobody else gets one.
+    static func mayDecide(_ principal: Principal) -> Bool {
+        if case .token(let token) = principal { return token.scopes.grants(.gatesDecide) }
+        return true
+    }
+
+    func gateRow(_ gate: Gate, who: String, principal: Principal) -> [String: Any] {
         var row: [String: Any] = [
             "title": gate.spec.title, "state": gate.state.rawValue, "pipeline": gate.spec.pipeline, "created_at": gate.createdAt.rfc3339,
             "approvals": gate.approvals.count, "required": gate.spec.isBranching ? 1 : gate.spec.requiredApprovals, "is_branching": gate.spec.isBranching,
@@ -235,8 +257,9 @@ struct ConsoleController {
         if let outcome = gate.outcome { row["outcome"] = GateDesk.outcomeLine(outcome) }
         // The decision page, personal when this person may decide (same rules as the API);
         // otherwise a page that shows the gate and asks who decides.
-        row["url"] = desk.pageURL(gate, by: gate.state == .pending && gate.refusal(of: who) == nil ? who : nil)
-        row["may_decide"] = gate.state == .pending && gate.refusal(of: who) == nil
+        let mayDecide = gate.state == .pending && Self.mayDecide(principal) && gate.refusal(of: who) == nil
+        row["url"] = desk.pageURL(gate, by: mayDecide ? who : nil)
+        row["may_decide"] = mayDecide
         return row
     }
 

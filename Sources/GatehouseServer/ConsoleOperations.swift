@@ -30,7 +30,7 @@ struct ConsoleOperations {
     // MARK: Deliveries
 
     @Sendable func deliveries(_ request: Request, context: GatehouseContext) async throws -> Response {
-        try await console.page(request, context, "deliveries", needs: [.eventsRead]) { who in
+        try await console.page(request, context, "deliveries", needs: [.eventsRead]) { _, _ in
             let state = request.query("state").flatMap(Delivery.State.init(rawValue:))
             let receiver = request.query("receiver").flatMap { $0.isEmpty ? nil : $0 }
             let rows = try await outbox.list(state: state, receiver: receiver, limit: 200)
@@ -81,10 +81,12 @@ struct ConsoleOperations {
     // MARK: Silences
 
     @Sendable func silenceList(_ request: Request, context: GatehouseContext) async throws -> Response {
-        try await console.page(request, context, "silences", needs: [.eventsRead]) { who in
+        try await console.page(request, context, "silences", needs: [.eventsRead]) { _, _ in
             let now = Timestamp.now()
             // "Silence like this": an event's pipeline and type, ready to submit.
-            let like = ["pipeline", "type", "run", "step"].compactMap { key in request.query(key).map { "\(key)=\"\($0)\"" } }
+            let like = ["pipeline", "type", "run", "step"].compactMap { key in
+                request.query(key).flatMap { try? Matcher(name: key, op: .equal, value: $0).description }
+            }
             return [
                 "silences": try await silences.list().map { s -> [String: Any] in
                     let state = s.isActive(at: now) ? "active" : (s.endsAt <= now ? "expired" : "pending")
@@ -122,7 +124,7 @@ struct ConsoleOperations {
     // MARK: Datasets
 
     @Sendable func datasetList(_ request: Request, context: GatehouseContext) async throws -> Response {
-        try await console.page(request, context, "datasets", needs: [.datasetsWrite, .datasetsLabel, .eventsRead]) { _ in
+        try await console.page(request, context, "datasets", needs: [.datasetsWrite, .datasetsLabel, .eventsRead]) { _, _ in
             var rows: [[String: Any]] = []
             for info in try await datasets.list() {
                 let stats = try await datasets.stats(info.spec.name)

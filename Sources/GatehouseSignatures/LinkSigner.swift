@@ -34,8 +34,8 @@ public struct LinkSigner: Sendable {
               let signature = Self.unbase64url(String(parts[2])) else { return nil }
         guard HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Array("link".utf8) + payload, using: key) else { return nil }
         let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-        guard fields.count == 3, let seconds = Int64(fields[2]) else { return nil }
-        let claims = Claims(gate: fields[0], by: fields[1].isEmpty ? nil : fields[1], expires: Timestamp(milliseconds: seconds * 1000))
+        guard fields.count == 3, let seconds = Int64(fields[2]), case let (ms, false) = seconds.multipliedReportingOverflow(by: 1000) else { return nil }
+        let claims = Claims(gate: fields[0], by: fields[1].isEmpty ? nil : fields[1], expires: Timestamp(milliseconds: ms))
         return claims.expires > now ? claims : nil
     }
 
@@ -78,8 +78,8 @@ public struct LinkSigner: Sendable {
         guard parts.count == 3, parts[0] == "s2", let payload = Self.unbase64url(String(parts[1])), let signature = Self.unbase64url(String(parts[2])),
               HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Array("session".utf8) + payload, using: key) else { return nil }
         let fields = String(decoding: payload, as: UTF8.self).split(separator: "\u{1F}", omittingEmptySubsequences: false).map(String.init)
-        guard fields.count == 3, !fields[0].isEmpty, let seconds = Int64(fields[2]) else { return nil }
-        let session = Session(name: fields[0], tokenID: fields[1].isEmpty ? nil : fields[1], expires: Timestamp(milliseconds: seconds * 1000))
+        guard fields.count == 3, !fields[0].isEmpty, let seconds = Int64(fields[2]), case let (ms, false) = seconds.multipliedReportingOverflow(by: 1000) else { return nil }
+        let session = Session(name: fields[0], tokenID: fields[1].isEmpty ? nil : fields[1], expires: Timestamp(milliseconds: ms))
         return session.expires > now ? session : nil
     }
 

@@ -267,6 +267,10 @@ public final class GatehouseDatabase: Sendable {
             // same content at another time of receipt (idempotent), not a conflict.
             try db.execute(sql: "ALTER TABLE events ADD COLUMN time_given INTEGER NOT NULL DEFAULT 1")
         }
+        migrator.registerMigration("v7-deliveries-by-event") { db in
+            // A run's page lists the deliveries its events caused.
+            try db.execute(sql: "CREATE INDEX deliveries_by_event ON deliveries(event_seq)")
+        }
         return migrator
     }
 

@@ -87,6 +87,43 @@ struct AccessTests {
 /// from another site.
 @Suite(.serialized)
 struct WebSessionTests {
+    /// The console form's CSRF token, as the page carries it.
+    func csrf(_ server: ServerProcess, _ session: String) throws -> String {
+        let page = try server.request("GET", "/silences", headers: ["Cookie": session]).text
+        return try #require(page.components(separatedBy: #"name="csrf" value=""#).dropFirst().first?.prefix { $0 != "\"" }).description
+    }
+
+    /// A token that may read but not decide gets no decision link and no buttons; a token whose
+    /// name is no person's cannot sign in (it would loop back to the form).
+    @Test func onlyDecidersGetDecisionLinks() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let db = dir.file("gatehouse.db")
+            let server = try ServerProcess(dir: dir, db: db)
+            let admin = try runCLI(["token", "create", "--name", "root", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let reader = try runCLI(["token", "create", "--name", "rd", "--scopes", "events:read", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let odd = try runCLI(["token", "create", "--name", "ci bot", "--scopes", "events:read", "--db", db])
+            Thread.sleep(forTimeInterval: 2.2)
+            #expect(try server.post("/v1/gates", #"{"title":"Ship?","pipeline":"p"}"#, token: admin).status == 201)
+            let rd = try #require(Self.cookie(try server.post("/login", "token=\(reader)", contentType: "application/x-www-form-urlencoded")))
+            let gates = try server.request("GET", "/gates", headers: ["Cookie": rd]).text
+            #expect(gates.contains("Ship?") && !gates.contains("you may decide") && !gates.contains("/decide"))
+            // The link it gets names nobody: the page asks who decides, and refuses rd by the gate's rules.
+            let token = try #require(gates.components(separatedBy: "?t=v1.").dropFirst().first?.split(separator: ".").first)
+            var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            while base64.count % 4 != 0 { base64 += "=" }
+            let claims = try #require(Data(base64Encoded: base64).map { String(decoding: $0, as: UTF8.self) })
+            #expect(claims.split(separator: "|", omittingEmptySubsequences: false).dropFirst().first == "", "\(claims)")
+            let inbox = try server.request("GET", "/inbox", headers: ["Cookie": rd])
+            #expect(inbox.status == 200 && !inbox.text.contains("Ship?"))
+            if odd.status == 0 {
+                let secret = odd.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                let refused = try server.post("/login", "token=\(secret)", contentType: "application/x-www-form-urlencoded")
+                #expect(refused.status == 422 && refused.text.contains("not a person"))
+            }
+        }
+    }
+
     static func cookie(_ response: HTTPResult) -> String? {
         response.header("Set-Cookie")?.split(separator: ";").first.map(String.init)
     }
@@ -141,9 +178,27 @@ struct WebSessionTests {
             Thread.sleep(forTimeInterval: 2.2)
             let session = try #require(Self.cookie(try server.post("/login", "token=\(admin)&next=/", contentType: "application/x-www-form-urlencoded")))
             let event = #"{"type":"a.b","pipeline":"p"}"#
-            #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Sec-Fetch-Site": "cross-site"]).status == 403)
+            // Another port of the host or a sibling site gets the cookie too (SameSite=Lax):
+            // only this server's own pages may change things through it.
+            for site in ["cross-site", "Cross-Site", "same-site"] {
+                #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Sec-Fetch-Site": site]).status == 403, "\(site)")
+            }
+            #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session]).status == 403)
+            #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Origin": "http://127.0.0.1:1"]).status == 403)
             #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Sec-Fetch-Site": "same-origin"]).status == 202)
-            #expect(try server.json("/v1/events", token: admin)["events"]?.arrayValue?.count == 1)
+            let host = server.url.replacingOccurrences(of: "http://", with: "")
+            #expect(try server.request("POST", "/v1/events", body: event, headers: ["Cookie": session, "Origin": "http://\(host)"]).status == 202)
+            #expect(try server.json("/v1/events", token: admin)["events"]?.arrayValue?.count == 2)
+            // Nor may another site sign a visitor in, or out.
+            #expect(try server.request("POST", "/login", body: "token=\(admin)", contentType: "application/x-www-form-urlencoded", headers: ["Sec-Fetch-Site": "same-site"]).status == 403)
+            #expect(try server.request("POST", "/logout", headers: ["Cookie": session, "Sec-Fetch-Site": "cross-site"]).status == 403)
+            // An alert on a console page says only what this server put there for this session.
+            let forged = try server.request("GET", "/silences?error=Paste+your+token+at+evil.example&sig=AAAA", headers: ["Cookie": session])
+            #expect(forged.status == 200 && !forged.text.contains("evil.example"))
+            let refused = try server.request("POST", "/silences", body: "matchers=nonsense&csrf=\(try csrf(server, session))", contentType: "application/x-www-form-urlencoded", headers: ["Cookie": session])
+            let back = try #require(refused.header("Location"))
+            #expect(try server.request("GET", back, headers: ["Cookie": session]).text.contains("role=\"alert\""))
+            #expect(try server.request("GET", back, headers: ["Cookie": "gatehouse_who=" + "x"]).status == 303)
         }
     }
 }

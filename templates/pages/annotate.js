@@ -2,8 +2,8 @@
 // every action is a plain form post followed by the next page. With it:
 // - keys: 1–9 labels, Enter saves, s skips, u undoes (also on the "nothing left" page);
 // - a label is posted in the background and the next item is swapped in place (no page
-//   load); keys pressed meanwhile wait in a queue, each for the item after the one before it,
-//   so fast hands never label the wrong item; the queue is shown;
+//   load); classification keys pressed meanwhile wait in a queue, each for the item after the
+//   one before it, so fast hands never label the wrong item; the queue is shown;
 // - a text selection plus a number makes a span; spans show highlighted in the text, at the
 //   stored text's UTF-16 offsets whatever its line breaks.
 (function () {
@@ -132,8 +132,17 @@
       pressedAt = null;
       drain();
     }, function () {
+      // The plain post, with what the key or button added (the page then loads as without
+      // this script).
       busy = false;
-      form.submit();
+      extra.forEach(function (pair) {
+        const input = document.createElement('input');
+        input.type = 'hidden';
+        input.name = pair[0];
+        input.value = pair[1];
+        form.appendChild(input);
+      });
+      HTMLFormElement.prototype.submit.call(form);
     });
   }
 
@@ -183,8 +192,10 @@
     e.preventDefault();
     const at = performance.now();
     if (busy) {
-      // A selection belongs to the item on screen: span keys are not queued.
-      if (state.task === 'spans' && e.key !== 'Enter' && e.key !== 's' && e.key !== 'u') return;
+      // Only a classification key is a whole answer for one item, so only those queue (each
+      // for the item after the one before). A toggle, a span or a second Enter meant for the
+      // item on screen would land on one nobody has seen: dropped.
+      if (state.task !== 'classification') return;
       queue.push({ key: e.key, at: at });
       showQueue();
       return;

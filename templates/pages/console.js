@@ -43,18 +43,24 @@
   // delivers the types it was told to listen for); reconnects from the last id it saw.
   function follow() {
     fetch('/v1/events/stream?after=' + after, { credentials: 'same-origin' }).then(function (response) {
+      // Not allowed to read events (or signed out): this page is simply not live.
+      if (response.status === 401 || response.status === 403) return;
       if (!response.ok || !response.body) throw new Error('stream ' + response.status);
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
+      let partial = '';
       function pump() {
         return reader.read().then(function (chunk) {
           if (chunk.done) throw new Error('stream ended');
-          const text = decoder.decode(chunk.value, { stream: true });
-          const ids = text.match(/^id: \d+$/gm);
-          if (ids) {
-            after = ids[ids.length - 1].slice(4);
-            if (!timer) timer = setTimeout(refresh, 500);
-          }
+          // Whole lines only: an id cut at the end of a read would move `after` backwards.
+          const lines = (partial + decoder.decode(chunk.value, { stream: true })).split('\n');
+          partial = lines.pop();
+          let seen = false;
+          lines.forEach(function (line) {
+            const m = line.match(/^id: (\d+)$/);
+            if (m) { after = m[1]; seen = true; }
+          });
+          if (seen && !timer) timer = setTimeout(refresh, 500);
           return pump();
         });
       }

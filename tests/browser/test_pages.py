@@ -300,3 +300,27 @@ def test_twenty_items_labelled_by_keys_25_ms_apart_each_on_its_own_item(server, 
     timings = sorted(page.evaluate("() => window.__annotateTimings"))
     print(f"\nlabelling: key → next item on screen, {len(timings)} keys: median {timings[len(timings) // 2]:.1f} ms, "
           f"max {timings[-1]:.1f} ms (queued keys count from their press)")
+
+
+def test_a_failed_background_post_falls_back_to_the_plain_form_with_its_action(server, page):
+    with Client(server.url) as gh:
+        gh.create_dataset("tags", task="multilabel", labels=["a", "b"])
+        gh.add_items("tags", [{"id": "t1", "data": {"text": "first"}}, {"id": "t2", "data": {"text": "second"}},
+                              {"id": "t3", "data": {"text": "third"}}])
+    sign_in(page, server, "/annotate/tags", "kim")
+    # The script's post is lost (a network blip); the plain form post must still skip.
+    page.route("**/annotate/tags", lambda route: route.abort() if route.request.resource_type == "fetch" else route.continue_())
+    page.keyboard.press("s")
+    page.wait_for_selector("#item-text:has-text('second')")
+    assert httpx.get(f"{server.url}/v1/datasets/tags/stats").json()["skipped"] == 1
+    page.unroute("**/annotate/tags")
+    # Enter twice fast saves the item on screen once; the second press does not label an item
+    # nobody has seen.
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#item-text:has-text('third')")
+    page.wait_for_timeout(300)
+    stats = httpx.get(f"{server.url}/v1/datasets/tags/stats").json()
+    assert stats["labeled"] == 1 and stats["skipped"] == 1, stats
+    assert "third" in page.inner_text("#item-text")
