@@ -9,15 +9,14 @@ import Synchronization
 /// while no token exists — a caller on the loopback interface (protected mode).
 public final class Authenticator: Sendable {
     let tokens: any TokenStore
-    /// Verified tokens by secret hash, kept briefly so a busy client is not one database read
-    /// per request; a revocation takes effect within `cacheTTL`.
+    /// Verified tokens by secret hash (and sessions' tokens by id), kept briefly so a busy client
+    /// is not one database read per request; a revocation takes effect within `cacheTTL`.
     private let cache = Mutex<[String: (token: AccessToken?, until: ContinuousClock.Instant)]>([:])
     private let activeTokens = Mutex<(count: Int, until: ContinuousClock.Instant)?>(nil)
     static let cacheTTL = Duration.seconds(2)
 
     /// Signs web sessions; nil: no sessions (the API alone).
     let signer: LinkSigner?
-    private let sessionTokens = Mutex<[String: (token: AccessToken?, until: ContinuousClock.Instant)]>([:])
     /// The cookie that holds a web session, and how long a sign-in lasts.
     public static let sessionCookie = "gatehouse_who"
     public static let sessionLifetime: Int64 = 12 * 3_600_000
@@ -63,14 +62,7 @@ public final class Authenticator: Sendable {
     public static let signOut = "\(sessionCookie)=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
 
     private func sessionToken(id: String) async throws -> AccessToken? {
-        let now = ContinuousClock.now
-        if let cached = sessionTokens.withLock({ $0[id] }), cached.until > now { return cached.token }
-        let token = try await tokens.active(id: id)
-        sessionTokens.withLock { cache in
-            if cache.count > 10_000 { cache.removeAll() }
-            cache[id] = (token, now + Self.cacheTTL)
-        }
-        return token
+        try await cachedToken(key: "id:" + id) { try await tokens.active(id: id) }
     }
 
     public func authorize(_ request: Request, context: GatehouseContext, scope: Scope) async throws -> Principal {
@@ -123,13 +115,18 @@ public final class Authenticator: Sendable {
     public func hasTokens() async throws -> Bool { try await activeTokenCount() > 0 }
 
     private func token(for secret: String) async throws -> AccessToken? {
-        let hash = AccessToken.hash(secret)
+        try await cachedToken(key: "hash:" + AccessToken.hash(secret)) { try await tokens.verify(secret: secret) }
+    }
+
+    /// A token looked up by secret hash or by id (a session), remembered for `cacheTTL`: a
+    /// revocation takes effect within that, and a busy client is not a read per request.
+    private func cachedToken(key: String, load: () async throws -> AccessToken?) async throws -> AccessToken? {
         let now = ContinuousClock.now
-        if let cached = cache.withLock({ $0[hash] }), cached.until > now { return cached.token }
-        let token = try await tokens.verify(secret: secret)
+        if let cached = cache.withLock({ $0[key] }), cached.until > now { return cached.token }
+        let token = try await load()
         cache.withLock { cache in
             if cache.count > 10_000 { cache.removeAll() }
-            cache[hash] = (token, now + Self.cacheTTL)
+            cache[key] = (token, now + Self.cacheTTL)
         }
         return token
     }
