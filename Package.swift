@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Value types and pure logic: events, validation, JSON, time, runs, matchers, config model.
@@ -43,6 +44,17 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The same store on PostgreSQL: a blocking SQL session over postgres-nio for the commit
+        // queue, LISTEN/NOTIFY for the bus across processes, advisory locks for the scheduler.
+        .target(
+            name: "GatehousePostgres",
+            dependencies: [
+                "GatehouseCore",
+                "GatehouseStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The use cases (open/decide/cancel gates…) with their rules, audit, events, bus and
@@ -117,6 +129,7 @@ let package = Package(
                 "GatehouseServices",
                 "GatehouseServer",
                 "GatehouseClient",
+                "GatehousePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

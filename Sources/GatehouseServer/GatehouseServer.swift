@@ -37,7 +37,7 @@ public enum GatehouseServer {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
         router.middlewares.add(RequestHygieneMiddleware())
-        let auth = Authenticator(tokens: SQLiteTokenStore(database: database), signer: desk.signer)
+        let auth = Authenticator(tokens: SQLTokenStore(database: database), signer: desk.signer)
         let events = EventService(
             store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
             labellingRules: config.labellingRules, datasets: datasets)
@@ -50,7 +50,7 @@ public enum GatehouseServer {
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
         OpenAPIController().addRoutes(to: router)
         DeliveriesController(outbox: outbox, auth: auth, bus: log.bus, health: receiverHealth).addRoutes(to: router)
-        SilencesController(store: SQLiteSilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
+        SilencesController(store: SQLSilenceStore(database: database), auth: auth, bus: log.bus, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         GatesController(desk: desk, auth: auth, maxBodyBytes: config.server.maxBodyBytes).addRoutes(to: router)
         callbacks.addRoutes(to: router)
         DatasetsController(
@@ -60,7 +60,7 @@ public enum GatehouseServer {
         let console = ConsoleController(events: events, desk: desk, outbox: outbox, auth: auth, templates: pages, script: pages?.file("pages/console.js"))
         console.addRoutes(to: router)
         ConsoleOperations(
-            console: console, outbox: outbox, silences: SQLiteSilenceStore(database: database), datasets: datasets, bus: log.bus,
+            console: console, outbox: outbox, silences: SQLSilenceStore(database: database), datasets: datasets, bus: log.bus,
             health: receiverHealth
         ).addRoutes(to: router)
         AnnotateController(
@@ -87,20 +87,20 @@ public enum GatehouseServer {
         } catch {
             throw StartupError("cannot open the database \(config.storage.sqlite): \(error)")
         }
-        try checkProtectedMode(address: address, tokens: SQLiteTokenStore(database: database))
+        try checkProtectedMode(address: address, tokens: SQLTokenStore(database: database))
         let bus = Bus()
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
         let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan)
         let templates = try loadTemplates(config)
         let receivers = try await makeReceivers(config, templates: templates)
-        let outbox = SQLiteOutbox(log: log)
+        let outbox = SQLOutbox(log: log)
         let state = ServerState()
         let autoDecide = ProcessInfo.processInfo.environment["GATEHOUSE_AUTO_DECIDE"].flatMap { $0.isEmpty ? nil : $0 }
         if let autoDecide, !["approve", "reject"].contains(autoDecide) {
             throw StartupError("GATEHOUSE_AUTO_DECIDE must be approve or reject (got \"\(autoDecide)\")")
         }
-        let gates = GateService(repository: SQLiteGateRepository(log: log), bus: bus, autoDecide: autoDecide)
+        let gates = GateService(repository: SQLGateRepository(log: log), bus: bus, autoDecide: autoDecide)
         let baseURL = BaseURL(config.server.publicURL ?? "http://\(address)")
         let desk = GateDesk(
             gates: gates, signer: LinkSigner(key: try database.serverSecret("links")), baseURL: baseURL,
@@ -132,13 +132,13 @@ public enum GatehouseServer {
                 try? await gates.auditNotification(gateID: gateID, action: "notified", detail: detail)
             }
             dispatcher = Dispatcher(
-                outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SQLiteSilenceStore(database: database),
+                outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SQLSilenceStore(database: database),
                 inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
         }
         let router = makeRouter(
             config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
             pages: templates,
-            datasets: DatasetService(repository: SQLiteDatasetRepository(log: log), bus: bus, pageURL: { [base = desk.base] in "\(base.value)/annotate/\($0)" }),
+            datasets: DatasetService(repository: SQLDatasetRepository(log: log), bus: bus, pageURL: { [base = desk.base] in "\(base.value)/annotate/\($0)" }),
             receiverHealth: { dispatcher?.receiverHealth() ?? [] })
         let app = Application(
             router: router,

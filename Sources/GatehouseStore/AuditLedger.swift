@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 import GatehouseCore
 
 /// One line of the audit ledger.
@@ -50,26 +49,28 @@ public enum AuditLedger {
     /// Appends one entry inside the caller's transaction (so it commits with the change it
     /// records).
     @discardableResult
-    public static func append(gateID: String?, action: String, actor: String?, detail: JSONObject, at: Timestamp, db: Database) throws -> Int64 {
-        let prev = try String.fetchOne(db.cachedStatement(sql: "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")) ?? genesis
-        let seq = (try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM audit") ?? 0) + 1
+    public static func append(gateID: String?, action: String, actor: String?, detail: JSONObject, at: Timestamp, db: any SQLSession) throws -> Int64 {
+        let last = try db.first("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") { ($0[0] as Int64, $0[1] as String) }
+        let prev = last?.1 ?? genesis
+        let seq = (last?.0 ?? 0) + 1
         let detailText = JSONValue.object(detail).serialized()
         let hash = hash(prev: prev, canonical: canonical(seq: seq, gateID: gateID, at: at.milliseconds, action: action, actor: actor, detail: detailText))
         try db.execute(
-            sql: "INSERT INTO audit (seq, gate_id, at, action, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            arguments: [seq, gateID, at.milliseconds, action, actor, detailText, prev, hash])
+            "INSERT INTO audit (seq, gate_id, at, action, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [seq, gateID, at.milliseconds, action, actor, detailText, prev, hash])
         return seq
     }
 
-    public static func entries(gateID: String, db: Database) throws -> [AuditEntry] {
-        try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM audit WHERE gate_id = ? ORDER BY seq"), arguments: [gateID]).map(entry)
+    public static func entries(gateID: String, db: any SQLSession) throws -> [AuditEntry] {
+        try db.all("SELECT seq, gate_id, at, action, actor, detail, prev_hash, hash FROM audit WHERE gate_id = ? ORDER BY seq", [gateID], entry)
     }
 
-    static func entry(_ row: Row) -> AuditEntry {
-        let detail = (try? JSONValue.parse(row["detail"] as String))?.objectValue ?? JSONObject()
+    /// An entry from the columns `seq, gate_id, at, action, actor, detail, prev_hash, hash`.
+    static func entry(_ row: any SQLRow) -> AuditEntry {
+        let detail = (try? JSONValue.parse(row[5] as String))?.objectValue ?? JSONObject()
         return AuditEntry(
-            seq: row["seq"], gateID: row["gate_id"], at: Timestamp(milliseconds: row["at"]), action: row["action"],
-            actor: row["actor"], detail: detail, prevHash: row["prev_hash"], hash: row["hash"])
+            seq: row[0], gateID: row[1], at: Timestamp(milliseconds: row[2]), action: row[3],
+            actor: row[4], detail: detail, prevHash: row[6], hash: row[7])
     }
 
     /// The outcome of checking the whole chain.
@@ -83,28 +84,32 @@ public enum AuditLedger {
     }
 
     /// Walks the chain from the start, recomputing each hash from the stored text.
-    public static func verify(db: Database) throws -> Verification {
+    public static func verify(db: any SQLSession) throws -> Verification {
         var prev = genesis
         var count = 0
         var expectedSeq: Int64 = 1
-        let cursor = try Row.fetchCursor(db, sql: "SELECT seq, gate_id, at, action, actor, detail, prev_hash, hash FROM audit ORDER BY seq")
-        while let row = try cursor.next() {
+        var broken: (seq: Int64, reason: String)?
+        try db.query("SELECT seq, gate_id, at, action, actor, detail, prev_hash, hash FROM audit ORDER BY seq", []) { row in
+            guard broken == nil else { return }
             count += 1
-            let seq: Int64 = row["seq"]
+            let seq: Int64 = row[0]
             if seq != expectedSeq {
-                return Verification(entries: count, firstBroken: (expectedSeq, "entry \(expectedSeq) is missing (next is \(seq))"))
+                broken = (expectedSeq, "entry \(expectedSeq) is missing (next is \(seq))")
+                return
             }
-            let stored: String = row["hash"]
-            if (row["prev_hash"] as String) != prev {
-                return Verification(entries: count, firstBroken: (seq, "its prev_hash does not match the hash of entry \(seq - 1)"))
+            let stored: String = row[7]
+            if (row[6] as String) != prev {
+                broken = (seq, "its prev_hash does not match the hash of entry \(seq - 1)")
+                return
             }
-            let computed = hash(prev: prev, canonical: canonical(seq: seq, gateID: row["gate_id"], at: row["at"], action: row["action"], actor: row["actor"], detail: row["detail"]))
+            let computed = hash(prev: prev, canonical: canonical(seq: seq, gateID: row[1], at: row[2], action: row[3], actor: row[4], detail: row[5]))
             if computed != stored {
-                return Verification(entries: count, firstBroken: (seq, "its content does not match its hash (edited after it was written)"))
+                broken = (seq, "its content does not match its hash (edited after it was written)")
+                return
             }
             prev = stored
             expectedSeq += 1
         }
-        return Verification(entries: count, firstBroken: nil)
+        return Verification(entries: count, firstBroken: broken)
     }
 }

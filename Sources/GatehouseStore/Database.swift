@@ -279,3 +279,38 @@ public final class GatehouseDatabase: Sendable {
         try pool.read { db in try Self.migrator.appliedMigrations(db) }
     }
 }
+
+extension GatehouseDatabase: StoreDatabase {
+    public var dialect: SQLDialect { .sqlite }
+    public var location: String { path }
+
+    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await pool.read { db in try body(SQLiteSession(db)) }
+    }
+
+    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await pool.write { db in try body(SQLiteSession(db)) }
+    }
+
+    public func readNow<T>(_ body: (any SQLSession) throws -> T) throws -> T {
+        try pool.read { db in try body(SQLiteSession(db)) }
+    }
+
+    public func writeNow<T>(_ body: (any SQLSession) throws -> T) throws -> T {
+        try pool.write { db in try body(SQLiteSession(db)) }
+    }
+
+    /// SQLite has one writer: `BEGIN IMMEDIATE` is the serialisation. A relaxed commit runs at
+    /// `synchronous = NORMAL`: it becomes durable with the next full commit (WAL order).
+    public func commit(relaxed: Bool, _ body: (any SQLSession) throws -> Void) throws {
+        try pool.writeWithoutTransaction { db in
+            let relax = relaxed && durability == .full
+            if relax { try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
+            defer { if relax { try? db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute() } }
+            try db.inTransaction(.immediate) {
+                try body(SQLiteSession(db))
+                return .commit
+            }
+        }
+    }
+}

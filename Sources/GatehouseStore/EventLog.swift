@@ -1,6 +1,5 @@
 import Dispatch
 import Foundation
-import GRDB
 import GatehouseCore
 import Metrics
 import Synchronization
@@ -44,7 +43,7 @@ public struct EventFilter: Sendable, Equatable {
 /// load costs one fsync per commit, not one per request. Each request keeps its own
 /// atomicity through a savepoint.
 public final class EventLog: Sendable {
-    public let database: GatehouseDatabase
+    public let database: any StoreDatabase
     public let bus: Bus
     /// The one writer: event appends, state changes and delivery outcomes share its group
     /// commits (two queues contended for SQLite's single writer, and each paid a transaction).
@@ -69,7 +68,7 @@ public final class EventLog: Sendable {
     /// A write that rides with the next group commit and needs no fsync of its own (delivery
     /// outcomes: lost in a power cut, the delivery is sent again under the same webhook-id).
     private struct Write {
-        var work: @Sendable (Database) throws -> Void
+        var work: @Sendable (any SQLSession) throws -> Void
         /// Called on the writer's queue once committed (nil) or failed: quick, never blocking.
         var completion: @Sendable ((any Error)?) -> Void
     }
@@ -80,12 +79,12 @@ public final class EventLog: Sendable {
         var consequences: [EventConsequence?] = []
         /// Other writes that must commit with the events they cause (a gate closing and its
         /// `gate.*` event): runs first, inside the request's savepoint; its events are appended.
-        var work: (@Sendable (Database) throws -> [Event])?
+        var work: (@Sendable (any SQLSession) throws -> [Event])?
         var continuation: CheckedContinuation<AppendOutcome, any Error>
     }
 
     public init(
-        database: GatehouseDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() },
+        database: any StoreDatabase, bus: Bus, clock: @escaping @Sendable () -> Timestamp = { .now() },
         planner: (@Sendable (Event) -> DeliveryPlan)? = nil
     ) {
         self.database = database
@@ -107,7 +106,7 @@ public final class EventLog: Sendable {
     /// Runs `work` inside the next group commit and appends the events it returns in the same
     /// transaction, so a state change and the events (and deliveries) it causes are durable
     /// together or not at all. `work` must not block on anything but the database.
-    public func transact<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> (T, [Event])) async throws -> T {
+    public func transact<T: Sendable>(_ work: @escaping @Sendable (any SQLSession) throws -> (T, [Event])) async throws -> T {
         let result = Mutex<T?>(nil)
         _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AppendOutcome, any Error>) in
             let request = Request(events: [], work: { db in
@@ -123,7 +122,7 @@ public final class EventLog: Sendable {
     /// Runs `work` in the next group commit, in a savepoint of its own (its failure fails only
     /// it), and calls `completion` once that is committed. Alone in a commit it is not fsynced:
     /// it becomes durable with the next event commit (WAL order); events keep `durability`.
-    public func write(_ work: @escaping @Sendable (Database) throws -> Void, completion: @escaping @Sendable ((any Error)?) -> Void) {
+    public func write(_ work: @escaping @Sendable (any SQLSession) throws -> Void, completion: @escaping @Sendable ((any Error)?) -> Void) {
         committer.submit(.write(Write(work: work, completion: completion))) { self.commit($0) }
     }
 
@@ -143,53 +142,47 @@ public final class EventLog: Sendable {
         var lastCursor: Int64 = 0
         var total = 0
         do {
-            try database.pool.writeWithoutTransaction { db in
-                let relaxed = requests.isEmpty && database.durability == .full
-                if relaxed { try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
-                defer { if relaxed { try? db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute() } }
-                try db.inTransaction(.immediate) {
-                    var inserted: [Event] = []
-                    for (i, request) in requests.enumerated() {
-                        // A savepoint per request keeps each request atomic without making one
-                        // request's failure fail the others sharing this commit.
-                        let single = requests.count == 1 && writes.isEmpty
-                        // One event without other work writes all or nothing by itself (a
-                        // conflict is found before anything is written): no savepoint needed.
-                        let atomic = single || (request.work == nil && request.events.count == 1 && request.consequences.isEmpty)
-                        do {
-                            var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
-                            var mine: [Event] = []
-                            let body = {
-                                let events = try request.work.map { try $0(db) + request.events } ?? request.events
-                                // Consequences line up with the request's own events, which
-                                // come after what `work` returned.
-                                let offset = events.count - request.events.count
-                                let consequences = request.consequences.isEmpty ? [] : Array(repeating: nil, count: offset) + request.consequences
-                                outcome = try self.insert(events, consequences: consequences, receivedAt: receivedAt, db: db, inserted: &mine)
-                            }
-                            if atomic { try body() } else {
-                                try db.inSavepoint { try body(); return .commit }
-                            }
-                            inserted.append(contentsOf: mine)
-                            if let c = outcome.lastCursor { lastCursor = max(lastCursor, c) }
-                            outcomes[i] = .success(outcome)
-                        } catch {
-                            if single { throw error }
-                            outcomes[i] = .failure(error)
+            try database.commit(relaxed: requests.isEmpty) { db in
+                var inserted: [Event] = []
+                for (i, request) in requests.enumerated() {
+                    // A savepoint per request keeps each request atomic without making one
+                    // request's failure fail the others sharing this commit.
+                    let single = requests.count == 1 && writes.isEmpty
+                    // One event without other work writes all or nothing by itself (a conflict
+                    // is found before anything is written): no savepoint needed — on SQLite,
+                    // where a failed statement leaves the transaction usable. PostgreSQL aborts
+                    // the whole transaction instead, so there each shared request has one.
+                    let atomic = single || (db.dialect == .sqlite && request.work == nil && request.events.count == 1 && request.consequences.isEmpty)
+                    do {
+                        var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
+                        var mine: [Event] = []
+                        let body = {
+                            let events = try request.work.map { try $0(db) + request.events } ?? request.events
+                            // Consequences line up with the request's own events, which come
+                            // after what `work` returned.
+                            let offset = events.count - request.events.count
+                            let consequences = request.consequences.isEmpty ? [] : Array(repeating: nil, count: offset) + request.consequences
+                            outcome = try self.insert(events, consequences: consequences, receivedAt: receivedAt, db: db, inserted: &mine)
                         }
+                        if atomic { try body() } else { try db.savepoint(body) }
+                        inserted.append(contentsOf: mine)
+                        if let c = outcome.lastCursor { lastCursor = max(lastCursor, c) }
+                        outcomes[i] = .success(outcome)
+                    } catch {
+                        if single { throw error }
+                        outcomes[i] = .failure(error)
                     }
-                    total = inserted.count
-                    try self.updateRuns(with: inserted, db: db)
-                    let alone = requests.isEmpty && writes.count == 1
-                    for (i, write) in writes.enumerated() {
-                        do {
-                            if alone { try write.work(db) } else { try db.inSavepoint { try write.work(db); return .commit } }
-                        } catch {
-                            if alone { throw error }
-                            writeErrors[i] = error
-                        }
+                }
+                total = inserted.count
+                try self.updateRuns(with: inserted, db: db)
+                let alone = requests.isEmpty && writes.count == 1
+                for (i, write) in writes.enumerated() {
+                    do {
+                        if alone { try write.work(db) } else { try db.savepoint { try write.work(db) } }
+                    } catch {
+                        if alone { throw error }
+                        writeErrors[i] = error
                     }
-                    return .commit
                 }
             }
         } catch {
@@ -212,13 +205,15 @@ public final class EventLog: Sendable {
         for (write, error) in zip(writes, writeErrors) { write.completion(error) }
     }
 
+    private static let insertEvent = """
+        INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at, time_given)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq
+        """
+    private static let selectEvent = "SELECT \(EventRow.selectColumns) FROM events WHERE id = ?"
+
     private func insert(
-        _ events: [Event], consequences: [EventConsequence?] = [], receivedAt: Timestamp, db: Database, inserted: inout [Event]
+        _ events: [Event], consequences: [EventConsequence?] = [], receivedAt: Timestamp, db: any SQLSession, inserted: inout [Event]
     ) throws -> AppendOutcome {
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at, time_given)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING
-            """)
         var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
         outcome.ids.reserveCapacity(events.count)
         var caused: [Event] = []
@@ -230,23 +225,22 @@ public final class EventLog: Sendable {
                 labels = JSONValue.object(object).serialized()
             }
             let attributes = event.attributes.map { JSONValue.object($0).serialized() }
-            try statement.execute(arguments: [
+            let seq = try db.value(Int64.self, Self.insertEvent, [
                 event.id, event.type, event.pipeline, event.run, event.step, event.severity.rawValue,
                 event.summary.map(StoredText.init), event.details.map(StoredText.init), labels, attributes, event.url, event.time.milliseconds,
                 receivedAt.milliseconds, event.timeGiven,
             ])
             outcome.ids.append(event.id)
-            if db.changesCount > 0 {
+            if let seq {
                 outcome.accepted += 1
-                outcome.lastCursor = db.lastInsertedRowID
+                outcome.lastCursor = seq
                 inserted.append(event)
                 if let planner {
-                    let seq = db.lastInsertedRowID
                     let plan = planner(event)
                     if !plan.deliveries.isEmpty {
-                        try SQLiteOutbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
+                        try SQLOutbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
                     }
-                    if plan.resolvesFailures { try SQLiteOutbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
+                    if plan.resolvesFailures { try SQLOutbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) }
                 }
                 if index < consequences.count, let consequence = consequences[index] {
                     caused += try consequence(event, ConsequenceTransaction(db: db))
@@ -254,8 +248,8 @@ public final class EventLog: Sendable {
             } else {
                 // A known id: the same content again is an idempotent duplicate; different
                 // content under it is refused (409), as payment APIs treat idempotency keys.
-                if let stored = try EventRow.fetchOne(db.cachedStatement(sql: "SELECT * FROM events WHERE id = ?"), arguments: [event.id]),
-                   !stored.stored.event.sameContent(as: event) {
+                if let stored = try db.first(Self.selectEvent, [event.id], { EventRow.storedEvent($0) }),
+                   !stored.event.sameContent(as: event) {
                     throw Problem(
                         status: 409, title: "Conflict",
                         detail: "event id \"\(event.id)\" was already used for an event with different content; send a new id for a new event")
@@ -276,7 +270,7 @@ public final class EventLog: Sendable {
     /// (no SQL is generated per run). A run first seen in this commit — every CI job, every
     /// pipeline run — costs one `INSERT … ON CONFLICT DO NOTHING`; only a run that already has
     /// a row is read, folded and written back.
-    private func updateRuns(with events: [Event], db: Database) throws {
+    private func updateRuns(with events: [Event], db: any SQLSession) throws {
         var order: [RunKey] = []
         var touched: [RunKey: [Event]] = [:]
         for event in events {
@@ -286,26 +280,23 @@ public final class EventLog: Sendable {
             touched[key, default: []].append(event)
         }
         guard !order.isEmpty else { return }
-        let insertNew = try db.cachedStatement(sql: """
-            INSERT INTO runs (pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING
-            """)
         for key in order {
             let runEvents = touched[key]!
             let fresh = runEvents.reduce(RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)) { $0.applying($1) }
-            try insertNew.execute(arguments: RunRow.arguments(fresh))
-            if db.changesCount > 0 { continue }
-            let select = try db.cachedStatement(sql: """
+            let added = try db.execute("""
+                INSERT INTO runs (pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING
+                """, RunRow.arguments(fresh))
+            if added > 0 { continue }
+            guard var summary = try db.first("""
                 SELECT status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts FROM runs WHERE pipeline = ? AND run = ?
-                """)
-            guard let row = try Row.fetchOne(select, arguments: [key.pipeline, key.run]) else { continue }
-            var summary = RunRow.summary(pipeline: key.pipeline, run: key.run, row: row)
+                """, [key.pipeline, key.run], { RunRow.summary(pipeline: key.pipeline, run: key.run, row: $0) })
+            else { continue }
             for event in runEvents { summary = summary.applying(event) }
-            let update = try db.cachedStatement(sql: """
+            try db.execute("""
                 UPDATE runs SET status = ?3, failed_step = ?4, started_at = ?5, ended_at = ?6, last_event_at = ?7, lifecycle_at = ?8,
                     event_count = ?9, counts = ?10 WHERE pipeline = ?1 AND run = ?2
-                """)
-            try update.execute(arguments: RunRow.arguments(summary))
+                """, RunRow.arguments(summary))
         }
     }
 
@@ -317,66 +308,65 @@ public final class EventLog: Sendable {
     // MARK: Reads
 
     public func events(_ filter: EventFilter) async throws -> [StoredEvent] {
-        try await database.pool.read { db in try Self.fetchEvents(filter, db: db) }
+        try await database.read { db in try Self.fetchEvents(filter, db: db) }
     }
 
-    static func fetchEvents(_ filter: EventFilter, db: Database) throws -> [StoredEvent] {
+    static func fetchEvents(_ filter: EventFilter, db: any SQLSession) throws -> [StoredEvent] {
         var clauses = ["seq > ?"]
-        var arguments: StatementArguments = [filter.after]
-        if let pipeline = filter.pipeline { clauses.append("pipeline = ?"); arguments += [pipeline] }
-        if let run = filter.run { clauses.append("run = ?"); arguments += [run] }
+        var arguments: SQLArguments = [filter.after]
+        if let pipeline = filter.pipeline { clauses.append("pipeline = ?"); arguments.append(pipeline) }
+        if let run = filter.run { clauses.append("run = ?"); arguments.append(run) }
         if !filter.types.isEmpty {
             clauses.append("type IN (\(filter.types.map { _ in "?" }.joined(separator: ",")))")
-            arguments += StatementArguments(filter.types)
+            arguments += SQLArguments(filter.types)
         }
-        arguments += [filter.limit]
-        let sql = "SELECT * FROM events WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq \(filter.newestFirst ? "DESC" : "ASC") LIMIT ?"
-        return try EventRow.fetchAll(db, sql: sql, arguments: arguments).map(\.stored)
+        arguments.append(filter.limit)
+        let sql = "SELECT \(EventRow.selectColumns) FROM events WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq \(filter.newestFirst ? "DESC" : "ASC") LIMIT ?"
+        return try db.all(sql, arguments) { EventRow.storedEvent($0) }
     }
 
     public func lastCursor() async throws -> Int64 {
-        try await database.pool.read { db in try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM events") ?? 0 }
+        try await database.read { db in try db.value(Int64.self, "SELECT COALESCE(MAX(seq), 0) FROM events") ?? 0 }
     }
 
     public func count() async throws -> Int {
-        try await database.pool.read { db in try EventRow.fetchCount(db) }
+        try await database.read { db in try db.value(Int.self, "SELECT COUNT(*) FROM events") ?? 0 }
     }
 
     public func runs(pipeline: String?, status: RunSummary.Status?, limit: Int) async throws -> [RunSummary] {
-        try await database.pool.read { db in
+        try await database.read { db in
             var clauses: [String] = []
-            var arguments: StatementArguments = []
-            if let pipeline { clauses.append("pipeline = ?"); arguments += [pipeline] }
-            if let status { clauses.append("status = ?"); arguments += [status.rawValue] }
-            arguments += [limit]
+            var arguments: SQLArguments = []
+            if let pipeline { clauses.append("pipeline = ?"); arguments.append(pipeline) }
+            if let status { clauses.append("status = ?"); arguments.append(status.rawValue) }
+            arguments.append(limit)
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-            return try RunRow.fetchAll(db, sql: "SELECT * FROM runs \(whereClause) ORDER BY last_event_at DESC LIMIT ?", arguments: arguments).map(\.summary)
+            return try db.all("SELECT \(RunRow.selectColumns) FROM runs \(whereClause) ORDER BY last_event_at DESC LIMIT ?", arguments, RunRow.summary)
         }
     }
 
     /// A run with its timeline. Several pipelines may use the same run id: `pipeline` picks one,
     /// otherwise the most recently active wins.
     public func run(_ run: String, pipeline: String?, timelineLimit: Int = 1000) async throws -> (RunSummary, [StoredEvent])? {
-        try await database.pool.read { db in
-            let row: RunRow?
+        try await database.read { db in
+            let summary: RunSummary?
             if let pipeline {
-                row = try RunRow.fetchOne(db, key: ["pipeline": pipeline, "run": run])
+                summary = try db.first("SELECT \(RunRow.selectColumns) FROM runs WHERE pipeline = ? AND run = ?", [pipeline, run], RunRow.summary)
             } else {
-                row = try RunRow.fetchOne(db, sql: "SELECT * FROM runs WHERE run = ? ORDER BY last_event_at DESC LIMIT 1", arguments: [run])
+                summary = try db.first("SELECT \(RunRow.selectColumns) FROM runs WHERE run = ? ORDER BY last_event_at DESC LIMIT 1", [run], RunRow.summary)
             }
-            guard let row else { return nil }
-            let events = try EventRow.fetchAll(
-                db, sql: "SELECT * FROM events WHERE run = ? AND pipeline = ? ORDER BY time, seq LIMIT ?",
-                arguments: [run, row.pipeline, timelineLimit]
-            ).map(\.stored)
-            return (row.summary, events)
+            guard let summary else { return nil }
+            let events = try db.all(
+                "SELECT \(EventRow.selectColumns) FROM events WHERE run = ? AND pipeline = ? ORDER BY time, seq LIMIT ?",
+                [run, summary.pipeline, timelineLimit]) { EventRow.storedEvent($0) }
+            return (summary, events)
         }
     }
 }
 
-/// The SQLite side of a consequence's writes: the commit's own connection.
+/// What a consequence writes through: the commit's own session.
 struct ConsequenceTransaction: StoreTransaction {
-    let db: Database
-    var gates: any GateTransaction { SQLiteGateRepository.Transaction(db: db) }
-    var datasets: any DatasetTransaction { SQLiteDatasetRepository.Transaction(db: db) }
+    let db: any SQLSession
+    var gates: any GateTransaction { SQLGateRepository.Transaction(db: db) }
+    var datasets: any DatasetTransaction { SQLDatasetRepository.Transaction(db: db) }
 }

@@ -1,21 +1,16 @@
 import Foundation
-import GRDB
 import GatehouseCore
 
-struct SilenceRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "silences"
-    var id: String
-    var matchers: String
-    var starts_at: Int64
-    var ends_at: Int64
-    var created_by: String
-    var comment: StoredText
-    var created_at: Int64
+/// How a silence is stored in `silences`.
+enum SilenceRow {
+    static let selectColumns = "id, matchers, starts_at, ends_at, created_by, comment"
 
-    var silence: Silence? {
-        guard let list = try? JSONValue.parse(matchers).arrayValue else { return nil }
+    static func silence(_ row: any SQLRow) -> Silence? {
+        guard let list = try? JSONValue.parse(row[1] as String).arrayValue else { return nil }
         let parsed = list.compactMap { $0.stringValue.flatMap { try? Matcher.parse($0) } }
-        return Silence(id: id, matchers: parsed, startsAt: Timestamp(milliseconds: starts_at), endsAt: Timestamp(milliseconds: ends_at), createdBy: created_by, comment: comment.string)
+        return Silence(
+            id: row[0], matchers: parsed, startsAt: Timestamp(milliseconds: row[2]), endsAt: Timestamp(milliseconds: row[3]),
+            createdBy: row[4], comment: row[5])
     }
 }
 
@@ -35,37 +30,42 @@ extension SilenceStore {
     public func expire(_ id: String) async throws -> Bool { try await expire(id, now: .now()) }
 }
 
-/// Silences in the SQLite database.
-public struct SQLiteSilenceStore: SilenceStore {
-    public let database: GatehouseDatabase
-    public init(database: GatehouseDatabase) { self.database = database }
+/// Silences in the store's database.
+public struct SQLSilenceStore: SilenceStore {
+    public let database: any StoreDatabase
+    public init(database: any StoreDatabase) { self.database = database }
 
     public func create(_ silence: Silence, now: Timestamp) async throws {
-        let row = SilenceRow(
-            id: silence.id, matchers: JSONValue.array(silence.matchers.map { .string($0.description) }).serialized(),
-            starts_at: silence.startsAt.milliseconds, ends_at: silence.endsAt.milliseconds,
-            created_by: silence.createdBy, comment: StoredText(silence.comment), created_at: now.milliseconds)
-        try await database.pool.write { db in try row.insert(db) }
+        let matchers = JSONValue.array(silence.matchers.map { .string($0.description) }).serialized()
+        try await database.write { db in
+            try db.execute(
+                "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [silence.id, matchers, silence.startsAt.milliseconds, silence.endsAt.milliseconds, silence.createdBy,
+                 StoredText(silence.comment), now.milliseconds])
+        }
     }
 
     public func list() async throws -> [Silence] {
-        try await database.pool.read { db in try SilenceRow.order(Column("starts_at").desc).fetchAll(db).compactMap(\.silence) }
+        try await database.read { db in
+            try db.all("SELECT \(SilenceRow.selectColumns) FROM silences ORDER BY starts_at DESC, id", [], SilenceRow.silence).compactMap { $0 }
+        }
     }
 
     /// Silences not yet over at `now`.
     public func current(at now: Timestamp) async throws -> [Silence] {
-        try await database.pool.read { db in
-            try SilenceRow.fetchAll(db, sql: "SELECT * FROM silences WHERE ends_at > ?", arguments: [now.milliseconds]).compactMap(\.silence)
+        try await database.read { db in
+            try db.all("SELECT \(SilenceRow.selectColumns) FROM silences WHERE ends_at > ?", [now.milliseconds], SilenceRow.silence).compactMap { $0 }
         }
     }
 
     /// Ends a silence now; false when there is none with this id.
     public func expire(_ id: String, now: Timestamp) async throws -> Bool {
-        try await database.pool.write { db in
-            guard var row = try SilenceRow.fetchOne(db, key: id) else { return false }
-            row.ends_at = min(row.ends_at, now.milliseconds)
-            row.starts_at = min(row.starts_at, row.ends_at)
-            try row.update(db)
+        try await database.write { db in
+            guard let (startsAt, endsAt) = try db.first("SELECT starts_at, ends_at FROM silences WHERE id = ?", [id], { ($0[0] as Int64, $0[1] as Int64) })
+            else { return false }
+            // Ends no later than now, and starts no later than it ends.
+            let ends = min(endsAt, now.milliseconds)
+            try db.execute("UPDATE silences SET starts_at = ?, ends_at = ? WHERE id = ?", [min(startsAt, ends), ends, id])
             return true
         }
     }

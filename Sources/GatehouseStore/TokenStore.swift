@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 import GatehouseCore
 
 public struct AccessToken: Sendable, Equatable, Encodable {
@@ -17,20 +16,15 @@ public struct AccessToken: Sendable, Equatable, Encodable {
     public var json: JSONValue { JSONValueEncoder.value(self) }
 }
 
-struct TokenRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "tokens"
-    var id: String
-    var name: String
-    var scopes: String
-    var hash: String
-    var created_at: Int64
-    var revoked_at: Int64?
+/// How a token is stored in `tokens`.
+enum TokenRow {
+    static let selectColumns = "id, name, scopes, created_at, revoked_at"
 
-    var token: AccessToken {
+    static func token(_ row: any SQLRow) -> AccessToken {
         AccessToken(
-            id: id, name: name,
-            scopes: scopes.split(separator: ",").compactMap { Scope(rawValue: String($0)) },
-            createdAt: Timestamp(milliseconds: created_at), revokedAt: revoked_at.map(Timestamp.init(milliseconds:)))
+            id: row[0], name: row[1],
+            scopes: (row[2] as String).split(separator: ",").compactMap { Scope(rawValue: String($0)) },
+            createdAt: Timestamp(milliseconds: row[3]), revokedAt: (row[4] as Int64?).map(Timestamp.init(milliseconds:)))
     }
 }
 
@@ -65,10 +59,10 @@ extension TokenStore {
     public func revoke(_ idOrName: String) throws -> [AccessToken] { try revoke(idOrName, now: .now()) }
 }
 
-/// Tokens in the SQLite database.
-public struct SQLiteTokenStore: TokenStore {
-    public let database: GatehouseDatabase
-    public init(database: GatehouseDatabase) { self.database = database }
+/// Tokens in the store's database.
+public struct SQLTokenStore: TokenStore {
+    public let database: any StoreDatabase
+    public init(database: any StoreDatabase) { self.database = database }
 
     static let secretPrefix = AccessToken.secretPrefix
     static func hash(_ secret: String) -> String { AccessToken.hash(secret) }
@@ -81,49 +75,50 @@ public struct SQLiteTokenStore: TokenStore {
 
     public func create(name: String, scopes: [Scope], now: Timestamp) throws -> (AccessToken, secret: String) {
         let secret = Self.secretPrefix + Self.randomString(32)
-        let row = TokenRow(
-            id: "tok_" + Self.randomString(10).lowercased(), name: name,
-            scopes: scopes.map(\.rawValue).joined(separator: ","), hash: Self.hash(secret),
-            created_at: now.milliseconds, revoked_at: nil)
-        try database.pool.write { db in try row.insert(db) }
-        return (row.token, secret)
+        let token = AccessToken(id: "tok_" + Self.randomString(10).lowercased(), name: name, scopes: scopes, createdAt: now, revokedAt: nil)
+        try database.writeNow { db in
+            try db.execute(
+                "INSERT INTO tokens (id, name, scopes, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
+                [token.id, name, scopes.map(\.rawValue).joined(separator: ","), Self.hash(secret), now.milliseconds])
+        }
+        return (token, secret)
     }
 
     public func list() throws -> [AccessToken] {
-        try database.pool.read { db in try TokenRow.order(Column("created_at")).fetchAll(db).map(\.token) }
+        try database.readNow { db in try db.all("SELECT \(TokenRow.selectColumns) FROM tokens ORDER BY created_at, id", [], TokenRow.token) }
     }
 
     /// Revokes by id or by name; returns the tokens revoked.
     public func revoke(_ idOrName: String, now: Timestamp) throws -> [AccessToken] {
-        try database.pool.write { db in
-            let rows = try TokenRow.fetchAll(db, sql: "SELECT * FROM tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL", arguments: [idOrName, idOrName])
-            for var row in rows {
-                row.revoked_at = now.milliseconds
-                try row.update(db)
+        try database.writeNow { db in
+            let tokens = try db.all(
+                "SELECT \(TokenRow.selectColumns) FROM tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL", [idOrName, idOrName], TokenRow.token)
+            for token in tokens {
+                try db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", [now.milliseconds, token.id])
             }
-            return rows.map(\.token)
+            return tokens.map { var t = $0; t.revokedAt = now; return t }
         }
     }
 
     /// The active token with this secret, if any.
     public func verify(secret: String) async throws -> AccessToken? {
         let hash = Self.hash(secret)
-        return try await database.pool.read { db in
-            try TokenRow.fetchOne(db, sql: "SELECT * FROM tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [hash])?.token
+        return try await database.read { db in
+            try db.first("SELECT \(TokenRow.selectColumns) FROM tokens WHERE hash = ? AND revoked_at IS NULL", [hash], TokenRow.token)
         }
     }
 
     public func active(id: String) async throws -> AccessToken? {
-        try await database.pool.read { db in
-            try TokenRow.fetchOne(db, sql: "SELECT * FROM tokens WHERE id = ? AND revoked_at IS NULL", arguments: [id])?.token
+        try await database.read { db in
+            try db.first("SELECT \(TokenRow.selectColumns) FROM tokens WHERE id = ? AND revoked_at IS NULL", [id], TokenRow.token)
         }
     }
 
     public func activeCount() async throws -> Int {
-        try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL") ?? 0 }
+        try await database.read { db in try db.value(Int.self, "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL") ?? 0 }
     }
 
     public func activeCountNow() throws -> Int {
-        try database.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL") ?? 0 }
+        try database.readNow { db in try db.value(Int.self, "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL") ?? 0 }
     }
 }

@@ -449,7 +449,7 @@ struct AuditVerify: AsyncParsableCommand {
                 let database: GatehouseDatabase
                 do { database = try GatehouseDatabase(path: db) } catch { throw ClientFailure("cannot open \(db): \(error)", exitCode: ClientFailure.Code.noInput) }
                 let bus = Bus()
-                let gates = GateService(repository: SQLiteGateRepository(log: EventLog(database: database, bus: bus)), bus: bus)
+                let gates = GateService(repository: SQLGateRepository(log: EventLog(database: database, bus: bus)), bus: bus)
                 let verification = try await gates.verifyAudit()
                 (entries, broken) = (verification.entries, verification.firstBroken)
             } else {

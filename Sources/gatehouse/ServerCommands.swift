@@ -94,7 +94,7 @@ struct TokenCommand: ParsableCommand {
         func store() throws -> any TokenStore {
             let path = databasePath(db, config: try loadConfig(path: config))
             do {
-                return SQLiteTokenStore(database: try GatehouseDatabase(path: path))
+                return SQLTokenStore(database: try GatehouseDatabase(path: path))
             } catch {
                 throw ClientFailure("cannot open the database \(path): \(error)", exitCode: ClientFailure.Code.unavailable)
             }

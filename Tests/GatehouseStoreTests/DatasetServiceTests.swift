@@ -22,7 +22,7 @@ struct DatasetServiceTests {
         let log = EventLog(database: try GatehouseDatabase(path: path), bus: bus)
         let heard = Heard()
         bus.observe { message in heard.messages.withLock { $0.append(message) } }
-        return (DatasetService(repository: SQLiteDatasetRepository(log: log), bus: bus, pageURL: { "http://x/annotate/\($0)" }), log, heard, path)
+        return (DatasetService(repository: SQLDatasetRepository(log: log), bus: bus, pageURL: { "http://x/annotate/\($0)" }), log, heard, path)
     }
 
     func spec(_ json: String) throws -> DatasetSpec { try DatasetSpec.parse(JSONValue.parse(json)).get() }

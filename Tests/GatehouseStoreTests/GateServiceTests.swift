@@ -11,7 +11,7 @@ struct GateServiceTests {
     static let t0 = Timestamp(milliseconds: 1_795_946_400_000)
 
     static func service(_ log: EventLog) -> GateService {
-        GateService(repository: SQLiteGateRepository(log: log), bus: log.bus)
+        GateService(repository: SQLGateRepository(log: log), bus: log.bus)
     }
 
     func store() throws -> (GateService, String) {
@@ -41,7 +41,7 @@ struct GateServiceTests {
             Issue.record("a superseded gate took a decision"); return
         }
         #expect(outcome?.state == .superseded)
-        let types = try await (gates.repository as! SQLiteGateRepository).log.events(EventFilter()).map(\.event.type)
+        let types = try await (gates.repository as! SQLGateRepository).log.events(EventFilter()).map(\.event.type)
         #expect(types == ["gate.opened", "gate.superseded", "gate.opened"])
     }
 
@@ -69,7 +69,7 @@ struct GateServiceTests {
         // The outcome carries the deadline, not the moment the scheduler noticed.
         #expect(gate.outcome?.at == minutes(60))
         #expect(try await gates.nextDeadline() == nil)
-        let events = try await (gates.repository as! SQLiteGateRepository).log.events(EventFilter())
+        let events = try await (gates.repository as! SQLGateRepository).log.events(EventFilter())
         #expect(events.map(\.event.type) == ["gate.opened", "gate.reminder", "gate.escalated", "gate.reminder", "gate.reminder", "gate.rejected"])
         #expect(events[2].event.attributes?["escalate_to"] == .array([.string("ops")]))
         let actions = try await gates.audit(id).map(\.action)
@@ -104,14 +104,14 @@ struct GateServiceTests {
         #expect(try await gates.verifyAudit() == AuditLedger.Verification(entries: 4, firstBroken: nil))
 
         // Someone rewrites history: the refusal becomes an approval.
-        try await (gates.repository as! SQLiteGateRepository).log.database.pool.write { db in
-            try db.execute(sql: "UPDATE audit SET detail = replace(detail, 'not an approver', 'an approver') WHERE seq = 2")
+        try await (gates.repository as! SQLGateRepository).log.database.write { db in
+            try db.execute("UPDATE audit SET detail = replace(detail, 'not an approver', 'an approver') WHERE seq = 2")
         }
         let broken = try await gates.verifyAudit()
         #expect(broken.firstBroken?.seq == 2 && broken.firstBroken?.reason.contains("edited") == true)
         // Deleting an entry breaks the link of the next one.
-        try await (gates.repository as! SQLiteGateRepository).log.database.pool.write { db in
-            try db.execute(sql: "DELETE FROM audit WHERE seq = 2")
+        try await (gates.repository as! SQLGateRepository).log.database.write { db in
+            try db.execute("DELETE FROM audit WHERE seq = 2")
         }
         #expect(try await gates.verifyAudit().firstBroken?.seq == 2)
     }
@@ -119,7 +119,7 @@ struct GateServiceTests {
     @Test func autoApproveReadsTheGateAndItsRunsEvent() async throws {
         let (gates, path) = try store()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        _ = try await (gates.repository as! SQLiteGateRepository).log.append([Event(id: "m", type: "model.registered", pipeline: "train", run: "r9", attributes: JSONObject([("auc", .number("0.93"))]), time: Self.t0)])
+        _ = try await (gates.repository as! SQLGateRepository).log.append([Event(id: "m", type: "model.registered", pipeline: "train", run: "r9", attributes: JSONObject([("auc", .number("0.93"))]), time: Self.t0)])
         let policy = #"{"title": "t", "pipeline": "train", "run": "r9", "auto_approve": {"when": "attributes.auc >= 0.9 and event.attributes.auc >= 0.9"}}"#
         let approved = try await gates.open(try spec(policy), requestedVia: "api", now: minutes(1)).gate
         #expect(approved.state == .approved && approved.outcome?.by == "policy:auto" && approved.outcome?.reason == .policy)

@@ -145,13 +145,13 @@ struct TokenStoreTests {
     @Test func createVerifyRevoke() async throws {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let store = SQLiteTokenStore(database: try GatehouseDatabase(path: path))
+        let store = SQLTokenStore(database: try GatehouseDatabase(path: path))
         #expect(try store.activeCountNow() == 0)
         let (token, secret) = try store.create(name: "ci", scopes: [.eventsWrite])
         #expect(secret.hasPrefix("gth_") && secret.count == 36)
         #expect(try await store.verify(secret: secret)?.id == token.id)
         #expect(try await store.verify(secret: secret + "x") == nil)
-        let stored = try await store.database.pool.read { try String.fetchAll($0, sql: "SELECT hash FROM tokens") }
+        let stored = try await store.database.read { try $0.values(String.self, "SELECT hash FROM tokens") }
         #expect(stored == [AccessToken.hash(secret)])
         #expect(try store.revoke("ci").map(\.id) == [token.id])
         #expect(try await store.verify(secret: secret) == nil)
@@ -172,7 +172,7 @@ struct OutboxTests {
                 PlannedDelivery(receiver: "audit", route: "root.0", groupKey: "root.0|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(300), fallback: nil, alone: true)])
         }
         _ = try await log.append([event("a", run: "r1"), event("b", run: "r1"), event("c", run: "r2")])
-        let outbox = SQLiteOutbox(log: log)
+        let outbox = SQLOutbox(log: log)
         let team = try await outbox.list(state: .pending, receiver: "team", limit: 10)
         #expect(team.count == 3)
         // A new group waits group_wait; later members join its pending flush.
@@ -212,7 +212,7 @@ struct OutboxTests {
             _ = try await log.append([event(id)])
             clock = clock.adding(milliseconds: 1000)
         }
-        let outbox = SQLiteOutbox(log: EventLog(database: database, bus: Bus()))
+        let outbox = SQLOutbox(log: EventLog(database: database, bus: Bus()))
         var rows = try await outbox.list(state: .pending, receiver: "hook", limit: 10).sorted { $0.created_at < $1.created_at }
         // a and b failed with the receiver and were put off; c failed three times already.
         for (i, attempts, next) in [(0, 1, 9_000_000), (1, 2, 8_000_000), (2, 3, 7_000_000)] {

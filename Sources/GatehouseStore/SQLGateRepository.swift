@@ -1,14 +1,13 @@
 import Foundation
-import GRDB
 import GatehouseCore
 import Synchronization
 
-/// Approval gates in SQLite. Every transaction goes through the event log's group commit, so
+/// Approval gates in the store's database. Every transaction goes through the event log's group commit, so
 /// the gate, its audit entry, its `gate.*` event and the deliveries that event causes are
 /// written in one transaction.
-public final class SQLiteGateRepository: GateRepository {
+public final class SQLGateRepository: GateRepository {
     public let log: EventLog
-    var database: GatehouseDatabase { log.database }
+    var database: any StoreDatabase { log.database }
     /// Closed gates never change again: waiters woken together read them from here, not 1,000
     /// times from SQLite.
     private let closedCache = Mutex<[String: Gate]>([:])
@@ -25,28 +24,26 @@ public final class SQLiteGateRepository: GateRepository {
         return value
     }
 
-    /// The SQLite side of one gate transaction; remembers what it saved so closed gates can be
+    /// One gate transaction on the commit's session; remembers what it saved so closed gates can be
     /// cached once the commit is done.
     final class Transaction: GateTransaction {
-        let db: Database
+        let db: any SQLSession
         var saved: [Gate] = []
-        init(db: Database) { self.db = db }
+        init(db: any SQLSession) { self.db = db }
 
-        func gate(_ id: String) throws -> Gate? { try SQLiteGateRepository.fetch(id, db: db) }
+        func gate(_ id: String) throws -> Gate? { try SQLGateRepository.fetch(id, db: db) }
 
         func latestGate(key: String) throws -> Gate? {
-            guard let id = try String.fetchOne(
-                db.cachedStatement(sql: "SELECT id FROM gates WHERE key = ? ORDER BY rowid DESC LIMIT 1"), arguments: [key])
-            else { return nil }
+            guard let id = try db.value(String.self, "SELECT id FROM gates WHERE key = ? ORDER BY rowid DESC LIMIT 1", [key]) else { return nil }
             return try gate(id)
         }
 
         func gateExists(_ id: String) throws -> Bool {
-            try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM gates WHERE id = ?"), arguments: [id]) ?? false
+            try db.exists("SELECT 1 FROM gates WHERE id = ?", [id])
         }
 
         func save(_ gate: Gate) throws {
-            try SQLiteGateRepository.save(gate, db: db)
+            try SQLGateRepository.save(gate, db: db)
             saved.append(gate)
         }
 
@@ -55,15 +52,16 @@ public final class SQLiteGateRepository: GateRepository {
         }
 
         func dueGateIDs(at now: Timestamp, limit: Int) throws -> [String] {
-            try String.fetchAll(
-                db.cachedStatement(sql: "SELECT id FROM gates WHERE next_deadline IS NOT NULL AND next_deadline <= ? ORDER BY next_deadline LIMIT ?"),
-                arguments: [now.milliseconds, limit])
+            try db.values(
+                String.self, "SELECT id FROM gates WHERE next_deadline IS NOT NULL AND next_deadline <= ? ORDER BY next_deadline LIMIT ?",
+                [now.milliseconds, limit])
         }
 
         func latestRunAttributes(pipeline: String, run: String) throws -> JSONObject? {
-            try String.fetchOne(
-                db.cachedStatement(sql: "SELECT attributes FROM events WHERE pipeline = ? AND run = ? AND attributes IS NOT NULL AND type NOT LIKE 'gate.%' ORDER BY seq DESC LIMIT 1"),
-                arguments: [pipeline, run]).flatMap { (try? JSONValue.parse($0))?.objectValue }
+            try db.value(
+                String.self,
+                "SELECT attributes FROM events WHERE pipeline = ? AND run = ? AND attributes IS NOT NULL AND type NOT LIKE 'gate.%' ORDER BY seq DESC LIMIT 1",
+                [pipeline, run]).flatMap { (try? JSONValue.parse($0))?.objectValue }
         }
     }
 
@@ -103,71 +101,71 @@ public final class SQLiteGateRepository: GateRepository {
         return gate
     }
 
-    static func fetch(_ id: String, db: Database) throws -> Gate? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, state, doc FROM gates WHERE id = ?"), arguments: [id]) else { return nil }
-        return decode(id: row["id"], state: row["state"], doc: row["doc"])
+    static func fetch(_ id: String, db: any SQLSession) throws -> Gate? {
+        try db.first("SELECT id, state, doc FROM gates WHERE id = ?", [id], decode) ?? nil
     }
 
-    static func save(_ gate: Gate, db: Database) throws {
+    static func decode(_ row: any SQLRow) -> Gate? { decode(id: row[0], state: row[1], doc: row[2]) }
+
+    static func save(_ gate: Gate, db: any SQLSession) throws {
         try db.execute(
-            sql: """
+            """
                 INSERT INTO gates (id, key, state, pipeline, run, created_at, next_deadline, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, next_deadline = excluded.next_deadline, doc = excluded.doc
                 """,
-            arguments: [gate.id, gate.spec.key, gate.state.rawValue, gate.spec.pipeline, gate.spec.run, gate.createdAt.milliseconds,
+            [gate.id, gate.spec.key, gate.state.rawValue, gate.spec.pipeline, gate.spec.run, gate.createdAt.milliseconds,
                         gate.nextDeadline?.milliseconds, encode(gate)])
     }
 
     // MARK: Reads
 
     public func nextDeadline() async throws -> Timestamp? {
-        try await database.pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(next_deadline) FROM gates WHERE next_deadline IS NOT NULL").map(Timestamp.init(milliseconds:))
+        try await database.read { db in
+            try db.value(Int64.self, "SELECT MIN(next_deadline) FROM gates WHERE next_deadline IS NOT NULL").map(Timestamp.init(milliseconds:))
         }
     }
 
     public func get(_ id: String) async throws -> Gate? {
         if let cached = closedCache.withLock({ $0[id] }) { return cached }
-        let gate = try await database.pool.read { db in try Self.fetch(id, db: db) }
+        let gate = try await database.read { db in try Self.fetch(id, db: db) }
         if let gate, gate.state.isClosed { remember(gate) }
         return gate
     }
 
     public func latest(key: String) async throws -> Gate? {
-        try await database.pool.read { db in try Transaction(db: db).latestGate(key: key) }
+        try await database.read { db in try Transaction(db: db).latestGate(key: key) }
     }
 
     public func list(_ filter: GateFilter) async throws -> [Gate] {
-        try await database.pool.read { db in
+        try await database.read { db in
             var clauses: [String] = []
-            var arguments: StatementArguments = []
-            if let s = filter.state { clauses.append("state = ?"); arguments += [s.rawValue] }
-            if let p = filter.pipeline { clauses.append("pipeline = ?"); arguments += [p] }
-            if let r = filter.run { clauses.append("run = ?"); arguments += [r] }
-            arguments += [filter.limit]
+            var arguments: SQLArguments = []
+            if let s = filter.state { clauses.append("state = ?"); arguments.append(s.rawValue) }
+            if let p = filter.pipeline { clauses.append("pipeline = ?"); arguments.append(p) }
+            if let r = filter.run { clauses.append("run = ?"); arguments.append(r) }
+            arguments.append(filter.limit)
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-            return try Row.fetchAll(db, sql: "SELECT id, state, doc FROM gates \(whereClause) ORDER BY created_at DESC, rowid DESC LIMIT ?", arguments: arguments)
-                .compactMap { Self.decode(id: $0["id"], state: $0["state"], doc: $0["doc"]) }
+            return try db.all("SELECT id, state, doc FROM gates \(whereClause) ORDER BY created_at DESC, rowid DESC LIMIT ?", arguments, Self.decode)
+                .compactMap { $0 }
         }
     }
 
     public func pendingCount() async throws -> Int {
-        try await database.pool.read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM gates WHERE state = 'pending'")) ?? 0 }
+        try await database.read { db in try db.value(Int.self, "SELECT COUNT(*) FROM gates WHERE state = 'pending'") ?? 0 }
     }
 
     public func audit(_ id: String) async throws -> [AuditEntry] {
-        try await database.pool.read { db in try AuditLedger.entries(gateID: id, db: db) }
+        try await database.read { db in try AuditLedger.entries(gateID: id, db: db) }
     }
 
     public func verifyAudit() async throws -> AuditLedger.Verification {
-        try await database.pool.read { db in try AuditLedger.verify(db: db) }
+        try await database.read { db in try AuditLedger.verify(db: db) }
     }
 
     public func claimNonce(_ nonce: String, now: Timestamp, keep: Int64) async throws -> Bool {
-        try await database.pool.write { db in
-            try db.cachedStatement(sql: "DELETE FROM callback_nonces WHERE at < ?").execute(arguments: [now.milliseconds - keep])
-            try db.cachedStatement(sql: "INSERT INTO callback_nonces (nonce, at) VALUES (?, ?) ON CONFLICT(nonce) DO NOTHING").execute(arguments: [nonce, now.milliseconds])
-            return db.changesCount > 0
+        try await database.write { db in
+            try db.execute("DELETE FROM callback_nonces WHERE at < ?", [now.milliseconds - keep])
+            return try db.execute("INSERT INTO callback_nonces (nonce, at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING", [nonce, now.milliseconds]) > 0
         }
     }
 
@@ -175,22 +173,6 @@ public final class SQLiteGateRepository: GateRepository {
         closedCache.withLock { cache in
             if cache.count > 10_000 { cache.removeAll(keepingCapacity: true) }
             cache[gate.id] = gate
-        }
-    }
-}
-
-extension GatehouseDatabase {
-    /// A secret the server keeps for itself, made on first use (32 random bytes, hex).
-    public func serverSecret(_ name: String) throws -> [UInt8] {
-        try pool.write { db in
-            if let hex = try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM server_secrets WHERE name = ?"), arguments: [name]) {
-                return Array(hexString: hex)
-            }
-            var bytes = [UInt8](repeating: 0, count: 32)
-            var generator = SystemRandomNumberGenerator()
-            for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &generator) }
-            try db.cachedStatement(sql: "INSERT INTO server_secrets (name, value) VALUES (?, ?)").execute(arguments: [name, bytes.map { String(format: "%02x", $0) }.joined()])
-            return bytes
         }
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import GRDB
+
 import GatehouseCore
 import Synchronization
 
@@ -95,12 +95,11 @@ public struct ServedItem: Sendable, Equatable {
     public var mine: JSONValue?
 }
 
-/// Datasets, items, labels and skips in SQLite; "next item" leases in memory (they last
-/// minutes, and losing them on a restart only means an item may be shown twice — one process
-/// serves a SQLite file, so memory is where every "next" sees them).
-public final class SQLiteDatasetRepository: DatasetRepository {
+/// Datasets, items, labels and skips in the store's database; "next item" leases in memory
+/// (they last minutes, and losing them on a restart only means an item may be shown twice).
+public final class SQLDatasetRepository: DatasetRepository {
     public let log: EventLog
-    var database: GatehouseDatabase { log.database }
+    var database: any StoreDatabase { log.database }
     /// dataset → item → [(annotator, until)]
     private let leases = Mutex<[String: [String: [(String, Int64)]]]>([:])
     /// dataset → item → (label count, when): counts committed in the last minute. A page of
@@ -110,31 +109,29 @@ public final class SQLiteDatasetRepository: DatasetRepository {
 
     public init(log: EventLog) { self.log = log }
 
-    /// A labelling rule's writes, on the commit's own connection.
+    /// A labelling rule's writes, on the commit's own session.
     struct Transaction: DatasetTransaction {
-        let db: Database
+        let db: any SQLSession
 
         func create(_ spec: DatasetSpec, now: Timestamp) throws -> DatasetCreation {
-            try SQLiteDatasetRepository.create(spec, now: now, db: db)
+            try SQLDatasetRepository.create(spec, now: now, db: db)
         }
 
         func addItems(_ items: [DatasetItem], to dataset: String) throws -> ImportCommitted {
-            let base = try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?"), arguments: [dataset]) ?? 0
-            let insert = try db.cachedStatement(sql: """
-                INSERT INTO items (dataset, id, seq, data, meta, prediction) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dataset, id) DO NOTHING
-                """)
+            let base = try db.value(Int64.self, "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?", [dataset]) ?? 0
             var added = 0
             for (n, item) in items.enumerated() {
-                try insert.execute(arguments: [
-                    dataset, item.id, base + 1 + Int64(n), JSONValue.object(item.data).serialized(), item.meta.map { JSONValue.object($0).serialized() },
-                    item.prediction?.serialized(),
-                ])
-                added += db.changesCount
+                added += try db.execute("""
+                    INSERT INTO items (dataset, id, seq, data, meta, prediction) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dataset, id) DO NOTHING
+                    """, [
+                        dataset, item.id, base + 1 + Int64(n), JSONValue.object(item.data).serialized(), item.meta.map { JSONValue.object($0).serialized() },
+                        item.prediction?.serialized(),
+                    ])
             }
             if added > 0 {
-                try db.cachedStatement(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?").execute(arguments: [added, dataset])
+                try db.execute("UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?", [added, dataset])
             }
-            let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? added
+            let total = try db.value(Int.self, "SELECT item_count FROM datasets WHERE name = ?", [dataset]) ?? added
             return ImportCommitted(added: added, duplicates: items.count - added, total: total, firstSeq: base + 1)
         }
     }
@@ -142,38 +139,41 @@ public final class SQLiteDatasetRepository: DatasetRepository {
     // MARK: Datasets
 
     public func create(_ spec: DatasetSpec, now: Timestamp) async throws -> DatasetCreation {
-        try await database.pool.write { db in try Self.create(spec, now: now, db: db) }
+        try await database.write { db in try Self.create(spec, now: now, db: db) }
     }
 
-    static func create(_ spec: DatasetSpec, now: Timestamp, db: Database) throws -> DatasetCreation {
-        if let text = try String.fetchOne(db.cachedStatement(sql: "SELECT spec FROM datasets WHERE name = ?"), arguments: [spec.name]),
+    static func create(_ spec: DatasetSpec, now: Timestamp, db: any SQLSession) throws -> DatasetCreation {
+        if let text = try db.value(String.self, "SELECT spec FROM datasets WHERE name = ?", [spec.name]),
            let existing = (try? JSONValue.parse(text)).flatMap({ try? DatasetSpec.parse($0).get() }) {
             return existing == spec ? .exists : .conflict(existing)
         }
-        try db.cachedStatement(sql: "INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)").execute(arguments: [spec.name, spec.json.serialized(), now.milliseconds])
+        try db.execute("INSERT INTO datasets (name, spec, created_at) VALUES (?, ?, ?)", [spec.name, spec.json.serialized(), now.milliseconds])
         return .created
     }
 
-    static func info(_ row: Row) -> DatasetInfo? {
-        guard let spec = (try? JSONValue.parse(row["spec"] as String)).flatMap({ try? DatasetSpec.parse($0).get() }) else { return nil }
+    static let infoColumns = "spec, created_at, item_count, complete_count, completed_at"
+
+    static func info(_ row: any SQLRow) -> DatasetInfo? {
+        guard let spec = (try? JSONValue.parse(row[0] as String)).flatMap({ try? DatasetSpec.parse($0).get() }) else { return nil }
         return DatasetInfo(
-            spec: spec, createdAt: Timestamp(milliseconds: row["created_at"]), itemCount: row["item_count"], completeCount: row["complete_count"],
-            completedAt: (row["completed_at"] as Int64?).map(Timestamp.init(milliseconds:)))
+            spec: spec, createdAt: Timestamp(milliseconds: row[1]), itemCount: row[2], completeCount: row[3],
+            completedAt: (row[4] as Int64?).map(Timestamp.init(milliseconds:)))
     }
 
     public func get(_ name: String) async throws -> DatasetInfo? {
-        try await database.pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM datasets WHERE name = ?"), arguments: [name]).flatMap(Self.info) }
+        try await database.read { db in try db.first("SELECT \(Self.infoColumns) FROM datasets WHERE name = ?", [name], Self.info) ?? nil }
     }
 
     public func list() async throws -> [DatasetInfo] {
-        try await database.pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM datasets ORDER BY created_at DESC, name")).compactMap(Self.info) }
+        try await database.read { db in
+            try db.all("SELECT \(Self.infoColumns) FROM datasets ORDER BY created_at DESC, name", [], Self.info).compactMap { $0 }
+        }
     }
 
     public func delete(_ name: String) async throws -> Bool {
-        let deleted = try await database.pool.write { db -> Bool in
-            try db.cachedStatement(sql: "DELETE FROM datasets WHERE name = ?").execute(arguments: [name])
-            guard db.changesCount > 0 else { return false }
-            for table in ["items", "labels", "skips"] { try db.execute(sql: "DELETE FROM \(table) WHERE dataset = ?", arguments: [name]) }
+        let deleted = try await database.write { db -> Bool in
+            guard try db.execute("DELETE FROM datasets WHERE name = ?", [name]) > 0 else { return false }
+            for table in ["items", "labels", "skips"] { try db.execute("DELETE FROM \(table) WHERE dataset = ?", [name]) }
             return true
         }
         leases.withLock { _ = $0.removeValue(forKey: name) }
@@ -185,10 +185,9 @@ public final class SQLiteDatasetRepository: DatasetRepository {
     /// Writes a chunk of a streamed import to the staging table (not visible yet).
     public func stage(importID: String, _ items: [(Int, DatasetItem)]) async throws {
         guard !items.isEmpty else { return }
-        try await database.pool.write { db in
-            let insert = try db.cachedStatement(sql: "INSERT INTO import_staging (import_id, n, id, data, meta, prediction) VALUES (?, ?, ?, ?, ?, ?)")
+        try await database.write { db in
             for (n, item) in items {
-                try insert.execute(arguments: [
+                try db.execute("INSERT INTO import_staging (import_id, n, id, data, meta, prediction) VALUES (?, ?, ?, ?, ?, ?)", [
                     importID, n, item.id, JSONValue.object(item.data).serialized(), item.meta.map { JSONValue.object($0).serialized() },
                     item.prediction?.serialized(),
                 ])
@@ -197,7 +196,7 @@ public final class SQLiteDatasetRepository: DatasetRepository {
     }
 
     public func discardImport(_ importID: String) async throws {
-        try await database.pool.write { db in try db.cachedStatement(sql: "DELETE FROM import_staging WHERE import_id = ?").execute(arguments: [importID]) }
+        try await database.write { db in try db.execute("DELETE FROM import_staging WHERE import_id = ?", [importID]) }
     }
 
     /// All of it or nothing. Ids repeated in the import are duplicates too.
@@ -205,20 +204,19 @@ public final class SQLiteDatasetRepository: DatasetRepository {
         _ importID: String, dataset: String, received: Int, announce: @escaping @Sendable (ImportCommitted) -> Event
     ) async throws -> ImportCommitted {
         try await log.transact { db in
-            let base = try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?", arguments: [dataset]) ?? 0
-            try db.execute(sql: """
+            let base = try db.value(Int64.self, "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?", [dataset]) ?? 0
+            let added = try db.execute("""
                 INSERT INTO items (dataset, id, seq, data, meta, prediction)
                 SELECT ?, id, ? + n, data, meta, prediction FROM import_staging WHERE import_id = ? ORDER BY n
                 ON CONFLICT (dataset, id) DO NOTHING
-                """, arguments: [dataset, base, importID])
-            let added = db.changesCount
-            try db.cachedStatement(sql: "DELETE FROM import_staging WHERE import_id = ?").execute(arguments: [importID])
+                """, [dataset, base, importID])
+            try db.execute("DELETE FROM import_staging WHERE import_id = ?", [importID])
             guard added > 0 else {
-                let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? 0
+                let total = try db.value(Int.self, "SELECT item_count FROM datasets WHERE name = ?", [dataset]) ?? 0
                 return (ImportCommitted(added: 0, duplicates: received, total: total, firstSeq: base + 1), [])
             }
-            try db.cachedStatement(sql: "UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?").execute(arguments: [added, dataset])
-            let total = try Int.fetchOne(db.cachedStatement(sql: "SELECT item_count FROM datasets WHERE name = ?"), arguments: [dataset]) ?? added
+            try db.execute("UPDATE datasets SET item_count = item_count + ?, completed_at = NULL WHERE name = ?", [added, dataset])
+            let total = try db.value(Int.self, "SELECT item_count FROM datasets WHERE name = ?", [dataset]) ?? added
             let committed = ImportCommitted(added: added, duplicates: received - added, total: total, firstSeq: base + 1)
             return (committed, [announce(committed)])
         }
@@ -230,15 +228,15 @@ public final class SQLiteDatasetRepository: DatasetRepository {
         var offset = 0
         while true {
             let skip = offset
-            let page: [PageRow] = try await database.pool.read { db in
-                try Row.fetchAll(db.cachedStatement(sql: """
+            let page: [PageRow] = try await database.read { db in
+                try db.all("""
                     SELECT i.id, i.label_count, i.data, i.meta, i.prediction FROM items i
                     WHERE i.dataset = ? AND i.complete = 0
                       AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
                       AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
                     ORDER BY i.seq LIMIT 32 OFFSET ?
-                    """), arguments: [dataset, annotator, annotator, skip]).map {
-                    PageRow(id: $0["id"], labelCount: $0["label_count"], data: $0["data"], meta: $0["meta"], prediction: $0["prediction"])
+                    """, [dataset, annotator, annotator, skip]) {
+                    PageRow(id: $0[0], labelCount: $0[1], data: $0[2], meta: $0[3], prediction: $0[4])
                 }
             }
             if page.isEmpty { return nil }
@@ -284,16 +282,17 @@ public final class SQLiteDatasetRepository: DatasetRepository {
         var prediction: String?
     }
 
-    static func item(_ row: Row) -> DatasetItem {
+    /// An item from the columns `id, data, meta, prediction` at `offset`.
+    static func item(_ row: any SQLRow, at o: Int = 0) -> DatasetItem {
         DatasetItem(
-            id: row["id"], data: (try? JSONValue.parse(row["data"] as String))?.objectValue ?? JSONObject(),
-            meta: (row["meta"] as String?).flatMap { (try? JSONValue.parse($0))?.objectValue },
-            prediction: (row["prediction"] as String?).flatMap { try? JSONValue.parse($0) })
+            id: row[o], data: (try? JSONValue.parse(row[o + 1] as String))?.objectValue ?? JSONObject(),
+            meta: (row[o + 2] as String?).flatMap { (try? JSONValue.parse($0))?.objectValue },
+            prediction: (row[o + 3] as String?).flatMap { try? JSONValue.parse($0) })
     }
 
     public func item(_ dataset: String, id: String) async throws -> DatasetItem? {
-        try await database.pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT id, data, meta, prediction FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, id]).map(Self.item)
+        try await database.read { db in
+            try db.first("SELECT id, data, meta, prediction FROM items WHERE dataset = ? AND id = ?", [dataset, id]) { Self.item($0) }
         }
     }
 
@@ -310,24 +309,26 @@ public final class SQLiteDatasetRepository: DatasetRepository {
         announce: @escaping @Sendable (_ total: Int) -> Event
     ) async throws -> LabelOutcome {
         let (outcome, newCount): (LabelOutcome, Int) = try await log.transact { db in
-            // Cached statements: this runs for every label, inside the group commit.
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) else {
+            // This runs for every label, inside the group commit.
+            guard let (labelCount, complete) = try db.first(
+                "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?", [dataset, itemID], { ($0[0] as Int, $0[1] as Bool) })
+            else {
                 return ((.noItem, 0), [])
             }
             let text = value.serialized()
-            try db.cachedStatement(sql: "UPDATE labels SET value = ?, at = ? WHERE dataset = ? AND item_id = ? AND annotator = ?").execute(arguments: [text, now.milliseconds, dataset, itemID, annotator])
-            if db.changesCount > 0 { return ((.recorded(itemComplete: (row["complete"] as Int) == 1, datasetComplete: false), row["label_count"]), []) }
-            let count: Int = row["label_count"]
+            let replaced = try db.execute(
+                "UPDATE labels SET value = ?, at = ? WHERE dataset = ? AND item_id = ? AND annotator = ?", [text, now.milliseconds, dataset, itemID, annotator])
+            if replaced > 0 { return ((.recorded(itemComplete: complete, datasetComplete: false), labelCount), []) }
+            let count = labelCount
             guard count < needed else { return ((.full(needed), count), []) }
-            try db.cachedStatement(sql: "INSERT INTO labels (dataset, item_id, annotator, value, at) VALUES (?, ?, ?, ?, ?)").execute(arguments: [dataset, itemID, annotator, text, now.milliseconds])
-            let complete = count + 1 >= needed
-            try db.cachedStatement(sql: "UPDATE items SET label_count = label_count + 1, complete = ? WHERE dataset = ? AND id = ?").execute(arguments: [complete ? 1 : 0, dataset, itemID])
-            guard complete else { return ((.recorded(itemComplete: false, datasetComplete: false), count + 1), []) }
-            try db.cachedStatement(sql: "UPDATE datasets SET complete_count = complete_count + 1 WHERE name = ?").execute(arguments: [dataset])
-            let counts = try Row.fetchOne(db.cachedStatement(sql: "SELECT item_count, complete_count FROM datasets WHERE name = ?"), arguments: [dataset])!
-            let (total, done): (Int, Int) = (counts["item_count"], counts["complete_count"])
+            try db.execute("INSERT INTO labels (dataset, item_id, annotator, value, at) VALUES (?, ?, ?, ?, ?)", [dataset, itemID, annotator, text, now.milliseconds])
+            let nowComplete = count + 1 >= needed
+            try db.execute("UPDATE items SET label_count = label_count + 1, complete = ? WHERE dataset = ? AND id = ?", [nowComplete, dataset, itemID])
+            guard nowComplete else { return ((.recorded(itemComplete: false, datasetComplete: false), count + 1), []) }
+            try db.execute("UPDATE datasets SET complete_count = complete_count + 1 WHERE name = ?", [dataset])
+            let (total, done) = try db.first("SELECT item_count, complete_count FROM datasets WHERE name = ?", [dataset]) { ($0[0] as Int, $0[1] as Int) } ?? (0, 0)
             guard done >= total else { return ((.recorded(itemComplete: true, datasetComplete: false), count + 1), []) }
-            try db.cachedStatement(sql: "UPDATE datasets SET completed_at = ? WHERE name = ?").execute(arguments: [now.milliseconds, dataset])
+            try db.execute("UPDATE datasets SET completed_at = ? WHERE name = ?", [now.milliseconds, dataset])
             return ((.recorded(itemComplete: true, datasetComplete: true), count + 1), [announce(total)])
         }
         if case .recorded = outcome {
@@ -343,10 +344,11 @@ public final class SQLiteDatasetRepository: DatasetRepository {
     }
 
     public func skip(_ dataset: String, item itemID: String, annotator: String, now: Timestamp) async throws -> Bool {
-        let ok = try await database.pool.write { db -> Bool in
-            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) ?? false else { return false }
-            try db.cachedStatement(sql: "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING").execute(arguments: [dataset, itemID, annotator, now.milliseconds])
-            if db.changesCount > 0 { try db.cachedStatement(sql: "UPDATE items SET skip_count = skip_count + 1 WHERE dataset = ? AND id = ?").execute(arguments: [dataset, itemID]) }
+        let ok = try await database.write { db -> Bool in
+            guard try db.exists("SELECT 1 FROM items WHERE dataset = ? AND id = ?", [dataset, itemID]) else { return false }
+            let added = try db.execute(
+                "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", [dataset, itemID, annotator, now.milliseconds])
+            if added > 0 { try db.execute("UPDATE items SET skip_count = skip_count + 1 WHERE dataset = ? AND id = ?", [dataset, itemID]) }
             return true
         }
         if ok { release(dataset, item: itemID, annotator: annotator) }
@@ -355,15 +357,16 @@ public final class SQLiteDatasetRepository: DatasetRepository {
 
     public func undo(_ dataset: String, annotator: String, now: Timestamp) async throws -> String? {
         let undone: (String, Int)? = try await log.transact { db in
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1"), arguments: [dataset, annotator]) else {
+            guard let (labelID, itemID) = try db.first(
+                "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1", [dataset, annotator], { ($0[0] as Int64, $0[1] as String) })
+            else {
                 return (nil, [])
             }
-            let itemID: String = row["item_id"]
-            try db.cachedStatement(sql: "DELETE FROM labels WHERE id = ?").execute(arguments: [row["id"] as Int64])
-            let wasComplete = try Int.fetchOne(db.cachedStatement(sql: "SELECT complete FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) == 1
-            try db.cachedStatement(sql: "UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?").execute(arguments: [dataset, itemID])
-            if wasComplete { try db.cachedStatement(sql: "UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?").execute(arguments: [dataset]) }
-            let count = try Int.fetchOne(db.cachedStatement(sql: "SELECT label_count FROM items WHERE dataset = ? AND id = ?"), arguments: [dataset, itemID]) ?? 0
+            try db.execute("DELETE FROM labels WHERE id = ?", [labelID])
+            let wasComplete = try db.value(Int.self, "SELECT complete FROM items WHERE dataset = ? AND id = ?", [dataset, itemID]) == 1
+            try db.execute("UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?", [dataset, itemID])
+            if wasComplete { try db.execute("UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?", [dataset]) }
+            let count = try db.value(Int.self, "SELECT label_count FROM items WHERE dataset = ? AND id = ?", [dataset, itemID]) ?? 0
             return ((itemID, count), [])
         }
         guard let (itemID, count) = undone else { return nil }
@@ -372,8 +375,8 @@ public final class SQLiteDatasetRepository: DatasetRepository {
     }
 
     public func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue? {
-        try await database.pool.read { db in
-            try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM labels WHERE dataset = ? AND item_id = ? AND annotator = ?"), arguments: [dataset, item, annotator])
+        try await database.read { db in
+            try db.value(String.self, "SELECT value FROM labels WHERE dataset = ? AND item_id = ? AND annotator = ?", [dataset, item, annotator])
                 .flatMap { try? JSONValue.parse($0) }
         }
     }
@@ -389,26 +392,27 @@ public final class SQLiteDatasetRepository: DatasetRepository {
             }
             return counts
         }
-        return try await database.pool.read { db in
+        return try await database.read { db in
             let open = """
                 FROM items i WHERE i.dataset = ? AND i.complete = 0
                   AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
                   AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
                 """
-            let count = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) \(open)"), arguments: [dataset, annotator, annotator]) ?? 0
+            let count = try db.value(Int.self, "SELECT COUNT(*) \(open)", [dataset, annotator, annotator]) ?? 0
             guard !leased.isEmpty else { return count }
             var full = 0
-            let check = try db.cachedStatement(sql: "SELECT i.label_count \(open) AND i.id = ?")
             for (id, others) in leased {
-                if let labels = try Int.fetchOne(check, arguments: [dataset, annotator, annotator, id]), labels + others >= needed { full += 1 }
+                if let labels = try db.value(Int.self, "SELECT i.label_count \(open) AND i.id = ?", [dataset, annotator, annotator, id]), labels + others >= needed {
+                    full += 1
+                }
             }
             return max(count - full, 0)
         }
     }
 
     public func labelCount(_ dataset: String, annotator: String) async throws -> Int {
-        try await database.pool.read { db in
-            try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM labels WHERE dataset = ? AND annotator = ?"), arguments: [dataset, annotator]) ?? 0
+        try await database.read { db in
+            try db.value(Int.self, "SELECT COUNT(*) FROM labels WHERE dataset = ? AND annotator = ?", [dataset, annotator]) ?? 0
         }
     }
 
@@ -416,36 +420,35 @@ public final class SQLiteDatasetRepository: DatasetRepository {
 
     public func stats(_ spec: DatasetSpec, withAgreement: Bool) async throws -> DatasetStats? {
         let dataset = spec.name
-        return try await database.pool.read { db in
-            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM datasets WHERE name = ?"), arguments: [dataset]) ?? false else { return nil }
+        return try await database.read { db in
+            guard try db.exists("SELECT 1 FROM datasets WHERE name = ?", [dataset]) else { return nil }
             var s = DatasetStats()
-            let counts = try Row.fetchOne(db, sql: """
-                SELECT COUNT(*) AS total,
-                       COALESCE(SUM(complete), 0) AS labeled,
-                       COALESCE(SUM(CASE WHEN complete = 0 AND label_count > 0 THEN 1 ELSE 0 END), 0) AS in_progress,
-                       COALESCE(SUM(CASE WHEN label_count = 0 AND skip_count > 0 THEN 1 ELSE 0 END), 0) AS skipped
+            // Sums cast back to integers: PostgreSQL sums BIGINTs as NUMERIC.
+            let counts = try db.first("""
+                SELECT COUNT(*),
+                       CAST(COALESCE(SUM(complete), 0) AS BIGINT),
+                       CAST(COALESCE(SUM(CASE WHEN complete = 0 AND label_count > 0 THEN 1 ELSE 0 END), 0) AS BIGINT),
+                       CAST(COALESCE(SUM(CASE WHEN label_count = 0 AND skip_count > 0 THEN 1 ELSE 0 END), 0) AS BIGINT)
                 FROM items WHERE dataset = ?
-                """, arguments: [dataset])!
-            s.total = counts["total"]
-            s.labeled = counts["labeled"]
-            s.inProgress = counts["in_progress"]
-            s.skipped = counts["skipped"]
+                """, [dataset]) { ($0[0] as Int, $0[1] as Int, $0[2] as Int, $0[3] as Int) } ?? (0, 0, 0, 0)
+            (s.total, s.labeled, s.inProgress, s.skipped) = counts
             s.unlabeled = s.total - s.labeled - s.inProgress - s.skipped
-            s.annotators = try Row.fetchAll(db.cachedStatement(sql: "SELECT annotator, COUNT(*) AS n FROM labels WHERE dataset = ? GROUP BY annotator ORDER BY annotator"), arguments: [dataset])
-                .map { ($0["annotator"], $0["n"]) }
-            s.skipsByAnnotator = try Row.fetchAll(db.cachedStatement(sql: "SELECT annotator, COUNT(*) AS n FROM skips WHERE dataset = ? GROUP BY annotator ORDER BY annotator"), arguments: [dataset])
-                .map { ($0["annotator"], $0["n"]) }
+            s.annotators = try db.all("SELECT annotator, COUNT(*) FROM labels WHERE dataset = ? GROUP BY annotator ORDER BY annotator", [dataset]) {
+                ($0[0] as String, $0[1] as Int)
+            }
+            s.skipsByAnnotator = try db.all("SELECT annotator, COUNT(*) FROM skips WHERE dataset = ? GROUP BY annotator ORDER BY annotator", [dataset]) {
+                ($0[0] as String, $0[1] as Int)
+            }
             if withAgreement, spec.annotatorsPerItem > 1 {
                 var items: [[String]] = []
                 var current: String?
-                let cursor = try Row.fetchCursor(db, sql: """
+                try db.query("""
                     SELECT l.item_id, l.value FROM labels l JOIN items i ON i.dataset = l.dataset AND i.id = l.item_id
                     WHERE l.dataset = ? AND i.complete = 1 ORDER BY l.item_id, l.id
-                    """, arguments: [dataset])
-                while let row = try cursor.next() {
-                    let id: String = row["item_id"]
+                    """, [dataset]) { row in
+                    let id: String = row[0]
                     if id != current { items.append([]); current = id }
-                    items[items.count - 1].append(row["value"])
+                    items[items.count - 1].append(row[1])
                 }
                 s.agreement = Agreement.kappa(items: items, raters: spec.annotatorsPerItem)
             }
@@ -458,18 +461,21 @@ public final class SQLiteDatasetRepository: DatasetRepository {
         var after: Int64 = -1
         while true {
             let from = after
-            let (page, last): ([ExportedItem], Int64) = try await database.pool.read { db in
-                let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND seq > ? ORDER BY seq LIMIT ?"), arguments: [dataset, from, batch])
-                guard let lastSeq = rows.last?["seq"] as Int64? else { return ([], from) }
-                let ids = rows.map { $0["id"] as String }
+            let (page, last): ([ExportedItem], Int64) = try await database.read { db in
+                let rows = try db.all("SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND seq > ? ORDER BY seq LIMIT ?", [dataset, from, batch]) {
+                    ($0[0] as Int64, Self.item($0, at: 1))
+                }
+                guard let lastSeq = rows.last?.0 else { return ([], from) }
+                let ids = rows.map(\.1.id)
                 var labels: [String: [(String, JSONValue, Timestamp)]] = [:]
                 let placeholders = ids.map { _ in "?" }.joined(separator: ",")
-                for row in try Row.fetchAll(db, sql: "SELECT item_id, annotator, value, at FROM labels WHERE dataset = ? AND item_id IN (\(placeholders)) ORDER BY id",
-                                            arguments: StatementArguments([dataset] + ids)) {
-                    labels[row["item_id"], default: []].append((row["annotator"], (try? JSONValue.parse(row["value"] as String)) ?? .null, Timestamp(milliseconds: row["at"])))
+                try db.query(
+                    "SELECT item_id, annotator, value, at FROM labels WHERE dataset = ? AND item_id IN (\(placeholders)) ORDER BY id",
+                    SQLArguments([dataset] + ids)
+                ) { row in
+                    labels[row[0], default: []].append((row[1], (try? JSONValue.parse(row[2] as String)) ?? .null, Timestamp(milliseconds: row[3])))
                 }
-                let page = rows.map { row -> ExportedItem in
-                    let item = Self.item(row)
+                let page = rows.map { _, item -> ExportedItem in
                     let mine = labels[item.id] ?? []
                     return ExportedItem(item: item, labels: mine.map { ($0.0, $0.1, $0.2) }, consensus: Agreement.majority(mine.map(\.1), spec: spec))
                 }

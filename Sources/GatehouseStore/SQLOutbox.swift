@@ -1,0 +1,291 @@
+import Foundation
+import GatehouseCore
+
+/// The outbox in the store's database. Outcomes join the event log's group commits (one
+/// writer for everything), so thousands of deliveries a second cost a few hundred commits, not
+/// thousands, and no second queue contends for the database's writer.
+public final class SQLOutbox: Outbox {
+    public let log: EventLog
+    public var database: any StoreDatabase { log.database }
+
+    public init(log: EventLog) { self.log = log }
+
+    /// Saves an attempt's outcome for every delivery it carried (and the fallbacks replacing
+    /// dead ones); returns once committed.
+    public func record(_ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            record(deliveries, fallbacks: fallbacks, flushedGroup: flushedGroup) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            }
+        }
+    }
+
+    /// The same, calling `completion` (on the writer's queue: quick, never blocking) once the
+    /// outcome is committed or has failed.
+    public func record(
+        _ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?,
+        completion: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        let flushed = flushedGroup.map { ($0.receiver, $0.groupKey, $0.at.milliseconds) }
+        log.write({ db in try Self.write(deliveries, fallbacks: fallbacks, flushed: flushed, db: db) }, completion: completion)
+    }
+
+    /// What an attempt changes, bound by hand.
+    static func write(_ deliveries: [Delivery], fallbacks: [Delivery], flushed: (String, String, Int64)?, db: any SQLSession) throws {
+        for d in deliveries {
+            try db.execute("""
+                UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
+                    last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
+                """, [
+                    d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
+                    d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
+                ])
+        }
+        for fallback in fallbacks { try db.execute(Delivery.insertSQL, fallback.arguments) }
+        if let (receiver, group, at) = flushed {
+            // Later events of the group wait for group_interval after this flush; rows that
+            // joined a flush already scheduled keep their time.
+            try db.execute("""
+                UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
+                WHERE receiver = ? AND group_key = ?
+                """, [at, at, receiver, group])
+        }
+    }
+
+    /// Writes an event's deliveries (inside its commit). Each joins its aggregation group: a
+    /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
+    /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
+    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: any SQLSession) throws {
+        for plan in plans {
+            // (next_flush_at, last_flush_at) of the plan's group, when it has one.
+            let group: (Int64?, Int64?)? = plan.alone ? nil : try db.first(
+                "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?", [plan.receiver, plan.groupKey]
+            ) { ($0[0] as Int64?, $0[1] as Int64?) }
+            let due: Int64
+            if let next = group?.0 {
+                due = next
+            } else if let last = group?.1 {
+                due = max(now.milliseconds, last + plan.groupInterval.milliseconds)
+            } else {
+                due = now.milliseconds + plan.groupWait.milliseconds
+            }
+            if !plan.alone && group?.0 != due {
+                try db.execute("""
+                    INSERT INTO alert_groups (receiver, group_key, next_flush_at, last_flush_at, group_interval_ms) VALUES (?, ?, ?, NULL, ?)
+                    ON CONFLICT (receiver, group_key) DO UPDATE SET next_flush_at = excluded.next_flush_at, group_interval_ms = excluded.group_interval_ms
+                    """, [plan.receiver, plan.groupKey, due, plan.groupInterval.milliseconds])
+            }
+            try db.execute("""
+                INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at, fallback)
+                VALUES (?, ?, ?, ?, ?, 'event', 'pending', 0, ?, ?, ?, ?)
+                """, [Delivery.newID(), eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback])
+            if isFailure {
+                // The pipeline is failing for this receiver until a run succeeds; a fresh
+                // failure restarts the reminder clock.
+                try db.execute("""
+                    INSERT INTO failing_pipelines (receiver, pipeline, route, since, last_event_seq, repeat_ms, next_repeat_at, send_resolved)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (receiver, pipeline) DO UPDATE SET route = excluded.route, last_event_seq = excluded.last_event_seq,
+                        repeat_ms = excluded.repeat_ms, next_repeat_at = excluded.next_repeat_at, send_resolved = excluded.send_resolved
+                    """, [
+                        plan.receiver, pipeline, plan.route, now.milliseconds, eventSeq, plan.repeatInterval.milliseconds,
+                        due + plan.repeatInterval.milliseconds, plan.sendResolved,
+                    ])
+            }
+        }
+    }
+
+    /// A successful run of a pipeline that receivers were told was failing: one `resolved`
+    /// delivery to each of them, and the pipeline is no longer failing for them.
+    static func resolve(pipeline: String, eventSeq: Int64, now: Timestamp, db: any SQLSession) throws {
+        let failing = try db.all("SELECT receiver, route FROM failing_pipelines WHERE pipeline = ? AND send_resolved <> 0", [pipeline]) {
+            ($0[0] as String, $0[1] as String)
+        }
+        try db.execute("DELETE FROM failing_pipelines WHERE pipeline = ?", [pipeline])
+        for (receiver, route) in failing {
+            let id = Delivery.newID()
+            try db.execute("""
+                INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, 'resolved', 'pending', 0, ?, ?, ?)
+                """, [id, eventSeq, receiver, route, "resolved|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
+        }
+    }
+
+    /// Reminders that fell due: for each pipeline still failing past its receiver's
+    /// repeat_interval, a `repeat` delivery of its latest failure. Returns how many.
+    @discardableResult
+    public func fireRepeats(now: Timestamp) async throws -> Int {
+        try await database.write { db in
+            let due = try db.all(
+                "SELECT receiver, pipeline, route, last_event_seq, repeat_ms FROM failing_pipelines WHERE next_repeat_at <= ?", [now.milliseconds]
+            ) { ($0[0] as String, $0[1] as String, $0[2] as String, $0[3] as Int64, $0[4] as Int64) }
+            for (receiver, pipeline, route, lastEventSeq, repeatMs) in due {
+                let id = Delivery.newID()
+                try db.execute("""
+                    INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, 'repeat', 'pending', 0, ?, ?, ?)
+                    """, [id, lastEventSeq, receiver, route, "repeat|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
+                try db.execute(
+                    "UPDATE failing_pipelines SET next_repeat_at = ? WHERE receiver = ? AND pipeline = ?",
+                    [now.milliseconds + repeatMs, receiver, pipeline])
+            }
+            return due.count
+        }
+    }
+
+    /// When the next reminder falls due, if any pipeline is failing.
+    public func nextRepeatTime() async throws -> Timestamp? {
+        try await database.read { db in
+            try db.value(Int64.self, "SELECT MIN(next_repeat_at) FROM failing_pipelines").map(Timestamp.init(milliseconds:))
+        }
+    }
+
+    /// The deliveries of a message being retried, as first sent (same content under the same
+    /// `webhook-id`), with their events; the leader first.
+    public func batch(_ batchID: String) async throws -> [(Delivery, StoredEvent)] {
+        try await database.read { db in
+            var members = try db.all(
+                "SELECT \(Delivery.selectColumns) FROM deliveries WHERE batch_id = ? AND state IN ('pending','failed') ORDER BY rowid", [batchID]
+            ) { Delivery($0) }
+            if let index = members.firstIndex(where: { $0.id == batchID }) { members.insert(members.remove(at: index), at: 0) }
+            let seqs = Array(Set(members.map(\.event_seq)))
+            guard !seqs.isEmpty else { return [] }
+            var bySeq: [Int64: StoredEvent] = [:]
+            let sql = "SELECT \(EventRow.selectColumns) FROM events WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))"
+            try db.query(sql, SQLArguments(seqs)) { row in
+                let e = EventRow.storedEvent(row)
+                bySeq[e.cursor] = e
+            }
+            return members.compactMap { m in bySeq[m.event_seq].map { (m, $0) } }
+        }
+    }
+
+    /// A receiver's due rows with their events, oldest first: one cached statement, rows
+    /// decoded by column index (this runs for every batch the dispatcher claims).
+    public func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)] {
+        try await database.read { db in
+            try db.all("""
+                SELECT \(Delivery.columns("d")), \(EventRow.columns("e"))
+                FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                WHERE d.receiver = ? AND d.state IN ('pending','failed') AND d.next_attempt_at <= ? AND (d.batch_id IS NULL OR d.batch_id = d.id)
+                ORDER BY d.next_attempt_at, d.rowid LIMIT ?
+                """, [receiver, now.milliseconds, limit]) { row in
+                (Delivery(row, at: 0), EventRow.storedEvent(row, at: Delivery.columnCount))
+            }
+        }
+    }
+
+    /// A receiver came back after failing: the deliveries that failed with it are due again
+    /// now, in the order they were created, instead of each on its own back-off. A delivery
+    /// that failed three times or more keeps its back-off: it may be the message, not the
+    /// receiver, that fails, and must not pause the receiver again at every recovery.
+    /// Returns how many.
+    public func reviveBacklog(receiver: String) async throws -> Int {
+        try await database.write { db in
+            try db.execute("""
+                UPDATE deliveries SET next_attempt_at = created_at
+                WHERE receiver = ? AND state IN ('pending', 'failed') AND state = 'failed' AND attempts < 3 AND next_attempt_at > created_at
+                """, [receiver])
+        }
+    }
+
+    /// When a receiver's next row falls due, if it has any.
+    public func nextDueTime(receiver: String) async throws -> Timestamp? {
+        try await database.read { db in
+            try db.value(
+                Int64.self,
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND (batch_id IS NULL OR batch_id = id)",
+                [receiver]
+            ).map(Timestamp.init(milliseconds:))
+        }
+    }
+
+    /// Forgets groups that have nothing pending and flushed longer than their group_interval
+    /// ago: their next event opens the group afresh (with group_wait), as in Alertmanager.
+    @discardableResult
+    public func forgetIdleGroups(now: Timestamp) async throws -> Int {
+        try await database.write { db in
+            try db.execute("DELETE FROM alert_groups WHERE next_flush_at IS NULL AND last_flush_at + group_interval_ms < ?", [now.milliseconds])
+        }
+    }
+
+    /// Ends deliveries to receivers the config no longer has (they could never be sent).
+    @discardableResult
+    public func killOrphans(known: [String], now: Timestamp) async throws -> Int {
+        try await database.write { db in
+            let placeholders = known.map { _ in "?" }.joined(separator: ",")
+            let filter = known.isEmpty ? "" : "AND receiver NOT IN (\(placeholders))"
+            return try db.execute(
+                "UPDATE deliveries SET state = 'dead', last_error = 'receiver ' || receiver || ' is not configured', updated_at = ? WHERE state IN ('pending','failed') \(filter)",
+                [now.milliseconds] + SQLArguments(known))
+        }
+    }
+
+    public func list(state: Delivery.State?, receiver: String?, limit: Int) async throws -> [Delivery] {
+        try await database.read { db in
+            var clauses: [String] = []
+            var arguments: SQLArguments = []
+            if let state { clauses.append("state = ?"); arguments.append(state.rawValue) }
+            if let receiver { clauses.append("receiver = ?"); arguments.append(receiver) }
+            arguments.append(limit)
+            let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+            return try db.all(
+                "SELECT \(Delivery.selectColumns) FROM deliveries \(whereClause) ORDER BY created_at DESC, rowid DESC LIMIT ?", arguments
+            ) { Delivery($0) }
+        }
+    }
+
+    public func list(pipeline: String, run: String, limit: Int) async throws -> [Delivery] {
+        try await database.read { db in
+            try db.all("""
+                SELECT \(Delivery.columns("d")) FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                WHERE e.run = ? AND e.pipeline = ? ORDER BY d.created_at DESC, d.rowid DESC LIMIT ?
+                """, [run, pipeline, limit]) { Delivery($0) }
+        }
+    }
+
+    /// Puts a dead or failed delivery back in line now. nil when there is no such delivery;
+    /// the row unchanged when it is not retryable (pending or delivered).
+    public func retry(_ id: String, now: Timestamp) async throws -> Delivery? {
+        try await database.write { db in
+            let select = "SELECT \(Delivery.selectColumns) FROM deliveries WHERE id = ?"
+            guard let row = try db.first(select, [id], { Delivery($0) }) else { return nil }
+            guard row.state == .dead || row.state == .failed || row.state == .muted else { return row }
+            // A retry is its own message: it leaves its old batch and the dispatcher groups it
+            // afresh with whatever else of its group is due.
+            try db.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?, batch_id = NULL WHERE id = ? OR (batch_id = ? AND state = ?)",
+                [now.milliseconds, now.milliseconds, id, row.batch_id ?? id, row.state.rawValue])
+            return try db.first(select, [id], { Delivery($0) })
+        }
+    }
+
+    public func depth() async throws -> Int {
+        try await database.read { db in try db.value(Int.self, "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','failed')") ?? 0 }
+    }
+
+    /// Recent events of a pipeline/run, for inhibition checks.
+    public func recentEvents(pipeline: String, run: String?, since: Timestamp, limit: Int) async throws -> [Event] {
+        try await database.read { db in
+            if let run {
+                return try db.all(
+                    "SELECT \(EventRow.selectColumns) FROM events WHERE run = ? AND pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?",
+                    [run, pipeline, since.milliseconds, limit]) { EventRow.storedEvent($0).event }
+            }
+            return try db.all(
+                "SELECT \(EventRow.selectColumns) FROM events WHERE pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?",
+                [pipeline, since.milliseconds, limit]) { EventRow.storedEvent($0).event }
+        }
+    }
+
+    /// The platform message id recorded for the delivery of event `eventID` to `receiver`
+    /// (Discord answers it with `?wait=true`): what a later edit addresses.
+    public func messageID(eventID: String, receiver: String) async throws -> String? {
+        try await database.read { db in
+            try db.value(String.self, """
+                SELECT d.message_id FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                WHERE e.id = ? AND d.receiver = ? AND d.message_id IS NOT NULL ORDER BY d.delivered_at DESC LIMIT 1
+                """, [eventID, receiver])
+        }
+    }
+}
