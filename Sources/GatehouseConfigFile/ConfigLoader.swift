@@ -247,9 +247,15 @@ private struct Walker {
     }
 
     mutating func storage(_ node: Node) {
-        for (key, _, value) in entries(node, "storage", known: ["sqlite", "durability"]) {
+        for (key, _, value) in entries(node, "storage", known: ["sqlite", "postgres", "durability"]) {
             switch key {
             case "sqlite": if let v = string(key, value, "storage") { config.storage.sqlite = v }
+            case "postgres":
+                if let v = string(key, value, "storage") {
+                    if v.hasPrefix("postgres://") || v.hasPrefix("postgresql://") { config.storage.postgres = v } else {
+                        issue(value, "storage.postgres must be a postgres://user:password@host:port/database URL")
+                    }
+                }
             case "durability":
                 if let v = string(key, value, "storage") {
                     if let d = Durability(rawValue: v) { config.storage.durability = d } else { issue(value, "storage.durability must be full or normal") }

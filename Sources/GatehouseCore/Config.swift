@@ -34,8 +34,15 @@ public struct GatehouseConfig: Sendable {
         public init() {}
     }
     public struct Storage: Sendable {
+        /// A SQLite file, or a `postgres://` URL (`--db` and GATEHOUSE_DB take either).
         public var sqlite = "./gatehouse.db"
+        /// `storage: { postgres: URL }`: wins over `sqlite` when set.
+        public var postgres: String?
         public var durability = Durability.full
+        /// Whether `serve` applies pending PostgreSQL migrations (`--no-migrate` turns it off).
+        public var migrate = true
+        /// Where the store is: the PostgreSQL URL when one is set, else `sqlite`.
+        public var location: String { postgres ?? sqlite }
         public init() {}
     }
     public struct Log: Sendable {

@@ -30,7 +30,7 @@ public enum GatehouseServer {
     }
 
     public static func makeRouter(
-        config: GatehouseConfig, database: GatehouseDatabase, log: EventLog, outbox: any Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
+        config: GatehouseConfig, database: any StoreDatabase, log: EventLog, outbox: any Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
         desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetService,
         receiverHealth: @escaping @Sendable () -> [(name: String, health: ReceiverHealth)] = { [] }
     ) -> Router<GatehouseContext> {
@@ -81,11 +81,11 @@ public enum GatehouseServer {
     /// it returns; the tests run the same thing in process (`GatehouseApp.withServices`).
     public static func buildApplication(config: GatehouseConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws -> GatehouseApp {
         guard let address = ServerAddress(config.server.address) else { throw StartupError("server.address \"\(config.server.address)\" is not HOST:PORT") }
-        let database: GatehouseDatabase
+        let database: any StoreDatabase
         do {
-            database = try GatehouseDatabase(path: config.storage.sqlite, durability: config.storage.durability)
+            database = try Storage.open(config.storage.location, durability: config.storage.durability, migrate: config.storage.migrate)
         } catch {
-            throw StartupError("cannot open the database \(config.storage.sqlite): \(error)")
+            throw StartupError("cannot open the database \(Storage.redacted(config.storage.location)): \(error)")
         }
         try checkProtectedMode(address: address, tokens: SQLTokenStore(database: database))
         let bus = Bus()
@@ -158,7 +158,7 @@ public enum GatehouseServer {
                 FileHandle.standardOutput.write(Data("gatehouse listening on http://\(bound)\n".utf8))
                 // Without server.public_url, links point at the address actually bound (port 0 included).
                 if config.server.publicURL == nil { baseURL.set("http://\(bound)") }
-                logger.info("listening", metadata: ["address": .string(bound), "db": .string(config.storage.sqlite), "durability": .string(config.storage.durability.rawValue)])
+                logger.info("listening", metadata: ["address": .string(bound), "db": .string(database.location), "durability": .string(config.storage.durability.rawValue)])
             },
             logger: logger
         )
@@ -181,7 +181,7 @@ public struct GatehouseApp {
     /// The dispatcher (when receivers exist) and the gate timers, in start order.
     let background: [any Service]
     let state: ServerState
-    public let database: GatehouseDatabase
+    public let database: any StoreDatabase
     public let dispatcher: Dispatcher?
     let shutdownTimeout: GatehouseDuration
     let logger: Logger

@@ -9,7 +9,7 @@ import Synchronization
 /// Liveness, readiness and Prometheus metrics. These answer without a token: probes and
 /// scrapers rarely carry one, and nothing here is secret.
 struct OpsController {
-    let database: GatehouseDatabase
+    let database: any StoreDatabase
     let registry: PrometheusCollectorRegistry?
     let state: ServerState
 
@@ -18,7 +18,7 @@ struct OpsController {
         router.get("/readyz") { _, _ in
             guard !state.isDraining else { throw Problem.unavailable("shutting down") }
             do {
-                _ = try await database.pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+                _ = try await database.read { db in try db.value(Int.self, "SELECT 1") }
             } catch {
                 throw Problem.unavailable("the database cannot be read: \(error)")
             }

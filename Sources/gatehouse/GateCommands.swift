@@ -3,6 +3,7 @@ import Foundation
 import GatehouseClient
 import GatehouseCore
 import GatehouseServices
+import GatehouseServer
 import GatehouseStore
 
 /// Exit codes of `gate open --wait` and `gate wait` (docs/gates.md).
@@ -437,7 +438,7 @@ struct AuditVerify: AsyncParsableCommand {
         abstract: "Check the whole ledger; names the first broken entry (exit 1) or prints ok.",
         discussion: "With --db it reads the database file directly (the server may be stopped); otherwise it asks the server.")
     @OptionGroup var client: ClientOptions
-    @Option(help: "SQLite database file to check directly.") var db: String?
+    @Option(help: "SQLite database file or postgres:// URL to check directly.") var db: String?
 
     func run() async throws {
         try await runClient {
@@ -445,9 +446,13 @@ struct AuditVerify: AsyncParsableCommand {
             let broken: (seq: Int64, reason: String)?
             if let db {
                 // Offline, through the same service the server answers with.
-                guard FileManager.default.fileExists(atPath: db) else { throw ClientFailure("no database at \(db)", exitCode: ClientFailure.Code.noInput) }
-                let database: GatehouseDatabase
-                do { database = try GatehouseDatabase(path: db) } catch { throw ClientFailure("cannot open \(db): \(error)", exitCode: ClientFailure.Code.noInput) }
+                let database: any StoreDatabase
+                if Storage.isPostgres(db) {
+                    database = try openStore(db, migrate: false)
+                } else {
+                    guard FileManager.default.fileExists(atPath: db) else { throw ClientFailure("no database at \(db)", exitCode: ClientFailure.Code.noInput) }
+                    do { database = try GatehouseDatabase(path: db) } catch { throw ClientFailure("cannot open \(db): \(error)", exitCode: ClientFailure.Code.noInput) }
+                }
                 let bus = Bus()
                 let gates = GateService(repository: SQLGateRepository(log: EventLog(database: database, bus: bus)), bus: bus)
                 let verification = try await gates.verifyAudit()

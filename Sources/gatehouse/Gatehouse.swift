@@ -11,6 +11,7 @@ struct Gatehouse: AsyncParsableCommand {
         subcommands: [
             Serve.self, Emit.self, EventsCommand.self, RunsCommand.self, DeliveriesCommand.self, SilenceCommand.self,
             RoutesCommand.self, GateCommand.self, AuditCommand.self, DatasetCommand.self, TokenCommand.self, ConfigCommand.self,
+            MigrateCommand.self,
         ]
     )
 

@@ -23,16 +23,26 @@ func loadConfig(path: String?) throws -> GatehouseConfig {
     return loaded.config
 }
 
-/// `--db`, else GATEHOUSE_DB, else the config's storage.sqlite.
+/// `--db`, else GATEHOUSE_DB, else the config's storage (postgres, else sqlite).
 func databasePath(_ flag: String?, config: GatehouseConfig) -> String {
-    flag ?? ProcessInfo.processInfo.environment["GATEHOUSE_DB"] ?? config.storage.sqlite
+    flag ?? ProcessInfo.processInfo.environment["GATEHOUSE_DB"] ?? config.storage.location
+}
+
+/// Opens the store for a command-line tool, or fails with the reason and exit code.
+func openStore(_ location: String, migrate: Bool = true) throws -> any StoreDatabase {
+    do {
+        return try Storage.open(location, migrate: migrate)
+    } catch {
+        throw ClientFailure("cannot open the database \(Storage.redacted(location)): \(error)", exitCode: ClientFailure.Code.unavailable)
+    }
 }
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the Gatehouse server.")
 
     @Option(help: "Config file (env GATEHOUSE_CONFIG; default ./gatehouse.yml when present).") var config: String?
-    @Option(help: "SQLite database file (env GATEHOUSE_DB; default ./gatehouse.db).") var db: String?
+    @Option(help: "SQLite database file or postgres:// URL (env GATEHOUSE_DB; default ./gatehouse.db).") var db: String?
+    @Flag(help: "Do not apply pending PostgreSQL migrations at start (run `gatehouse migrate` instead).") var noMigrate = false
     @Option(help: "HOST:PORT to listen on (env GATEHOUSE_ADDRESS; default 127.0.0.1:8080; port 0 picks a free one).") var address: String?
     @Option(help: "full (fsync every commit) or normal (env GATEHOUSE_DURABILITY).") var durability: String?
     @Option(help: "Log level (env GATEHOUSE_LOG_LEVEL).") var logLevel: String?
@@ -48,6 +58,8 @@ struct Serve: AsyncParsableCommand {
         var config = try loadConfig(path: self.config)
         let env = ProcessInfo.processInfo.environment
         config.storage.sqlite = databasePath(db, config: config)
+        config.storage.postgres = nil
+        config.storage.migrate = !noMigrate
         if let address = address ?? env["GATEHOUSE_ADDRESS"] {
             guard ServerAddress(address) != nil else { throw ValidationError("--address \(address) is not HOST:PORT") }
             config.server.address = address
@@ -88,16 +100,11 @@ struct TokenCommand: ParsableCommand {
         subcommands: [Create.self, List.self, Revoke.self])
 
     struct Location: ParsableArguments {
-        @Option(help: "Config file, for storage.sqlite.") var config: String?
-        @Option(help: "SQLite database file (env GATEHOUSE_DB; default ./gatehouse.db).") var db: String?
+        @Option(help: "Config file, for its storage.") var config: String?
+        @Option(help: "SQLite database file or postgres:// URL (env GATEHOUSE_DB; default ./gatehouse.db).") var db: String?
 
         func store() throws -> any TokenStore {
-            let path = databasePath(db, config: try loadConfig(path: config))
-            do {
-                return SQLTokenStore(database: try GatehouseDatabase(path: path))
-            } catch {
-                throw ClientFailure("cannot open the database \(path): \(error)", exitCode: ClientFailure.Code.unavailable)
-            }
+            SQLTokenStore(database: try openStore(databasePath(db, config: try loadConfig(path: config))))
         }
     }
 
@@ -171,6 +178,25 @@ struct ConfigCommand: AsyncParsableCommand {
             for issue in loaded.issues { print("\(file):\(issue.line > 0 ? "\(issue.line):" : "") \(issue.message)") }
             FileHandle.standardError.write(Data("gatehouse: \(loaded.issues.count) problem(s) in \(file)\n".utf8))
             throw ExitCode(ClientFailure.Code.config)
+        }
+    }
+}
+
+/// `gatehouse migrate`: applies the schema migrations the database lacks and lists them all
+/// (SQLite files migrate on open as well; PostgreSQL servers shared by replicas may prefer
+/// this step before a rolling restart with `serve --no-migrate`).
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Apply pending schema migrations and list what is applied.")
+    @Option(help: "Config file, for its storage.") var config: String?
+    @Option(help: "SQLite database file or postgres:// URL (env GATEHOUSE_DB; default ./gatehouse.db).") var db: String?
+
+    func run() throws {
+        try runClient {
+            let location = databasePath(db, config: try loadConfig(path: config))
+            let store = try openStore(location, migrate: true)
+            let applied = try store.appliedMigrations()
+            for name in applied { print(name) }
+            FileHandle.standardError.write(Data("gatehouse: \(Storage.redacted(location)) is at \(applied.last ?? "no migration") (\(applied.count) applied)\n".utf8))
         }
     }
 }

@@ -1,0 +1,24 @@
+import GatehouseCore
+import GatehousePostgres
+import GatehouseStore
+
+/// Which store a location names: a `postgres://` (or `postgresql://`) URL is a PostgreSQL
+/// server that several processes may share; anything else is a SQLite file.
+public enum Storage {
+    public static func isPostgres(_ location: String) -> Bool {
+        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
+    }
+
+    public static func open(_ location: String, durability: Durability = .full, migrate: Bool = true) throws -> any StoreDatabase {
+        if isPostgres(location) { return try PostgresStore(url: location, durability: durability, migrate: migrate) }
+        return try GatehouseDatabase(path: location, durability: durability)
+    }
+
+    /// The location without a password, for messages and logs.
+    public static func redacted(_ location: String) -> String {
+        guard isPostgres(location), let at = location.lastIndex(of: "@"), let scheme = location.range(of: "://") else { return location }
+        let credentials = location[scheme.upperBound..<at]
+        guard let colon = credentials.firstIndex(of: ":") else { return location }
+        return String(location[..<colon]) + ":***" + String(location[at...])
+    }
+}
