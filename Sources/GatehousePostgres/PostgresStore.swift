@@ -45,6 +45,20 @@ public final class PostgresStore: StoreDatabase {
 
     public func close() { pool.closeAll() }
 
+    /// Creates an empty database on the server `url` points at and returns its URL: the tests
+    /// and the benchmark give each server they start a database of its own.
+    public static func freshDatabase(on url: String, prefix: String = "gh") throws -> String {
+        var target = try PostgresTarget(url: url)
+        let name = prefix + "_" + UUID().uuidString.prefix(13).lowercased().replacingOccurrences(of: "-", with: "")
+        target.configuration.database = target.configuration.database ?? "postgres"
+        let pool = BlockingConnectionPool(configuration: target.configuration, size: 1, logger: Logger(label: "gatehouse.postgres"))
+        defer { pool.closeAll() }
+        try pool.with { connection in try PostgresSession(connection, logger: Logger(label: "gatehouse.postgres")).run("CREATE DATABASE \(name)") }
+        guard var parts = URLComponents(string: url) else { throw StoreFailure("not a URL: \(url)") }
+        parts.path = "/" + name
+        return parts.string ?? url
+    }
+
     // MARK: StoreDatabase
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {

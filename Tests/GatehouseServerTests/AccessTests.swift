@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseClient
 import GatehouseCore
+import GatehouseServer
 import Testing
 
 @Suite(.serialized)
@@ -8,7 +9,7 @@ struct AccessTests {
     @Test func tokensAndScopesGuardEveryRoute() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             // Protected mode: without tokens a loopback caller needs none.
             let server = try ServerProcess(dir: dir, db: db)
             #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#).status == 202)
@@ -22,8 +23,13 @@ struct AccessTests {
             #expect(try runCLI(["token", "create", "--name", "x", "--scopes", "events:fly", "--db", db]).status == 64)
 
             // Only the hash is stored.
-            let dump = try Data(contentsOf: URL(fileURLWithPath: db)) + ((try? Data(contentsOf: URL(fileURLWithPath: db + "-wal"))) ?? Data())
-            #expect(dump.range(of: Data(writeToken.utf8)) == nil)
+            if testingPostgres {
+                let stored = try Storage.open(db).readNow { try $0.all("SELECT id, name, scopes, hash FROM tokens") { [$0[0], $0[1], $0[2], $0[3]] as [String] } }
+                #expect(stored.count == 2 && !stored.joined().contains(writeToken) && !stored.joined().contains(readToken))
+            } else {
+                let dump = try Data(contentsOf: URL(fileURLWithPath: db)) + ((try? Data(contentsOf: URL(fileURLWithPath: db + "-wal"))) ?? Data())
+                #expect(dump.range(of: Data(writeToken.utf8)) == nil)
+            }
 
             // Once a token exists, anonymous calls are refused (after the short cache expires).
             Thread.sleep(forTimeInterval: 2.2)
@@ -66,7 +72,7 @@ struct AccessTests {
     @Test func serveRefusesANonLoopbackAddressWithoutTokens() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             let refused = try runCLI(["serve", "--address", "0.0.0.0:0", "--db", db])
             #expect(refused.status == 78)
             #expect(refused.stderr.contains("refusing to listen on 0.0.0.0:0 without access tokens"))
@@ -98,7 +104,7 @@ struct WebSessionTests {
     @Test func onlyDecidersGetDecisionLinks() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             let server = try ServerProcess(dir: dir, db: db)
             let admin = try runCLI(["token", "create", "--name", "root", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let reader = try runCLI(["token", "create", "--name", "rd", "--scopes", "events:read", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -131,7 +137,7 @@ struct WebSessionTests {
     @Test func aSessionCarriesItsTokensScopesAndEndsWithIt() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             let server = try ServerProcess(dir: dir, db: db)
             // Without tokens, from loopback: a name signs in, and the console shows runs.
             let byName = try #require(Self.cookie(try server.post("/login", "name=ops&next=/", contentType: "application/x-www-form-urlencoded")))
@@ -172,7 +178,7 @@ struct WebSessionTests {
     @Test func aSessionCannotChangeThingsFromAnotherSite() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             let server = try ServerProcess(dir: dir, db: db)
             let admin = try runCLI(["token", "create", "--name", "root", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             Thread.sleep(forTimeInterval: 2.2)

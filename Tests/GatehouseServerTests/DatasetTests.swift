@@ -209,7 +209,7 @@ struct DatasetTests {
     @Test func tokenSignInSpansAndALargeImport() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             let admin = try runCLI(["token", "create", "--name", "pipeline", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let labeller = try runCLI(["token", "create", "--name", "dana", "--scopes", "datasets:label", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let server = try ServerProcess(dir: dir, db: db, environment: ["GATEHOUSE_TEMPLATES": templatesFolder])

@@ -116,7 +116,7 @@ struct EmbeddedResourceTests {
         // The routes as the composition root builds them for `serve`.
         let dir = TempDir()
         var config = GatehouseConfig()
-        config.storage.sqlite = dir.file("routes.db")
+        config.storage.sqlite = testDatabase(dir, name: "routes.db")
         config.server.address = "127.0.0.1:0"
         let router = try await GatehouseServer.buildApplication(config: config, logger: Logger(label: "test"), registry: nil).router
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" }.filter { $0.split(separator: " ")[1].hasPrefix("/v1/") })

@@ -164,7 +164,7 @@ struct GateRuleTests {
             #expect(try server.post("/v1/events", Self.registered(id: "k", run: "k1")).status == 202)
             #expect(try server.post("/v1/events", Self.predictions(id: "pk", items: ["i1", "i2"])).status == 202)
             server.kill()
-            server = try ServerProcess(dir: dir, arguments: ["--config", config])
+            server = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", config])
             let gate = try #require(try JSONValue.parse(server.get("/v1/gates?state=pending").text).objectValue?["gates"]?.arrayValue?.first?.objectValue)
             #expect(gate["key"] == .string("k1/deploy"))
             let dataset = try JSONValue.parse(server.get("/v1/datasets/review-sentiment").text).objectValue

@@ -269,7 +269,7 @@ struct GateTests {
             let id = try #require(server.waitForGate(pipeline: "expiry")["id"]?.stringValue)
             server.kill()
             Thread.sleep(forTimeInterval: 2.5)
-            server = try ServerProcess(dir: dir, arguments: ["--address", "127.0.0.1:\(port)"])
+            server = try ServerProcess(dir: dir, db: server.db, arguments: ["--address", "127.0.0.1:\(port)"])
             let result = step.finish()
             #expect(result.status == 2, "\(result.stderr)")
             #expect(result.stderr.contains("reconnect"))
@@ -666,11 +666,8 @@ struct GateTests {
             let db = server!.db
             server!.kill()
             server = nil
-            let sqlite = Process()
-            sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit SET actor='web:mallory' WHERE seq=2\"); c.commit()", db]
-            try sqlite.run()
-            sqlite.waitUntilExit()
+            // Someone with write access to the database edits history.
+            try Storage.open(db).writeNow { try $0.execute("UPDATE audit SET actor = 'web:mallory' WHERE seq = 2") }
             let verify = try runCLI(["audit", "verify", "--db", db])
             #expect(verify.status == 1)
             #expect(verify.stdout.contains("broken at entry 2"))

@@ -44,7 +44,7 @@ struct IdentityTests {
     @Test func decidersAreWebIdentitiesAndTheOpeningTokenIsAudited() async throws {
         try await offThePool {
             let dir = TempDir()
-            let db = dir.file("gatehouse.db")
+            let db = testDatabase(dir)
             let ci = try runCLI(["token", "create", "--name", "ci", "--scopes", "gates:write,gates:decide", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let admin = try runCLI(["token", "create", "--name", "root", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let server = try ServerProcess(dir: dir, db: db, environment: ["GATEHOUSE_TEMPLATES": templatesFolder])

@@ -18,7 +18,7 @@ import Testing
 struct InProcessServer: Sendable {
     let client: any TestClientProtocol
     /// The server's database and dispatcher, for tests that look inside.
-    let database: GatehouseDatabase
+    let database: any StoreDatabase
     let dispatcher: Dispatcher?
 
     /// Builds the server for `yaml` (a gatehouse.yml; the database goes in a fresh temporary
@@ -32,7 +32,7 @@ struct InProcessServer: Sendable {
         let loaded = ConfigLoader(environment: [:]).load(yaml: yaml)
         guard loaded.issues.isEmpty else { throw InProcessError("config: \(loaded.issues.map(\.message))") }
         var config = loaded.config
-        config.storage.sqlite = dir.file("gatehouse.db")
+        config.storage.sqlite = testDatabase(dir)
         config.server.address = "127.0.0.1:0"
         configure(&config)
         var logger = Logger(label: "gatehouse-test")

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseClient
 import GatehouseCore
+import GatehousePostgres
 import Testing
 
 /// The built `gatehouse` binary, next to the test bundle in the build folder.
@@ -24,6 +25,21 @@ final class TempDir {
         return p
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// The database a test's server uses: a SQLite file in the test's folder, or — when
+/// GATEHOUSE_TEST_POSTGRES names a PostgreSQL server (`make test` starts one) — a fresh
+/// database of its own there. The same suite runs on both stores.
+func testDatabase(_ dir: TempDir, name: String = "gatehouse.db") -> String {
+    guard let admin = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"], !admin.isEmpty else { return dir.file(name) }
+    return freshPostgresDatabase(admin: admin)
+}
+
+/// Whether this run is the PostgreSQL pass.
+var testingPostgres: Bool { !(ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"] ?? "").isEmpty }
+
+func freshPostgresDatabase(admin: String) -> String {
+    do { return try PostgresStore.freshDatabase(on: admin) } catch { fatalError("cannot create a test database on \(admin): \(error)") }
 }
 
 struct CommandResult {
@@ -69,7 +85,7 @@ final class ServerProcess {
 
     init(dir: TempDir = TempDir(), db: String? = nil, arguments: [String] = [], environment: [String: String] = [:]) throws {
         self.dir = dir
-        self.db = db ?? dir.file("gatehouse.db")
+        self.db = db ?? testDatabase(dir)
         process.executableURL = URL(fileURLWithPath: gatehouseBinary())
         process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", self.db] + arguments
         var env = ProcessInfo.processInfo.environment

@@ -17,9 +17,9 @@ struct DatasetServiceTests {
 
     /// A service over a fresh database file, and every bus message it publishes.
     func service() throws -> (DatasetService, EventLog, Heard, String) {
-        let path = NSTemporaryDirectory() + "gatehouse-datasets-\(UUID().uuidString).db"
+        let path = freshStoreLocation("datasets")
         let bus = Bus()
-        let log = EventLog(database: try GatehouseDatabase(path: path), bus: bus)
+        let log = EventLog(database: try openTestStore(path), bus: bus)
         let heard = Heard()
         bus.observe { message in heard.messages.withLock { $0.append(message) } }
         return (DatasetService(repository: SQLDatasetRepository(log: log), bus: bus, pageURL: { "http://x/annotate/\($0)" }), log, heard, path)

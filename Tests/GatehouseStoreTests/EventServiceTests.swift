@@ -8,9 +8,9 @@ import Testing
 /// and writes nothing; good input is durable when `ingest` returns.
 struct EventServiceTests {
     @Test func ingestValidatesThenAppends() async throws {
-        let path = NSTemporaryDirectory() + "gatehouse-events-\(UUID().uuidString).db"
+        let path = freshStoreLocation("events")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let service = EventService(store: EventLog(database: try GatehouseDatabase(path: path), bus: Bus()), intake: EventIntake(maxItems: 10))
+        let service = EventService(store: EventLog(database: try openTestStore(path), bus: Bus()), intake: EventIntake(maxItems: 10))
 
         // One bad event in a batch refuses the batch, naming the field.
         let bad = Array(#"[{"type":"run.failed","pipeline":"p"},{"type":"run.failed","pipeline":"p","severity":"loud"}]"#.utf8)

@@ -15,8 +15,8 @@ struct GateServiceTests {
     }
 
     func store() throws -> (GateService, String) {
-        let path = NSTemporaryDirectory() + "gatehouse-gates-\(UUID().uuidString).db"
-        return (Self.service(EventLog(database: try GatehouseDatabase(path: path), bus: Bus())), path)
+        let path = freshStoreLocation("gates")
+        return (Self.service(EventLog(database: try openTestStore(path), bus: Bus())), path)
     }
 
     func spec(_ json: String) throws -> GateSpec { try GateSpec.parse(JSONValue.parse(json)).get() }
@@ -77,14 +77,14 @@ struct GateServiceTests {
     }
 
     @Test func aGateThatExpiredWhileDownExpiresOnRestart() async throws {
-        let path = NSTemporaryDirectory() + "gatehouse-gates-\(UUID().uuidString).db"
+        let path = freshStoreLocation("gates")
         defer { try? FileManager.default.removeItem(atPath: path) }
         var id = ""
         do {
-            let gates = Self.service(EventLog(database: try GatehouseDatabase(path: path), bus: Bus()))
+            let gates = Self.service(EventLog(database: try openTestStore(path), bus: Bus()))
             id = try await gates.open(try spec(#"{"title": "t", "timeout": "5m", "on_timeout": "approve"}"#), requestedVia: "api", now: Self.t0).gate.id
         }
-        let reopened = Self.service(EventLog(database: try GatehouseDatabase(path: path), bus: Bus()))
+        let reopened = Self.service(EventLog(database: try openTestStore(path), bus: Bus()))
         #expect(try await reopened.nextDeadline() == minutes(5))
         _ = try await reopened.runDue(now: minutes(90))
         let gate = try #require(try await reopened.get(id))
