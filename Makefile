@@ -13,8 +13,9 @@ export PATH := $(PATH):/opt/swift/usr/bin
 
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev pkg-config
 # What only `make test` needs: Debian's Chromium for the browser tests (Playwright drives it;
-# `playwright install` cannot download browsers here).
-TEST_APT_PACKAGES := chromium
+# `playwright install` cannot download browsers here), and PostgreSQL for the suite's second
+# pass on that store (a throwaway cluster, tests/postgres/cluster.sh; no system service).
+TEST_APT_PACKAGES := chromium postgresql
 PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
@@ -27,7 +28,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SCRATCH := .build-fuzz
 FUZZ_TARGETS := fuzz-json fuzz-intake fuzz-routing fuzz-policy fuzz-markdown fuzz-items fuzz-callbacks fuzz-config
 
-.PHONY: help run test deps test-deps apt-install build build-tests test-swift test-python test-browser test-zenml test-airflow test-api venv venv-zenml venv-airflow fuzz fuzz-build clean-venv
+.PHONY: help run test deps test-deps apt-install build build-tests test-swift test-postgres test-python test-browser test-zenml test-airflow test-api venv venv-zenml venv-airflow fuzz fuzz-build clean-venv
 
 help:
 	@echo "make run    build and serve on 127.0.0.1:8080 (state in ./gatehouse.db, config ./gatehouse.yml when present)"
@@ -108,7 +109,7 @@ test: deps
 	$(MAKE) --no-print-directory -j4 venv venv-zenml venv-airflow build-tests test-deps
 	@# Every suite runs even when one before it failed; the summary counts them all.
 	@status=0; \
-	for suite in test-swift test-python test-browser test-zenml test-airflow test-api; do \
+	for suite in test-swift test-postgres test-python test-browser test-zenml test-airflow test-api; do \
 	  $(MAKE) --no-print-directory $$suite || status=1; \
 	done; \
 	$(VENV_PY) tests/summary.py $(LOGS)/*.log || status=1; \
@@ -120,6 +121,17 @@ build-tests: deps
 test-swift:
 	@mkdir -p $(LOGS)
 	swift test 2>&1 | tee $(LOGS)/swift.log
+
+# The server suite and the service tests again, on PostgreSQL: a throwaway cluster on a
+# private port, a fresh database per test server (GATEHOUSE_TEST_POSTGRES), and the tests
+# that only PostgreSQL has (replicas).
+test-postgres:
+	@mkdir -p $(LOGS)
+	@dir=$$(mktemp -d /tmp/gatehouse-pg.XXXXXX); \
+	port=$$($(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	trap 'tests/postgres/cluster.sh stop '"$$dir"'; rm -rf '"$$dir" EXIT; \
+	url=$$(tests/postgres/cluster.sh start "$$dir" "$$port"); \
+	GATEHOUSE_TEST_POSTGRES="$$url" swift test --skip-build --filter 'GatehouseServerTests|ServiceTests|PostgresTests' 2>&1 | tee $(LOGS)/postgres.log
 
 # Python-side checks of what we send (the CloudEvents SDK reads webhooks/cloudevents/), and the
 # Python client (clients/python) against the binary `swift test` just built.
