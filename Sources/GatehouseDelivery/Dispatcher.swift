@@ -46,6 +46,9 @@ public final class Dispatcher: Sendable {
     let settings: Settings
     let logger: Logger
     let clock: @Sendable () -> Timestamp
+    /// Which receivers this process sends to, and whether it runs the reminders (with
+    /// replicas on one database, each receiver is sent to by one process at a time).
+    let ownership: any Ownership
     let state = Mutex(State())
     let wakeup: BusSubscriber
     private let stopped = Atomic<Bool>(false)
@@ -77,8 +80,10 @@ public final class Dispatcher: Sendable {
 
     public init(
         outbox: any Outbox, receivers: [String: any Receiver], client: CurlMultiClient, bus: Bus, silences: any SilenceStore,
-        inhibitor: Inhibitor, settings: Settings, logger: Logger, clock: @escaping @Sendable () -> Timestamp = { .now() }
+        inhibitor: Inhibitor, settings: Settings, logger: Logger, ownership: any Ownership = SoleProcess(),
+        clock: @escaping @Sendable () -> Timestamp = { .now() }
     ) {
+        self.ownership = ownership
         self.outbox = outbox
         self.receivers = receivers
         self.client = client
@@ -122,6 +127,10 @@ public final class Dispatcher: Sendable {
                 var now = clock()
                 // Refill the queues of receivers that are running low and not paused.
                 for name in names {
+                    guard ownership.owns(receiver: name) else {
+                        relinquish(name)
+                        continue
+                    }
                     let room = state.withLock { s -> Int in
                         if let until = s.pacedUntil[name], until > now { return 0 }
                         if s.reviving.contains(name) { return 0 }
@@ -174,7 +183,7 @@ public final class Dispatcher: Sendable {
                 // Re-read at most once a second: commits can come thousands of times a second,
                 // and a reminder is always repeat_interval away from the failure it repeats.
                 if now.milliseconds - repeatsRead >= 1000 {
-                    nextRepeat = try? await outbox.nextRepeatTime()
+                    nextRepeat = ownership.isLeader ? try? await outbox.nextRepeatTime() : nil
                     repeatsRead = now.milliseconds
                 }
                 if let due = nextRepeat, due <= now {
@@ -182,7 +191,7 @@ public final class Dispatcher: Sendable {
                     nextRepeat = try? await outbox.nextRepeatTime()
                     continue
                 }
-                if now.milliseconds - lastGroupSweep >= 60_000 {
+                if now.milliseconds - lastGroupSweep >= 60_000, ownership.isLeader {
                     lastGroupSweep = now.milliseconds
                     _ = try? await outbox.forgetIdleGroups(now: now)
                 }
@@ -203,7 +212,7 @@ public final class Dispatcher: Sendable {
                         return (idle, [paced, held].compactMap { $0 }.max())
                     }
                     if let pausedUntil { next = min(next, pausedUntil); continue }
-                    if idle, let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
+                    if idle, ownership.owns(receiver: name), let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
                 if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
@@ -218,6 +227,15 @@ public final class Dispatcher: Sendable {
             await withCheckedContinuation { (resume: CheckedContinuation<Void, Never>) in
                 DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(5)) { resume.resume() }
             }
+        }
+    }
+
+    /// Forgets the rows queued for a receiver another process now sends to (they were read,
+    /// not started: that process finds them due).
+    private func relinquish(_ name: String) {
+        state.withLock { s in
+            guard let queued = s.queues.removeValue(forKey: name) else { return }
+            for batch in queued { for (delivery, _) in batch { s.inFlight.remove(delivery.id) } }
         }
     }
 

@@ -73,8 +73,11 @@ public final class PostgresStore: StoreDatabase {
         try pool.with { connection in try body(PostgresSession(connection, logger: logger)) }
     }
 
+    /// Takes the commit lock too: a write outside the group commit (a reminder fired, a
+    /// dataset created, a nonce claimed) often reads before it writes, and replicas doing the
+    /// same at once must see each other's result. Such writes are rare and short.
     public func writeNow<T>(_ body: (any SQLSession) throws -> T) throws -> T {
-        try transaction(lock: false, relaxed: false, body)
+        try transaction(lock: true, relaxed: false, body)
     }
 
     public func commit(relaxed: Bool, _ body: (any SQLSession) throws -> Void) throws {
@@ -187,7 +190,7 @@ struct PostgresTarget {
 
 /// A few connections shared by blocking callers: each takes one for the length of its work.
 final class BlockingConnectionPool: Sendable {
-    private let configuration: PostgresConnection.Configuration
+    let configuration: PostgresConnection.Configuration
     private let idle = Mutex<[PostgresConnection]>([])
     private let slots: DispatchSemaphore
     private let logger: Logger

@@ -13,12 +13,16 @@ struct GateScheduler: Service {
     let store: GateService
     let bus: Bus
     let logger: Logger
+    /// With replicas on one database, only the leader runs the timers (each would fire once
+    /// anyway — deadlines are re-read inside the serialised commit — but once is cheaper).
+    let ownership: any Ownership
     private let pending = Gauge(label: "gatehouse_gates_pending")
 
-    init(store: GateService, bus: Bus, logger: Logger) {
+    init(store: GateService, bus: Bus, logger: Logger, ownership: any Ownership = SoleProcess()) {
         self.store = store
         self.bus = bus
         self.logger = logger
+        self.ownership = ownership
     }
 
     func run() async throws {
@@ -31,6 +35,11 @@ struct GateScheduler: Service {
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 var wait = Duration.seconds(60)
+                if !ownership.isLeader {
+                    // Not ours: look again in a second (the leader may be gone by then).
+                    _ = await subscriber.next(timeout: .seconds(1))
+                    continue
+                }
                 do {
                     // A read first: most wake-ups (a gate opened or decided) find nothing due,
                     // and need not queue a write transaction behind the event log's commits.

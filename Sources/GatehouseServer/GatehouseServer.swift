@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseDelivery
+import GatehousePostgres
 import GatehouseServices
 import GatehouseStore
 import Hummingbird
@@ -89,6 +90,12 @@ public enum GatehouseServer {
         }
         try checkProtectedMode(address: address, tokens: SQLTokenStore(database: database))
         let bus = Bus()
+        // Replicas on one PostgreSQL database share the bus and split the work.
+        let postgres = database as? PostgresStore
+        let bridge = postgres.map { PostgresBusBridge(store: $0, bus: bus, logger: logger) }
+        let ownership: any Ownership = postgres.map {
+            PostgresOwnership(store: $0, receivers: config.receivers.map(\.name), bus: bus, logger: logger)
+        } ?? SoleProcess()
         let routes = RouteTree(config.route)
         let resolving = Set(config.receivers.filter(\.sendResolved).map(\.name))
         let log = EventLog(database: database, bus: bus, planner: config.receivers.isEmpty ? nil : DeliveryPlanner(routes: routes, sendResolved: resolving).plan)
@@ -133,7 +140,7 @@ public enum GatehouseServer {
             }
             dispatcher = Dispatcher(
                 outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SQLSilenceStore(database: database),
-                inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger)
+                inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger, ownership: ownership)
         }
         let router = makeRouter(
             config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
@@ -163,10 +170,12 @@ public enum GatehouseServer {
             logger: logger
         )
         var background: [any Service] = []
+        if let bridge { background.append(BackgroundLoop { await bridge.run() }) }
+        if let ownership = ownership as? PostgresOwnership { background.append(BackgroundLoop { await ownership.run() }) }
         if let dispatcher, let client {
             background.append(DispatcherService(dispatcher: dispatcher, client: client, state: state, shutdownTimeout: config.server.shutdownTimeout))
         }
-        background.append(GateScheduler(store: gates, bus: bus, logger: logger))
+        background.append(GateScheduler(store: gates, bus: bus, logger: logger, ownership: ownership))
         return GatehouseApp(
             application: app, router: router, background: background, state: state, database: database, dispatcher: dispatcher,
             shutdownTimeout: config.server.shutdownTimeout, logger: logger)

@@ -1,6 +1,7 @@
 import GatehouseCore
 import GatehousePostgres
 import GatehouseStore
+import ServiceLifecycle
 
 /// Which store a location names: a `postgres://` (or `postgresql://`) URL is a PostgreSQL
 /// server that several processes may share; anything else is a SQLite file.
@@ -20,5 +21,16 @@ public enum Storage {
         let credentials = location[scheme.upperBound..<at]
         guard let colon = credentials.firstIndex(of: ":") else { return location }
         return String(location[..<colon]) + ":***" + String(location[at...])
+    }
+}
+
+/// A loop that runs until the service group shuts down (the bus bridge, the ownership locks):
+/// cancelled at shutdown, which its loop honours.
+struct BackgroundLoop: Service {
+    let body: @Sendable () async -> Void
+    init(_ body: @escaping @Sendable () async -> Void) { self.body = body }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await body() }
     }
 }

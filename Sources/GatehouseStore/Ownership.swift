@@ -1,0 +1,15 @@
+/// What one process does alone when several share a database: the timers, and each
+/// receiver's sending (so its pacing, back-off and in-flight rows live in one place).
+public protocol Ownership: Sendable {
+    /// Runs the timers: gate deadlines, `repeat_interval` reminders, the sweep of idle groups.
+    var isLeader: Bool { get }
+    /// Sends `receiver`'s deliveries.
+    func owns(receiver: String) -> Bool
+}
+
+/// One process on its own database (SQLite): it does everything.
+public struct SoleProcess: Ownership {
+    public init() {}
+    public var isLeader: Bool { true }
+    public func owns(receiver: String) -> Bool { true }
+}
