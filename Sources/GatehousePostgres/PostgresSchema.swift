@@ -182,6 +182,14 @@ enum PostgresSchema {
                 at BIGINT NOT NULL,
                 PRIMARY KEY (dataset, item_id, annotator)
             );
+            CREATE TABLE leases (
+                dataset TEXT NOT NULL,
+                item_id TEXT NOT NULL,
+                annotator TEXT NOT NULL,
+                until BIGINT NOT NULL,
+                PRIMARY KEY (dataset, item_id, annotator)
+            );
+            CREATE INDEX leases_by_annotator ON leases(dataset, annotator);
             CREATE TABLE import_staging (
                 import_id TEXT NOT NULL,
                 n BIGINT NOT NULL,

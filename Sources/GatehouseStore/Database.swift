@@ -271,6 +271,20 @@ public final class GatehouseDatabase: Sendable {
             // A run's page lists the deliveries its events caused.
             try db.execute(sql: "CREATE INDEX deliveries_by_event ON deliveries(event_seq)")
         }
+        migrator.registerMigration("v8-leases") { db in
+            // "Next item" leases, formerly in memory: rows, so that every process sharing a
+            // database sees them (and a restart keeps them until they expire).
+            try db.execute(sql: """
+                CREATE TABLE leases (
+                    dataset TEXT NOT NULL,
+                    item_id TEXT NOT NULL,
+                    annotator TEXT NOT NULL,
+                    until INTEGER NOT NULL,
+                    PRIMARY KEY (dataset, item_id, annotator)
+                ) WITHOUT ROWID;
+                CREATE INDEX leases_by_annotator ON leases(dataset, annotator);
+                """)
+        }
         return migrator
     }
 

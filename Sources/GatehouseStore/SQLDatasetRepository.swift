@@ -95,17 +95,12 @@ public struct ServedItem: Sendable, Equatable {
     public var mine: JSONValue?
 }
 
-/// Datasets, items, labels and skips in the store's database; "next item" leases in memory
-/// (they last minutes, and losing them on a restart only means an item may be shown twice).
+/// Datasets, items, labels, skips and "next item" leases in the store's database. Leases are
+/// rows, not memory, so two people on two replicas are not served the one item that needs one
+/// more label; serving one is a write that rides the event log's group commit.
 public final class SQLDatasetRepository: DatasetRepository {
     public let log: EventLog
     var database: any StoreDatabase { log.database }
-    /// dataset → item → [(annotator, until)]
-    private let leases = Mutex<[String: [String: [(String, Int64)]]]>([:])
-    /// dataset → item → (label count, when): counts committed in the last minute. A page of
-    /// candidates read just before a label committed is corrected with these, so "next item"
-    /// needs one read and never serves an item that just got its labels.
-    private let recentCounts = Mutex<[String: [String: (Int, Int64)]]>([:])
 
     public init(log: EventLog) { self.log = log }
 
@@ -173,10 +168,9 @@ public final class SQLDatasetRepository: DatasetRepository {
     public func delete(_ name: String) async throws -> Bool {
         let deleted = try await database.write { db -> Bool in
             guard try db.execute("DELETE FROM datasets WHERE name = ?", [name]) > 0 else { return false }
-            for table in ["items", "labels", "skips"] { try db.execute("DELETE FROM \(table) WHERE dataset = ?", [name]) }
+            for table in ["items", "labels", "skips", "leases"] { try db.execute("DELETE FROM \(table) WHERE dataset = ?", [name]) }
             return true
         }
-        leases.withLock { _ = $0.removeValue(forKey: name) }
         return deleted
     }
 
@@ -224,62 +218,29 @@ public final class SQLDatasetRepository: DatasetRepository {
 
     // MARK: Next item, labels, skips
 
-    public func next(_ dataset: String, annotator: String, needed: Int, now: Timestamp, leaseUntil: Timestamp) async throws -> ServedItem? {
-        var offset = 0
-        while true {
-            let skip = offset
-            let page: [PageRow] = try await database.read { db in
-                try db.all("""
-                    SELECT i.id, i.label_count, i.data, i.meta, i.prediction FROM items i
-                    WHERE i.dataset = ? AND i.complete = 0
-                      AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
-                      AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
-                    ORDER BY i.seq LIMIT 32 OFFSET ?
-                    """, [dataset, annotator, annotator, skip]) {
-                    PageRow(id: $0[0], labelCount: $0[1], data: $0[2], meta: $0[3], prediction: $0[4])
-                }
-            }
-            if page.isEmpty { return nil }
-            let recent = recentCounts.withLock { all -> [String: (Int, Int64)] in
-                // Forget counts older than a minute: every page read since has seen them.
-                if var counts = all[dataset], counts.count > 1000 {
-                    counts = counts.filter { $0.value.1 > now.milliseconds - 60_000 }
-                    all[dataset] = counts
-                }
-                return all[dataset] ?? [:]
-            }
-            let chosen: PageRow? = leases.withLock { all in
-                var book = all[dataset] ?? [:]
-                // Drop expired leases and this person's previous one: one item at a time.
-                for (id, holders) in book {
-                    let kept = holders.filter { $0.1 > now.milliseconds && $0.0 != annotator }
-                    book[id] = kept.isEmpty ? nil : kept
-                }
-                defer { all[dataset] = book }
-                for row in page {
-                    let labels = max(row.labelCount, recent[row.id]?.0 ?? 0)
-                    guard labels + (book[row.id]?.count ?? 0) < needed else { continue }
-                    book[row.id, default: []].append((annotator, leaseUntil.milliseconds))
-                    return row
-                }
-                return nil
-            }
-            if let chosen {
-                let item = DatasetItem(
-                    id: chosen.id, data: (try? JSONValue.parse(chosen.data))?.objectValue ?? JSONObject(),
-                    meta: chosen.meta.flatMap { (try? JSONValue.parse($0))?.objectValue }, prediction: chosen.prediction.flatMap { try? JSONValue.parse($0) })
-                return ServedItem(item: item, labelCount: max(chosen.labelCount, recent[chosen.id]?.0 ?? 0), mine: nil)
-            }
-            offset += page.count
-        }
-    }
+    /// Items `annotator` could label: not complete, not labelled or skipped by them (`i` is
+    /// the item; the arguments are dataset, annotator, annotator).
+    static let openFor = """
+        FROM items i WHERE i.dataset = ? AND i.complete = 0
+          AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
+          AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
+        """
+    /// Other people's live leases on item `i` (arguments: annotator, now).
+    static let othersLeasing = "(SELECT COUNT(*) FROM leases le WHERE le.dataset = i.dataset AND le.item_id = i.id AND le.annotator <> ? AND le.until > ?)"
 
-    struct PageRow: Sendable {
-        var id: String
-        var labelCount: Int
-        var data: String
-        var meta: String?
-        var prediction: String?
+    public func next(_ dataset: String, annotator: String, needed: Int, now: Timestamp, leaseUntil: Timestamp) async throws -> ServedItem? {
+        try await log.transact { db in
+            // Expired leases go, and this person's previous one: one item at a time.
+            try db.execute("DELETE FROM leases WHERE dataset = ? AND (until <= ? OR annotator = ?)", [dataset, now.milliseconds, annotator])
+            guard let (item, labelCount) = try db.first("""
+                SELECT i.id, i.data, i.meta, i.prediction, i.label_count \(Self.openFor)
+                  AND i.label_count + \(Self.othersLeasing) < ?
+                ORDER BY i.seq LIMIT 1
+                """, [dataset, annotator, annotator, annotator, now.milliseconds, needed], { (Self.item($0), $0[4] as Int) })
+            else { return (nil, []) }
+            try db.execute("INSERT INTO leases (dataset, item_id, annotator, until) VALUES (?, ?, ?, ?)", [dataset, item.id, annotator, leaseUntil.milliseconds])
+            return (ServedItem(item: item, labelCount: labelCount, mine: nil), [])
+        }
     }
 
     /// An item from the columns `id, data, meta, prediction` at `offset`.
@@ -296,67 +257,57 @@ public final class SQLDatasetRepository: DatasetRepository {
         }
     }
 
-    private func release(_ dataset: String, item: String, annotator: String) {
-        leases.withLock { all in
-            guard var holders = all[dataset]?[item] else { return }
-            holders.removeAll { $0.0 == annotator }
-            all[dataset]?[item] = holders.isEmpty ? nil : holders
-        }
+    /// The person is done with the item (labelled or skipped it): their lease goes.
+    static func release(_ dataset: String, item: String, annotator: String, db: any SQLSession) throws {
+        try db.execute("DELETE FROM leases WHERE dataset = ? AND item_id = ? AND annotator = ?", [dataset, item, annotator])
     }
 
     public func label(
         _ dataset: String, item itemID: String, annotator: String, value: JSONValue, needed: Int, now: Timestamp,
         announce: @escaping @Sendable (_ total: Int) -> Event
     ) async throws -> LabelOutcome {
-        let (outcome, newCount): (LabelOutcome, Int) = try await log.transact { db in
+        try await log.transact { db in
             // This runs for every label, inside the group commit.
             guard let (labelCount, complete) = try db.first(
                 "SELECT label_count, complete FROM items WHERE dataset = ? AND id = ?", [dataset, itemID], { ($0[0] as Int, $0[1] as Bool) })
             else {
-                return ((.noItem, 0), [])
+                return (.noItem, [])
             }
             let text = value.serialized()
             let replaced = try db.execute(
                 "UPDATE labels SET value = ?, at = ? WHERE dataset = ? AND item_id = ? AND annotator = ?", [text, now.milliseconds, dataset, itemID, annotator])
-            if replaced > 0 { return ((.recorded(itemComplete: complete, datasetComplete: false), labelCount), []) }
+            if replaced > 0 {
+                try Self.release(dataset, item: itemID, annotator: annotator, db: db)
+                return (.recorded(itemComplete: complete, datasetComplete: false), [])
+            }
             let count = labelCount
-            guard count < needed else { return ((.full(needed), count), []) }
+            guard count < needed else { return (.full(needed), []) }
+            try Self.release(dataset, item: itemID, annotator: annotator, db: db)
             try db.execute("INSERT INTO labels (dataset, item_id, annotator, value, at) VALUES (?, ?, ?, ?, ?)", [dataset, itemID, annotator, text, now.milliseconds])
             let nowComplete = count + 1 >= needed
             try db.execute("UPDATE items SET label_count = label_count + 1, complete = ? WHERE dataset = ? AND id = ?", [nowComplete, dataset, itemID])
-            guard nowComplete else { return ((.recorded(itemComplete: false, datasetComplete: false), count + 1), []) }
+            guard nowComplete else { return (.recorded(itemComplete: false, datasetComplete: false), []) }
             try db.execute("UPDATE datasets SET complete_count = complete_count + 1 WHERE name = ?", [dataset])
             let (total, done) = try db.first("SELECT item_count, complete_count FROM datasets WHERE name = ?", [dataset]) { ($0[0] as Int, $0[1] as Int) } ?? (0, 0)
-            guard done >= total else { return ((.recorded(itemComplete: true, datasetComplete: false), count + 1), []) }
+            guard done >= total else { return (.recorded(itemComplete: true, datasetComplete: false), []) }
             try db.execute("UPDATE datasets SET completed_at = ? WHERE name = ?", [now.milliseconds, dataset])
-            return ((.recorded(itemComplete: true, datasetComplete: true), count + 1), [announce(total)])
+            return (.recorded(itemComplete: true, datasetComplete: true), [announce(total)])
         }
-        if case .recorded = outcome {
-            // Note the new count before the lease goes: a "next" that finds the item free of
-            // leases also finds this count.
-            recentCounts.withLock { all in
-                let previous = all[dataset]?[itemID]?.0 ?? 0
-                all[dataset, default: [:]][itemID] = (max(previous, newCount), now.milliseconds)
-            }
-            release(dataset, item: itemID, annotator: annotator)
-        }
-        return outcome
     }
 
     public func skip(_ dataset: String, item itemID: String, annotator: String, now: Timestamp) async throws -> Bool {
-        let ok = try await database.write { db -> Bool in
+        try await database.write { db -> Bool in
             guard try db.exists("SELECT 1 FROM items WHERE dataset = ? AND id = ?", [dataset, itemID]) else { return false }
+            try Self.release(dataset, item: itemID, annotator: annotator, db: db)
             let added = try db.execute(
                 "INSERT INTO skips (dataset, item_id, annotator, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", [dataset, itemID, annotator, now.milliseconds])
             if added > 0 { try db.execute("UPDATE items SET skip_count = skip_count + 1 WHERE dataset = ? AND id = ?", [dataset, itemID]) }
             return true
         }
-        if ok { release(dataset, item: itemID, annotator: annotator) }
-        return ok
     }
 
     public func undo(_ dataset: String, annotator: String, now: Timestamp) async throws -> String? {
-        let undone: (String, Int)? = try await log.transact { db in
+        try await log.transact { db in
             guard let (labelID, itemID) = try db.first(
                 "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1", [dataset, annotator], { ($0[0] as Int64, $0[1] as String) })
             else {
@@ -366,12 +317,8 @@ public final class SQLDatasetRepository: DatasetRepository {
             let wasComplete = try db.value(Int.self, "SELECT complete FROM items WHERE dataset = ? AND id = ?", [dataset, itemID]) == 1
             try db.execute("UPDATE items SET label_count = label_count - 1, complete = 0 WHERE dataset = ? AND id = ?", [dataset, itemID])
             if wasComplete { try db.execute("UPDATE datasets SET complete_count = complete_count - 1, completed_at = NULL WHERE name = ?", [dataset]) }
-            let count = try db.value(Int.self, "SELECT label_count FROM items WHERE dataset = ? AND id = ?", [dataset, itemID]) ?? 0
-            return ((itemID, count), [])
+            return (itemID, [])
         }
-        guard let (itemID, count) = undone else { return nil }
-        recentCounts.withLock { $0[dataset, default: [:]][itemID] = (count, now.milliseconds) }
-        return itemID
     }
 
     public func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue? {
@@ -382,31 +329,10 @@ public final class SQLDatasetRepository: DatasetRepository {
     }
 
     public func remaining(_ dataset: String, annotator: String, needed: Int, now: Timestamp) async throws -> Int {
-        // Other people's live leases, by item: few (one per person labelling), so the items
-        // they fill up are looked at one by one, not the whole dataset.
-        let leased: [String: Int] = leases.withLock { all in
-            var counts: [String: Int] = [:]
-            for (id, holders) in all[dataset] ?? [:] {
-                let others = holders.filter { $0.1 > now.milliseconds && $0.0 != annotator }.count
-                if others > 0 { counts[id] = others }
-            }
-            return counts
-        }
-        return try await database.read { db in
-            let open = """
-                FROM items i WHERE i.dataset = ? AND i.complete = 0
-                  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.dataset = i.dataset AND l.item_id = i.id AND l.annotator = ?)
-                  AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.dataset = i.dataset AND s.item_id = i.id AND s.annotator = ?)
-                """
-            let count = try db.value(Int.self, "SELECT COUNT(*) \(open)", [dataset, annotator, annotator]) ?? 0
-            guard !leased.isEmpty else { return count }
-            var full = 0
-            for (id, others) in leased {
-                if let labels = try db.value(Int.self, "SELECT i.label_count \(open) AND i.id = ?", [dataset, annotator, annotator, id]), labels + others >= needed {
-                    full += 1
-                }
-            }
-            return max(count - full, 0)
+        try await database.read { db in
+            try db.value(Int.self, "SELECT COUNT(*) \(Self.openFor) AND i.label_count + \(Self.othersLeasing) < ?", [
+                dataset, annotator, annotator, annotator, now.milliseconds, needed,
+            ]) ?? 0
         }
     }
 
