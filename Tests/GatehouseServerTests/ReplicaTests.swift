@@ -1,0 +1,142 @@
+import Dispatch
+import Foundation
+import GatehouseClient
+import GatehouseCore
+import Synchronization
+import Testing
+
+/// Several `gatehouse serve` processes on one PostgreSQL database (the PostgreSQL pass of
+/// `make test` only): what one commits, the others see and wake on; each event reaches the
+/// receiver once; a gate closes once however many replicas are clicked at once; timers fire
+/// once; two people on two replicas are not served the same item.
+@Suite(.enabled(if: testingPostgres, "needs GATEHOUSE_TEST_POSTGRES"))
+struct ReplicaTests {
+    /// A webhook receiver on a fresh sink, one message per event.
+    static func config(_ dir: TempDir, _ sink: Sink) -> String {
+        dir.write("gatehouse.yml", """
+            receivers:
+              - name: hook
+                webhook: { url: \(sink.url("/hook")) }
+            route:
+              receiver: hook
+              group_by: ['...']
+              group_wait: 0s
+            """)
+    }
+
+    static func replicas(_ count: Int, dir: TempDir, db: String, config: String) throws -> [ServerProcess] {
+        try (0..<count).map { _ in try ServerProcess(dir: dir, db: db, arguments: ["--config", config], environment: ["GATEHOUSE_TEMPLATES": templatesFolder]) }
+    }
+
+    /// The ids of the events a webhook message carried (one event, or a digest's events).
+    static func eventIDs(_ body: String) -> [String] {
+        guard let o = (try? JSONValue.parse(body))?.objectValue else { return [] }
+        if let event = o["event"]?.objectValue, let id = event["id"]?.stringValue { return [id] }
+        return (o["events"]?.arrayValue ?? []).compactMap { $0.objectValue?["id"]?.stringValue }
+    }
+
+    /// One request to the server at `base` (a URL, which threads may share where the
+    /// ServerProcess may not be).
+    static func call(_ method: String, _ base: String, _ path: String, _ body: String? = nil) -> HTTPResult? {
+        try? HTTPClient().send(
+            method: method, url: base + path, headers: body == nil ? [:] : ["Content-Type": "application/json"], body: body.map { Array($0.utf8) })
+    }
+
+    /// Runs `work` on `count` threads at once and returns their results.
+    static func together<T: Sendable>(_ count: Int, _ work: @escaping @Sendable (Int) -> T) -> [T] {
+        let results = Mutex<[Int: T]>([:])
+        DispatchQueue.concurrentPerform(iterations: count) { i in
+            let value = work(i)
+            results.withLock { $0[i] = value }
+        }
+        return results.withLock { r in (0..<count).map { r[$0]! } }
+    }
+
+    @Test func replicasShareTheBusTheWorkAndTheTimers() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let sink = try Sink()
+            let db = testDatabase(dir)
+            let servers = try Self.replicas(3, dir: dir, db: db, config: Self.config(dir, sink))
+            let (a, b, c) = (servers[0], servers[1], servers[2])
+            let urls = servers.map(\.url)
+
+            // A wait on B is woken by a decision on C: the bus crossed processes (the wait
+            // would otherwise return the pending gate after 30 s).
+            let opened = try JSONValue.parse(a.post("/v1/gates", #"{"title":"Ship?","pipeline":"replicas","key":"r1/ship"}"#).text).objectValue
+            let id = try #require(opened?["id"]?.stringValue)
+            let started = Date()
+            let waiter = DispatchQueue.global()
+            let waited = Mutex<JSONObject?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            waiter.async {
+                let answer = Self.call("GET", urls[1], "/v1/gates/\(id)/wait?timeout=30s")
+                waited.withLock { $0 = answer.flatMap { try? JSONValue.parse($0.text).objectValue } }
+                done.signal()
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try c.post("/v1/gates/\(id)/decisions", #"{"decision":"approve","by":"web:carol"}"#).status == 200)
+            done.wait()
+            #expect(waited.withLock { $0?["state"] } == .string("approved"))
+            #expect(Date().timeIntervalSince(started) < 15)
+
+            // Events sent to all three reach the receiver once each, whichever replica sends.
+            let ids = (0..<30).map { "rep-\($0)" }
+            for (i, eventID) in ids.enumerated() {
+                let server = servers[i % 3]
+                #expect(try server.post("/v1/events", #"{"id":"\#(eventID)","type":"run.failed","pipeline":"replicas","run":"\#(eventID)"}"#).status == 202)
+            }
+            let deadline = Date().addingTimeInterval(30)
+            var delivered: [String: Set<String>] = [:]
+            repeat {
+                delivered = [:]
+                for message in try sink.received("/hook") {
+                    for eventID in Self.eventIDs(message.body) where eventID.hasPrefix("rep-") {
+                        delivered[eventID, default: []].insert(message.headers["webhook-id"] ?? "")
+                    }
+                }
+                if delivered.count == ids.count { break }
+                Thread.sleep(forTimeInterval: 0.1)
+            } while Date() < deadline
+            #expect(Set(delivered.keys) == Set(ids))
+            let messages = try sink.received("/hook").filter { Self.eventIDs($0.body).contains { $0.hasPrefix("rep-") } }
+            #expect(messages.count == ids.count, "each event sent once, not once per replica")
+
+            // Two replicas clicked at once: one decision closes the gate, the other is told
+            // it is closed; never two outcomes.
+            for round in 0..<5 {
+                let raced = try JSONValue.parse(a.post("/v1/gates", #"{"title":"Race \#(round)","pipeline":"race"}"#).text).objectValue
+                let raceID = try #require(raced?["id"]?.stringValue)
+                let statuses = Self.together(3) { i in
+                    Self.call("POST", urls[i], "/v1/gates/\(raceID)/decisions", i == 1 ? #"{"decision":"reject","by":"web:bob"}"# : #"{"decision":"approve","by":"web:ann\#(i)"}"#)?.status ?? 0
+                }
+                #expect(statuses.filter { $0 == 200 }.count == 1 && statuses.filter { $0 == 409 }.count == 2, "\(statuses)")
+                let audit = try c.json("/v1/gates/\(raceID)/audit")["entries"]?.arrayValue?.compactMap { $0.objectValue?["action"]?.stringValue } ?? []
+                #expect(audit.filter { $0 == "closed" }.count == 1, "\(audit)")
+            }
+
+            // A timeout fires once, though three schedulers know the gate.
+            let timed = try JSONValue.parse(b.post("/v1/gates", #"{"title":"Soon","pipeline":"timers","timeout":"1s","on_timeout":"reject"}"#).text).objectValue
+            let timedID = try #require(timed?["id"]?.stringValue)
+            let expiry = Date().addingTimeInterval(15)
+            while Date() < expiry, try a.json("/v1/gates/\(timedID)")["state"] == .string("pending") { Thread.sleep(forTimeInterval: 0.1) }
+            #expect(try a.json("/v1/gates/\(timedID)")["state"] == .string("rejected"))
+            Thread.sleep(forTimeInterval: 1.5)
+            let actions = try a.json("/v1/gates/\(timedID)/audit")["entries"]?.arrayValue?.compactMap { $0.objectValue?["action"]?.stringValue } ?? []
+            #expect(actions.filter { $0 == "expired" }.count == 1, "\(actions)")
+
+            // One label needed per item: two people on two replicas get different items.
+            #expect(try a.post("/v1/datasets", #"{"name":"shared","task":"classification","labels":["a","b"],"annotators_per_item":1}"#).status == 201)
+            let imported = try a.post("/v1/datasets/shared/items", #"[{"id":"i1","data":{"text":"x"}},{"id":"i2","data":{"text":"y"}}]"#)
+            #expect(imported.status == 200, "\(imported.text)")
+            let served = Self.together(2) { i in
+                Self.call("GET", urls[i], "/v1/datasets/shared/next?annotator=web:p\(i)").flatMap { try? JSONValue.parse($0.text).objectValue?["id"]?.stringValue }
+            }
+            #expect(Set(served.compactMap { $0 }).count == 2, "\(served)")
+            // A third person finds nothing left to take.
+            #expect(try c.get("/v1/datasets/shared/next?annotator=web:p9").status == 204)
+
+            #expect(try c.json("/v1/audit/verify")["ok"] == .bool(true))
+        }
+    }
+}
