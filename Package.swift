@@ -143,6 +143,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseClient",
+                "GatehousePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

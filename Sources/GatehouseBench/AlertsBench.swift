@@ -87,18 +87,27 @@ enum AlertsBench {
 
     /// Sends events `first ..< first + count` and waits until the sink has every one of them.
     static func phase(server: BenchServer, sink: BenchSink, first: Int, count: Int) throws -> PhaseResult {
+        try phase(servers: [server], sink: sink, first: first, count: count)
+    }
+
+    /// The same over replicas: the connections spread over them, CPU summed over them (and
+    /// over `alsoCounted`, the database server's processes, when given).
+    static func phase(
+        servers: [BenchServer], sink: BenchSink, first: Int, count: Int, alsoCounted: @escaping () -> Int = { 0 }
+    ) throws -> PhaseResult {
         sink.reset()
         let sentAt = SendTimes(count: count)
-        let cpuBefore = server.cpuTicks()
+        let cpu = { servers.reduce(0) { $0 + $1.cpuTicks() } + alsoCounted() }
+        let cpuBefore = cpu()
         let start = DispatchTime.now().uptimeNanoseconds
-        let load = try runLoad(port: server.port, connections: connections, total: count) { n in
+        let load = try runLoad(ports: servers.map(\.port), connections: connections, total: count) { n in
             sentAt.mark(n)
             return alertBody(first + n)
         }
         let ingested = DispatchTime.now().uptimeNanoseconds
         let deadline = Date().addingTimeInterval(120)
         while sink.count < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.002) }
-        let cpuAfter = server.cpuTicks()
+        let cpuAfter = cpu()
         var latencies: [Double] = []
         latencies.reserveCapacity(count)
         var last: UInt64 = 0

@@ -28,6 +28,15 @@ struct Bench {
             try GateBench.run(binary: binary, scale: scale)
             return
         }
+        if let i = args.firstIndex(of: "--replicas"), i + 1 < args.count {
+            guard let j = args.firstIndex(of: "--db"), j + 1 < args.count, args[j + 1].hasPrefix("postgres") else {
+                print("--replicas needs --db postgres://user@host:port/database (a server the benchmark may create databases on)")
+                exit(2)
+            }
+            let counts = args[i + 1].split(separator: ",").compactMap { Int($0) }
+            try ReplicaBench.run(binary: binary, scale: scale, replicas: counts, server: args[j + 1], durability: args.contains("--normal-only") ? "normal" : "full")
+            return
+        }
         if args.contains("--alerts") {
             try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full", ingestOnly: args.contains("--ingest-only"))
             return
@@ -90,11 +99,12 @@ final class BenchServer {
     let dir: String
     var port = 0
 
-    init(binary: String, durability: String, config: String? = nil, environment: [String: String] = [:]) throws {
+    /// `db`: a database several servers share (a `postgres://` URL); else a fresh SQLite file.
+    init(binary: String, durability: String, config: String? = nil, environment: [String: String] = [:], db: String? = nil) throws {
         dir = NSTemporaryDirectory() + "gatehouse-bench-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", dir + "/bench.db", "--durability", durability, "--log-level", "warning"]
+        process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", db ?? dir + "/bench.db", "--durability", durability, "--log-level", "warning"]
             + (config.map { ["--config", $0] } ?? [])
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }

@@ -120,13 +120,20 @@ struct LoadResult {
 /// Drives `total` requests over `connections` keep-alive connections from one event-loop
 /// thread, so the load generator takes as little of the machine as it can.
 func runLoad(port: Int, connections: Int, total: Int, method: HTTPMethod = .POST, path: String = "/v1/events", contentType: String = "application/json", makeBody: @escaping @Sendable (Int) -> ByteBuffer) throws -> LoadResult {
+    try runLoad(ports: [port], connections: connections, total: total, method: method, path: path, contentType: contentType, makeBody: makeBody)
+}
+
+/// The same over several servers: connection i goes to `ports[i % ports.count]` (replicas
+/// behind a round-robin balancer).
+func runLoad(ports: [Int], connections: Int, total: Int, method: HTTPMethod = .POST, path: String = "/v1/events", contentType: String = "application/json", makeBody: @escaping @Sendable (Int) -> ByteBuffer) throws -> LoadResult {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     defer { try? group.syncShutdownGracefully() }
     let budget = Budget(total: total)
     let stats = LoadStats()
     let start = DispatchTime.now().uptimeNanoseconds
     var futures: [EventLoopFuture<Void>] = []
-    for _ in 0..<connections {
+    for i in 0..<connections {
+        let port = ports[i % ports.count]
         futures.append(connectHTTP(group: group, port: port) { done in
             LoadHandler(host: "127.0.0.1:\(port)", method: method, path: path, contentType: contentType, makeBody: makeBody, budget: budget, stats: stats, done: done)
         })

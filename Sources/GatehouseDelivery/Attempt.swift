@@ -71,6 +71,7 @@ extension Dispatcher {
         @Sendable func end(carried: [String]) {
             releaseCarried(carried)
             _ = releaseSlot(lead, verdict: nil)
+            newWork()
             finish(claimed)
         }
         guard let receiver = receivers[lead.receiver] else {
@@ -191,6 +192,7 @@ extension Dispatcher {
         if response.abandoned {
             releaseCarried(attempt.carried)
             _ = releaseSlot(lead, verdict: nil)
+            newWork()
             finish(attempt.claimed)
             return
         }
@@ -205,6 +207,7 @@ extension Dispatcher {
                     self.logger.info("receiver recovered; sending its backlog", metadata: ["receiver": .string(lead.receiver), "deliveries": .stringConvertible(revived)])
                 }
                 _ = self.state.withLock { $0.reviving.remove(lead.receiver) }
+                self.newWork()
                 self.wakeup.wake()
             }
         }
@@ -306,6 +309,9 @@ extension Dispatcher {
             } else if let receiver = rows.first?.receiver {
                 metrics.outcomes(receiver, outcome).increment(by: rows.count)
             }
+            // A retry scheduled, a fallback added, or rows left due by a failed write: the
+            // next read may find something (a delivered or muted row only leaves).
+            if error != nil || !fallbacks.isEmpty || (outcome != "delivered" && outcome != "muted") { self.newWork() }
             then()
         }
     }

@@ -55,6 +55,12 @@ public final class Dispatcher: Sendable {
     let metrics = DeliveryMetrics()
     /// Attempts started and not yet ended (the run waits for them before it returns).
     let attemptsRunning = Atomic<Int>(0)
+    /// Grows whenever rows may have become due that a read before did not see: events
+    /// committed (here or, with replicas, elsewhere), a retry scheduled, a fallback added, a
+    /// backlog revived, a manual retry. A receiver whose last read drained what was due is
+    /// read again only when this moved, its next row's time came, or a second passed — not
+    /// after every attempt (two reads per event on PostgreSQL, where each is a round trip).
+    let workEpoch = Atomic<Int>(0)
     /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
     let activeSilences = Mutex<[Silence]>([])
 
@@ -101,6 +107,12 @@ public final class Dispatcher: Sendable {
                 s.health[name] = ReceiverHealth()
             }
         }
+        bus.observe { [weak self] message in
+            switch message {
+            case .eventsCommitted, .wake: self?.newWork()
+            default: break
+            }
+        }
     }
 
     /// Runs until the task is cancelled or `stop()`; in-flight attempts finish first.
@@ -123,6 +135,10 @@ public final class Dispatcher: Sendable {
             var nextRepeat: Timestamp? = nil
             var repeatsRead: Int64 = 0
             var silencesRead: Int64 = 0
+            // Per receiver: the work epoch and time of its last read that drained what was
+            // due, and when its next row falls due (as last read).
+            var drained: [String: (epoch: Int, at: Int64)] = [:]
+            var nextDue: [String: (epoch: Int, at: Timestamp?)] = [:]
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
                 // Refill the queues of receivers that are running low and not paused.
@@ -139,8 +155,15 @@ public final class Dispatcher: Sendable {
                         return queued < Self.refillBelow ? Self.batch - queued : 0
                     }
                     guard room > 0 else { continue }
+                    let epoch = workEpoch.load(ordering: .relaxed)
+                    if let last = drained[name], last.epoch == epoch, now.milliseconds - last.at < 1000,
+                       nextDue[name].map({ $0.epoch == epoch && ($0.at.map { $0 > now } ?? true) }) ?? false {
+                        continue
+                    }
                     state.withLock { $0.finishedDuringQuery[name] = [] }
-                    guard let due = try? await outbox.due(receiver: name, now: now, limit: room), !due.isEmpty else {
+                    let due = try? await outbox.due(receiver: name, now: now, limit: room)
+                    drained[name] = (due?.count ?? room) < room ? (epoch, now.milliseconds) : nil
+                    guard let due, !due.isEmpty else {
                         state.withLock { $0.finishedDuringQuery[name] = nil }
                         continue
                     }
@@ -188,6 +211,7 @@ public final class Dispatcher: Sendable {
                 }
                 if let due = nextRepeat, due <= now {
                     _ = try? await outbox.fireRepeats(now: now)
+                    newWork()
                     nextRepeat = try? await outbox.nextRepeatTime()
                     continue
                 }
@@ -212,7 +236,15 @@ public final class Dispatcher: Sendable {
                         return (idle, [paced, held].compactMap { $0 }.max())
                     }
                     if let pausedUntil { next = min(next, pausedUntil); continue }
-                    if idle, ownership.owns(receiver: name), let due = try? await outbox.nextDueTime(receiver: name) { next = min(next, due) }
+                    guard idle, ownership.owns(receiver: name) else { continue }
+                    let epoch = workEpoch.load(ordering: .relaxed)
+                    if let known = nextDue[name], known.epoch == epoch, known.at.map({ $0 > now }) ?? true {
+                        if let due = known.at { next = min(next, due) }
+                        continue
+                    }
+                    let due = try? await outbox.nextDueTime(receiver: name)
+                    nextDue[name] = (epoch, due)
+                    if let due { next = min(next, due) }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
                 if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
@@ -229,6 +261,9 @@ public final class Dispatcher: Sendable {
             }
         }
     }
+
+    /// Something may have become due that earlier reads did not see.
+    func newWork() { workEpoch.wrappingAdd(1, ordering: .relaxed) }
 
     /// Forgets the rows queued for a receiver another process now sends to (they were read,
     /// not started: that process finds them due).

@@ -10,12 +10,16 @@ import Synchronization
 /// store's transactions are synchronous closures, on SQLite and here alike, so one body of
 /// SQL serves both databases.
 final class PostgresSession: SQLSession {
-    let connection: PostgresConnection
+    let pooled: PooledConnection
+    var connection: PostgresConnection { pooled.connection }
     private let logger: Logger
     private var savepoints = 0
+    /// Statements prepared per connection at most: SQL built per call (an IN list per size)
+    /// beyond it runs unprepared.
+    static let preparedLimit = 256
 
-    init(_ connection: PostgresConnection, logger: Logger) {
-        self.connection = connection
+    init(_ pooled: PooledConnection, logger: Logger) {
+        self.pooled = pooled
         self.logger = logger
     }
 
@@ -23,14 +27,77 @@ final class PostgresSession: SQLSession {
 
     @discardableResult
     func execute(_ sql: String, _ arguments: SQLArguments) throws -> Int {
-        let result = try connection.query(Self.query(sql, arguments), logger: logger).wait()
-        return result.metadata.rows ?? 0
+        try Self.explained { try connection.query(try statement(sql, arguments), logger: logger).wait().metadata.rows ?? 0 }
     }
 
     func query(_ sql: String, _ arguments: SQLArguments, _ body: (any SQLRow) throws -> Void) throws {
-        let result = try connection.query(Self.query(sql, arguments), logger: logger).wait()
+        let result = try Self.explained { try connection.query(try statement(sql, arguments), logger: logger).wait() }
         for row in result.rows { try body(PostgresSQLRow(row: row.makeRandomAccess())) }
     }
+
+    /// PostgresNIO keeps the server's message out of an error's description (it may quote
+    /// values); the store's errors reach the operator's log, where the SQLSTATE and message
+    /// are what say what went wrong. Values stay out: the statement is not quoted.
+    static func explained<T>(_ work: () throws -> T) throws -> T {
+        do { return try work() } catch let error as PSQLError {
+            let state = error.serverInfo?[.sqlState] ?? "-"
+            let message = error.serverInfo?[.message] ?? "\(error.code)"
+            throw StoreFailure("PostgreSQL: \(message) (SQLSTATE \(state))")
+        }
+    }
+
+    /// The statement to send: `EXECUTE gh_p<n>(…)` of a statement prepared once on this
+    /// connection, so PostgreSQL parses and plans the store's statements once per connection,
+    /// not once per call (that was most of its CPU under load); the plain statement with bound
+    /// parameters past the limit. EXECUTE is a utility statement, which takes no bound
+    /// parameters: its arguments are literals, quoted as PostgreSQL's quote_literal does.
+    private func statement(_ sql: String, _ arguments: SQLArguments) throws -> PostgresQuery {
+        let numbered = Placeholders.numbered(sql)
+        var name = pooled.prepared[numbered]
+        if name == nil, pooled.prepared.count < Self.preparedLimit, Self.preparable(numbered) {
+            let fresh = "gh_p\(pooled.prepared.count + 1)"
+            _ = try connection.query(PostgresQuery(unsafeSQL: "PREPARE \(fresh) AS \(numbered)"), logger: logger).wait()
+            pooled.prepared[numbered] = fresh
+            name = fresh
+        }
+        guard let name else { return try Self.query(sql, arguments) }
+        if arguments.values.isEmpty { return PostgresQuery(unsafeSQL: "EXECUTE \(name)") }
+        return PostgresQuery(unsafeSQL: "EXECUTE \(name)(" + arguments.values.map(Self.literal).joined(separator: ", ") + ")")
+    }
+
+    /// What PREPARE takes: queries and data changes, not DDL or transaction control.
+    static func preparable(_ sql: String) -> Bool {
+        let head = sql.drop { $0.isWhitespace }.prefix(7).uppercased()
+        return ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES"].contains { head.hasPrefix($0) }
+    }
+
+    /// A value as an SQL literal: text in an escape string (backslashes and quotes doubled,
+    /// safe whatever `standard_conforming_strings` says), free text as BYTEA hex.
+    static func literal(_ value: SQLValue) -> String {
+        switch value {
+        case .null: return "NULL"
+        case .int(let i): return String(i)
+        case .double(let d): return d.isFinite ? "'\(d)'::float8" : (d.isNaN ? "'NaN'::float8" : (d > 0 ? "'Infinity'::float8" : "'-Infinity'::float8"))
+        case .text(let s):
+            var out = "E'"
+            out.reserveCapacity(s.utf8.count + 4)
+            for c in s.unicodeScalars {
+                switch c {
+                case "'": out += "''"
+                case "\\": out += "\\\\"
+                default: out.unicodeScalars.append(c)
+                }
+            }
+            return out + "'"
+        case .freeText(let s):
+            var out = "E'\\\\x"
+            out.reserveCapacity(s.utf8.count * 2 + 12)
+            for byte in s.utf8 { out += hexPairs[Int(byte)] }
+            return out + "'::bytea"
+        }
+    }
+
+    private static let hexPairs = (0..<256).map { String(format: "%02x", $0) }
 
     /// Statements without arguments, several separated by `;` (migrations, transaction
     /// control): one after the other, since PostgresNIO sends each through the extended

@@ -53,7 +53,7 @@ public final class PostgresStore: StoreDatabase {
         target.configuration.database = target.configuration.database ?? "postgres"
         let pool = BlockingConnectionPool(configuration: target.configuration, size: 1, logger: Logger(label: "gatehouse.postgres"))
         defer { pool.closeAll() }
-        try pool.with { connection in try PostgresSession(connection, logger: Logger(label: "gatehouse.postgres")).run("CREATE DATABASE \(name)") }
+        try pool.with { pooled in try PostgresSession(pooled, logger: Logger(label: "gatehouse.postgres")).run("CREATE DATABASE \(name)") }
         guard var parts = URLComponents(string: url) else { throw StoreFailure("not a URL: \(url)") }
         parts.path = "/" + name
         return parts.string ?? url
@@ -70,7 +70,7 @@ public final class PostgresStore: StoreDatabase {
     }
 
     public func readNow<T>(_ body: (any SQLSession) throws -> T) throws -> T {
-        try pool.with { connection in try body(PostgresSession(connection, logger: logger)) }
+        try pool.with { pooled in try body(PostgresSession(pooled, logger: logger)) }
     }
 
     /// Takes the commit lock too: a write outside the group commit (a reminder fired, a
@@ -88,8 +88,8 @@ public final class PostgresStore: StoreDatabase {
     /// back when it throws (PostgreSQL refuses every later statement of a failed transaction,
     /// so a connection goes back to the pool only clean).
     func transaction<T>(lock: Bool, relaxed: Bool, _ body: (any SQLSession) throws -> T) throws -> T {
-        try pool.with { connection in
-            let session = PostgresSession(connection, logger: logger)
+        try pool.with { pooled in
+            let session = PostgresSession(pooled, logger: logger)
             var begin = "BEGIN;"
             if lock { begin += " SELECT pg_advisory_xact_lock(\(Self.lockSpace), \(Lock.commit.rawValue));" }
             // `durability: normal` is PostgreSQL's asynchronous commit: a crash of the server
@@ -122,8 +122,8 @@ public final class PostgresStore: StoreDatabase {
     /// Applies the migrations this build knows and the database lacks, each in its own
     /// transaction, under a session advisory lock: replicas starting together migrate once.
     public func migrate() throws {
-        try pool.with { connection in
-            let session = PostgresSession(connection, logger: logger)
+        try pool.with { pooled in
+            let session = PostgresSession(pooled, logger: logger)
             try session.run("SELECT pg_advisory_lock(\(Self.lockSpace), \(Lock.migrate.rawValue))")
             defer { try? session.run("SELECT pg_advisory_unlock(\(Self.lockSpace), \(Lock.migrate.rawValue))") }
             try session.run("""
@@ -153,7 +153,7 @@ public final class PostgresStore: StoreDatabase {
 /// `description` on purpose; this is for the operator's log).
 public struct StoreFailure: Error, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 /// `postgres://user:password@host:port/database?sslmode=…` as a connection configuration.
@@ -191,7 +191,7 @@ struct PostgresTarget {
 /// A few connections shared by blocking callers: each takes one for the length of its work.
 final class BlockingConnectionPool: Sendable {
     let configuration: PostgresConnection.Configuration
-    private let idle = Mutex<[PostgresConnection]>([])
+    private let idle = Mutex<[PooledConnection]>([])
     private let slots: DispatchSemaphore
     private let logger: Logger
     private let nextID = Atomic<Int>(0)
@@ -202,10 +202,10 @@ final class BlockingConnectionPool: Sendable {
         self.logger = logger
     }
 
-    func with<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+    func with<T>(_ body: (PooledConnection) throws -> T) throws -> T {
         slots.wait()
         defer { slots.signal() }
-        let connection = try idle.withLock { $0.popLast() } ?? connect()
+        let connection = try idle.withLock { $0.popLast() } ?? PooledConnection(connect())
         do {
             let value = try body(connection)
             release(connection)
@@ -216,9 +216,9 @@ final class BlockingConnectionPool: Sendable {
         }
     }
 
-    private func release(_ connection: PostgresConnection) {
-        if connection.isClosed { return }
-        idle.withLock { $0.append(connection) }
+    private func release(_ pooled: PooledConnection) {
+        if pooled.connection.isClosed { return }
+        idle.withLock { $0.append(pooled) }
     }
 
     private func connect() throws -> PostgresConnection {
@@ -237,6 +237,14 @@ final class BlockingConnectionPool: Sendable {
 
     func closeAll() {
         let all = idle.withLock { all in defer { all = [] }; return all }
-        for connection in all { try? connection.close().wait() }
+        for pooled in all { try? pooled.connection.close().wait() }
     }
+}
+
+/// A pooled connection with the statements prepared on it (by SQL text). Used by one thread
+/// at a time: the pool hands it out whole.
+final class PooledConnection: @unchecked Sendable {
+    let connection: PostgresConnection
+    var prepared: [String: String] = [:]
+    init(_ connection: PostgresConnection) { self.connection = connection }
 }

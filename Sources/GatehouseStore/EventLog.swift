@@ -141,55 +141,27 @@ public final class EventLog: Sendable {
         var writeErrors = [(any Error)?](repeating: nil, count: writes.count)
         var lastCursor: Int64 = 0
         var total = 0
-        do {
-            try database.commit(relaxed: requests.isEmpty) { db in
-                var inserted: [Event] = []
-                for (i, request) in requests.enumerated() {
-                    // A savepoint per request keeps each request atomic without making one
-                    // request's failure fail the others sharing this commit.
-                    let single = requests.count == 1 && writes.isEmpty
-                    // One event without other work writes all or nothing by itself (a conflict
-                    // is found before anything is written): no savepoint needed — on SQLite,
-                    // where a failed statement leaves the transaction usable. PostgreSQL aborts
-                    // the whole transaction instead, so there each shared request has one.
-                    let atomic = single || (db.dialect == .sqlite && request.work == nil && request.events.count == 1 && request.consequences.isEmpty)
-                    do {
-                        var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
-                        var mine: [Event] = []
-                        let body = {
-                            let events = try request.work.map { try $0(db) + request.events } ?? request.events
-                            // Consequences line up with the request's own events, which come
-                            // after what `work` returned.
-                            let offset = events.count - request.events.count
-                            let consequences = request.consequences.isEmpty ? [] : Array(repeating: nil, count: offset) + request.consequences
-                            outcome = try self.insert(events, consequences: consequences, receivedAt: receivedAt, db: db, inserted: &mine)
-                        }
-                        if atomic { try body() } else { try db.savepoint(body) }
-                        inserted.append(contentsOf: mine)
-                        if let c = outcome.lastCursor { lastCursor = max(lastCursor, c) }
-                        outcomes[i] = .success(outcome)
-                    } catch {
-                        if single { throw error }
-                        outcomes[i] = .failure(error)
-                    }
+        // PostgreSQL: a savepoint costs two round trips, and most commits have no failure to
+        // isolate. So the commit is first tried whole; only if something in it fails is it
+        // rolled back and run again with a savepoint per request, so that the one failure
+        // fails only its own request. (Work and consequences only write through the session,
+        // so running them again is safe.)
+        let optimistic = database.dialect == .postgres && requests.count + writes.count > 1
+        for isolated in optimistic ? [false, true] : [true] {
+            do {
+                try database.commit(relaxed: requests.isEmpty) { db in
+                    (outcomes, writeErrors, lastCursor, total) = try self.run(requests, writes, receivedAt: receivedAt, isolated: isolated, db: db)
                 }
-                total = inserted.count
-                try self.updateRuns(with: inserted, db: db)
-                let alone = requests.isEmpty && writes.count == 1
-                for (i, write) in writes.enumerated() {
-                    do {
-                        if alone { try write.work(db) } else { try db.savepoint { try write.work(db) } }
-                    } catch {
-                        if alone { throw error }
-                        writeErrors[i] = error
-                    }
-                }
+                break
+            } catch is FailedWhole {
+                continue
+            } catch {
+                for i in outcomes.indices { outcomes[i] = .failure(error) }
+                for i in writeErrors.indices { writeErrors[i] = error }
+                lastCursor = 0
+                total = 0
+                break
             }
-        } catch {
-            for i in outcomes.indices { outcomes[i] = .failure(error) }
-            for i in writeErrors.indices { writeErrors[i] = error }
-            lastCursor = 0
-            total = 0
         }
         if !requests.isEmpty {
             commitCounter.add(1, ordering: .relaxed)
@@ -203,6 +175,62 @@ public final class EventLog: Sendable {
         }
         if lastCursor > 0 { bus.publish(.eventsCommitted(lastCursor: lastCursor)) }
         for (write, error) in zip(writes, writeErrors) { write.completion(error) }
+    }
+
+    /// A commit tried whole failed in one of its parts: it is run again part by part.
+    private struct FailedWhole: Error {}
+
+    /// The requests and writes of one group commit, inside its transaction. `isolated`: each
+    /// shared request and write in a savepoint of its own, so a failure fails only it;
+    /// otherwise any failure fails the whole (`FailedWhole`).
+    private func run(
+        _ requests: [Request], _ writes: [Write], receivedAt: Timestamp, isolated: Bool, db: any SQLSession
+    ) throws -> ([Result<AppendOutcome, any Error>], [(any Error)?], Int64, Int) {
+        var outcomes = [Result<AppendOutcome, any Error>](repeating: .failure(CancellationError()), count: requests.count)
+        var writeErrors = [(any Error)?](repeating: nil, count: writes.count)
+        var lastCursor: Int64 = 0
+        var inserted: [Event] = []
+        let single = requests.count == 1 && writes.isEmpty
+        for (i, request) in requests.enumerated() {
+            // One event without other work writes all or nothing by itself (a conflict is
+            // found before anything is written): no savepoint needed — on SQLite, where a
+            // failed statement leaves the transaction usable. PostgreSQL aborts the whole
+            // transaction instead, so there each shared request has one.
+            let atomic = single || !isolated
+                || (db.dialect == .sqlite && request.work == nil && request.events.count == 1 && request.consequences.isEmpty)
+            do {
+                var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
+                var mine: [Event] = []
+                let body = {
+                    let events = try request.work.map { try $0(db) + request.events } ?? request.events
+                    // Consequences line up with the request's own events, which come after
+                    // what `work` returned.
+                    let offset = events.count - request.events.count
+                    let consequences = request.consequences.isEmpty ? [] : Array(repeating: nil, count: offset) + request.consequences
+                    outcome = try self.insert(events, consequences: consequences, receivedAt: receivedAt, db: db, inserted: &mine)
+                }
+                if atomic { try body() } else { try db.savepoint(body) }
+                inserted.append(contentsOf: mine)
+                if let c = outcome.lastCursor { lastCursor = max(lastCursor, c) }
+                outcomes[i] = .success(outcome)
+            } catch {
+                if single { throw error }
+                if !isolated { throw FailedWhole() }
+                outcomes[i] = .failure(error)
+            }
+        }
+        try updateRuns(with: inserted, db: db)
+        let alone = requests.isEmpty && writes.count == 1
+        for (i, write) in writes.enumerated() {
+            do {
+                if alone || !isolated { try write.work(db) } else { try db.savepoint { try write.work(db) } }
+            } catch {
+                if alone { throw error }
+                if !isolated { throw FailedWhole() }
+                writeErrors[i] = error
+            }
+        }
+        return (outcomes, writeErrors, lastCursor, inserted.count)
     }
 
     private static let insertEvent = """
