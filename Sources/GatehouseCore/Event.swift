@@ -233,7 +233,11 @@ public struct EventValidator: Sendable {
         }
 
         let url = string("url", max: EventLimits.urlLength)
-        if let url, !Self.isHTTPURL(url) { fail("url", "must be an absolute http(s) URL") }
+        if let url, let error = ControlCharacters.fieldError("url", url, index: index, line: line) {
+            errors.append(error)
+        } else if let url, !Self.isHTTPURL(url) {
+            fail("url", "must be an absolute http(s) URL")
+        }
 
         var time = now()
         let timeText = string("time", max: 64)

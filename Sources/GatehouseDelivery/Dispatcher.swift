@@ -18,6 +18,10 @@ public final class Dispatcher: Sendable {
         /// Per-receiver answer timeout (otherwise the request's 15 s).
         public var timeout: [String: GatehouseDuration] = [:]
         public var publicURL: String?
+        /// Deliveries to receivers this config lacks die at start. Only where this process is
+        /// the database's one user: a replica's config may lag or lead the others' (a rolling
+        /// upgrade), and its view must not end their deliveries.
+        public var endOrphans = true
         /// Concurrent attempts per receiver.
         public var concurrency = 32
         /// How far back inhibition looks for a source event.
@@ -123,7 +127,7 @@ public final class Dispatcher: Sendable {
     /// when the queues run low, a commit announces new work, or the next row falls due.
     public func run() async {
         let names = Array(receivers.keys).sorted()
-        if let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
+        if settings.endOrphans, let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
             logger.warning("deliveries to receivers no longer configured were marked dead", metadata: ["count": .stringConvertible(killed)])
         }
         // Attempts are not tasks: each runs its stages up to the send here, in this loop, and

@@ -1,24 +1,32 @@
+import Foundation
 import GatehouseCore
 import GatehouseStore
 import Logging
-import NIOCore
-import NIOPosix
-import PostgresNIO
 import Synchronization
 
-/// Who does what among the processes sharing one PostgreSQL database, through session
-/// advisory locks held on one connection of each process: the leader's lock runs the timers,
-/// a receiver's lock sends its deliveries. A process that dies loses its connection and so its
-/// locks; another takes them within a second and sends what is still due, under the same
-/// webhook-ids. A process takes at most its share of the receivers (their count over the
-/// processes connected), so replicas started together split them.
+/// Who does what among the processes sharing one PostgreSQL database: leases in the `owners`
+/// table — one for the leader (the timers), one per receiver (its sending, so its pacing,
+/// back-off and in-flight rows live in one process), one per live process (to count them) —
+/// renewed every second by their holder.
+///
+/// A lease lasts 3 s in the database's clock. Its holder stops acting on it 2 s after it last
+/// asked to renew it, by its own clock, whenever a renewal fails or is late — a process cut off
+/// from the database, or paused, stops before another may start. A process that dies lets its
+/// leases run out and another takes them within about 3 s, then sends what is still due under
+/// the same webhook-ids. A process takes at most its share of the receivers (their count over
+/// the live processes), so replicas started together split them; one that stops gracefully
+/// gives its leases up at once.
 public final class PostgresOwnership: Ownership {
     private let store: PostgresStore
     private let receivers: [String]
     private let bus: Bus
     private let logger: Logger
-    private let held = Mutex<(leader: Bool, receivers: Set<String>)>((false, []))
-    static let application = "gatehouse-ownership"
+    let me = "p-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
+    /// What this process holds, and until when (its own monotonic clock, in ns) it may act.
+    private let held = Mutex<(names: Set<String>, until: UInt64)>(([], 0))
+    static let lease: Int64 = 3000
+    static let actFor: UInt64 = 2_000_000_000
+    static let leader = "leader"
 
     public init(store: PostgresStore, receivers: [String], bus: Bus, logger: Logger) {
         self.store = store
@@ -27,86 +35,71 @@ public final class PostgresOwnership: Ownership {
         self.logger = logger
     }
 
-    public var isLeader: Bool { held.withLock { $0.leader } }
-    public func owns(receiver: String) -> Bool { held.withLock { $0.receivers.contains(receiver) } }
+    private func holds(_ name: String) -> Bool {
+        held.withLock { $0.until > DispatchTime.now().uptimeNanoseconds && $0.names.contains(name) }
+    }
 
-    /// Takes what is free once a second until cancelled; reconnects after a lost connection
-    /// (having let go of everything, since the server let go of the locks).
+    public var isLeader: Bool { holds(Self.leader) }
+    public func owns(receiver: String) -> Bool { holds("receiver:" + receiver) }
+
+    /// Renews and takes leases once a second until cancelled; gives them up on the way out.
     public func run() async {
         while !Task.isCancelled {
             do {
-                try await hold()
+                try await tick()
             } catch {
-                if Task.isCancelled { break }
-                logger.warning("ownership connection lost; reconnecting", metadata: ["error": .string(String(reflecting: error))])
+                // Nothing renewed: what is held runs out on its own clock.
+                logger.warning("could not renew ownership leases", metadata: ["error": .string("\(error)")])
             }
-            held.withLock { $0 = (false, []) }
             try? await Task.sleep(for: .seconds(1))
         }
-        held.withLock { $0 = (false, []) }
+        held.withLock { $0 = ([], 0) }
+        let me = me
+        _ = try? await store.autocommit { db in try db.execute("DELETE FROM owners WHERE owner = ?", [me]) }
     }
 
-    private func hold() async throws {
-        var configuration = store.pool.configuration
-        configuration.options.additionalStartupParameters.append(("application_name", Self.application))
-        let connection = try await PostgresConnection.connect(
-            on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 0, logger: logger)
-        defer { Task { try? await connection.close() } }
-        while !Task.isCancelled {
-            var gained = false
-            if !isLeader, try await tryLock(connection, PostgresStore.lockSpace, PostgresStore.Lock.scheduler.rawValue) {
-                held.withLock { $0.leader = true }
-                gained = true
-                logger.info("this process now runs the timers")
-            }
-            let processes = try await count(connection)
-            let share = receivers.isEmpty ? 0 : (receivers.count + max(processes, 1) - 1) / max(processes, 1)
-            // Start at a different receiver in each process, so they do not all race for the
-            // same first one.
-            let offset = Int(UInt32.random(in: 0..<UInt32(max(receivers.count, 1))))
-            for i in receivers.indices {
-                let name = receivers[(i + offset) % receivers.count]
-                if held.withLock({ $0.receivers.count >= share || $0.receivers.contains(name) }) { continue }
-                if try await tryLock(connection, Self.receiverSpace, Self.key(name)) {
-                    held.withLock { _ = $0.receivers.insert(name) }
-                    gained = true
-                    logger.info("this process now sends to a receiver", metadata: ["receiver": .string(name)])
+    private func tick() async throws {
+        let asked = DispatchTime.now().uptimeNanoseconds
+        let me = me
+        let receivers = receivers.map { "receiver:" + $0 }
+        let lease = Self.lease
+        let (kept, gained): ([String], [String]) = try await store.autocommit { db in
+            let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+            let kept = try db.values(String.self, "UPDATE owners SET until = \(now) + ? WHERE owner = ? RETURNING name", [lease, me])
+            var holding = Set(kept)
+            var gained: [String] = []
+            func take(_ name: String) throws {
+                let won = try db.value(String.self, """
+                    INSERT INTO owners (name, owner, until) VALUES (?, ?, \(now) + ?)
+                    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until WHERE owners.until < \(now)
+                    RETURNING owner
+                    """, [name, me, lease])
+                if won == me {
+                    holding.insert(name)
+                    gained.append(name)
                 }
             }
-            if gained { bus.publish(.wake) }
-            try await Task.sleep(for: .seconds(1))
+            if !holding.contains("process:" + me) { try take("process:" + me) }
+            if !holding.contains(Self.leader) { try take(Self.leader) }
+            let processes = max(1, try db.value(Int.self, "SELECT COUNT(*) FROM owners WHERE name LIKE 'process:%' AND until > \(now)") ?? 1)
+            let share = receivers.isEmpty ? 0 : (receivers.count + processes - 1) / processes
+            // Start at a different receiver in each process, so they do not all race for the
+            // same first one.
+            let offset = receivers.isEmpty ? 0 : Int.random(in: 0..<receivers.count)
+            for i in receivers.indices {
+                let name = receivers[(i + offset) % receivers.count]
+                if holding.contains(name) || holding.filter({ $0.hasPrefix("receiver:") }).count >= share { continue }
+                try take(name)
+            }
+            return (Array(holding), gained)
         }
-    }
-
-    private func tryLock(_ connection: PostgresConnection, _ space: Int32, _ key: Int32) async throws -> Bool {
-        var binds = PostgresBindings()
-        binds.append(space)
-        binds.append(key)
-        let rows = try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_try_advisory_lock($1, $2)", binds: binds), logger: logger)
-        for try await (locked) in rows.decode(Bool.self) { return locked }
-        return false
-    }
-
-    private func count(_ connection: PostgresConnection) async throws -> Int {
-        var binds = PostgresBindings()
-        binds.append(Self.application)
-        let rows = try await connection.query(
-            PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()", binds: binds),
-            logger: logger)
-        for try await (n) in rows.decode(Int64.self) { return Int(n) }
-        return 1
-    }
-
-    static let receiverSpace: Int32 = 0x6769
-
-    /// A receiver's lock key: FNV-1a of its name (a collision only makes two receivers share
-    /// an owner).
-    static func key(_ name: String) -> Int32 {
-        var hash: UInt32 = 2_166_136_261
-        for byte in name.utf8 {
-            hash ^= UInt32(byte)
-            hash = hash &* 16_777_619
+        let lost = held.withLock { state -> Set<String> in
+            let lost = state.until > asked ? state.names.subtracting(kept) : []
+            state = (Set(kept), asked + Self.actFor)
+            return lost
         }
-        return Int32(bitPattern: hash)
+        for name in lost { logger.warning("ownership lease lost to another process", metadata: ["lease": .string(name)]) }
+        for name in gained where !name.hasPrefix("process:") { logger.info("this process now holds a lease", metadata: ["lease": .string(name)]) }
+        if !gained.isEmpty { bus.publish(.wake) }
     }
 }

@@ -190,6 +190,13 @@ enum PostgresSchema {
                 PRIMARY KEY (dataset, item_id, annotator)
             );
             CREATE INDEX leases_by_annotator ON leases(dataset, annotator);
+            -- Who does what among the processes: a lease per name (the leader, each receiver,
+            -- and one per live process), renewed every second by its holder.
+            CREATE TABLE owners (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                until BIGINT NOT NULL
+            );
             CREATE TABLE import_staging (
                 import_id TEXT NOT NULL,
                 n BIGINT NOT NULL,

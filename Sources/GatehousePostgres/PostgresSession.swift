@@ -27,12 +27,33 @@ final class PostgresSession: SQLSession {
 
     @discardableResult
     func execute(_ sql: String, _ arguments: SQLArguments) throws -> Int {
-        try Self.explained { try connection.query(try statement(sql, arguments), logger: logger).wait().metadata.rows ?? 0 }
+        try send(try statement(sql, arguments)).metadata.rows ?? 0
     }
 
     func query(_ sql: String, _ arguments: SQLArguments, _ body: (any SQLRow) throws -> Void) throws {
-        let result = try Self.explained { try connection.query(try statement(sql, arguments), logger: logger).wait() }
+        let result = try send(try statement(sql, arguments))
         for row in result.rows { try body(PostgresSQLRow(row: row.makeRandomAccess())) }
+    }
+
+    /// How long a statement may take before its connection is given up: a backstop for a
+    /// server that stopped answering (a statement never legitimately runs this long here).
+    static let deadline: DispatchTimeInterval = .seconds(120)
+
+    /// Sends one statement and waits for its answer, at most `deadline`.
+    private func send(_ query: PostgresQuery) throws -> PostgresQueryResult {
+        let future = connection.query(query, logger: logger)
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<PostgresQueryResult, any Error>?>(nil)
+        future.whenComplete { result in
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        if done.wait(timeout: .now() + Self.deadline) == .timedOut {
+            pooled.broken = true
+            let _: EventLoopFuture<Void> = connection.close()
+            throw StoreFailure("PostgreSQL did not answer within \(Self.deadline); the connection was closed")
+        }
+        return try Self.explained { try outcome.withLock { $0! }.get() }
     }
 
     /// PostgresNIO keeps the server's message out of an error's description (it may quote
@@ -56,11 +77,16 @@ final class PostgresSession: SQLSession {
         var name = pooled.prepared[numbered]
         if name == nil, pooled.prepared.count < Self.preparedLimit, Self.preparable(numbered) {
             let fresh = "gh_p\(pooled.prepared.count + 1)"
-            _ = try connection.query(PostgresQuery(unsafeSQL: "PREPARE \(fresh) AS \(numbered)"), logger: logger).wait()
+            _ = try send(PostgresQuery(unsafeSQL: "PREPARE \(fresh) AS \(numbered)"))
             pooled.prepared[numbered] = fresh
             name = fresh
         }
         guard let name else { return try Self.query(sql, arguments) }
+        // PostgreSQL's text cannot hold a NUL (free text that may is stored as bytes): refuse,
+        // as the server would, rather than put one into the statement's own text.
+        for case .text(let s) in arguments.values where s.utf8.contains(0) {
+            throw StoreFailure("PostgreSQL: text cannot contain a NUL character (SQLSTATE 22021)")
+        }
         if arguments.values.isEmpty { return PostgresQuery(unsafeSQL: "EXECUTE \(name)") }
         return PostgresQuery(unsafeSQL: "EXECUTE \(name)(" + arguments.values.map(Self.literal).joined(separator: ", ") + ")")
     }
@@ -104,7 +130,7 @@ final class PostgresSession: SQLSession {
     /// protocol, which takes one command at a time.
     func run(_ sql: String) throws {
         for statement in Self.statements(sql) {
-            _ = try connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).wait()
+            _ = try send(PostgresQuery(unsafeSQL: statement))
         }
     }
 

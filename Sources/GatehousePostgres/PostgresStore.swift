@@ -95,16 +95,23 @@ public final class PostgresStore: StoreDatabase {
             // `durability: normal` is PostgreSQL's asynchronous commit: a crash of the server
             // (not of Gatehouse) may lose the last moments, never corrupt.
             if relaxed || durability == .normal { begin += " SET LOCAL synchronous_commit = off;" }
-            try session.run(begin)
             do {
+                try session.run(begin)
                 let value = try body(session)
                 try session.run("COMMIT")
                 return value
             } catch {
-                try? session.run("ROLLBACK")
+                // A connection that cannot be brought back out of the transaction is closed,
+                // never handed to the next caller mid-transaction.
+                do { try session.run("ROLLBACK") } catch { pooled.broken = true }
                 throw error
             }
         }
+    }
+
+    /// Statements in autocommit, off the caller's thread (the ownership leases).
+    func autocommit<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await offloaded { try self.readNow(body) }
     }
 
     private func offloaded<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
@@ -205,7 +212,7 @@ final class BlockingConnectionPool: Sendable {
     func with<T>(_ body: (PooledConnection) throws -> T) throws -> T {
         slots.wait()
         defer { slots.signal() }
-        let connection = try idle.withLock { $0.popLast() } ?? PooledConnection(connect())
+        let connection = try checkout()
         do {
             let value = try body(connection)
             release(connection)
@@ -216,8 +223,22 @@ final class BlockingConnectionPool: Sendable {
         }
     }
 
+    /// An idle connection still open (one the server closed — a restart, a terminated backend
+    /// — is dropped: a query on it would never be answered), else a new one.
+    private func checkout() throws -> PooledConnection {
+        while let pooled = idle.withLock({ $0.popLast() }) {
+            if !pooled.connection.isClosed && !pooled.broken { return pooled }
+            let _: EventLoopFuture<Void> = pooled.connection.close()
+        }
+        return PooledConnection(try connect())
+    }
+
     private func release(_ pooled: PooledConnection) {
         if pooled.connection.isClosed { return }
+        if pooled.broken {
+            let _: EventLoopFuture<Void> = pooled.connection.close()
+            return
+        }
         idle.withLock { $0.append(pooled) }
     }
 
@@ -246,5 +267,7 @@ final class BlockingConnectionPool: Sendable {
 final class PooledConnection: @unchecked Sendable {
     let connection: PostgresConnection
     var prepared: [String: String] = [:]
+    /// Left mid-transaction or unanswered: closed instead of going back to the pool.
+    var broken = false
     init(_ connection: PostgresConnection) { self.connection = connection }
 }

@@ -121,11 +121,12 @@ public enum GatehouseServer {
         let dispatcher: Dispatcher?
         if receivers.isEmpty || client == nil {
             // Nothing can be sent; only end what a former config left pending.
-            try await outbox.killOrphans(known: [], now: .now())
+            if postgres == nil { try await outbox.killOrphans(known: [], now: .now()) }
             dispatcher = nil
         } else {
             var settings = Dispatcher.Settings()
             settings.publicURL = config.server.publicURL
+            settings.endOrphans = postgres == nil
             for r in config.receivers {
                 if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge }
                 if let timeout = r.timeout { settings.timeout[r.name] = timeout }

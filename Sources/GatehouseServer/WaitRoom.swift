@@ -47,6 +47,15 @@ final class WaitRoom: Sendable {
                 for wait in self.waits(on: .dataset(name)) { wait.wake() }
             case .gateKeyChanged(let key):
                 for wait in self.waits(on: .gateKey(key)) { wait.wake() }
+            case .wake:
+                // Something may have been missed (the bus across replicas reconnected): every
+                // wait looks again.
+                for topic in self.topics() {
+                    switch topic {
+                    case .gate(let id): Task { await self.release(id) }
+                    case .gateKey, .dataset: for wait in self.waits(on: topic) { wait.wake() }
+                    }
+                }
             default:
                 break
             }
@@ -54,6 +63,8 @@ final class WaitRoom: Sendable {
     }
 
     private func hasWaiters(_ topic: WaitTopic) -> Bool { parked.withLock { $0[topic]?.isEmpty == false } }
+
+    private func topics() -> [WaitTopic] { parked.withLock { Array($0.keys) } }
 
     /// Parks a wait before what it waits on is read, so a change landing in between still
     /// wakes it. `answerer` is the connection's handler, for gates (nil: the wait is only woken

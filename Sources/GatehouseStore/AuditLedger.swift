@@ -49,7 +49,11 @@ public enum AuditLedger {
     /// Appends one entry inside the caller's transaction (so it commits with the change it
     /// records).
     @discardableResult
-    public static func append(gateID: String?, action: String, actor: String?, detail: JSONObject, at: Timestamp, db: any SQLSession) throws -> Int64 {
+    public static func append(gateID: String?, action: String, actor given: String?, detail: JSONObject, at: Timestamp, db: any SQLSession) throws -> Int64 {
+        // Who, as text the ledger can keep exactly on both databases: a refused attempt records
+        // whatever it claimed to be, control characters (a NUL) dropped, and the hash covers
+        // what is stored.
+        let actor = given.map { ControlCharacters.removing(from: $0) }
         let last = try db.first("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") { ($0[0] as Int64, $0[1] as String) }
         let prev = last?.1 ?? genesis
         let seq = (last?.0 ?? 0) + 1

@@ -172,6 +172,13 @@ extension Delivery {
          delivered_at, last_status, last_error, response_body, message_id, fallback, fallback_of, batch_id]
     }
 
+    /// What a receiver answered, as text both databases keep: PostgreSQL's text cannot hold a
+    /// NUL (and SQLite's C-string binding would cut there), so a NUL becomes U+FFFD — a
+    /// receiver's reply is shown to people, never compared.
+    static func storable(_ text: String) -> String {
+        text.utf8.contains(0) ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
+    }
+
     static let insertSQL = "INSERT INTO deliveries (\(selectColumns)) VALUES (\(columnNames.map { _ in "?" }.joined(separator: ", ")))"
 }
 

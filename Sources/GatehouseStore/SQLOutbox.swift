@@ -38,7 +38,7 @@ public final class SQLOutbox: Outbox {
                     last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
                 """, [
                     d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
-                    d.last_error, d.response_body, d.message_id, d.batch_id, d.id,
+                    d.last_error.map(Delivery.storable), d.response_body.map(Delivery.storable), d.message_id.map(Delivery.storable), d.batch_id, d.id,
                 ])
         }
         for fallback in fallbacks { try db.execute(Delivery.insertSQL, fallback.arguments) }

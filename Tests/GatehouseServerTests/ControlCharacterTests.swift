@@ -21,6 +21,7 @@ struct ControlCharacterTests {
                 ("step", #"{"type":"run.started","pipeline":"p","step":"s\u007f"}"#),
                 ("labels.team", #"{"type":"run.started","pipeline":"p","labels":{"team":"ml\u0000ops"}}"#),
                 ("type", #"{"type":"run.st\u0000arted","pipeline":"p"}"#),
+                ("url", #"{"type":"run.started","pipeline":"p","url":"http://x/a\u0000b"}"#),
             ]
             for (field, body) in refused {
                 let r = try server.post("/v1/events", body)

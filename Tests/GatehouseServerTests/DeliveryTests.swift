@@ -7,6 +7,27 @@ private func config(_ dir: TempDir, _ yaml: String) -> String { dir.write("gateh
 
 @Suite
 struct DeliveryTests {
+    /// A receiver's reply holding a NUL byte is recorded (the NUL shown as U+FFFD), once:
+    /// PostgreSQL's text refuses a NUL, and an unrecordable outcome used to resend forever.
+    @Test func aReplyHoldingANulIsRecordedOnce() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: odd
+                    webhook: { url: \(sink.url("/nul/odd")) }
+                route:
+                  receiver: odd
+                  group_by: ['...']
+                  group_wait: 0s
+                """ }
+            #expect(try server.post("/v1/events", #"{"id":"nul1","type":"run.failed","pipeline":"p","run":"r"}"#).status == 202)
+            let rows = try server.waitForDeliveries { rows in rows.contains { $0["state"] == .string("delivered") } }
+            #expect(rows.count == 1 && rows.first?["response_body"] == .string("ok\u{FFFD}bin"), "\(rows)")
+            Thread.sleep(forTimeInterval: 1)
+            #expect(try sink.received("/nul").count == 1)
+        }
+    }
+
     @Test func everyEventReachesItsRoutedReceiversOnce() async throws {
         try await offThePool {
             let (sink, server) = try deliveringServer { sink in """

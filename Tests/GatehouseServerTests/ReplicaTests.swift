@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import GatehouseClient
 import GatehouseCore
+import GatehouseServer
 import Synchronization
 import Testing
 
@@ -50,6 +51,48 @@ struct ReplicaTests {
             results.withLock { $0[i] = value }
         }
         return results.withLock { r in (0..<count).map { r[$0]! } }
+    }
+
+    /// A replica whose config lacks the receiver leaves its deliveries to the others (its view
+    /// may lag or lead theirs in a rolling upgrade); and one whose connections the server
+    /// dropped (a restart, a terminated backend) carries on with fresh ones.
+    @Test func aReplicaNeitherEndsOthersWorkNorHangsOnDroppedConnections() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let sink = try Sink()
+            let db = testDatabase(dir)
+            let config = dir.write("gatehouse.yml", """
+                receivers:
+                  - name: hook
+                    webhook: { url: \(sink.url("/down-3/hook")) }
+                route:
+                  receiver: hook
+                  group_by: ['...']
+                  group_wait: 0s
+                """)
+            let sender = try Self.replicas(1, dir: dir, db: db, config: config)[0]
+            #expect(try sender.post("/v1/events", #"{"id":"o1","type":"run.failed","pipeline":"p","run":"o1"}"#).status == 202)
+            // While the receiver fails (its backlog pending), an API-only replica joins.
+            Thread.sleep(forTimeInterval: 0.5)
+            let bare = try ServerProcess(dir: dir, db: db)
+            Thread.sleep(forTimeInterval: 1)
+            let states = try bare.json("/v1/deliveries")["deliveries"]?.arrayValue?.compactMap { $0.objectValue?["state"]?.stringValue } ?? []
+            #expect(!states.contains("dead"), "\(states)")
+            let delivered = try sender.waitForDeliveries(timeout: 30) { rows in rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(delivered.count == 1 && delivered.allSatisfy { $0["state"] == .string("delivered") }, "\(delivered)")
+
+            // The server drops every connection of this database: both replicas go on.
+            let name = String(db.split(separator: "/").last!.split(separator: "?").first!)
+            let terminated = try Storage.open(db).readNow { session in
+                try session.values(Bool.self, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND pid <> pg_backend_pid()", [name])
+            }
+            #expect(terminated.filter { $0 }.count >= 4, "both replicas' pools, listeners: \(terminated)")
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try bare.post("/v1/events", #"{"id":"o2","type":"run.failed","pipeline":"p","run":"o2"}"#).status == 202)
+            #expect(try sender.post("/v1/events", #"{"id":"o3","type":"run.failed","pipeline":"p","run":"o3"}"#).status == 202)
+            let after = try sender.waitForDeliveries(timeout: 30) { rows in rows.count == 3 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(after.count == 3 && after.allSatisfy { $0["state"] == .string("delivered") }, "\(after)")
+        }
     }
 
     @Test func replicasShareTheBusTheWorkAndTheTimers() async throws {

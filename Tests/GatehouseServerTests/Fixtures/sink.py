@@ -12,6 +12,7 @@ GET /_requests. Prints "PORT <n>" once listening on 127.0.0.1 (port chosen by th
   /hang/...          never answers (sleeps 60 s)
   /hangfirst/...     the first request to this path never answers, later ones get 200 "ok"
   /down-S/...        500 for S seconds after the first request, then 200 "ok"
+  /nul/...           200 with a body holding a NUL byte ("ok\0bin")
 
 PATCH is answered like POST (Discord message edits).
 """
@@ -69,6 +70,8 @@ class Handler(BaseHTTPRequestHandler):
         mode = path.strip("/").split("/")[0]
         if mode == "ok":
             self.reply(200, "ok")
+        elif mode == "nul":
+            self.reply(200, "ok\0bin")
         elif mode == "json":
             self.reply(200, json.dumps({"id": str(n), "channel_id": "c1"}), content_type="application/json")
         elif mode.startswith("status-"):
