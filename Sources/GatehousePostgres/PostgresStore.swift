@@ -169,7 +169,7 @@ struct PostgresTarget {
     var redacted: String
 
     init(url: String) throws {
-        guard let parts = URLComponents(string: url), let scheme = parts.scheme, ["postgres", "postgresql"].contains(scheme) else {
+        guard let parts = URLComponents(string: url), let scheme = parts.scheme?.lowercased(), ["postgres", "postgresql"].contains(scheme) else {
             throw StoreFailure("not a PostgreSQL URL: expected postgres://user:password@host:port/database")
         }
         let host = parts.host.flatMap { $0.isEmpty ? nil : $0 } ?? "localhost"

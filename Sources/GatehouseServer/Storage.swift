@@ -7,7 +7,8 @@ import ServiceLifecycle
 /// server that several processes may share; anything else is a SQLite file.
 public enum Storage {
     public static func isPostgres(_ location: String) -> Bool {
-        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
+        let lower = location.prefix(14).lowercased()
+        return lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://")
     }
 
     public static func open(_ location: String, durability: Durability = .full, migrate: Bool = true) throws -> any StoreDatabase {

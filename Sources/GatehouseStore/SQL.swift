@@ -148,7 +148,9 @@ public protocol StoreDatabase: Sendable {
     /// The file path, or the server URL without its password (logs, `/readyz`).
     var location: String { get }
 
-    /// A consistent snapshot, off the caller's thread.
+    /// A read, off the caller's thread: each statement sees one committed state (SQLite reads
+    /// a whole snapshot; PostgreSQL runs the statements in autocommit, so a read of several may
+    /// see a commit land between them — the store's multi-statement reads tolerate that).
     func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T
     /// A transaction of its own (not the group commit's), off the caller's thread.
     func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T
