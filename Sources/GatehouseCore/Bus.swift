@@ -45,10 +45,12 @@ public final class Bus: Sendable {
         observers.withLock { $0.append(observer) }
     }
 
+    /// Observers first: what they note (the dispatcher's work epoch) must be visible to a
+    /// subscriber the same message wakes.
     public func publish(_ message: BusMessage) {
+        for observer in observers.withLock({ $0 }) { observer(message) }
         let all = subscribers.withLock { Array($0.values) }
         for subscriber in all { subscriber.deliver(message) }
-        for observer in observers.withLock({ $0 }) { observer(message) }
     }
 
     public var subscriberCount: Int { subscribers.withLock { $0.count } }
