@@ -9,6 +9,9 @@ public enum BusMessage: Sendable, Equatable {
     case eventsCommitted(lastCursor: Int64)
     /// A nudge with no data (a worker telling its own loop to look again).
     case wake
+    /// Something may have been missed (the bus across processes reconnected): every listener
+    /// re-reads what it waits on. Never forwarded to other processes.
+    case resync
     /// A silence was added or expired.
     case silencesChanged
     /// A gate changed (decision, close, reminder): its waiters re-read it.
@@ -79,7 +82,7 @@ public final class BusSubscriber: Sendable {
     }
 
     func deliver(_ message: BusMessage) {
-        if let interest, message != .wake, !interest(message) { return }
+        if let interest, message != .wake, message != .resync, !interest(message) { return }
         let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, BusTimer?) in
             if s.closed { return (nil, nil) }
             if let waiter = s.waiter {

@@ -113,7 +113,7 @@ public final class Dispatcher: Sendable {
         }
         bus.observe { [weak self] message in
             switch message {
-            case .eventsCommitted, .wake: self?.newWork()
+            case .eventsCommitted, .wake, .resync: self?.newWork()
             default: break
             }
         }

@@ -59,7 +59,7 @@ public final class PostgresBusBridge: Sendable {
         defer { Task { try? await connection.close() } }
         let notifications = try await connection.listen(Self.channel)
         // Whatever was announced while nobody listened: subscribers re-read.
-        inbound.async { self.bus.publish(.wake) }
+        inbound.async { self.bus.publish(.resync) }
         // The safety net for lost notifications, on its own task beside the listener.
         let poller = Task { await self.pollCursor() }
         defer { poller.cancel() }
@@ -141,6 +141,7 @@ public final class PostgresBusBridge: Sendable {
         switch message {
         case .eventsCommitted(let cursor): return "e|\(cursor)"
         case .wake: return "w|"
+        case .resync: return nil
         case .silencesChanged: return "s|"
         case .gateChanged(let id): return "g|\(id)"
         case .gateKeyChanged(let key): return key.contains("\n") ? nil : "k|\(key)"

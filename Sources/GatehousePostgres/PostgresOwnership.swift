@@ -9,11 +9,13 @@ import Synchronization
 /// back-off and in-flight rows live in one process), one per live process (to count them) —
 /// renewed every second by their holder.
 ///
-/// A lease lasts 3 s in the database's clock. Its holder stops acting on it 2 s after it last
+/// A lease lasts 5 s in the database's clock. Its holder stops acting on it 3 s after it last
 /// asked to renew it, by its own clock, whenever a renewal fails or is late — a process cut off
 /// from the database, or paused, stops before another may start. A process that dies lets its
-/// leases run out and another takes them within about 3 s, then sends what is still due under
-/// the same webhook-ids. A process takes at most its share of the receivers (their count over
+/// leases run out and another takes them within about 5 s, then sends what is still due under
+/// the same webhook-ids. (Shorter leases were tried: on a loaded 2-core machine a late
+/// renewal then handed a live holder's receivers over, and its sends in flight were sent
+/// twice.) A process takes at most its share of the receivers (their count over
 /// the live processes), so replicas started together split them; one that stops gracefully
 /// gives its leases up at once.
 public final class PostgresOwnership: Ownership {
@@ -22,10 +24,11 @@ public final class PostgresOwnership: Ownership {
     private let bus: Bus
     private let logger: Logger
     let me = "p-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
-    /// What this process holds, and until when (its own monotonic clock, in ns) it may act.
-    private let held = Mutex<(names: Set<String>, until: UInt64)>(([], 0))
-    static let lease: Int64 = 3000
-    static let actFor: UInt64 = 2_000_000_000
+    /// What this process holds, and until when it may act (ContinuousClock keeps counting
+    /// while the machine is suspended, so a resumed process sees its leases as run out).
+    private let held = Mutex<(names: Set<String>, until: ContinuousClock.Instant)>(([], .now))
+    static let lease: Int64 = 5000
+    static let actFor = Duration.seconds(3)
     static let leader = "leader"
 
     public init(store: PostgresStore, receivers: [String], bus: Bus, logger: Logger) {
@@ -36,7 +39,7 @@ public final class PostgresOwnership: Ownership {
     }
 
     private func holds(_ name: String) -> Bool {
-        held.withLock { $0.until > DispatchTime.now().uptimeNanoseconds && $0.names.contains(name) }
+        held.withLock { $0.until > .now && $0.names.contains(name) }
     }
 
     public var isLeader: Bool { holds(Self.leader) }
@@ -45,26 +48,31 @@ public final class PostgresOwnership: Ownership {
     /// Renews and takes leases once a second until cancelled; gives them up on the way out.
     public func run() async {
         while !Task.isCancelled {
+            let started = ContinuousClock.now
             do {
                 try await tick()
             } catch {
                 // Nothing renewed: what is held runs out on its own clock.
                 logger.warning("could not renew ownership leases", metadata: ["error": .string("\(error)")])
             }
-            try? await Task.sleep(for: .seconds(1))
+            // Once a second from the start of the last tick, not a second after its end.
+            try? await Task.sleep(until: started + .seconds(1), clock: .continuous)
         }
-        held.withLock { $0 = ([], 0) }
+        held.withLock { $0 = ([], .now) }
         let me = me
-        _ = try? await store.autocommit { db in try db.execute("DELETE FROM owners WHERE owner = ?", [me]) }
+        _ = try? await store.leases { db in try db.execute("DELETE FROM owners WHERE owner = ?", [me]) }
     }
 
     private func tick() async throws {
-        let asked = DispatchTime.now().uptimeNanoseconds
         let me = me
         let receivers = receivers.map { "receiver:" + $0 }
         let lease = Self.lease
-        let (kept, gained): ([String], [String]) = try await store.autocommit { db in
+        let wasLeader = isLeader
+        let (kept, gained, asked): ([String], [String], ContinuousClock.Instant) = try await store.leases { db in
             let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+            // Taken just before the renewal reaches the database: the lease it renews runs 5 s
+            // from a moment no earlier than this, so acting for 3 s from here is safe.
+            let asked = ContinuousClock.now
             let kept = try db.values(String.self, "UPDATE owners SET until = \(now) + ? WHERE owner = ? RETURNING name", [lease, me])
             var holding = Set(kept)
             var gained: [String] = []
@@ -91,7 +99,11 @@ public final class PostgresOwnership: Ownership {
                 if holding.contains(name) || holding.filter({ $0.hasPrefix("receiver:") }).count >= share { continue }
                 try take(name)
             }
-            return (Array(holding), gained)
+            if wasLeader {
+                // Leases of processes long gone (one per restart) need not be counted forever.
+                try db.execute("DELETE FROM owners WHERE until < \(now) - 60000")
+            }
+            return (Array(holding), gained, asked)
         }
         let lost = held.withLock { state -> Set<String> in
             let lost = state.until > asked ? state.names.subtracting(kept) : []

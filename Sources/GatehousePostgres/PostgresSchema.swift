@@ -190,13 +190,6 @@ enum PostgresSchema {
                 PRIMARY KEY (dataset, item_id, annotator)
             );
             CREATE INDEX leases_by_annotator ON leases(dataset, annotator);
-            -- Who does what among the processes: a lease per name (the leader, each receiver,
-            -- and one per live process), renewed every second by its holder.
-            CREATE TABLE owners (
-                name TEXT PRIMARY KEY,
-                owner TEXT NOT NULL,
-                until BIGINT NOT NULL
-            );
             CREATE TABLE import_staging (
                 import_id TEXT NOT NULL,
                 n BIGINT NOT NULL,
@@ -205,6 +198,15 @@ enum PostgresSchema {
                 meta TEXT,
                 prediction TEXT,
                 PRIMARY KEY (import_id, n)
+            );
+            """)),
+        // Who does what among the processes: a lease per name (the leader, each receiver, and
+        // one per live process), renewed every second by its holder.
+        Migration(name: "pg2-owners", sql: bytewise("""
+            CREATE TABLE IF NOT EXISTS owners (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                until BIGINT NOT NULL
             );
             """)),
     ]

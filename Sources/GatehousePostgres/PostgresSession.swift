@@ -37,7 +37,7 @@ final class PostgresSession: SQLSession {
 
     /// How long a statement may take before its connection is given up: a backstop for a
     /// server that stopped answering (a statement never legitimately runs this long here).
-    static let deadline: DispatchTimeInterval = .seconds(120)
+    static let deadline: DispatchTimeInterval = .seconds(60)
 
     /// Sends one statement and waits for its answer, at most `deadline`.
     private func send(_ query: PostgresQuery) throws -> PostgresQueryResult {

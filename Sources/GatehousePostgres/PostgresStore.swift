@@ -21,6 +21,8 @@ public final class PostgresStore: StoreDatabase {
     public let location: String
     public var dialect: SQLDialect { .postgres }
     let pool: BlockingConnectionPool
+    /// The ownership leases' own connection: renewals never queue behind commits and reads.
+    let leasePool: BlockingConnectionPool
     private let logger: Logger
     /// Where blocking reads and writes run, off Swift's cooperative pool.
     private let blocking = DispatchQueue(label: "gatehouse.postgres", qos: .userInitiated, attributes: .concurrent)
@@ -37,13 +39,22 @@ public final class PostgresStore: StoreDatabase {
         var logger = Logger(label: "gatehouse.postgres")
         logger.logLevel = .error
         self.logger = logger
-        pool = BlockingConnectionPool(configuration: target.configuration, size: connections, logger: logger)
+        var configuration = target.configuration
+        // A process paused or cut off while it holds the commit lock must not hold every
+        // replica's writes for as long as its TCP session lives: the server ends a session
+        // idle inside a transaction after 15 s (a commit holds it for milliseconds).
+        configuration.options.additionalStartupParameters.append(("idle_in_transaction_session_timeout", "15000"))
+        pool = BlockingConnectionPool(configuration: configuration, size: connections, logger: logger)
+        leasePool = BlockingConnectionPool(configuration: configuration, size: 1, logger: logger)
         // Fail at start-up, with the reason, when the server cannot be reached.
         try pool.with { _ in }
         if migrate { try self.migrate() }
     }
 
-    public func close() { pool.closeAll() }
+    public func close() {
+        pool.closeAll()
+        leasePool.closeAll()
+    }
 
     /// Creates an empty database on the server `url` points at and returns its URL: the tests
     /// and the benchmark give each server they start a database of its own.
@@ -109,9 +120,9 @@ public final class PostgresStore: StoreDatabase {
         }
     }
 
-    /// Statements in autocommit, off the caller's thread (the ownership leases).
-    func autocommit<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
-        try await offloaded { try self.readNow(body) }
+    /// Statements in autocommit on the leases' own connection, off the caller's thread.
+    func leases<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await offloaded { try self.leasePool.with { pooled in try body(PostgresSession(pooled, logger: self.logger)) } }
     }
 
     private func offloaded<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {

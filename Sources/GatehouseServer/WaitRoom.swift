@@ -47,7 +47,7 @@ final class WaitRoom: Sendable {
                 for wait in self.waits(on: .dataset(name)) { wait.wake() }
             case .gateKeyChanged(let key):
                 for wait in self.waits(on: .gateKey(key)) { wait.wake() }
-            case .wake:
+            case .resync:
                 // Something may have been missed (the bus across replicas reconnected): every
                 // wait looks again.
                 for topic in self.topics() {

@@ -95,14 +95,15 @@ public final class EventService: Sendable {
     }
 
     /// The gates a commit opened and the datasets it added to, told to waiters once it is
-    /// durable.
+    /// durable. Kept per event and replaced when the event's consequence runs again (a group
+    /// commit retried request by request), so a rolled-back attempt's gates are not announced.
     final class OpenedGates: Sendable {
-        private let list = Mutex<[GateService.Opened]>([])
-        private let names = Mutex<[String]>([])
-        func add(_ opened: GateService.Opened) { list.withLock { $0.append(opened) } }
-        func all() -> [GateService.Opened] { list.withLock { $0 } }
-        func add(dataset: String) { names.withLock { $0.append(dataset) } }
-        func datasets() -> [String] { names.withLock { $0 } }
+        private let byEvent = Mutex<[String: (gates: [GateService.Opened], datasets: [String])]>([:])
+        func set(_ eventID: String, gates: [GateService.Opened], datasets: [String]) {
+            byEvent.withLock { $0[eventID] = (gates, datasets) }
+        }
+        func all() -> [GateService.Opened] { byEvent.withLock { $0.values.flatMap(\.gates) } }
+        func datasets() -> [String] { byEvent.withLock { Array(Set($0.values.flatMap(\.datasets))) } }
     }
 
     /// Inside the event's commit: opens (or resumes by key) each matched gate rule's gate, and
@@ -111,21 +112,26 @@ public final class EventService: Sendable {
         let autoDecide = gates?.autoDecide
         let datasets = datasets
         return { event, tx in
+            // Nothing to announce unless this run gets to the end (an earlier run's entry goes).
+            record.set(event.id, gates: [], datasets: [])
             var events: [Event] = []
+            var opened: [GateService.Opened] = []
+            var touched: [String] = []
             for (rule, spec) in work.gates {
                 let (gate, caused) = try GateService.open(
                     spec, requestedVia: "rule:\(rule)", token: nil, autoDecide: autoDecide, eventAttributes: event.attributes ?? JSONObject(),
                     now: now, tx: tx.gates)
-                record.add(gate)
+                opened.append(gate)
                 events += caused
             }
             if let datasets {
                 for (rule, spec, items) in work.labelling {
                     let added = try datasets.addFromRule(rule, spec: spec, items: items, now: now, tx: tx)
-                    if !added.isEmpty { record.add(dataset: spec.name) }
+                    if !added.isEmpty { touched.append(spec.name) }
                     events += added
                 }
             }
+            record.set(event.id, gates: opened, datasets: touched)
             return events
         }
     }

@@ -108,7 +108,7 @@ struct ChaosTests {
             let deadline = Date().addingTimeInterval(45)
             repeat {
                 delivered = [:]
-                for message in try sink.received("/hook") {
+                for message in try sink.received("/ok/hook") {
                     for id in ReplicaTests.eventIDs(message.body) where id.hasPrefix("chaos-") {
                         delivered[id, default: []].insert(message.headers["webhook-id"] ?? "")
                     }
@@ -119,9 +119,11 @@ struct ChaosTests {
             let missing = acknowledged.subtracting(delivered.keys)
             #expect(missing.isEmpty, "\(missing.count) acknowledged events never delivered, e.g. \(missing.prefix(5))")
             let split = delivered.filter { $0.value.count > 1 }
+            let dead = Self.call(urls, first: 0, "GET", "/v1/deliveries?state=dead&limit=10").flatMap { try? JSONValue.parse($0.text).objectValue?["deliveries"]?.arrayValue } ?? []
+            #expect(dead.isEmpty, "the receiver answers 200: nothing may die (\(dead.count))")
             #expect(split.isEmpty, "events delivered under two webhook-ids: \(split.prefix(3))")
 
-            let messages = try sink.received("/hook").filter { ReplicaTests.eventIDs($0.body).contains { $0.hasPrefix("chaos-") } }.count
+            let messages = try sink.received("/ok/hook").filter { ReplicaTests.eventIDs($0.body).contains { $0.hasPrefix("chaos-") } }.count
             print("chaos: \(acknowledged.count) events acknowledged, \(delivered.count) delivered in \(messages) messages, \(ledger.gates.withLock { $0.count }) gates")
 
             // Every gate closed once, and its waiter heard.

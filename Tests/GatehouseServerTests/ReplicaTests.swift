@@ -17,7 +17,7 @@ struct ReplicaTests {
         dir.write("gatehouse.yml", """
             receivers:
               - name: hook
-                webhook: { url: \(sink.url("/hook")) }
+                webhook: { url: \(sink.url("/ok/hook")) }
             route:
               receiver: hook
               group_by: ['...']
@@ -133,7 +133,7 @@ struct ReplicaTests {
             var delivered: [String: Set<String>] = [:]
             repeat {
                 delivered = [:]
-                for message in try sink.received("/hook") {
+                for message in try sink.received("/ok/hook") {
                     for eventID in Self.eventIDs(message.body) where eventID.hasPrefix("rep-") {
                         delivered[eventID, default: []].insert(message.headers["webhook-id"] ?? "")
                     }
@@ -142,7 +142,7 @@ struct ReplicaTests {
                 Thread.sleep(forTimeInterval: 0.1)
             } while Date() < deadline
             #expect(Set(delivered.keys) == Set(ids))
-            let messages = try sink.received("/hook").filter { Self.eventIDs($0.body).contains { $0.hasPrefix("rep-") } }
+            let messages = try sink.received("/ok/hook").filter { Self.eventIDs($0.body).contains { $0.hasPrefix("rep-") } }
             #expect(messages.count == ids.count, "each event sent once, not once per replica")
 
             // Two replicas clicked at once: one decision closes the gate, the other is told

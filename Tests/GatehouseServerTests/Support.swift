@@ -94,7 +94,14 @@ final class ServerProcess {
         process.environment = env
         process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
         process.standardOutput = stdoutPipe
-        process.standardError = stderrPipe
+        // GATEHOUSE_TEST_STDERR_DIR keeps each server's log in a file there (debugging).
+        if let logs = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_STDERR_DIR"] {
+            let path = logs + "/server-\(UUID().uuidString.prefix(8)).log"
+            FileManager.default.createFile(atPath: path, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: path)
+        } else {
+            process.standardError = stderrPipe
+        }
         try process.run()
         // The first stdout line names the bound address.
         var buffer = Data()
