@@ -9,3 +9,17 @@ extension Array where Element == UInt8 {
         }
     }
 }
+
+extension Sequence where Element == UInt8 {
+    /// Lowercase hex, two digits a byte.
+    public var hexString: String {
+        var out = ""
+        for byte in self {
+            out.unicodeScalars.append(hexDigit(byte >> 4))
+            out.unicodeScalars.append(hexDigit(byte & 15))
+        }
+        return out
+    }
+}
+
+private func hexDigit(_ n: UInt8) -> Unicode.Scalar { Unicode.Scalar(n < 10 ? 48 + n : 87 + n) }

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 import GatehouseStore
 import Logging
 import NIOCore
@@ -116,14 +117,9 @@ final class PostgresSession: SQLSession {
             }
             return out + "'"
         case .freeText(let s):
-            var out = "E'\\\\x"
-            out.reserveCapacity(s.utf8.count * 2 + 12)
-            for byte in s.utf8 { out += hexPairs[Int(byte)] }
-            return out + "'::bytea"
+            return "E'\\\\x" + s.utf8.hexString + "'::bytea"
         }
     }
-
-    private static let hexPairs = (0..<256).map { String(format: "%02x", $0) }
 
     /// Statements without arguments, several separated by `;` (migrations, transaction
     /// control): one after the other, since PostgresNIO sends each through the extended

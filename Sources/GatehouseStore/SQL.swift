@@ -178,12 +178,10 @@ extension StoreDatabase {
             var bytes = [UInt8](repeating: 0, count: 32)
             var generator = SystemRandomNumberGenerator()
             for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &generator) }
-            let hex = bytes.map { hexDigits[Int($0 >> 4)] + hexDigits[Int($0 & 15)] }.joined()
+            let hex = bytes.hexString
             // Another process may have made it meanwhile: keep the first, read it back.
             try db.execute("INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", [name, hex])
             return Array(hexString: try db.value(String.self, "SELECT value FROM server_secrets WHERE name = ?", [name]) ?? hex)
         }
     }
 }
-
-private let hexDigits = (0..<16).map { String($0, radix: 16) }
