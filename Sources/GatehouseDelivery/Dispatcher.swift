@@ -143,12 +143,13 @@ public final class Dispatcher: Sendable {
             // due, and when its next row falls due (as last read).
             var drained: [String: (epoch: Int, at: Int64)] = [:]
             var nextDue: [String: (epoch: Int, at: Timestamp?)] = [:]
+            let claim = deliveryClaim()
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
                 // Refill the queues of receivers that are running low and not paused.
                 for name in names {
                     guard ownership.owns(receiver: name) else {
-                        relinquish(name)
+                        relinquish(name, claim: claim)
                         continue
                     }
                     let room = state.withLock { s -> Int in
@@ -165,7 +166,7 @@ public final class Dispatcher: Sendable {
                         continue
                     }
                     state.withLock { $0.finishedDuringQuery[name] = [] }
-                    let due = try? await outbox.due(receiver: name, now: now, limit: room)
+                    let due = try? await outbox.due(receiver: name, now: now, limit: room, claim: claim)
                     drained[name] = (due?.count ?? room) < room ? (epoch, now.milliseconds) : nil
                     guard let due, !due.isEmpty else {
                         state.withLock { $0.finishedDuringQuery[name] = nil }
@@ -246,7 +247,7 @@ public final class Dispatcher: Sendable {
                         if let due = known.at { next = min(next, due) }
                         continue
                     }
-                    let due = try? await outbox.nextDueTime(receiver: name)
+                    let due = try? await outbox.nextDueTime(receiver: name, claim: claim)
                     nextDue[name] = (epoch, due)
                     if let due { next = min(next, due) }
                 }
@@ -269,12 +270,33 @@ public final class Dispatcher: Sendable {
     /// Something may have become due that earlier reads did not see.
     func newWork() { workEpoch.wrappingAdd(1, ordering: .relaxed) }
 
-    /// Forgets the rows queued for a receiver another process now sends to (they were read,
-    /// not started: that process finds them due).
-    private func relinquish(_ name: String) {
-        state.withLock { s in
-            guard let queued = s.queues.removeValue(forKey: name) else { return }
-            for batch in queued { for (delivery, _) in batch { s.inFlight.remove(delivery.id) } }
+    /// How this process claims the rows it reads, where processes share the database: for as
+    /// long as it lives, and at most a minute past the longest answer it waits for (a claim a
+    /// live process somehow never ended must not hold its rows for ever).
+    private func deliveryClaim() -> DeliveryClaim? {
+        ownership.claimant.map { owner in
+            let longest = ([GatehouseDuration.seconds(15)] + settings.timeout.values).max()!
+            return DeliveryClaim(owner: owner, lastsFor: longest.milliseconds + 60_000)
+        }
+    }
+
+    /// Forgets the rows queued for a receiver another process now sends to, and gives back
+    /// their claims (they were read, not started: that process finds them due). Attempts in
+    /// flight end here and their claims with their outcomes.
+    private func relinquish(_ name: String, claim: DeliveryClaim?) {
+        let dropped = state.withLock { s -> [String] in
+            guard let queued = s.queues.removeValue(forKey: name) else { return [] }
+            let ids = queued.flatMap { batch in batch.map(\.0.id) }
+            for id in ids { s.inFlight.remove(id) }
+            return ids
+        }
+        guard let claim, !dropped.isEmpty else { return }
+        let (outbox, logger) = (outbox, logger)
+        Task {
+            do { try await outbox.release(dropped, claim: claim) } catch {
+                // They lapse with the claim's time limit, or with this process.
+                logger.warning("could not give back claimed deliveries", metadata: ["receiver": .string(name), "error": .string("\(error)")])
+            }
         }
     }
 

@@ -44,6 +44,7 @@ public final class PostgresOwnership: Ownership {
 
     public var isLeader: Bool { holds(Self.leader) }
     public func owns(receiver: String) -> Bool { holds("receiver:" + receiver) }
+    public var claimant: String? { me }
 
     /// Renews and takes leases once a second until cancelled; gives them up on the way out.
     public func run() async {
@@ -68,7 +69,7 @@ public final class PostgresOwnership: Ownership {
         let receivers = receivers.map { "receiver:" + $0 }
         let lease = Self.lease
         let wasLeader = isLeader
-        let (kept, gained, asked): ([String], [String], ContinuousClock.Instant) = try await store.leases { db in
+        let (kept, gained, released, asked): ([String], [String], [String], ContinuousClock.Instant) = try await store.leases { db in
             let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
             // Taken just before the renewal reaches the database: the lease it renews runs 5 s
             // from a moment no earlier than this, so acting for 3 s from here is safe.
@@ -99,18 +100,38 @@ public final class PostgresOwnership: Ownership {
                 if holding.contains(name) || holding.filter({ $0.hasPrefix("receiver:") }).count >= share { continue }
                 try take(name)
             }
+            // A process holding more than its share (it was alone when others started) gives
+            // one receiver back per tick while another process holds less than its share. That
+            // one must have renewed within the last 1.5 s: a process that died still counts
+            // until its lease runs out, and must not draw receivers away from a live one.
+            var released: [String] = []
+            let mine = holding.filter { $0.hasPrefix("receiver:") }
+            if mine.count > share {
+                let starved = try db.exists("""
+                    SELECT 1 FROM owners p WHERE p.name LIKE 'process:%' AND p.owner <> ? AND p.until > \(now) + ?
+                      AND (SELECT COUNT(*) FROM owners r WHERE r.owner = p.owner AND r.name LIKE 'receiver:%' AND r.until > \(now)) < ?
+                    """, [me, lease - 1500, share])
+                if starved, let name = mine.randomElement() {
+                    // Its rows in flight stay claimed by this process (DeliveryClaim) until
+                    // their outcomes are in: the next holder does not send them again.
+                    try db.execute("DELETE FROM owners WHERE name = ? AND owner = ?", [name, me])
+                    holding.remove(name)
+                    released.append(name)
+                }
+            }
             if wasLeader {
                 // Leases of processes long gone (one per restart) need not be counted forever.
                 try db.execute("DELETE FROM owners WHERE until < \(now) - 60000")
             }
-            return (Array(holding), gained, asked)
+            return (Array(holding), gained, released, asked)
         }
         let lost = held.withLock { state -> Set<String> in
-            let lost = state.until > asked ? state.names.subtracting(kept) : []
+            let lost = state.until > asked ? state.names.subtracting(kept).subtracting(released) : []
             state = (Set(kept), asked + Self.actFor)
             return lost
         }
         for name in lost { logger.warning("ownership lease lost to another process", metadata: ["lease": .string(name)]) }
+        for name in released { logger.info("gave a lease to a process holding less than its share", metadata: ["lease": .string(name)]) }
         for name in gained where !name.hasPrefix("process:") { logger.info("this process now holds a lease", metadata: ["lease": .string(name)]) }
         if !gained.isEmpty { bus.publish(.wake) }
     }

@@ -209,6 +209,11 @@ enum PostgresSchema {
                 until BIGINT NOT NULL
             );
             """)),
+        // Per-row claims (SQLOutbox.claimDue): which process has a row in hand, and until when
+        // at most.
+        Migration(name: "pg3-claims", sql: bytewise("""
+            ALTER TABLE deliveries ADD COLUMN claimed_by TEXT, ADD COLUMN claim_until BIGINT;
+            """)),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,

@@ -182,6 +182,20 @@ extension Delivery {
     static let insertSQL = "INSERT INTO deliveries (\(selectColumns)) VALUES (\(columnNames.map { _ in "?" }.joined(separator: ", ")))"
 }
 
+/// A process's claim on the rows it reads to send, where several processes share the database.
+/// The claim holds while its process is alive (its `process:` lease in `owners` is current) and
+/// at most `lastsFor` ms: rows a process has in flight are not sent again by another that takes
+/// their receiver over; a process that dies mid-send leaves its claims to lapse, and the next
+/// holder sends those rows under the same webhook-ids.
+public struct DeliveryClaim: Sendable, Equatable {
+    public var owner: String
+    public var lastsFor: Int64
+    public init(owner: String, lastsFor: Int64) {
+        self.owner = owner
+        self.lastsFor = lastsFor
+    }
+}
+
 /// The durable outbox, as the dispatcher, the delivery API and the gate notices use it: rows
 /// are written in the same transaction as their event (by the event store), claimed when due,
 /// and updated with each attempt's outcome.
@@ -199,11 +213,16 @@ public protocol Outbox: Sendable {
     func nextRepeatTime() async throws -> Timestamp?
     /// The deliveries sent as one message (a digest) with their events.
     func batch(_ batchID: String) async throws -> [(Delivery, StoredEvent)]
-    /// A receiver's due deliveries, oldest first, with their events.
-    func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)]
+    /// A receiver's due deliveries, oldest first, with their events. With `claim` (processes
+    /// sharing the database), the rows are claimed for that process, and rows another live
+    /// process has claimed are left out.
+    func due(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> [(Delivery, StoredEvent)]
+    /// Gives back claims on rows read and never attempted (their receiver went to another process).
+    func release(_ ids: [String], claim: DeliveryClaim) async throws
     /// A recovered receiver's backlog becomes due at once; returns how many.
     func reviveBacklog(receiver: String) async throws -> Int
-    func nextDueTime(receiver: String) async throws -> Timestamp?
+    /// When the receiver's next row falls due (rows another live process claimed left out).
+    func nextDueTime(receiver: String, claim: DeliveryClaim?) async throws -> Timestamp?
     /// Drops group state idle past its `group_interval`; returns how many.
     func forgetIdleGroups(now: Timestamp) async throws -> Int
     /// Deliveries to receivers no longer configured die; returns how many.
@@ -230,6 +249,14 @@ extension Outbox {
 
     public func record(_ deliveries: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)) async throws {
         try await record(deliveries, fallbacks: [], flushedGroup: flushedGroup)
+    }
+
+    public func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)] {
+        try await due(receiver: receiver, now: now, limit: limit, claim: nil)
+    }
+
+    public func nextDueTime(receiver: String) async throws -> Timestamp? {
+        try await nextDueTime(receiver: receiver, claim: nil)
     }
 
     public func recentEvents(pipeline: String, run: String?, since: Timestamp) async throws -> [Event] {

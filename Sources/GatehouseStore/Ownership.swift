@@ -5,6 +5,9 @@ public protocol Ownership: Sendable {
     var isLeader: Bool { get }
     /// Sends `receiver`'s deliveries.
     func owns(receiver: String) -> Bool
+    /// The name this process claims the rows it sends under, where processes share the
+    /// database (`DeliveryClaim`); nil for a process on its own.
+    var claimant: String? { get }
 }
 
 /// One process on its own database (SQLite): it does everything.
@@ -12,4 +15,5 @@ public struct SoleProcess: Ownership {
     public init() {}
     public var isLeader: Bool { true }
     public func owns(receiver: String) -> Bool { true }
+    public var claimant: String? { nil }
 }

@@ -32,10 +32,13 @@ public final class SQLOutbox: Outbox {
 
     /// What an attempt changes, bound by hand.
     static func write(_ deliveries: [Delivery], fallbacks: [Delivery], flushed: (String, String, Int64)?, db: any SQLSession) throws {
+        // An outcome ends the claim of the process that sent (PostgreSQL: see `claimDue`), so
+        // a retry may go out from whichever process then holds the receiver.
+        let endClaim = db.dialect == .postgres ? ", claimed_by = NULL, claim_until = NULL" : ""
         for d in deliveries {
             try db.execute("""
                 UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?, delivered_at = ?, last_status = ?,
-                    last_error = ?, response_body = ?, message_id = ?, batch_id = ? WHERE id = ?
+                    last_error = ?, response_body = ?, message_id = ?, batch_id = ?\(endClaim) WHERE id = ?
                 """, [
                     d.state.rawValue, d.attempts, d.next_attempt_at, d.updated_at, d.delivered_at, d.last_status,
                     d.last_error.map(Delivery.storable), d.response_body.map(Delivery.storable), d.message_id.map(Delivery.storable), d.batch_id, d.id,
@@ -162,8 +165,9 @@ public final class SQLOutbox: Outbox {
 
     /// A receiver's due rows with their events, oldest first: one cached statement, rows
     /// decoded by column index (this runs for every batch the dispatcher claims).
-    public func due(receiver: String, now: Timestamp, limit: Int) async throws -> [(Delivery, StoredEvent)] {
-        try await database.read { db in
+    public func due(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> [(Delivery, StoredEvent)] {
+        if let claim, database.dialect == .postgres { return try await claimDue(receiver: receiver, now: now, limit: limit, claim: claim) }
+        return try await database.read { db in
             try db.all("""
                 SELECT \(Delivery.columns("d")), \(EventRow.columns("e"))
                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
@@ -172,6 +176,54 @@ public final class SQLOutbox: Outbox {
                 """, [receiver, now.milliseconds, limit]) { row in
                 (Delivery(row, at: 0), EventRow.storedEvent(row, at: Delivery.columnCount))
             }
+        }
+    }
+
+    /// The database's clock in milliseconds: leases in `owners` and claims are timed by it, so
+    /// processes whose clocks disagree still agree on who holds what.
+    static let databaseNow = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+    /// Rows nobody else holds: unclaimed, claimed by this process, or claimed by a process whose
+    /// claim ran out or whose `process:` lease lapsed (it died, or was cut off long enough for
+    /// another to take its receivers). PostgreSQL only (`owners` is its table).
+    static let claimable = """
+        (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claim_until < \(databaseNow)
+         OR NOT EXISTS (SELECT 1 FROM owners o WHERE o.name = 'process:' || d.claimed_by AND o.until > \(databaseNow)))
+        """
+
+    /// Due rows claimed in one statement: `FOR UPDATE SKIP LOCKED` passes over rows another
+    /// statement holds (an outcome being written, another process's claim being taken), and
+    /// the claim is written before the rows are handed out. It runs outside the commit lock —
+    /// it changes only the claim columns, under row locks — so claiming never waits on commits.
+    private func claimDue(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim) async throws -> [(Delivery, StoredEvent)] {
+        let rowidIndex = Delivery.columnCount + EventRow.columnCount
+        let rows = try await database.read { db in
+            try db.all("""
+                WITH due AS (
+                    SELECT d.rowid FROM deliveries d
+                    WHERE d.receiver = ? AND d.state IN ('pending','failed') AND d.next_attempt_at <= ? AND (d.batch_id IS NULL OR d.batch_id = d.id)
+                      AND \(Self.claimable)
+                    ORDER BY d.next_attempt_at, d.rowid LIMIT ?
+                    FOR UPDATE OF d SKIP LOCKED
+                )
+                UPDATE deliveries d SET claimed_by = ?, claim_until = \(Self.databaseNow) + ?
+                FROM due, events e WHERE d.rowid = due.rowid AND e.seq = d.event_seq
+                RETURNING \(Delivery.columns("d")), \(EventRow.columns("e")), d.rowid
+                """, [receiver, now.milliseconds, claim.owner, limit, claim.owner, claim.lastsFor]) { row in
+                (Delivery(row, at: 0), EventRow.storedEvent(row, at: Delivery.columnCount), row.int64(rowidIndex))
+            }
+        }
+        // RETURNING has no order: put them back in the order they fell due.
+        return rows.sorted { ($0.0.next_attempt_at, $0.2) < ($1.0.next_attempt_at, $1.2) }.map { ($0.0, $0.1) }
+    }
+
+    public func release(_ ids: [String], claim: DeliveryClaim) async throws {
+        guard database.dialect == .postgres, !ids.isEmpty else { return }
+        // One statement whatever the count (ids hold no newline): one prepared statement.
+        _ = try await database.read { db in
+            try db.execute(
+                "UPDATE deliveries SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ? AND id = ANY(string_to_array(?, E'\\n'))",
+                [claim.owner, ids.joined(separator: "\n")])
         }
     }
 
@@ -190,19 +242,23 @@ public final class SQLOutbox: Outbox {
     }
 
     /// When a receiver's next row falls due, if it has any.
-    public func nextDueTime(receiver: String) async throws -> Timestamp? {
-        try await database.read { db in
+    public func nextDueTime(receiver: String, claim: DeliveryClaim?) async throws -> Timestamp? {
+        let claimed = claim != nil && database.dialect == .postgres
+        var given: SQLArguments = [receiver]
+        if let claim, claimed { given.append(claim.owner) }
+        let arguments = given
+        return try await database.read { db in
             try db.value(
                 Int64.self,
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE receiver = ? AND state IN ('pending','failed') AND (batch_id IS NULL OR batch_id = id)",
-                [receiver]
+                """
+                SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.receiver = ? AND d.state IN ('pending','failed') AND (d.batch_id IS NULL OR d.batch_id = d.id)
+                \(claimed ? "AND " + Self.claimable : "")
+                """,
+                arguments
             ).map(Timestamp.init(milliseconds:))
         }
     }
 
-    /// Forgets groups that have nothing pending and flushed longer than their group_interval
-    /// ago: their next event opens the group afresh (with group_wait), as in Alertmanager.
-    @discardableResult
     public func forgetIdleGroups(now: Timestamp) async throws -> Int {
         try await database.write { db in
             try db.execute("DELETE FROM alert_groups WHERE next_flush_at IS NULL AND last_flush_at + group_interval_ms < ?", [now.milliseconds])

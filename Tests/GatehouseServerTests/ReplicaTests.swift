@@ -182,4 +182,65 @@ struct ReplicaTests {
             #expect(try c.json("/v1/audit/verify")["ok"] == .bool(true))
         }
     }
+
+    /// A replica started after another holds every receiver gets its share within seconds,
+    /// and the receivers it is handed while their sends are in flight are not sent again: the
+    /// rows stay claimed by the process sending them until their outcomes are in.
+    @Test func aLaterReplicaGetsItsShareAndSendsNothingTwice() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let sink = try Sink()
+            let db = testDatabase(dir)
+            let names = ["r1", "r2", "r3", "r4"]
+            let config = dir.write("gatehouse.yml", """
+                receivers:
+                \(names.map { "  - name: \($0)\n    webhook: { url: \(sink.url("/slow-6/\($0)")) }" }.joined(separator: "\n"))
+                route:
+                  receiver: r1
+                  group_by: ['...']
+                  group_wait: 0s
+                  routes:
+                \(names.map { "    - matchers: ['pipeline=\"p-\($0)\"']\n      receiver: \($0)" }.joined(separator: "\n"))
+                """)
+            let store = try Storage.open(db)
+            /// Which process holds each receiver's lease now.
+            func holders() throws -> [String: String] {
+                try store.readNow { session in
+                    try session.all("SELECT name, owner FROM owners WHERE name LIKE 'receiver:%' AND until > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)") { row in
+                        (row[0] as String, row[1] as String)
+                    }
+                }.reduce(into: [:]) { $0[$1.0] = $1.1 }
+            }
+            func waitFor(_ what: String, timeout: TimeInterval, _ done: () throws -> Bool) throws {
+                let deadline = Date().addingTimeInterval(timeout)
+                while Date() < deadline, try !done() { Thread.sleep(forTimeInterval: 0.1) }
+                #expect(try done(), "\(what) within \(timeout) s")
+            }
+
+            let first = try Self.replicas(1, dir: dir, db: db, config: config)[0]
+            try waitFor("one process holding every receiver", timeout: 10) { let h = try holders(); return h.count == 4 && Set(h.values).count == 1 }
+            for name in names {
+                #expect(try first.post("/v1/events", #"{"id":"e-\#(name)","type":"run.failed","pipeline":"p-\#(name)","run":"a-\#(name)"}"#).status == 202)
+            }
+            // Every receiver has its send in flight (answered in 6 s) when the second starts.
+            try waitFor("four sends in flight", timeout: 5) { try sink.received("/slow-6/").count == 4 }
+            let second = try Self.replicas(1, dir: dir, db: db, config: config)[0]
+            try waitFor("two receivers each", timeout: 10) {
+                let h = try holders()
+                return h.count == 4 && Dictionary(grouping: h.values, by: { $0 }).values.map(\.count).sorted() == [2, 2]
+            }
+            #expect(try sink.received("/slow-6/").count == 4, "a receiver handed over mid-send is not sent to again")
+            _ = try first.waitForDeliveries(timeout: 20) { rows in rows.count == 4 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+
+            // Both now send, each event once.
+            for name in names {
+                #expect(try second.post("/v1/events", #"{"id":"f-\#(name)","type":"run.failed","pipeline":"p-\#(name)","run":"b-\#(name)"}"#).status == 202)
+            }
+            let delivered = try second.waitForDeliveries(timeout: 20) { rows in rows.count == 8 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(delivered.count == 8 && delivered.allSatisfy { $0["state"] == .string("delivered") }, "\(delivered)")
+            Thread.sleep(forTimeInterval: 1)
+            let sent = try sink.received("/slow-6/").flatMap { Self.eventIDs($0.body) }
+            #expect(sent.sorted() == names.flatMap { ["e-\($0)", "f-\($0)"] }.sorted(), "each event once: \(sent)")
+        }
+    }
 }

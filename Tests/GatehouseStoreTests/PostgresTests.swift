@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 @testable import GatehousePostgres
 import GatehouseStore
 import Testing
@@ -39,5 +40,65 @@ struct PostgresTests {
         #expect(back.map(\.0) == awkward)
         #expect(back.map(\.1) == awkward.map { $0 + "\u{0}end" })
         #expect(try store.readNow { try $0.value(Int.self, "SELECT COUNT(*) FROM t WHERE s = ?", [awkward[1]]) } == 1)
+    }
+}
+
+/// Row claims between processes on one database (`DeliveryClaim`): what one process has in
+/// hand another does not take, until its outcome is in, it gives the rows back, its claim
+/// runs out, or the process is gone.
+@Suite(.enabled(if: !PostgresTests.server.isEmpty, "needs GATEHOUSE_TEST_POSTGRES"))
+struct DeliveryClaimTests {
+    @Test func claimedRowsAreLeftToTheirHolderUntilItIsDoneOrGone() async throws {
+        let store = try PostgresStore(url: try PostgresStore.freshDatabase(on: PostgresTests.server))
+        defer { store.close() }
+        let log = EventLog(database: store, bus: Bus(), planner: { event in
+            DeliveryPlan(deliveries: [PlannedDelivery(receiver: "hook", route: "root", groupKey: "root|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(60), fallback: nil, alone: true)])
+        })
+        for id in ["a", "b", "c", "d"] {
+            _ = try await log.append([Event(id: id, type: "run.failed", pipeline: "p", run: id, time: Timestamp(milliseconds: 1_795_946_400_000))])
+        }
+        let outbox = SQLOutbox(log: log)
+        let (a, b, c) = (DeliveryClaim(owner: "pa", lastsFor: 60_000), DeliveryClaim(owner: "pb", lastsFor: 60_000), DeliveryClaim(owner: "pc", lastsFor: 60_000))
+        // A and B are live processes (their leases current); C's lease is not needed to take.
+        try store.writeNow { db in
+            for owner in ["pa", "pb"] {
+                try db.execute("INSERT INTO owners (name, owner, until) VALUES (?, ?, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + 60000)", ["process:" + owner, owner])
+            }
+        }
+        let now = Timestamp.now().adding(milliseconds: 1000)
+        func ids(_ rows: [(Delivery, StoredEvent)]) -> [String] { rows.map(\.1.event.id) }
+
+        let takenByA = try await outbox.due(receiver: "hook", now: now, limit: 2, claim: a)
+        #expect(ids(takenByA) == ["a", "b"], "oldest first")
+        let takenByB = try await outbox.due(receiver: "hook", now: now, limit: 10, claim: b)
+        #expect(ids(takenByB) == ["c", "d"], "A's rows are left out")
+        #expect(ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: a)) == ["a", "b"], "a process sees its own claims")
+        #expect(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: c).isEmpty)
+        #expect(try await outbox.nextDueTime(receiver: "hook", claim: c) == nil, "nothing C may send")
+        #expect(try await outbox.nextDueTime(receiver: "hook") != nil, "unclaimed reads see every row")
+
+        // A's attempt at `a` failed and is due again: its outcome ends the claim.
+        var failed = takenByA[0].0
+        failed.state = Delivery.State.failed
+        failed.attempts = 1
+        try await outbox.record([failed])
+        #expect(ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: c)) == ["a"])
+
+        // B gives `d` back (its receiver went to another process): C takes it.
+        try await outbox.release([takenByB[1].0.id], claim: b)
+        let afterRelease = ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: c))
+        #expect(afterRelease == ["a", "d"], "\(afterRelease)")
+        // Another's release changes nothing: `c` stays B's.
+        try await outbox.release([takenByB[0].0.id], claim: a)
+        #expect(!ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: a)).contains("c"))
+
+        // A dies (its lease gone): its `b` is free for whoever holds the receiver next.
+        _ = try store.writeNow { db in try db.execute("DELETE FROM owners WHERE owner = 'pa'") }
+        #expect(ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: b)).contains("b"))
+
+        // A claim past its time limit lapses though its process lives.
+        let brief = DeliveryClaim(owner: "pb", lastsFor: -1)
+        _ = try await outbox.due(receiver: "hook", now: now, limit: 10, claim: brief)
+        #expect(ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: c)) == ["a", "b", "c", "d"])
     }
 }

@@ -13,6 +13,7 @@ GET /_requests. Prints "PORT <n>" once listening on 127.0.0.1 (port chosen by th
   /hangfirst/...     the first request to this path never answers, later ones get 200 "ok"
   /down-S/...        500 for S seconds after the first request, then 200 "ok"
   /nul/...           200 with a body holding a NUL byte ("ok\0bin")
+  /slow-S/...        200 "ok" after S seconds
 
 PATCH is answered like POST (Discord message edits).
 """
@@ -92,6 +93,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(429, json.dumps({"message": "You are being rate limited.", "retry_after": 0.5, "global": False}), content_type="application/json")
             else:
                 self.reply(200, json.dumps({"id": str(n)}), content_type="application/json")
+        elif mode.startswith("slow-"):
+            time.sleep(float(mode.split("-")[1]))
+            self.reply(200, "ok")
         elif mode == "hang" or (mode == "hangfirst" and n == 1):
             time.sleep(60)
         elif mode == "hangfirst":
