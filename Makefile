@@ -122,16 +122,23 @@ test-swift:
 	@mkdir -p $(LOGS)
 	swift test 2>&1 | tee $(LOGS)/swift.log
 
-# The server suite and the service tests again, on PostgreSQL: a throwaway cluster on a
-# private port, a fresh database per test server (GATEHOUSE_TEST_POSTGRES), and the tests
-# that only PostgreSQL has (replicas).
+# The suites that start servers, again on PostgreSQL: a throwaway cluster on a private port,
+# a fresh database per test server (GATEHOUSE_TEST_POSTGRES). The Swift server suite, the
+# service tests and what only PostgreSQL has (claims, replicas, chaos); the Python client and
+# browser tests; schemathesis with fewer examples (its generated cases hit the same handlers
+# as the SQLite run; what differs is the store under them).
+PG_SCHEMATHESIS_EXAMPLES ?= 5
 test-postgres:
 	@mkdir -p $(LOGS)
 	@dir=$$(mktemp -d /tmp/gatehouse-pg.XXXXXX); \
 	port=$$($(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
 	trap 'tests/postgres/cluster.sh stop '"$$dir"'; rm -rf '"$$dir" EXIT; \
 	url=$$(tests/postgres/cluster.sh start "$$dir" "$$port"); \
-	GATEHOUSE_TEST_POSTGRES="$$url" swift test --skip-build --filter 'GatehouseServerTests|ServiceTests|PostgresTests|DeliveryClaimTests' 2>&1 | tee $(LOGS)/postgres.log
+	bin="$$(swift build --show-bin-path)/gatehouse"; status=0; \
+	GATEHOUSE_TEST_POSTGRES="$$url" swift test --skip-build --filter 'GatehouseServerTests|ServiceTests|PostgresTests|DeliveryClaimTests' 2>&1 | tee $(LOGS)/postgres.log || status=1; \
+	GATEHOUSE_TEST_POSTGRES="$$url" GATEHOUSE_BINARY="$$bin" $(VENV_PY) -m pytest clients/python/tests tests/browser --ignore=clients/python/tests/test_zenml.py --ignore=clients/python/tests/test_airflow.py -p no:cacheprovider -s 2>&1 | tee $(LOGS)/postgres-python.log || status=1; \
+	GATEHOUSE_TEST_POSTGRES="$$url" $(VENV_PY) tests/api/run_schemathesis.py --binary "$$bin" --examples $(PG_SCHEMATHESIS_EXAMPLES) 2>&1 | tee $(LOGS)/postgres-api.log || status=1; \
+	exit $$status
 
 # Python-side checks of what we send (the CloudEvents SDK reads webhooks/cloudevents/), and the
 # Python client (clients/python) against the binary `swift test` just built.

@@ -2,7 +2,8 @@
 
 Builds nothing: it starts the binary given with --binary (make test passes the one `swift
 test` just built) on an ephemeral loopback port with a fresh SQLite database and an admin
-token, then runs schemathesis with a bounded number of examples per operation and two checks:
+token (a fresh database on GATEHOUSE_TEST_POSTGRES's server when that is set), then runs
+schemathesis with a bounded number of examples per operation and two checks:
 no 5xx answer, and every answer matches the schema the document gives for it. A server that
 crashes or logs a fatal error fails the run too.
 
@@ -64,11 +65,15 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="gatehouse-api-") as workdir:
         db = os.path.join(workdir, "gatehouse.db")
+        postgres = os.environ.get("GATEHOUSE_TEST_POSTGRES")
+        if postgres:
+            db = subprocess.run([str(HERE.parent / "postgres" / "cluster.sh"), "fresh", postgres],
+                                check=True, capture_output=True, text=True).stdout.strip()
         token = subprocess.run(
             [args.binary, "token", "create", "--name", "schemathesis", "--scopes", "admin", "--db", db],
             cwd=workdir, check=True, capture_output=True, text=True).stdout.strip()
         server, url = start_server(args.binary, workdir, db)
-        print(f"api: gatehouse serve at {url}, {args.examples} examples per operation", flush=True)
+        print(f"api: gatehouse serve at {url} on {'PostgreSQL' if postgres else 'SQLite'}, {args.examples} examples per operation", flush=True)
         started = time.monotonic()
         command = [
             str(VENV_BIN / "schemathesis"), "run", f"{url}/openapi.json", "--url", url,

@@ -2,7 +2,8 @@
 # A throwaway PostgreSQL cluster for the tests: initdb in a temporary directory, a private
 # port, no system service. `cluster.sh start DIR PORT` prints the URL to use; `cluster.sh stop
 # DIR` stops it. PostgreSQL refuses to run as root, so as root it runs as the postgres user
-# that Debian's package creates.
+# that Debian's package creates. `cluster.sh fresh URL` creates an empty database on the
+# server URL names and prints its URL (every test server gets one of its own).
 set -eu
 cmd=$1; dir=$2; port=${3:-0}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -24,5 +25,11 @@ start)
 stop)
   as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
   ;;
-*) echo "usage: cluster.sh start DIR PORT | stop DIR" >&2; exit 2 ;;
+fresh)
+  url=$2
+  name="gh_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+  "$bin/psql" "$url" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE $name" >/dev/null
+  echo "$url" | sed -E "s#^(postgres(ql)?://[^/]+/)[^?]*#\1$name#"
+  ;;
+*) echo "usage: cluster.sh start DIR PORT | stop DIR | fresh URL" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 """A real `gatehouse serve` for the client tests: the binary `swift build` made (or
-GATEHOUSE_BINARY), a fresh SQLite file, loopback, an ephemeral port."""
+GATEHOUSE_BINARY), a fresh SQLite file — or, when GATEHOUSE_TEST_POSTGRES names a PostgreSQL
+server (`make test`'s second pass), a fresh database there — loopback, an ephemeral port."""
 from __future__ import annotations
 
 import os
@@ -24,13 +25,23 @@ def binary() -> str:
     return str(Path(bin_path) / "gatehouse")
 
 
+def fresh_database(workdir: str) -> str:
+    """Where a test server keeps its state: a new database on GATEHOUSE_TEST_POSTGRES's server
+    when it is set (tests/postgres/cluster.sh makes it), else a SQLite file in `workdir`."""
+    server = os.environ.get("GATEHOUSE_TEST_POSTGRES")
+    if not server:
+        return os.path.join(workdir, "gatehouse.db")
+    return subprocess.run([str(ROOT / "tests" / "postgres" / "cluster.sh"), "fresh", server],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
 class Server:
     """One server process; `restart()` kills it with SIGKILL and starts it again on the same
     port and database, as a crash and a supervisor would."""
 
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
-        self.db = os.path.join(workdir, "gatehouse.db")
+        self.db = fresh_database(workdir)
         self.address = "127.0.0.1:0"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
