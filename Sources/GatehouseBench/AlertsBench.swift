@@ -11,9 +11,11 @@ import NIOCore
 enum AlertsBench {
     static let connections = 16
 
-    static func run(binary: String, scale: Int, durability: String, ingestOnly: Bool = false) throws {
+    /// `ingestOnly` skips the receiver's phases, `receiverOnly` the phases without one (for
+    /// A/B runs of the delivery path).
+    static func run(binary: String, scale: Int, durability: String, ingestOnly: Bool = false, receiverOnly: Bool = false) throws {
         if !ingestOnly { try runWithReceiver(binary: binary, scale: scale, durability: durability) }
-        try runWithoutReceiver(binary: binary, scale: scale, durability: durability)
+        if !receiverOnly { try runWithoutReceiver(binary: binary, scale: scale, durability: durability) }
     }
 
     static func runWithReceiver(binary: String, scale: Int, durability: String) throws {

@@ -38,7 +38,7 @@ struct Bench {
             return
         }
         if args.contains("--alerts") {
-            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full", ingestOnly: args.contains("--ingest-only"))
+            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full", ingestOnly: args.contains("--ingest-only"), receiverOnly: args.contains("--receiver-only"))
             return
         }
         if args.contains("--deliveries") {

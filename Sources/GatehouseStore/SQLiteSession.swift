@@ -29,10 +29,13 @@ final class SQLiteSession: SQLSession {
         return value!
     }
 
+    /// Arguments as GRDB takes them: through its initialiser for optional existentials, which
+    /// maps with a closure. The one for a sequence of `DatabaseValue` maps with a key path that
+    /// the runtime instantiated anew on every statement (2 % of the server's CPU).
     static func bind(_ arguments: SQLArguments) -> StatementArguments {
-        StatementArguments(arguments.values.map { value -> DatabaseValue in
+        StatementArguments(arguments.values.map { value -> (any DatabaseValueConvertible)? in
             switch value {
-            case .null: return .null
+            case .null: return nil
             case .int(let i): return i.databaseValue
             case .double(let d): return d.databaseValue
             case .text(let s): return s.databaseValue
