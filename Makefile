@@ -128,7 +128,7 @@ test-swift:
 # browser tests; schemathesis with fewer examples (its generated cases hit the same handlers
 # as the SQLite run; what differs is the store under them).
 PG_SCHEMATHESIS_EXAMPLES ?= 5
-test-postgres:
+test-postgres: venv
 	@mkdir -p $(LOGS)
 	@dir=$$(mktemp -d /tmp/gatehouse-pg.XXXXXX); \
 	port=$$($(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \

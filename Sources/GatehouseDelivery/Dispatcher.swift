@@ -86,6 +86,10 @@ public final class Dispatcher: Sendable {
         var queues: [String: [[(Delivery, StoredEvent)]]] = [:]
         /// Deliveries inside a message being sent (leader and the group members it carries).
         var carried: Set<String> = []
+        /// Per receiver, the rows this process has claimed in the database and may still act
+        /// on (with replicas: `DeliveryClaim`): renewed while held, given back when the
+        /// receiver goes to another process, forgotten once the database shows them unclaimed.
+        var claims: [String: Set<String>] = [:]
     }
 
     public init(
@@ -144,6 +148,12 @@ public final class Dispatcher: Sendable {
             var drained: [String: (epoch: Int, at: Int64)] = [:]
             var nextDue: [String: (epoch: Int, at: Timestamp?)] = [:]
             let claim = deliveryClaim()
+            var claimsRenewed = clock().milliseconds
+            // Per receiver: when a read that the next-due time said would find rows found none
+            // it may take (rows another transaction holds are skipped, not waited for), and at
+            // which work epoch. Such a receiver is not read again for 100 ms unless new work
+            // came, instead of at once and forever while those rows stay locked.
+            var fruitless: [String: (epoch: Int, at: Int64)] = [:]
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
                 // Refill the queues of receivers that are running low and not paused.
@@ -165,9 +175,14 @@ public final class Dispatcher: Sendable {
                        nextDue[name].map({ $0.epoch == epoch && ($0.at.map { $0 > now } ?? true) }) ?? false {
                         continue
                     }
+                    if let last = fruitless[name], last.epoch == epoch, now.milliseconds - last.at < 100 { continue }
                     state.withLock { $0.finishedDuringQuery[name] = [] }
                     let due = try? await outbox.due(receiver: name, now: now, limit: room, claim: claim)
                     drained[name] = (due?.count ?? room) < room ? (epoch, now.milliseconds) : nil
+                    fruitless[name] = due?.isEmpty ?? false ? (epoch, now.milliseconds) : nil
+                    if claim != nil, let due, !due.isEmpty {
+                        state.withLock { s in s.claims[name, default: []].formUnion(due.map(\.0.id)) }
+                    }
                     guard let due, !due.isEmpty else {
                         state.withLock { $0.finishedDuringQuery[name] = nil }
                         continue
@@ -206,6 +221,10 @@ public final class Dispatcher: Sendable {
                     lastDepthReport = now.milliseconds
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
                     for (map, size) in trackedSizes() { Gauge(label: "gatehouse_dispatcher_tracked", dimensions: [("map", map)]).record(size) }
+                }
+                if let claim, now.milliseconds - claimsRenewed >= Self.claimRenewal {
+                    claimsRenewed = now.milliseconds
+                    renewClaims(claim)
                 }
                 // Reminders for pipelines still failing (repeat_interval).
                 // Re-read at most once a second: commits can come thousands of times a second,
@@ -249,7 +268,10 @@ public final class Dispatcher: Sendable {
                     }
                     let due = try? await outbox.nextDueTime(receiver: name, claim: claim)
                     nextDue[name] = (epoch, due)
-                    if let due { next = min(next, due) }
+                    if let due {
+                        let held = fruitless[name].flatMap { $0.epoch == epoch ? Timestamp(milliseconds: $0.at + 100) : nil }
+                        next = min(next, max(due, held ?? due))
+                    }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
                 if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
@@ -281,14 +303,17 @@ public final class Dispatcher: Sendable {
     }
 
     /// Forgets the rows queued for a receiver another process now sends to, and gives back
-    /// their claims (they were read, not started: that process finds them due). Attempts in
-    /// flight end here and their claims with their outcomes.
+    /// the claims on every row it holds and is not sending (they were read, not started: that
+    /// process finds them due). Attempts in flight end here and their claims with their outcomes.
     private func relinquish(_ name: String, claim: DeliveryClaim?) {
         let dropped = state.withLock { s -> [String] in
-            guard let queued = s.queues.removeValue(forKey: name) else { return [] }
-            let ids = queued.flatMap { batch in batch.map(\.0.id) }
-            for id in ids { s.inFlight.remove(id) }
-            return ids
+            for batch in s.queues.removeValue(forKey: name) ?? [] {
+                for (delivery, _) in batch { s.inFlight.remove(delivery.id) }
+            }
+            guard let held = s.claims[name] else { return [] }
+            let sending = held.filter { s.inFlight.contains($0) || s.carried.contains($0) }
+            s.claims[name] = sending.isEmpty ? nil : sending
+            return Array(held.subtracting(sending))
         }
         guard let claim, !dropped.isEmpty else { return }
         let (outbox, logger) = (outbox, logger)
@@ -296,6 +321,32 @@ public final class Dispatcher: Sendable {
             do { try await outbox.release(dropped, claim: claim) } catch {
                 // They lapse with the claim's time limit, or with this process.
                 logger.warning("could not give back claimed deliveries", metadata: ["receiver": .string(name), "error": .string("\(error)")])
+            }
+        }
+    }
+
+    /// How often the claims still held are renewed (they last `deliveryClaim().lastsFor`).
+    static let claimRenewal: Int64 = 10_000
+
+    /// Renews the claims on the rows this process still holds; the database's answer (the
+    /// rows still claimed by it) prunes the ones whose outcome ended their claim.
+    private func renewClaims(_ claim: DeliveryClaim) {
+        let snapshot = state.withLock { $0.claims }
+        let ids = snapshot.values.flatMap { $0 }
+        guard !ids.isEmpty else { return }
+        let (outbox, logger) = (outbox, logger)
+        Task {
+            do {
+                let still = Set(try await outbox.renew(ids, claim: claim))
+                self.state.withLock { s in
+                    for (name, sent) in snapshot {
+                        // Ids added since the snapshot are kept: they were not asked about.
+                        let kept = (s.claims[name] ?? []).subtracting(sent).union(sent.intersection(still))
+                        s.claims[name] = kept.isEmpty ? nil : kept
+                    }
+                }
+            } catch {
+                logger.warning("could not renew claimed deliveries", metadata: ["error": .string("\(error)")])
             }
         }
     }

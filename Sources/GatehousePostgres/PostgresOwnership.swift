@@ -27,6 +27,9 @@ public final class PostgresOwnership: Ownership {
     /// What this process holds, and until when it may act (ContinuousClock keeps counting
     /// while the machine is suspended, so a resumed process sees its leases as run out).
     private let held = Mutex<(names: Set<String>, until: ContinuousClock.Instant)>(([], .now))
+    /// Receivers this process gave away lately: it does not take them back for a few seconds,
+    /// so that the process it gave them to can.
+    private let given = Mutex<[String: ContinuousClock.Instant]>([:])
     static let lease: Int64 = 5000
     static let actFor = Duration.seconds(3)
     static let leader = "leader"
@@ -69,6 +72,11 @@ public final class PostgresOwnership: Ownership {
         let receivers = receivers.map { "receiver:" + $0 }
         let lease = Self.lease
         let wasLeader = isLeader
+        let wants = self.receivers.joined(separator: "\n")
+        let keepOff = given.withLock { g -> Set<String> in
+            g = g.filter { $0.value > .now }
+            return Set(g.keys)
+        }
         let (kept, gained, released, asked): ([String], [String], [String], ContinuousClock.Instant) = try await store.leases { db in
             let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
             // Taken just before the renewal reaches the database: the lease it renews runs 5 s
@@ -77,51 +85,72 @@ public final class PostgresOwnership: Ownership {
             let kept = try db.values(String.self, "UPDATE owners SET until = \(now) + ? WHERE owner = ? RETURNING name", [lease, me])
             var holding = Set(kept)
             var gained: [String] = []
-            func take(_ name: String) throws {
+            /// Takes `name` when nobody holds it; with `idleFor`, only when its last holder's
+            /// lease ran out (or it was given back) at least that long ago.
+            func take(_ name: String, idleFor: Int64? = nil) throws {
                 let won = try db.value(String.self, """
                     INSERT INTO owners (name, owner, until) VALUES (?, ?, \(now) + ?)
-                    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until WHERE owners.until < \(now)
+                    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until WHERE owners.until < \(now) - ?
                     RETURNING owner
-                    """, [name, me, lease])
+                    """, [name, me, lease, idleFor ?? 0])
                 if won == me {
                     holding.insert(name)
                     gained.append(name)
                 }
             }
-            if !holding.contains("process:" + me) { try take("process:" + me) }
+            if !holding.contains("process:" + me) {
+                try take("process:" + me)
+                // Which receivers this process serves (its config): others give it only those.
+                try db.execute("UPDATE owners SET wants = ? WHERE name = ? AND owner = ?", [wants, "process:" + me, me])
+            }
             if !holding.contains(Self.leader) { try take(Self.leader) }
-            let processes = max(1, try db.value(Int.self, "SELECT COUNT(*) FROM owners WHERE name LIKE 'process:%' AND until > \(now)") ?? 1)
+            // The live processes that serve any of this one's receivers (an API-only replica,
+            // or one whose config differs, does not shrink this one's share of them), how many
+            // receivers each holds, and whether it renewed in the last 1.5 s (a process that
+            // died still counts until its lease runs out, and must not be given receivers).
+            let others = try db.all("""
+                SELECT p.owner, COALESCE(p.wants, ''), CASE WHEN p.until > \(now) + ? THEN 1 ELSE 0 END,
+                       (SELECT COUNT(*) FROM owners r WHERE r.owner = p.owner AND r.name LIKE 'receiver:%' AND r.until > \(now))
+                FROM owners p WHERE p.name LIKE 'process:%' AND p.owner <> ? AND p.until > \(now)
+                """, [lease - 1500, me]) { row in
+                (wants: Set((row[1] as String).split(separator: "\n").map { "receiver:" + $0 }), fresh: row[2] as Bool, holds: row[3] as Int)
+            }.filter { !$0.wants.isDisjoint(with: receivers) }
+            let processes = others.count + 1
             let share = receivers.isEmpty ? 0 : (receivers.count + processes - 1) / processes
             // Start at a different receiver in each process, so they do not all race for the
             // same first one.
             let offset = receivers.isEmpty ? 0 : Int.random(in: 0..<receivers.count)
             for i in receivers.indices {
                 let name = receivers[(i + offset) % receivers.count]
-                if holding.contains(name) || holding.filter({ $0.hasPrefix("receiver:") }).count >= share { continue }
-                try take(name)
+                if holding.contains(name) || keepOff.contains(name) { continue }
+                if holding.filter({ $0.hasPrefix("receiver:") }).count < share {
+                    try take(name)
+                } else {
+                    // Past its share, a process still takes a receiver nobody has taken for a
+                    // whole lease: no receiver goes without a sender because shares disagree.
+                    try take(name, idleFor: lease)
+                }
             }
-            // A process holding more than its share (it was alone when others started) gives
-            // one receiver back per tick while another process holds less than its share. That
-            // one must have renewed within the last 1.5 s: a process that died still counts
-            // until its lease runs out, and must not draw receivers away from a live one.
+            // A process holding at least two receivers more than another live process that
+            // serves one of them, and is under its own share, gives it one per tick (it was
+            // alone when the others started). That one takes it at its next tick.
             var released: [String] = []
             let mine = holding.filter { $0.hasPrefix("receiver:") }
-            if mine.count > share {
-                let starved = try db.exists("""
-                    SELECT 1 FROM owners p WHERE p.name LIKE 'process:%' AND p.owner <> ? AND p.until > \(now) + ?
-                      AND (SELECT COUNT(*) FROM owners r WHERE r.owner = p.owner AND r.name LIKE 'receiver:%' AND r.until > \(now)) < ?
-                    """, [me, lease - 1500, share])
-                if starved, let name = mine.randomElement() {
-                    // Its rows in flight stay claimed by this process (DeliveryClaim) until
-                    // their outcomes are in: the next holder does not send them again.
-                    try db.execute("DELETE FROM owners WHERE name = ? AND owner = ?", [name, me])
-                    holding.remove(name)
-                    released.append(name)
-                }
+            let takers = others.filter { $0.fresh && $0.holds + 2 <= mine.count && $0.holds < ($0.wants.count + processes - 1) / processes }
+            for taker in takers.sorted(by: { $0.holds < $1.holds }) {
+                guard let name = mine.filter({ taker.wants.contains($0) }).randomElement() else { continue }
+                // Its rows in flight and queued stay claimed by this process (DeliveryClaim)
+                // until their outcomes are in or they are given back: the next holder does not
+                // send them again. The row stays, expired now and held by nobody (not renewed
+                // with this process's leases), so how long a receiver has had no holder can be told.
+                try db.execute("UPDATE owners SET owner = '', until = \(now) WHERE name = ? AND owner = ?", [name, me])
+                holding.remove(name)
+                released.append(name)
+                break
             }
             if wasLeader {
                 // Leases of processes long gone (one per restart) need not be counted forever.
-                try db.execute("DELETE FROM owners WHERE until < \(now) - 60000")
+                try db.execute("DELETE FROM owners WHERE name LIKE 'process:%' AND until < \(now) - 60000")
             }
             return (Array(holding), gained, released, asked)
         }
@@ -131,6 +160,7 @@ public final class PostgresOwnership: Ownership {
             return lost
         }
         for name in lost { logger.warning("ownership lease lost to another process", metadata: ["lease": .string(name)]) }
+        given.withLock { g in for name in released { g[name] = .now + .seconds(3) } }
         for name in released { logger.info("gave a lease to a process holding less than its share", metadata: ["lease": .string(name)]) }
         for name in gained where !name.hasPrefix("process:") { logger.info("this process now holds a lease", metadata: ["lease": .string(name)]) }
         if !gained.isEmpty { bus.publish(.wake) }

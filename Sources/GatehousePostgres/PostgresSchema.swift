@@ -214,6 +214,11 @@ enum PostgresSchema {
         Migration(name: "pg3-claims", sql: bytewise("""
             ALTER TABLE deliveries ADD COLUMN claimed_by TEXT, ADD COLUMN claim_until BIGINT;
             """)),
+        // Which receivers each process serves (PostgresOwnership gives receivers only to a
+        // process that serves them).
+        Migration(name: "pg4-wants", sql: bytewise("""
+            ALTER TABLE owners ADD COLUMN wants TEXT;
+            """)),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,

@@ -184,9 +184,10 @@ extension Delivery {
 
 /// A process's claim on the rows it reads to send, where several processes share the database.
 /// The claim holds while its process is alive (its `process:` lease in `owners` is current) and
-/// at most `lastsFor` ms: rows a process has in flight are not sent again by another that takes
-/// their receiver over; a process that dies mid-send leaves its claims to lapse, and the next
-/// holder sends those rows under the same webhook-ids.
+/// for `lastsFor` ms, which the process renews for the rows it still holds: rows a process has
+/// queued or in flight are not sent again by another that takes their receiver over; a process
+/// that dies mid-send leaves its claims to lapse, and the next holder sends those rows under
+/// the same webhook-ids. A claim its process lost track of lapses after `lastsFor`.
 public struct DeliveryClaim: Sendable, Equatable {
     public var owner: String
     public var lastsFor: Int64
@@ -219,6 +220,9 @@ public protocol Outbox: Sendable {
     func due(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> [(Delivery, StoredEvent)]
     /// Gives back claims on rows read and never attempted (their receiver went to another process).
     func release(_ ids: [String], claim: DeliveryClaim) async throws
+    /// Extends this process's claims on rows it still holds (queued, or in flight) by
+    /// `lastsFor`; returns the ids it still had claimed.
+    func renew(_ ids: [String], claim: DeliveryClaim) async throws -> [String]
     /// A recovered receiver's backlog becomes due at once; returns how many.
     func reviveBacklog(receiver: String) async throws -> Int
     /// When the receiver's next row falls due (rows another live process claimed left out).

@@ -218,12 +218,29 @@ public final class SQLOutbox: Outbox {
     }
 
     public func release(_ ids: [String], claim: DeliveryClaim) async throws {
-        guard database.dialect == .postgres, !ids.isEmpty else { return }
-        // One statement whatever the count (ids hold no newline): one prepared statement.
-        _ = try await database.read { db in
-            try db.execute(
-                "UPDATE deliveries SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ? AND id = ANY(string_to_array(?, E'\\n'))",
-                [claim.owner, ids.joined(separator: "\n")])
+        _ = try await updateClaims(ids, claim: claim, set: "claimed_by = NULL, claim_until = NULL", [])
+    }
+
+    public func renew(_ ids: [String], claim: DeliveryClaim) async throws -> [String] {
+        try await updateClaims(ids, claim: claim, set: "claim_until = \(Self.databaseNow) + ?", [claim.lastsFor])
+    }
+
+    /// Changes this process's claims on `ids` with one statement whatever their count (ids
+    /// hold no newline). Rows another statement holds are passed over, never waited for, as in
+    /// `claimDue`: a multi-row update waiting on row locks could deadlock with a commit's.
+    /// Returns the ids changed.
+    private func updateClaims(_ ids: [String], claim: DeliveryClaim, set: String, _ values: SQLArguments) async throws -> [String] {
+        guard database.dialect == .postgres, !ids.isEmpty else { return [] }
+        // In the order the placeholders appear: the CTE's two, then those of `set`.
+        let arguments = [claim.owner, ids.joined(separator: "\n")] + values
+        return try await database.read { db in
+            try db.values(String.self, """
+                WITH mine AS (
+                    SELECT rowid FROM deliveries WHERE claimed_by = ? AND id = ANY(string_to_array(?, E'\\n'))
+                    ORDER BY rowid FOR UPDATE SKIP LOCKED
+                )
+                UPDATE deliveries d SET \(set) FROM mine WHERE d.rowid = mine.rowid RETURNING d.id
+                """, arguments)
         }
     }
 
@@ -259,6 +276,9 @@ public final class SQLOutbox: Outbox {
         }
     }
 
+    /// Forgets groups that have nothing pending and flushed longer than their group_interval
+    /// ago: their next event opens the group afresh (with group_wait), as in Alertmanager.
+    @discardableResult
     public func forgetIdleGroups(now: Timestamp) async throws -> Int {
         try await database.write { db in
             try db.execute("DELETE FROM alert_groups WHERE next_flush_at IS NULL AND last_flush_at + group_interval_ms < ?", [now.milliseconds])

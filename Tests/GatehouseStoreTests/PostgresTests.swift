@@ -98,7 +98,14 @@ struct DeliveryClaimTests {
 
         // A claim past its time limit lapses though its process lives.
         let brief = DeliveryClaim(owner: "pb", lastsFor: -1)
-        _ = try await outbox.due(receiver: "hook", now: now, limit: 10, claim: brief)
+        let briefly = try await outbox.due(receiver: "hook", now: now, limit: 10, claim: brief).map(\.0.id)
+        #expect(briefly.count == 4)
+        // Renewed, they hold again (a row queued long in memory keeps its claim); renewing
+        // answers which rows the process still had claimed.
+        #expect(Set(try await outbox.renew(briefly, claim: b)) == Set(briefly))
+        #expect(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: c).isEmpty)
+        #expect(try await outbox.renew(briefly, claim: a).isEmpty, "A claims none of them")
+        _ = try await outbox.renew(briefly, claim: brief)
         #expect(ids(try await outbox.due(receiver: "hook", now: now, limit: 10, claim: c)) == ["a", "b", "c", "d"])
     }
 }
