@@ -219,4 +219,10 @@ public struct IngestResponse: Codable, Sendable, Equatable {
         self.duplicates = duplicates
         self.ids = ids
     }
+
+    /// The same document the Codable encoding gives, built directly: every accepted event
+    /// answers with one, and the generic encoder cost ~1 % of the server's CPU on that path.
+    public var json: JSONValue {
+        .object(JSONObject([("accepted", .int(accepted)), ("duplicates", .int(duplicates)), ("ids", .array(ids.map(JSONValue.string)))]))
+    }
 }

@@ -179,10 +179,11 @@ public final class Dispatcher: Sendable {
                     state.withLock { $0.finishedDuringQuery[name] = [] }
                     let due = try? await outbox.due(receiver: name, now: now, limit: room, claim: claim)
                     drained[name] = (due?.count ?? room) < room ? (epoch, now.milliseconds) : nil
-                    fruitless[name] = due?.isEmpty ?? false ? (epoch, now.milliseconds) : nil
-                    if claim != nil, let due, !due.isEmpty {
-                        state.withLock { s in s.claims[name, default: []].formUnion(due.map(\.0.id)) }
-                    }
+                    // Only where rows can be claimed elsewhere or locked (PostgreSQL), and only
+                    // when the next-due time had said rows were due: elsewhere an empty read
+                    // is just an idle receiver, and must not delay a row falling due soon.
+                    let promised = nextDue[name].map { $0.epoch == epoch && ($0.at.map { $0 <= now } ?? false) } ?? false
+                    fruitless[name] = claim != nil && promised && (due?.isEmpty ?? false) ? (epoch, now.milliseconds) : nil
                     guard let due, !due.isEmpty else {
                         state.withLock { $0.finishedDuringQuery[name] = nil }
                         continue
@@ -201,6 +202,9 @@ public final class Dispatcher: Sendable {
                         var openBatch: [String: Int] = [:]
                         for (delivery, event) in due where !s.inFlight.contains(delivery.id) && !finished.contains(delivery.id) && !s.carried.contains(delivery.id) {
                             s.inFlight.insert(delivery.id)
+                            // Tracked from here to its outcome (rows passed over are either
+                            // tracked already, in flight, or claimed again by the next read).
+                            if claim != nil { s.claims[name, default: []].insert(delivery.id) }
                             if delivery.batch_id == nil, let index = openBatch[delivery.group_key], batches[index].count < Self.maxBatch {
                                 batches[index].append((delivery, event))
                             } else {
@@ -316,12 +320,19 @@ public final class Dispatcher: Sendable {
             return Array(held.subtracting(sending))
         }
         guard let claim, !dropped.isEmpty else { return }
+        release(dropped, of: name, claim: claim)
+    }
+
+    /// Gives back claims; those it could not (rows another statement held, or the database
+    /// unreachable) stay tracked, and the next renewal tries again.
+    private func release(_ ids: [String], of name: String, claim: DeliveryClaim) {
         let (outbox, logger) = (outbox, logger)
         Task {
-            do { try await outbox.release(dropped, claim: claim) } catch {
-                // They lapse with the claim's time limit, or with this process.
+            var kept = Set(ids)
+            do { kept.subtract(try await outbox.release(ids, claim: claim)) } catch {
                 logger.warning("could not give back claimed deliveries", metadata: ["receiver": .string(name), "error": .string("\(error)")])
             }
+            if !kept.isEmpty { self.state.withLock { s in s.claims[name, default: []].formUnion(kept) } }
         }
     }
 
@@ -331,6 +342,11 @@ public final class Dispatcher: Sendable {
     /// Renews the claims on the rows this process still holds; the database's answer (the
     /// rows still claimed by it) prunes the ones whose outcome ended their claim.
     private func renewClaims(_ claim: DeliveryClaim) {
+        // Receivers now another process's: give back what is not being sent (a release that
+        // was passed over before is retried here).
+        for name in state.withLock({ Array($0.claims.keys) }) where !ownership.owns(receiver: name) {
+            relinquish(name, claim: claim)
+        }
         let snapshot = state.withLock { $0.claims }
         let ids = snapshot.values.flatMap { $0 }
         guard !ids.isEmpty else { return }
@@ -446,6 +462,16 @@ public final class Dispatcher: Sendable {
         }
     }
 
+    /// Whether `receiver` is sending freely: healthy, not paced, not reviving. Only such a
+    /// receiver is handed to another process (which would start with fresh pacing and health,
+    /// and re-learn a back-off or a 429 pause from the receiver).
+    public func isSteady(receiver: String) -> Bool {
+        let now = clock()
+        return state.withLock { s in
+            (s.health[receiver]?.state ?? .ok) == .ok && !s.reviving.contains(receiver) && (s.pacedUntil[receiver].map { $0 <= now } ?? true)
+        }
+    }
+
     /// Each receiver's health, for the deliveries API.
     public func receiverHealth() -> [(name: String, health: ReceiverHealth)] {
         state.withLock { s in s.health.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
@@ -457,7 +483,7 @@ public final class Dispatcher: Sendable {
         state.withLock { s in
             [("in_flight", s.inFlight.count), ("carried", s.carried.count), ("queues", s.queues.count),
              ("finished_during_query", s.finishedDuringQuery.count), ("busy_receivers", s.perReceiver.count),
-             ("paced", s.pacedUntil.count), ("reviving", s.reviving.count)]
+             ("paced", s.pacedUntil.count), ("reviving", s.reviving.count), ("claims", s.claims.values.reduce(0) { $0 + $1.count })]
         }
     }
 
@@ -468,6 +494,11 @@ public final class Dispatcher: Sendable {
             for delivery in deliveries {
                 s.inFlight.remove(delivery.id)
                 s.finishedDuringQuery[delivery.receiver]?.insert(delivery.id)
+                // Its outcome ended its claim. (An attempt that ended without one leaves the row
+                // claimed and due: the next read claims it again.)
+                if s.claims[delivery.receiver]?.remove(delivery.id) != nil, s.claims[delivery.receiver]?.isEmpty == true {
+                    s.claims[delivery.receiver] = nil
+                }
             }
         }
         attemptsRunning.wrappingSubtract(1, ordering: .relaxed)

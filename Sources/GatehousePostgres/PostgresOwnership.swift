@@ -15,9 +15,10 @@ import Synchronization
 /// leases run out and another takes them within about 5 s, then sends what is still due under
 /// the same webhook-ids. (Shorter leases were tried: on a loaded 2-core machine a late
 /// renewal then handed a live holder's receivers over, and its sends in flight were sent
-/// twice.) A process takes at most its share of the receivers (their count over
-/// the live processes), so replicas started together split them; one that stops gracefully
-/// gives its leases up at once.
+/// twice.) A process takes at most its share of the receivers (their count over the live
+/// processes serving any of them, rounded up), so replicas started together split them; one
+/// holding two or more than another that serves one of them (it started first) hands it one
+/// a second; one that stops gracefully gives its leases up at once.
 public final class PostgresOwnership: Ownership {
     private let store: PostgresStore
     private let receivers: [String]
@@ -27,9 +28,9 @@ public final class PostgresOwnership: Ownership {
     /// What this process holds, and until when it may act (ContinuousClock keeps counting
     /// while the machine is suspended, so a resumed process sees its leases as run out).
     private let held = Mutex<(names: Set<String>, until: ContinuousClock.Instant)>(([], .now))
-    /// Receivers this process gave away lately: it does not take them back for a few seconds,
-    /// so that the process it gave them to can.
-    private let given = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// Whether a receiver may be handed to another process now (the dispatcher's view: not
+    /// backing off, paused or paced — a new holder starts with fresh pacing and health).
+    private let steady = Mutex<(@Sendable (String) -> Bool)?>(nil)
     static let lease: Int64 = 5000
     static let actFor = Duration.seconds(3)
     static let leader = "leader"
@@ -49,6 +50,11 @@ public final class PostgresOwnership: Ownership {
     public func owns(receiver: String) -> Bool { holds("receiver:" + receiver) }
     public var claimant: String? { me }
 
+    /// Hands receivers to other processes only when `isSteady` says so.
+    public func handOver(when isSteady: @escaping @Sendable (String) -> Bool) {
+        steady.withLock { $0 = isSteady }
+    }
+
     /// Renews and takes leases once a second until cancelled; gives them up on the way out.
     public func run() async {
         while !Task.isCancelled {
@@ -64,8 +70,15 @@ public final class PostgresOwnership: Ownership {
         }
         held.withLock { $0 = ([], .now) }
         let me = me
-        _ = try? await store.leases { db in try db.execute("DELETE FROM owners WHERE owner = ?", [me]) }
+        // Given up as long idle, so that any process takes them at once, whatever its share.
+        _ = try? await store.leases { db in
+            try db.execute("UPDATE owners SET owner = '', until = \(Self.now) - ? WHERE owner = ? AND name <> ?", [Self.lease, me, "process:" + me])
+            try db.execute("DELETE FROM owners WHERE owner = ?", [me])
+        }
     }
+
+    /// The database's clock in milliseconds: every lease is timed by it.
+    static let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 
     private func tick() async throws {
         let me = me
@@ -73,36 +86,33 @@ public final class PostgresOwnership: Ownership {
         let lease = Self.lease
         let wasLeader = isLeader
         let wants = self.receivers.joined(separator: "\n")
-        let keepOff = given.withLock { g -> Set<String> in
-            g = g.filter { $0.value > .now }
-            return Set(g.keys)
-        }
+        let given: (@Sendable (String) -> Bool)? = steady.withLock { $0 }
+        let isSteady: @Sendable (String) -> Bool = given ?? { _ in true }
         let (kept, gained, released, asked): ([String], [String], [String], ContinuousClock.Instant) = try await store.leases { db in
-            let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+            let now = Self.now
             // Taken just before the renewal reaches the database: the lease it renews runs 5 s
             // from a moment no earlier than this, so acting for 3 s from here is safe.
             let asked = ContinuousClock.now
+            // Renewed — and with them any receiver another process handed to this one.
             let kept = try db.values(String.self, "UPDATE owners SET until = \(now) + ? WHERE owner = ? RETURNING name", [lease, me])
             var holding = Set(kept)
             var gained: [String] = []
             /// Takes `name` when nobody holds it; with `idleFor`, only when its last holder's
-            /// lease ran out (or it was given back) at least that long ago.
-            func take(_ name: String, idleFor: Int64? = nil) throws {
+            /// lease ran out (or it was given up) at least that long ago. A process row carries
+            /// the receivers the process serves (`wants`): others hand it only those.
+            func take(_ name: String, idleFor: Int64 = 0, wants: String? = nil) throws {
                 let won = try db.value(String.self, """
-                    INSERT INTO owners (name, owner, until) VALUES (?, ?, \(now) + ?)
-                    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until WHERE owners.until < \(now) - ?
+                    INSERT INTO owners (name, owner, until, wants) VALUES (?, ?, \(now) + ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until, wants = excluded.wants
+                    WHERE owners.until < \(now) - ?
                     RETURNING owner
-                    """, [name, me, lease, idleFor ?? 0])
+                    """, [name, me, lease, wants, idleFor])
                 if won == me {
                     holding.insert(name)
                     gained.append(name)
                 }
             }
-            if !holding.contains("process:" + me) {
-                try take("process:" + me)
-                // Which receivers this process serves (its config): others give it only those.
-                try db.execute("UPDATE owners SET wants = ? WHERE name = ? AND owner = ?", [wants, "process:" + me, me])
-            }
+            if !holding.contains("process:" + me) { try take("process:" + me, wants: wants) }
             if !holding.contains(Self.leader) { try take(Self.leader) }
             // The live processes that serve any of this one's receivers (an API-only replica,
             // or one whose config differs, does not shrink this one's share of them), how many
@@ -113,7 +123,8 @@ public final class PostgresOwnership: Ownership {
                        (SELECT COUNT(*) FROM owners r WHERE r.owner = p.owner AND r.name LIKE 'receiver:%' AND r.until > \(now))
                 FROM owners p WHERE p.name LIKE 'process:%' AND p.owner <> ? AND p.until > \(now)
                 """, [lease - 1500, me]) { row in
-                (wants: Set((row[1] as String).split(separator: "\n").map { "receiver:" + $0 }), fresh: row[2] as Bool, holds: row[3] as Int)
+                (owner: row[0] as String, wants: Set((row[1] as String).split(separator: "\n").map { "receiver:" + $0 }),
+                 fresh: row[2] as Bool, holds: row[3] as Int)
             }.filter { !$0.wants.isDisjoint(with: receivers) }
             let processes = others.count + 1
             let share = receivers.isEmpty ? 0 : (receivers.count + processes - 1) / processes
@@ -122,28 +133,30 @@ public final class PostgresOwnership: Ownership {
             let offset = receivers.isEmpty ? 0 : Int.random(in: 0..<receivers.count)
             for i in receivers.indices {
                 let name = receivers[(i + offset) % receivers.count]
-                if holding.contains(name) || keepOff.contains(name) { continue }
+                if holding.contains(name) { continue }
                 if holding.filter({ $0.hasPrefix("receiver:") }).count < share {
                     try take(name)
                 } else {
-                    // Past its share, a process still takes a receiver nobody has taken for a
-                    // whole lease: no receiver goes without a sender because shares disagree.
+                    // Past its share, a process still takes a receiver nobody has held for a
+                    // whole lease (one never held is first marked free from now): no receiver
+                    // goes without a sender because shares disagree.
+                    try db.execute("INSERT INTO owners (name, owner, until) VALUES (?, '', \(now)) ON CONFLICT (name) DO NOTHING", [name])
                     try take(name, idleFor: lease)
                 }
             }
             // A process holding at least two receivers more than another live process that
-            // serves one of them, and is under its own share, gives it one per tick (it was
-            // alone when the others started). That one takes it at its next tick.
+            // serves one of them hands it one per tick, straight (owner set to it: the receiver
+            // is never without a holder, and nobody else can take it meanwhile). So a process
+            // started later gets work, and the counts even out without going back and forth:
+            // each hand-over narrows the gap. Only a steady receiver moves (its new holder
+            // starts with fresh pacing and health); its rows in flight and queued stay claimed
+            // by this process (DeliveryClaim) until their outcomes are in or they are given
+            // back, so the new holder does not send them again.
             var released: [String] = []
-            let mine = holding.filter { $0.hasPrefix("receiver:") }
-            let takers = others.filter { $0.fresh && $0.holds + 2 <= mine.count && $0.holds < ($0.wants.count + processes - 1) / processes }
-            for taker in takers.sorted(by: { $0.holds < $1.holds }) {
-                guard let name = mine.filter({ taker.wants.contains($0) }).randomElement() else { continue }
-                // Its rows in flight and queued stay claimed by this process (DeliveryClaim)
-                // until their outcomes are in or they are given back: the next holder does not
-                // send them again. The row stays, expired now and held by nobody (not renewed
-                // with this process's leases), so how long a receiver has had no holder can be told.
-                try db.execute("UPDATE owners SET owner = '', until = \(now) WHERE name = ? AND owner = ?", [name, me])
+            let mine = holding.filter { $0.hasPrefix("receiver:") && !gained.contains($0) }
+            for taker in others.filter({ $0.fresh && $0.holds + 2 <= mine.count }).sorted(by: { $0.holds < $1.holds }) {
+                guard let name = mine.filter({ taker.wants.contains($0) && isSteady(String($0.dropFirst("receiver:".count))) }).randomElement() else { continue }
+                try db.execute("UPDATE owners SET owner = ?, until = \(now) + ? WHERE name = ? AND owner = ?", [taker.owner, lease, name, me])
                 holding.remove(name)
                 released.append(name)
                 break
@@ -154,15 +167,17 @@ public final class PostgresOwnership: Ownership {
             }
             return (Array(holding), gained, released, asked)
         }
-        let lost = held.withLock { state -> Set<String> in
+        let (lost, arrived) = held.withLock { state -> (Set<String>, Set<String>) in
             let lost = state.until > asked ? state.names.subtracting(kept).subtracting(released) : []
+            let arrived = Set(kept).subtracting(state.names)
             state = (Set(kept), asked + Self.actFor)
-            return lost
+            return (lost, arrived)
         }
         for name in lost { logger.warning("ownership lease lost to another process", metadata: ["lease": .string(name)]) }
-        given.withLock { g in for name in released { g[name] = .now + .seconds(3) } }
-        for name in released { logger.info("gave a lease to a process holding less than its share", metadata: ["lease": .string(name)]) }
+        for name in released { logger.info("handed a receiver to a process holding fewer", metadata: ["lease": .string(name)]) }
         for name in gained where !name.hasPrefix("process:") { logger.info("this process now holds a lease", metadata: ["lease": .string(name)]) }
+        for name in arrived.subtracting(gained) { logger.info("this process was handed a lease", metadata: ["lease": .string(name)]) }
+        if !arrived.isEmpty { bus.publish(.wake) }
         if !gained.isEmpty { bus.publish(.wake) }
     }
 }

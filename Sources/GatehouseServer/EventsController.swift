@@ -33,7 +33,7 @@ struct EventsController {
         let body = try await request.bodyBytes(limit: maxBodyBytes)
         let headers = request.headers
         let outcome = try await events.ingest(body, mediaType: mediaType) { name in headers[.init(name)!] }
-        return .json(encoding: IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids), status: .accepted)
+        return .json(IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids).json, status: .accepted)
     }
 
     func filter(from request: Request) throws -> EventFilter {

@@ -173,6 +173,9 @@ public enum GatehouseServer {
         var background: [any Service] = []
         if let bridge { background.append(BackgroundLoop { await bridge.run() }) }
         if let ownership = ownership as? PostgresOwnership { background.append(BackgroundLoop { await ownership.run() }) }
+        if let dispatcher, let ownership = ownership as? PostgresOwnership {
+            ownership.handOver { [weak dispatcher] name in dispatcher?.isSteady(receiver: name) ?? true }
+        }
         if let dispatcher, let client {
             background.append(DispatcherService(dispatcher: dispatcher, client: client, state: state, shutdownTimeout: config.server.shutdownTimeout))
         }

@@ -218,10 +218,11 @@ public protocol Outbox: Sendable {
     /// sharing the database), the rows are claimed for that process, and rows another live
     /// process has claimed are left out.
     func due(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> [(Delivery, StoredEvent)]
-    /// Gives back claims on rows read and never attempted (their receiver went to another process).
-    func release(_ ids: [String], claim: DeliveryClaim) async throws
+    /// Gives back claims on rows read and never attempted (their receiver went to another
+    /// process); returns the ids given back (rows another statement held are passed over).
+    func release(_ ids: [String], claim: DeliveryClaim) async throws -> [String]
     /// Extends this process's claims on rows it still holds (queued, or in flight) by
-    /// `lastsFor`; returns the ids it still had claimed.
+    /// `lastsFor`; returns the ids it still has claimed.
     func renew(_ ids: [String], claim: DeliveryClaim) async throws -> [String]
     /// A recovered receiver's backlog becomes due at once; returns how many.
     func reviveBacklog(receiver: String) async throws -> Int

@@ -217,12 +217,18 @@ public final class SQLOutbox: Outbox {
         return rows.sorted { ($0.0.next_attempt_at, $0.2) < ($1.0.next_attempt_at, $1.2) }.map { ($0.0, $0.1) }
     }
 
-    public func release(_ ids: [String], claim: DeliveryClaim) async throws {
-        _ = try await updateClaims(ids, claim: claim, set: "claimed_by = NULL, claim_until = NULL", [])
+    public func release(_ ids: [String], claim: DeliveryClaim) async throws -> [String] {
+        try await updateClaims(ids, claim: claim, set: "claimed_by = NULL, claim_until = NULL", [])
     }
 
     public func renew(_ ids: [String], claim: DeliveryClaim) async throws -> [String] {
-        try await updateClaims(ids, claim: claim, set: "claim_until = \(Self.databaseNow) + ?", [claim.lastsFor])
+        _ = try await updateClaims(ids, claim: claim, set: "claim_until = \(Self.databaseNow) + ?", [claim.lastsFor])
+        // Which are still this process's, locked or not at this moment (a row another
+        // statement held was passed over above, keeps its claim, and is renewed next time).
+        let arguments: SQLArguments = [claim.owner, ids.joined(separator: "\n")]
+        return try await database.read { db in
+            try db.values(String.self, "SELECT id FROM deliveries WHERE claimed_by = ? AND id = ANY(string_to_array(?, E'\\n'))", arguments)
+        }
     }
 
     /// Changes this process's claims on `ids` with one statement whatever their count (ids

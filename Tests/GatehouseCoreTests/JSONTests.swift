@@ -3,6 +3,15 @@ import GatehouseCore
 import Testing
 
 struct JSONTests {
+    /// The ingest answer is built by hand on the hot path: it must stay the document the
+    /// Codable encoding (the OpenAPI schema's) gives.
+    @Test func theIngestAnswerBuiltByHandIsTheEncodedOne() {
+        for response in [IngestResponse(accepted: 2, duplicates: 1, ids: ["a", "b\"c", "ü"]), IngestResponse(accepted: 0, duplicates: 0, ids: [])] {
+            #expect(response.json == JSONValueEncoder.value(response))
+            #expect(response.json.serialized() == JSONValueEncoder.value(response).serialized())
+        }
+    }
+
     @Test func parsesAndSerialisesLosslessly() throws {
         let text = #"{"a":1,"b":[true,false,null],"c":"x\"y\\z\n","d":-0.5e10,"e":{"f":12345678901234567890},"g":"é✓😀"}"#
         let value = try JSONValue.parse(text)

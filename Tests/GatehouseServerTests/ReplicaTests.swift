@@ -196,7 +196,7 @@ struct ReplicaTests {
             let names = ["r1", "r2", "r3", "r4"]
             let config = dir.write("senders.yml", """
                 receivers:
-                \(names.map { "  - name: \($0)\n    webhook: { url: \(sink.url("/slow-6/\($0)")) }" }.joined(separator: "\n"))
+                \(names.map { "  - name: \($0)\n    webhook: { url: \(sink.url("/slow-8/\($0)")) }" }.joined(separator: "\n"))
                 route:
                   receiver: r1
                   group_by: ['...']
@@ -223,18 +223,20 @@ struct ReplicaTests {
             // A replica serving no receiver (API only) does not count against the others' share.
             let apiOnly = try ServerProcess(dir: dir, db: db)
             let first = try Self.replicas(1, dir: dir, db: db, config: config)[0]
-            try waitFor("one process holding every receiver", timeout: 10) { let h = try holders(); return h.count == 4 && Set(h.values).count == 1 }
+            // Within 4 s: had the API-only replica counted, `first` would take two at once and
+            // the other two only once nobody had held them for a whole lease (5 s).
+            try waitFor("one process holding every receiver", timeout: 4) { let h = try holders(); return h.count == 4 && Set(h.values).count == 1 }
             for name in names {
                 #expect(try first.post("/v1/events", #"{"id":"e-\#(name)","type":"run.failed","pipeline":"p-\#(name)","run":"a-\#(name)"}"#).status == 202)
             }
-            // Every receiver has its send in flight (answered in 6 s) when the second starts.
-            try waitFor("four sends in flight", timeout: 5) { try sink.received("/slow-6/").count == 4 }
+            // Every receiver has its send in flight (answered in 8 s) when the second starts.
+            try waitFor("four sends in flight", timeout: 5) { try sink.received("/slow-8/").count == 4 }
             let second = try Self.replicas(1, dir: dir, db: db, config: config)[0]
             try waitFor("two receivers each", timeout: 10) {
                 let h = try holders()
                 return h.count == 4 && Dictionary(grouping: h.values, by: { $0 }).values.map(\.count).sorted() == [2, 2]
             }
-            #expect(try sink.received("/slow-6/").count == 4, "a receiver handed over mid-send is not sent to again")
+            #expect(try sink.received("/slow-8/").count == 4, "a receiver handed over mid-send is not sent to again")
             _ = try first.waitForDeliveries(timeout: 20) { rows in rows.count == 4 && rows.allSatisfy { $0["state"] == .string("delivered") } }
 
             // Both now send, each event once.
@@ -244,7 +246,7 @@ struct ReplicaTests {
             let delivered = try second.waitForDeliveries(timeout: 20) { rows in rows.count == 8 && rows.allSatisfy { $0["state"] == .string("delivered") } }
             #expect(delivered.count == 8 && delivered.allSatisfy { $0["state"] == .string("delivered") }, "\(delivered)")
             Thread.sleep(forTimeInterval: 1)
-            let sent = try sink.received("/slow-6/").flatMap { Self.eventIDs($0.body) }
+            let sent = try sink.received("/slow-8/").flatMap { Self.eventIDs($0.body) }
             #expect(sent.sorted() == names.flatMap { ["e-\($0)", "f-\($0)"] }.sorted(), "each event once: \(sent)")
             #expect(try apiOnly.get("/healthz").status == 200)
         }
