@@ -356,8 +356,10 @@ public final class Dispatcher: Sendable {
                 let still = Set(try await outbox.renew(ids, claim: claim))
                 self.state.withLock { s in
                     for (name, sent) in snapshot {
-                        // Ids added since the snapshot are kept: they were not asked about.
-                        let kept = (s.claims[name] ?? []).subtracting(sent).union(sent.intersection(still))
+                        // Ids added since the snapshot are kept (they were not asked about); ids
+                        // finished meanwhile stay gone (their outcome ended the claim).
+                        let current = s.claims[name] ?? []
+                        let kept = current.subtracting(sent).union(current.intersection(sent).intersection(still))
                         s.claims[name] = kept.isEmpty ? nil : kept
                     }
                 }
