@@ -72,13 +72,10 @@ public final class PostgresOwnership: Ownership {
         let me = me
         // Given up as long idle, so that any process takes them at once, whatever its share.
         _ = try? await store.leases { db in
-            try db.execute("UPDATE owners SET owner = '', until = \(Self.now) - ? WHERE owner = ? AND name <> ?", [Self.lease, me, "process:" + me])
+            try db.execute("UPDATE owners SET owner = '', until = \(databaseNowMilliseconds) - ? WHERE owner = ? AND name <> ?", [Self.lease, me, "process:" + me])
             try db.execute("DELETE FROM owners WHERE owner = ?", [me])
         }
     }
-
-    /// The database's clock in milliseconds: every lease is timed by it.
-    static let now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 
     private func tick() async throws {
         let me = me
@@ -89,7 +86,7 @@ public final class PostgresOwnership: Ownership {
         let given: (@Sendable (String) -> Bool)? = steady.withLock { $0 }
         let isSteady: @Sendable (String) -> Bool = given ?? { _ in true }
         let (kept, gained, released, asked): ([String], [String], [String], ContinuousClock.Instant) = try await store.leases { db in
-            let now = Self.now
+            let now = databaseNowMilliseconds
             // Taken just before the renewal reaches the database: the lease it renews runs 5 s
             // from a moment no earlier than this, so acting for 3 s from here is safe.
             let asked = ContinuousClock.now

@@ -17,3 +17,7 @@ public struct SoleProcess: Ownership {
     public func owns(receiver: String) -> Bool { true }
     public var claimant: String? { nil }
 }
+
+/// The database's clock in milliseconds (PostgreSQL), as SQL: leases in `owners` and row claims
+/// are timed by it, so processes whose clocks disagree still agree on who holds what.
+public let databaseNowMilliseconds = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"

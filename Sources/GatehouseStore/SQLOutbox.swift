@@ -179,16 +179,12 @@ public final class SQLOutbox: Outbox {
         }
     }
 
-    /// The database's clock in milliseconds: leases in `owners` and claims are timed by it, so
-    /// processes whose clocks disagree still agree on who holds what.
-    static let databaseNow = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-
     /// Rows nobody else holds: unclaimed, claimed by this process, or claimed by a process whose
     /// claim ran out or whose `process:` lease lapsed (it died, or was cut off long enough for
     /// another to take its receivers). PostgreSQL only (`owners` is its table).
     static let claimable = """
-        (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claim_until < \(databaseNow)
-         OR NOT EXISTS (SELECT 1 FROM owners o WHERE o.name = 'process:' || d.claimed_by AND o.until > \(databaseNow)))
+        (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claim_until < \(databaseNowMilliseconds)
+         OR NOT EXISTS (SELECT 1 FROM owners o WHERE o.name = 'process:' || d.claimed_by AND o.until > \(databaseNowMilliseconds)))
         """
 
     /// Due rows claimed in one statement: `FOR UPDATE SKIP LOCKED` passes over rows another
@@ -206,7 +202,7 @@ public final class SQLOutbox: Outbox {
                     ORDER BY d.next_attempt_at, d.rowid LIMIT ?
                     FOR UPDATE OF d SKIP LOCKED
                 )
-                UPDATE deliveries d SET claimed_by = ?, claim_until = \(Self.databaseNow) + ?
+                UPDATE deliveries d SET claimed_by = ?, claim_until = \(databaseNowMilliseconds) + ?
                 FROM due, events e WHERE d.rowid = due.rowid AND e.seq = d.event_seq
                 RETURNING \(Delivery.columns("d")), \(EventRow.columns("e")), d.rowid
                 """, [receiver, now.milliseconds, claim.owner, limit, claim.owner, claim.lastsFor]) { row in
@@ -222,7 +218,7 @@ public final class SQLOutbox: Outbox {
     }
 
     public func renew(_ ids: [String], claim: DeliveryClaim) async throws -> [String] {
-        _ = try await updateClaims(ids, claim: claim, set: "claim_until = \(Self.databaseNow) + ?", [claim.lastsFor])
+        _ = try await updateClaims(ids, claim: claim, set: "claim_until = \(databaseNowMilliseconds) + ?", [claim.lastsFor])
         // Which are still this process's, locked or not at this moment (a row another
         // statement held was passed over above, keeps its claim, and is renewed next time).
         let arguments: SQLArguments = [claim.owner, ids.joined(separator: "\n")]
@@ -266,16 +262,14 @@ public final class SQLOutbox: Outbox {
 
     /// When a receiver's next row falls due, if it has any.
     public func nextDueTime(receiver: String, claim: DeliveryClaim?) async throws -> Timestamp? {
-        let claimed = claim != nil && database.dialect == .postgres
-        var given: SQLArguments = [receiver]
-        if let claim, claimed { given.append(claim.owner) }
-        let arguments = given
+        let claimant = database.dialect == .postgres ? claim?.owner : nil
+        let arguments: SQLArguments = claimant.map { [receiver, $0] } ?? [receiver]
         return try await database.read { db in
             try db.value(
                 Int64.self,
                 """
                 SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.receiver = ? AND d.state IN ('pending','failed') AND (d.batch_id IS NULL OR d.batch_id = d.id)
-                \(claimed ? "AND " + Self.claimable : "")
+                \(claimant != nil ? "AND " + Self.claimable : "")
                 """,
                 arguments
             ).map(Timestamp.init(milliseconds:))
