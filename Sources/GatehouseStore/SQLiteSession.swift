@@ -1,8 +1,12 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// The store's statements on a GRDB connection: every statement is a cached prepared statement
-/// (no SQL is parsed twice on the hot paths), rows are read by index in place.
+/// (no SQL is parsed twice on the hot paths); values are bound and columns read with SQLite's
+/// C functions in place. GRDB prepares, caches and runs the transactions; its per-statement
+/// machinery (`StatementArguments`, `Row`, validation, observation hooks, none of which the
+/// store uses) was a third of the writer thread's time under batched ingest.
 final class SQLiteSession: SQLSession {
     let db: Database
     init(_ db: Database) { self.db = db }
@@ -11,13 +15,14 @@ final class SQLiteSession: SQLSession {
 
     @discardableResult
     func execute(_ sql: String, _ arguments: SQLArguments) throws -> Int {
-        try db.cachedStatement(sql: sql).execute(arguments: Self.bind(arguments))
+        let statement = try db.cachedStatement(sql: sql)
+        try run(statement, arguments) { _ in }
         return db.changesCount
     }
 
     func query(_ sql: String, _ arguments: SQLArguments, _ body: (any SQLRow) throws -> Void) throws {
-        let rows = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: Self.bind(arguments))
-        while let row = try rows.next() { try body(SQLiteRow(row: row)) }
+        let statement = try db.cachedStatement(sql: sql)
+        try run(statement, arguments) { try body(SQLiteRow(statement: $0)) }
     }
 
     func savepoint<T>(_ body: () throws -> T) throws -> T {
@@ -29,40 +34,87 @@ final class SQLiteSession: SQLSession {
         return value!
     }
 
-    /// Arguments as GRDB takes them: through its initialiser for optional existentials, which
-    /// maps with a closure. The one for a sequence of `DatabaseValue` maps with a key path that
-    /// the runtime instantiated anew on every statement (2 % of the server's CPU).
-    static func bind(_ arguments: SQLArguments) -> StatementArguments {
-        StatementArguments(arguments.values.map { value -> (any DatabaseValueConvertible)? in
-            switch value {
-            case .null: return nil
-            case .int(let i): return i.databaseValue
-            case .double(let d): return d.databaseValue
-            case .text(let s): return s.databaseValue
-            // GRDB binds a String as a C string and reads TEXT back with String(cString:):
-            // both stop at the first NUL. Text holding a NUL is therefore kept as a BLOB of its
-            // UTF-8 bytes (SQLite keeps a blob's length); any other text stays TEXT.
-            case .freeText(let s): return s.utf8.contains(0) ? Data(s.utf8).databaseValue : s.databaseValue
+    /// Binds `arguments`, steps through every row, and resets the statement whatever happens
+    /// (a statement left mid-rows would hold its read snapshot).
+    private func run(_ statement: Statement, _ arguments: SQLArguments, _ row: (OpaquePointer) throws -> Void) throws {
+        let handle = statement.sqliteStatement
+        defer {
+            sqlite3_reset(handle)
+            sqlite3_clear_bindings(handle)
+        }
+        let expected = Int(sqlite3_bind_parameter_count(handle))
+        guard arguments.values.count == expected else {
+            throw DatabaseError(
+                resultCode: .SQLITE_MISUSE, message: "\(arguments.values.count) arguments for \(expected) parameters", sql: statement.sql)
+        }
+        for (offset, value) in arguments.values.enumerated() {
+            let code = Self.bind(value, to: handle, at: Int32(offset + 1))
+            guard code == SQLITE_OK else { throw error(code, statement) }
+        }
+        while true {
+            let code = sqlite3_step(handle)
+            switch code {
+            case SQLITE_ROW: try row(handle)
+            case SQLITE_DONE: return
+            default: throw error(code, statement)
             }
-        })
+        }
     }
+
+    private func error(_ code: Int32, _ statement: Statement) -> DatabaseError {
+        DatabaseError(
+            resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: statement.sql)
+    }
+
+    /// SQLite copies what it is given (`SQLITE_TRANSIENT`), so no pointer outlives the call.
+    private static func bind(_ value: SQLValue, to handle: OpaquePointer, at index: Int32) -> Int32 {
+        switch value {
+        case .null: return sqlite3_bind_null(handle, index)
+        case .int(let i): return sqlite3_bind_int64(handle, index, i)
+        case .double(let d): return sqlite3_bind_double(handle, index, d)
+        case .text(let s): return bindText(s, to: handle, at: index)
+        // Text holding a NUL is kept as a BLOB of its UTF-8 bytes, so that every reader (and
+        // any C-string API on the way) keeps its full length; any other text stays TEXT.
+        case .freeText(let s):
+            if s.utf8.contains(0) {
+                var s = s
+                return s.withUTF8 { sqlite3_bind_blob(handle, index, $0.baseAddress, Int32($0.count), transient) }
+            }
+            return bindText(s, to: handle, at: index)
+        }
+    }
+
+    private static func bindText(_ s: String, to handle: OpaquePointer, at index: Int32) -> Int32 {
+        var s = s
+        return s.withUTF8 { utf8 in
+            // An empty buffer may have no address, and a NULL pointer would bind SQL NULL.
+            guard let base = utf8.baseAddress else { return sqlite3_bind_text(handle, index, "", 0, transient) }
+            return sqlite3_bind_text(handle, index, base, Int32(utf8.count), transient)
+        }
+    }
+
+    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 }
 
+/// The current row of a running statement, read with SQLite's column functions (which
+/// convert between storage classes as SQLite documents).
 struct SQLiteRow: SQLRow {
-    let row: Row
+    let statement: OpaquePointer
 
-    func isNull(_ index: Int) -> Bool { row.hasNull(atIndex: index) }
-    func int64(_ index: Int) -> Int64 { (row[index] as Int64?) ?? 0 }
-    func double(_ index: Int) -> Double { (row[index] as Double?) ?? 0 }
+    func isNull(_ index: Int) -> Bool { sqlite3_column_type(statement, Int32(index)) == SQLITE_NULL }
+    func int64(_ index: Int) -> Int64 { sqlite3_column_int64(statement, Int32(index)) }
+    func double(_ index: Int) -> Double { sqlite3_column_double(statement, Int32(index)) }
 
+    /// Free text with a NUL comes back from its BLOB; TEXT is UTF-8 of a known length.
     func text(_ index: Int) -> String {
-        let value: DatabaseValue = row[index]
-        switch value.storage {
-        case .string(let s): return s
-        case .blob(let data): return String(decoding: data, as: UTF8.self)
-        case .int64(let i): return String(i)
-        case .double(let d): return String(d)
-        case .null: return ""
+        let column = Int32(index)
+        if sqlite3_column_type(statement, column) == SQLITE_BLOB {
+            guard let bytes = sqlite3_column_blob(statement, column) else { return "" }
+            let count = Int(sqlite3_column_bytes(statement, column))
+            return String(decoding: UnsafeRawBufferPointer(start: bytes, count: count), as: UTF8.self)
         }
+        guard let text = sqlite3_column_text(statement, column) else { return "" }
+        let count = Int(sqlite3_column_bytes(statement, column))
+        return String(decoding: UnsafeBufferPointer(start: text, count: count), as: UTF8.self)
     }
 }
