@@ -75,6 +75,9 @@ public final class EventLog: Sendable {
 
     private struct Request {
         var events: [Event]
+        /// Aligned with `events` (or empty): their columns and plans, worked out before the
+        /// commit on the caller's thread, so the one writer thread only binds and steps.
+        var prepared: [Prepared] = []
         /// Aligned with `events` (or empty): what each new one causes in the same commit.
         var consequences: [EventConsequence?] = []
         /// Other writes that must commit with the events they cause (a gate closing and its
@@ -98,9 +101,37 @@ public final class EventLog: Sendable {
     }
 
     public func append(_ events: [Event], consequences: [EventConsequence?]) async throws -> AppendOutcome {
-        try await withCheckedThrowingContinuation { continuation in
-            committer.submit(.request(Request(events: events, consequences: consequences, work: nil, continuation: continuation))) { self.commit($0) }
+        let prepared = events.map(prepare)
+        return try await withCheckedThrowingContinuation { continuation in
+            committer.submit(.request(Request(events: events, prepared: prepared, consequences: consequences, work: nil, continuation: continuation))) {
+                self.commit($0)
+            }
         }
+    }
+
+    /// What the commit needs of an event that does not depend on the database: the values of
+    /// its row but `received_at` (the commit's time, bound last) and the deliveries it causes.
+    private struct Prepared {
+        var columns: [SQLValue]
+        var plan: DeliveryPlan?
+    }
+
+    private func prepare(_ event: Event) -> Prepared {
+        var labels: SQLValue = .null
+        if !event.labels.isEmpty {
+            var object = JSONObject()
+            for (k, v) in event.labels { object.append(k, .string(v)) }
+            labels = .text(JSONValue.object(object).serialized())
+        }
+        var columns: [SQLValue] = [
+            .text(event.id), .text(event.type), .text(event.pipeline), event.run.map(SQLValue.text) ?? .null,
+            event.step.map(SQLValue.text) ?? .null, .text(event.severity.rawValue), event.summary.map(SQLValue.freeText) ?? .null,
+            event.details.map(SQLValue.freeText) ?? .null, labels,
+            event.attributes.map { .text(JSONValue.object($0).serialized()) } ?? .null, event.url.map(SQLValue.text) ?? .null,
+            .int(event.time.milliseconds), .int(event.timeGiven ? 1 : 0),
+        ]
+        columns.reserveCapacity(columns.count + 1)
+        return Prepared(columns: columns, plan: planner?(event))
     }
 
     /// Runs `work` inside the next group commit and appends the events it returns in the same
@@ -207,7 +238,9 @@ public final class EventLog: Sendable {
                     // what `work` returned.
                     let offset = events.count - request.events.count
                     let consequences = request.consequences.isEmpty ? [] : Array(repeating: nil, count: offset) + request.consequences
-                    outcome = try self.insert(events, consequences: consequences, receivedAt: receivedAt, db: db, inserted: &mine)
+                    outcome = try self.insert(
+                        events, prepared: request.prepared, offset: offset, consequences: consequences, receivedAt: receivedAt, db: db,
+                        inserted: &mine)
                 }
                 if atomic { try body() } else { try db.savepoint(body) }
                 inserted.append(contentsOf: mine)
@@ -234,37 +267,30 @@ public final class EventLog: Sendable {
     }
 
     private static let insertEvent = """
-        INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, received_at, time_given)
+        INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, time_given, received_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq
         """
     private static let selectEvent = "SELECT \(EventRow.selectColumns) FROM events WHERE id = ?"
 
+    /// `prepared` (when not empty) lines up with `events` from `offset` on; events before it
+    /// (what a request's work returned) and events they cause are prepared here.
     private func insert(
-        _ events: [Event], consequences: [EventConsequence?] = [], receivedAt: Timestamp, db: any SQLSession, inserted: inout [Event]
+        _ events: [Event], prepared: [Prepared] = [], offset: Int = 0, consequences: [EventConsequence?] = [], receivedAt: Timestamp,
+        db: any SQLSession, inserted: inout [Event]
     ) throws -> AppendOutcome {
         var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
         outcome.ids.reserveCapacity(events.count)
         var caused: [Event] = []
         for (index, event) in events.enumerated() {
-            var labels: String?
-            if !event.labels.isEmpty {
-                var object = JSONObject()
-                for (k, v) in event.labels { object.append(k, .string(v)) }
-                labels = JSONValue.object(object).serialized()
-            }
-            let attributes = event.attributes.map { JSONValue.object($0).serialized() }
-            let seq = try db.value(Int64.self, Self.insertEvent, [
-                event.id, event.type, event.pipeline, event.run, event.step, event.severity.rawValue,
-                event.summary.map(StoredText.init), event.details.map(StoredText.init), labels, attributes, event.url, event.time.milliseconds,
-                receivedAt.milliseconds, event.timeGiven,
-            ])
+            var ready = index >= offset && index - offset < prepared.count ? prepared[index - offset] : prepare(event)
+            ready.columns.append(.int(receivedAt.milliseconds))
+            let seq = try db.value(Int64.self, Self.insertEvent, SQLArguments(values: ready.columns))
             outcome.ids.append(event.id)
             if let seq {
                 outcome.accepted += 1
                 outcome.lastCursor = seq
                 inserted.append(event)
-                if let planner {
-                    let plan = planner(event)
+                if let plan = ready.plan {
                     if !plan.deliveries.isEmpty {
                         try SQLOutbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
                     }

@@ -38,10 +38,12 @@ enum RunRow {
     static func arguments(_ s: RunSummary) -> SQLArguments {
         var object = JSONObject()
         for (k, v) in s.counts.sorted(by: { $0.key < $1.key }) { object.append(k, .int(v)) }
-        return [
-            s.pipeline, s.run, s.status.rawValue, s.failedStep, s.startedAt.milliseconds, s.endedAt?.milliseconds,
-            s.lastEventAt.milliseconds, s.lifecycleAt?.milliseconds, s.eventCount, JSONValue.object(object).serialized(),
-        ]
+        // Built as values, not through the array literal of existentials (per run, per commit).
+        return SQLArguments(values: [
+            .text(s.pipeline), .text(s.run), .text(s.status.rawValue), s.failedStep.map(SQLValue.text) ?? .null, .int(s.startedAt.milliseconds),
+            s.endedAt.map { .int($0.milliseconds) } ?? .null, .int(s.lastEventAt.milliseconds), s.lifecycleAt.map { .int($0.milliseconds) } ?? .null,
+            .int(Int64(s.eventCount)), .text(JSONValue.object(object).serialized()),
+        ])
     }
 
     /// A summary from the columns `status, failed_step, started_at, ended_at, last_event_at,

@@ -81,7 +81,10 @@ public final class SQLOutbox: Outbox {
             try db.execute("""
                 INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at, fallback)
                 VALUES (?, ?, ?, ?, ?, 'event', 'pending', 0, ?, ?, ?, ?)
-                """, [Delivery.newID(), eventSeq, plan.receiver, plan.route, plan.groupKey, due, now.milliseconds, now.milliseconds, plan.fallback])
+                """, SQLArguments(values: [
+                    .text(Delivery.newID()), .int(eventSeq), .text(plan.receiver), .text(plan.route), .text(plan.groupKey), .int(due),
+                    .int(now.milliseconds), .int(now.milliseconds), plan.fallback.map(SQLValue.text) ?? .null,
+                ]))
             if isFailure {
                 // The pipeline is failing for this receiver until a run succeeds; a fresh
                 // failure restarts the reminder clock.
@@ -90,10 +93,10 @@ public final class SQLOutbox: Outbox {
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (receiver, pipeline) DO UPDATE SET route = excluded.route, last_event_seq = excluded.last_event_seq,
                         repeat_ms = excluded.repeat_ms, next_repeat_at = excluded.next_repeat_at, send_resolved = excluded.send_resolved
-                    """, [
-                        plan.receiver, pipeline, plan.route, now.milliseconds, eventSeq, plan.repeatInterval.milliseconds,
-                        due + plan.repeatInterval.milliseconds, plan.sendResolved,
-                    ])
+                    """, SQLArguments(values: [
+                        .text(plan.receiver), .text(pipeline), .text(plan.route), .int(now.milliseconds), .int(eventSeq),
+                        .int(plan.repeatInterval.milliseconds), .int(due + plan.repeatInterval.milliseconds), .int(plan.sendResolved ? 1 : 0),
+                    ]))
             }
         }
     }
