@@ -304,20 +304,23 @@ extension GatehouseDatabase: StoreDatabase {
     public var dialect: SQLDialect { .sqlite }
     public var location: String { path }
 
+    // Reads and writes open their transactions themselves (`SQLiteSession.transaction`), with
+    // cached statements; GRDB provides the connections and their queues.
+
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
-        try await pool.read { db in try body(SQLiteSession(db)) }
+        try await pool.unsafeRead { db in try SQLiteSession.transaction(db, .deferred, body) }
     }
 
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
-        try await pool.write { db in try body(SQLiteSession(db)) }
+        try await pool.writeWithoutTransaction { db in try SQLiteSession.transaction(db, .immediate, body) }
     }
 
     public func readNow<T>(_ body: (any SQLSession) throws -> T) throws -> T {
-        try pool.read { db in try body(SQLiteSession(db)) }
+        try pool.unsafeRead { db in try SQLiteSession.transaction(db, .deferred, body) }
     }
 
     public func writeNow<T>(_ body: (any SQLSession) throws -> T) throws -> T {
-        try pool.write { db in try body(SQLiteSession(db)) }
+        try pool.writeWithoutTransaction { db in try SQLiteSession.transaction(db, .immediate, body) }
     }
 
     /// SQLite has one writer: `BEGIN IMMEDIATE` is the serialisation. A relaxed commit runs at
@@ -327,10 +330,7 @@ extension GatehouseDatabase: StoreDatabase {
             let relax = relaxed && durability == .full
             if relax { try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
             defer { if relax { try? db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute() } }
-            try db.inTransaction(.immediate) {
-                try body(SQLiteSession(db))
-                return .commit
-            }
+            try SQLiteSession.transaction(db, .immediate, body)
         }
     }
 }
