@@ -219,6 +219,8 @@ enum PostgresSchema {
         Migration(name: "pg4-wants", sql: bytewise("""
             ALTER TABLE owners ADD COLUMN wants TEXT;
             """)),
+        // Unused, and each delivery wrote to it twice (see the SQLite store's v9).
+        Migration(name: "pg5-drop-deliveries-by-group", sql: "DROP INDEX IF EXISTS deliveries_by_group;"),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,
