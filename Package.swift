@@ -36,11 +36,14 @@ let package = Package(
         .target(name: "GatehouseResources", plugins: ["EmbedFilesPlugin"]),
         .executableTarget(name: "EmbedFiles"),
         .plugin(name: "EmbedFilesPlugin", capability: .buildTool(), dependencies: ["EmbedFiles"]),
+        // sqlite3_config, which is variadic and so out of Swift's reach.
+        .target(name: "SQLiteShim", linkerSettings: [.linkedLibrary("sqlite3")]),
         // SQLite schema, migrations, the group-committing event log, tokens.
         .target(
             name: "GatehouseStore",
             dependencies: [
                 "GatehouseCore",
+                "SQLiteShim",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SQLiteShim
 import GatehouseCore
 
 /// The SQLite file: WAL, one writer connection, concurrent readers, schema by named,
@@ -20,13 +21,8 @@ public final class GatehouseDatabase: Sendable {
             // Keep each connection's page cache small: idle memory matters more than a few
             // cache hits, and the OS page cache holds the hot pages anyway.
             try db.execute(sql: "PRAGMA cache_size = -2000")
-            // A savepoint (one per request or delivery outcome sharing a group commit) keeps
-            // the original of every page it first touches in a statement journal. On disk
-            // that is a temp file in /var/tmp written with a pwrite per page: a third of the
-            // writer thread's time under batched ingest. In memory it is a copy, bounded by
-            // one transaction's pages, and never needed after a crash.
-            try db.execute(sql: "PRAGMA temp_store = MEMORY")
         }
+        _ = Self.statementJournalsInMemory
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -39,6 +35,14 @@ public final class GatehouseDatabase: Sendable {
         }
         try Self.migrator.migrate(pool)
     }
+
+    /// A savepoint (one per request or delivery outcome sharing a group commit) keeps the
+    /// original of every page it first touches in a statement journal. Past 64 KiB, SQLite's
+    /// default, that journal spills to a temp file written with a pwrite per page: a third of
+    /// the writer thread's time under batched ingest. 8 MiB keeps any request's savepoint in
+    /// memory and still spills a large one (a dataset import) to disk. Set once, before the
+    /// process's first connection; if SQLite was initialised already it stays as it was.
+    static let statementJournalsInMemory: Bool = gh_sqlite_set_statement_journal_spill(8 << 20) == 0
 
     public static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()

@@ -123,14 +123,13 @@ public final class EventLog: Sendable {
             for (k, v) in event.labels { object.append(k, .string(v)) }
             labels = .text(JSONValue.object(object).serialized())
         }
-        var columns: [SQLValue] = [
+        let columns: [SQLValue] = [
             .text(event.id), .text(event.type), .text(event.pipeline), event.run.map(SQLValue.text) ?? .null,
             event.step.map(SQLValue.text) ?? .null, .text(event.severity.rawValue), event.summary.map(SQLValue.freeText) ?? .null,
             event.details.map(SQLValue.freeText) ?? .null, labels,
             event.attributes.map { .text(JSONValue.object($0).serialized()) } ?? .null, event.url.map(SQLValue.text) ?? .null,
             .int(event.time.milliseconds), .int(event.timeGiven ? 1 : 0),
         ]
-        columns.reserveCapacity(columns.count + 1)
         return Prepared(columns: columns, plan: planner?(event))
     }
 

@@ -4,25 +4,45 @@ import GRDBSQLite
 
 /// The store's statements on a GRDB connection: every statement is a cached prepared statement
 /// (no SQL is parsed twice on the hot paths); values are bound and columns read with SQLite's
-/// C functions in place. GRDB prepares, caches and runs the transactions; its per-statement
+/// C functions in place. GRDB opens, prepares and caches, and serialises access; its per-statement
 /// machinery (`StatementArguments`, `Row`, validation, observation hooks, none of which the
 /// store uses) was a third of the writer thread's time under batched ingest.
 final class SQLiteSession: SQLSession {
     let db: Database
     init(_ db: Database) { self.db = db }
 
+    /// Inside a transaction this session opened (`transaction`): then finding the connection
+    /// back in autocommit means SQLite rolled the transaction back by itself (SQLITE_IOERR,
+    /// SQLITE_FULL…), and every later statement must fail rather than commit on its own.
+    private var inTransaction = false
+    /// A savepoint could not be rolled back to: what it wrote must not be committed.
+    private var aborted = false
+
     var dialect: SQLDialect { .sqlite }
 
     @discardableResult
     func execute(_ sql: String, _ arguments: SQLArguments) throws -> Int {
-        let statement = try db.cachedStatement(sql: sql)
-        try run(statement, arguments) { _ in }
+        try checkNotAborted()
+        try run(statement(sql), arguments) { _ in }
         return db.changesCount
     }
 
     func query(_ sql: String, _ arguments: SQLArguments, _ body: (any SQLRow) throws -> Void) throws {
-        let statement = try db.cachedStatement(sql: sql)
-        try run(statement, arguments) { try body(SQLiteRow(statement: $0)) }
+        try checkNotAborted()
+        try run(statement(sql), arguments) { try body(SQLiteRow(statement: $0)) }
+    }
+
+    /// The cached statement, or a fresh one when the cached one is running (the same SQL run
+    /// again from inside a row callback must not reset the outer query).
+    private func statement(_ sql: String) throws -> Statement {
+        let cached = try db.cachedStatement(sql: sql)
+        return sqlite3_stmt_busy(cached.sqliteStatement) == 0 ? cached : try db.makeStatement(sql: sql)
+    }
+
+    private func checkNotAborted() throws {
+        if aborted || (inTransaction && sqlite3_get_autocommit(db.sqliteConnection) != 0) {
+            throw DatabaseError(resultCode: .SQLITE_ABORT, message: "the transaction was rolled back after an earlier error")
+        }
     }
 
     // Transactions and savepoints run their control statements through the statement cache
@@ -36,12 +56,9 @@ final class SQLiteSession: SQLSession {
             try execute("RELEASE gatehouse", [])
             return value
         } catch {
-            // An error that rolled the whole transaction back (SQLITE_FULL, SQLITE_IOERR…)
-            // left no savepoint to roll back to; the caller's transaction handling sees it.
-            if db.isInsideTransaction {
-                try? execute("ROLLBACK TO gatehouse", [])
-                try? execute("RELEASE gatehouse", [])
-            }
+            // Undo what the savepoint wrote. When that fails (or SQLite rolled the whole
+            // transaction back already), nothing more may commit: the session is aborted.
+            if !(rollback("ROLLBACK TO gatehouse") && rollback("RELEASE gatehouse")) { aborted = true }
             throw error
         }
     }
@@ -52,18 +69,45 @@ final class SQLiteSession: SQLSession {
     static func transaction<T>(_ db: Database, _ kind: TransactionKind, _ body: (SQLiteSession) throws -> T) throws -> T {
         let session = SQLiteSession(db)
         try session.execute(kind == .immediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED", [])
+        session.inTransaction = true
+        defer { session.inTransaction = false }
+        let value: T
         do {
-            let value = try body(session)
-            try session.execute("COMMIT", [])
-            return value
+            value = try body(session)
         } catch {
-            // SQLite may have rolled back by itself (see `savepoint`); ROLLBACK would fail then.
-            if db.isInsideTransaction { try? session.execute("ROLLBACK", []) }
+            _ = session.rollback("ROLLBACK")
             throw error
         }
+        do {
+            try session.execute("COMMIT", [])
+        } catch {
+            _ = session.rollback("ROLLBACK")
+            // A read that got its answer stands even if ending its snapshot failed.
+            if kind == .deferred { return value }
+            throw error
+        }
+        return value
     }
 
     enum TransactionKind { case deferred, immediate }
+
+    /// Runs a rollback statement past the aborted check, once more if an interrupt (a
+    /// cancelled access) cut the first try short; true when it took effect. A transaction left
+    /// open would stop GRDB with a fatal error.
+    private func rollback(_ sql: String) -> Bool {
+        guard db.isInsideTransaction else { return false }
+        for _ in 0..<2 {
+            do {
+                try run(statement(sql), []) { _ in }
+                return true
+            } catch is CancellationError {
+                continue
+            } catch {
+                return false
+            }
+        }
+        return false
+    }
 
     /// Binds `arguments`, steps through every row, and resets the statement whatever happens
     /// (a statement left mid-rows would hold its read snapshot).
@@ -92,8 +136,11 @@ final class SQLiteSession: SQLSession {
         }
     }
 
-    private func error(_ code: Int32, _ statement: Statement) -> DatabaseError {
-        DatabaseError(
+    /// SQLITE_INTERRUPT only comes of GRDB interrupting an access whose task was cancelled (a
+    /// client gone, a shutdown): it is reported as the cancellation it is, not a failure.
+    private func error(_ code: Int32, _ statement: Statement) -> any Error {
+        if code == SQLITE_INTERRUPT { return CancellationError() }
+        return DatabaseError(
             resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: statement.sql)
     }
 

@@ -128,6 +128,45 @@ struct EventLogTests {
         for i in 0..<30 where i % 3 == 0 { #expect(!stored.contains("ok-\(i)")) }
     }
 
+    @Test func aCommitSQLiteRolledBackByItselfFailsWhole() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let database = try GatehouseDatabase(path: path)
+        // RAISE(ROLLBACK) ends the whole transaction, as SQLITE_IOERR or SQLITE_FULL may: no
+        // request of that group commit may then be committed, and none reported committed.
+        try await database.pool.write { db in
+            try db.execute(sql: "CREATE TRIGGER crash BEFORE INSERT ON events WHEN NEW.pipeline = 'rollback' BEGIN SELECT RAISE(ROLLBACK, 'rolled back'); END")
+        }
+        let log = EventLog(database: database, bus: Bus())
+        // Waves of concurrent requests (so they share commits): batches, each in a savepoint,
+        // and single events, in none; in every other wave one request rolls back.
+        var outcomes: [(Int, Bool)] = []
+        for wave in 0..<8 {
+            outcomes += await withTaskGroup(of: (Int, Bool).self) { group in
+                for i in wave * 8..<(wave + 1) * 8 {
+                    let rollback = wave % 2 == 1 && i % 8 == 3
+                    group.addTask {
+                        let batch = i % 2 == 0
+                            ? [event("a-\(i)", run: "r\(i % 5)"), event("b-\(i)", run: "r\(i % 5)")]
+                            : [event("a-\(i)", pipeline: rollback ? "rollback" : "p", run: "r\(i % 5)")]
+                        return (i, (try? await log.append(batch)) != nil)
+                    }
+                }
+                var result: [(Int, Bool)] = []
+                for await o in group { result.append(o) }
+                return result
+            }
+        }
+        let stored = Set(try await log.events(EventFilter(limit: 1000)).map(\.event.id))
+        for (i, succeeded) in outcomes {
+            #expect(stored.contains("a-\(i)") == succeeded, "request \(i): reported \(succeeded ? "committed" : "failed")")
+        }
+        #expect(outcomes.contains { $0.1 } && outcomes.contains { !$0.1 })
+        // Runs count exactly the events that were committed.
+        let runs = try await log.runs(pipeline: "p", status: nil, limit: 10)
+        #expect(runs.map(\.eventCount).reduce(0, +) == stored.count)
+    }
+
     @Test func runSummariesFollowTheirEvents() async throws {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -1,0 +1,6 @@
+#include <sqlite3.h>
+#include "SQLiteShim.h"
+
+int gh_sqlite_set_statement_journal_spill(int bytes) {
+    return sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, bytes);
+}
