@@ -171,12 +171,14 @@ public final class EventLog: Sendable {
         var writeErrors = [(any Error)?](repeating: nil, count: writes.count)
         var lastCursor: Int64 = 0
         var total = 0
-        // PostgreSQL: a savepoint costs two round trips, and most commits have no failure to
-        // isolate. So the commit is first tried whole; only if something in it fails is it
-        // rolled back and run again with a savepoint per request, so that the one failure
-        // fails only its own request. (Work and consequences only write through the session,
-        // so running them again is safe.)
-        let optimistic = database.dialect == .postgres && requests.count + writes.count > 1
+        // Most commits have no failure to isolate, and a savepoint is not free: two round trips
+        // on PostgreSQL; on SQLite two statements and a copy of every page it touches (a
+        // request's savepoint copied the index pages the one before it had just written). So
+        // the commit is first tried whole; only if something in it fails is it rolled back and
+        // run again with a savepoint per request, so that the one failure fails only its own
+        // request. (Work and consequences only write through the session, so running them
+        // again is safe.)
+        let optimistic = requests.count + writes.count > 1
         for isolated in optimistic ? [false, true] : [true] {
             do {
                 try database.commit(relaxed: requests.isEmpty) { db in
