@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import SQLiteShim
 import GatehouseCore
+import Logging
 
 /// The SQLite file: WAL, one writer connection, concurrent readers, schema by named,
 /// append-only migrations. Never edit a registered migration; add a new one.
@@ -42,7 +43,15 @@ public final class GatehouseDatabase: Sendable {
     /// the writer thread's time under batched ingest. 8 MiB keeps any request's savepoint in
     /// memory and still spills a large one (a dataset import) to disk. Set once, before the
     /// process's first connection; if SQLite was initialised already it stays as it was.
-    static let statementJournalsInMemory: Bool = gh_sqlite_set_statement_journal_spill(8 << 20) == 0
+    static let statementJournalsInMemory: Bool = {
+        let code = gh_sqlite_set_statement_journal_spill(8 << 20)
+        if code != 0 {
+            Logger(label: "gatehouse.store").warning(
+                "SQLite was initialised before the store opened it: savepoints keep SQLite's default statement journal spill (64 KiB)",
+                metadata: ["code": .stringConvertible(code)])
+        }
+        return code == 0
+    }()
 
     public static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -295,7 +304,9 @@ public final class GatehouseDatabase: Sendable {
                 CREATE INDEX leases_by_annotator ON leases(dataset, annotator);
                 """)
         }
-        migrator.registerMigration("v9-drop-deliveries-by-group") { db in
+        // Only an index goes: GRDB's foreign-key check after the migration (every delivery's
+        // event looked up) would be start-up time spent for nothing.
+        migrator.registerMigration("v9-drop-deliveries-by-group", foreignKeyChecks: .immediate) { db in
             // No query reads deliveries by group (groups are flushed from `alert_groups`), and
             // its group keys scatter: each delivery dirtied a page of it twice (queued, then
             // sent), two of the ~7 pages an alert wrote to the WAL.

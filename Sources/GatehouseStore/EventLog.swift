@@ -249,7 +249,12 @@ public final class EventLog: Sendable {
                 outcomes[i] = .success(outcome)
             } catch {
                 if single { throw error }
-                if !isolated { throw FailedWhole() }
+                // A reused id with other content is refused before anything is written: on
+                // SQLite (where the failed statement leaves the transaction usable) a lone
+                // event fails alone, without costing its neighbours the whole commit again.
+                let refusedUnwritten = db.dialect == .sqlite && request.work == nil && request.events.count == 1
+                    && request.consequences.isEmpty && (error as? Problem)?.status == 409
+                if !isolated && !refusedUnwritten { throw FailedWhole() }
                 outcomes[i] = .failure(error)
             }
         }

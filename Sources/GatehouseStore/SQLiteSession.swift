@@ -17,6 +17,9 @@ final class SQLiteSession: SQLSession {
     private var inTransaction = false
     /// A savepoint could not be rolled back to: what it wrote must not be committed.
     private var aborted = false
+    /// The error with which SQLite ended the transaction by itself, named by every statement
+    /// refused after it (a full disk must not be reported as a mere abort).
+    private var rolledBackBy: String?
 
     var dialect: SQLDialect { .sqlite }
 
@@ -41,7 +44,8 @@ final class SQLiteSession: SQLSession {
 
     private func checkNotAborted() throws {
         if aborted || (inTransaction && sqlite3_get_autocommit(db.sqliteConnection) != 0) {
-            throw DatabaseError(resultCode: .SQLITE_ABORT, message: "the transaction was rolled back after an earlier error")
+            throw DatabaseError(
+                resultCode: .SQLITE_ABORT, message: "the transaction was rolled back after an earlier error" + (rolledBackBy.map { ": \($0)" } ?? ""))
         }
     }
 
@@ -131,7 +135,10 @@ final class SQLiteSession: SQLSession {
             switch code {
             case SQLITE_ROW: try row(handle)
             case SQLITE_DONE: return
-            default: throw error(code, statement)
+            default:
+                let failure = error(code, statement)
+                if inTransaction, rolledBackBy == nil, sqlite3_get_autocommit(db.sqliteConnection) != 0 { rolledBackBy = "\(failure)" }
+                throw failure
             }
         }
     }

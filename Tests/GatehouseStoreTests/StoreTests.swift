@@ -167,6 +167,38 @@ struct EventLogTests {
         #expect(runs.map(\.eventCount).reduce(0, +) == stored.count)
     }
 
+    @Test func aReusedIdFailsAloneInItsGroupCommit() async throws {
+        let path = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = EventLog(database: try GatehouseDatabase(path: path), bus: Bus())
+        _ = try await log.append([event("taken", pipeline: "p")])
+        // Each wave shares commits: single events, batches, and one id reused with other content.
+        var refused = 0
+        for wave in 0..<6 {
+            refused += await withTaskGroup(of: Int.self) { group in
+                for i in 0..<8 {
+                    group.addTask {
+                        let batch = i == 5 ? [event("taken", pipeline: "other")]
+                            : i % 2 == 0 ? [event("w\(wave)-\(i)-a"), event("w\(wave)-\(i)-b")] : [event("w\(wave)-\(i)")]
+                        do {
+                            _ = try await log.append(batch)
+                            return 0
+                        } catch let problem as Problem where problem.status == 409 {
+                            return 1
+                        } catch {
+                            return 100
+                        }
+                    }
+                }
+                var sum = 0
+                for await n in group { sum += n }
+                return sum
+            }
+        }
+        #expect(refused == 6)
+        #expect(try await log.count() == 1 + 6 * (4 * 2 + 3))
+    }
+
     @Test func runSummariesFollowTheirEvents() async throws {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
