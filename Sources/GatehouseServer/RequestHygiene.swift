@@ -7,13 +7,19 @@ import Hummingbird
 /// - path parameters are percent-decoded (`/v1/runs/a%20b` names the run `a b`), so no
 ///   handler compares an encoded segment with a stored name;
 /// - a body declared in a charset other than UTF-8 is refused with `415`: every parser
-///   behind this point reads UTF-8, and would otherwise store mojibake.
+///   behind this point reads UTF-8, and would otherwise store mojibake;
+/// - no query parameter or path segment holds a NUL (`%00`): no name, id or filter can
+///   contain one, and PostgreSQL refuses it in text outright (a `500` from a lookup). A
+///   query parameter is a `422` naming it; a path segment names nothing that exists, `404`.
 struct RequestHygieneMiddleware: RouterMiddleware {
     typealias Context = GatehouseContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if let contentType = request.headers[.contentType], let charset = Self.charset(of: contentType), !Self.isUTF8(charset) {
             throw Problem.unsupportedMediaType("charset=\(charset) is not accepted: send UTF-8 (charset=utf-8, or no charset)")
+        }
+        for (name, value) in request.uri.queryParameters where value.utf8.contains(0) {
+            throw Problem.invalid([FieldError(field: String(name), detail: "must not contain a NUL character")])
         }
         var context = context
         context.coreContext.parameters = try Self.decoded(context.parameters)
@@ -44,6 +50,9 @@ struct RequestHygieneMiddleware: RouterMiddleware {
             guard let text = String(value).removingPercentEncoding else {
                 throw Problem.badRequest("the path segment \"\(value)\" is not valid percent-encoded UTF-8")
             }
+            // Nothing is named with a NUL (names and ids refuse control characters), so there
+            // is nothing there: 404, as for any other name that does not exist.
+            if text.utf8.contains(0) { throw Problem.notFound("nothing is named with a NUL character (path segment \"\(value)\")") }
             result.append(key: key, value: Substring(text))
         }
         return result

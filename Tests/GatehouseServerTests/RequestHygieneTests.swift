@@ -44,6 +44,13 @@ struct RequestHygieneTests {
             // A malformed escape is the client's error, named.
             let bad = try server.get("/v1/runs/a%zzb")
             #expect(bad.status == 400 && bad.header("Content-Type") == "application/problem+json", "\(bad.status) \(bad.text)")
+            // No name, id or filter holds a NUL (PostgreSQL refuses one in text: a lookup with
+            // it was a 500 there): nothing is found by one, and a filter with one is refused.
+            let nulSegment = try server.get("/v1/runs/a%00b")
+            #expect(nulSegment.status == 404 && nulSegment.header("Content-Type") == "application/problem+json", "\(nulSegment.status) \(nulSegment.text)")
+            let nulFilter = try server.get("/v1/deliveries?state=failed&receiver=a%00b")
+            #expect(nulFilter.status == 422, "\(nulFilter.status) \(nulFilter.text)")
+            #expect(nulFilter.json["errors"]?.arrayValue?.first?.objectValue?["field"] == .string("receiver"), "\(nulFilter.text)")
 
             var cli = try runCLI(["runs", "show", "a b", "--json"], environment: env)
             #expect(cli.status == 0, "\(cli.stderr)")
