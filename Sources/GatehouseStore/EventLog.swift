@@ -249,9 +249,10 @@ public final class EventLog: Sendable {
                 outcomes[i] = .success(outcome)
             } catch {
                 if single { throw error }
-                // A reused id with other content is refused before anything is written: on
-                // SQLite (where the failed statement leaves the transaction usable) a lone
-                // event fails alone, without costing its neighbours the whole commit again.
+                // A reused id with other content is refused before anything is written (no
+                // statement failed, the transaction is intact): a lone event then fails alone,
+                // without costing its neighbours the whole commit again. (SQLite only for now:
+                // PostgreSQL's path is unchanged and measured as it was.)
                 let refusedUnwritten = db.dialect == .sqlite && request.work == nil && request.events.count == 1
                     && request.consequences.isEmpty && (error as? Problem)?.status == 409
                 if !isolated && !refusedUnwritten { throw FailedWhole() }
