@@ -108,6 +108,25 @@ public final class Authenticator: Sendable {
         throw Problem.unauthorized("a bearer token with the scope \(scope.rawValue) is required")
     }
 
+    /// Whether `authorize` would let the request act with `scope`, said from what is cached
+    /// alone — for the front end's fast path, which answers without a task. False when the
+    /// cache cannot say (a token not seen within `cacheTTL`, a session cookie, the token count
+    /// not read lately) and when the answer is a refusal: the request then takes the full
+    /// path, which reads what it needs, caches it, and words any refusal.
+    func allowsFromCache(authorization: String?, hasCookie: Bool, isLoopbackPeer: Bool, scope: Scope) -> Bool {
+        let now = ContinuousClock.now
+        if let authorization {
+            let parts = authorization.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
+            let key = "hash:" + AccessToken.hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
+            guard let cached = cache.withLock({ $0[key] }), cached.until > now, let token = cached.token else { return false }
+            return token.scopes.grants(scope)
+        }
+        // A session cookie may carry a token's scopes, or refuse a change from another site.
+        guard !hasCookie, isLoopbackPeer, let count = activeTokens.withLock({ $0 }), count.until > now else { return false }
+        return count.count == 0
+    }
+
     /// A token pasted into a web login form.
     public func verify(secret: String) async throws -> AccessToken? { try await token(for: secret) }
 

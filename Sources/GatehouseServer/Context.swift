@@ -18,8 +18,10 @@ public struct GatehouseContext: RequestContext {
         channel = source.channel
     }
 
-    public var isLoopbackPeer: Bool {
-        guard let address = remoteAddress else { return false }
+    public var isLoopbackPeer: Bool { Self.isLoopback(remoteAddress) }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let address else { return false }
         switch address {
         case .unixDomainSocket: return true
         case .v4, .v6:

@@ -32,16 +32,12 @@ public enum GatehouseServer {
 
     public static func makeRouter(
         config: GatehouseConfig, database: any StoreDatabase, log: EventLog, outbox: any Outbox, registry: PrometheusCollectorRegistry?, state: ServerState,
-        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetService,
+        desk: GateDesk, callbacks: CallbacksController, pages: TemplateSet?, datasets: DatasetService, events: EventService, auth: Authenticator,
         receiverHealth: @escaping @Sendable () -> [(name: String, health: ReceiverHealth)] = { [] }
     ) -> Router<GatehouseContext> {
         let router = Router(context: GatehouseContext.self)
         router.middlewares.add(ObservabilityMiddleware())
         router.middlewares.add(RequestHygieneMiddleware())
-        let auth = Authenticator(tokens: SQLTokenStore(database: database), signer: desk.signer)
-        let events = EventService(
-            store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
-            labellingRules: config.labellingRules, datasets: datasets)
         EventsController(
             events: events,
             auth: auth,
@@ -143,19 +139,28 @@ public enum GatehouseServer {
                 outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SQLSilenceStore(database: database),
                 inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger, ownership: ownership)
         }
+        let datasets = DatasetService(repository: SQLDatasetRepository(log: log), bus: bus, pageURL: { [base = desk.base] in "\(base.value)/annotate/\($0)" })
+        // The router and the fast path of POST /v1/events share these: one token cache, one writer.
+        let auth = Authenticator(tokens: SQLTokenStore(database: database), signer: desk.signer)
+        let events = EventService(
+            store: log, intake: EventIntake(maxItems: config.server.maxBatchItems), gateRules: config.gateRules, gates: desk.gates,
+            labellingRules: config.labellingRules, datasets: datasets)
         let router = makeRouter(
             config: config, database: database, log: log, outbox: outbox, registry: registry, state: state, desk: desk, callbacks: callbacks,
-            pages: templates,
-            datasets: DatasetService(repository: SQLDatasetRepository(log: log), bus: bus, pageURL: { [base = desk.base] in "\(base.value)/annotate/\($0)" }),
+            pages: templates, datasets: datasets, events: events, auth: auth,
             receiverHealth: { dispatcher?.receiverHealth() ?? [] })
+        let fastPath = ProcessInfo.processInfo.environment["GATEHOUSE_EVENTS_FAST_PATH"] == "off"
+            ? nil : EventsFastPath.Settings(events: events, auth: auth, maxBodyBytes: config.server.maxBodyBytes, logger: logger)
         let app = Application(
             router: router,
             // The idle timeout is Hummingbird's connection state handler: it closes a
             // connection that sent nothing for that long while its request is being read, or
             // while it sits idle between requests, and never one whose answer is being written.
-            server: .http1(configuration: .init(
-                additionalChannelHandlers: [EarlyAnswerHandler(), CloseAfterResponseHandler()],
-                idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds))),
+            server: .gatehouse(
+                configuration: .init(
+                    additionalChannelHandlers: [EarlyAnswerHandler(), CloseAfterResponseHandler()],
+                    idleTimeout: .milliseconds(config.server.idleTimeout.milliseconds)),
+                fastPath: fastPath),
             configuration: .init(
                 address: .hostname(address.host, port: address.port), serverName: nil,
                 availableConnectionsDelegate: MaximumAvailableConnections(config.server.maxConnections, logger: logger)),

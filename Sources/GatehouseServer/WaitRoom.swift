@@ -366,7 +366,17 @@ enum HTTPDate {
     private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-    static func now() -> String { format(time(nil)) }
+    /// The last second formatted: answers on the fast path of `POST /v1/events` come by the
+    /// thousand each second.
+    private static let last = Mutex<(second: time_t, text: String)>((-1, ""))
+
+    static func now() -> String {
+        let second = time(nil)
+        if let text = last.withLock({ $0.second == second ? $0.text : nil }) { return text }
+        let text = format(second)
+        last.withLock { $0 = (second, text) }
+        return text
+    }
 
     static func format(_ seconds: time_t) -> String {
         var t = seconds

@@ -42,6 +42,25 @@ public final class EventService: Sendable {
         return try await append(events)
     }
 
+    /// `ingest` for a caller that is not a task (the HTTP front end's fast path), when nothing
+    /// but the store is involved: the body parses and validates, no event is reserved, and no
+    /// gate or labelling rule matches any event. Then the events are appended and `completion`
+    /// is called on the writer's thread once committed, and it returns true. Otherwise it does
+    /// nothing and returns false: the caller takes `ingest`, which answers the error or runs
+    /// the rules (so what is refused, and how, is decided in one place).
+    public func ingestWithoutTask(
+        _ body: [UInt8], mediaType: EventIntake.MediaType, header: (String) -> String? = { _ in nil },
+        completion: @escaping @Sendable (Result<AppendOutcome, any Error>) -> Void
+    ) -> Bool {
+        guard case .success(let events) = intake.events(from: body, mediaType: mediaType, headers: header) else { return false }
+        for event in events {
+            if Self.isReserved(event.type) { return false }
+            if gateRules.contains(where: { $0.matches(event) }) || labellingRules.contains(where: { $0.matches(event) }) { return false }
+        }
+        store.append(events, consequences: [], completion: completion)
+        return true
+    }
+
     /// Event types only the server emits.
     public static func isReserved(_ type: String) -> Bool { type.hasPrefix("gate.") || type.hasPrefix("dataset.") }
 

@@ -83,7 +83,8 @@ public final class EventLog: Sendable {
         /// Other writes that must commit with the events they cause (a gate closing and its
         /// `gate.*` event): runs first, inside the request's savepoint; its events are appended.
         var work: (@Sendable (any SQLSession) throws -> [Event])?
-        var continuation: CheckedContinuation<AppendOutcome, any Error>
+        /// Told the outcome once the commit ended, on the writer's thread: quick, never blocking.
+        var finish: @Sendable (Result<AppendOutcome, any Error>) -> Void
     }
 
     public init(
@@ -101,11 +102,20 @@ public final class EventLog: Sendable {
     }
 
     public func append(_ events: [Event], consequences: [EventConsequence?]) async throws -> AppendOutcome {
+        try await withCheckedThrowingContinuation { continuation in
+            append(events, consequences: consequences) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// The same, for a caller that is not a task (the HTTP front end's fast path): `completion`
+    /// is called on the writer's thread once the commit ended, and must be quick.
+    public func append(
+        _ events: [Event], consequences: [EventConsequence?] = [],
+        completion: @escaping @Sendable (Result<AppendOutcome, any Error>) -> Void
+    ) {
         let prepared = events.map(prepare)
-        return try await withCheckedThrowingContinuation { continuation in
-            committer.submit(.request(Request(events: events, prepared: prepared, consequences: consequences, work: nil, continuation: continuation))) {
-                self.commit($0)
-            }
+        committer.submit(.request(Request(events: events, prepared: prepared, consequences: consequences, work: nil, finish: completion))) {
+            self.commit($0)
         }
     }
 
@@ -143,7 +153,7 @@ public final class EventLog: Sendable {
                 let (value, events) = try work(db)
                 result.withLock { $0 = value }
                 return events
-            }, continuation: continuation)
+            }, finish: { continuation.resume(with: $0) })
             committer.submit(.request(request)) { self.commit($0) }
         }
         return result.withLock { $0! }
@@ -203,7 +213,7 @@ public final class EventLog: Sendable {
         if total > 0 { ingested.increment(by: total) }
         for (request, outcome) in zip(requests, outcomes) {
             if case .success(let o) = outcome, o.duplicates > 0 { duplicated.increment(by: o.duplicates) }
-            request.continuation.resume(with: outcome)
+            request.finish(outcome)
         }
         if lastCursor > 0 { bus.publish(.eventsCommitted(lastCursor: lastCursor)) }
         for (write, error) in zip(writes, writeErrors) { write.completion(error) }

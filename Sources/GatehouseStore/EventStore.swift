@@ -9,6 +9,9 @@ public protocol EventStore: Sendable {
     /// The same; `consequences[i]` runs inside the commit if `events[i]` is new (not a
     /// duplicate), and the events it returns are inserted with it.
     func append(_ events: [Event], consequences: [EventConsequence?]) async throws -> AppendOutcome
+    /// The same without a task: `completion` is called once the commit ended (on the writer's
+    /// thread; it must be quick).
+    func append(_ events: [Event], consequences: [EventConsequence?], completion: @escaping @Sendable (Result<AppendOutcome, any Error>) -> Void)
     func events(_ filter: EventFilter) async throws -> [StoredEvent]
     func lastCursor() async throws -> Int64
     func count() async throws -> Int

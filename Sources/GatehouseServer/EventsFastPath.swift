@@ -1,0 +1,317 @@
+import Foundation
+import GatehouseCore
+import GatehouseServices
+import GatehouseStore
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// `POST /v1/events` answered on the connection's event loop, without a task.
+///
+/// Through the router, every request is handed from the event loop to a task on Swift's
+/// cooperative pool and its answer handed back: on the alerts load those hand-overs, the task
+/// and the generic router and middleware around it cost more than parsing and validating the
+/// event. Here the event loop parses and validates the body, gives the events to the store's
+/// writer, and writes the `202` when the writer says they are committed (and fsynced) — the
+/// same answer, headers and metrics as the router's.
+///
+/// Only a request that will be accepted takes this path, and only when that can be told
+/// without waiting: a plain `POST /v1/events` (no query, no `Expect`, no `Connection: close`)
+/// with a body of an accepted media type within 64 KiB, a caller the authenticator's
+/// cache already allows, events that parse and validate, none reserved and none matched by a
+/// gate or labelling rule. Anything else — and a commit that fails — is handed to the router
+/// as it came, so what is refused, and how it is worded, is decided in one place.
+///
+/// Answers keep their order on a connection: while a request is committing here, later
+/// requests (a pipelining client) wait unread, and none is taken here while the router still
+/// owes an answer.
+final class EventsFastPath: ChannelDuplexHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// What the path shares with the router: the same services, so one cache of tokens and
+    /// one writer serve both.
+    struct Settings: Sendable {
+        let events: EventService
+        let auth: Authenticator
+        let maxBodyBytes: Int
+        let logger: Logger
+    }
+
+    private enum Mode {
+        /// Between requests.
+        case idle
+        /// The current request goes to the router.
+        case passing
+        /// The current request's body is being read here.
+        case reading(HTTPRequest, EventIntake.MediaType, started: ContinuousClock.Instant)
+        /// The current request's events are with the writer.
+        case committing(HTTPRequest, started: ContinuousClock.Instant)
+    }
+
+    /// Bodies up to this size are parsed here, on the event loop, where a long parse would
+    /// hold up every other connection of the loop; larger ones (big batches) go to the router,
+    /// which parses on the cooperative pool and applies `max_body_bytes`.
+    static let bodyLimit = 64 * 1024
+
+    private let settings: Settings
+    private let bodyLimit: Int
+    private var mode = Mode.idle
+    private var context: ChannelHandlerContext?
+    /// The body of the request being read or committed here (kept to hand it over whole).
+    private var body: ByteBuffer?
+    /// Requests handed to the router whose answer it has not finished writing.
+    private var routerAnswersOwed = 0
+    /// What came while a request was committing here waits, in order: later requests, and
+    /// the end of the client's input or a decoding error, which would otherwise end the
+    /// router's stream — and close the connection — before this answer is written.
+    private enum Held {
+        case part(HTTPRequestPart)
+        case event(Any)
+        case error(any Error)
+    }
+    private var waiting: [Held] = []
+    /// A read asked for while a request was committing: done once it is answered.
+    private var readDeferred = false
+    /// Parts given to the router since the last read-complete: the router's inbound stream
+    /// takes what was read only at a read-complete, so one given outside a read needs its own.
+    private var routerUnflushed = false
+
+    init(settings: Settings) {
+        self.settings = settings
+        bodyLimit = min(settings.maxBodyBytes, Self.bodyLimit)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        waiting.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        routerUnflushed = false
+        context.fireChannelReadComplete()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if case .committing = mode {
+            waiting.append(.part(part))
+            return
+        }
+        handle(part, context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .committing = mode {
+            waiting.append(.event(event))
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .committing = mode {
+            waiting.append(.error(error))
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch (mode, part) {
+        case (.idle, .head(let head)):
+            if routerAnswersOwed == 0, let mediaType = takesHere(head, channel: context.channel) {
+                body = nil
+                mode = .reading(head, mediaType, started: .now)
+            } else {
+                mode = .passing
+                toRouter(part, context: context)
+            }
+        case (.reading(let head, _, _), .body(let chunk)):
+            guard (body?.readableBytes ?? 0) + chunk.readableBytes <= bodyLimit else {
+                // The router reads the rest (or answers 413) as if it had read it all.
+                mode = .passing
+                handOver(head, context: context)
+                toRouter(part, context: context)
+                return
+            }
+            if body == nil { body = chunk } else { body!.writeImmutableBuffer(chunk) }
+        case (.reading(let head, let mediaType, let started), .end(let trailers)):
+            guard trailers == nil else {
+                mode = .idle
+                handOver(head, context: context)
+                toRouter(part, context: context)
+                return
+            }
+            commit(head, mediaType: mediaType, started: started, context: context)
+        case (.passing, .end):
+            mode = .idle
+            toRouter(part, context: context)
+        default:
+            // The router's own request, or parts out of order: the router deals with them.
+            toRouter(part, context: context)
+        }
+    }
+
+    /// The media type of a request this path can take, judged from its head; nil: the router's.
+    private func takesHere(_ head: HTTPRequest, channel: any Channel) -> EventIntake.MediaType? {
+        guard head.method == .post, head.path == "/v1/events" else { return nil }
+        let fields = head.headerFields
+        if fields[.expect] != nil { return nil }
+        if let connection = fields[.connection], connection.lowercased().contains("close") { return nil }
+        if let length = fields[.contentLength] {
+            guard let bytes = Int(length), bytes <= bodyLimit else { return nil }
+        }
+        if let contentType = fields[.contentType], let charset = RequestHygieneMiddleware.charset(of: contentType),
+           !RequestHygieneMiddleware.isUTF8(charset) {
+            return nil
+        }
+        guard let mediaType = EventIntake.mediaType(contentType: fields[.contentType], hasCESpecVersion: fields[Self.ceSpecVersion] != nil)
+        else { return nil }
+        guard settings.auth.allowsFromCache(
+            authorization: fields[.authorization], hasCookie: fields[.cookie] != nil,
+            isLoopbackPeer: GatehouseContext.isLoopback(channel.remoteAddress), scope: .eventsWrite)
+        else { return nil }
+        return mediaType
+    }
+
+    private static let ceSpecVersion = HTTPField.Name("ce-specversion")!
+    static let requestID = HTTPField.Name("X-Request-Id")!
+
+    private func commit(_ head: HTTPRequest, mediaType: EventIntake.MediaType, started: ContinuousClock.Instant, context: ChannelHandlerContext) {
+        let bytes = body.map { Array($0.readableBytesView) } ?? []
+        let fields = head.headerFields
+        let loop = context.eventLoop
+        let handler = NIOLoopBound(self, eventLoop: loop)
+        // The writer calls back on its own thread; the answer is written on the event loop.
+        let taken = settings.events.ingestWithoutTask(bytes, mediaType: mediaType, header: { name in HTTPField.Name(name).flatMap { fields[$0] } }) { result in
+            loop.execute { handler.value.committed(result) }
+        }
+        if taken {
+            mode = .committing(head, started: started)
+        } else {
+            mode = .idle
+            handOver(head, context: context)
+            toRouter(.end(nil), context: context)
+        }
+    }
+
+    private func committed(_ result: Result<AppendOutcome, any Error>) {
+        guard case .committing(let head, let started) = mode else { return }
+        mode = .idle
+        guard let context, context.channel.isActive else {
+            body = nil
+            return
+        }
+        switch result {
+        case .success(let outcome):
+            body = nil
+            answer(IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids), started: started, context: context)
+        case .failure:
+            // Nothing was written: the router tries again and words what went wrong.
+            handOver(head, context: context)
+            toRouter(.end(nil), context: context)
+        }
+        while !waiting.isEmpty {
+            if case .committing = mode { break }
+            switch waiting.removeFirst() {
+            case .part(let part): handle(part, context: context)
+            case .event(let event): context.fireUserInboundEventTriggered(event)
+            case .error(let error): context.fireErrorCaught(error)
+            }
+        }
+        if routerUnflushed { channelReadComplete(context: context) }
+        if case .committing = mode { return }
+        if readDeferred {
+            readDeferred = false
+            context.read()
+        }
+    }
+
+    /// The router's `202` for the same request: the same body, headers and metrics.
+    private func answer(_ response: IngestResponse, started: ContinuousClock.Instant, context: ChannelHandlerContext) {
+        var text = response.json.serialized()
+        text += "\n"
+        let id = RequestID().description
+        var fields = HTTPFields()
+        fields[.contentType] = "application/json"
+        fields[.contentLength] = String(text.utf8.count)
+        fields[Self.requestID] = id
+        fields[.date] = HTTPDate.now()
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: .accepted, headerFields: fields))), promise: nil)
+        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(string: text))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let elapsed = ContinuousClock.now - started
+        ObservabilityMiddleware.timer(method: "POST", route: "/v1/events", status: 202).recordNanoseconds(elapsed.nanoseconds)
+        guard settings.logger.logLevel <= .debug else { return }
+        settings.logger.debug("request", metadata: [
+            "hb.request.id": .string(id), "method": "POST", "path": "/v1/events", "status": "202", "answered_on": "event loop",
+            "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
+        ])
+    }
+
+    /// Gives the router the request read here so far, as it came.
+    private func handOver(_ head: HTTPRequest, context: ChannelHandlerContext) {
+        toRouter(.head(head), context: context)
+        if let body { toRouter(.body(body), context: context) }
+        body = nil
+    }
+
+    private func toRouter(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        if case .head = part { routerAnswersOwed += 1 }
+        routerUnflushed = true
+        context.fireChannelRead(wrapInboundOut(part))
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if case .committing = mode {
+            readDeferred = true
+            return
+        }
+        context.read()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { routerAnswersOwed = max(0, routerAnswersOwed - 1) }
+        context.write(data, promise: promise)
+    }
+}
+
+/// Hummingbird's HTTP/1 child channel with `EventsFastPath` placed after its connection-state
+/// handler, so idle timeouts and graceful shutdown see the requests answered there too.
+struct GatehouseHTTP1Channel: ServerChildChannel {
+    let inner: HTTP1Channel
+    let fastPath: EventsFastPath.Settings?
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1Channel.Value> {
+        inner.setup(channel: channel, logger: logger).flatMapThrowing { [fastPath] value in
+            guard let fastPath else { return value }
+            let pipeline = channel.pipeline.syncOperations
+            let state = try pipeline.handler(type: HTTPConnectionStateHandler.self)
+            try pipeline.addHandler(EventsFastPath(settings: fastPath), position: .after(state))
+            return value
+        }
+    }
+
+    func handle(value: HTTP1Channel.Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1 as `.http1(configuration:)`, with `POST /v1/events` on the fast path.
+    static func gatehouse(configuration: HTTP1Channel.Configuration, fastPath: EventsFastPath.Settings?) -> HTTPServerBuilder {
+        .init { responder in
+            GatehouseHTTP1Channel(inner: HTTP1Channel(responder: responder, configuration: configuration), fastPath: fastPath)
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import GatehouseClient
+import GatehouseCore
+@testable import GatehouseServer
+import Testing
+
+/// `POST /v1/events` answered on the event loop (`EventsFastPath`): taken for what will be
+/// accepted, the same answers as the router's for everything, and answers in request order on
+/// a connection whatever path each request took.
+@Suite(.serialized)
+struct EventsFastPathTests {
+    /// Requests that cover what the path takes and what it hands to the router: accepted,
+    /// duplicate, reused id (refused by the commit, then answered by the router), bad JSON, a
+    /// missing field, a reserved type, batches, NDJSON, CloudEvents (structured and binary),
+    /// media types and charsets refused, a query string, `Expect`, a malformed Authorization.
+    static let requests: [(label: String, text: String)] = {
+        func post(_ body: String, type: String = "application/json", headers: String = "", path: String = "/v1/events") -> String {
+            "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
+        }
+        return [
+            ("accepted", post(#"{"id":"a1","type":"run.failed","pipeline":"p","run":"r1","summary":"boom"}"#)),
+            ("duplicate", post(#"{"id":"a1","type":"run.failed","pipeline":"p","run":"r1","summary":"boom"}"#)),
+            ("reused id", post(#"{"id":"a1","type":"run.failed","pipeline":"p","run":"r1","summary":"other"}"#)),
+            ("bad json", post(#"{"id":"a2","type":"#)),
+            ("missing pipeline", post(#"{"id":"a2","type":"run.failed"}"#)),
+            ("reserved", post(#"{"id":"a2","type":"gate.approved","pipeline":"p"}"#)),
+            ("batch", post(#"[{"id":"a3","type":"run.started","pipeline":"p","run":"r2"},{"id":"a4","type":"step.failed","pipeline":"p","run":"r2","step":"s"}]"#)),
+            ("batch with one bad", post(#"[{"id":"a5","type":"run.started","pipeline":"p"},{"id":"a6","type":"","pipeline":"p"}]"#)),
+            ("ndjson", post("{\"id\":\"a7\",\"type\":\"run.started\",\"pipeline\":\"q\"}\n{\"id\":\"a8\",\"type\":\"run.succeeded\",\"pipeline\":\"q\"}\n", type: "application/x-ndjson")),
+            ("cloudevent", post(#"{"specversion":"1.0","id":"a9","source":"ci","type":"run.failed","data":{"pipeline":"p","run":"r3"}}"#, type: "application/cloudevents+json")),
+            ("cloudevent binary", post(#"{"pipeline":"p","run":"r4"}"#, headers: "ce-specversion: 1.0\r\nce-id: a10\r\nce-source: ci\r\nce-type: run.failed\r\n")),
+            ("text/plain", post(#"{"id":"a11","type":"run.failed","pipeline":"p"}"#, type: "text/plain")),
+            ("latin1", post(#"{"id":"a11","type":"run.failed","pipeline":"p"}"#, type: "application/json; charset=latin1")),
+            ("utf-8 charset", post(#"{"id":"a12","type":"run.failed","pipeline":"p"}"#, type: "application/json; charset=UTF-8")),
+            ("query", post(#"{"id":"a13","type":"run.failed","pipeline":"p"}"#, path: "/v1/events?x=1")),
+            ("expect", post(#"{"id":"a14","type":"run.failed","pipeline":"p"}"#, headers: "Expect: 100-continue\r\n")),
+            ("basic auth", post(#"{"id":"a15","type":"run.failed","pipeline":"p"}"#, headers: "Authorization: Basic eDp5\r\n")),
+            ("health", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            // Over the 64 KiB parsed on the event loop, within max_body: the router's.
+            ("large batch", post("[" + (0..<400).map { #"{"id":"b\#($0)","type":"run.started","pipeline":"p","summary":"\#(String(repeating: "x", count: 150))"}"# }.joined(separator: ",") + "]")),
+            ("after all that", post(#"{"id":"a16","type":"run.succeeded","pipeline":"p","run":"r1"}"#)),
+        ]
+    }()
+
+    /// What may differ between two servers answering the same request: the request id and
+    /// the date. The rest — status, header names, body — must not.
+    static func comparable(_ answer: RawHTTPConnection.Answer) -> String {
+        let names = answer.headers.keys.sorted().joined(separator: ",")
+        return "\(answer.status) [\(names)] \(answer.body)"
+    }
+
+    /// Each request sent on one keep-alive connection, its answer read before the next is sent
+    /// (so each request that can take the fast path does), after a first request that lets the
+    /// authenticator cache that the server has no tokens.
+    func answersOneByOne(environment: [String: String]) throws -> [String] {
+        let server = try ServerProcess(environment: environment)
+        #expect(try server.post("/v1/events", #"{"id":"a0","type":"run.started","pipeline":"p","run":"r1"}"#).status == 202)
+        let connection = try RawHTTPConnection(port: server.port)
+        var answers: [String] = []
+        for (label, text) in Self.requests {
+            connection.send(text)
+            let answer = try #require(connection.read(timeout: 30), "no answer to \(label)")
+            answers.append("\(label): \(Self.comparable(answer))")
+        }
+        let stored = try server.allEvents().compactMap { $0["id"]?.stringValue }
+        answers.append("stored: \(stored)")
+        return answers
+    }
+
+    @Test func theFastPathAnswersAsTheRouterDoes() async throws {
+        try await offThePool {
+            let viaRouter = try answersOneByOne(environment: ["GATEHOUSE_EVENTS_FAST_PATH": "off"])
+            let viaFastPath = try answersOneByOne(environment: [:])
+            #expect(viaRouter.count == Self.requests.count + 1)
+            for (router, fast) in zip(viaRouter, viaFastPath) {
+                #expect(router == fast)
+            }
+            // The answers are what the API promises, not merely the same on both paths.
+            let statuses = viaFastPath.dropLast().map { $0.split(separator: " ").dropFirst().first { Int($0) != nil }.map(String.init) ?? "" }
+            #expect(statuses == ["202", "202", "409", "400", "422", "422", "202", "422", "202", "202", "202", "415", "415", "202", "202", "202", "401", "200", "202", "202"])
+            #expect(viaFastPath.last == "stored: \(["a0", "a1", "a3", "a4", "a7", "a8", "a9", "a10", "a12", "a13", "a14"] + (0..<400).map { "b\($0)" } + ["a16"])")
+        }
+    }
+
+    /// A pipelining client gets its answers in the order it asked, whichever path answered
+    /// each: requests that came while one was committing on the fast path wait for it.
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await offThePool {
+            let server = try ServerProcess()
+            #expect(try server.post("/v1/events", #"{"id":"w","type":"run.started","pipeline":"p"}"#).status == 202)
+            let connection = try RawHTTPConnection(port: server.port)
+            var burst = ""
+            var expected: [(status: Int, id: String?)] = []
+            for i in 0..<40 {
+                func post(_ body: String) -> String {
+                    "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+                }
+                switch i % 5 {
+                case 0, 1:
+                    burst += post(#"{"id":"e\#(i)","type":"run.failed","pipeline":"p","run":"r\#(i)"}"#)
+                    expected.append((202, "e\(i)"))
+                case 2:
+                    burst += "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                    expected.append((200, nil))
+                case 3:
+                    // A reused id: accepted by the fast path's checks, refused by the commit.
+                    burst += post(#"{"id":"e\#(i - 3)","type":"run.failed","pipeline":"p","run":"other"}"#)
+                    expected.append((409, nil))
+                default:
+                    burst += post(#"{"id":"e\#(i)","type":"run.failed"}"#)
+                    expected.append((422, nil))
+                }
+            }
+            connection.send(burst)
+            for (index, want) in expected.enumerated() {
+                let answer = try #require(connection.read(timeout: 30), "no answer \(index)")
+                #expect(answer.status == want.status, "answer \(index): \(answer.status) \(answer.body)")
+                if let id = want.id { #expect(answer.body.contains(#""ids":["\#(id)"]"#), "answer \(index): \(answer.body)") }
+            }
+            #expect(try server.allEvents().count == 1 + 16)
+        }
+    }
+
+    /// The path is taken — for a caller the authenticator has cached, a token or the local
+    /// user — and counts in the request metrics like the router's answers.
+    @Test func acceptedEventsTakeTheFastPath() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let db = testDatabase(dir)
+            let created = try runCLI(["token", "create", "--name", "ci", "--scopes", "events:write", "--db", db])
+            let token = try #require(created.stdout.split(whereSeparator: \.isNewline).first { $0.hasPrefix("gth_") }.map(String.init))
+            let server = try ServerProcess(dir: dir, db: db, environment: ["GATEHOUSE_LOG_LEVEL": "debug", "GATEHOUSE_LOG_FORMAT": "json"])
+            for i in 0..<5 {
+                #expect(try server.post("/v1/events", #"{"id":"t\#(i)","type":"run.failed","pipeline":"p"}"#, token: token).status == 202)
+            }
+            let metrics = try server.get("/metrics").text
+            let line = metrics.split(separator: "\n").first {
+                $0.hasPrefix("gatehouse_http_request_duration_seconds_count") && $0.contains(#"route="/v1/events""#) && $0.contains(#"status="202""#)
+            }
+            #expect(line?.hasSuffix(" 5") == true, "\(line ?? "no such series")")
+            let log = server.stopAndReadLog()
+            // The first request reads the token and fills the cache; the rest are answered on
+            // the event loop, which names itself in the debug line.
+            let fast = log.components(separatedBy: "\n").filter { $0.contains(#""answered_on":"event loop""#) }
+            #expect(fast.count >= 3, "\(log.suffix(2000))")
+        }
+    }
+}
