@@ -77,7 +77,12 @@ final class EventsFastPath: ChannelDuplexHandler {
         case error(any Error)
     }
     private var waiting: [Held] = []
-    /// A read asked for while a request was committing: done once it is answered.
+    /// Body bytes among `waiting`. Reading goes on while a request commits — the connection-
+    /// state handler counts what is read as activity, and would otherwise take a commit longer
+    /// than `idle_timeout` for an idle client — and stops only past `waitingLimit`.
+    private var waitingBytes = 0
+    static let waitingLimit = 64 * 1024
+    /// A read asked for while too much waited: done once the request is answered.
     private var readDeferred = false
     /// Parts given to the router since the last read-complete: the router's inbound stream
     /// takes what was read only at a read-complete, so one given outside a read needs its own.
@@ -91,11 +96,6 @@ final class EventsFastPath: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        waiting.removeAll()
-        context.fireChannelInactive()
-    }
-
     func channelReadComplete(context: ChannelHandlerContext) {
         routerUnflushed = false
         context.fireChannelReadComplete()
@@ -104,6 +104,7 @@ final class EventsFastPath: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         if case .committing = mode {
+            if case .body(let chunk) = part { waitingBytes += chunk.readableBytes }
             waiting.append(.part(part))
             return
         }
@@ -111,19 +112,32 @@ final class EventsFastPath: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .committing = mode {
+        switch mode {
+        case .committing:
             waiting.append(.event(event))
-            return
+        case .reading(let head, _, _) where event as? ChannelEvent == .inputClosed:
+            // The body ends unfinished: the router words that, for the request it now gets.
+            mode = .passing
+            handOver(head, context: context)
+            context.fireUserInboundEventTriggered(event)
+        default:
+            context.fireUserInboundEventTriggered(event)
         }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if case .committing = mode {
+        switch mode {
+        case .committing:
             waiting.append(.error(error))
-            return
+        case .reading(let head, _, _):
+            // A body that cannot be decoded (a bad chunk size): the router answers it as the
+            // failure of the request it now gets, not as garbage between requests.
+            mode = .passing
+            handOver(head, context: context)
+            context.fireErrorCaught(error)
+        default:
+            context.fireErrorCaught(error)
         }
-        context.fireErrorCaught(error)
     }
 
     private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
@@ -206,25 +220,29 @@ final class EventsFastPath: ChannelDuplexHandler {
     }
 
     private func committed(_ result: Result<AppendOutcome, any Error>) {
-        guard case .committing(let head, let started) = mode else { return }
+        guard case .committing(_, let started) = mode else { return }
         mode = .idle
-        guard let context, context.channel.isActive else {
-            body = nil
-            return
-        }
+        body = nil
+        guard let context, context.channel.isActive else { return }
         switch result {
         case .success(let outcome):
-            body = nil
-            answer(IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids), started: started, context: context)
-        case .failure:
-            // Nothing was written: the router tries again and words what went wrong.
-            handOver(head, context: context)
-            toRouter(.end(nil), context: context)
+            var text = IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids).json.serialized()
+            text += "\n"
+            answer(.accepted, fields: [.contentType: "application/json"], body: text, started: started, context: context)
+        case .failure(let error):
+            // Answered here as the router would answer the same error (running the request
+            // again there would double the wait of every request in a failed commit).
+            let id = RequestID().description
+            let problem = ObservabilityMiddleware.problem(for: error, requestID: id, logger: settings.logger)
+            let (fields, text) = Response.problemParts(problem)
+            answer(HTTPResponse.Status(code: problem.status), fields: fields, body: text, requestID: id, started: started, context: context)
         }
         while !waiting.isEmpty {
             if case .committing = mode { break }
             switch waiting.removeFirst() {
-            case .part(let part): handle(part, context: context)
+            case .part(let part):
+                if case .body(let chunk) = part { waitingBytes -= chunk.readableBytes }
+                handle(part, context: context)
             case .event(let event): context.fireUserInboundEventTriggered(event)
             case .error(let error): context.fireErrorCaught(error)
             }
@@ -237,26 +255,21 @@ final class EventsFastPath: ChannelDuplexHandler {
         }
     }
 
-    /// The router's `202` for the same request: the same body, headers and metrics.
-    private func answer(_ response: IngestResponse, started: ContinuousClock.Instant, context: ChannelHandlerContext) {
-        var text = response.json.serialized()
-        text += "\n"
-        let id = RequestID().description
-        var fields = HTTPFields()
-        fields[.contentType] = "application/json"
+    /// The router's answer to the same request: the same status, body, headers and metrics.
+    private func answer(
+        _ status: HTTPResponse.Status, fields given: HTTPFields, body text: String, requestID: String = RequestID().description,
+        started: ContinuousClock.Instant, context: ChannelHandlerContext
+    ) {
+        var fields = given
         fields[.contentLength] = String(text.utf8.count)
-        fields[Self.requestID] = id
+        fields[Self.requestID] = requestID
         fields[.date] = HTTPDate.now()
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: .accepted, headerFields: fields))), promise: nil)
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(string: text))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        let elapsed = ContinuousClock.now - started
-        ObservabilityMiddleware.timer(method: "POST", route: "/v1/events", status: 202).recordNanoseconds(elapsed.nanoseconds)
-        guard settings.logger.logLevel <= .debug else { return }
-        settings.logger.debug("request", metadata: [
-            "hb.request.id": .string(id), "method": "POST", "path": "/v1/events", "status": "202", "answered_on": "event loop",
-            "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
-        ])
+        ObservabilityMiddleware.record(
+            method: "POST", path: "/v1/events", route: "/v1/events", status: Int(status.code), elapsed: ContinuousClock.now - started,
+            logger: settings.logger, extra: ["hb.request.id": .string(requestID), "answered_on": "event loop"])
     }
 
     /// Gives the router the request read here so far, as it came.
@@ -273,7 +286,7 @@ final class EventsFastPath: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if case .committing = mode {
+        if case .committing = mode, waitingBytes > Self.waitingLimit || waiting.count > 64 {
             readDeferred = true
             return
         }

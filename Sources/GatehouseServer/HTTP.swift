@@ -17,11 +17,15 @@ extension Response {
     }
 
     static func problem(_ problem: Problem) -> Response {
+        let (headers, text) = problemParts(problem)
+        return Response(status: HTTPResponse.Status(code: problem.status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// The headers and body of a problem's answer (also written by `EventsFastPath`).
+    static func problemParts(_ problem: Problem) -> (HTTPFields, String) {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if problem.status == 401 { headers[.wwwAuthenticate] = "Bearer realm=\"gatehouse\"" }
-        return Response(
-            status: HTTPResponse.Status(code: problem.status), headers: headers,
-            body: .init(byteBuffer: ByteBuffer(string: problem.json.serialized() + "\n")))
+        return (headers, problem.json.serialized() + "\n")
     }
 }
 

@@ -30,8 +30,6 @@ struct ObservabilityMiddleware: RouterMiddleware {
         var response: Response
         do {
             response = try await next(request, context)
-        } catch let problem as Problem {
-            response = .problem(problem)
         } catch let error as HTTPError {
             let problem: Problem = switch error.status {
             case .notFound: .notFound("no route for \(request.method) \(request.uri.path)")
@@ -43,32 +41,41 @@ struct ObservabilityMiddleware: RouterMiddleware {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
-            context.logger.error("request failed", metadata: ["error": "\(error)"])
-            response = .problem(.internalError("the server could not complete the request (request id \(context.id))"))
+            response = .problem(Self.problem(for: error, requestID: context.id, logger: context.logger))
         }
         response.headers[.init("X-Request-Id")!] = context.id
         // A refused body was not read: the rest of it cannot be told from a next request, so
         // the connection ends after this answer (CloseAfterResponseHandler).
         if response.status == .contentTooLarge { response.headers[.connection] = "close" }
-        let elapsed = ContinuousClock.now - start
-        let route = context.endpointPath ?? "unmatched"
-        Self.timer(method: request.method.rawValue, route: route, status: response.status.code).recordNanoseconds(elapsed.nanoseconds)
+        Self.record(
+            method: request.method.rawValue, path: request.uri.path, route: context.endpointPath ?? "unmatched", status: response.status.code,
+            elapsed: ContinuousClock.now - start, logger: context.logger)
+        return response
+    }
+
+    /// What the client is told of an error a handler threw: a `Problem` as it is, anything
+    /// else a 500 naming the request id (the error itself is logged, never shown).
+    static func problem(for error: any Error, requestID: String, logger: Logger) -> Problem {
+        if let problem = error as? Problem { return problem }
+        logger.error("request failed", metadata: ["error": "\(error)", "hb.request.id": .string(requestID)])
+        return .internalError("the server could not complete the request (request id \(requestID))")
+    }
+
+    /// Records an answered request: the latency histogram, and the log line.
+    static func record(
+        method: String, path: String, route: String, status: Int, elapsed: Duration, logger: Logger, extra: Logger.Metadata = [:]
+    ) {
+        timer(method: method, route: route, status: status).recordNanoseconds(elapsed.nanoseconds)
         // Successful requests log at debug: at thousands of requests a second an info line per
         // request would cost more than the request — and so would building its metadata.
-        let level: Logger.Level = response.status.code >= 500 ? .error : response.status.code >= 400 ? .info : .debug
-        guard context.logger.logLevel <= level else { return response }
-        let metadata: Logger.Metadata = [
-            "method": .string(request.method.rawValue), "path": .string(request.uri.path),
-            "status": .stringConvertible(response.status.code), "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
+        let level: Logger.Level = status >= 500 ? .error : status >= 400 ? .info : .debug
+        guard logger.logLevel <= level else { return }
+        var metadata: Logger.Metadata = [
+            "method": .string(method), "path": .string(path),
+            "status": .stringConvertible(status), "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
         ]
-        if response.status.code >= 500 {
-            context.logger.error("request", metadata: metadata)
-        } else if response.status.code >= 400 {
-            context.logger.info("request", metadata: metadata)
-        } else {
-            context.logger.debug("request", metadata: metadata)
-        }
-        return response
+        metadata.merge(extra) { old, _ in old }
+        logger.log(level: level, "request", metadata: metadata)
     }
 }
 

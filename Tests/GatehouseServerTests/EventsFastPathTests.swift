@@ -82,6 +82,74 @@ struct EventsFastPathTests {
         }
     }
 
+    /// Requests that break off while the fast path reads them — a chunk size that is not hex,
+    /// a body cut short, a head alone, each followed by the client closing its side — are the
+    /// router's to answer, as if it had read them from the start.
+    @Test func brokenRequestsAreAnsweredAsTheRouterDoes() async throws {
+        try await offThePool {
+            let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            let broken = [
+                head + "Transfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+                head + "Content-Length: 100\r\n\r\n{\"id\":\"c1\",\"type\":",
+                head + "Content-Length: 40\r\n\r\n",
+            ]
+            func answers(_ environment: [String: String]) throws -> [String] {
+                let server = try ServerProcess(environment: environment)
+                #expect(try server.post("/v1/events", #"{"id":"w","type":"run.started","pipeline":"p"}"#).status == 202)
+                return try broken.map { text in
+                    let connection = try RawConnection(server.url)
+                    connection.send(text)
+                    connection.shutdownWrite()
+                    let reply = String(decoding: connection.read(for: 10), as: UTF8.self)
+                    let lines = reply.components(separatedBy: "\r\n")
+                    let names = lines.dropFirst().prefix { !$0.isEmpty }.compactMap { $0.split(separator: ":").first?.lowercased() }.sorted()
+                    return "\(lines.first ?? "") \(names) \(lines.last ?? "")"
+                }
+            }
+            let viaRouter = try answers(["GATEHOUSE_EVENTS_FAST_PATH": "off"])
+            let viaFastPath = try answers([:])
+            #expect(viaRouter == viaFastPath)
+            #expect(viaFastPath.allSatisfy { $0.hasPrefix("HTTP/1.1 400") && $0.contains("x-request-id") }, "\(viaFastPath)")
+        }
+    }
+
+    /// A commit slower than `idle_timeout` (another process holds the write lock) while the
+    /// client keeps sending the next request: the connection is not taken for idle, and both
+    /// requests are answered once the lock is let go.
+    @Test func aSlowCommitIsNotCutByTheIdleTimeout() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir, arguments: ["--config", dir.write("gatehouse.yml", "server:\n  idle_timeout: 1s\n")])
+            #expect(try server.post("/v1/events", #"{"id":"w","type":"run.started","pipeline":"p"}"#).status == 202)
+            let holder = Process()
+            holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            holder.arguments = ["python3", "-c", """
+                import sqlite3, sys, time
+                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+                c.execute("BEGIN IMMEDIATE"); print("locked", flush=True); time.sleep(3); c.execute("COMMIT")
+                """, server.db]
+            let out = Pipe()
+            holder.standardOutput = out
+            try holder.run()
+            defer { holder.waitUntilExit() }
+            #expect(String(decoding: out.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("locked"))
+            let connection = try RawHTTPConnection(port: server.port)
+            let first = #"{"id":"s1","type":"run.failed","pipeline":"p"}"#
+            let second = #"{"id":"s2","type":"run.failed","pipeline":"p"}"#
+            func head(_ body: String) -> String { "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" }
+            connection.send(head(first) + first + head(second))
+            for piece in [String(second.prefix(20)), String(second.dropFirst(20))] {
+                Thread.sleep(forTimeInterval: 0.7)
+                connection.send(piece)
+            }
+            for id in ["s1", "s2"] {
+                let answer = connection.read(timeout: 15)
+                #expect(answer?.status == 202, "\(id): \(answer.map { "\($0.status) \($0.body)" } ?? "no answer")")
+            }
+            #expect(try server.allEvents().compactMap { $0["id"]?.stringValue } == ["w", "s1", "s2"])
+        }
+    }
+
     /// A pipelining client gets its answers in the order it asked, whichever path answered
     /// each: requests that came while one was committing on the fast path wait for it.
     @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
