@@ -283,10 +283,57 @@ public final class EventLog: Sendable {
         return (outcomes, writeErrors, lastCursor, inserted.count)
     }
 
+    private static let eventColumns = "id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, time_given, received_at"
     private static let insertEvent = """
-        INSERT INTO events (id, type, pipeline, run, step, severity, summary, details, labels, attributes, url, time, time_given, received_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq
+        INSERT INTO events (\(eventColumns))
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING
         """
+    /// The same for 2, 4 … 32 rows at once, returning what it inserted: a request's events
+    /// are inserted in as few statements as these sizes allow (see `insertRows`).
+    private static let insertEvents: [String] = (1...5).map { power in
+        let row = "(" + Array(repeating: "?", count: 14).joined(separator: ", ") + ")"
+        return "INSERT INTO events (\(eventColumns)) VALUES " + Array(repeating: row, count: 1 << power).joined(separator: ", ")
+            + " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+    }
+
+    /// Inserts `events` (their columns in `ready`, `received_at` still to come) with as few
+    /// statements as it can — 32, 16 … 2 rows each, one for a last single row — and returns
+    /// each event's `seq`, nil where it was not inserted (its id is known, or repeats an
+    /// earlier event of the same request). Under batched ingest a statement per event cost
+    /// more than the B-tree work it did.
+    private func insertRows(_ events: [Event], _ ready: [Prepared], receivedAt: Timestamp, db: any SQLSession) throws -> [Int64?] {
+        var seqs = [Int64?](repeating: nil, count: events.count)
+        try Self.inStatements(of: events.count) { rows, power in
+            guard power > 0 else {
+                seqs[rows.lowerBound] = try db.insertedKey(
+                    Self.insertEvent, SQLArguments(values: ready[rows.lowerBound].columns + [.int(receivedAt.milliseconds)]), column: "seq")
+                return
+            }
+            var values: [SQLValue] = []
+            values.reserveCapacity(rows.count * 14)
+            for i in rows {
+                values += ready[i].columns
+                values.append(.int(receivedAt.milliseconds))
+            }
+            var inserted: [String: Int64] = [:]
+            try db.query(Self.insertEvents[power - 1], SQLArguments(values: values)) { row in inserted[row[0]] = row[1] }
+            // An id twice in the request: the first occurrence is the one inserted.
+            for i in rows { seqs[i] = inserted.removeValue(forKey: events[i].id) }
+        }
+        return seqs
+    }
+
+    /// Splits `count` rows into statements of 32, 16, 8, 4, 2 and 1 rows (the largest that
+    /// fits, first): few statements, and at most six shapes of each to prepare and cache.
+    /// `body` gets each statement's rows and its size as a power of two.
+    static func inStatements(of count: Int, _ body: (Range<Int>, Int) throws -> Void) rethrows {
+        var start = 0
+        while start < count {
+            let power = min(5, Int.bitWidth - 1 - (count - start).leadingZeroBitCount)
+            try body(start..<(start + (1 << power)), power)
+            start += 1 << power
+        }
+    }
     private static let selectEvent = "SELECT \(EventRow.selectColumns) FROM events WHERE id = ?"
 
     /// `prepared` (when not empty) lines up with `events` from `offset` on; events before it
@@ -298,16 +345,24 @@ public final class EventLog: Sendable {
         var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
         outcome.ids.reserveCapacity(events.count)
         var caused: [Event] = []
+        let ready = events.indices.map { index in index >= offset && index - offset < prepared.count ? prepared[index - offset] : prepare(events[index]) }
+        // Several events with nothing caused in between are inserted together; with
+        // consequences (rules), each event is inserted before what it causes runs, as always.
+        let together = events.count > 1 && consequences.allSatisfy { $0 == nil }
+            ? try insertRows(events, ready, receivedAt: receivedAt, db: db) : nil
         for (index, event) in events.enumerated() {
-            var ready = index >= offset && index - offset < prepared.count ? prepared[index - offset] : prepare(event)
-            ready.columns.append(.int(receivedAt.milliseconds))
-            let seq = try db.value(Int64.self, Self.insertEvent, SQLArguments(values: ready.columns))
+            let seq: Int64?
+            if let together {
+                seq = together[index]
+            } else {
+                seq = try db.insertedKey(Self.insertEvent, SQLArguments(values: ready[index].columns + [.int(receivedAt.milliseconds)]), column: "seq")
+            }
             outcome.ids.append(event.id)
             if let seq {
                 outcome.accepted += 1
                 outcome.lastCursor = seq
                 inserted.append(event)
-                if let plan = ready.plan {
+                if let plan = ready[index].plan {
                     if !plan.deliveries.isEmpty {
                         try SQLOutbox.insert(plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
                     }
@@ -339,8 +394,8 @@ public final class EventLog: Sendable {
 
     /// Folds the newly inserted events into their runs' summaries through cached statements
     /// (no SQL is generated per run). A run first seen in this commit — every CI job, every
-    /// pipeline run — costs one `INSERT … ON CONFLICT DO NOTHING`; only a run that already has
-    /// a row is read, folded and written back.
+    /// pipeline run — costs its row in a multi-row `INSERT … ON CONFLICT DO NOTHING`; only a run
+    /// that already has a row is read, folded and written back.
     private func updateRuns(with events: [Event], db: any SQLSession) throws {
         var order: [RunKey] = []
         var touched: [RunKey: [Event]] = [:]
@@ -351,14 +406,27 @@ public final class EventLog: Sendable {
             touched[key, default: []].append(event)
         }
         guard !order.isEmpty else { return }
-        for key in order {
+        // Every run is first offered as new, several rows per statement; only those that
+        // already had a row are read, folded and written back.
+        let fresh = order.map { key in
             let runEvents = touched[key]!
-            let fresh = runEvents.reduce(RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)) { $0.applying($1) }
-            let added = try db.execute("""
-                INSERT INTO runs (pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING
-                """, RunRow.arguments(fresh))
-            if added > 0 { continue }
+            return runEvents.reduce(RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)) { $0.applying($1) }
+        }
+        var added = [Bool](repeating: false, count: order.count)
+        try Self.inStatements(of: order.count) { rows, power in
+            guard power > 0 else {
+                added[rows.lowerBound] = try db.execute(Self.insertRun, RunRow.arguments(fresh[rows.lowerBound])) > 0
+                return
+            }
+            var arguments = SQLArguments(values: [])
+            arguments.values.reserveCapacity(rows.count * 10)
+            for i in rows { arguments += RunRow.arguments(fresh[i]) }
+            var inserted = Set<RunKey>()
+            try db.query(Self.insertRuns[power - 1], arguments) { row in inserted.insert(RunKey(pipeline: row[0], run: row[1])) }
+            for i in rows { added[i] = inserted.contains(order[i]) }
+        }
+        for (index, key) in order.enumerated() where !added[index] {
+            let runEvents = touched[key]!
             guard var summary = try db.first("""
                 SELECT status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts FROM runs WHERE pipeline = ? AND run = ?
                 """, [key.pipeline, key.run], { RunRow.summary(pipeline: key.pipeline, run: key.run, row: $0) })
@@ -369,6 +437,15 @@ public final class EventLog: Sendable {
                     event_count = ?9, counts = ?10 WHERE pipeline = ?1 AND run = ?2
                 """, RunRow.arguments(summary))
         }
+    }
+
+    private static let runColumns = "pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts"
+    private static let insertRun = "INSERT INTO runs (\(runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING"
+    /// The same for 2, 4 … 32 runs, returning the keys it inserted.
+    private static let insertRuns: [String] = (1...5).map { power in
+        let row = "(" + Array(repeating: "?", count: 10).joined(separator: ", ") + ")"
+        return "INSERT INTO runs (\(runColumns)) VALUES " + Array(repeating: row, count: 1 << power).joined(separator: ", ")
+            + " ON CONFLICT (pipeline, run) DO NOTHING RETURNING pipeline, run"
     }
 
     private struct RunKey: Hashable {

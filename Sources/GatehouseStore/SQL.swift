@@ -110,11 +110,20 @@ public protocol SQLSession: AnyObject {
     /// Runs `body` in a savepoint: what it wrote is undone when it throws, and the enclosing
     /// transaction goes on.
     func savepoint<T>(_ body: () throws -> T) throws -> T
+    /// Runs an `INSERT` (without `RETURNING`) and returns the integer key `column` of the row
+    /// it inserted, or nil when it inserted none (`ON CONFLICT … DO NOTHING`). On SQLite
+    /// `column` must be the table's rowid alias, read back with `sqlite3_last_insert_rowid`:
+    /// there a `RETURNING` clause builds a temporary table for every statement.
+    func insertedKey(_ sql: String, _ arguments: SQLArguments, column: String) throws -> Int64?
 }
 
 extension SQLSession {
     @discardableResult
     public func execute(_ sql: String) throws -> Int { try execute(sql, []) }
+
+    public func insertedKey(_ sql: String, _ arguments: SQLArguments, column: String) throws -> Int64? {
+        try value(Int64.self, sql + " RETURNING " + column, arguments)
+    }
 
     public func all<T>(_ sql: String, _ arguments: SQLArguments = [], _ map: (any SQLRow) throws -> T) throws -> [T] {
         var out: [T] = []

@@ -30,6 +30,10 @@ final class SQLiteSession: SQLSession {
         return db.changesCount
     }
 
+    func insertedKey(_ sql: String, _ arguments: SQLArguments, column: String) throws -> Int64? {
+        try execute(sql, arguments) > 0 ? sqlite3_last_insert_rowid(db.sqliteConnection) : nil
+    }
+
     func query(_ sql: String, _ arguments: SQLArguments, _ body: (any SQLRow) throws -> Void) throws {
         try checkNotAborted()
         try run(statement(sql), arguments) { try body(SQLiteRow(statement: $0)) }

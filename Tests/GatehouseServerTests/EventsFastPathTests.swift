@@ -119,7 +119,9 @@ struct EventsFastPathTests {
     @Test func aSlowCommitIsNotCutByTheIdleTimeout() async throws {
         try await offThePool {
             let dir = TempDir()
-            let server = try ServerProcess(dir: dir, arguments: ["--config", dir.write("gatehouse.yml", "server:\n  idle_timeout: 1s\n")])
+            // SQLite whatever the suite's store: the lock is held on its file.
+            let server = try ServerProcess(
+                dir: dir, db: dir.file("gatehouse.db"), arguments: ["--config", dir.write("gatehouse.yml", "server:\n  idle_timeout: 1s\n")])
             #expect(try server.post("/v1/events", #"{"id":"w","type":"run.started","pipeline":"p"}"#).status == 202)
             let holder = Process()
             holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -60,6 +60,38 @@ struct EventLogTests {
         #expect(try await log.events(EventFilter(after: 1, limit: 1)).map(\.event.id) == ["b"])
     }
 
+    /// A request's events go in as few statements as 32, 16 … rows allow: across those
+    /// statements they keep their order, known ids are duplicates, an id repeated within the
+    /// request counts once, and a reused id with other content refuses the whole request.
+    @Test func aLargeBatchIsInsertedInOrderAcrossStatements() async throws {
+        let log = EventLog(database: try openTestStore(freshStoreLocation("rows")), bus: Bus())
+        _ = try await log.append((0..<5).map { event("k\($0)") })
+        // 61 = 32 + 16 + 8 + 4 + 1 rows: the stored k0…k4 again, n3 again at 40 (another statement).
+        let batch = (0..<61).map { i in i == 40 ? event("n3") : i % 12 == 6 ? event("k\(i / 12)") : event("n\(i)") }
+        let outcome = try await log.append(batch)
+        #expect(outcome.ids == batch.map(\.id))
+        #expect(outcome.accepted == 55 && outcome.duplicates == 6)
+        let stored = try await log.events(EventFilter(limit: 1000))
+        let fresh = batch.enumerated().filter { $0.offset != 40 && !$0.element.id.hasPrefix("k") }.map(\.element.id)
+        #expect(stored.map(\.event.id) == (0..<5).map { "k\($0)" } + fresh)
+        #expect(stored.map(\.cursor) == stored.map(\.cursor).sorted())
+        #expect(outcome.lastCursor == stored.last?.cursor)
+
+        let conflict = (0..<20).map { event("m\($0)") } + [event("n5", type: "step.failed")]
+        await #expect(throws: Problem.self) { try await log.append(conflict) }
+        #expect(try await log.count() == stored.count)
+
+        // Runs likewise: 37 in one request (32 + 4 + 1 rows), three of them known already.
+        _ = try await log.append((0..<3).map { event("s\($0)", type: "run.started", run: "x\($0)") })
+        _ = try await log.append((0..<40).map { event("t\($0)", type: $0 < 37 ? "run.started" : "run.failed", run: "x\($0 % 37)") })
+        let runs = Dictionary(uniqueKeysWithValues: try await log.runs(pipeline: "p", status: nil, limit: 100).map { ($0.run, $0) })
+        #expect(runs.count == 38)
+        for i in 0..<37 {
+            #expect(runs["x\(i)"]?.eventCount == (i < 3 ? 3 : 1), "x\(i)")
+            #expect(runs["x\(i)"]?.status == (i < 3 ? .failed : .running), "x\(i)")
+        }
+    }
+
     @Test func concurrentWritersShareCommitsAndNeverDuplicate() async throws {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
