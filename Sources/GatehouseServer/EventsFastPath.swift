@@ -77,13 +77,28 @@ final class EventsFastPath: ChannelDuplexHandler {
         case error(any Error)
     }
     private var waiting: [Held] = []
-    /// Body bytes among `waiting`. Reading goes on while a request commits — the connection-
-    /// state handler counts what is read as activity, and would otherwise take a commit longer
-    /// than `idle_timeout` for an idle client — and stops only past `waitingLimit`.
+    /// What `waiting` holds, in bytes (a body's size, a head or end counted as 512). Reading
+    /// goes on while a request commits: the connection-state handler counts what is read as
+    /// activity, and would take a commit longer than `idle_timeout` for an idle client. Past
+    /// `waitingLimit` reading stops, but only between requests — stopped inside one, the
+    /// state handler would see a request being read and close the connection as idle.
     private var waitingBytes = 0
-    static let waitingLimit = 64 * 1024
-    /// A read asked for while too much waited: done once the request is answered.
+    static let waitingLimit = 256 * 1024
+    /// A read held back while too much waited: done once the queue is back under the limit.
     private var readDeferred = false
+
+    private static func weight(_ part: HTTPRequestPart) -> Int {
+        if case .body(let chunk) = part { return chunk.readableBytes }
+        return 512
+    }
+
+    /// Whether reading may stop now: too much waits, and what waits ends with a whole request.
+    private var holdsReading: Bool {
+        guard case .committing = mode, waitingBytes > Self.waitingLimit else { return false }
+        if case .part(.head) = waiting.last { return false }
+        if case .part(.body) = waiting.last { return false }
+        return true
+    }
     /// Parts given to the router since the last read-complete: the router's inbound stream
     /// takes what was read only at a read-complete, so one given outside a read needs its own.
     private var routerUnflushed = false
@@ -104,7 +119,7 @@ final class EventsFastPath: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         if case .committing = mode {
-            if case .body(let chunk) = part { waitingBytes += chunk.readableBytes }
+            waitingBytes += Self.weight(part)
             waiting.append(.part(part))
             return
         }
@@ -223,12 +238,22 @@ final class EventsFastPath: ChannelDuplexHandler {
         guard case .committing(_, let started) = mode else { return }
         mode = .idle
         body = nil
-        guard let context, context.channel.isActive else { return }
+        guard let context, context.channel.isActive else {
+            waiting.removeAll()
+            waitingBytes = 0
+            return
+        }
         switch result {
         case .success(let outcome):
             var text = IngestResponse(accepted: outcome.accepted, duplicates: outcome.duplicates, ids: outcome.ids).json.serialized()
             text += "\n"
             answer(.accepted, fields: [.contentType: "application/json"], body: text, started: started, context: context)
+        case .failure(is CancellationError):
+            // The server is stopping: nothing is answered, as the router answers nothing.
+            waiting.removeAll()
+            waitingBytes = 0
+            context.close(promise: nil)
+            return
         case .failure(let error):
             // Answered here as the router would answer the same error (running the request
             // again there would double the wait of every request in a failed commit).
@@ -239,17 +264,18 @@ final class EventsFastPath: ChannelDuplexHandler {
         }
         while !waiting.isEmpty {
             if case .committing = mode { break }
+            // Replayed through this handler's own entry points, as if they came now: an input
+            // end or error met while reading a request hands that request to the router first.
             switch waiting.removeFirst() {
             case .part(let part):
-                if case .body(let chunk) = part { waitingBytes -= chunk.readableBytes }
+                waitingBytes -= Self.weight(part)
                 handle(part, context: context)
-            case .event(let event): context.fireUserInboundEventTriggered(event)
-            case .error(let error): context.fireErrorCaught(error)
+            case .event(let event): userInboundEventTriggered(context: context, event: event)
+            case .error(let error): errorCaught(context: context, error: error)
             }
         }
         if routerUnflushed { channelReadComplete(context: context) }
-        if case .committing = mode { return }
-        if readDeferred {
+        if readDeferred && !holdsReading {
             readDeferred = false
             context.read()
         }
@@ -286,7 +312,7 @@ final class EventsFastPath: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if case .committing = mode, waitingBytes > Self.waitingLimit || waiting.count > 64 {
+        if holdsReading {
             readDeferred = true
             return
         }

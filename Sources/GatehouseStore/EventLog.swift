@@ -394,8 +394,8 @@ public final class EventLog: Sendable {
 
     /// Folds the newly inserted events into their runs' summaries through cached statements
     /// (no SQL is generated per run). A run first seen in this commit — every CI job, every
-    /// pipeline run — costs its row in a multi-row `INSERT … ON CONFLICT DO NOTHING`; only a run
-    /// that already has a row is read, folded and written back.
+    /// pipeline run — costs one `INSERT … ON CONFLICT DO NOTHING`; only a run that already has
+    /// a row is read, folded and written back.
     private func updateRuns(with events: [Event], db: any SQLSession) throws {
         var order: [RunKey] = []
         var touched: [RunKey: [Event]] = [:]
@@ -406,27 +406,12 @@ public final class EventLog: Sendable {
             touched[key, default: []].append(event)
         }
         guard !order.isEmpty else { return }
-        // Every run is first offered as new, several rows per statement; only those that
-        // already had a row are read, folded and written back.
-        let fresh = order.map { key in
+        // (Several runs per multi-row statement, like events, measured no faster: the
+        // `RETURNING` it needs to tell new runs from known ones costs what it saves.)
+        for key in order {
             let runEvents = touched[key]!
-            return runEvents.reduce(RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)) { $0.applying($1) }
-        }
-        var added = [Bool](repeating: false, count: order.count)
-        try Self.inStatements(of: order.count) { rows, power in
-            guard power > 0 else {
-                added[rows.lowerBound] = try db.execute(Self.insertRun, RunRow.arguments(fresh[rows.lowerBound])) > 0
-                return
-            }
-            var arguments = SQLArguments(values: [])
-            arguments.values.reserveCapacity(rows.count * 10)
-            for i in rows { arguments += RunRow.arguments(fresh[i]) }
-            var inserted = Set<RunKey>()
-            try db.query(Self.insertRuns[power - 1], arguments) { row in inserted.insert(RunKey(pipeline: row[0], run: row[1])) }
-            for i in rows { added[i] = inserted.contains(order[i]) }
-        }
-        for (index, key) in order.enumerated() where !added[index] {
-            let runEvents = touched[key]!
+            let fresh = runEvents.reduce(RunSummary(pipeline: key.pipeline, run: key.run, first: runEvents[0].time)) { $0.applying($1) }
+            if try db.execute(Self.insertRun, RunRow.arguments(fresh)) > 0 { continue }
             guard var summary = try db.first("""
                 SELECT status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts FROM runs WHERE pipeline = ? AND run = ?
                 """, [key.pipeline, key.run], { RunRow.summary(pipeline: key.pipeline, run: key.run, row: $0) })
@@ -441,12 +426,6 @@ public final class EventLog: Sendable {
 
     private static let runColumns = "pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts"
     private static let insertRun = "INSERT INTO runs (\(runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING"
-    /// The same for 2, 4 … 32 runs, returning the keys it inserted.
-    private static let insertRuns: [String] = (1...5).map { power in
-        let row = "(" + Array(repeating: "?", count: 10).joined(separator: ", ") + ")"
-        return "INSERT INTO runs (\(runColumns)) VALUES " + Array(repeating: row, count: 1 << power).joined(separator: ", ")
-            + " ON CONFLICT (pipeline, run) DO NOTHING RETURNING pipeline, run"
-    }
 
     private struct RunKey: Hashable {
         var pipeline: String

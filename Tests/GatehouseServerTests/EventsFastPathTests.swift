@@ -113,42 +113,89 @@ struct EventsFastPathTests {
         }
     }
 
-    /// A commit slower than `idle_timeout` (another process holds the write lock) while the
-    /// client keeps sending the next request: the connection is not taken for idle, and both
-    /// requests are answered once the lock is let go.
-    @Test func aSlowCommitIsNotCutByTheIdleTimeout() async throws {
+    /// Holds the SQLite write lock of `db` from another process for `seconds`; returns once
+    /// it is held.
+    func holdWriteLock(_ db: String, seconds: Double) throws -> Process {
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        holder.arguments = ["python3", "-c", """
+            import sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+            c.execute("BEGIN IMMEDIATE"); print("locked", flush=True); time.sleep(float(sys.argv[2])); c.execute("COMMIT")
+            """, db, String(seconds)]
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        #expect(String(decoding: out.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("locked"))
+        return holder
+    }
+
+    func post(_ body: String) -> String {
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
+    /// Commits slower than `idle_timeout` (another process holds the write lock): a client
+    /// still sending its next request, or pipelining 200, is not taken for idle and gets every
+    /// answer once the lock goes; a request that breaks off behind the slow commit gets the
+    /// router's own answer (a problem naming the request), not a bare 400.
+    @Test func slowCommitsKeepTheirConnectionsAndOrder() async throws {
         try await offThePool {
             let dir = TempDir()
             // SQLite whatever the suite's store: the lock is held on its file.
             let server = try ServerProcess(
                 dir: dir, db: dir.file("gatehouse.db"), arguments: ["--config", dir.write("gatehouse.yml", "server:\n  idle_timeout: 1s\n")])
             #expect(try server.post("/v1/events", #"{"id":"w","type":"run.started","pipeline":"p"}"#).status == 202)
-            let holder = Process()
-            holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            holder.arguments = ["python3", "-c", """
-                import sqlite3, sys, time
-                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-                c.execute("BEGIN IMMEDIATE"); print("locked", flush=True); time.sleep(3); c.execute("COMMIT")
-                """, server.db]
-            let out = Pipe()
-            holder.standardOutput = out
-            try holder.run()
-            defer { holder.waitUntilExit() }
-            #expect(String(decoding: out.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("locked"))
-            let connection = try RawHTTPConnection(port: server.port)
-            let first = #"{"id":"s1","type":"run.failed","pipeline":"p"}"#
+
+            var holder = try holdWriteLock(server.db, seconds: 3)
+            let slow = try RawHTTPConnection(port: server.port)
             let second = #"{"id":"s2","type":"run.failed","pipeline":"p"}"#
-            func head(_ body: String) -> String { "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" }
-            connection.send(head(first) + first + head(second))
+            let secondHead = String(post(second).dropLast(second.utf8.count))
+            slow.send(post(#"{"id":"s1","type":"run.failed","pipeline":"p"}"#) + secondHead)
             for piece in [String(second.prefix(20)), String(second.dropFirst(20))] {
                 Thread.sleep(forTimeInterval: 0.7)
-                connection.send(piece)
+                slow.send(piece)
             }
             for id in ["s1", "s2"] {
-                let answer = connection.read(timeout: 15)
+                let answer = slow.read(timeout: 15)
                 #expect(answer?.status == 202, "\(id): \(answer.map { "\($0.status) \($0.body)" } ?? "no answer")")
             }
-            #expect(try server.allEvents().compactMap { $0["id"]?.stringValue } == ["w", "s1", "s2"])
+            holder.waitUntilExit()
+
+            // The fast path takes a request only while the authenticator's cache (2 s) says
+            // who may send: let it expire, and have the router fill it again, before each phase.
+            func freshCache() throws {
+                Thread.sleep(forTimeInterval: 2.1)
+                #expect(try server.get("/v1/events?limit=1").status == 200)
+            }
+            try freshCache()
+            holder = try holdWriteLock(server.db, seconds: 1.5)
+            let chain = try RawHTTPConnection(port: server.port)
+            let summary = String(repeating: "s", count: 100)
+            chain.send((0..<200).map { post(#"{"id":"c\#($0)","type":"run.failed","pipeline":"p","summary":"\#(summary)"}"#) }.joined())
+            for i in 0..<200 {
+                let answer = chain.read(timeout: 15)
+                #expect(answer?.status == 202 && answer?.body.contains(#""c\#(i)""#) == true, "c\(i): \(answer.map { "\($0.status) \($0.body)" } ?? "no answer")")
+                if answer == nil { break }
+            }
+            holder.waitUntilExit()
+
+            // Shorter than idle_timeout: a request left half-sent that long is closed as idle.
+            try freshCache()
+            holder = try holdWriteLock(server.db, seconds: 0.6)
+            let broken = try RawConnection(server.url)
+            broken.send(post(#"{"id":"b1","type":"run.failed","pipeline":"p"}"#))
+            Thread.sleep(forTimeInterval: 0.1)
+            broken.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":")
+            broken.shutdownWrite()
+            let replies = String(decoding: broken.read(for: 10), as: UTF8.self)
+            holder.waitUntilExit()
+            // Each body ends with a newline, so each status line starts a line.
+            let statuses = replies.components(separatedBy: "\n").filter { $0.hasPrefix("HTTP/1.1 ") }
+            #expect(statuses.map { $0.prefix(12) } == ["HTTP/1.1 202", "HTTP/1.1 400"], "\(replies)")
+            #expect(replies.lowercased().contains("content-type: application/problem+json"), "\(replies)")
+            #expect(replies.components(separatedBy: "X-Request-Id").count == 3, "\(replies)")
+
+            #expect(try server.allEvents().count == 1 + 2 + 200 + 1)
         }
     }
 
