@@ -124,10 +124,11 @@ public struct EventIntake: Sendable {
             if let line = positions[i].line { return "line \(line)" }
             return "item \(positions[i].index ?? i)"
         }
-        var first: [String: Int] = [:]
+        // By bytes, as the store tells ids apart.
+        var first: [ExactText: Int] = [:]
         var errors: [FieldError] = []
         for (i, event) in events.enumerated() where given[i] {
-            guard let j = first[event.id] else { first[event.id] = i; continue }
+            guard let j = first[ExactText(event.id)] else { first[ExactText(event.id)] = i; continue }
             if !events[j].sameContent(as: event) {
                 errors.append(FieldError(
                     index: positions[i].index, line: positions[i].line, field: "id",

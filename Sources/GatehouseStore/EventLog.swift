@@ -315,10 +315,11 @@ public final class EventLog: Sendable {
                 values += ready[i].columns
                 values.append(.int(receivedAt.milliseconds))
             }
-            var inserted: [String: Int64] = [:]
-            try db.query(Self.insertEvents[power - 1], SQLArguments(values: values)) { row in inserted[row[0]] = row[1] }
+            // Keyed by bytes, as the store tells ids apart (ExactText).
+            var inserted: [ExactText: Int64] = [:]
+            try db.query(Self.insertEvents[power - 1], SQLArguments(values: values)) { row in inserted[ExactText(row[0])] = row[1] }
             // An id twice in the request: the first occurrence is the one inserted.
-            for i in rows { seqs[i] = inserted.removeValue(forKey: events[i].id) }
+            for i in rows { seqs[i] = inserted.removeValue(forKey: ExactText(events[i].id)) }
         }
         return seqs
     }
@@ -427,9 +428,17 @@ public final class EventLog: Sendable {
     private static let runColumns = "pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts"
     private static let insertRun = "INSERT INTO runs (\(runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING"
 
+    /// Compared by bytes, as the store's primary key compares them (ExactText).
     private struct RunKey: Hashable {
         var pipeline: String
         var run: String
+
+        static func == (a: RunKey, b: RunKey) -> Bool { ExactText(a.pipeline) == ExactText(b.pipeline) && ExactText(a.run) == ExactText(b.run) }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(ExactText(pipeline))
+            hasher.combine(ExactText(run))
+        }
     }
 
     // MARK: Reads

@@ -92,6 +92,24 @@ struct EventLogTests {
         }
     }
 
+    /// Ids and runs are told apart by their bytes, as the databases do: "caf\u{E9}" and
+    /// "cafe\u{301}" (equal as Swift strings) are two events, and two runs, in one request.
+    @Test func idsAndRunsThatSwiftCallsEqualAreKeptApart() async throws {
+        let log = EventLog(database: try openTestStore(freshStoreLocation("bytes")), bus: Bus())
+        let composed = "caf\u{E9}", decomposed = "cafe\u{301}"
+        #expect(composed == decomposed)
+        let outcome = try await log.append([event(composed, run: composed), event(decomposed, run: decomposed)])
+        #expect(outcome.accepted == 2 && outcome.duplicates == 0)
+        let stored = try await log.events(EventFilter())
+        #expect(stored.map { Array($0.event.id.utf8) } == [Array(composed.utf8), Array(decomposed.utf8)])
+        let runs = try await log.runs(pipeline: "p", status: nil, limit: 10)
+        #expect(runs.count == 2 && runs.allSatisfy { $0.eventCount == 1 })
+        // The request's own check for an id repeated with other content goes by bytes too.
+        let intake = EventIntake(maxItems: 10)
+        let body = #"[{"id":"caf\u00e9","type":"a.b","pipeline":"p"},{"id":"cafe\u0301","type":"c.d","pipeline":"p"}]"#
+        #expect((try? intake.events(from: Array(body.utf8), mediaType: .json).get())?.count == 2)
+    }
+
     @Test func concurrentWritersShareCommitsAndNeverDuplicate() async throws {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
