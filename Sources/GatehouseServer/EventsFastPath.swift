@@ -26,9 +26,10 @@ import Synchronization
 /// gate or labelling rule. Anything else — and a commit that fails — is handed to the router
 /// as it came, so what is refused, and how it is worded, is decided in one place.
 ///
-/// Answers keep their order on a connection: while a request is committing here, later
-/// requests (a pipelining client) wait unread, and none is taken here while the router still
-/// owes an answer.
+/// Answers keep their order on a connection: while a request is committing here, what comes
+/// after it (a pipelining client's requests, the end of its input, a decoding error) waits in
+/// order and is replayed once it is answered, and no request is taken here while the router
+/// still owes an answer.
 final class EventsFastPath: ChannelDuplexHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -52,7 +53,7 @@ final class EventsFastPath: ChannelDuplexHandler {
         /// The current request's body is being read here.
         case reading(HTTPRequest, EventIntake.MediaType, started: ContinuousClock.Instant)
         /// The current request's events are with the writer.
-        case committing(HTTPRequest, started: ContinuousClock.Instant)
+        case committing(started: ContinuousClock.Instant)
     }
 
     /// Bodies up to this size are parsed here, on the event loop, where a long parse would
@@ -226,7 +227,7 @@ final class EventsFastPath: ChannelDuplexHandler {
             loop.execute { handler.value.committed(result) }
         }
         if taken {
-            mode = .committing(head, started: started)
+            mode = .committing(started: started)
         } else {
             mode = .idle
             handOver(head, context: context)
@@ -235,7 +236,7 @@ final class EventsFastPath: ChannelDuplexHandler {
     }
 
     private func committed(_ result: Result<AppendOutcome, any Error>) {
-        guard case .committing(_, let started) = mode else { return }
+        guard case .committing(let started) = mode else { return }
         mode = .idle
         body = nil
         guard let context, context.channel.isActive else {
