@@ -74,11 +74,10 @@ public final class Authenticator: Sendable {
     public func authorize(_ request: Request, context: GatehouseContext, anyOf scopes: [Scope]) async throws -> Principal {
         let scope = scopes[0]
         if let header = request.headers[.authorization] {
-            let parts = header.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            guard let secret = Self.bearerSecret(header) else {
                 throw Problem.unauthorized("the Authorization header must be \"Bearer <token>\"")
             }
-            guard let token = try await token(for: String(parts[1]).trimmingCharacters(in: .whitespaces)) else {
+            guard let token = try await token(for: secret) else {
                 throw Problem.unauthorized("the token is unknown or revoked")
             }
             guard scopes.contains(where: token.scopes.grants) else {
@@ -116,15 +115,21 @@ public final class Authenticator: Sendable {
     func allowsFromCache(authorization: String?, hasCookie: Bool, isLoopbackPeer: Bool, scope: Scope) -> Bool {
         let now = ContinuousClock.now
         if let authorization {
-            let parts = authorization.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
-            let key = "hash:" + AccessToken.hash(String(parts[1]).trimmingCharacters(in: .whitespaces))
+            guard let secret = Self.bearerSecret(authorization) else { return false }
+            let key = "hash:" + AccessToken.hash(secret)
             guard let cached = cache.withLock({ $0[key] }), cached.until > now, let token = cached.token else { return false }
             return token.scopes.grants(scope)
         }
         // A session cookie may carry a token's scopes, or refuse a change from another site.
         guard !hasCookie, isLoopbackPeer, let count = activeTokens.withLock({ $0 }), count.until > now else { return false }
         return count.count == 0
+    }
+
+    /// The secret of an `Authorization: Bearer <token>` header; nil for any other form.
+    static func bearerSecret(_ header: String) -> String? {
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1]).trimmingCharacters(in: .whitespaces)
     }
 
     /// A token pasted into a web login form.

@@ -305,8 +305,7 @@ public final class EventLog: Sendable {
         var seqs = [Int64?](repeating: nil, count: events.count)
         try Self.inStatements(of: events.count) { rows, power in
             guard power > 0 else {
-                seqs[rows.lowerBound] = try db.insertedKey(
-                    Self.insertEvent, SQLArguments(values: ready[rows.lowerBound].columns + [.int(receivedAt.milliseconds)]), column: "seq")
+                seqs[rows.lowerBound] = try insertOne(ready[rows.lowerBound], receivedAt: receivedAt, db: db)
                 return
             }
             var values: [SQLValue] = []
@@ -324,10 +323,15 @@ public final class EventLog: Sendable {
         return seqs
     }
 
+    /// One event's row; its `seq`, or nil when its id is known.
+    private func insertOne(_ ready: Prepared, receivedAt: Timestamp, db: any SQLSession) throws -> Int64? {
+        try db.insertedKey(Self.insertEvent, SQLArguments(values: ready.columns + [.int(receivedAt.milliseconds)]), column: "seq")
+    }
+
     /// Splits `count` rows into statements of 32, 16, 8, 4, 2 and 1 rows (the largest that
     /// fits, first): few statements, and at most six shapes of each to prepare and cache.
     /// `body` gets each statement's rows and its size as a power of two.
-    static func inStatements(of count: Int, _ body: (Range<Int>, Int) throws -> Void) rethrows {
+    private static func inStatements(of count: Int, _ body: (Range<Int>, Int) throws -> Void) rethrows {
         var start = 0
         while start < count {
             let power = min(5, Int.bitWidth - 1 - (count - start).leadingZeroBitCount)
@@ -353,11 +357,7 @@ public final class EventLog: Sendable {
             ? try insertRows(events, ready, receivedAt: receivedAt, db: db) : nil
         for (index, event) in events.enumerated() {
             let seq: Int64?
-            if let together {
-                seq = together[index]
-            } else {
-                seq = try db.insertedKey(Self.insertEvent, SQLArguments(values: ready[index].columns + [.int(receivedAt.milliseconds)]), column: "seq")
-            }
+            if let together { seq = together[index] } else { seq = try insertOne(ready[index], receivedAt: receivedAt, db: db) }
             outcome.ids.append(event.id)
             if let seq {
                 outcome.accepted += 1
