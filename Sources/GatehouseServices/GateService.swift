@@ -129,6 +129,7 @@ public final class GateService: Sendable {
     /// Applies one decision — from the API, the web page or a chat button alike; a refusal is
     /// audited too (who tried, and why not).
     public func decide(_ id: String, _ decision: GateDecision, aliases: [String] = [], now: Timestamp = .now()) async throws -> Change {
+        if Self.namesNoGate(id) { return .notFound }
         let change: Change = try await repository.transact { tx in
             guard var gate = try tx.gate(id) else { return (.notFound, []) }
             switch gate.apply(decision, aliases: aliases) {
@@ -173,6 +174,7 @@ public final class GateService: Sendable {
     }
 
     public func cancel(_ id: String, by: String, comment: String?, now: Timestamp = .now()) async throws -> Change {
+        if Self.namesNoGate(id) { return .notFound }
         let change: Change = try await repository.transact { tx in
             guard var gate = try tx.gate(id) else { return (.notFound, []) }
             guard gate.state == .pending else {
@@ -236,7 +238,7 @@ public final class GateService: Sendable {
     /// entry names the gate only when it exists (a forged callback may name anything).
     public func auditRefusal(gateID: String?, action: String, actor: String?, detail: JSONObject, now: Timestamp = .now()) async throws {
         try await repository.transact { tx in
-            let known = try gateID.map { try tx.gateExists($0) } ?? false
+            let known = try gateID.map { try !Self.namesNoGate($0) && tx.gateExists($0) } ?? false
             var detail = detail
             if !known, let gateID { detail.append("claimed_gate", .string(gateID)) }
             try tx.appendAudit(gateID: known ? gateID : nil, action: action, actor: actor, detail: detail, at: now)
@@ -253,19 +255,28 @@ public final class GateService: Sendable {
     }
 
     /// Marks a signed callback as used; false when it was already (a replay). Kept an hour.
+    /// The platforms' ids are plain text (signatures, snowflakes, trigger ids): one holding a
+    /// control character is a malformed request, refused before the store (PostgreSQL's text
+    /// cannot hold a NUL).
     public func claimNonce(_ nonce: String, now: Timestamp = .now()) async throws -> Bool {
-        try await repository.claimNonce(nonce, now: now, keep: 3_600_000)
+        if ControlCharacters.contains(nonce) { throw Problem.badRequest("a callback id must not contain control characters (U+0000–U+001F, U+007F)") }
+        return try await repository.claimNonce(nonce, now: now, keep: 3_600_000)
     }
 
     // MARK: Reads
 
-    public func get(_ id: String) async throws -> Gate? { try await repository.get(id) }
+    public func get(_ id: String) async throws -> Gate? { Self.namesNoGate(id) ? nil : try await repository.get(id) }
     /// The newest gate opened with `key` (after a supersede, the one that replaced it).
     public func latest(key: String) async throws -> Gate? { try await repository.latest(key: key) }
     public func list(_ filter: GateFilter) async throws -> [Gate] { try await repository.list(filter) }
     public func pendingCount() async throws -> Int { try await repository.pendingCount() }
     public func nextDeadline() async throws -> Timestamp? { try await repository.nextDeadline() }
-    public func audit(_ id: String) async throws -> [AuditEntry] { try await repository.audit(id) }
+    public func audit(_ id: String) async throws -> [AuditEntry] { Self.namesNoGate(id) ? [] : try await repository.audit(id) }
+
+    /// Gate ids are generated (`gate_` and hex): one holding a control character names no
+    /// gate and is not looked up. A forged callback may name anything, and PostgreSQL's text
+    /// cannot even hold the NUL it may send.
+    static func namesNoGate(_ id: String) -> Bool { ControlCharacters.contains(id) }
     public func verifyAudit() async throws -> AuditLedger.Verification { try await repository.verifyAudit() }
 }
 

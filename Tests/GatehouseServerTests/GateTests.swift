@@ -242,6 +242,13 @@ struct GateTests {
             var forged = context
             forged["token"] = .string(String(repeating: "0", count: 64))
             #expect(try click("alice", trigger: "t0", context: forged).0 == 401)
+            // A forged context naming a gate with a NUL (found by schemathesis on PostgreSQL,
+            // whose text cannot hold one: it was a 500) is refused like any other forgery,
+            // and recorded with the gate it claimed.
+            var nul = forged
+            nul["gate"] = .string("\u{0}m`\t")
+            #expect(try click("alice", trigger: "t0", context: nul).0 == 401)
+            #expect(try click("alice", trigger: "t\u{0}", context: context).0 == 400)
             #expect(try click("alice", trigger: "t1").1["ephemeral_text"]?.stringValue?.contains("1/2") == true)
             #expect(try click("alice", trigger: "t2").1["ephemeral_text"]?.stringValue?.contains("already counted") == true)
             #expect(try click("alice", trigger: "t2").0 == 401)
