@@ -132,7 +132,7 @@ public struct DatasetItem: Sendable, Equatable {
         var errors: [FieldError] = []
         for (k, _) in o where !["id", "data", "meta", "prediction"].contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
         let id = o["id"]?.stringValue ?? ""
-        if id.isEmpty || id.count > 128 { errors.append(FieldError(field: "id", detail: "is required: a string of 1–128 characters")) }
+        if id.isEmpty || id.unicodeScalars.count > 128 { errors.append(FieldError(field: "id", detail: "is required: a string of 1–128 characters")) }
         if let error = ControlCharacters.fieldError("id", id) { errors.append(error) }
         var data = JSONObject()
         if let d = o["data"]?.objectValue {
@@ -179,7 +179,7 @@ extension DatasetSpec: Decodable {
                 body.refuse(.labels, labelsRule)
             } else {
                 if Set(labels).count != labels.count { body.refuse(.labels, "must not repeat a label") }
-                if let bad = labels.first(where: { $0.isEmpty || $0.count > 64 }) { body.refuse(.labels, "\"\(bad)\" must be 1–64 characters") }
+                if let bad = labels.first(where: { $0.isEmpty || $0.unicodeScalars.count > 64 }) { body.refuse(.labels, "\"\(bad)\" must be 1–64 characters") }
                 if let bad = labels.first(where: ControlCharacters.contains) { body.record(ControlCharacters.fieldError(body.field(.labels), bad)) }
             }
         }

@@ -119,7 +119,10 @@ extension FieldReader {
         let read = required ? self.required(String.self, key, otherwise: "must be a string") : optional(String.self, key, otherwise: "must be a string")
         guard let s = read else { return nil }
         if required && s.trimmingCharacters(in: .whitespaces).isEmpty { refuse(key, "must not be empty"); return nil }
-        if s.count > max { refuse(key, "must be at most \(max) characters"); return nil }
+        // Counted in Unicode scalars, as events count theirs: a count of user-perceived
+        // characters lets one "character" carry thousands of combining marks, past what a
+        // database index takes.
+        if s.unicodeScalars.count > max { refuse(key, "must be at most \(max) characters"); return nil }
         if identifier, let error = ControlCharacters.fieldError(field(key), s) { errors.append(error); return nil }
         if identifier, s.isEmpty { refuse(key, "must not be empty (leave it out instead)"); return nil }
         return s

@@ -321,7 +321,7 @@ public struct Identity: Sendable, Hashable, CustomStringConvertible {
         guard let colon = text.firstIndex(of: ":") else { return nil }
         let platform = String(text[..<colon])
         let id = String(text[text.index(after: colon)...])
-        guard Self.platforms.contains(platform), !id.isEmpty, id.count <= 128, !ControlCharacters.contains(id),
+        guard Self.platforms.contains(platform), !id.isEmpty, id.unicodeScalars.count <= 128, !ControlCharacters.contains(id),
               !id.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "\"" || $0 == "<" || $0 == ">" }) else { return nil }
         self.platform = platform
         self.id = id

@@ -67,6 +67,13 @@ public final class Dispatcher: Sendable {
     let workEpoch = Atomic<Int>(0)
     /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
     let activeSilences = Mutex<[Silence]>([])
+    /// The last cursor of the latest commit whose deliveries were all taken from the event
+    /// log's hand-off (`takeCommitted`): the bus's news of that commit needs no read.
+    let handedOffThrough = Atomic<Int64>(0)
+    /// Rows queued to send, by how they came: read from the outbox, or handed over by the
+    /// commit that created them.
+    let rowsRead = Counter(label: "gatehouse_dispatcher_rows_total", dimensions: [("source", "read")])
+    let rowsHandedOver = Counter(label: "gatehouse_dispatcher_rows_total", dimensions: [("source", "handoff")])
 
     struct State {
         var inFlight: Set<String> = []
@@ -90,6 +97,11 @@ public final class Dispatcher: Sendable {
         /// on (with replicas: `DeliveryClaim`): renewed while held, given back when the
         /// receiver goes to another process, forgotten once the database shows them unclaimed.
         var claims: [String: Set<String>] = [:]
+        /// Per receiver, the work epoch at the start of its last read that found everything
+        /// due (fewer rows than it asked for), recorded with that read's rows: while the epoch
+        /// is still that, every due row is in memory (queued, in flight or finished) — so
+        /// rows a commit hands over can join the queue behind them, oldest first, unread.
+        var caughtUp: [String: Int] = [:]
     }
 
     public init(
@@ -116,8 +128,13 @@ public final class Dispatcher: Sendable {
             }
         }
         bus.observe { [weak self] message in
+            guard let self else { return }
             switch message {
-            case .eventsCommitted, .wake, .resync: self?.newWork()
+            case .eventsCommitted(let cursor):
+                // A commit whose deliveries were all handed over (told just before, on the
+                // writer's thread) left nothing new to read.
+                if cursor != self.handedOffThrough.load(ordering: .relaxed) { self.newWork() }
+            case .wake, .resync: self.newWork()
             default: break
             }
         }
@@ -184,8 +201,12 @@ public final class Dispatcher: Sendable {
                     // is just an idle receiver, and must not delay a row falling due soon.
                     let promised = nextDue[name].map { $0.epoch == epoch && ($0.at.map { $0 <= now } ?? false) } ?? false
                     fruitless[name] = claim != nil && promised && (due?.isEmpty ?? false) ? (epoch, now.milliseconds) : nil
+                    let caughtUp = drained[name] != nil ? epoch : nil
                     guard let due, !due.isEmpty else {
-                        state.withLock { $0.finishedDuringQuery[name] = nil }
+                        state.withLock { s in
+                            s.finishedDuringQuery[name] = nil
+                            s.caughtUp[name] = caughtUp
+                        }
                         continue
                     }
                     if now.milliseconds - silencesRead > 5000 {
@@ -194,7 +215,7 @@ public final class Dispatcher: Sendable {
                         await refreshSilences(now: now)
                         silencesRead = now.milliseconds
                     }
-                    state.withLock { s in
+                    let queued = state.withLock { s -> Int in
                         let finished = s.finishedDuringQuery[name] ?? []
                         // Rows of one group fetched together leave as one message: batch them
                         // here, oldest first, so sending needs no further read.
@@ -214,9 +235,18 @@ public final class Dispatcher: Sendable {
                         }
                         if !batches.isEmpty { s.queues[name, default: []].append(contentsOf: batches) }
                         s.finishedDuringQuery[name] = nil
+                        s.caughtUp[name] = caughtUp
+                        return batches.reduce(0) { $0 + $1.count }
                     }
+                    if queued > 0 { rowsRead.increment(by: queued) }
                 }
                 now = clock()
+                if now.milliseconds - silencesRead > 5000, state.withLock({ !$0.queues.isEmpty }) {
+                    // Rows handed over by commits are queued without a read: catch the silences'
+                    // time windows here too.
+                    await refreshSilences(now: now)
+                    silencesRead = now.milliseconds
+                }
                 for batch in takeStartable(now: now) {
                     attemptsRunning.wrappingAdd(1, ordering: .relaxed)
                     await start(batch)
@@ -296,6 +326,56 @@ public final class Dispatcher: Sendable {
     /// Something may have become due that earlier reads did not see.
     func newWork() { workEpoch.wrappingAdd(1, ordering: .relaxed) }
 
+    /// The event log's hand-off (`EventLog.DeliveryHandoff`): a commit's new deliveries join
+    /// their receivers' queues as a read would have queued them, so the commit costs no read
+    /// of the outbox. Per receiver it takes them only when it holds every other due row of it
+    /// in memory (its last read found all that was due, and no other work came since), the
+    /// receiver is healthy and is this process's to send to, the rows are due now, and its
+    /// queue has room; otherwise the rows stay for the next read. True when it took all.
+    /// Not with replicas: their rows are claimed in the database as they are read.
+    public func takeCommitted(_ rows: [(Delivery, StoredEvent)], lastCursor: Int64, now: Timestamp) -> Bool {
+        guard ownership.claimant == nil, !stopped.load(ordering: .relaxed) else { return false }
+        var order: [String] = []
+        var byReceiver: [String: [(Delivery, StoredEvent)]] = [:]
+        for row in rows {
+            if byReceiver[row.0.receiver] == nil { order.append(row.0.receiver) }
+            byReceiver[row.0.receiver, default: []].append(row)
+        }
+        let epoch = workEpoch.load(ordering: .relaxed)
+        let (tookAll, taken) = state.withLock { s -> (Bool, Int) in
+            var all = true
+            var taken = 0
+            for name in order {
+                let mine = byReceiver[name]!
+                guard s.caughtUp[name] == epoch, ownership.owns(receiver: name), !s.reviving.contains(name),
+                      (s.health[name]?.state ?? .ok) == .ok, (s.queues[name]?.count ?? 0) + mine.count <= Self.batch,
+                      mine.allSatisfy({ $0.0.next_attempt_at <= now.milliseconds && $0.0.batch_id == nil })
+                else {
+                    all = false
+                    continue
+                }
+                // Batched by group as a read's rows are (`run`).
+                var batches: [[(Delivery, StoredEvent)]] = []
+                var openBatch: [String: Int] = [:]
+                for (delivery, event) in mine where !s.inFlight.contains(delivery.id) {
+                    s.inFlight.insert(delivery.id)
+                    taken += 1
+                    if let index = openBatch[delivery.group_key], batches[index].count < Self.maxBatch {
+                        batches[index].append((delivery, event))
+                    } else {
+                        openBatch[delivery.group_key] = batches.count
+                        batches.append([(delivery, event)])
+                    }
+                }
+                s.queues[name, default: []].append(contentsOf: batches)
+            }
+            return (all, taken)
+        }
+        if taken > 0 { rowsHandedOver.increment(by: taken) }
+        if tookAll { handedOffThrough.store(lastCursor, ordering: .relaxed) }
+        return tookAll
+    }
+
     /// How this process claims the rows it reads, where processes share the database: for as
     /// long as it lives, and at most a minute past the longest answer it waits for (a claim a
     /// live process somehow never ended must not hold its rows for ever).
@@ -311,6 +391,7 @@ public final class Dispatcher: Sendable {
     /// process finds them due). Attempts in flight end here and their claims with their outcomes.
     private func relinquish(_ name: String, claim: DeliveryClaim?) {
         let dropped = state.withLock { s -> [String] in
+            s.caughtUp[name] = nil
             for batch in s.queues.removeValue(forKey: name) ?? [] {
                 for (delivery, _) in batch { s.inFlight.remove(delivery.id) }
             }
@@ -436,6 +517,7 @@ public final class Dispatcher: Sendable {
                     // of the rows claimed while it was held: the next read takes everything in
                     // the database's order, oldest first.
                     s.reviving.insert(delivery.receiver)
+                    s.caughtUp[delivery.receiver] = nil
                     for batch in s.queues.removeValue(forKey: delivery.receiver) ?? [] {
                         for (member, _) in batch { s.inFlight.remove(member.id) }
                     }

@@ -115,7 +115,14 @@ public final class DatasetService: Sendable {
             name, annotator: annotator, needed: spec.annotatorsPerItem, now: now, leaseUntil: now.adding(milliseconds: Self.leaseMilliseconds))
     }
 
-    public func item(_ name: String, id: String) async throws -> DatasetItem? { try await repository.item(name, id: id) }
+    public func item(_ name: String, id: String) async throws -> DatasetItem? {
+        Self.namesNoItem(id) ? nil : try await repository.item(name, id: id)
+    }
+
+    /// Item ids are checked on import (no control characters): one holding a control character
+    /// names no item and is not looked up — it comes from a form or a URL, and PostgreSQL's
+    /// text cannot even hold the NUL it may carry.
+    static func namesNoItem(_ id: String) -> Bool { ControlCharacters.contains(id) }
 
     public struct Labelled: Sendable, Equatable {
         /// The label as stored (normalised for the task).
@@ -130,6 +137,7 @@ public final class DatasetService: Sendable {
     /// dataset commits `dataset.completed` with it.
     public func label(_ name: String, item itemID: String, annotator: String, raw: JSONValue, now: Timestamp = .now()) async throws -> Labelled {
         let spec = try await spec(name)
+        if Self.namesNoItem(itemID) { throw Self.noItem(itemID, in: name) }
         // Spans are checked against the item's text; other tasks need no read before the write.
         var text: String?
         if spec.task == .spans {
@@ -158,7 +166,7 @@ public final class DatasetService: Sendable {
     /// `annotator` skipped an item: they are not served it again. 404 without the item.
     public func skip(_ name: String, item itemID: String, annotator: String, now: Timestamp = .now()) async throws {
         _ = try await spec(name)
-        guard try await repository.skip(name, item: itemID, annotator: annotator, now: now) else { throw Self.noItem(itemID, in: name) }
+        guard !Self.namesNoItem(itemID), try await repository.skip(name, item: itemID, annotator: annotator, now: now) else { throw Self.noItem(itemID, in: name) }
     }
 
     /// Takes back `annotator`'s latest label; the item it was on, nil when they have none.
@@ -170,7 +178,7 @@ public final class DatasetService: Sendable {
     }
 
     public func label(of annotator: String, dataset: String, item: String) async throws -> JSONValue? {
-        try await repository.label(of: annotator, dataset: dataset, item: item)
+        Self.namesNoItem(item) ? nil : try await repository.label(of: annotator, dataset: dataset, item: item)
     }
 
     /// What `next` could still serve `annotator` now (the inbox's count agrees with the page).

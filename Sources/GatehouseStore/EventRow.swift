@@ -13,6 +13,12 @@ enum EventRow {
     /// The same, unqualified.
     static let selectColumns = columnNames.joined(separator: ", ")
 
+    /// An event's row in `columnNames` order, from the columns its insert binds (`id` …
+    /// `time_given`, `received_at` bound last).
+    static func values(seq: Int64, _ inserted: [SQLValue], receivedAt: Timestamp) -> [SQLValue] {
+        [.int(seq)] + inserted[0..<12] + [.int(receivedAt.milliseconds), inserted[12]]
+    }
+
     /// An event read by column index from `row[offset...]` (see `columns`).
     static func storedEvent(_ row: any SQLRow, at offset: Int = 0) -> StoredEvent {
         var labelPairs: [(key: String, value: String)] = []

@@ -97,6 +97,40 @@ extension SQLRow {
     public subscript<T: SQLColumn>(_ index: Int) -> T { T.read(self, index) }
 }
 
+/// A row held in memory, read as a result row is: what was just written, decoded by the same
+/// code that decodes it when read back (the dispatcher's hand-off of new deliveries).
+struct ValuesRow: SQLRow {
+    let values: [SQLValue]
+    init(_ values: [SQLValue]) { self.values = values }
+
+    func isNull(_ index: Int) -> Bool { values[index] == .null }
+
+    func int64(_ index: Int) -> Int64 {
+        switch values[index] {
+        case .int(let v): return v
+        case .double(let v): return Int64(v)
+        default: return 0
+        }
+    }
+
+    func double(_ index: Int) -> Double {
+        switch values[index] {
+        case .int(let v): return Double(v)
+        case .double(let v): return v
+        default: return 0
+        }
+    }
+
+    func text(_ index: Int) -> String {
+        switch values[index] {
+        case .text(let v), .freeText(let v): return v
+        case .int(let v): return String(v)
+        case .double(let v): return String(v)
+        case .null: return ""
+        }
+    }
+}
+
 /// A connection inside a transaction (or a read snapshot): what store code runs statements
 /// through. Never kept past the closure it was given to.
 public protocol SQLSession: AnyObject {

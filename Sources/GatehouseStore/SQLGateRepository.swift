@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GatehouseCore
 import Synchronization
@@ -60,7 +61,7 @@ public final class SQLGateRepository: GateRepository {
         func latestRunAttributes(pipeline: String, run: String) throws -> JSONObject? {
             try db.value(
                 String.self,
-                "SELECT attributes FROM events WHERE pipeline = ? AND run = ? AND attributes IS NOT NULL AND type NOT LIKE 'gate.%' ORDER BY seq DESC LIMIT 1",
+                "SELECT attributes FROM events WHERE pipeline = ? AND run = ? AND attributes IS NOT NULL AND substr(type, 1, 5) <> 'gate.' ORDER BY seq DESC LIMIT 1",
                 [pipeline, run]).flatMap { (try? JSONValue.parse($0))?.objectValue }
         }
     }
@@ -163,10 +164,18 @@ public final class SQLGateRepository: GateRepository {
     }
 
     public func claimNonce(_ nonce: String, now: Timestamp, keep: Int64) async throws -> Bool {
-        try await database.write { db in
+        let key = Self.nonceKey(nonce)
+        return try await database.write { db in
             try db.execute("DELETE FROM callback_nonces WHERE at < ?", [now.milliseconds - keep])
-            return try db.execute("INSERT INTO callback_nonces (nonce, at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING", [nonce, now.milliseconds]) > 0
+            return try db.execute("INSERT INTO callback_nonces (nonce, at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING", [key, now.milliseconds]) > 0
         }
+    }
+
+    /// A nonce as kept: as sent up to 256 bytes (a Slack signature, a Discord snowflake, a
+    /// Mattermost trigger id), a longer one by its SHA-256 — PostgreSQL's B-tree refuses a
+    /// key past ~2.7 KB, and an unsigned Mattermost action may send any length.
+    static func nonceKey(_ nonce: String) -> String {
+        nonce.utf8.count <= 256 ? nonce : "sha256:" + SHA256.hash(data: Array(nonce.utf8)).hexString
     }
 
     private func remember(_ gate: Gate) {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GatehouseCore
 
@@ -51,18 +52,35 @@ public final class SQLOutbox: Outbox {
             try db.execute("""
                 UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
                 WHERE receiver = ? AND group_key = ?
-                """, [at, at, receiver, group])
+                """, [at, at, receiver, Self.groupRowKey(group)])
         }
+    }
+
+    /// A group's key in `alert_groups`: as built up to 1,024 bytes, a longer one (`group_by`
+    /// over long labels: up to 1,024 characters each) cut to its first 900 bytes and followed by
+    /// the SHA-256 of the whole — PostgreSQL's B-tree refuses a key past ~2.7 KB. Messages
+    /// keep showing the whole key (it is the delivery's `group_key`).
+    static func groupRowKey(_ key: String) -> String {
+        guard key.utf8.count > 1024 else { return key }
+        var cut = ""
+        for scalar in key.unicodeScalars {
+            guard cut.utf8.count + String(scalar).utf8.count <= 900 else { break }
+            cut.unicodeScalars.append(scalar)
+        }
+        return cut + "…sha256:" + SHA256.hash(data: Array(key.utf8)).hexString
     }
 
     /// Writes an event's deliveries (inside its commit). Each joins its aggregation group: a
     /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
     /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
-    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: any SQLSession) throws {
+    /// Returns the rows it inserted.
+    static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: any SQLSession) throws -> [Delivery] {
+        var inserted: [Delivery] = []
+        inserted.reserveCapacity(plans.count)
         for plan in plans {
             // (next_flush_at, last_flush_at) of the plan's group, when it has one.
             let group: (Int64?, Int64?)? = plan.alone ? nil : try db.first(
-                "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?", [plan.receiver, plan.groupKey]
+                "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?", [plan.receiver, Self.groupRowKey(plan.groupKey)]
             ) { ($0[0] as Int64?, $0[1] as Int64?) }
             let due: Int64
             if let next = group?.0 {
@@ -76,15 +94,21 @@ public final class SQLOutbox: Outbox {
                 try db.execute("""
                     INSERT INTO alert_groups (receiver, group_key, next_flush_at, last_flush_at, group_interval_ms) VALUES (?, ?, ?, NULL, ?)
                     ON CONFLICT (receiver, group_key) DO UPDATE SET next_flush_at = excluded.next_flush_at, group_interval_ms = excluded.group_interval_ms
-                    """, [plan.receiver, plan.groupKey, due, plan.groupInterval.milliseconds])
+                    """, [plan.receiver, Self.groupRowKey(plan.groupKey), due, plan.groupInterval.milliseconds])
             }
+            let delivery = Delivery(
+                id: Delivery.newID(), event_seq: eventSeq, receiver: plan.receiver, route: plan.route, group_key: plan.groupKey, kind: "event",
+                state: .pending, attempts: 0, next_attempt_at: due, created_at: now.milliseconds, updated_at: now.milliseconds,
+                delivered_at: nil, last_status: nil, last_error: nil, response_body: nil, message_id: nil, fallback: plan.fallback,
+                fallback_of: nil, batch_id: nil)
             try db.execute("""
                 INSERT INTO deliveries (id, event_seq, receiver, route, group_key, kind, state, attempts, next_attempt_at, created_at, updated_at, fallback)
                 VALUES (?, ?, ?, ?, ?, 'event', 'pending', 0, ?, ?, ?, ?)
                 """, SQLArguments(values: [
-                    .text(Delivery.newID()), .int(eventSeq), .text(plan.receiver), .text(plan.route), .text(plan.groupKey), .int(due),
+                    .text(delivery.id), .int(eventSeq), .text(plan.receiver), .text(plan.route), .text(plan.groupKey), .int(due),
                     .int(now.milliseconds), .int(now.milliseconds), plan.fallback.map(SQLValue.text) ?? .null,
                 ]))
+            inserted.append(delivery)
             if isFailure {
                 // The pipeline is failing for this receiver until a run succeeds; a fresh
                 // failure restarts the reminder clock.
@@ -99,11 +123,14 @@ public final class SQLOutbox: Outbox {
                     ]))
             }
         }
+        return inserted
     }
 
     /// A successful run of a pipeline that receivers were told was failing: one `resolved`
     /// delivery to each of them, and the pipeline is no longer failing for them.
-    static func resolve(pipeline: String, eventSeq: Int64, now: Timestamp, db: any SQLSession) throws {
+    /// Returns how many it created.
+    @discardableResult
+    static func resolve(pipeline: String, eventSeq: Int64, now: Timestamp, db: any SQLSession) throws -> Int {
         let failing = try db.all("SELECT receiver, route FROM failing_pipelines WHERE pipeline = ? AND send_resolved <> 0", [pipeline]) {
             ($0[0] as String, $0[1] as String)
         }
@@ -115,6 +142,7 @@ public final class SQLOutbox: Outbox {
                 VALUES (?, ?, ?, ?, ?, 'resolved', 'pending', 0, ?, ?, ?)
                 """, [id, eventSeq, receiver, route, "resolved|\(pipeline)|\(id)", now.milliseconds, now.milliseconds, now.milliseconds])
         }
+        return failing.count
     }
 
     /// Reminders that fell due: for each pipeline still failing past its receiver's

@@ -63,6 +63,11 @@ struct DatasetSpecTests {
         guard case .failure = DatasetItem.parse(try JSONValue.parse(#"{"id":"1","data":{"image_url":"https://x/y.png"}}"#), for: spec) else { Issue.record("spans item without text"); return }
         let item = try DatasetItem.parse(try JSONValue.parse(#"{"id":"1","data":{"text":"Ada"},"prediction":[{"start":0,"end":3,"label":"PER"}]}"#), for: spec).get()
         #expect(item.prediction?.arrayValue?.count == 1)
+        // Lengths count Unicode scalars: one "character" of 5,000 combining marks is not an id
+        // of one character (it would pass a database index's limit).
+        let heavy = JSONValue.object(JSONObject([("id", .string("e" + String(repeating: "\u{301}", count: 5000))), ("data", .object(JSONObject([("text", .string("Ada"))])))]))
+        guard case .failure(let tooLong) = DatasetItem.parse(heavy, for: spec) else { Issue.record("accepted an id of 5,001 scalars"); return }
+        #expect(tooLong.errors.map(\.field) == ["id"])
         let classes = DatasetSpec(name: "d", task: .classification, labels: ["pos", "neg"])
         #expect(try classes.normalize(try JSONValue.parse(#"{"label":"pos"}"#), text: nil).get() == .string("pos"))
         guard case .failure = classes.normalize(.string("meh"), text: nil) else { Issue.record("unknown label"); return }

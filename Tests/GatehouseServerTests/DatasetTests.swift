@@ -191,6 +191,9 @@ struct DatasetTests {
             #expect(undo.status == 303 && undo.header("Location") == "/annotate/topics?item=1")
             #expect(try page("/annotate/topics?item=1").contains("Match report"))
             #expect(try post("csrf=\(csrf)&item=1&labels=bogus&action=label").status == 422)
+            // An item named with a NUL from the form names no item (on PostgreSQL it was a 500).
+            #expect(try post("csrf=\(csrf)&item=%00&action=skip").status == 303)
+            #expect(try post("csrf=\(csrf)&item=a%00b&labels=sport&action=label").status == 404)
             let stats = try server.json("/v1/datasets/topics/stats")
             #expect(stats["labeled"] == .int(0) && stats["skipped"] == .int(1) && stats["skips"] == .object(JSONObject([("web:alice", .int(1))])))
 

@@ -252,6 +252,11 @@ struct GateTests {
             #expect(try click("alice", trigger: "t1").1["ephemeral_text"]?.stringValue?.contains("1/2") == true)
             #expect(try click("alice", trigger: "t2").1["ephemeral_text"]?.stringValue?.contains("already counted") == true)
             #expect(try click("alice", trigger: "t2").0 == 401)
+            // A trigger id of any length is remembered (by its hash past 256 bytes: PostgreSQL's
+            // index refused the key, a 500) and its replay refused.
+            let long = incompressibleText(3000)
+            #expect(try click("alice", trigger: long).0 == 200)
+            #expect(try click("alice", trigger: long).0 == 401)
             #expect(try click("mallory", trigger: "t3").1["ephemeral_text"]?.stringValue?.contains("not an approver") == true)
             #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
             let (status, closing) = try click("bob", trigger: "t4")

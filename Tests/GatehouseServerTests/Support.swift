@@ -404,3 +404,16 @@ func firstLine(of process: Process) throws -> String {
     }
     return String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+/// `count` CJK ideographs (3 bytes each) in an order PostgreSQL cannot compress (a repeated
+/// character it compresses to a few bytes, and long keys then pass its index's size limit
+/// unnoticed). Deterministic.
+func incompressibleText(_ count: Int, seed: UInt64 = 1) -> String {
+    var state = seed
+    var out = String.UnicodeScalarView()
+    for _ in 0..<count {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        out.append(Unicode.Scalar(0x4E00 + UInt32(truncatingIfNeeded: state >> 33) % 0x5000)!)
+    }
+    return String(out)
+}

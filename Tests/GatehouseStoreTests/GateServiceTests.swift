@@ -125,6 +125,14 @@ struct GateServiceTests {
         #expect(approved.state == .approved && approved.outcome?.by == "policy:auto" && approved.outcome?.reason == .policy)
         let other = try await gates.open(try spec(policy.replacingOccurrences(of: "r9", with: "r10")), requestedVia: "api", now: minutes(1)).gate
         #expect(other.state == .pending)
+        // Only the server's own `gate.*` events are passed over, by exact prefix: a user's
+        // `GATE.metrics` is the run's latest event on both stores (SQLite's LIKE ignored case).
+        _ = try await (gates.repository as! SQLGateRepository).log.append([
+            Event(id: "m11", type: "model.registered", pipeline: "train", run: "r11", attributes: JSONObject([("auc", .number("0.5"))]), time: Self.t0),
+            Event(id: "g11", type: "GATE.metrics", pipeline: "train", run: "r11", attributes: JSONObject([("auc", .number("0.95"))]), time: Self.t0),
+        ])
+        let upper = try await gates.open(try spec(policy.replacingOccurrences(of: "r9", with: "r11")), requestedVia: "api", now: minutes(1)).gate
+        #expect(upper.state == .approved)
         let deciding = GateService(repository: gates.repository, bus: Bus(), autoDecide: "reject")
         let auto = try await deciding.open(try spec(#"{"title": "t"}"#), requestedVia: "api", now: minutes(2)).gate
         #expect(auto.state == .rejected && auto.outcome?.by == "policy:auto-decide")
