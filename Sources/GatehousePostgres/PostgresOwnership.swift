@@ -30,7 +30,9 @@ public final class PostgresOwnership: Ownership {
     private let held = Mutex<(names: Set<String>, until: ContinuousClock.Instant)>(([], .now))
     /// Whether a receiver may be handed to another process now (the dispatcher's view: not
     /// backing off, paused or paced — a new holder starts with fresh pacing and health).
-    private let steady = Mutex<(@Sendable (String) -> Bool)?>(nil)
+    /// (Boxed, as a closure in a `Mutex` must be: `Boxed`. Read every second, it grew a chain
+    /// of thunks a day long.)
+    private let steady = Mutex<Boxed<@Sendable (String) -> Bool>?>(nil)
     static let lease: Int64 = 5000
     static let actFor = Duration.seconds(3)
     static let leader = "leader"
@@ -52,7 +54,8 @@ public final class PostgresOwnership: Ownership {
 
     /// Hands receivers to other processes only when `isSteady` says so.
     public func handOver(when isSteady: @escaping @Sendable (String) -> Bool) {
-        steady.withLock { $0 = isSteady }
+        let box = Boxed(isSteady)
+        steady.withLock { $0 = box }
     }
 
     /// Renews and takes leases once a second until cancelled; gives them up on the way out.
@@ -83,7 +86,7 @@ public final class PostgresOwnership: Ownership {
         let lease = Self.lease
         let wasLeader = isLeader
         let wants = self.receivers.joined(separator: "\n")
-        let given: (@Sendable (String) -> Bool)? = steady.withLock { $0 }
+        let given: (@Sendable (String) -> Bool)? = steady.withLock { $0 }?.value
         let isSteady: @Sendable (String) -> Bool = given ?? { _ in true }
         let (kept, gained, released, asked): ([String], [String], [String], ContinuousClock.Instant) = try await store.leases { db in
             let now = databaseNowMilliseconds

@@ -59,7 +59,8 @@ public final class EventLog: Sendable {
     private let commitCounter = Atomic<Int>(0)
     /// Transactions committed so far (tests use it to see group commit at work).
     public var commitCount: Int { commitCounter.load(ordering: .relaxed) }
-    private let handoff = Mutex<DeliveryHandoff?>(nil)
+    /// Boxed, as a closure in a `Mutex` must be (`Boxed`).
+    private let handoff = Mutex<Boxed<DeliveryHandoff>?>(nil)
 
     /// Told, on the writer's thread after each commit of events and before the bus hears of
     /// it, every delivery the commit's events created, with their events, in commit order —
@@ -71,7 +72,8 @@ public final class EventLog: Sendable {
 
     /// Sets (or, with nil, removes) the one taker of committed deliveries.
     public func handDeliveries(to taker: DeliveryHandoff?) {
-        handoff.withLock { $0 = taker }
+        let box = taker.map { Boxed($0) }
+        handoff.withLock { $0 = box }
     }
 
     /// The deliveries one commit's events created (see `DeliveryHandoff`). `complete` is
@@ -246,7 +248,7 @@ public final class EventLog: Sendable {
         if lastCursor > 0 {
             // The dispatcher takes what it can send at once straight from here (reading it back
             // cost a tenth of the server's CPU under the alerts load); the bus tells everyone.
-            if created.complete, let taker = handoff.withLock({ $0 }) { _ = taker(created.rows, lastCursor, receivedAt) }
+            if created.complete, let taker = handoff.withLock({ $0 }) { _ = taker.value(created.rows, lastCursor, receivedAt) }
             bus.publish(.eventsCommitted(lastCursor: lastCursor))
         }
         for (write, error) in zip(writes, writeErrors) { write.completion(error) }

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import GatehouseCore
 @testable import GatehouseStore
+import Synchronization
 import Testing
 
 private func tempPath() -> String { NSTemporaryDirectory() + "gatehouse-store-\(UUID().uuidString).db" }
@@ -58,6 +59,62 @@ struct EventLogTests {
         #expect(stored.map(\.cursor) == stored.map(\.cursor).sorted() && Set(stored.map(\.cursor)).count == 3)
         #expect(second.lastCursor == stored[2].cursor)
         #expect(try await log.events(EventFilter(after: 1, limit: 1)).map(\.event.id) == ["b"])
+    }
+
+    /// A commit hands its new deliveries over exactly as a read of the outbox returns them
+    /// (every kind of column, a NUL in free text), in commit order, on both stores; a commit
+    /// that also created a `resolved` message hands nothing (those are found by reading). And
+    /// the hand-off is called the same way on the 300th commit as on the first: a closure kept
+    /// in a `Mutex` was re-wrapped at each call, deepening the stack (and the CPU) per commit.
+    @Test func committedDeliveriesAreHandedOverAsTheOutboxReadsThem() async throws {
+        var planned = PlannedDelivery(receiver: "hook", route: "r", groupKey: "", groupWait: .seconds(0), groupInterval: .seconds(300), fallback: "spare", alone: true)
+        planned.sendResolved = true
+        let hook = planned
+        let planner: @Sendable (Event) -> DeliveryPlan = { event in
+            var plan = hook
+            plan.groupKey = "g|" + event.id
+            return DeliveryPlan(deliveries: event.type == "run.succeeded" ? [] : [plan], isFailure: event.type == "run.failed", resolvesFailures: event.type == "run.succeeded")
+        }
+        let log = EventLog(database: try openTestStore(freshStoreLocation("handoff")), bus: Bus(), planner: planner)
+        let taken = Mutex<[[(Delivery, StoredEvent)]]>([])
+        let depths = Mutex<[Int]>([])
+        log.handDeliveries { rows, _, _ in
+            let depth = Thread.callStackSymbols.count
+            depths.withLock { $0.append(depth) }
+            taken.withLock { $0.append(rows) }
+            return true
+        }
+        let rich = Event(
+            id: "rich", type: "run.failed", pipeline: "p", run: "r", step: "s", severity: .critical, summary: "a\u{0}b", details: "d",
+            labels: [("team", "ml"), ("env", "prod")], attributes: JSONObject([("auc", .number("0.91")), ("n", .int(3)), ("x", .array([.null, .bool(true)]))]),
+            url: "https://ci.example/1", time: Timestamp(milliseconds: 1_795_946_400_000))
+        _ = try await log.append([rich, event("plain")])
+        let outbox = SQLOutbox(log: log)
+        let read = try await outbox.due(receiver: "hook", now: .now().adding(milliseconds: 1000), limit: 10, claim: nil)
+        var handed = taken.withLock { $0 }
+        for _ in 0..<100 where handed.isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+            handed = taken.withLock { $0 }
+        }
+        #expect(handed.count == 1)
+        #expect(handed.first?.map(\.0) == read.map(\.0))
+        #expect(handed.first?.map(\.1) == read.map(\.1))
+        #expect(read.count == 2 && read.first?.1.event.summary == "a\u{0}b")
+
+        // A run that succeeds resolves the failing pipeline: a `resolved` delivery is created
+        // outside the events' own plans, so that commit hands nothing over.
+        _ = try await log.append([Event(id: "ok", type: "run.succeeded", pipeline: "p", run: "r2", time: Timestamp(milliseconds: 1_795_946_400_000))])
+        #expect(taken.withLock { $0.count } == 1)
+        #expect(try await outbox.due(receiver: "hook", now: .now().adding(milliseconds: 1000), limit: 10, claim: nil).contains { $0.0.kind == "resolved" })
+
+        for n in 0..<300 { _ = try await log.append([event("d\(n)")]) }
+        // (The hand-off follows the answers to the commit's requests.)
+        var seen = depths.withLock { $0 }
+        for _ in 0..<100 where seen.count < 301 {
+            try await Task.sleep(for: .milliseconds(10))
+            seen = depths.withLock { $0 }
+        }
+        #expect(seen.count == 301 && seen.last == seen[1], "\(seen.count) calls; stack depth \(seen[1]) at the second hand-off, \(seen.last ?? 0) at the last")
     }
 
     /// A request's events go in as few statements as 32, 16 … rows allow: across those
