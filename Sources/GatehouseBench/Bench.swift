@@ -137,9 +137,12 @@ final class BenchServer {
     }
 
     /// CPU time the server has used so far (user + system), in clock ticks.
-    func cpuTicks() -> Int {
-        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return 0 }
+    func cpuTicks() -> Int { Self.cpuTicks(stat: "/proc/\(process.processIdentifier)/stat") }
+
+    /// User and system CPU in clock ticks, from a `/proc/<pid>/stat` (`/proc/self/stat`: this
+    /// process, the load generator and sink).
+    static func cpuTicks(stat path: String) -> Int {
+        guard let stat = try? String(contentsOfFile: path, encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
         // Fields after the command name: state is field 3, utime 14 and stime 15.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
