@@ -122,6 +122,11 @@ struct TokenCommand: ParsableCommand {
                 case .failure(let problem): throw ClientFailure(problem.detail, exitCode: ClientFailure.Code.usage)
                 }
                 guard !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw ClientFailure("--name must not be empty", exitCode: ClientFailure.Code.usage) }
+                // The name becomes who did things (a silence's creator, a decision's actor), which
+                // the API itself checks for control characters.
+                guard !ControlCharacters.contains(name), name.unicodeScalars.count <= 128 else {
+                    throw ClientFailure("--name must be at most 128 characters, without control characters (U+0000–U+001F, U+007F)", exitCode: ClientFailure.Code.usage)
+                }
                 let (token, secret) = try location.store().create(name: name, scopes: parsed)
                 print(secret)
                 FileHandle.standardError.write(Data("gatehouse: created token \(token.id) (\(token.name): \(parsed.map(\.rawValue).joined(separator: ","))); the secret above is not shown again\n".utf8))

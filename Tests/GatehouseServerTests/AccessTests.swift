@@ -21,6 +21,8 @@ struct AccessTests {
             let reader = try runCLI(["token", "create", "--name", "dash", "--scopes", "events:read", "--db", db])
             let readToken = reader.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(try runCLI(["token", "create", "--name", "x", "--scopes", "events:fly", "--db", db]).status == 64)
+            // A name becomes an actor in the audit trail: no control characters (as the API checks).
+            #expect(try runCLI(["token", "create", "--name", "we\u{1}ird", "--scopes", "events:read", "--db", db]).status == 64)
 
             // Only the hash is stored.
             if testingPostgres {
