@@ -67,6 +67,11 @@ public final class Dispatcher: Sendable {
     let workEpoch = Atomic<Int>(0)
     /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
     let activeSilences = Mutex<[Silence]>([])
+    /// Set by the bus the moment a silence changes (before its API call answers), so the loop
+    /// re-reads them before it starts another attempt: a subscriber's queue can drop the
+    /// message, or hold it behind a burst of commits, while the loop starts the very event the
+    /// new silence should mute.
+    let silencesStale = Atomic<Bool>(false)
     /// The last cursor of the latest commit whose deliveries were all taken from the event
     /// log's hand-off (`takeCommitted`): the bus's news of that commit needs no read.
     let handedOffThrough = Atomic<Int64>(0)
@@ -97,11 +102,18 @@ public final class Dispatcher: Sendable {
         /// on (with replicas: `DeliveryClaim`): renewed while held, given back when the
         /// receiver goes to another process, forgotten once the database shows them unclaimed.
         var claims: [String: Set<String>] = [:]
-        /// Per receiver, the work epoch at the start of its last read that found everything
-        /// due (fewer rows than it asked for), recorded with that read's rows: while the epoch
-        /// is still that, every due row is in memory (queued, in flight or finished) — so
+        /// Per receiver, from its last read that found everything due (fewer rows than it
+        /// asked for), recorded with that read's rows: the work epoch at its start, and when
+        /// its next row that was not yet due falls due. While the epoch is still that and the
+        /// time not yet come, every due row is in memory (queued, in flight or finished) — so
         /// rows a commit hands over can join the queue behind them, oldest first, unread.
-        var caughtUp: [String: Int] = [:]
+        var caughtUp: [String: CaughtUp] = [:]
+    }
+
+    struct CaughtUp {
+        var epoch: Int
+        /// Milliseconds; Int64.max when the receiver had no row that was not yet due.
+        var until: Int64
     }
 
     public init(
@@ -135,6 +147,7 @@ public final class Dispatcher: Sendable {
                 // writer's thread) left nothing new to read.
                 if cursor != self.handedOffThrough.load(ordering: .relaxed) { self.newWork() }
             case .wake, .resync: self.newWork()
+            case .silencesChanged: self.silencesStale.store(true, ordering: .relaxed)
             default: break
             }
         }
@@ -194,14 +207,22 @@ public final class Dispatcher: Sendable {
                     }
                     if let last = fruitless[name], last.epoch == epoch, now.milliseconds - last.at < 100 { continue }
                     state.withLock { $0.finishedDuringQuery[name] = [] }
-                    let due = try? await outbox.due(receiver: name, now: now, limit: room, claim: claim)
+                    let read = try? await outbox.dueAndNext(receiver: name, now: now, limit: room, claim: claim)
+                    let due = read?.rows
                     drained[name] = (due?.count ?? room) < room ? (epoch, now.milliseconds) : nil
                     // Only where rows can be claimed elsewhere or locked (PostgreSQL), and only
                     // when the next-due time had said rows were due: elsewhere an empty read
                     // is just an idle receiver, and must not delay a row falling due soon.
                     let promised = nextDue[name].map { $0.epoch == epoch && ($0.at.map { $0 <= now } ?? false) } ?? false
                     fruitless[name] = claim != nil && promised && (due?.isEmpty ?? false) ? (epoch, now.milliseconds) : nil
-                    let caughtUp = drained[name] != nil ? epoch : nil
+                    var caughtUp: CaughtUp?
+                    if drained[name] != nil, let later = read?.later {
+                        switch later {
+                        case .none: caughtUp = CaughtUp(epoch: epoch, until: .max)
+                        case .at(let time): caughtUp = CaughtUp(epoch: epoch, until: time.milliseconds)
+                        case .unknown: caughtUp = nil
+                        }
+                    }
                     guard let due, !due.isEmpty else {
                         state.withLock { s in
                             s.finishedDuringQuery[name] = nil
@@ -241,7 +262,10 @@ public final class Dispatcher: Sendable {
                     if queued > 0 { rowsRead.increment(by: queued) }
                 }
                 now = clock()
-                if now.milliseconds - silencesRead > 5000, state.withLock({ !$0.queues.isEmpty }) {
+                if silencesStale.exchange(false, ordering: .relaxed) {
+                    await refreshSilences(now: now)
+                    silencesRead = now.milliseconds
+                } else if now.milliseconds - silencesRead > 5000, state.withLock({ !$0.queues.isEmpty }) {
                     // Rows handed over by commits are queued without a read: catch the silences'
                     // time windows here too.
                     await refreshSilences(now: now)
@@ -308,9 +332,8 @@ public final class Dispatcher: Sendable {
                     }
                 }
                 let wait = max(1, min(60_000, next.milliseconds - clock().milliseconds))
-                if await wakeup.next(timeout: .milliseconds(wait)) == .silencesChanged {
-                    await refreshSilences(now: clock())
-                }
+                // (A changed silence is read at the top of the loop: `silencesStale`.)
+                _ = await wakeup.next(timeout: .milliseconds(wait))
             }
             // Rows still queued were never attempted: they stay due in the database. The
             // attempts in flight end (answered, or abandoned at the client's shutdown) and are
@@ -329,7 +352,8 @@ public final class Dispatcher: Sendable {
     /// The event log's hand-off (`EventLog.DeliveryHandoff`): a commit's new deliveries join
     /// their receivers' queues as a read would have queued them, so the commit costs no read
     /// of the outbox. Per receiver it takes them only when it holds every other due row of it
-    /// in memory (its last read found all that was due, and no other work came since), the
+    /// in memory (its last read found all that was due, no other work came since, and no row
+    /// that read saw as not yet due has fallen due since), the
     /// receiver is healthy and is this process's to send to, the rows are due now, and its
     /// queue has room; otherwise the rows stay for the next read. True when it took all.
     /// Not with replicas: their rows are claimed in the database as they are read.
@@ -347,7 +371,8 @@ public final class Dispatcher: Sendable {
             var taken = 0
             for name in order {
                 let mine = byReceiver[name]!
-                guard s.caughtUp[name] == epoch, ownership.owns(receiver: name), !s.reviving.contains(name),
+                guard let caughtUp = s.caughtUp[name], caughtUp.epoch == epoch, now.milliseconds < caughtUp.until,
+                      ownership.owns(receiver: name), !s.reviving.contains(name),
                       (s.health[name]?.state ?? .ok) == .ok, (s.queues[name]?.count ?? 0) + mine.count <= Self.batch,
                       mine.allSatisfy({ $0.0.next_attempt_at <= now.milliseconds && $0.0.batch_id == nil })
                 else {

@@ -138,9 +138,12 @@ public enum GatehouseServer {
             dispatcher = Dispatcher(
                 outbox: outbox, receivers: receivers, client: client!, bus: bus, silences: SQLSilenceStore(database: database),
                 inhibitor: Inhibitor(rules: config.inhibitRules), settings: settings, logger: logger, ownership: ownership)
-            // What a commit creates goes to the dispatcher from memory, not read back.
-            log.handDeliveries { [weak dispatcher] rows, lastCursor, now in
-                dispatcher?.takeCommitted(rows, lastCursor: lastCursor, now: now) ?? false
+            // What a commit creates goes to the dispatcher from memory, not read back (not where
+            // replicas claim rows as they read them).
+            if ownership.claimant == nil {
+                log.handDeliveries { [weak dispatcher] rows, lastCursor, now in
+                    dispatcher?.takeCommitted(rows, lastCursor: lastCursor, now: now) ?? false
+                }
             }
         }
         let datasets = DatasetService(repository: SQLDatasetRepository(log: log), bus: bus, pageURL: { [base = desk.base] in "\(base.value)/annotate/\($0)" })

@@ -79,6 +79,8 @@ public final class EventLog: Sendable {
     /// The deliveries one commit's events created (see `DeliveryHandoff`). `complete` is
     /// false when the commit created deliveries that are not in `rows`.
     private struct Created {
+        /// Whether anyone takes them (otherwise no rows are built).
+        var collecting: Bool
         var rows: [(Delivery, StoredEvent)] = []
         var complete = true
 
@@ -209,7 +211,8 @@ public final class EventLog: Sendable {
         var writeErrors = [(any Error)?](repeating: nil, count: writes.count)
         var lastCursor: Int64 = 0
         var total = 0
-        var created = Created()
+        let taker = handoff.withLock { $0 }
+        var created = Created(collecting: taker != nil)
         // Most commits have no failure to isolate, and a savepoint is not free: two round trips
         // on PostgreSQL; on SQLite two statements and a copy of every page it touches (a
         // request's savepoint copied the index pages the one before it had just written). So
@@ -221,7 +224,8 @@ public final class EventLog: Sendable {
         for isolated in optimistic ? [false, true] : [true] {
             do {
                 try database.commit(relaxed: requests.isEmpty) { db in
-                    (outcomes, writeErrors, lastCursor, total, created) = try self.run(requests, writes, receivedAt: receivedAt, isolated: isolated, db: db)
+                    (outcomes, writeErrors, lastCursor, total, created) = try self.run(
+                        requests, writes, receivedAt: receivedAt, isolated: isolated, collecting: created.collecting, db: db)
                 }
                 break
             } catch is FailedWhole {
@@ -231,7 +235,7 @@ public final class EventLog: Sendable {
                 for i in writeErrors.indices { writeErrors[i] = error }
                 lastCursor = 0
                 total = 0
-                created = Created()
+                created = Created(collecting: false)
                 break
             }
         }
@@ -248,7 +252,7 @@ public final class EventLog: Sendable {
         if lastCursor > 0 {
             // The dispatcher takes what it can send at once straight from here (reading it back
             // cost a tenth of the server's CPU under the alerts load); the bus tells everyone.
-            if created.complete, let taker = handoff.withLock({ $0 }) { _ = taker.value(created.rows, lastCursor, receivedAt) }
+            if created.complete, let taker { _ = taker.value(created.rows, lastCursor, receivedAt) }
             bus.publish(.eventsCommitted(lastCursor: lastCursor))
         }
         for (write, error) in zip(writes, writeErrors) { write.completion(error) }
@@ -261,13 +265,13 @@ public final class EventLog: Sendable {
     /// shared request and write in a savepoint of its own, so a failure fails only it;
     /// otherwise any failure fails the whole (`FailedWhole`).
     private func run(
-        _ requests: [Request], _ writes: [Write], receivedAt: Timestamp, isolated: Bool, db: any SQLSession
+        _ requests: [Request], _ writes: [Write], receivedAt: Timestamp, isolated: Bool, collecting: Bool, db: any SQLSession
     ) throws -> ([Result<AppendOutcome, any Error>], [(any Error)?], Int64, Int, Created) {
         var outcomes = [Result<AppendOutcome, any Error>](repeating: .failure(CancellationError()), count: requests.count)
         var writeErrors = [(any Error)?](repeating: nil, count: writes.count)
         var lastCursor: Int64 = 0
         var inserted: [Event] = []
-        var created = Created()
+        var created = Created(collecting: collecting)
         let single = requests.count == 1 && writes.isEmpty
         for (i, request) in requests.enumerated() {
             // One event without other work writes all or nothing by itself (a conflict is
@@ -279,7 +283,7 @@ public final class EventLog: Sendable {
             do {
                 var outcome = AppendOutcome(ids: [], accepted: 0, duplicates: 0, lastCursor: nil)
                 var mine: [Event] = []
-                var made = Created()
+                var made = Created(collecting: collecting)
                 let body = {
                     let events = try request.work.map { try $0(db) + request.events } ?? request.events
                     // Consequences line up with the request's own events, which come after
@@ -405,9 +409,11 @@ public final class EventLog: Sendable {
                     if !plan.deliveries.isEmpty {
                         let deliveries = try SQLOutbox.insert(
                             plan.deliveries, eventSeq: seq, pipeline: event.pipeline, isFailure: plan.isFailure, now: receivedAt, db: db)
-                        // The event as the outbox's read would return it: from its own columns.
-                        let stored = EventRow.storedEvent(ValuesRow(EventRow.values(seq: seq, ready[index].columns, receivedAt: receivedAt)))
-                        for delivery in deliveries { created.rows.append((delivery, stored)) }
+                        if created.collecting {
+                            // The event as the outbox's read would return it: from its own columns.
+                            let stored = EventRow.storedEvent(ValuesRow(EventRow.values(seq: seq, ready[index].columns, receivedAt: receivedAt)))
+                            for delivery in deliveries { created.rows.append((delivery, stored)) }
+                        }
                     }
                     if plan.resolvesFailures {
                         if try SQLOutbox.resolve(pipeline: event.pipeline, eventSeq: seq, now: receivedAt, db: db) > 0 { created.complete = false }

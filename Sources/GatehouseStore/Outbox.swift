@@ -182,6 +182,24 @@ extension Delivery {
     static let insertSQL = "INSERT INTO deliveries (\(selectColumns)) VALUES (\(columnNames.map { _ in "?" }.joined(separator: ", ")))"
 }
 
+/// A receiver's due rows, and what its later rows look like (see `Outbox.dueAndNext`).
+public struct DueRows: Sendable {
+    public enum Later: Sendable, Equatable {
+        /// It has no row that is not yet due.
+        case none
+        /// Its next row that is not yet due falls due then.
+        case at(Timestamp)
+        /// Not known (rows claimed as read: PostgreSQL with replicas).
+        case unknown
+    }
+    public var rows: [(Delivery, StoredEvent)]
+    public var later: Later
+    public init(rows: [(Delivery, StoredEvent)], later: Later) {
+        self.rows = rows
+        self.later = later
+    }
+}
+
 /// A process's claim on the rows it reads to send, where several processes share the database.
 /// The claim holds while its process is alive (its `process:` lease in `owners` is current) and
 /// for `lastsFor` ms, which the process renews for the rows it still holds: rows a process has
@@ -218,6 +236,10 @@ public protocol Outbox: Sendable {
     /// sharing the database), the rows are claimed for that process, and rows another live
     /// process has claimed are left out.
     func due(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> [(Delivery, StoredEvent)]
+    /// The same, and when the receiver's next row that is not yet due falls due, as the same
+    /// read saw it: a caller that got every due row (fewer than `limit`) then knows until when
+    /// nothing else will be (the dispatcher's hand-off of new rows relies on it).
+    func dueAndNext(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> DueRows
     /// Gives back claims on rows read and never attempted (their receiver went to another
     /// process); returns the ids given back (rows another statement held are passed over).
     func release(_ ids: [String], claim: DeliveryClaim) async throws -> [String]

@@ -197,16 +197,38 @@ public final class SQLOutbox: Outbox {
     /// A receiver's due rows with their events, oldest first: one cached statement, rows
     /// decoded by column index (this runs for every batch the dispatcher claims).
     public func due(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> [(Delivery, StoredEvent)] {
-        if let claim, database.dialect == .postgres { return try await claimDue(receiver: receiver, now: now, limit: limit, claim: claim) }
+        try await dueAndNext(receiver: receiver, now: now, limit: limit, claim: claim).rows
+    }
+
+    /// One statement reads the receiver's rows in due order, due or not, one more than
+    /// `limit`: the due ones come first, and the first that is not due yet (if the read got
+    /// that far) says when the next one falls due. Only that one row is decoded past the due ones.
+    public func dueAndNext(receiver: String, now: Timestamp, limit: Int, claim: DeliveryClaim?) async throws -> DueRows {
+        if let claim, database.dialect == .postgres {
+            return DueRows(rows: try await claimDue(receiver: receiver, now: now, limit: limit, claim: claim), later: .unknown)
+        }
         return try await database.read { db in
-            try db.all("""
+            var rows: [(Delivery, StoredEvent)] = []
+            var seen = 0
+            var later = DueRows.Later.none
+            try db.query("""
                 SELECT \(Delivery.columns("d")), \(EventRow.columns("e"))
                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
-                WHERE d.receiver = ? AND d.state IN ('pending','failed') AND d.next_attempt_at <= ? AND (d.batch_id IS NULL OR d.batch_id = d.id)
+                WHERE d.receiver = ? AND d.state IN ('pending','failed') AND (d.batch_id IS NULL OR d.batch_id = d.id)
                 ORDER BY d.next_attempt_at, d.rowid LIMIT ?
-                """, [receiver, now.milliseconds, limit]) { row in
-                (Delivery(row, at: 0), EventRow.storedEvent(row, at: Delivery.columnCount))
+                """, [receiver, limit + 1]) { row in
+                seen += 1
+                let at: Int64 = row[8]
+                if at > now.milliseconds {
+                    if later == .none { later = .at(Timestamp(milliseconds: at)) }
+                } else if rows.count < limit {
+                    rows.append((Delivery(row, at: 0), EventRow.storedEvent(row, at: Delivery.columnCount)))
+                }
             }
+            // limit + 1 rows all due: more are due than were asked for, and what comes after
+            // them is unknown.
+            if seen > limit, later == .none { later = .unknown }
+            return DueRows(rows: rows, later: later)
         }
     }
 

@@ -92,6 +92,45 @@ struct DeliveryTests {
         }
     }
 
+    /// A row that falls due later (its group waits) is not overtaken by rows handed over
+    /// after it fell due, even while the receiver's queue is long (found by review: with a
+    /// slow receiver, hand-offs kept joining the queue ahead of it, 240 rows in 20 s).
+    @Test func aRowFallingDueIsNotOvertakenByLaterHandOffs() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: w
+                    webhook: { url: \(sink.url("/slow-2/w")) }
+                route:
+                  receiver: w
+                  group_by: [pipeline]
+                  group_wait: 0s
+                  routes:
+                    - matchers: ['pipeline="late"']
+                      receiver: w
+                      group_wait: 1s
+                """ }
+            let start = Date()
+            #expect(try server.post("/v1/events", #"{"id":"late1","type":"run.failed","pipeline":"late","run":"r"}"#).status == 202)
+            // A burst the receiver (16 a second: 32 at a time, 2 s each) cannot keep up with,
+            // then a trickle: its queue stays long past the moment late1 falls due.
+            var postedAt: [String: Double] = [:]
+            for n in 0..<130 {
+                let wait = n < 100 ? 0 : 0.05
+                Thread.sleep(forTimeInterval: wait)
+                if try server.post("/v1/events", #"{"id":"q\#(n)","type":"run.failed","pipeline":"q\#(n)","run":"r"}"#).status == 202 {
+                    postedAt["q\(n)"] = Date().timeIntervalSince(start)
+                }
+            }
+            let all = try sink.wait(for: postedAt.count + 1, at: "/slow-2/w", timeout: 60)
+            let order = all.sorted { $0.time < $1.time }.compactMap { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue }
+            let late = try #require(order.firstIndex(of: "late1"))
+            // Posted well after late1 fell due (1 s), yet sent before it:
+            let overtook = order[..<late].filter { (postedAt[$0] ?? 0) > 1.3 }
+            #expect(overtook.isEmpty, "\(overtook.count) rows posted after late1 fell due went first (of \(postedAt.values.filter { $0 > 1.3 }.count))")
+        }
+    }
+
     @Test func everyEventReachesItsRoutedReceiversOnce() async throws {
         try await offThePool {
             let (sink, server) = try deliveringServer { sink in """

@@ -55,6 +55,28 @@ struct SilenceRouteTests {
         }
     }
 
+    /// A silence mutes an event posted the moment its `201` arrives: the dispatcher re-reads
+    /// silences before its next attempt once the bus says one changed (it used to wait for the
+    /// message to come off its queue, which a burst of commits could delay or overflow).
+    @Test func aSilenceMutesAnEventPostedRightAfterIt() async throws {
+        try await offThePool {
+            let (_, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/ok/team")) }
+                route: { receiver: team, group_by: ['...'], group_wait: 0s }
+                """ }
+            let count = 25
+            for n in 0..<count {
+                #expect(try server.post("/v1/silences", #"{"matchers":["pipeline=\"p\#(n)\""],"duration":"1h"}"#).status == 201)
+                #expect(try server.post("/v1/events", #"{"id":"e\#(n)","type":"run.failed","pipeline":"p\#(n)","run":"r"}"#).status == 202)
+            }
+            let rows = try server.waitForDeliveries { rows in rows.count == count && rows.allSatisfy { $0["state"] != .string("pending") } }
+            let leaked = rows.filter { $0["state"] != .string("muted") }
+            #expect(rows.count == count && leaked.isEmpty, "\(leaked.count) of \(count) sent despite their silence")
+        }
+    }
+
     @Test func routesTestExplainsWithoutSending() async throws {
         try await offThePool {
             let dir = TempDir()
