@@ -353,10 +353,10 @@ public final class Dispatcher: Sendable {
     /// their receivers' queues as a read would have queued them, so the commit costs no read
     /// of the outbox. Per receiver it takes them only when it holds every other due row of it
     /// in memory (its last read found all that was due, no other work came since, and no row
-    /// that read saw as not yet due has fallen due since), the
-    /// receiver is healthy and is this process's to send to, the rows are due now, and its
-    /// queue has room; otherwise the rows stay for the next read. True when it took all.
-    /// Not with replicas: their rows are claimed in the database as they are read.
+    /// that read saw as not yet due has fallen due since), the receiver is healthy and is this
+    /// process's to send to, the rows are due now, and its queue has room; otherwise the rows
+    /// stay for the next read. True when it took all. Not with replicas: their rows are
+    /// claimed in the database as they are read.
     public func takeCommitted(_ rows: [(Delivery, StoredEvent)], lastCursor: Int64, now: Timestamp) -> Bool {
         guard ownership.claimant == nil, !stopped.load(ordering: .relaxed) else { return false }
         var order: [String] = []
