@@ -77,6 +77,30 @@ struct SilenceRouteTests {
         }
     }
 
+    /// Silenced messages to a paced receiver (Slack: about one a second) take no turn: a live
+    /// alert behind eight silenced ones goes at once, not seconds later.
+    @Test func silencedMessagesTakeNoTurnOfAPacedReceiver() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    slack: { webhook_url: \(sink.url("/ok/slack")) }
+                route: { receiver: team, group_by: ['...'], group_wait: 0s }
+                """ }
+            #expect(try server.post("/v1/silences", #"{"matchers":["pipeline=\"quiet\""],"duration":"1h"}"#).status == 201)
+            let quiet = (0..<8).map { #"{"id":"q\#($0)","type":"run.failed","pipeline":"quiet","run":"r\#($0)"}"# }.joined(separator: ",")
+            #expect(try server.post("/v1/events", "[\(quiet)]").status == 202)
+            let posted = Date().timeIntervalSince1970
+            #expect(try server.post("/v1/events", #"{"id":"loud","type":"run.failed","pipeline":"loud","run":"r"}"#).status == 202)
+            let sent = try sink.wait(for: 1, at: "/ok/slack", timeout: 15)
+            #expect(sent.count == 1)
+            // Eight tokens (three of burst, then one a second) would have made it wait ~5 s.
+            #expect((sent.first?.time ?? .infinity) - posted < 2.5, "the live alert waited \((sent.first?.time ?? 0) - posted) s")
+            let rows = try server.waitForDeliveries { rows in rows.count == 9 && rows.allSatisfy { $0["state"] != .string("pending") } }
+            #expect(rows.filter { $0["state"] == .string("muted") }.count == 8)
+        }
+    }
+
     @Test func routesTestExplainsWithoutSending() async throws {
         try await offThePool {
             let dir = TempDir()
