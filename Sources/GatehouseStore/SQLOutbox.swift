@@ -64,7 +64,7 @@ public final class SQLOutbox: Outbox {
         guard key.utf8.count > 1024 else { return key }
         var cut = ""
         for scalar in key.unicodeScalars {
-            guard cut.utf8.count + String(scalar).utf8.count <= 900 else { break }
+            guard cut.utf8.count + UTF8.width(scalar) <= 900 else { break }
             cut.unicodeScalars.append(scalar)
         }
         return cut + "…sha256:" + SHA256.hash(data: Array(key.utf8)).hexString
