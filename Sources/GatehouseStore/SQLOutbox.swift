@@ -71,8 +71,9 @@ public final class SQLOutbox: Outbox {
     }
 
     /// Writes an event's deliveries (inside its commit). Each joins its aggregation group: a
-    /// new group flushes after `group_wait`; a group with a flush pending adds to it; a group
-    /// that flushed lately waits until `group_interval` after that flush (Alertmanager's rules).
+    /// new group flushes after `group_wait`; a group with a flush still to come adds to it; a
+    /// group whose flush has come, or that flushed lately, waits for its next tick,
+    /// `group_interval` on (Alertmanager's rules).
     /// Returns the rows it inserted.
     static func insert(_ plans: [PlannedDelivery], eventSeq: Int64, pipeline: String, isFailure: Bool, now: Timestamp, db: any SQLSession) throws -> [Delivery] {
         var inserted: [Delivery] = []
@@ -83,8 +84,15 @@ public final class SQLOutbox: Outbox {
                 "SELECT next_flush_at, last_flush_at FROM alert_groups WHERE receiver = ? AND group_key = ?", [plan.receiver, Self.groupRowKey(plan.groupKey)]
             ) { ($0[0] as Int64?, $0[1] as Int64?) }
             let due: Int64
-            if let next = group?.0 {
+            let interval = plan.groupInterval.milliseconds
+            if let next = group?.0, next >= now.milliseconds || interval <= 0 {
                 due = next
+            } else if let next = group?.0 {
+                // The flush has come and may be on its way: its outcome, which records it,
+                // comes only with the receiver's answer. The event waits for the group's next
+                // tick, as in Alertmanager — not a message of its own at once.
+                let behind = now.milliseconds - next
+                due = next + (behind + interval - 1) / interval * interval
             } else if let last = group?.1 {
                 due = max(now.milliseconds, last + plan.groupInterval.milliseconds)
             } else {

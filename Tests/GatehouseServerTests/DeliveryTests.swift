@@ -424,6 +424,42 @@ struct DeliveryTests {
         }
     }
 
+    /// A group's first message still on its way (a receiver taking a second to answer): the
+    /// group's events arriving meanwhile wait for group_interval and leave together as one
+    /// digest — not a message each, as they did while the flush's outcome was unrecorded.
+    @Test func eventsArrivingWhileAGroupFlushesWaitForGroupInterval() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/slow-1/team")) }
+                route:
+                  receiver: team
+                  group_by: [pipeline]
+                  group_wait: 0s
+                  group_interval: 3s
+                """ }
+            func event(_ n: Int) -> String { #"{"id":"f\#(n)","type":"step.failed","pipeline":"train","run":"r\#(n)","step":"fit"}"# }
+            #expect(try server.post("/v1/events", event(0)).status == 202)
+            let first = try #require(try sink.wait(for: 1, at: "/slow-1/team").first)
+            for n in 1...8 {
+                #expect(try server.post("/v1/events", event(n)).status == 202)
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            let sent = try sink.wait(for: 2, at: "/slow-1/team", timeout: 10)
+            // Time for any stray third message to arrive.
+            Thread.sleep(forTimeInterval: 1.5)
+            let all = try sink.received("/slow-1/team")
+            func ids(_ r: Sink.Received) -> [String] { r.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } ?? [] }
+            #expect(all.count == 2, "\(all.map(ids))")
+            #expect(ids(first) == ["f0"])
+            if sent.count >= 2 {
+                #expect(ids(sent[1]) == (1...8).map { "f\($0)" })
+                #expect(sent[1].time - first.time >= 2.8, "sent \(sent[1].time - first.time)s after the group's first flush")
+            }
+        }
+    }
+
     /// A digest whose first event is silenced is named after its first live event, and its
     /// retry carries the same events under the same webhook-id.
     @Test func aRetriedDigestIsTheSameMessage() async throws {
