@@ -71,7 +71,7 @@ extension Dispatcher {
         @Sendable func end(carried: [String]) {
             releaseCarried(carried)
             _ = releaseSlot(lead, verdict: nil)
-            newWork()
+            newWork(for: lead.receiver)
             finish(claimed)
         }
         guard let receiver = receivers[lead.receiver] else {
@@ -192,7 +192,7 @@ extension Dispatcher {
         if response.abandoned {
             releaseCarried(attempt.carried)
             _ = releaseSlot(lead, verdict: nil)
-            newWork()
+            newWork(for: lead.receiver)
             finish(attempt.claimed)
             return
         }
@@ -207,7 +207,7 @@ extension Dispatcher {
                     self.logger.info("receiver recovered; sending its backlog", metadata: ["receiver": .string(lead.receiver), "deliveries": .stringConvertible(revived)])
                 }
                 _ = self.state.withLock { $0.reviving.remove(lead.receiver) }
-                self.newWork()
+                self.newWork(for: lead.receiver)
                 self.wakeup.wake()
             }
         }
@@ -311,7 +311,12 @@ extension Dispatcher {
             }
             // A retry scheduled, a fallback added, or rows left due by a failed write: the
             // next read may find something (a delivered or muted row only leaves).
-            if error != nil || !fallbacks.isEmpty || (outcome != "delivered" && outcome != "muted") { self.newWork() }
+            // The rows are all their receiver's; a fallback is another receiver's.
+            if !fallbacks.isEmpty {
+                self.newWork()
+            } else if error != nil || (outcome != "delivered" && outcome != "muted") {
+                if let receiver = rows.first?.receiver { self.newWork(for: receiver) } else { self.newWork() }
+            }
             then()
         }
     }

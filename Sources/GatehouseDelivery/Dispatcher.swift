@@ -65,6 +65,15 @@ public final class Dispatcher: Sendable {
     /// read again only when this moved, its next row's time came, or a second passed — not
     /// after every attempt (two reads per event on PostgreSQL, where each is a round trip).
     let workEpoch = Atomic<Int>(0)
+    /// Per receiver, the same for work only that receiver has: a commit's rows it could not
+    /// take from the hand-off (`takeCommitted`). A receiver's epoch is the sum of both, so one
+    /// failing receiver, whose rows no commit hands over, does not send every other receiver
+    /// back to reading after each commit.
+    let receiverEpochs: [String: EpochCounter]
+
+    final class EpochCounter: Sendable {
+        let value = Atomic<Int>(0)
+    }
     /// Silences not yet over, kept fresh by the bus (`silencesChanged`) and a periodic re-read.
     let activeSilences = Mutex<[Silence]>([])
     /// Set by the bus the moment a silence changes (before its API call answers), so the loop
@@ -132,6 +141,7 @@ public final class Dispatcher: Sendable {
         self.logger = logger
         self.clock = clock
         self.wakeup = bus.subscribe()
+        receiverEpochs = Dictionary(uniqueKeysWithValues: receivers.keys.map { ($0, EpochCounter()) })
         for name in receivers.keys { Self.reportHealth(name, ReceiverHealth()) }
         state.withLock { s in
             for (name, receiver) in receivers {
@@ -200,7 +210,7 @@ public final class Dispatcher: Sendable {
                         return queued < Self.refillBelow ? Self.batch - queued : 0
                     }
                     guard room > 0 else { continue }
-                    let epoch = workEpoch.load(ordering: .relaxed)
+                    let epoch = epoch(of: name)
                     if let last = drained[name], last.epoch == epoch, now.milliseconds - last.at < 1000,
                        nextDue[name].map({ $0.epoch == epoch && ($0.at.map { $0 > now } ?? true) }) ?? false {
                         continue
@@ -319,7 +329,7 @@ public final class Dispatcher: Sendable {
                     }
                     if let pausedUntil { next = min(next, pausedUntil); continue }
                     guard idle, ownership.owns(receiver: name) else { continue }
-                    let epoch = workEpoch.load(ordering: .relaxed)
+                    let epoch = epoch(of: name)
                     if let known = nextDue[name], known.epoch == epoch, known.at.map({ $0 > now }) ?? true {
                         if let due = known.at { next = min(next, due) }
                         continue
@@ -349,6 +359,16 @@ public final class Dispatcher: Sendable {
     /// Something may have become due that earlier reads did not see.
     func newWork() { workEpoch.wrappingAdd(1, ordering: .relaxed) }
 
+    /// Something may have become due for `receiver` alone.
+    func newWork(for receiver: String) {
+        if let counter = receiverEpochs[receiver] { counter.value.wrappingAdd(1, ordering: .relaxed) } else { newWork() }
+    }
+
+    /// `receiver`'s work epoch: moves with everyone's and with its own (both only grow).
+    func epoch(of receiver: String) -> Int {
+        workEpoch.load(ordering: .relaxed) &+ (receiverEpochs[receiver]?.value.load(ordering: .relaxed) ?? 0)
+    }
+
     /// The event log's hand-off (`EventLog.DeliveryHandoff`): a commit's new deliveries join
     /// their receivers' queues as a read would have queued them, so the commit costs no read
     /// of the outbox. Per receiver it takes them only when it holds every other due row of it
@@ -365,18 +385,17 @@ public final class Dispatcher: Sendable {
             if byReceiver[row.0.receiver] == nil { order.append(row.0.receiver) }
             byReceiver[row.0.receiver, default: []].append(row)
         }
-        let epoch = workEpoch.load(ordering: .relaxed)
-        let (tookAll, taken) = state.withLock { s -> (Bool, Int) in
-            var all = true
+        let (tookAll, taken, left) = state.withLock { s -> (Bool, Int, [String]) in
+            var left: [String] = []
             var taken = 0
             for name in order {
                 let mine = byReceiver[name]!
-                guard let caughtUp = s.caughtUp[name], caughtUp.epoch == epoch, now.milliseconds < caughtUp.until,
+                guard let caughtUp = s.caughtUp[name], caughtUp.epoch == epoch(of: name), now.milliseconds < caughtUp.until,
                       ownership.owns(receiver: name), !s.reviving.contains(name),
                       (s.health[name]?.state ?? .ok) == .ok, (s.queues[name]?.count ?? 0) + mine.count <= Self.batch,
                       mine.allSatisfy({ $0.0.next_attempt_at <= now.milliseconds && $0.0.batch_id == nil })
                 else {
-                    all = false
+                    left.append(name)
                     continue
                 }
                 // Batched by group as a read's rows are (`run`).
@@ -394,10 +413,13 @@ public final class Dispatcher: Sendable {
                 }
                 s.queues[name, default: []].append(contentsOf: batches)
             }
-            return (all, taken)
+            return (left.isEmpty, taken, left)
         }
         if taken > 0 { rowsHandedOver.increment(by: taken) }
-        if tookAll { handedOffThrough.store(lastCursor, ordering: .relaxed) }
+        // Rows left are found by the next read of their own receivers; the others stay caught
+        // up, and the bus's news of this commit needs no read at all.
+        for name in left { newWork(for: name) }
+        handedOffThrough.store(lastCursor, ordering: .relaxed)
         return tookAll
     }
 
