@@ -40,8 +40,13 @@ extension Dispatcher {
     /// oldest first (a recovered receiver's backlog included). The price: a preparation that
     /// reads the database (a retried batch, inhibition sources, a gate's notice) holds the loop
     /// for that read.
-    func start(_ queued: [(Delivery, StoredEvent)]) async {
-        if let attempt = await prepare(queued) { send(attempt) }
+    /// `paced`: it took its receiver's pacer token, given back when nothing is sent.
+    func start(_ queued: [(Delivery, StoredEvent)], paced: Bool = false) async {
+        if let attempt = await prepare(queued) {
+            send(attempt)
+        } else if paced {
+            refundPacer(queued[0].0.receiver)
+        }
     }
 
     /// Muted members are committed before the message goes, so a crash in between cannot

@@ -281,9 +281,9 @@ public final class Dispatcher: Sendable {
                     await refreshSilences(now: now)
                     silencesRead = now.milliseconds
                 }
-                for batch in takeStartable(now: now) {
+                for (batch, paced) in takeStartable(now: now) {
                     attemptsRunning.wrappingAdd(1, ordering: .relaxed)
-                    await start(batch)
+                    await start(batch, paced: paced)
                 }
                 if now.milliseconds - lastDepthReport >= 1000 {
                     lastDepthReport = now.milliseconds
@@ -513,10 +513,12 @@ public final class Dispatcher: Sendable {
     }
 
     /// Pops what may start now: per receiver, up to its concurrency, unless paused or paced.
-    private func takeStartable(now: Timestamp) -> [[(Delivery, StoredEvent)]] {
+    /// Messages whose receivers have room and a pacer token now, each with whether it took a
+    /// token (given back if it is not sent after all: `refundPacer`).
+    private func takeStartable(now: Timestamp) -> [(batch: [(Delivery, StoredEvent)], paced: Bool)] {
         let silences = activeSilences.withLock { $0 }
         return state.withLock { s in
-            var out: [[(Delivery, StoredEvent)]] = []
+            var out: [(batch: [(Delivery, StoredEvent)], paced: Bool)] = []
             for name in Array(s.queues.keys) {
                 while var queue = s.queues[name], !queue.isEmpty {
                     if s.perReceiver[name, default: 0] >= settings.concurrency { break }
@@ -525,6 +527,7 @@ public final class Dispatcher: Sendable {
                     // A receiver that is failing gets one probe at a time, after its back-off.
                     let admission = s.health[name]?.admit(queue[0][0].0.id, now: now) ?? .open
                     if case .closed = admission { break }
+                    var paced = false
                     if var pacer = s.pacers[name], !Self.silenced(queue[0], by: silences, now: now) {
                         let wait = pacer.take(now: now)
                         s.pacers[name] = pacer
@@ -533,12 +536,13 @@ public final class Dispatcher: Sendable {
                             s.health[name]?.released(queue[0][0].0.id)
                             break
                         }
+                        paced = true
                     }
                     s.pacedUntil[name] = nil
                     let item = queue.removeFirst()
                     s.queues[name] = queue.isEmpty ? nil : queue
                     s.perReceiver[name, default: 0] += 1
-                    out.append(item)
+                    out.append((item, paced))
                     if admission == .probe { break }
                 }
             }
@@ -552,6 +556,20 @@ public final class Dispatcher: Sendable {
     static func silenced(_ batch: [(Delivery, StoredEvent)], by silences: [Silence], now: Timestamp) -> Bool {
         guard !silences.isEmpty, let lead = batch.first, lead.0.batch_id == nil else { return false }
         return batch.allSatisfy { member in silences.contains { $0.mutes(member.1.event, at: now) } }
+    }
+
+    /// Gives back the pacer token an attempt took and did not use: its message was not sent
+    /// (every event muted — inhibition is known only once the attempt has read its sources —,
+    /// too old, or taken along by another message). 100 inhibited Slack alerts held the next
+    /// live one back ~100 s.
+    func refundPacer(_ receiver: String) {
+        state.withLock { s in
+            guard var pacer = s.pacers[receiver] else { return }
+            pacer.refund()
+            s.pacers[receiver] = pacer
+            s.pacedUntil[receiver] = nil
+        }
+        wakeup.wake()
     }
 
     /// Frees the receiver's slot as soon as its answer is in (the receiver is done with us) and
@@ -671,6 +689,9 @@ struct Pacer: Sendable {
         }
         return Int64(((1 - tokens) / perSecond * 1000).rounded(.up))
     }
+
+    /// Gives back a token taken for a message that was not sent.
+    mutating func refund() { tokens = min(burst, tokens + 1) }
 }
 
 /// Metric handles per receiver (and outcome), made once: asking the metrics factory for every

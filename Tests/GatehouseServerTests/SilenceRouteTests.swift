@@ -101,6 +101,35 @@ struct SilenceRouteTests {
         }
     }
 
+    /// The same for inhibition, which an attempt learns only once it has read the sources: the
+    /// token its message took is given back when nothing is sent.
+    @Test func inhibitedMessagesGiveBackTheirTurnOfAPacedReceiver() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    slack: { webhook_url: \(sink.url("/ok/slack")) }
+                route: { receiver: team, group_by: ['...'], group_wait: 0s }
+                inhibit_rules:
+                  - source_matchers: ['type="run.failed"']
+                    target_matchers: ['type="step.failed"']
+                    equal: [pipeline, run]
+                """ }
+            #expect(try server.post("/v1/events", #"{"id":"src","type":"run.failed","pipeline":"quiet","run":"r"}"#).status == 202)
+            _ = try sink.wait(for: 1, at: "/ok/slack")
+            let steps = (0..<8).map { #"{"id":"s\#($0)","type":"step.failed","pipeline":"quiet","run":"r","step":"s\#($0)"}"# }.joined(separator: ",")
+            #expect(try server.post("/v1/events", "[\(steps)]").status == 202)
+            let posted = Date().timeIntervalSince1970
+            #expect(try server.post("/v1/events", #"{"id":"loud","type":"run.failed","pipeline":"loud","run":"r"}"#).status == 202)
+            let sent = try sink.wait(for: 2, at: "/ok/slack", timeout: 15)
+            #expect(sent.count == 2)
+            // Two tokens left of the burst, then one a second: ~6 s had it waited its turn.
+            #expect((sent.last?.time ?? .infinity) - posted < 2.5, "the live alert waited \((sent.last?.time ?? 0) - posted) s")
+            let rows = try server.waitForDeliveries { rows in rows.count == 10 && rows.allSatisfy { $0["state"] != .string("pending") } }
+            #expect(rows.filter { $0["state"] == .string("muted") }.count == 8)
+        }
+    }
+
     @Test func routesTestExplainsWithoutSending() async throws {
         try await offThePool {
             let dir = TempDir()
