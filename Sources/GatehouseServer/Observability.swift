@@ -128,9 +128,54 @@ public struct TextLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
     public func log(event: LogEvent) {
-        var merged = self.metadata
+        FileHandle.standardError.write(Data(Self.line(event, metadata: metadata, time: Timestamp.now()).utf8))
+    }
+
+    /// One line, whatever the values hold: a value with a space, `=`, a quote or a control
+    /// character is quoted and escaped (logfmt), so a newline in a logged receiver reply or
+    /// header cannot start a forged line of its own.
+    static func line(_ event: LogEvent, metadata: Logger.Metadata, time: Timestamp) -> String {
+        var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
-        let fields = merged.sorted(by: { $0.key < $1.key }).map { "\($0.key == "hb.request.id" ? "request_id" : $0.key)=\($0.value)" }.joined(separator: " ")
-        FileHandle.standardError.write(Data("\(Timestamp.now().rfc3339) \(event.level.rawValue.uppercased()) \(event.message) \(fields)\n".utf8))
+        let fields = merged.sorted(by: { $0.key < $1.key }).map {
+            "\(quoted($0.key == "hb.request.id" ? "request_id" : $0.key))=\(quoted($0.value.description))"
+        }.joined(separator: " ")
+        return "\(time.rfc3339) \(event.level.rawValue.uppercased()) \(escaped(event.message.description)) \(fields)\n"
+    }
+
+    static func quoted(_ value: String) -> String {
+        let plain = !value.isEmpty && !value.unicodeScalars.contains {
+            $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || ControlCharacters.isControl($0) || isLineBreak($0)
+        }
+        return plain ? value : "\"" + escaped(value, quote: true) + "\""
+    }
+
+    /// Control characters (and, in a quoted value, `"` and `\\`) as escapes.
+    static func escaped(_ text: String, quote: Bool = false) -> String {
+        guard text.unicodeScalars.contains(where: { ControlCharacters.isControl($0) || isLineBreak($0) || (quote && ($0 == "\"" || $0 == "\\")) }) else {
+            return text
+        }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\"" where quote: out += "\\\""
+            case "\\" where quote: out += "\\\\"
+            default:
+                if ControlCharacters.isControl(scalar) || isLineBreak(scalar) {
+                    out += "\\u{" + String(scalar.value, radix: 16) + "}"
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out
+    }
+
+    /// NEL and the Unicode line and paragraph separators: terminals and log viewers break lines there too.
+    static func isLineBreak(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value == 0x85 || scalar.value == 0x2028 || scalar.value == 0x2029
     }
 }
