@@ -15,6 +15,23 @@ struct RequestHygieneMiddleware: RouterMiddleware {
     typealias Context = GatehouseContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await checked(request, context: context, next: next)
+        } catch let problem as Problem where Self.wantsPage(request) {
+            // A person's browser asked for a page (the console, a gate's page, labelling):
+            // the refusal is a page too, not problem+json.
+            let errors = problem.errors.map { "\($0.field) \($0.detail)" }.joined(separator: "; ")
+            return WebPage.message(HTTPResponse.Status(code: problem.status), errors.isEmpty ? problem.detail : errors)
+        }
+    }
+
+    /// A browser's page request: GET or HEAD outside the API, accepting HTML.
+    static func wantsPage(_ request: Request) -> Bool {
+        guard request.method == .get || request.method == .head, !request.uri.path.hasPrefix("/v1/") else { return false }
+        return request.headers[values: .accept].contains { $0.lowercased().contains("text/html") }
+    }
+
+    private func checked(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if let contentType = request.headers[.contentType], let charset = Self.charset(of: contentType), !Self.isUTF8(charset) {
             throw Problem.unsupportedMediaType("charset=\(charset) is not accepted: send UTF-8 (charset=utf-8, or no charset)")
         }

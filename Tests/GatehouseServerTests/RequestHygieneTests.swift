@@ -51,6 +51,15 @@ struct RequestHygieneTests {
             let nulFilter = try server.get("/v1/deliveries?state=failed&receiver=a%00b")
             #expect(nulFilter.status == 422, "\(nulFilter.status) \(nulFilter.text)")
             #expect(nulFilter.json["errors"]?.arrayValue?.first?.objectValue?["field"] == .string("receiver"), "\(nulFilter.text)")
+            // A browser asking for a page gets the refusal as a page, naming the parameter; the
+            // API keeps problem+json whatever the client accepts.
+            let page = try server.request("GET", "/events?type=a%00b", headers: ["Accept": "text/html,application/xhtml+xml"])
+            #expect(page.status == 422 && page.header("Content-Type")?.hasPrefix("text/html") == true, "\(page.status) \(page.text)")
+            #expect(page.text.contains("type must not contain a NUL character"), "\(page.text)")
+            let api = try server.request("GET", "/v1/deliveries?receiver=a%00b", headers: ["Accept": "text/html"])
+            #expect(api.status == 422 && api.header("Content-Type") == "application/problem+json")
+            let pageSegment = try server.request("GET", "/gates/a%00b", headers: ["Accept": "text/html"])
+            #expect(pageSegment.status == 404 && pageSegment.header("Content-Type")?.hasPrefix("text/html") == true, "\(pageSegment.status) \(pageSegment.text)")
 
             var cli = try runCLI(["runs", "show", "a b", "--json"], environment: env)
             #expect(cli.status == 0, "\(cli.stderr)")
