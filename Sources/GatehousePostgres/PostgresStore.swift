@@ -72,6 +72,9 @@ public final class PostgresStore: StoreDatabase {
 
     // MARK: StoreDatabase
 
+    /// PostgreSQL's waits end with the statement's own timeouts; nothing to switch off.
+    public func stopWaitingForLocks() {}
+
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await offloaded { try self.readNow(body) }
     }

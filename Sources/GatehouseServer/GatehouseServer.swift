@@ -219,7 +219,9 @@ public struct GatehouseApp {
         var services = background.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, successTerminationBehavior: .ignore) }
         services.append(.init(service: application))
         let drainDelay = Duration.milliseconds(min(1000, shutdownTimeout.milliseconds / 4))
-        services.append(.init(service: DrainFlag(state: state, delay: drainDelay), successTerminationBehavior: .ignore))
+        services.append(.init(
+            service: DrainFlag(state: state, delay: drainDelay, database: database, lockDeadline: .milliseconds(max(0, shutdownTimeout.milliseconds - 1000))),
+            successTerminationBehavior: .ignore))
         var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(shutdownTimeout.milliseconds)
         groupConfig.maximumCancellationDuration = .seconds(2)
@@ -385,15 +387,28 @@ struct DispatcherService: Service {
 }
 
 /// Flips `/readyz` to 503 as soon as shutdown begins, so load balancers stop sending work
-/// while in-flight requests finish.
+/// while in-flight requests finish; and a second before the shutdown deadline ends every
+/// wait for another process's database lock, so requests stuck behind it are answered `503`
+/// and the shutdown ends in time (it crashed when they held it past its budget).
 struct DrainFlag: Service {
     let state: ServerState
     /// How long the server keeps answering (with `/readyz` at 503) before it stops accepting:
     /// long enough for a load balancer's probe to see it, short against the shutdown budget.
     let delay: Duration
+    let database: any StoreDatabase
+    /// From the start of shutdown, when lock waits end.
+    let lockDeadline: Duration
+
     func run() async throws {
         try? await gracefulShutdown()
         state.startDraining()
+        let database = database
+        let deadline = ContinuousClock.now + lockDeadline
+        // Not awaited: the services after this one shut down meanwhile.
+        Task {
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            database.stopWaitingForLocks()
+        }
         try? await Task.sleep(for: delay)
     }
 }

@@ -25,6 +25,8 @@ extension Response {
     static func problemParts(_ problem: Problem) -> (HTTPFields, String) {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if problem.status == 401 { headers[.wwwAuthenticate] = "Bearer realm=\"gatehouse\"" }
+        // A busy or draining server: clients' retry logic waits this long before trying again.
+        if problem.status == 503 { headers[.retryAfter] = "1" }
         return (headers, problem.json.serialized() + "\n")
     }
 }

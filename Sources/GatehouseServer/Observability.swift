@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseStore
 import Hummingbird
 import Logging
 import Metrics
@@ -57,6 +58,10 @@ struct ObservabilityMiddleware: RouterMiddleware {
     /// else a 500 naming the request id (the error itself is logged, never shown).
     static func problem(for error: any Error, requestID: String, logger: Logger) -> Problem {
         if let problem = error as? Problem { return problem }
+        if isLockTimeout(error) {
+            logger.warning("the database stayed locked by another process", metadata: ["hb.request.id": .string(requestID)])
+            return .unavailable("the database is locked by another process; nothing was changed, try again (request id \(requestID))")
+        }
         logger.error("request failed", metadata: ["error": "\(error)", "hb.request.id": .string(requestID)])
         return .internalError("the server could not complete the request (request id \(requestID))")
     }

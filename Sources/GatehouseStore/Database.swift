@@ -3,6 +3,7 @@ import GRDB
 import SQLiteShim
 import GatehouseCore
 import Logging
+import Synchronization
 
 /// The SQLite file: WAL, one writer connection, concurrent readers, schema by named,
 /// append-only migrations. Never edit a registered migration; add a new one.
@@ -10,12 +11,13 @@ public final class GatehouseDatabase: Sendable {
     public let pool: DatabasePool
     public let path: String
     public let durability: Durability
+    private let lockWait = LockWait(limitMilliseconds: 10_000)
 
     public init(path: String, durability: Durability = .full) throws {
         self.path = path
         self.durability = durability
         var configuration = Configuration()
-        configuration.busyMode = .timeout(10)
+        configuration.busyMode = .callback { [lockWait] tries in lockWait.retry(after: tries) }
         configuration.maximumReaderCount = 4
         configuration.label = "gatehouse"
         configuration.prepareDatabase { db in
@@ -327,7 +329,42 @@ public final class GatehouseDatabase: Sendable {
     }
 }
 
+/// Whether `error` is a wait for another process's SQLite lock that ran out: the database is
+/// busy, the transaction changed nothing, and the same request may succeed in a moment.
+public func isLockTimeout(_ error: any Error) -> Bool {
+    guard let error = error as? DatabaseError else { return false }
+    return error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+}
+
+/// How long a statement waits for a lock another process holds (up to 10 s, in SQLite's own
+/// steps), and the switch that ends every such wait at once: at the shutdown deadline a write
+/// still waiting behind another process's lock fails (`503`) instead of holding the shutdown
+/// past its budget, which ended in a crash.
+final class LockWait: Sendable {
+    let limitMilliseconds: Int
+    let givenUp = Atomic<Bool>(false)
+    /// SQLite's `sqliteDefaultBusyCallback` steps, in milliseconds, then 100 each.
+    static let steps: [Int] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100]
+    static let stepsTotal = steps.reduce(0, +)
+
+    init(limitMilliseconds: Int) { self.limitMilliseconds = limitMilliseconds }
+
+    /// Sleeps before try `tries + 1`; false when the wait is over (SQLite then answers BUSY).
+    func retry(after tries: Int) -> Bool {
+        if givenUp.load(ordering: .relaxed) { return false }
+        let (slept, step) = tries < Self.steps.count
+            ? (Self.steps[..<tries].reduce(0, +), Self.steps[tries])
+            : (Self.stepsTotal + (tries - Self.steps.count) * 100, 100)
+        let delay = min(step, limitMilliseconds - slept)
+        guard delay > 0 else { return false }
+        usleep(UInt32(delay) * 1000)
+        return !givenUp.load(ordering: .relaxed)
+    }
+}
+
 extension GatehouseDatabase: StoreDatabase {
+    public func stopWaitingForLocks() { lockWait.givenUp.store(true, ordering: .relaxed) }
+
     public var dialect: SQLDialect { .sqlite }
     public var location: String { path }
 

@@ -212,6 +212,10 @@ public protocol StoreDatabase: Sendable {
 
     /// Names of the migrations applied, in order.
     func appliedMigrations() throws -> [String]
+
+    /// From now on a statement waiting for a lock another process holds fails at once
+    /// (shutdown: the deadline has come).
+    func stopWaitingForLocks()
 }
 
 extension StoreDatabase {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GatehouseClient
 import GatehouseCore
 import Testing
@@ -122,6 +123,64 @@ struct DurabilityTests {
             #expect(try sink.received("/hangfirst").filter { $0.headers["webhook-id"] == id }.count == 2)
         }
     }
+
+    /// SIGTERM while another process holds the SQLite file's write lock (a backup tool, an
+    /// `sqlite3` shell left in a transaction) and requests wait behind it: they are answered
+    /// `503` with Retry-After at the shutdown deadline, and the process exits 0 in time — it
+    /// used to outlive the deadline waiting for the lock and crash ("Cancellation took longer
+    /// than allowed"), the waiting requests cut off unanswered. Nothing they sent is stored.
+    @Test func sigtermWhileAnotherProcessHoldsTheDatabaseLockStopsInTime() async throws {
+        guard !testingPostgres else { return }  // PostgreSQL's lock waits are its own
+        try await offThePool {
+            let dir = TempDir()
+            let cfg = dir.write("gatehouse.yml", "server: { shutdown_timeout: 3s }\n")
+            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: ["SWIFT_BACKTRACE": "enable=no"])
+            #expect(try server.post("/v1/events", #"{"id":"before","type":"run.started","pipeline":"p"}"#).status == 202)
+            let holder = Process()
+            holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            holder.arguments = ["-c", """
+                import sqlite3, sys, time
+                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+                c.execute("BEGIN IMMEDIATE")
+                print("held", flush=True)
+                time.sleep(60)
+                """, server.db]
+            #expect(try firstLine(of: holder) == "held")
+            defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
+            let answers = Mutex<[HTTPResult?]>([])
+            let group = DispatchGroup()
+            let base = server.url
+            for n in 0..<4 {
+                // Threads of their own: the global queue runs as many blocking calls as cores.
+                group.enter()
+                Thread.detachNewThread {
+                    defer { group.leave() }
+                    let body = #"{"id":"blocked\#(n)","type":"run.started","pipeline":"p"}"#
+                    do {
+                        let r = try HTTPClient().send(method: "POST", url: base + "/v1/events", headers: ["Content-Type": "application/json"], body: Array(body.utf8))
+                        answers.withLock { $0.append(r) }
+                    } catch {
+                        answers.withLock { $0.append(nil) }
+                    }
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            Thread.sleep(forTimeInterval: 0.3)
+            let signalled = Date()
+            server.signal(SIGTERM)
+            #expect(server.waitForExit(timeout: 15) == 0)
+            #expect(Date().timeIntervalSince(signalled) < 5, "took \(Date().timeIntervalSince(signalled)) s")
+            #expect(group.wait(timeout: .now() + 5) == .success)
+            for answer in answers.withLock({ $0 }) {
+                #expect(answer?.status == 503 && answer?.header("Retry-After") == "1", "\(answer.map { "\($0.status) \($0.text)" } ?? "no answer")")
+                #expect(answer?.text.contains("locked by another process") == true)
+            }
+            kill(holder.processIdentifier, SIGKILL)
+            holder.waitUntilExit()
+            let restarted = try ServerProcess(dir: dir, db: server.db)
+            let ids = try restarted.get("/v1/events?limit=100").json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue }
+            #expect(ids == ["before"])
+        }
 }
 
 final class AckLog: @unchecked Sendable {
@@ -129,4 +188,6 @@ final class AckLog: @unchecked Sendable {
     private var ids: [String] = []
     func add(_ new: [String]) { lock.lock(); ids += new; lock.unlock() }
     var all: [String] { lock.lock(); defer { lock.unlock() }; return ids }
+
+    }
 }
