@@ -142,9 +142,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The alerts benchmark's load generator and sink, in C on epoll (as the were).
+        .target(name: "BenchNet"),
         .executableTarget(
             name: "GatehouseBench",
             dependencies: [
+                "BenchNet",
                 "GatehouseCore",
                 "GatehouseClient",
                 "GatehousePostgres",

@@ -1,3 +1,4 @@
+import BenchNet
 import Foundation
 import NIOCore
 
@@ -19,11 +20,10 @@ enum AlertsBench {
     }
 
     static func runWithReceiver(binary: String, scale: Int, durability: String) throws {
-        let sink = BenchSink()
-        let sinkPort = try sink.start()
+        let sink = try CSink()
         defer { sink.stop() }
-        let config = try writeConfig(sinkPort: sinkPort)
-        print("gatehouse alerts benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores shared by server, load generator and sink; durability=\(durability)")
+        let config = try writeConfig(sinkPort: sink.port)
+        print("gatehouse alerts benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores shared by server, load generator and sink (both in C, on epoll); durability=\(durability)")
         print("load: a new run per event, one event per request, \(connections) keep-alive connections, one webhook receiver answering 200 at once, group_by ['...']")
         print("")
         let server = try BenchServer(binary: binary, durability: durability, config: config)
@@ -49,20 +49,24 @@ enum AlertsBench {
         let plain = try BenchServer(binary: binary, durability: durability)
         defer { plain.stop() }
         let requests = 1000 * scale
-        _ = try runLoad(port: plain.port, connections: 8, total: 100, makeBody: { batchBody(1_000_000_000 + $0) })
-        let batches = try runLoad(port: plain.port, connections: 8, total: requests, makeBody: batchBody)
+        let port = plain.port
+        func posts(_ count: Int, _ body: (Int) -> String) -> [[UInt8]] { (0..<count).map { httpRequest(port: port, body: body($0)) } }
+        _ = try runCLoad(ports: [port], connections: 8, requests: posts(100) { batchText(1_000_000_000 + $0) })
+        let (batches, _) = try runCLoad(ports: [port], connections: 8, requests: posts(requests, batchText))
         Bench.report("batches of 100, new run per event, no receiver, 8 connections", batches, eventsPerRequest: 100)
         // The same single events with no receiver: what ingest alone costs, so the figures
         // above split into ingest and delivery.
+        let singleRequests = posts(20_000 * scale) { alertText(5_000_000_000 + $0) }
         let cpuBefore = plain.cpuTicks()
-        let singles = try runLoad(port: plain.port, connections: connections, total: 20_000 * scale) { alertBody(5_000_000_000 + $0) }
+        let (singles, _) = try runCLoad(ports: [port], connections: connections, requests: singleRequests)
         let seconds = Double(plain.cpuTicks() - cpuBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
         Bench.report("single events, new run per event, no receiver, \(connections) connections", singles, eventsPerRequest: 1)
         print(String(format: "    server CPU %.0f µs/event for ingest alone", seconds * 1e6 / Double(singles.requests)))
         // The floor under every figure above: the same connections asking `GET /healthz`,
         // which touches neither JSON nor the database — what the HTTP stack itself costs.
+        let probes = [[UInt8]](repeating: httpRequest(method: "GET", path: "/healthz", port: port), count: 20_000 * scale)
         let floorBefore = plain.cpuTicks()
-        let floor = try runLoad(port: plain.port, connections: connections, total: 20_000 * scale, method: .GET, path: "/healthz") { _ in ByteBuffer() }
+        let (floor, _) = try runCLoad(ports: [port], connections: connections, requests: probes)
         let floorSeconds = Double(plain.cpuTicks() - floorBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
         Bench.report("GET /healthz, \(connections) connections (the HTTP stack's floor)", floor, eventsPerRequest: 1)
         print(String(format: "    server CPU %.0f µs/request", floorSeconds * 1e6 / Double(floor.requests)))
@@ -91,35 +95,34 @@ enum AlertsBench {
     }
 
     /// Sends events `first ..< first + count` and waits until the sink has every one of them.
-    static func phase(server: BenchServer, sink: BenchSink, first: Int, count: Int) throws -> PhaseResult {
+    static func phase(server: BenchServer, sink: CSink, first: Int, count: Int) throws -> PhaseResult {
         try phase(servers: [server], sink: sink, first: first, count: count)
     }
 
     /// The same over replicas: the connections spread over them, CPU summed over them (and
     /// over `alsoCounted`, the database server's processes, when given).
     static func phase(
-        servers: [BenchServer], sink: BenchSink, first: Int, count: Int, alsoCounted: @escaping () -> Int = { 0 }
+        servers: [BenchServer], sink: CSink, first: Int, count: Int, alsoCounted: @escaping () -> Int = { 0 }
     ) throws -> PhaseResult {
         sink.reset()
-        let sentAt = SendTimes(count: count)
+        // Built before the clock starts: the load generator only sends.
+        let requests = (0..<count).map { httpRequest(port: servers[0].port, body: alertText(first + $0)) }
         let cpu = { servers.reduce(0) { $0 + $1.cpuTicks() } + alsoCounted() }
         let cpuBefore = cpu()
         let benchBefore = BenchServer.cpuTicks(stat: "/proc/self/stat")
-        let start = DispatchTime.now().uptimeNanoseconds
-        let load = try runLoad(ports: servers.map(\.port), connections: connections, total: count) { n in
-            sentAt.mark(n)
-            return alertBody(first + n)
-        }
-        let ingested = DispatchTime.now().uptimeNanoseconds
+        let start = bench_now_ns()
+        let (load, sentAt) = try runCLoad(ports: servers.map(\.port), connections: connections, requests: requests)
+        let ingested = bench_now_ns()
         let deadline = Date().addingTimeInterval(120)
         while sink.count < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.002) }
         let cpuAfter = cpu()
         let benchAfter = BenchServer.cpuTicks(stat: "/proc/self/stat")
+        let arrivals = sink.arrivals()
         var latencies: [Double] = []
         latencies.reserveCapacity(count)
         var last: UInt64 = 0
         for n in 0..<count {
-            guard let arrived = sink.arrival(of: "a\(first + n)") else { continue }
+            guard let arrived = arrivals[first + n] else { continue }
             last = max(last, arrived)
             latencies.append(Double(arrived &- sentAt[n]) / 1e6)
         }
@@ -134,17 +137,17 @@ enum AlertsBench {
     }
 
 
-    static func alertBody(_ n: Int) -> ByteBuffer {
-        ByteBuffer(string: #"{"id":"a\#(n)","type":"run.failed","pipeline":"build-\#(n % 50)","run":"run-\#(n)","summary":"job failed: exit code 1 in step test"}"#)
+    static func alertText(_ n: Int) -> String {
+        #"{"id":"a\#(n)","type":"run.failed","pipeline":"build-\#(n % 50)","run":"run-\#(n)","summary":"job failed: exit code 1 in step test"}"#
     }
 
-    static let batchBody: @Sendable (Int) -> ByteBuffer = { n in
+    static func batchText(_ n: Int) -> String {
         var text = "["
         for i in 0..<100 {
             if i > 0 { text += "," }
             text += #"{"type":"run.failed","pipeline":"build-\#(i % 50)","run":"b\#(n)-\#(i)","summary":"job failed: exit code 1 in step test"}"#
         }
-        return ByteBuffer(string: text + "]")
+        return text + "]"
     }
 
     static func writeConfig(sinkPort: Int) throws -> String {
@@ -162,17 +165,4 @@ enum AlertsBench {
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
-}
-
-/// When each request of a phase was sent, by its number; each slot is written by the one
-/// event-loop thread that sends it and read after the load has finished.
-final class SendTimes: @unchecked Sendable {
-    private let times: UnsafeMutableBufferPointer<UInt64>
-    init(count: Int) {
-        times = .allocate(capacity: count)
-        times.initialize(repeating: 0)
-    }
-    deinit { times.deallocate() }
-    func mark(_ n: Int) { times[n] = DispatchTime.now().uptimeNanoseconds }
-    subscript(n: Int) -> UInt64 { times[n] }
 }

@@ -13,10 +13,9 @@ enum ReplicaBench {
         print("gatehouse replicas benchmark — \(ProcessInfo.processInfo.activeProcessorCount) cores shared by PostgreSQL, the replicas, the load generator and the sink; durability=\(durability)")
         print("load: \(count) events, a new run per event, one per request, \(AlertsBench.connections) keep-alive connections spread over the replicas, one webhook receiver")
         print("")
-        let sink = BenchSink()
-        let sinkPort = try sink.start()
+        let sink = try CSink()
         defer { sink.stop() }
-        let config = try AlertsBench.writeConfig(sinkPort: sinkPort)
+        let config = try AlertsBench.writeConfig(sinkPort: sink.port)
 
         let sqlite = try BenchServer(binary: binary, durability: durability, config: config)
         _ = try AlertsBench.phase(server: sqlite, sink: sink, first: 900_000_000, count: 1000)
