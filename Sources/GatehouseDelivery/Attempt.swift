@@ -115,6 +115,9 @@ extension Dispatcher {
         }
         let carried = batch.map(\.0.id)
         let firstSend = lead.batch_id == nil
+        // A first send is its group's flush — also when it ends up sending nothing (every
+        // event muted, or too old): the group's next events wait for its next tick.
+        let flushed = firstSend ? (receiver: lead.receiver, groupKey: lead.group_key, at: now) : nil
 
         // Mute: silences and inhibition decide at the first send; a retry repeats what was sent.
         var muted: [Delivery] = []
@@ -132,7 +135,7 @@ extension Dispatcher {
             }
         }
         guard !live.isEmpty else {
-            record(muted, outcome: "muted") { end(carried: carried) }
+            record(muted, flushed: flushed, outcome: "muted") { end(carried: carried) }
             return nil
         }
         // Age: held back while its receiver failed, a message that outlived max_age before its
@@ -146,7 +149,7 @@ extension Dispatcher {
                 rows[i].updated_at = now.milliseconds
                 rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(policy.schedule.maxAge)): \(rows[i].last_error ?? "never sent")"
             }
-            recordDead(rows) { end(carried: carried) }
+            recordDead(rows, flushed: flushed) { end(carried: carried) }
             return nil
         }
 
@@ -170,7 +173,6 @@ extension Dispatcher {
         }
         var rows = live.map(\.0)
         for i in rows.indices { rows[i].batch_id = batchID }
-        let flushed = firstSend ? (receiver: lead.receiver, groupKey: lead.group_key, at: now) : nil
         var request: OutboundRequest
         do {
             request = try receiver.request(for: message, now: now)

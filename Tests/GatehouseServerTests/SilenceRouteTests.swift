@@ -130,6 +130,29 @@ struct SilenceRouteTests {
         }
     }
 
+    /// A group's flush that a silence muted whole is still its flush: the group's clock runs
+    /// from it, so an event arriving once group_interval has passed goes at once (the muted
+    /// flush used to stay "pending" in the group, which then ticked from its old time).
+    @Test func aWhollySilencedFlushStillStartsItsGroupsInterval() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/ok/team")) }
+                route: { receiver: team, group_by: [pipeline], group_wait: 0s, group_interval: 2s }
+                """ }
+            #expect(try server.post("/v1/silences", #"{"matchers":["type=\"step.failed\""],"duration":"1h"}"#).status == 201)
+            #expect(try server.post("/v1/events", #"{"id":"quiet","type":"step.failed","pipeline":"p","run":"r","step":"s"}"#).status == 202)
+            _ = try server.waitForDeliveries { rows in rows.first?["state"] == .string("muted") }
+            Thread.sleep(forTimeInterval: 2.6)
+            let posted = Date().timeIntervalSince1970
+            #expect(try server.post("/v1/events", #"{"id":"loud","type":"run.failed","pipeline":"p","run":"r"}"#).status == 202)
+            let sent = try sink.wait(for: 1, at: "/ok/team", timeout: 10)
+            #expect(sent.count == 1)
+            #expect((sent.first?.time ?? .infinity) - posted < 1.0, "sent \((sent.first?.time ?? 0) - posted) s after it was posted")
+        }
+    }
+
     @Test func routesTestExplainsWithoutSending() async throws {
         try await offThePool {
             let dir = TempDir()
