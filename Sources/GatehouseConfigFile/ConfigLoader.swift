@@ -138,7 +138,7 @@ private struct Walker {
     mutating func duration(_ key: String, _ node: Node, _ section: String) -> GatehouseDuration? {
         guard let text = string(key, node, section) else { return nil }
         guard let d = GatehouseDuration(text) else {
-            issue(node, "\(section).\(key): bad duration \"\(text)\" (use forms like 30s, 5m, 4h, 1h30m)")
+            issue(node, "\(section).\(key): bad duration \"\(text)\" (use forms like 30s, 5m, 4h, 1h30m; at most 100y)")
             return nil
         }
         return d

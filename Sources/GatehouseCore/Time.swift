@@ -171,11 +171,16 @@ public struct GatehouseDuration: Sendable, Hashable, Comparable, CustomStringCon
             lastUnitIndex = rank
             rest = rest.dropFirst(units[index].0.count)
             let (product, overflow) = value.multipliedReportingOverflow(by: units[index].1)
-            guard !overflow else { return nil }
+            guard !overflow, product <= Self.maximum.milliseconds - total else { return nil }
             total += product
         }
         self.milliseconds = total
     }
+
+    /// The longest duration written: 100 years. Durations are added to timestamps (and
+    /// multiplied, for a group's ticks), and 292 million years overflowed that arithmetic —
+    /// a crash at the group's second event.
+    public static let maximum = GatehouseDuration(milliseconds: 100 * 31_536_000_000)
 
     public var description: String {
         var ms = milliseconds

@@ -83,7 +83,8 @@ extension Dispatcher {
             var row = lead
             row.state = .dead
             row.last_error = "receiver \"\(row.receiver)\" is not configured"
-            record([row], outcome: "dead") { end(carried: []) }
+            let flushed = lead.batch_id == nil ? (receiver: lead.receiver, groupKey: lead.group_key, at: now) : nil
+            record([row], flushed: flushed, outcome: "dead") { end(carried: []) }
             return nil
         }
         // Deliveries carried by a message in flight are not anyone else's to send.

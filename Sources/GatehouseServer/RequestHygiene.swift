@@ -15,23 +15,44 @@ struct RequestHygieneMiddleware: RouterMiddleware {
     typealias Context = GatehouseContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let checked: Context
         do {
-            return try await checked(request, context: context, next: next)
+            checked = try check(request, context: context)
         } catch let problem as Problem where Self.wantsPage(request) {
             // A person's browser asked for a page (the console, a gate's page, labelling):
             // the refusal is a page too, not problem+json.
             let errors = problem.errors.map { "\($0.field) \($0.detail)" }.joined(separator: "; ")
             return WebPage.message(HTTPResponse.Status(code: problem.status), errors.isEmpty ? problem.detail : errors)
         }
+        return try await next(request, checked)
     }
 
-    /// A browser's page request: GET or HEAD outside the API, accepting HTML.
+    /// A browser's page request: GET or HEAD outside the API whose `Accept` prefers HTML to
+    /// JSON (`q` values honoured: `text/html;q=0` refuses it).
     static func wantsPage(_ request: Request) -> Bool {
         guard request.method == .get || request.method == .head, !request.uri.path.hasPrefix("/v1/") else { return false }
-        return request.headers[values: .accept].contains { $0.lowercased().contains("text/html") }
+        var html = 0.0, json = 0.0
+        for value in request.headers[values: .accept] {
+            for range in value.split(separator: ",") {
+                let parts = range.split(separator: ";")
+                let type = parts.first.map { $0.trimmingASCIIWhitespace.lowercased() } ?? ""
+                var q = 1.0
+                for parameter in parts.dropFirst() {
+                    let pair = parameter.split(separator: "=", maxSplits: 1)
+                    if pair.count == 2, pair[0].trimmingASCIIWhitespace.lowercased() == "q" { q = Double(pair[1].trimmingASCIIWhitespace) ?? 0 }
+                }
+                switch type {
+                case "text/html", "application/xhtml+xml": html = max(html, q)
+                case "application/json", "application/problem+json": json = max(json, q)
+                default: break
+                }
+            }
+        }
+        return html > 0 && html > json
     }
 
-    private func checked(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    /// The checks; the context with its path parameters decoded.
+    private func check(_ request: Request, context: Context) throws -> Context {
         if let contentType = request.headers[.contentType], let charset = Self.charset(of: contentType), !Self.isUTF8(charset) {
             throw Problem.unsupportedMediaType("charset=\(charset) is not accepted: send UTF-8 (charset=utf-8, or no charset)")
         }
@@ -40,7 +61,7 @@ struct RequestHygieneMiddleware: RouterMiddleware {
         }
         var context = context
         context.coreContext.parameters = try Self.decoded(context.parameters)
-        return try await next(request, context)
+        return context
     }
 
     /// The `charset` parameter of a media type, unquoted; nil when there is none.

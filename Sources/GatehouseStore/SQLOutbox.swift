@@ -48,11 +48,13 @@ public final class SQLOutbox: Outbox {
         for fallback in fallbacks { try db.execute(Delivery.insertSQL, fallback.arguments) }
         if let (receiver, group, at) = flushed {
             // Later events of the group wait for group_interval after this flush; rows that
-            // joined a flush already scheduled keep their time.
+            // joined a flush already scheduled keep their time. A slow flush answered after a
+            // later one does not move the group's last flush back.
             try db.execute("""
-                UPDATE alert_groups SET last_flush_at = ?, next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
+                UPDATE alert_groups SET last_flush_at = CASE WHEN last_flush_at > ? THEN last_flush_at ELSE ? END,
+                    next_flush_at = CASE WHEN next_flush_at <= ? THEN NULL ELSE next_flush_at END
                 WHERE receiver = ? AND group_key = ?
-                """, [at, at, receiver, Self.groupRowKey(group)])
+                """, [at, at, at, receiver, Self.groupRowKey(group)])
         }
     }
 

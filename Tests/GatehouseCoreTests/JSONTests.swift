@@ -103,6 +103,9 @@ struct TimeTests {
         #expect(GatehouseDuration("0s")?.milliseconds == 0)
         for bad in ["", "5", "5 minutes", "1m1h", "m", "-1s", "1.5h", "1x"] { #expect(GatehouseDuration(bad) == nil, "\(bad)") }
         #expect(GatehouseDuration("1h30m")?.description == "1h30m")
+        // At most 100 years: longer ones overflowed the time arithmetic they feed (a crash).
+        #expect(GatehouseDuration("100y")?.milliseconds == 3_153_600_000_000)
+        for long in ["101y", "100y1ms", "292471208y", "99y53w", "9223372036854775807ms", "100y9223372036854775807ms"] { #expect(GatehouseDuration(long) == nil, "\(long)") }
     }
 }
 

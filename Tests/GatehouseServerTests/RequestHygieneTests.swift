@@ -58,6 +58,11 @@ struct RequestHygieneTests {
             #expect(page.text.contains("type must not contain a NUL character"), "\(page.text)")
             let api = try server.request("GET", "/v1/deliveries?receiver=a%00b", headers: ["Accept": "text/html"])
             #expect(api.status == 422 && api.header("Content-Type") == "application/problem+json")
+            // q values count: HTML refused or preferred less than JSON is not asked for.
+            for accept in ["text/html;q=0, application/json", "application/json, text/html;q=0.01", "*/*"] {
+                let machine = try server.request("GET", "/events?type=a%00b", headers: ["Accept": accept])
+                #expect(machine.status == 422 && machine.header("Content-Type") == "application/problem+json", "\(accept): \(machine.status)")
+            }
             let pageSegment = try server.request("GET", "/gates/a%00b", headers: ["Accept": "text/html"])
             #expect(pageSegment.status == 404 && pageSegment.header("Content-Type")?.hasPrefix("text/html") == true, "\(pageSegment.status) \(pageSegment.text)")
 
