@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,11 @@ int bench_load_run(const int *ports, int nports, int connections, const bench_re
     int epoll = epoll_create1(0);
     if (epoll < 0) return -1;
     load_connection *c = calloc((size_t)connections, sizeof *c);
+    if (!c) {
+        close(epoll);
+        errno = ENOMEM;
+        return -1;
+    }
     int result = 0, next = 0, done = 0, open = 0;
     for (int i = 0; i < connections; i++) {
         c[i].fd = -1;
@@ -233,7 +239,8 @@ int bench_load_run(const int *ports, int nports, int connections, const bench_re
                     state = 1;
                     break;
                 }
-                if (next < count) {
+                /* Not on a connection the server has closed: the reconnect below sends it. */
+                if (next < count && state == 0) {
                     k->current = next++;
                     k->written = 0;
                     sent_ns[k->current] = bench_now_ns();
@@ -304,6 +311,7 @@ static struct {
 typedef struct {
     int fd;
     buffer in;
+    size_t slot; /* its index in the sink thread's list */
 } sink_connection;
 
 /* The number in the body's first event id after "events": ("id":"a<number>"), or -1. */
@@ -352,12 +360,33 @@ static int sink_serve(sink_connection *c) {
         size_t sent = 0;
         while (sent < sizeof sink_answer - 1) {
             ssize_t n = send(c->fd, sink_answer + sent, sizeof sink_answer - 1 - sent, MSG_NOSIGNAL);
-            if (n > 0) sent += (size_t)n;
-            else if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-            else return -1;
+            if (n > 0) {
+                sent += (size_t)n;
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0 && errno == EAGAIN) {
+                /* The client is not reading its answers: wait until it does (or give up). */
+                struct pollfd writable = {.fd = c->fd, .events = POLLOUT};
+                if (poll(&writable, 1, 5000) <= 0) return -1;
+            } else {
+                return -1;
+            }
         }
         buffer_consume(&c->in, (size_t)length);
     }
+}
+
+/* The sink thread's open connections (closed when it stops). */
+static sink_connection **sink_open;
+static size_t sink_open_count, sink_open_capacity;
+
+static void sink_close(int epoll, sink_connection *c) {
+    epoll_ctl(epoll, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->in.data);
+    sink_open[c->slot] = sink_open[--sink_open_count];
+    sink_open[c->slot]->slot = c->slot;
+    free(c);
 }
 
 static void *sink_run(void *unused) {
@@ -376,6 +405,10 @@ static void *sink_run(void *unused) {
         for (int e = 0; e < n; e++) {
             sink_connection *c = events[e].data.ptr;
             if (c == &wake) {
+                while (sink_open_count > 0) sink_close(epoll, sink_open[sink_open_count - 1]);
+                free(sink_open);
+                sink_open = NULL;
+                sink_open_capacity = 0;
                 close(epoll);
                 return NULL;
             }
@@ -384,20 +417,31 @@ static void *sink_run(void *unused) {
                 while ((fd = accept4(sink.listener, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
                     int one = 1;
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    if (sink_open_count == sink_open_capacity) {
+                        size_t capacity = sink_open_capacity ? sink_open_capacity * 2 : 64;
+                        sink_connection **list = realloc(sink_open, capacity * sizeof *list);
+                        if (!list) {
+                            close(fd);
+                            continue;
+                        }
+                        sink_open = list;
+                        sink_open_capacity = capacity;
+                    }
                     sink_connection *k = calloc(1, sizeof *k);
+                    if (!k) {
+                        close(fd);
+                        continue;
+                    }
                     k->fd = fd;
+                    k->slot = sink_open_count;
+                    sink_open[sink_open_count++] = k;
                     struct epoll_event add = {.events = EPOLLIN, .data.ptr = k};
                     epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &add);
                 }
                 continue;
             }
             int state = buffer_read(&c->in, c->fd);
-            if (sink_serve(c) < 0 || state != 0) {
-                epoll_ctl(epoll, EPOLL_CTL_DEL, c->fd, NULL);
-                close(c->fd);
-                free(c->in.data);
-                free(c);
-            }
+            if (sink_serve(c) < 0 || state != 0) sink_close(epoll, c);
         }
     }
     close(epoll);
@@ -428,6 +472,8 @@ int bench_sink_start(void) {
     bench_sink_reset();
     if (pthread_create(&sink.thread, NULL, sink_run, NULL) != 0) {
         close(fd);
+        close(sink.wake[0]);
+        close(sink.wake[1]);
         sink.listener = -1;
         return -1;
     }

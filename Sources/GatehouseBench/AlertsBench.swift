@@ -50,7 +50,7 @@ enum AlertsBench {
         defer { plain.stop() }
         let requests = 1000 * scale
         let port = plain.port
-        func posts(_ count: Int, _ body: (Int) -> String) -> [[UInt8]] { (0..<count).map { httpRequest(port: port, body: body($0)) } }
+        func posts(_ count: Int, _ body: (Int) -> String) -> CRequests { CRequests((0..<count).map { httpRequest(port: port, body: body($0)) }) }
         _ = try runCLoad(ports: [port], connections: 8, requests: posts(100) { batchText(1_000_000_000 + $0) })
         let (batches, _) = try runCLoad(ports: [port], connections: 8, requests: posts(requests, batchText))
         Bench.report("batches of 100, new run per event, no receiver, 8 connections", batches, eventsPerRequest: 100)
@@ -64,7 +64,7 @@ enum AlertsBench {
         print(String(format: "    server CPU %.0f µs/event for ingest alone", seconds * 1e6 / Double(singles.requests)))
         // The floor under every figure above: the same connections asking `GET /healthz`,
         // which touches neither JSON nor the database — what the HTTP stack itself costs.
-        let probes = [[UInt8]](repeating: httpRequest(method: "GET", path: "/healthz", port: port), count: 20_000 * scale)
+        let probes = CRequests([[UInt8]](repeating: httpRequest(method: "GET", path: "/healthz", port: port), count: 20_000 * scale))
         let floorBefore = plain.cpuTicks()
         let (floor, _) = try runCLoad(ports: [port], connections: connections, requests: probes)
         let floorSeconds = Double(plain.cpuTicks() - floorBefore) / Double(sysconf(Int32(_SC_CLK_TCK)))
@@ -106,7 +106,7 @@ enum AlertsBench {
     ) throws -> PhaseResult {
         sink.reset()
         // Built before the clock starts: the load generator only sends.
-        let requests = (0..<count).map { httpRequest(port: servers[0].port, body: alertText(first + $0)) }
+        let requests = CRequests((0..<count).map { httpRequest(port: servers[0].port, body: alertText(first + $0)) })
         let cpu = { servers.reduce(0) { $0 + $1.cpuTicks() } + alsoCounted() }
         let cpuBefore = cpu()
         let benchBefore = BenchServer.cpuTicks(stat: "/proc/self/stat")

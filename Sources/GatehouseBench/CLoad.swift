@@ -2,7 +2,8 @@ import BenchNet
 import Foundation
 
 /// The alerts benchmark's receiver: `BenchNet`'s C sink (one thread, epoll), standing where
-/// the "fast C sink" stood. What it answers and notes is `BenchSink`'s.
+/// the "fast C sink" stood. It answers `200 ok` at once, as `BenchSink` does, and notes
+/// when the event numbered n (`"id":"a<n>"`, the first after `"events"`) first arrived.
 final class CSink {
     let port: Int
 
@@ -34,29 +35,41 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// `runLoad`'s closed loop in C (`BenchNet`): the requests are built before the clock starts,
-/// each connection sends its next as soon as its answer is in. Also returns when each request
-/// was sent (CLOCK_MONOTONIC nanoseconds, as the C sink's arrivals).
-func runCLoad(ports: [Int], connections: Int, requests: [[UInt8]]) throws -> (LoadResult, sentAt: [UInt64]) {
+/// Requests laid out for the C load generator, built before its clock starts.
+final class CRequests {
+    let count: Int
+    private let storage: UnsafeMutableRawBufferPointer
+    fileprivate let table: [bench_request]
+
+    init(_ requests: [[UInt8]]) {
+        count = requests.count
+        storage = .allocate(byteCount: max(1, requests.reduce(0) { $0 + $1.count }), alignment: 1)
+        var table: [bench_request] = []
+        table.reserveCapacity(count)
+        var offset = 0
+        for request in requests {
+            let start = storage.baseAddress!.advanced(by: offset)
+            request.withUnsafeBytes { start.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            table.append(bench_request(data: start.assumingMemoryBound(to: CChar.self), length: request.count))
+            offset += request.count
+        }
+        self.table = table
+    }
+
+    deinit { storage.deallocate() }
+}
+
+/// `runLoad`'s closed loop in C (`BenchNet`): each connection sends its next request as soon
+/// as its answer is in. Also returns when each request was sent (CLOCK_MONOTONIC
+/// nanoseconds, as the C sink's arrivals).
+func runCLoad(ports: [Int], connections: Int, requests: CRequests) throws -> (LoadResult, sentAt: [UInt64]) {
     let count = requests.count
     var sent = [UInt64](repeating: 0, count: count)
     var latency = [UInt64](repeating: 0, count: count)
     var status = [UInt16](repeating: 0, count: count)
     let cPorts = ports.map { Int32($0) }
-    // The requests' bytes stay where they are for the whole run.
-    let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, requests.reduce(0) { $0 + $1.count }), alignment: 1)
-    defer { storage.deallocate() }
-    var table: [bench_request] = []
-    table.reserveCapacity(count)
-    var offset = 0
-    for request in requests {
-        let start = storage.baseAddress!.advanced(by: offset)
-        request.withUnsafeBytes { start.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        table.append(bench_request(data: start.assumingMemoryBound(to: CChar.self), length: request.count))
-        offset += request.count
-    }
     let started = bench_now_ns()
-    let code = bench_load_run(cPorts, Int32(cPorts.count), Int32(connections), table, Int32(count), &sent, &latency, &status)
+    let code = bench_load_run(cPorts, Int32(cPorts.count), Int32(connections), requests.table, Int32(count), &sent, &latency, &status)
     let seconds = Double(bench_now_ns() - started) / 1e9
     guard code == 0 else { throw BenchError("the load generator failed: errno \(errno)") }
     var statuses: [UInt: Int] = [:]

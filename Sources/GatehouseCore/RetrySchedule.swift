@@ -19,8 +19,20 @@ public struct RetrySchedule: Sendable {
         let exponent = min(max(attempt - 1, 0), 30)
         let raw = min(Double(base.milliseconds) * Double(1 << exponent), Double(cap.milliseconds))
         let jittered = raw * (1 - jitter + 2 * jitter * random)
-        let asked = (retryAfter ?? 0) * 1000
+        let asked = Double(Self.askedWait(seconds: retryAfter ?? 0).milliseconds)
         return GatehouseDuration(milliseconds: Int64(max(jittered, asked).rounded()))
+    }
+
+    /// The longest wait a receiver may ask for (`Retry-After`, Discord's `retry_after`): a day.
+    public static let longestAskedWait = GatehouseDuration.seconds(86_400)
+
+    /// A wait a receiver asked for, made safe to add to a time: negative or not a number is
+    /// none, anything past a day (`1e20`, `inf`) a day. Unchecked, `Retry-After: 1e20`
+    /// overflowed the conversion to milliseconds — a crash, from any receiver's answer.
+    public static func askedWait(seconds: Double) -> GatehouseDuration {
+        guard seconds > 0 else { return GatehouseDuration(milliseconds: 0) }  // also NaN
+        let longest = Double(longestAskedWait.milliseconds)
+        return GatehouseDuration(milliseconds: Int64(min((seconds * 1000).rounded(.up), longest)))
     }
 
     /// Whether a delivery created at `created` may still be tried at `next`.

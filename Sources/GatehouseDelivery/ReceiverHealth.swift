@@ -76,7 +76,7 @@ public struct ReceiverHealth: Sendable {
 
     /// The receiver asked us to wait `seconds` (429 with Retry-After, Discord's retry_after).
     public mutating func rateLimited(_ id: String, for seconds: Double, now: Timestamp) {
-        let end = now.adding(milliseconds: Int64((seconds * 1000).rounded(.up)))
+        let end = now.adding(milliseconds: RetrySchedule.askedWait(seconds: seconds).milliseconds)
         if state == .pausedByRateLimit, let until, until > end {
             // Keep the longer pause.
         } else {

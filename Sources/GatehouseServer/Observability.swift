@@ -179,8 +179,9 @@ public struct TextLogHandler: LogHandler {
         return out
     }
 
-    /// NEL and the Unicode line and paragraph separators: terminals and log viewers break lines there too.
+    /// C1 controls (NEL among them: a line break; CSI drives a terminal) and the Unicode line
+    /// and paragraph separators: terminals and log viewers act on these too.
     static func isLineBreak(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value == 0x85 || scalar.value == 0x2028 || scalar.value == 0x2029
+        (0x80...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
     }
 }

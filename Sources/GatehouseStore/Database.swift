@@ -333,7 +333,8 @@ public final class GatehouseDatabase: Sendable {
 /// busy, the transaction changed nothing, and the same request may succeed in a moment.
 public func isLockTimeout(_ error: any Error) -> Bool {
     guard let error = error as? DatabaseError else { return false }
-    return error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+    // Not SQLITE_LOCKED: that is a conflict inside this process (a bug), not another's lock.
+    return error.resultCode == .SQLITE_BUSY
 }
 
 /// How long a statement waits for a lock another process holds (up to 10 s, in SQLite's own

@@ -181,6 +181,7 @@ struct DurabilityTests {
             let ids = try restarted.get("/v1/events?limit=100").json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue }
             #expect(ids == ["before"])
         }
+    }
 }
 
 final class AckLog: @unchecked Sendable {
@@ -188,6 +189,4 @@ final class AckLog: @unchecked Sendable {
     private var ids: [String] = []
     func add(_ new: [String]) { lock.lock(); ids += new; lock.unlock() }
     var all: [String] { lock.lock(); defer { lock.unlock() }; return ids }
-
-    }
 }

@@ -19,7 +19,7 @@ struct LogFormatTests {
     @Test func valuesThatCouldBreakTheLineAreQuotedAndEscaped() {
         let forged = "ok\n1970-01-01T00:00:00.000Z ERROR forged admin=true"
         let text = line("delivery failed\r\n", [
-            "reason": .string(forged), "quote": #"say "hi" \ bye"#, "empty": "", "nul": "a\u{0}b", "sep": "x\u{2028}y", "spaced": "a b",
+            "reason": .string(forged), "quote": #"say "hi" \ bye"#, "empty": "", "nul": "a\u{0}b", "sep": "x\u{2028}y", "csi": "\u{9B}31m", "spaced": "a b",
         ])
         #expect(text.filter { $0 == "\n" || $0 == "\r\n" }.count == 1 && text.hasSuffix("\n"))
         #expect(!text.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
@@ -29,6 +29,7 @@ struct LogFormatTests {
         #expect(text.contains(#"empty="""#))
         #expect(text.contains(#"nul="a\u{0}b""#))
         #expect(text.contains(#"sep="x\u{2028}y""#))
+        #expect(text.contains(#"csi="\u{9b}31m""#))
         #expect(text.contains(#"spaced="a b""#))
     }
 }

@@ -19,7 +19,9 @@ typedef struct {
 /* Sends requests[0..<count] over `connections` keep-alive connections to 127.0.0.1 (connection
    i to ports[i % nports]), one in flight per connection, each answer sending that connection's
    next request. Fills sent_ns[i] (when request i was sent), latency_ns[i] and status[i] (0: no
-   answer). Returns 0, or -1 with errno when a connection could not be made or was lost. */
+   answer — the connection closed first; it is opened again for the next). Returns 0, or -1
+   with errno when a connection could not be made, a send failed, an answer was malformed, or
+   nothing came for 30 s. */
 int bench_load_run(const int *ports, int nports, int connections, const bench_request *requests, int count,
                    uint64_t *sent_ns, uint64_t *latency_ns, uint16_t *status);
 

@@ -14,6 +14,7 @@ GET /_requests. Prints "PORT <n>" once listening on 127.0.0.1 (port chosen by th
   /down-S/...        500 for S seconds after the first request, then 200 "ok"
   /nul/...           200 with a body holding a NUL byte ("ok\0bin")
   /slow-S/...        200 "ok" after S seconds
+  /retryafter-V/...  the first request 429 with Retry-After: V (verbatim), later ones 200 "ok"
 
 PATCH is answered like POST (Discord message edits).
 """
@@ -93,6 +94,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(429, json.dumps({"message": "You are being rate limited.", "retry_after": 0.5, "global": False}), content_type="application/json")
             else:
                 self.reply(200, json.dumps({"id": str(n)}), content_type="application/json")
+        elif mode.startswith("retryafter-"):
+            if n == 1:
+                self.reply(429, "rate limited", {"Retry-After": mode.split("-", 1)[1]})
+            else:
+                self.reply(200, "ok")
         elif mode.startswith("slow-"):
             time.sleep(float(mode.split("-")[1]))
             self.reply(200, "ok")
