@@ -77,7 +77,7 @@ extension ServerProcess {
     /// Stops the server and returns what it logged on stderr.
     func stopAndReadLog() -> String {
         kill()
-        return String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return logged(finished: true)
     }
 }
 

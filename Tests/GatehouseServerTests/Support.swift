@@ -81,6 +81,8 @@ final class ServerProcess {
     let db: String
     private(set) var url = ""
     let stderrPipe = Pipe()
+    /// Where stderr goes instead of `stderrPipe` (GATEHOUSE_TEST_STDERR_DIR).
+    private(set) var logFile: String?
     private let stdoutPipe = Pipe()
 
     init(dir: TempDir = TempDir(), db: String? = nil, arguments: [String] = [], environment: [String: String] = [:]) throws {
@@ -99,6 +101,7 @@ final class ServerProcess {
             let path = logs + "/server-\(UUID().uuidString.prefix(8)).log"
             FileManager.default.createFile(atPath: path, contents: nil)
             process.standardError = FileHandle(forWritingAtPath: path)
+            logFile = path
         } else {
             process.standardError = stderrPipe
         }
@@ -115,7 +118,7 @@ final class ServerProcess {
         let line = String(decoding: buffer, as: UTF8.self)
         guard let range = line.range(of: "http://") else {
             process.terminate()
-            throw ServerStartFailure(output: line + String(decoding: stderrPipe.fileHandleForReading.availableData, as: UTF8.self))
+            throw ServerStartFailure(output: line + logged(finished: false))
         }
         url = String(line[range.lowerBound...].prefix(while: { !$0.isWhitespace }))
     }
@@ -126,6 +129,15 @@ final class ServerProcess {
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// What the server wrote on stderr: all of it once it has `finished`, else what is there.
+    /// From the log file when GATEHOUSE_TEST_STDERR_DIR sends it there — reading the unused
+    /// pipe would wait for ever.
+    func logged(finished: Bool) -> String {
+        if let logFile { return (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
+        let handle = stderrPipe.fileHandleForReading
+        return String(decoding: finished ? handle.readDataToEndOfFile() : handle.availableData, as: UTF8.self)
+    }
 
     /// SIGKILL: the crash case (and the only signal a child of `swift test` reliably gets).
     func kill() {
