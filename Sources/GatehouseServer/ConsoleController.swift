@@ -165,7 +165,10 @@ struct ConsoleController {
         values: (String, Principal) async throws -> [String: Any]
     ) async throws -> Response {
         guard let (who, principal) = try await auth.person(request, context: context) else {
-            return WebPage.redirect("/login?next=" + (request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")).addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "/-_.~")))!)
+            // (Percent-encoding a String cannot fail; "/" would do if it did.)
+            let back = (request.uri.path + (request.uri.query.map { "?" + $0 } ?? ""))
+                .addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "/-_.~"))) ?? "/"
+            return WebPage.redirect("/login?next=" + back)
         }
         if case .token(let token) = principal, !scopes.contains(where: token.scopes.grants) {
             // Home for a labeller, whose token reads no runs, is what waits for them.
