@@ -167,7 +167,9 @@ private struct Walker {
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("B", 1)]
         let trimmed = text.replacingOccurrences(of: " ", with: "")
         for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
-            if let n = Int(trimmed.dropLast(suffix.count)), n > 0 { return n * factor }
+            if let n = Int(trimmed.dropLast(suffix.count)), n > 0, case let (bytes, overflow) = n.multipliedReportingOverflow(by: factor), !overflow {
+                return bytes
+            }
         }
         if let n = Int(trimmed), n > 0 { return n }
         issue(node, "\(section).\(key): bad size \"\(text)\" (use bytes or forms like 512KiB, 1MiB)")

@@ -87,7 +87,9 @@ public struct DatasetSpec: Sendable, Equatable {
                     return .failure(FieldError(field: "spans[\(i)]", detail: "must be {\"start\": int, \"end\": int, \"label\": string}"))
                 }
                 guard labels.contains(label) else { return .failure(FieldError(field: "spans[\(i)].label", detail: "must be one of \(labels.joined(separator: ", "))")) }
-                guard start >= 0, end > start, Int(end) <= length else {
+                // Compared as doubles: a whole number past Int's range (1e300) passed the
+                // check above and trapped in the conversion.
+                guard start >= 0, end > start, end <= Double(length) else {
                     return .failure(FieldError(field: "spans[\(i)]", detail: "must satisfy 0 ≤ start < end ≤ \(length) (the text's length)"))
                 }
                 spans.append((Int(start), Int(end), label))

@@ -45,7 +45,7 @@ public struct GateInput: Sendable, Equatable, Encodable {
     public func check(_ value: JSONValue) -> String? {
         switch kind {
         case .integer, .number:
-            guard case .number(let text) = value, let number = Double(text) else { return "must be \(kind == .integer ? "an integer" : "a number")" }
+            guard case .number(let text) = value, let number = Double(text), number.isFinite else { return "must be \(kind == .integer ? "an integer" : "a number")" }
             if kind == .integer, number.rounded() != number || text.contains(".") || text.lowercased().contains("e") { return "must be an integer" }
             if let min, number < min { return "must be at least \(JSONValue.double(min).serialized())" }
             if let max, number > max { return "must be at most \(JSONValue.double(max).serialized())" }
@@ -63,8 +63,11 @@ public struct GateInput: Sendable, Equatable, Encodable {
     public func parseForm(_ text: String) -> JSONValue {
         switch kind {
         case .integer, .number:
+            // A number only in JSON's own grammar: Double() also reads "nan", "inf", "0x10" and
+            // "+5", and a stored "nan" made the gate unreadable JSON — lost after a restart.
             let trimmed = text.trimmingCharacters(in: .whitespaces)
-            return Double(trimmed) != nil ? .number(trimmed) : .string(text)
+            if case .number? = try? JSONValue.parse(trimmed) { return .number(trimmed) }
+            return .string(text)
         case .string: return .string(text)
         case .boolean: return .bool(["on", "true", "yes", "1"].contains(text.lowercased()))
         }

@@ -77,8 +77,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable {
         guard i == b.count else { return nil }
         let days = daysFromCivil(year: year, month: month, day: day)
         let seconds = Int64(days) * 86400 + Int64(hour * 3600 + minute * 60 + min(second, 59)) - Int64(offsetMinutes * 60)
-        return Timestamp(milliseconds: seconds * 1000 + Int64(millis))
+        let time = Timestamp(milliseconds: seconds * 1000 + Int64(millis))
+        // An offset can carry a time past the years RFC 3339 writes (0000-01-01T00:00:00+23:59
+        // is in year -1): it could not be written back as RFC 3339.
+        return writable.contains(time.milliseconds) ? time : nil
     }
+
+    /// The times RFC 3339 can write in UTC: years 0000 to 9999.
+    static let writable = Int64(daysFromCivil(year: 0, month: 1, day: 1)) * 86_400_000...(Int64(daysFromCivil(year: 9999, month: 12, day: 31)) * 86_400_000 + 86_399_999)
 
     /// RFC 3339 in UTC with milliseconds: `2026-11-29T10:00:00.000Z`.
     public var rfc3339: String {

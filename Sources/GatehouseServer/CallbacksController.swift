@@ -132,7 +132,7 @@ public struct CallbacksController: Sendable {
         guard discord.contains(where: { $0.isValid(timestamp: timestamp, signatureHex: signature, body: body) }) else {
             try await refuse("discord", status: 401, "bad signature")
         }
-        guard let seconds = Int64(timestamp), abs(Int64(Date().timeIntervalSince1970) - seconds) <= DiscordSignature.window else {
+        guard let seconds = Int64(timestamp), CallbackClock.within(DiscordSignature.window, seconds: seconds, of: Int64(Date().timeIntervalSince1970)) else {
             try await refuse("discord", status: 401, "stale request: the timestamp is more than 300 s from now")
         }
         guard let o = (try? JSONValue.parse(bytes: body))?.objectValue, let type = o["type"]?.doubleValue else {

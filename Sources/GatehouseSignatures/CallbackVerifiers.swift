@@ -21,7 +21,7 @@ public struct SlackSignature: Sendable {
     public func verify(timestamp: String?, signature: String?, body: [UInt8], now: Int64) -> Verdict {
         guard let timestamp, let signature, let seconds = Int64(timestamp) else { return .missing }
         // Exactly 300 s old is still accepted, as slack_sdk does.
-        guard abs(now - seconds) <= Self.window else { return .stale }
+        guard CallbackClock.within(Self.window, seconds: seconds, of: now) else { return .stale }
         // CryptoKit's check compares in constant time: timing reveals nothing of a forgery.
         guard signature.hasPrefix("v0="), signature.utf8.count == 3 + 2 * SHA256.byteCount,
               case let given = [UInt8](hexString: String(signature.dropFirst(3))), given.count == SHA256.byteCount else {
@@ -50,5 +50,15 @@ public struct DiscordSignature: Sendable {
         let signature = [UInt8](hexString: signatureHex)
         guard signature.count == 64 else { return false }
         return key.isValidSignature(signature, for: Array(timestamp.utf8) + body)
+    }
+}
+
+/// How far a callback's timestamp is from now, without trusting it: `abs(now - seconds)` with
+/// a timestamp of -9223372036854775808 overflowed — a crash from one unsigned Slack request.
+public enum CallbackClock {
+    /// Whether `seconds` is at most `window` seconds from `now`, either way.
+    public static func within(_ window: Int64, seconds: Int64, of now: Int64) -> Bool {
+        let (difference, overflow) = now.subtractingReportingOverflow(seconds)
+        return !overflow && difference.magnitude <= UInt64(max(0, window))
     }
 }

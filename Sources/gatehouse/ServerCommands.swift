@@ -70,7 +70,12 @@ struct Serve: AsyncParsableCommand {
         }
         if let level = logLevel ?? env["GATEHOUSE_LOG_LEVEL"] { config.log.level = level }
         if let format = env["GATEHOUSE_LOG_FORMAT"] { config.log.format = format }
-        if let maxBody = env["GATEHOUSE_MAX_BODY"].flatMap(Int.init) { config.server.maxBodyBytes = maxBody }
+        if let text = env["GATEHOUSE_MAX_BODY"] {
+            // As the config file's server.max_body: a byte count above 0 (a negative one crashed
+            // the first chunked request).
+            guard let maxBody = Int(text), maxBody > 0 else { throw ValidationError("GATEHOUSE_MAX_BODY must be a byte count above 0 (got \"\(text)\")") }
+            config.server.maxBodyBytes = maxBody
+        }
 
         let level = Logger.Level(rawValue: config.log.level) ?? .info
         let format = config.log.format

@@ -60,6 +60,15 @@ struct DatasetSpecTests {
         #expect((try? ok.get())?.arrayValue?.first?.objectValue?["text"] == .string("Lovelace"))
         guard case .failure(let e) = spec.normalize(try JSONValue.parse(#"[{"start":9,"end":99,"label":"PER"}]"#), text: text) else { Issue.record("span past the end"); return }
         #expect(e.field == "spans[0]")
+        // Offsets past Int's range are refused, not a crash (1e300 is a whole number).
+        for end in ["1e300", "9.3e18", "1e19"] {
+            guard case .failure(let e) = spec.normalize(try JSONValue.parse(#"[{"start":0,"end":\#(end),"label":"PER"}]"#), text: text) else { Issue.record("end \(end)"); return }
+            #expect(e.field == "spans[0]")
+        }
+        guard case .failure = DatasetItem.parse(try JSONValue.parse(#"{"id":"9","data":{"text":"Ada"},"prediction":[{"start":0,"end":1e300,"label":"PER"}]}"#), for: spec) else {
+            Issue.record("a prediction past Int's range")
+            return
+        }
         guard case .failure = DatasetItem.parse(try JSONValue.parse(#"{"id":"1","data":{"image_url":"https://x/y.png"}}"#), for: spec) else { Issue.record("spans item without text"); return }
         let item = try DatasetItem.parse(try JSONValue.parse(#"{"id":"1","data":{"text":"Ada"},"prediction":[{"start":0,"end":3,"label":"PER"}]}"#), for: spec).get()
         #expect(item.prediction?.arrayValue?.count == 1)

@@ -81,6 +81,19 @@ struct TimeTests {
         #expect(Timestamp(rfc3339: text)?.milliseconds == ms)
     }
 
+    /// The ends of what RFC 3339 writes: an offset carrying a time past year 0000 or 9999 is
+    /// refused (it came back as "00-1-12-31T…" and "10000-01-01T…"); the ends themselves
+    /// round-trip.
+    @Test func timesAtTheEndsOfTheYearsRoundTripOrAreRefused() {
+        #expect(Timestamp(rfc3339: "0000-01-01T00:00:00+23:59") == nil)
+        #expect(Timestamp(rfc3339: "9999-12-31T23:59:60-23:59") == nil)
+        for text in ["0000-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z", "0000-01-01T23:59:00+23:59"] {
+            let time = Timestamp(rfc3339: text)
+            #expect(time != nil, "\(text)")
+            if let time { #expect(Timestamp(rfc3339: time.rfc3339) == time && time.rfc3339.count == 24, "\(time.rfc3339)") }
+        }
+    }
+
     @Test(arguments: ["2026-11-29", "2026-11-29T10:00:00", "2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-29T25:00:00Z", "yesterday", "2026-11-29T10:00:00.Z", "2026-11-29T10:00:00+0200"])
     func rejectsNonRFC3339(_ text: String) {
         #expect(Timestamp(rfc3339: text) == nil)
@@ -247,5 +260,23 @@ struct JSONValueDecoderTests {
         #expect(asked.value(for: .spans) == .array([]))
         #expect(try problem(LabelRequest.self, #"{"lable":"cat"}"#)?.errors.map(\.field) == ["lable"])
         #expect(try problem(LabelRequest.self, #"{"label":"cat","annotator":7}"#)?.errors.map(\.field) == ["annotator"])
+    }
+}
+
+/// A number typed on a gate's web form is a number only in JSON's grammar: `nan` was stored as
+/// a raw number, the gate became unreadable JSON and was lost after a restart.
+struct GateFormInputTests {
+    @Test func formNumbersFollowJSONGrammar() {
+        let number = GateInput(name: "n", kind: .number)
+        let integer = GateInput(name: "i", kind: .integer)
+        for text in ["nan", "NaN", "inf", "-inf", "infinity", "0x10", "+5", ".5", "5.", "1_000"] {
+            #expect(number.parseForm(text) == .string(text), "\(text)")
+            #expect(number.check(number.parseForm(text)) != nil, "\(text)")
+            #expect(integer.check(integer.parseForm(text)) != nil, "\(text)")
+        }
+        #expect(number.parseForm(" 2.5 ") == .number("2.5") && number.check(.number("2.5")) == nil)
+        #expect(integer.parseForm("-3") == .number("-3") && integer.check(.number("-3")) == nil)
+        // A JSON number too large for a double is refused, not stored as infinity.
+        #expect(number.check(number.parseForm("1e400")) != nil)
     }
 }

@@ -101,6 +101,8 @@ struct ClassifierTests {
         #expect(discord.classify(response(429, #"{"message":"You are being rate limited.","retry_after":64.57,"global":false}"#, headers: [("Retry-After", "65")])) == .retry(after: 64.57, reason: "HTTP 429 rate limited"))
         #expect(discord.classify(response(200, #"{"id":"1234","channel_id":"9"}"#)) == .delivered(messageID: "1234"))
         #expect(discord.classify(response(204)) == .delivered(messageID: nil))
+        // Only a snowflake is kept: the id goes into the path of the message's later edit.
+        #expect(discord.classify(response(200, #"{"id":"../../../x?y#z"}"#)) == .delivered(messageID: nil))
         guard case .dead = discord.classify(response(404, #"{"message":"Unknown Webhook","code":10015}"#)) else { Issue.record("404 retried"); return }
         #expect(DiscordReceiver.pause(after: response(200, headers: [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset-After", "1.5")])) == 1.5)
     }

@@ -121,6 +121,26 @@ struct CLITests {
             #expect(lines.contains { $0.contains(":12: route.routes[1].matchers: bad matcher") }, "\(lines)")
             #expect(lines.contains { $0.contains(":13: route.routes[1].receiver names unknown receiver \"pager\"") }, "\(lines)")
 
+            // Numbers past what the arithmetic holds are config errors, not crashes (both
+            // overflowed: exit 132).
+            let huge = dir.write("huge.yml", """
+                server:
+                  max_body: 9999999999999GiB
+                route:
+                  receiver: ops
+                  group_interval: 292471208y
+                receivers:
+                  - name: ops
+                    webhook: { url: https://example.org/hook }
+                """)
+            r = try runCLI(["config", "check", huge])
+            #expect(r.status == 78, "\(r.status) \(r.stderr)")
+            #expect(r.stdout.contains("server.max_body: bad size") && r.stdout.contains("route.group_interval: bad duration"), "\(r.stdout)")
+            // The environment's GATEHOUSE_MAX_BODY is checked as the file's is (a negative one
+            // crashed the first chunked request).
+            r = try runCLI(["serve", "--address", "127.0.0.1:0", "--db", dir.file("neg.db")], environment: ["GATEHOUSE_MAX_BODY": "-1"])
+            #expect(r.status != 0 && r.stderr.contains("GATEHOUSE_MAX_BODY"), "\(r.status) \(r.stderr)")
+
             // Each platform checks its own block (its settings type), at the line of the key.
             let platforms = dir.write("platforms.yml", """
                 receivers:

@@ -25,6 +25,11 @@ struct CallbackSignatureTests {
         #expect(slack.verify(timestamp: "1700000010", signature: sig2, body: body2, now: 1_700_000_311) == .stale)
         #expect(slack.verify(timestamp: "1700000010", signature: sig2, body: body2 + [0x20], now: 1_700_000_010) == .badSignature)
         #expect(slack.verify(timestamp: nil, signature: sig2, body: body2, now: 1_700_000_010) == .missing)
+        // A timestamp at Int64's ends is stale, not an overflow (it crashed the server, unsigned).
+        for extreme in ["-9223372036854775808", "9223372036854775807", "-9223372036854775000"] {
+            #expect(slack.verify(timestamp: extreme, signature: sig2, body: body2, now: 1_700_000_010) == .stale)
+        }
+        #expect(CallbackClock.within(300, seconds: .min, of: .max) == false && CallbackClock.within(300, seconds: 5, of: 305))
         #expect(SlackSignature(secret: "other").verify(timestamp: "1700000010", signature: sig2, body: body2, now: 1_700_000_010) == .badSignature)
         // The payload decodes to what the click handler reads.
         let claim = CallbacksController.slackClaim(body2)

@@ -29,7 +29,7 @@ public struct DiscordReceiver: Receiver {
         var body = try templates.renderJSON("discord/\(message.template)", context)
         var url = webhookURL.value
         var method = "POST"
-        if let gate = message.gate, !gate.isOpen, let messageID = gate.discordMessageID {
+        if let gate = message.gate, !gate.isOpen, let messageID = gate.discordMessageID.flatMap(Self.snowflake) {
             // The gate closed: edit the message that asked, dropping its buttons, rather than post again.
             let parts = url.split(separator: "?", maxSplits: 1)
             url = "\(parts[0])/messages/\(messageID)" + (parts.count > 1 ? "?\(parts[1])" : "")
@@ -57,7 +57,7 @@ public struct DiscordReceiver: Receiver {
         }
         let outcome = Classifier.classify(response)
         if case .delivered = outcome {
-            let id = (try? JSONValue.parse(bytes: response.body))?.objectValue?["id"]?.stringValue
+            let id = (try? JSONValue.parse(bytes: response.body))?.objectValue?["id"]?.stringValue.flatMap(Self.snowflake)
             return .delivered(messageID: id)
         }
         return outcome
@@ -69,5 +69,11 @@ public struct DiscordReceiver: Receiver {
     public static func pause(after response: OutboundResponse) -> Double? {
         guard response.header("X-RateLimit-Remaining") == "0", let reset = response.header("X-RateLimit-Reset-After").flatMap(Double.init) else { return nil }
         return reset
+    }
+
+    /// A Discord id (a snowflake: decimal digits) or nil. The id goes into a later edit's URL
+    /// path: a receiver's answer of "../../x?y" would have steered that PATCH elsewhere.
+    static func snowflake(_ id: String) -> String? {
+        !id.isEmpty && id.utf8.count <= 20 && id.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) ? id : nil
     }
 }
