@@ -158,6 +158,13 @@ struct GateTests {
             #expect(try server.post("/v1/callbacks/slack", forged.body, contentType: "application/x-www-form-urlencoded", headers: forged.headers).status == 401)
             let stale = Chat.slackClick(gate: id, action: "approve", user: "U1", responseURL: sink.url("/ok/slack-response"), timestamp: Int64(Date().timeIntervalSince1970) - 400)
             #expect(try server.post("/v1/callbacks/slack", stale.body, contentType: "application/x-www-form-urlencoded", headers: stale.headers).status == 401)
+            // A timestamp at Int64's ends, unsigned: stale, and the server lives on (the
+            // staleness check overflowed — a crash from anyone who could reach the URL).
+            for extreme in [Int64.min, Int64.max] {
+                let far = Chat.slackClick(gate: id, action: "approve", user: "U1", responseURL: sink.url("/ok/slack-response"), timestamp: extreme)
+                #expect(try server.post("/v1/callbacks/slack", far.body, contentType: "application/x-www-form-urlencoded", headers: far.headers).status == 401)
+            }
+            #expect(try server.get("/healthz").status == 200)
             #expect(try server.json("/v1/gates/\(id)")["state"] == .string("pending"))
 
             let click = Chat.slackClick(gate: id, action: "approve", user: "U1", responseURL: sink.url("/ok/slack-response"))
@@ -178,7 +185,8 @@ struct GateTests {
             #expect(edit.body.contains("Approved by slack:U1"))
 
             let actions = try server.audit(id).map { $0["action"]?.stringValue ?? "" }
-            #expect(actions.filter { $0 == "callback_refused" }.count == 3, "\(actions)")
+            // Forged, stale, the two at Int64's ends, and the replay.
+            #expect(actions.filter { $0 == "callback_refused" }.count == 5, "\(actions)")
             #expect(actions.contains("decided") && actions.contains("closed") && actions.contains("notified"))
             let types = try server.allEvents().map { $0["type"]?.stringValue ?? "" }
             #expect(types.contains("gate.opened") && types.contains("gate.approved"))
