@@ -163,6 +163,14 @@ static int load_flush(int epoll, load_connection *c, uint32_t index, const bench
     return watch(epoll, c->fd, EPOLLIN, index, EPOLL_CTL_MOD);
 }
 
+/* Starts request `index` on the connection: notes when it was sent and writes it. */
+static int load_start(int epoll, load_connection *c, uint32_t slot, int index, const bench_request *requests, uint64_t *sent_ns) {
+    c->current = index;
+    c->written = 0;
+    sent_ns[index] = bench_now_ns();
+    return load_flush(epoll, c, slot, requests);
+}
+
 int bench_load_run(const int *ports, int nports, int connections, const bench_request *requests, int count,
                    uint64_t *sent_ns, uint64_t *latency_ns, uint16_t *status) {
     if (connections <= 0 || nports <= 0) {
@@ -190,10 +198,7 @@ int bench_load_run(const int *ports, int nports, int connections, const bench_re
             goto out;
         }
         open++;
-        c[i].current = next++;
-        c[i].written = 0;
-        sent_ns[c[i].current] = bench_now_ns();
-        if (load_flush(epoll, &c[i], (uint32_t)i, requests) < 0) {
+        if (load_start(epoll, &c[i], (uint32_t)i, next++, requests, sent_ns) < 0) {
             result = -1;
             goto out;
         }
@@ -241,10 +246,7 @@ int bench_load_run(const int *ports, int nports, int connections, const bench_re
                 }
                 /* Not on a connection the server has closed: the reconnect below sends it. */
                 if (next < count && state == 0) {
-                    k->current = next++;
-                    k->written = 0;
-                    sent_ns[k->current] = bench_now_ns();
-                    if (load_flush(epoll, k, i, requests) < 0) {
+                    if (load_start(epoll, k, i, next++, requests, sent_ns) < 0) {
                         result = -1;
                         goto out;
                     }
@@ -270,10 +272,7 @@ int bench_load_run(const int *ports, int nports, int connections, const bench_re
                         goto out;
                     }
                     open++;
-                    k->current = next++;
-                    k->written = 0;
-                    sent_ns[k->current] = bench_now_ns();
-                    if (load_flush(epoll, k, i, requests) < 0) {
+                    if (load_start(epoll, k, i, next++, requests, sent_ns) < 0) {
                         result = -1;
                         goto out;
                     }

@@ -48,11 +48,7 @@ struct DeliveryTests {
                     - matchers: ['pipeline="flaky"']
                       receiver: flaky
                 """ }
-            func rows(_ source: String) throws -> Int {
-                let line = try server.get("/metrics").text.split(separator: "\n")
-                    .first { $0.hasPrefix("gatehouse_dispatcher_rows_total{source=\"\(source)\"}") }
-                return line.flatMap { $0.split(separator: " ").last.flatMap { Int($0) } } ?? 0
-            }
+            func rows(_ source: String) throws -> Int { try server.dispatcherRows(source) }
             // Let the dispatcher's first read find the outbox empty (it is then caught up).
             Thread.sleep(forTimeInterval: 0.3)
             let count = 240
@@ -112,11 +108,7 @@ struct DeliveryTests {
                       continue: true
                     - receiver: hook
                 """ }
-            func rows(_ source: String) throws -> Int {
-                let line = try server.get("/metrics").text.split(separator: "\n")
-                    .first { $0.hasPrefix("gatehouse_dispatcher_rows_total{source=\"\(source)\"}") }
-                return line.flatMap { $0.split(separator: " ").last.flatMap { Int($0) } } ?? 0
-            }
+            func rows(_ source: String) throws -> Int { try server.dispatcherRows(source) }
             #expect(try server.post("/v1/events", #"{"id":"d0","type":"run.failed","pipeline":"p","run":"d0"}"#).status == 202)
             _ = try sink.wait(for: 1, at: "/status-503/down")
             _ = try sink.wait(for: 1, at: "/ok/hook")
@@ -726,5 +718,15 @@ struct DeliveryTests {
             } while Date() < deadline
             #expect(!tracked.isEmpty && tracked.allSatisfy { Double($0.split(separator: " ").last ?? "") == 0 }, "\(tracked)")
         }
+    }
+}
+
+extension ServerProcess {
+    /// `gatehouse_dispatcher_rows_total{source}` from /metrics: rows queued from a `read` of
+    /// the outbox or from a commit's `handoff`.
+    func dispatcherRows(_ source: String) throws -> Int {
+        let line = try get("/metrics").text.split(separator: "\n")
+            .first { $0.hasPrefix("gatehouse_dispatcher_rows_total{source=\"\(source)\"}") }
+        return line.flatMap { $0.split(separator: " ").last.flatMap { Int($0) } } ?? 0
     }
 }
