@@ -26,6 +26,7 @@ public final class GatehouseDatabase: Sendable {
             try db.execute(sql: "PRAGMA cache_size = -2000")
         }
         _ = Self.statementJournalsInMemory
+        _ = Self.coalescingVFSInstalled
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -35,6 +36,12 @@ public final class GatehouseDatabase: Sendable {
         // setting is the one that decides what an acknowledged commit survives.
         try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            // A commit's WAL frames in one write instead of two per frame (WALWriteCoalescing.c):
+            // measured 13 pwrite calls per alert before. Only with FULL, where each commit syncs
+            // its WAL before publishing it, so the buffer never outlives the commit.
+            if durability == .full, Self.coalescingVFSInstalled {
+                _ = gh_sqlite_coalesce_wal_writes_of(db.sqliteConnection)
+            }
             // Checkpoint every 4,000 WAL pages (16 MiB), not SQLite's 1,000: the index pages
             // every commit touches (by pipeline, by run) are copied back to the database once
             // per checkpoint however often they changed since, so fewer checkpoints copy fewer
@@ -44,6 +51,19 @@ public final class GatehouseDatabase: Sendable {
         }
         try Self.migrator.migrate(pool)
     }
+
+    /// The WAL-write coalescing VFS as SQLite's default (it changes nothing until a connection
+    /// asks). Registered after the statement journal setting: registering initialises SQLite.
+    static let coalescingVFSInstalled: Bool = {
+        _ = statementJournalsInMemory
+        let code = gh_sqlite_install_coalescing_vfs()
+        if code != 0 {
+            Logger(label: "gatehouse.store").warning(
+                "could not install the WAL write coalescing VFS: each WAL frame is written on its own",
+                metadata: ["code": .stringConvertible(code)])
+        }
+        return code == 0
+    }()
 
     /// A savepoint (one per request or delivery outcome sharing a group commit) keeps the
     /// original of every page it first touches in a statement journal. Past 64 KiB, SQLite's
@@ -326,6 +346,17 @@ public final class GatehouseDatabase: Sendable {
     /// Names of the migrations applied so far, in order.
     public func appliedMigrations() throws -> [String] {
         try pool.read { db in try Self.migrator.appliedMigrations(db) }
+    }
+
+    /// The writer's WAL writes since it opened: asked of the coalescing VFS, and made to the
+    /// file system for them (both 0 when it does not coalesce); nil without that VFS.
+    func coalescedWALWrites() throws -> (asked: Int64, made: Int64)? {
+        try pool.writeWithoutTransaction { db in
+            var asked: Int64 = 0
+            var made: Int64 = 0
+            guard gh_sqlite_coalesced_wal_writes_of(db.sqliteConnection, &asked, &made) == 0 else { return nil }
+            return (asked, made)
+        }
     }
 }
 

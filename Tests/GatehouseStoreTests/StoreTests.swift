@@ -40,6 +40,53 @@ struct MigrationTests {
     }
 }
 
+/// The writer's WAL frames go to the file a commit at a time (WALWriteCoalescing.c), and what
+/// reaches the file is the WAL SQLite meant to write.
+struct WALCoalescingTests {
+    @Test func aCommitsFramesLeaveInAFewWritesAndTheWALRecoversWhole() async throws {
+        let path = tempPath()
+        let copy = tempPath()
+        defer { for file in [path, copy] { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: file + suffix) } } }
+        let database = try GatehouseDatabase(path: path)
+        let log = EventLog(database: database, bus: Bus())
+        let before = try #require(try database.coalescedWALWrites())
+        _ = try await log.append([event("one")])
+        // ~3 MB of WAL in one commit: more than the VFS buffers (1 MiB) and than the platform
+        // VFS takes in one write (128 KiB), short of an automatic checkpoint (4,000 pages).
+        _ = try await log.append((0..<2500).map { i in
+            var e = event("e\(i)", type: "run.started", pipeline: "p\(i % 7)", run: "run-\(i)")
+            e.summary = String(repeating: "s", count: 400)
+            return e
+        })
+        let after = try #require(try database.coalescedWALWrites())
+        let asked = after.asked - before.asked
+        let made = after.made - before.made
+        #expect(made > 0 && asked > 20 * made, "\(asked) frame writes asked, \(made) made")
+        // Readers, on their own connections, see every event.
+        #expect(try await log.count() == 2501)
+        // A copy of the files taken with the writer still open is recovered from its WAL (SQLite
+        // checks every frame's checksum then and stops at the first bad one).
+        let walSize = try #require(try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int)
+        #expect(walSize > 1_200_000 && walSize < 4000 * 4120, "\(walSize)")
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try FileManager.default.copyItem(atPath: path + "-wal", toPath: copy + "-wal")
+        let recovered = EventLog(database: try GatehouseDatabase(path: copy), bus: Bus())
+        #expect(try await recovered.count() == 2501)
+        #expect(try await recovered.runs(pipeline: "p3", status: nil, limit: 1000).count == 357)
+    }
+
+    @Test func withNormalDurabilityEachFrameIsWrittenByItself() async throws {
+        let path = tempPath()
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let database = try GatehouseDatabase(path: path, durability: .normal)
+        let log = EventLog(database: database, bus: Bus())
+        _ = try await log.append((0..<50).map { event("e\($0)", run: "run-\($0)") })
+        let writes = try #require(try database.coalescedWALWrites())
+        #expect(writes.asked == 0 && writes.made == 0)
+        #expect(try await log.count() == 50)
+    }
+}
+
 struct EventLogTests {
     @Test func appendsReadsAndDetectsDuplicates() async throws {
         let path = tempPath()

@@ -7,4 +7,22 @@
    Returns SQLite's result code. */
 int gh_sqlite_set_statement_journal_spill(int bytes);
 
+/* Puts the WAL-write coalescing VFS (WALWriteCoalescing.c) in front of the platform's and makes
+   it the default, for the databases opened after. It changes nothing by itself: a connection
+   coalesces only once asked with gh_sqlite_coalesce_wal_writes_of. Call after
+   gh_sqlite_set_statement_journal_spill (registering a VFS initialises SQLite). Returns
+   SQLite's result code. */
+int gh_sqlite_install_coalescing_vfs(void);
+
+typedef struct sqlite3 sqlite3;
+/* Makes this connection's WAL writes go out one write per commit. Only for a connection that
+   commits with synchronous=FULL (or EXTRA). Returns SQLITE_NOTFOUND when its database was not
+   opened through the coalescing VFS. */
+int gh_sqlite_coalesce_wal_writes_of(sqlite3 *connection);
+
+/* How many WAL writes SQLite asked of this connection while it coalesced, and how many writes
+   reached the file system for them (what the store's tests check). Call on the connection's
+   own thread or queue. */
+int gh_sqlite_coalesced_wal_writes_of(sqlite3 *connection, long long *asked, long long *made);
+
 #endif
