@@ -4,25 +4,29 @@
    SQLite writes each WAL frame with two pwrite calls (its 24-byte header, then the page), so an
    alert's commit (~43 frames) costs ~86 system calls; under the alerts load that was 13 pwrites
    per event and ~7 % of the server's CPU. Here a connection's WAL file collects contiguous
-   writes in memory and hands them to the kernel in one write just before anything could need
-   them on disk or in the file:
+   writes in memory and hands them to the kernel together:
 
-   - before its own xSync, xTruncate, xFileSize, xClose, and any xRead that overlaps them;
-   - before the connection publishes the commit to other connections. SQLite publishes a commit
-     by writing the wal-index header in shared memory, twice, with xShmBarrier on the database
-     file between the two copies (walIndexWriteHdr); readers accept a header only when both
-     copies agree. Flushing in the database file's xShmBarrier (and xShmLock) therefore puts
-     the frames in the file before any reader can accept the header that points at them.
+   - at the latest inside the write of the commit frame's page (the commit frame is the one
+     whose header carries the database's size), so that a failed write fails the commit itself,
+     whatever the synchronous setting — the store's writer runs FULL, and NORMAL for its relaxed
+     housekeeping commits; after it, until the write lock is released, writes go straight out
+     (checksum rewrites of pages written twice, padding frames);
+   - before the file's xSync, xTruncate, xFileSize, xClose, and any xRead that overlaps them
+     (frames a large transaction spilled before its commit).
+   A failed write keeps its bytes buffered: SQLite believes them written, so every later flush,
+   the commit's at the latest, meets the error again. Releasing the write lock with bytes still
+   buffered (a rolled-back transaction's spilled frames: a commit's went out with it) drops
+   them, and an unlock is never failed (SQLite ignores an unlock's result).
 
-   Only a connection asked to (gh_sqlite_coalesce_wal_writes_of) buffers: the store's writer
-   when it commits with synchronous=FULL. Then every commit ends with an xSync of the WAL
-   before it is published, so the buffer is always empty by the barrier, and a failed write is
-   reported by the commit itself. (Under synchronous=NORMAL the barrier would be where the
-   data goes out, and a barrier cannot report an error: such a connection passes through.)
+   SQLite publishes a commit to other connections by writing the wal-index header twice with
+   xShmBarrier on the database file in between (walIndexWriteHdr), and readers accept a header
+   only when both copies agree. By then the commit's frames are in the file; the barrier, and
+   the database file's xShmLock and xUnlock, flush anyway, as a safety net.
 
    So durability is untouched (xSync still comes after the data), a crash loses only what a
    crash before the commit's end would lose anyway, and readers never see a frame the file
-   does not yet hold. Every other file and connection passes straight through.
+   does not yet hold. Only a connection asked to (gh_sqlite_coalesce_wal_writes_of: the
+   store's writer) buffers; every other file and connection passes straight through.
 
    A WAL file is tied to its connection's database file by the database's name pointer, which
    SQLite hands to both opens (sqlite3_filename_database); one that could not be tied passes
@@ -49,6 +53,8 @@ struct CoalescingFile {
     sqlite3_int64 start;
     int length;
     int capacity;
+    sqlite3_int64 commitPage;     /* WAL: where the page of the commit frame whose header is buffered goes */
+    int committed;                /* WAL: this write transaction's commit frame is out: write through */
     CoalescingFile *nextMainDB;   /* the list of open main database files */
 };
 
@@ -77,11 +83,13 @@ static int writeThrough(CoalescingFile *f, const unsigned char *data, int amount
     return SQLITE_OK;
 }
 
+/* On failure the bytes stay buffered: SQLite believes them written, so every later flush (the
+   commit's xSync at the latest) must meet the error again rather than find an empty buffer. */
 static int flush(CoalescingFile *f) {
     if (f->length == 0) return SQLITE_OK;
-    int length = f->length;
-    f->length = 0;
-    return writeThrough(f, f->buffer, length, f->start);
+    int rc = writeThrough(f, f->buffer, f->length, f->start);
+    if (rc == SQLITE_OK) f->length = 0;
+    return rc;
 }
 
 /* Before anything reads, sizes, syncs or publishes what this file's connection wrote. */
@@ -116,13 +124,7 @@ static int cRead(sqlite3_file *file, void *out, int amount, sqlite3_int64 offset
     return f->real->pMethods->xRead(f->real, out, amount, offset);
 }
 
-static int cWrite(sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset) {
-    CoalescingFile *f = (CoalescingFile *)file;
-    if (f->db == NULL || !f->db->coalesce) {
-        int rc = flush(f);
-        return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, data, amount, offset);
-    }
-    f->db->writesAsked += 1;
+static int buffer(CoalescingFile *f, const void *data, int amount, sqlite3_int64 offset) {
     if (f->length > 0 && offset >= f->start && offset + amount <= f->start + f->length) {
         /* Rewriting a frame of this commit (SQLite does, for a page written twice). */
         memcpy(f->buffer + (offset - f->start), data, (size_t)amount);
@@ -141,13 +143,45 @@ static int cWrite(sqlite3_file *file, const void *data, int amount, sqlite3_int6
         unsigned char *grown = realloc(f->buffer, (size_t)capacity);
         if (grown == NULL) {
             int rc = flush(f);
-            return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, data, amount, offset);
+            return rc != SQLITE_OK ? rc : writeThrough(f, data, amount, offset);
         }
         f->buffer = grown;
         f->capacity = capacity;
     }
     memcpy(f->buffer + f->length, data, (size_t)amount);
     f->length += amount;
+    return SQLITE_OK;
+}
+
+static int cWrite(sqlite3_file *file, const void *data, int amount, sqlite3_int64 offset) {
+    CoalescingFile *f = (CoalescingFile *)file;
+    if (f->db == NULL || !f->db->coalesce) {
+        int rc = flush(f);
+        return rc != SQLITE_OK ? rc : f->real->pMethods->xWrite(f->real, data, amount, offset);
+    }
+    f->db->writesAsked += 1;
+    if (f->committed) {
+        /* After the commit frame come only checksum rewrites (a page written twice) and
+           padding frames (no powersafe overwrite): they go straight out, so that their errors
+           too are the commit's. */
+        int rc = flush(f);
+        return rc != SQLITE_OK ? rc : writeThrough(f, data, amount, offset);
+    }
+    int rc = buffer(f, data, amount, offset);
+    if (rc != SQLITE_OK) return rc;
+    if (amount == 24) {
+        /* A frame header. Bytes 4-7, the database's size after the commit, are set only in a
+           commit frame; SQLite writes its page next. */
+        const unsigned char *h = data;
+        if (h[4] | h[5] | h[6] | h[7]) f->commitPage = offset + 24;
+    } else if (f->commitPage != 0 && offset == f->commitPage) {
+        /* The commit frame's page: the whole commit is buffered. It goes out now, inside the
+           commit's last write, so that a failed write fails the commit whatever the
+           synchronous setting (at NORMAL no xSync comes before SQLite publishes it). */
+        f->commitPage = 0;
+        f->committed = 1;
+        return flush(f);
+    }
     return SQLITE_OK;
 }
 
@@ -177,7 +211,8 @@ static int cLock(sqlite3_file *file, int level) {
 static int cUnlock(sqlite3_file *file, int level) {
     CoalescingFile *f = (CoalescingFile *)file;
     int rc = flushWAL(f);
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xUnlock(f->real, level);
+    int unlocked = f->real->pMethods->xUnlock(f->real, level);   /* an unlock must always happen */
+    return rc != SQLITE_OK ? rc : unlocked;
 }
 
 static int cCheckReservedLock(sqlite3_file *file, int *out) {
@@ -207,16 +242,29 @@ static int cShmMap(sqlite3_file *file, int region, int size, int extend, void vo
 
 static int cShmLock(sqlite3_file *file, int offset, int n, int flags) {
     CoalescingFile *f = (CoalescingFile *)file;
-    if (f->wal) {
-        int rc = flush(f->wal);
-        if (rc != SQLITE_OK) return rc;
+    if (f->wal && (flags & SQLITE_SHM_UNLOCK) && offset == 0) {
+        f->wal->committed = 0;       /* the write transaction is over */
+        f->wal->commitPage = 0;
+    }
+    if (f->wal && f->wal->length > 0) {
+        if (flags & SQLITE_SHM_UNLOCK) {
+            /* SQLite ignores an unlock's result: never fail (and so skip) one. Releasing the write
+               lock (WAL_WRITE_LOCK is lock 0) ends the write transaction; a commit flushed at its
+               xSync, so what is left belongs to a rolled-back transaction and is dropped, not
+               written after another connection may have started writing. */
+            if (offset == 0) f->wal->length = 0;
+            else (void)flush(f->wal);
+        } else {
+            int rc = flush(f->wal);
+            if (rc != SQLITE_OK) return rc;
+        }
     }
     return f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
-/* The moment a commit becomes visible to other connections (see the top of this file). A
-   barrier has no way to report an error; a failed write here is left to the WAL's next write,
-   read or sync, which meets the same error from the file system. */
+/* The moment a commit becomes visible to other connections (see the top of this file); its
+   frames went out with its commit frame already. A barrier cannot report an error: what fails
+   here stays buffered for the next flush to meet. */
 static void cShmBarrier(sqlite3_file *file) {
     CoalescingFile *f = (CoalescingFile *)file;
     if (f->wal) (void)flush(f->wal);

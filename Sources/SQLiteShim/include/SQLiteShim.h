@@ -15,9 +15,8 @@ int gh_sqlite_set_statement_journal_spill(int bytes);
 int gh_sqlite_install_coalescing_vfs(void);
 
 typedef struct sqlite3 sqlite3;
-/* Makes this connection's WAL writes go out one write per commit. Only for a connection that
-   commits with synchronous=FULL (or EXTRA). Returns SQLITE_NOTFOUND when its database was not
-   opened through the coalescing VFS. */
+/* Makes this connection's WAL writes go out one write per commit (a write per 124 KiB).
+   Returns SQLITE_NOTFOUND when its database was not opened through the coalescing VFS. */
 int gh_sqlite_coalesce_wal_writes_of(sqlite3 *connection);
 
 /* How many WAL writes SQLite asked of this connection while it coalesced, and how many writes
