@@ -38,6 +38,9 @@ let package = Package(
         .plugin(name: "EmbedFilesPlugin", capability: .buildTool(), dependencies: ["EmbedFiles"]),
         // sqlite3_config, which is variadic and so out of Swift's reach.
         .target(name: "SQLiteShim", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // Write errors through the WAL-write coalescing VFS end as in plain SQLite (RLIMIT_FSIZE
+        // makes the writes fail); run by the store's tests.
+        .executableTarget(name: "VFSErrorCheck", dependencies: ["SQLiteShim"]),
         // SQLite schema, migrations, the group-committing event log, tokens.
         .target(
             name: "GatehouseStore",

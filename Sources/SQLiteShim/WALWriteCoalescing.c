@@ -84,7 +84,7 @@ static int writeThrough(CoalescingFile *f, const unsigned char *data, int amount
 }
 
 /* On failure the bytes stay buffered: SQLite believes them written, so every later flush (the
-   commit's xSync at the latest) must meet the error again rather than find an empty buffer. */
+   commit frame's at the latest) must meet the error again rather than find an empty buffer. */
 static int flush(CoalescingFile *f) {
     if (f->length == 0) return SQLITE_OK;
     int rc = writeThrough(f, f->buffer, f->length, f->start);
@@ -249,9 +249,9 @@ static int cShmLock(sqlite3_file *file, int offset, int n, int flags) {
     if (f->wal && f->wal->length > 0) {
         if (flags & SQLITE_SHM_UNLOCK) {
             /* SQLite ignores an unlock's result: never fail (and so skip) one. Releasing the write
-               lock (WAL_WRITE_LOCK is lock 0) ends the write transaction; a commit flushed at its
-               xSync, so what is left belongs to a rolled-back transaction and is dropped, not
-               written after another connection may have started writing. */
+               lock (WAL_WRITE_LOCK is lock 0) ends the write transaction; a commit went out with its
+               commit frame, so what is left belongs to a rolled-back transaction and is dropped,
+               not written after another connection may have started writing. */
             if (offset == 0) f->wal->length = 0;
             else (void)flush(f->wal);
         } else {

@@ -75,6 +75,28 @@ struct WALCoalescingTests {
         #expect(try await recovered.runs(pipeline: "p3", status: nil, limit: 1000).count == 357)
     }
 
+    /// A WAL write that fails (the file-size limit, as a full disk would) ends as it does in
+    /// plain SQLite: the commit fails at NORMAL as at FULL, frames a transaction spilled are not
+    /// lost to a failed read, and a rollback still releases the write lock. Sources/VFSErrorCheck
+    /// runs each in a process of its own (a file-size limit is the whole process's).
+    @Test func writeErrorsThroughTheVFSEndAsInPlainSQLite() throws {
+        let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let check = exe.deletingLastPathComponent().appendingPathComponent("VFSErrorCheck").path
+        let scratch = NSTemporaryDirectory() + "gatehouse-vfs-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: check)
+        process.arguments = [scratch]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(text.components(separatedBy: "\n").filter { $0.hasPrefix("ok") }.count == 4, "\(text)")
+    }
+
     /// Relaxed commits (the writer's housekeeping) run at synchronous=NORMAL; a `normal` store's
     /// every commit does. Their frames are coalesced and recover the same.
     @Test func atNormalDurabilityTooTheWritesAreCoalescedAndRecover() async throws {
