@@ -29,6 +29,8 @@ public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
     public var errors: [FieldError]
     /// Extra members (for example the outcome of an already-closed gate).
     public var extensions: JSONObject
+    /// For a 503: the seconds a client should wait before trying again (`Retry-After`).
+    public var retryAfterSeconds = 1
 
     public init(status: Int, title: String, detail: String, type: String? = nil, errors: [FieldError] = [], extensions: JSONObject = JSONObject()) {
         self.status = status

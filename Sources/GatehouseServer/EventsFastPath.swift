@@ -291,12 +291,14 @@ final class EventsFastPath: ChannelDuplexHandler {
         fields[.contentLength] = String(text.utf8.count)
         fields[Self.requestID] = requestID
         fields[.date] = HTTPDate.now()
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
-        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(string: text))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        // Recorded before the answer leaves, as the router's middleware does: a client that has
+        // its answer finds the request in /metrics.
         ObservabilityMiddleware.record(
             method: "POST", path: "/v1/events", route: "/v1/events", status: Int(status.code), elapsed: ContinuousClock.now - started,
             logger: settings.logger, extra: ["hb.request.id": .string(requestID), "answered_on": "event loop"])
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
+        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(string: text))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
     /// Gives the router the request read here so far, as it came.

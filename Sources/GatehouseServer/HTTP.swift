@@ -26,7 +26,7 @@ extension Response {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if problem.status == 401 { headers[.wwwAuthenticate] = "Bearer realm=\"gatehouse\"" }
         // A busy or draining server: clients' retry logic waits this long before trying again.
-        if problem.status == 503 { headers[.retryAfter] = "1" }
+        if problem.status == 503 { headers[.retryAfter] = String(problem.retryAfterSeconds) }
         return (headers, problem.json.serialized() + "\n")
     }
 }

@@ -62,6 +62,14 @@ struct ObservabilityMiddleware: RouterMiddleware {
             logger.warning("the database stayed locked by another process", metadata: ["hb.request.id": .string(requestID)])
             return .unavailable("the database is locked by another process; nothing was changed, try again (request id \(requestID))")
         }
+        if isStorageFull(error) {
+            // Reads still work, so the server stays ready; writes fail until space is freed.
+            logger.error("the database's disk is full: writes fail until space is freed", metadata: ["hb.request.id": .string(requestID)])
+            var problem = Problem.unavailable(
+                "the server's disk is full; nothing was changed, try again once space is freed (request id \(requestID))")
+            problem.retryAfterSeconds = 30
+            return problem
+        }
         logger.error("request failed", metadata: ["error": "\(error)", "hb.request.id": .string(requestID)])
         return .internalError("the server could not complete the request (request id \(requestID))")
     }

@@ -368,6 +368,13 @@ public func isLockTimeout(_ error: any Error) -> Bool {
     return error.resultCode == .SQLITE_BUSY
 }
 
+/// Whether `error` says the database's disk (or file) is full (SQLITE_FULL): the transaction was
+/// rolled back and changed nothing; the same request can succeed once space is freed.
+public func isStorageFull(_ error: any Error) -> Bool {
+    guard let error = error as? DatabaseError else { return false }
+    return error.resultCode == .SQLITE_FULL
+}
+
 /// How long a statement waits for a lock another process holds (up to 10 s, in SQLite's own
 /// steps), and the switch that ends every such wait at once: at the shutdown deadline a write
 /// still waiting behind another process's lock fails (`503`) instead of holding the shutdown
