@@ -17,9 +17,10 @@ final class SQLiteSession: SQLSession {
     private var inTransaction = false
     /// A savepoint could not be rolled back to: what it wrote must not be committed.
     private var aborted = false
-    /// The error with which SQLite ended the transaction by itself, named by every statement
-    /// refused after it (a full disk must not be reported as a mere abort).
-    private var rolledBackBy: String?
+    /// The error with which SQLite ended the transaction by itself. Every statement refused
+    /// after it names it and carries its code: a full disk must not be reported as a mere abort
+    /// to the other requests of a group commit (`isStorageFull`).
+    private var rolledBackBy: DatabaseError?
 
     var dialect: SQLDialect { .sqlite }
 
@@ -49,7 +50,8 @@ final class SQLiteSession: SQLSession {
     private func checkNotAborted() throws {
         if aborted || (inTransaction && sqlite3_get_autocommit(db.sqliteConnection) != 0) {
             throw DatabaseError(
-                resultCode: .SQLITE_ABORT, message: "the transaction was rolled back after an earlier error" + (rolledBackBy.map { ": \($0)" } ?? ""))
+                resultCode: rolledBackBy?.resultCode ?? .SQLITE_ABORT,
+                message: "the transaction was rolled back after an earlier error" + (rolledBackBy.map { ": \($0)" } ?? ""))
         }
     }
 
@@ -141,7 +143,9 @@ final class SQLiteSession: SQLSession {
             case SQLITE_DONE: return
             default:
                 let failure = error(code, statement)
-                if inTransaction, rolledBackBy == nil, sqlite3_get_autocommit(db.sqliteConnection) != 0 { rolledBackBy = "\(failure)" }
+                if inTransaction, rolledBackBy == nil, sqlite3_get_autocommit(db.sqliteConnection) != 0, let failure = failure as? DatabaseError {
+                    rolledBackBy = failure
+                }
                 throw failure
             }
         }

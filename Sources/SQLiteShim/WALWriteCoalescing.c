@@ -8,8 +8,8 @@
 
    - at the latest inside the write of the commit frame's page (the commit frame is the one
      whose header carries the database's size), so that a failed write fails the commit itself,
-     whatever the synchronous setting — the store's writer runs FULL, and NORMAL for its relaxed
-     housekeeping commits; after it, until the write lock is released, writes go straight out
+     whatever the synchronous setting — the store's writer runs FULL (NORMAL for its relaxed
+     housekeeping commits, and for every commit of a `durability: normal` store); after it, until the write lock is released, writes go straight out
      (checksum rewrites of pages written twice, padding frames);
    - before the file's xSync, xTruncate, xFileSize, xClose, and any xRead that overlaps them
      (frames a large transaction spilled before its commit).
@@ -28,12 +28,10 @@
    does not yet hold. Only a connection asked to (gh_sqlite_coalesce_wal_writes_of: the
    store's writer) buffers; every other file and connection passes straight through.
 
-   A WAL file is tied to its connection's database file by the database's name pointer, which
-   SQLite hands to both opens (sqlite3_filename_database); one that could not be tied passes
-   through. */
+   A WAL file is tied to its connection's database file with sqlite3_database_file_object;
+   one that could not be tied passes through. */
 
 #include <sqlite3.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "SQLiteShim.h"
@@ -42,7 +40,6 @@ typedef struct CoalescingFile CoalescingFile;
 struct CoalescingFile {
     sqlite3_file base;
     sqlite3_file *real;           /* the platform VFS's file, allocated right after this struct */
-    const char *name;             /* for a main database: the name pointer SQLite opened it with */
     int isMainDB;
     int coalesce;                 /* main database: its connection asked for coalesced WAL writes */
     long long writesAsked;        /* main database: WAL writes SQLite asked for while coalescing, */
@@ -55,13 +52,10 @@ struct CoalescingFile {
     int capacity;
     sqlite3_int64 commitPage;     /* WAL: where the page of the commit frame whose header is buffered goes */
     int committed;                /* WAL: this write transaction's commit frame is out: write through */
-    CoalescingFile *nextMainDB;   /* the list of open main database files */
 };
 
 static sqlite3_vfs *platform;
 static sqlite3_vfs coalescing;
-static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
-static CoalescingFile *openMainDBs;
 
 /* A commit larger than this (a batch of thousands of events) goes out in several writes. */
 enum { maximumBuffer = 1 << 20 };
@@ -100,15 +94,9 @@ static int flushWAL(CoalescingFile *f) {
 static int cClose(sqlite3_file *file) {
     CoalescingFile *f = (CoalescingFile *)file;
     int rc = flush(f);
-    pthread_mutex_lock(&registry);
-    if (f->isMainDB) {
-        for (CoalescingFile **p = &openMainDBs; *p; p = &(*p)->nextMainDB) {
-            if (*p == f) { *p = f->nextMainDB; break; }
-        }
-        if (f->wal) f->wal->db = NULL;
-    }
+    /* A database file and its WAL belong to one connection, which SQLite serialises. */
+    if (f->wal) f->wal->db = NULL;
     if (f->db) f->db->wal = NULL;
-    pthread_mutex_unlock(&registry);
     free(f->buffer);
     f->buffer = NULL;
     int closed = f->real->pMethods->xClose(f->real);
@@ -208,11 +196,12 @@ static int cLock(sqlite3_file *file, int level) {
     return f->real->pMethods->xLock(f->real, level);
 }
 
+/* An unlock always happens and reports only its own outcome: a failed flush keeps its bytes
+   for the WAL's next flush (its close at the latest) to meet. */
 static int cUnlock(sqlite3_file *file, int level) {
     CoalescingFile *f = (CoalescingFile *)file;
-    int rc = flushWAL(f);
-    int unlocked = f->real->pMethods->xUnlock(f->real, level);   /* an unlock must always happen */
-    return rc != SQLITE_OK ? rc : unlocked;
+    (void)flushWAL(f);
+    return f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int cCheckReservedLock(sqlite3_file *file, int *out) {
@@ -313,24 +302,19 @@ static int cOpen(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, in
     }
     int version = f->real->pMethods->iVersion;
     f->base.pMethods = version >= 3 ? &methodsV3 : version == 2 ? &methodsV2 : &methodsV1;
-    if (name == NULL) return SQLITE_OK;
-    pthread_mutex_lock(&registry);
     if (flags & SQLITE_OPEN_MAIN_DB) {
         f->isMainDB = 1;
-        f->name = name;
-        f->nextMainDB = openMainDBs;
-        openMainDBs = f;
-    } else if (flags & SQLITE_OPEN_WAL) {
-        const char *database = sqlite3_filename_database(name);
-        for (CoalescingFile *db = openMainDBs; db; db = db->nextMainDB) {
-            if (db->name == database && db->wal == NULL) {
+    } else if ((flags & SQLITE_OPEN_WAL) && name != NULL) {
+        /* The connection's main database file, which SQLite opened (through this VFS) first. */
+        sqlite3_file *database = sqlite3_database_file_object(name);
+        if (database != NULL && database->pMethods != NULL && database->pMethods->xClose == cClose) {
+            CoalescingFile *db = (CoalescingFile *)database;
+            if (db->isMainDB && db->wal == NULL) {
                 db->wal = f;
                 f->db = db;
-                break;
             }
         }
     }
-    pthread_mutex_unlock(&registry);
     return SQLITE_OK;
 }
 

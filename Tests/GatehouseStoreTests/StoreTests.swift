@@ -350,6 +350,42 @@ struct EventLogTests {
         #expect(runs.map(\.eventCount).reduce(0, +) == stored.count)
     }
 
+    /// SQLite rolls the whole transaction back when a statement meets a full disk: every
+    /// request of that group commit must then be told the disk is full (a `503` asking for a
+    /// retry), not a bare abort (a `500`), and none may be stored.
+    @Test func aFullDiskIsReportedAsFullToEveryRequestOfAGroupCommit() async throws {
+        let path = tempPath()
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let database = try GatehouseDatabase(path: path)
+        let log = EventLog(database: database, bus: Bus())
+        _ = try await log.append([event("first")])
+        // The writer may not grow the file: a write needing a new page fails with SQLITE_FULL,
+        // as on a full disk.
+        try await database.pool.writeWithoutTransaction { db in
+            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count")!
+            _ = try Int.fetchOne(db, sql: "PRAGMA max_page_count = \(pages)")
+        }
+        let failures = await withTaskGroup(of: String?.self) { group in
+            for i in 0..<16 {
+                group.addTask {
+                    var e = event("big-\(i)", run: "r\(i)")
+                    e.details = String(repeating: "x", count: 20_000)
+                    do {
+                        _ = try await log.append([e])
+                        return "big-\(i) was stored"
+                    } catch {
+                        return isStorageFull(error) ? nil : "big-\(i): \(error)"
+                    }
+                }
+            }
+            var all: [String] = []
+            for await failure in group { if let failure { all.append(failure) } }
+            return all
+        }
+        #expect(failures.isEmpty, "\(failures)")
+        #expect(try await log.count() == 1)
+    }
+
     @Test func aReusedIdFailsAloneInItsGroupCommit() async throws {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
