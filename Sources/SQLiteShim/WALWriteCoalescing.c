@@ -1,22 +1,23 @@
 /* A VFS in front of the platform's own that turns the many small writes of a WAL commit into
    one.
 
-   SQLite writes each WAL frame with two pwrite calls (its 24-byte header, then the page), so an
-   alert's commit (~43 frames) costs ~86 system calls; under the alerts load that was 13 pwrites
-   per event and ~7 % of the server's CPU. Here a connection's WAL file collects contiguous
+   SQLite writes each WAL frame with two pwrite calls (its 24-byte header, then the page), so a
+   group commit of ~7 alerts (~43 frames) cost ~86 system calls: 13 pwrites per event, ~10 % of
+   the server's CPU under the alerts load. Here a connection's WAL file collects contiguous
    writes in memory and hands them to the kernel together:
 
    - at the latest inside the write of the commit frame's page (the commit frame is the one
      whose header carries the database's size), so that a failed write fails the commit itself,
-     whatever the synchronous setting — the store's writer runs FULL (NORMAL for its relaxed
-     housekeeping commits, and for every commit of a `durability: normal` store); after it, until the write lock is released, writes go straight out
-     (checksum rewrites of pages written twice, padding frames);
+     whatever the synchronous setting — the store's writer runs FULL, or NORMAL (its relaxed
+     housekeeping commits; every commit of a `durability: normal` store); after it, until the
+     write lock is released, writes go straight out (checksum rewrites of pages written twice,
+     padding frames);
    - before the file's xSync, xTruncate, xFileSize, xClose, and any xRead that overlaps them
      (frames a large transaction spilled before its commit).
    A failed write keeps its bytes buffered: SQLite believes them written, so every later flush,
    the commit's at the latest, meets the error again. Releasing the write lock with bytes still
    buffered (a rolled-back transaction's spilled frames: a commit's went out with it) drops
-   them, and an unlock is never failed (SQLite ignores an unlock's result).
+   them, and an unlock is never failed (SQLite ignores a shared-memory unlock's result).
 
    SQLite publishes a commit to other connections by writing the wal-index header twice with
    xShmBarrier on the database file in between (walIndexWriteHdr), and readers accept a header
