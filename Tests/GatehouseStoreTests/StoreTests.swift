@@ -7,6 +7,11 @@ import Testing
 
 private func tempPath() -> String { NSTemporaryDirectory() + "gatehouse-store-\(UUID().uuidString).db" }
 
+/// Removes SQLite databases with their WAL and shared-memory files.
+private func removeDatabases(_ paths: String...) {
+    for path in paths { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+}
+
 private func event(_ id: String, type: String = "step.started", pipeline: String = "p", run: String? = "r1") -> Event {
     Event(id: id, type: type, pipeline: pipeline, run: run, time: Timestamp(milliseconds: 1_795_946_400_000))
 }
@@ -46,7 +51,7 @@ struct WALCoalescingTests {
     @Test func aCommitsFramesLeaveInAFewWritesAndTheWALRecoversWhole() async throws {
         let path = tempPath()
         let copy = tempPath()
-        defer { for file in [path, copy] { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: file + suffix) } } }
+        defer { removeDatabases(path, copy) }
         let database = try GatehouseDatabase(path: path)
         let log = EventLog(database: database, bus: Bus())
         let before = try #require(try database.coalescedWALWrites())
@@ -102,7 +107,7 @@ struct WALCoalescingTests {
     @Test func atNormalDurabilityTooTheWritesAreCoalescedAndRecover() async throws {
         let path = tempPath()
         let copy = tempPath()
-        defer { for file in [path, copy] { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: file + suffix) } } }
+        defer { removeDatabases(path, copy) }
         let database = try GatehouseDatabase(path: path, durability: .normal)
         let log = EventLog(database: database, bus: Bus())
         _ = try await log.append((0..<50).map { event("e\($0)", run: "run-\($0)") })
@@ -355,7 +360,7 @@ struct EventLogTests {
     /// retry), not a bare abort (a `500`), and none may be stored.
     @Test func aFullDiskIsReportedAsFullToEveryRequestOfAGroupCommit() async throws {
         let path = tempPath()
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        defer { removeDatabases(path) }
         let database = try GatehouseDatabase(path: path)
         let log = EventLog(database: database, bus: Bus())
         _ = try await log.append([event("first")])
