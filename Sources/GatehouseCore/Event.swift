@@ -138,7 +138,7 @@ public struct EventValidator: Sendable {
     /// A time-ordered unique id: 12 hex digits of milliseconds then 20 random hex digits.
     public static func generateID() -> String {
         let ms = UInt64(max(0, Timestamp.now().milliseconds))
-        var rng = SystemRandomNumberGenerator()
+        var rng = PooledRandom()
         let r1 = rng.next() as UInt64
         let r2 = UInt64(rng.next() as UInt16)
         return "evt_" + hex(ms, width: 12) + hex(r1, width: 16) + hex(r2, width: 4)

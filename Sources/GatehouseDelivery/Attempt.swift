@@ -242,7 +242,7 @@ extension Dispatcher {
             let reason = rows.first?.last_error ?? ""
             recordDead(rows, flushed: attempt.flushed) { end(("dead: " + reason, nil)) }
         }
-        let decision = attempt.policy.decide(outcome, attempts: attempts, created: attempt.oldest, now: finished, random: Double.random(in: 0..<1))
+        let decision = attempt.policy.decide(outcome, attempts: attempts, created: attempt.oldest, now: finished, random: PooledRandom.fraction())
         switch decision {
         case .delivered(let messageID):
             for i in rows.indices {

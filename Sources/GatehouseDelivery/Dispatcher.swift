@@ -596,7 +596,7 @@ public final class Dispatcher: Sendable {
                         for (member, _) in batch { s.inFlight.remove(member.id) }
                     }
                 }
-            case .failed: health.failed(delivery.id, now: now, random: Double.random(in: 0..<1))
+            case .failed: health.failed(delivery.id, now: now, random: PooledRandom.fraction())
             case .rateLimited(let seconds): health.rateLimited(delivery.id, for: seconds, now: now)
             }
             s.health[delivery.receiver] = health
