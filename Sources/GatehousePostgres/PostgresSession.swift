@@ -62,9 +62,9 @@ final class PostgresSession: SQLSession {
     /// are what say what went wrong. Values stay out: the statement is not quoted.
     static func explained<T>(_ work: () throws -> T) throws -> T {
         do { return try work() } catch let error as PSQLError {
-            let state = error.serverInfo?[.sqlState] ?? "-"
+            let state = error.serverInfo?[.sqlState]
             let message = error.serverInfo?[.message] ?? "\(error.code)"
-            throw StoreFailure("PostgreSQL: \(message) (SQLSTATE \(state))")
+            throw StoreFailure("PostgreSQL: \(message) (SQLSTATE \(state ?? "-"))", sqlState: state)
         }
     }
 

@@ -172,9 +172,18 @@ public final class PostgresStore: StoreDatabase {
 
 /// A database failure told in words (PostgresNIO's errors hide the server's message from
 /// `description` on purpose; this is for the operator's log).
-public struct StoreFailure: Error, CustomStringConvertible {
+public struct StoreFailure: Error, CustomStringConvertible, StorageFullTelling {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The server's SQLSTATE, when the failure is PostgreSQL's answer.
+    public var sqlState: String?
+    public init(_ description: String, sqlState: String? = nil) {
+        self.description = description
+        self.sqlState = sqlState
+    }
+
+    /// 53100, disk_full: a table or index could not grow. (A full disk under the WAL stops
+    /// PostgreSQL itself; the connections then fail, a 500.)
+    public var meansStorageFull: Bool { sqlState == "53100" }
 }
 
 /// `postgres://user:password@host:port/database?sslmode=…` as a connection configuration.

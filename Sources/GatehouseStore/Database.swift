@@ -368,9 +368,16 @@ public func isLockTimeout(_ error: any Error) -> Bool {
     return error.resultCode == .SQLITE_BUSY
 }
 
-/// Whether `error` says the database's disk (or file) is full (SQLITE_FULL): the transaction was
-/// rolled back and changed nothing; the same request can succeed once space is freed.
+/// An error of a store other than SQLite that can tell it means a full disk.
+public protocol StorageFullTelling: Error {
+    var meansStorageFull: Bool { get }
+}
+
+/// Whether `error` says the database's disk (or file) is full — SQLite's SQLITE_FULL, or a
+/// store's own (PostgreSQL's SQLSTATE 53100, disk_full): the transaction was rolled back and
+/// changed nothing; the same request can succeed once space is freed.
 public func isStorageFull(_ error: any Error) -> Bool {
+    if let error = error as? any StorageFullTelling { return error.meansStorageFull }
     guard let error = error as? DatabaseError else { return false }
     return error.resultCode == .SQLITE_FULL
 }

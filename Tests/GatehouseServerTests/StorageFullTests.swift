@@ -10,7 +10,7 @@ import Testing
 /// `max_page_count` on the writer stands in for the disk (it fails writes with the very error a
 /// full disk gives, SQLITE_FULL).
 struct StorageFullTests {
-    @Test(.disabled(if: testingPostgres, "a full disk is SQLite's SQLITE_FULL here; PostgreSQL's disk_full is not mapped"))
+    @Test(.disabled(if: testingPostgres, "SQLite's max_page_count; PostgreSQL's full disk is the test below"))
     func writesOnAFullDiskAre503sThatChangeNothing() async throws {
         try await InProcessServer.with { server in
             let database = try #require(server.database as? GatehouseDatabase)
@@ -47,5 +47,110 @@ struct StorageFullTests {
             #expect(try await server.allEvents().count == 301)
             #expect(try await server.post("/v1/datasets/d/items", items).status == 200)
         }
+    }
+
+    /// The same on PostgreSQL, on a real full disk: the test database's tables live in a
+    /// tablespace on a small tmpfs that a filler file nearly fills (SQLSTATE 53100, disk_full,
+    /// when a table cannot grow). Root only (mount), in the PostgreSQL pass.
+    @Test(.enabled(if: testingPostgres && TmpfsTablespace.canMount, "needs the PostgreSQL pass and root, for mount -t tmpfs"))
+    func postgresFullDiskIsA503ThatChangesNothing() async throws {
+        let admin = try #require(ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"])
+        let space = try TmpfsTablespace(admin: admin, megabytes: 8, fillerMegabytes: 5)
+        defer { space.remove() }
+        try await InProcessServer.with(configure: { $0.storage.sqlite = space.databaseURL }) { server in
+            let summary = String(repeating: "s", count: 900)
+            var accepted = 0
+            var refused: HTTPResult?
+            for round in 0..<200 where refused == nil {
+                let batch = "[" + (0..<100).map { #"{"id":"e\#(round)-\#($0)","type":"run.failed","pipeline":"p","run":"r\#(round)-\#($0)","summary":"\#(summary)"}"# }
+                    .joined(separator: ",") + "]"
+                let answer = try await server.post("/v1/events", batch)
+                if answer.status == 202 { accepted += 100 } else { refused = answer }
+            }
+            let full = try #require(refused, "the disk never filled")
+            #expect(full.status == 503, "\(full.text)")
+            #expect(full.header("Retry-After") == "30")
+            #expect(full.json["detail"]?.stringValue?.contains("disk is full; nothing was changed") == true, "\(full.text)")
+            // Nothing of the refused batch is stored; reads go on.
+            #expect(try await server.allEvents().count == accepted)
+            #expect(try await server.get("/readyz").status == 200)
+            // Room again: the same batch goes in.
+            space.removeFiller()
+            let again = "[" + (0..<100).map { #"{"id":"after-\#($0)","type":"run.failed","pipeline":"p","run":"after-\#($0)"}"# }.joined(separator: ",") + "]"
+            #expect(try await server.post("/v1/events", again).status == 202)
+            #expect(try await server.allEvents().count == accepted + 100)
+        }
+    }
+}
+
+/// A PostgreSQL tablespace on a tmpfs of its own, nearly filled by a filler file, and a fresh
+/// database whose tables go there (its default tablespace). The database's WAL stays on the
+/// cluster's disk: a full disk under the WAL stops PostgreSQL itself.
+final class TmpfsTablespace: Sendable {
+    let mountPoint: String
+    let name: String
+    let admin: String
+    let databaseURL: String
+    private var filler: String { mountPoint + "/filler" }
+
+    /// Whether this process may mount a tmpfs (root, with the capability to mount).
+    static let canMount: Bool = {
+        guard getuid() == 0, psql != nil else { return false }
+        let probe = NSTemporaryDirectory() + "gatehouse-mount-probe-" + UUID().uuidString.prefix(8)
+        try? FileManager.default.createDirectory(atPath: probe, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: probe) }
+        guard run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe]) else { return false }
+        _ = run("/bin/umount", [probe])
+        return true
+    }()
+
+    static let psql: String? = {
+        let roots = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        return roots.sorted().reversed().map { "/usr/lib/postgresql/\($0)/bin/psql" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+
+    init(admin: String, megabytes: Int, fillerMegabytes: Int) throws {
+        self.admin = admin
+        let suffix = UUID().uuidString.prefix(8).lowercased()
+        name = "gh_full_" + suffix
+        mountPoint = NSTemporaryDirectory() + "gatehouse-full-" + suffix
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", mountPoint]),
+              Self.run("/bin/chown", ["postgres", mountPoint])
+        else { throw InProcessError("could not mount a tmpfs for PostgreSQL at \(mountPoint)") }
+        FileManager.default.createFile(atPath: mountPoint + "/filler", contents: Data(count: fillerMegabytes << 20))
+        try Self.sql(admin, "CREATE TABLESPACE \(name) LOCATION '\(mountPoint)'")
+        try Self.sql(admin, "CREATE DATABASE \(name)")
+        try Self.sql(admin, "ALTER DATABASE \(name) SET default_tablespace = \(name)")
+        guard var parts = URLComponents(string: admin) else { throw InProcessError("not a URL: \(admin)") }
+        parts.path = "/" + name
+        databaseURL = parts.string ?? admin
+    }
+
+    func removeFiller() { try? FileManager.default.removeItem(atPath: filler) }
+
+    func remove() {
+        try? Self.sql(admin, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        try? Self.sql(admin, "DROP TABLESPACE IF EXISTS \(name)")
+        if !Self.run("/bin/umount", [mountPoint]) { _ = Self.run("/bin/umount", ["-l", mountPoint]) }
+        try? FileManager.default.removeItem(atPath: mountPoint)
+    }
+
+    private static func sql(_ url: String, _ statement: String) throws {
+        guard let psql, run(psql, [url, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", statement]) else {
+            throw InProcessError("psql failed: \(statement)")
+        }
+    }
+
+    @discardableResult
+    private static func run(_ tool: String, _ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
     }
 }
