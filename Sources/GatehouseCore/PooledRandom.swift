@@ -5,13 +5,14 @@ import Darwin
 #endif
 import Synchronization
 
-/// Random numbers from the kernel's CSPRNG, read 4 KiB at a time and handed out once each.
+/// Random numbers from the kernel's CSPRNG, fetched 256 bytes at a time and handed out once each.
 ///
 /// `SystemRandomNumberGenerator` makes a `getrandom` system call for every `next()`: an alert
 /// drew three (its delivery's id: two; its retry jitter: one), ~3 of the ~15 system calls the
-/// server made per alert under load. The bytes here are the same kernel bytes, each used once,
-/// so ids made from them are as unpredictable as before. Gatehouse never forks without exec, so
-/// no child can hand out the parent's buffered bytes again.
+/// server made per alert under load. The bytes here come from `getentropy` — `getrandom`, which
+/// like `SystemRandomNumberGenerator` waits for the kernel's generator to be seeded — each used
+/// once, so ids made from them are as unpredictable as before. Gatehouse never forks without
+/// exec, so no child can hand out the parent's buffered bytes again.
 public struct PooledRandom: RandomNumberGenerator {
     public init() {}
 
@@ -30,7 +31,8 @@ public struct PooledRandom: RandomNumberGenerator {
 
 final class RandomPool: Sendable {
     static let shared = RandomPool()
-    static let size = 4096
+    /// `getentropy`'s most per call.
+    static let size = 256
 
     private struct Buffer: ~Copyable {
         var bytes = [UInt8](repeating: 0, count: RandomPool.size)
@@ -39,39 +41,20 @@ final class RandomPool: Sendable {
     }
 
     private let buffer = Mutex(Buffer())
-    /// /dev/urandom, opened once; -1 when it could not be (then every draw is a system call).
-    private let device: Int32 = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
 
-    /// Eight unused bytes, or nil when the kernel would not give more.
+    /// Eight unused bytes, or nil when the kernel would not give more (then the caller asks
+    /// `SystemRandomNumberGenerator`, which fails loudly if the kernel cannot).
     func next() -> UInt64? {
-        guard device >= 0 else { return nil }
-        return buffer.withLock { buffer -> UInt64? in
+        buffer.withLock { buffer -> UInt64? in
             if buffer.used + 8 > Self.size {
-                guard Self.fill(&buffer.bytes, from: device) else { return nil }
+                let failed = buffer.bytes.withUnsafeMutableBytes { getentropy($0.baseAddress, $0.count) } != 0
+                if failed { return nil }
                 buffer.used = 0
             }
             var value: UInt64 = 0
             for i in 0..<8 { value = value << 8 | UInt64(buffer.bytes[buffer.used + i]) }
             buffer.used += 8
             return value
-        }
-    }
-
-    /// The whole buffer from the device (a read of /dev/urandom can stop short on a signal).
-    private static func fill(_ bytes: inout [UInt8], from device: Int32) -> Bool {
-        bytes.withUnsafeMutableBytes { raw -> Bool in
-            var filled = 0
-            while filled < raw.count {
-                let n = read(device, raw.baseAddress! + filled, raw.count - filled)
-                if n > 0 {
-                    filled += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    return false
-                }
-            }
-            return true
         }
     }
 }

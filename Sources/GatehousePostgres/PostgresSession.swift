@@ -86,7 +86,7 @@ final class PostgresSession: SQLSession {
         // PostgreSQL's text cannot hold a NUL (free text that may is stored as bytes): refuse,
         // as the server would, rather than put one into the statement's own text.
         for case .text(let s) in arguments.values where s.utf8.contains(0) {
-            throw StoreFailure("PostgreSQL: text cannot contain a NUL character (SQLSTATE 22021)")
+            throw StoreFailure("PostgreSQL: text cannot contain a NUL character (SQLSTATE 22021)", sqlState: "22021")
         }
         if arguments.values.isEmpty { return PostgresQuery(unsafeSQL: "EXECUTE \(name)") }
         return PostgresQuery(unsafeSQL: "EXECUTE \(name)(" + arguments.values.map(Self.literal).joined(separator: ", ") + ")")

@@ -64,7 +64,7 @@ struct ObservabilityMiddleware: RouterMiddleware {
         }
         if isStorageFull(error) {
             // Reads still work, so the server stays ready; writes fail until space is freed.
-            logger.error("the database's disk is full: writes fail until space is freed", metadata: ["hb.request.id": .string(requestID)])
+            logger.error("the database's disk is full: writes fail until space is freed", metadata: ["error": "\(error)", "hb.request.id": .string(requestID)])
             var problem = Problem.unavailable(
                 "the server's disk is full; nothing was changed, try again once space is freed (request id \(requestID))")
             problem.retryAfterSeconds = 30

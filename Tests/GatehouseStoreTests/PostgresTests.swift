@@ -22,6 +22,14 @@ struct PostgresTests {
         #expect(PostgresSession.literal(.freeText("a\u{0}b")) == #"E'\\x610062'::bytea"#)
     }
 
+    /// Only disk_full is a full disk: the server answers it 503 (see StorageFullTests).
+    @Test func onlyDiskFullMeansStorageFull() {
+        #expect(isStorageFull(StoreFailure("PostgreSQL: could not extend file (SQLSTATE 53100)", sqlState: "53100")))
+        #expect(!isStorageFull(StoreFailure("PostgreSQL: out of memory (SQLSTATE 53200)", sqlState: "53200")))
+        #expect(!isStorageFull(StoreFailure("PostgreSQL: insufficient resources (SQLSTATE 53000)", sqlState: "53000")))
+        #expect(!isStorageFull(StoreFailure("not a PostgreSQL URL")))
+    }
+
     static let server = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"] ?? ""
 
     @Test(.enabled(if: !server.isEmpty, "needs GATEHOUSE_TEST_POSTGRES"))
