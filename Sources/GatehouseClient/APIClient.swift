@@ -7,10 +7,22 @@ public struct ClientFailure: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var exitCode: Int32
     public var status: Int?
-    public init(_ message: String, exitCode: Int32, status: Int? = nil) {
+    /// The answer's `Retry-After`, in seconds (a `503` or `429`), when it gave one.
+    public var retryAfter: Double?
+    public init(_ message: String, exitCode: Int32, status: Int? = nil, retryAfter: Double? = nil) {
         self.message = message
         self.exitCode = exitCode
         self.status = status
+        self.retryAfter = retryAfter
+    }
+
+    /// How long a loop that retries this failure should wait before its next try: what the
+    /// server asked for (a full disk asks 30 s, a locked database 1 s), at least `floor`, and
+    /// never past `deadline`.
+    public func pause(floor: Double = 0.5, until deadline: Date?) -> Double {
+        let wanted = max(floor, retryAfter ?? floor)
+        guard let deadline else { return wanted }
+        return max(0, min(wanted, deadline.timeIntervalSinceNow))
     }
     public var description: String { message }
 
@@ -26,7 +38,7 @@ public struct ClientFailure: Error, CustomStringConvertible, Sendable {
     }
 
     /// Maps an HTTP error answer to a failure, using the problem's `detail` as the message.
-    public static func from(status: Int, body: [UInt8]) -> ClientFailure {
+    public static func from(status: Int, body: [UInt8], headers: [(name: String, value: String)] = []) -> ClientFailure {
         var message = "the server answered \(status)"
         if let json = try? JSONValue.parse(bytes: body), let problem = Problem(json: json) {
             message = problem.detail.isEmpty ? problem.title : problem.detail
@@ -37,7 +49,10 @@ public struct ClientFailure: Error, CustomStringConvertible, Sendable {
         case 500...: Code.serverError
         default: Code.rejected
         }
-        return ClientFailure(message, exitCode: code, status: status)
+        // Delta-seconds only: the server sends no HTTP dates here.
+        let retryAfter = headers.last { $0.name.lowercased() == "retry-after" }.flatMap { Double($0.value.trimmingCharacters(in: .whitespaces)) }
+            .flatMap { $0.isFinite && $0 >= 0 ? min($0, 3_600) : nil }
+        return ClientFailure(message, exitCode: code, status: status, retryAfter: retryAfter)
     }
 }
 
@@ -78,7 +93,7 @@ public final class APIClient {
         } catch let error as HTTPClientError {
             throw ClientFailure("cannot reach the server at \(server): \(error)", exitCode: ClientFailure.Code.unavailable)
         }
-        guard (200..<300).contains(result.status) else { throw ClientFailure.from(status: result.status, body: result.body) }
+        guard (200..<300).contains(result.status) else { throw ClientFailure.from(status: result.status, body: result.body, headers: result.headers) }
         if result.body.isEmpty { return .null }
         do {
             return try JSONValue.parse(bytes: result.body)

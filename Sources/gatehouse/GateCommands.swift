@@ -140,21 +140,32 @@ extension GateOpen {
         guard key != nil else { return try client.client().call("POST", "/v1/gates", body: body) }
         let patience = wait ? waitTimeout.flatMap(GatehouseDuration.init).map(\.seconds) ?? 86_400 : 60
         let deadline = Date().addingTimeInterval(patience)
-        var reportedLoss = false
+        var reported: ClientFailure?
         while true {
             do {
                 let answer = try client.client().call("POST", "/v1/gates", body: body)
-                if reportedLoss { FileHandle.standardError.write(Data("gatehouse: reconnected\n".utf8)) }
+                if let reported { FileHandle.standardError.write(Data("gatehouse: \(backAfter(reported))\n".utf8)) }
                 return answer
             } catch let failure as ClientFailure where (failure.exitCode == ClientFailure.Code.unavailable || failure.status == 503) && Date() < deadline {
-                if !reportedLoss {
-                    FileHandle.standardError.write(Data("gatehouse: lost the server (\(failure.message)); reconnecting\n".utf8))
-                    reportedLoss = true
+                if reported == nil {
+                    FileHandle.standardError.write(Data("gatehouse: \(unavailable(failure)); trying again\n".utf8))
+                    reported = failure
                 }
-                Thread.sleep(forTimeInterval: 0.5)
+                Thread.sleep(forTimeInterval: failure.pause(until: deadline))
             }
         }
     }
+}
+
+/// What a retried failure is, said to the user: a server that is gone, or one that answered
+/// `503` (a full disk, a locked database) with its reason.
+func unavailable(_ failure: ClientFailure) -> String {
+    failure.status == 503 ? "the server cannot take it now (\(failure.message))" : "lost the server (\(failure.message))"
+}
+
+/// What is said once a retried request goes through after `failure`.
+func backAfter(_ failure: ClientFailure) -> String {
+    failure.status == 503 ? "the server took it" : "reconnected"
 }
 
 func keyValues(_ pairs: [String], flag: String, json: Bool) throws -> JSONObject {
@@ -208,7 +219,7 @@ func waitAndExit(id: String, client options: ClientOptions, timeout: GatehouseDu
 func waitAndExit(_ target: WaitTarget, client options: ClientOptions, timeout: GatehouseDuration?, json: Bool) throws -> Never {
     let deadline = timeout.map { Date().addingTimeInterval($0.seconds) }
     var lastGate: JSONValue?
-    var reportedLoss = false
+    var reported: ClientFailure?
     var reached = false
     while true {
         let remaining = deadline.map { $0.timeIntervalSinceNow } ?? 300
@@ -220,18 +231,18 @@ func waitAndExit(_ target: WaitTarget, client options: ClientOptions, timeout: G
             let gate = try client.call("GET", target.path(slice: slice))
             lastGate = gate
             reached = true
-            if reportedLoss {
-                FileHandle.standardError.write(Data("gatehouse: reconnected\n".utf8))
-                reportedLoss = false
+            if let failure = reported {
+                FileHandle.standardError.write(Data("gatehouse: \(backAfter(failure))\n".utf8))
+                reported = nil
             }
             if let state = gate.objectValue?["state"]?.stringValue, state != "pending" { finish(gate, json: json) }
         } catch let failure as ClientFailure where failure.exitCode == ClientFailure.Code.unavailable || failure.status == 503 {
-            // The server is restarting: keep trying until our own deadline.
-            if !reportedLoss {
-                FileHandle.standardError.write(Data("gatehouse: lost the server (\(failure.message)); reconnecting\n".utf8))
-                reportedLoss = true
+            // The server is restarting, or busy: keep trying until our own deadline.
+            if reported == nil {
+                FileHandle.standardError.write(Data("gatehouse: \(unavailable(failure)); trying again\n".utf8))
+                reported = failure
             }
-            Thread.sleep(forTimeInterval: 0.5)
+            Thread.sleep(forTimeInterval: failure.pause(until: deadline))
         } catch let failure as ClientFailure where failure.status == 404 {
             // By key: nothing has opened it yet; the server waited its slice, ask again — after
             // a pause, in case the 404 came at once (an older server, a proxy).
