@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A string compared byte for byte, as the databases compare ids and names (SQLite's BINARY,
 /// PostgreSQL's `COLLATE "C"`). Swift's `String` equality is Unicode canonical equivalence:
 /// "caf\u{E9}" and "cafe\u{301}" are equal to Swift and two different ids to the store, so a
@@ -6,7 +12,16 @@ public struct ExactText: Hashable, Sendable {
     public let text: String
     public init(_ text: String) { self.text = text }
 
-    public static func == (a: ExactText, b: ExactText) -> Bool { a.text.utf8.elementsEqual(b.text.utf8) }
+    /// The bytes compared in one `memcmp` (the UTF-8 view's `elementsEqual` went byte by byte
+    /// through its indices: 2 % of the writer thread under batched ingest, in the run map).
+    public static func == (a: ExactText, b: ExactText) -> Bool {
+        var (x, y) = (a.text, b.text)
+        return x.withUTF8 { p in
+            y.withUTF8 { q in
+                p.count == q.count && (p.isEmpty || memcmp(p.baseAddress!, q.baseAddress!, p.count) == 0)
+            }
+        }
+    }
 
     public func hash(into hasher: inout Hasher) {
         var copy = text

@@ -450,11 +450,13 @@ public final class EventLog: Sendable {
     private func updateRuns(with events: [Event], db: any SQLSession) throws {
         var order: [RunKey] = []
         var touched: [RunKey: [Event]] = [:]
+        order.reserveCapacity(events.count)
+        touched.reserveCapacity(events.count)
         for event in events {
             guard let run = event.run else { continue }
             let key = RunKey(pipeline: event.pipeline, run: run)
-            if touched[key] == nil { order.append(key) }
             touched[key, default: []].append(event)
+            if touched[key]!.count == 1 { order.append(key) }
         }
         guard !order.isEmpty else { return }
         // (Several runs per multi-row statement, like events, measured no faster: the
