@@ -192,7 +192,7 @@ final class SQLiteSession: SQLSession {
         // any C-string API on the way) keeps its full length; any other text stays TEXT.
         case .freeText(let s):
             let (start, count) = copy(s, into: scratch, used: &used)
-            if UnsafeRawBufferPointer(start: start, count: count).contains(0) {
+            if count > 0, memchr(start, 0, count) != nil {
                 return sqlite3_bind_blob(handle, index, start, Int32(count), staticValue)
             }
             return sqlite3_bind_text(handle, index, start.assumingMemoryBound(to: CChar.self), Int32(count), staticValue)
