@@ -25,6 +25,8 @@ public struct ExactText: Hashable, Sendable {
 
     public func hash(into hasher: inout Hasher) {
         var copy = text
-        copy.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        // With the length: bytes alone are not delimited, so in a key of two texts ("ab", "c")
+        // and ("a", "bc") would always hash alike — a crafted batch could pile them up.
+        copy.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)); hasher.combine($0.count) }
     }
 }

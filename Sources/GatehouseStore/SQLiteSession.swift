@@ -142,8 +142,9 @@ final class SQLiteSession: SQLSession {
             default: break
             }
         }
-        // On the stack when small; one allocation per statement otherwise.
-        try withUnsafeTemporaryAllocation(byteCount: max(textBytes, 1), alignment: 1) { scratch in
+        // On the stack when small; one allocation per statement otherwise. One byte more than
+        // the texts need, so every text's start — an empty last one's too — is inside it.
+        try withUnsafeTemporaryAllocation(byteCount: textBytes + 1, alignment: 1) { scratch in
             // Inside the buffer's lifetime: nothing bound may point at it once it is gone.
             defer {
                 sqlite3_reset(handle)
@@ -187,24 +188,26 @@ final class SQLiteSession: SQLSession {
         case .double(let d): return sqlite3_bind_double(handle, index, d)
         case .text(let s):
             let (start, count) = copy(s, into: scratch, used: &used)
-            return sqlite3_bind_text(handle, index, start.assumingMemoryBound(to: CChar.self), Int32(count), staticValue)
+            return sqlite3_bind_text64(handle, index, start.assumingMemoryBound(to: CChar.self), UInt64(count), staticValue, utf8)
         // Text holding a NUL is kept as a BLOB of its UTF-8 bytes, so that every reader (and
         // any C-string API on the way) keeps its full length; any other text stays TEXT.
         case .freeText(let s):
             let (start, count) = copy(s, into: scratch, used: &used)
             if count > 0, memchr(start, 0, count) != nil {
-                return sqlite3_bind_blob(handle, index, start, Int32(count), staticValue)
+                return sqlite3_bind_blob64(handle, index, start, UInt64(count), staticValue)
             }
-            return sqlite3_bind_text(handle, index, start.assumingMemoryBound(to: CChar.self), Int32(count), staticValue)
+            return sqlite3_bind_text64(handle, index, start.assumingMemoryBound(to: CChar.self), UInt64(count), staticValue, utf8)
         }
     }
 
     /// `s`'s UTF-8 bytes appended to `scratch`. Never a NULL address, even for an empty text
-    /// (a NULL pointer would bind SQL NULL): the buffer has at least one byte.
+    /// (a NULL pointer would bind SQL NULL): the buffer has a byte past the texts.
     private static func copy(_ s: String, into scratch: UnsafeMutableRawBufferPointer, used: inout Int) -> (UnsafeMutableRawPointer, Int) {
         var s = s
         let start = scratch.baseAddress! + used
         let count = s.withUTF8 { utf8 in
+            // `run` sized the buffer from the same strings' UTF-8 counts.
+            precondition(utf8.count < scratch.count - used, "a text outgrew the binding buffer")
             if let base = utf8.baseAddress, utf8.count > 0 { start.copyMemory(from: base, byteCount: utf8.count) }
             return utf8.count
         }
@@ -215,6 +218,9 @@ final class SQLiteSession: SQLSession {
     /// SQLite's SQLITE_STATIC (a null destructor): the memory is the caller's and stays valid
     /// until the statement is reset.
     private static let staticValue: sqlite3_destructor_type? = nil
+    /// The 64-bit binds (a value past 2 GiB is SQLite's SQLITE_TOOBIG, not a crash) name
+    /// their encoding.
+    private static let utf8 = UInt8(SQLITE_UTF8)
 }
 
 /// The current row of a running statement, read with SQLite's column functions (which

@@ -1,4 +1,6 @@
 import Foundation
+import GRDB
+import GRDBSQLite
 import GatehouseCore
 @testable import GatehouseStore
 import Testing
@@ -44,6 +46,55 @@ struct SQLiteBindingTests {
                 #expect(stored[k].2 == kind, "value \(k)")
                 #expect(stored[k].3 == Int64(text.utf8.count), "value \(k)")
             }
+        }
+    }
+
+    @Test func emptyTextsAtTheBufferEndStayEmptyTexts() throws {
+        // The last texts of a statement start at the end of the scratch buffer.
+        try withDatabase { database in
+            try database.writeNow { db in
+                _ = try db.execute("INSERT INTO t (k, v, kind) VALUES (1, ?, ?), (2, ?, ?), (3, ?, ?)", SQLArguments(values: [
+                    .text("abc"), .text(""), .freeText("a\u{0}b"), .text("x"), .freeText(""), .freeText(""),
+                ]))
+            }
+            let stored = try database.readNow { db in
+                try db.all("SELECT typeof(v), length(CAST(v AS BLOB)), typeof(kind), length(CAST(kind AS BLOB)) FROM t ORDER BY k") { row in
+                    [row.text(0), String(row.int64(1)), row.text(2), String(row.int64(3))]
+                }
+            }
+            #expect(stored == [["text", "3", "text", "0"], ["blob", "3", "text", "1"], ["text", "0", "text", "0"]])
+        }
+    }
+
+    /// What the statement cached for `sql` on the writer has bound now, as SQLite expands it.
+    private func boundNow(_ database: GatehouseDatabase, _ sql: String) throws -> (String, Bool) {
+        try database.pool.writeWithoutTransaction { db in
+            let statement = try db.cachedStatement(sql: sql).sqliteStatement
+            guard let expanded = sqlite3_expanded_sql(statement) else { return ("", false) }
+            defer { sqlite3_free(expanded) }
+            return (String(cString: expanded), sqlite3_stmt_busy(statement) != 0)
+        }
+    }
+
+    @Test func noBindingOutlivesItsStatementWhateverEndsIt() throws {
+        try withDatabase { database in
+            let insert = "INSERT INTO t (k, v) VALUES (?, ?)"
+            try database.writeNow { db in _ = try db.execute(insert, [Int64(1), "first"]) }
+            #expect(try boundNow(database, insert) == ("INSERT INTO t (k, v) VALUES (NULL, NULL)", false))
+            // A step that fails (a primary-key clash).
+            #expect(throws: (any Error).self) { try database.writeNow { db in _ = try db.execute(insert, [Int64(1), "clash"]) } }
+            #expect(try boundNow(database, insert) == ("INSERT INTO t (k, v) VALUES (NULL, NULL)", false))
+            // A row callback that throws mid-rows.
+            let select = "SELECT v FROM t WHERE v >= ?"
+            struct Stop: Error {}
+            #expect(throws: Stop.self) { try database.writeNow { db in try db.query(select, ["a"]) { _ in throw Stop() } } }
+            #expect(try boundNow(database, select) == ("SELECT v FROM t WHERE v >= NULL", false))
+            // Too few arguments: refused before anything is bound.
+            #expect(throws: (any Error).self) { try database.writeNow { db in _ = try db.execute(insert, [Int64(2)]) } }
+            #expect(try boundNow(database, insert) == ("INSERT INTO t (k, v) VALUES (NULL, NULL)", false))
+            // And the statement still works.
+            try database.writeNow { db in _ = try db.execute(insert, [Int64(2), "second"]) }
+            #expect(try database.readNow { db in try db.all("SELECT v FROM t ORDER BY k") { $0.text(0) } } == ["first", "second"])
         }
     }
 
@@ -119,6 +170,14 @@ struct ExactTextTests {
         let long = String(repeating: "x", count: 5000)
         #expect(ExactText(long + "1") != ExactText(long + "2"))
         #expect(ExactText(long) == ExactText(String(repeating: "x", count: 5000)))
+    }
+
+    @Test func aKeyOfTwoTextsDoesNotHashLikeItsRegrouping() {
+        // ("ab", "c") and ("a", "bc"): the same bytes in a row, split differently.
+        var one = Hasher(), other = Hasher()
+        one.combine(ExactText("ab")); one.combine(ExactText("c"))
+        other.combine(ExactText("a")); other.combine(ExactText("bc"))
+        #expect(one.finalize() != other.finalize())
     }
 
     @Test func keysAMapByBytes() {
