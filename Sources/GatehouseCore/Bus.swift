@@ -65,8 +65,15 @@ public final class BusSubscriber: Sendable {
     private struct State {
         var queue: [BusMessage] = []
         var waiter: CheckedContinuation<BusMessage?, Never>?
-        var waiterID = 0
-        var timer: BusTimer?
+        /// When the current wait ends (uptime nanoseconds).
+        var deadline: UInt64 = 0
+        /// When the earliest timer armed for this subscriber and not yet fired goes off. A
+        /// wait ending later arms none: that timer, when it fires, arms one for the wait then
+        /// current. The dispatcher waits thousands of times a second, nearly always woken by a
+        /// message long before its timeout; a timer per wait (`asyncAfter`) cost a wake-up of
+        /// libdispatch's timer thread each (0.3 per alert, measured) and a queued no-op each
+        /// when its time came.
+        var armedFor: UInt64?
         var closed = false
     }
     private let state = Mutex(State())
@@ -83,18 +90,16 @@ public final class BusSubscriber: Sendable {
 
     func deliver(_ message: BusMessage) {
         if let interest, message != .wake, message != .resync, !interest(message) { return }
-        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, BusTimer?) in
-            if s.closed { return (nil, nil) }
+        let waiter = state.withLock { s -> CheckedContinuation<BusMessage?, Never>? in
+            if s.closed { return nil }
             if let waiter = s.waiter {
                 s.waiter = nil
-                defer { s.timer = nil }
-                return (waiter, s.timer)
+                return waiter
             }
             if s.queue.count >= Self.queueLimit { s.queue.removeFirst() }
             s.queue.append(message)
-            return (nil, nil)
+            return nil
         }
-        timer?.cancel()
         waiter?.resume(returning: message)
     }
 
@@ -107,68 +112,99 @@ public final class BusSubscriber: Sendable {
     /// Wakes this subscriber alone.
     public func wake() { deliver(.wake) }
 
+    /// Whether a `next` is suspended waiting (tests).
+    var isWaiting: Bool { state.withLock { $0.waiter != nil } }
+
     /// The next message, or nil on timeout, cancellation or close.
     public func next(timeout: Duration) async -> BusMessage? {
-        await withTaskCancellationHandler {
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ Self.nanoseconds(timeout)
+        return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<BusMessage?, Never>) in
-                let outcome = state.withLock { s -> (BusMessage?, Int?) in
-                    if !s.queue.isEmpty { return (s.queue.removeFirst(), nil) }
-                    if s.closed || Task.isCancelled { return (nil, nil) }
-                    s.waiterID += 1
+                let (ready, arm) = state.withLock { s -> (BusMessage??, Bool) in
+                    if !s.queue.isEmpty { return (.some(s.queue.removeFirst()), false) }
+                    if s.closed || Task.isCancelled { return (.some(nil), false) }
                     s.waiter = continuation
-                    return (nil, s.waiterID)
+                    s.deadline = deadline
+                    guard s.armedFor.map({ $0 > deadline }) ?? true else { return (nil, false) }
+                    s.armedFor = deadline
+                    return (nil, true)
                 }
-                guard let id = outcome.1 else {
-                    continuation.resume(returning: outcome.0)
-                    return
+                if let ready {
+                    continuation.resume(returning: ready)
+                } else if arm {
+                    self.arm(deadline)
                 }
-                // A dispatch timer, not a sleeping Task: cancelling it when a message arrives
-                // costs nothing, where a cancelled Task would still be scheduled to finish —
-                // a thousand woken waiters would mean a thousand more task switches.
-                let timer = BusTimer(after: timeout) { [weak self] in self?.wake(id: id) }
-                let orphan = state.withLock { s -> Bool in
-                    if s.waiterID == id, s.waiter != nil { s.timer = timer; return false }
-                    return true
-                }
-                if orphan { timer.cancel() }
             }
         } onCancel: {
-            wake(id: nil)
+            wakeWaiter()
         }
     }
 
-    /// Resumes the current waiter with nil (`id` nil: whichever is waiting).
-    private func wake(id: Int?) {
-        let (waiter, timer) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, BusTimer?) in
-            guard s.waiter != nil, id == nil || s.waiterID == id else { return (nil, nil) }
-            let w = s.waiter
-            s.waiter = nil
-            defer { s.timer = nil }
-            return (w, s.timer)
+    /// A timer armed in `next` goes off at `deadline` (the bus's timers are never cancelled:
+    /// cancelling a dispatch work item leaves it queued anyway).
+    private func arm(_ deadline: UInt64) {
+        _ = BusTimer(at: deadline) { [weak self] in self?.timerFired(deadline) }
+    }
+
+    /// Ends the current wait if its time has come (a millisecond early counts: no timer is
+    /// armed again for less), else arms the timer its deadline needs.
+    private func timerFired(_ firedFor: UInt64) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let (expired, rearm) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, UInt64?) in
+            if s.armedFor == firedFor { s.armedFor = nil }
+            guard let waiter = s.waiter else { return (nil, nil) }
+            if s.deadline <= now &+ 1_000_000 {
+                s.waiter = nil
+                return (waiter, nil)
+            }
+            guard s.armedFor.map({ $0 > s.deadline }) ?? true else { return (nil, nil) }
+            s.armedFor = s.deadline
+            return (nil, s.deadline)
         }
-        if id == nil { timer?.cancel() }
+        expired?.resume(returning: nil)
+        if let rearm { arm(rearm) }
+    }
+
+    /// Resumes the current waiter, if any, with nil.
+    private func wakeWaiter() {
+        let waiter = state.withLock { s -> CheckedContinuation<BusMessage?, Never>? in
+            defer { s.waiter = nil }
+            return s.waiter
+        }
         waiter?.resume(returning: nil)
     }
 
     /// Ends the subscription: a pending `next` returns nil at once, later ones too.
     public func close() {
         state.withLock { $0.closed = true }
-        wake(id: nil)
+        wakeWaiter()
         bus?.remove(self)
+    }
+
+    /// A timeout in nanoseconds: negative is none, at most a year.
+    static func nanoseconds(_ timeout: Duration) -> UInt64 {
+        let (seconds, attoseconds) = timeout.components
+        return UInt64(max(0, min(seconds, 86_400 * 365)) * 1_000_000_000 + max(0, attoseconds / 1_000_000_000))
     }
 }
 
 /// A one-shot timer on a shared dispatch queue; cancelling it wakes nothing.
 public final class BusTimer: @unchecked Sendable {
     static let queue = DispatchQueue(label: "gatehouse.bus.timers")
+    /// Timers armed since the process started (tests watch how few a busy subscriber needs).
+    public static let armed = Atomic<Int>(0)
     // DispatchWorkItem is thread-safe; it is only not marked Sendable.
     private let item: DispatchWorkItem
 
-    public init(after timeout: Duration, _ fire: @escaping @Sendable () -> Void) {
+    public convenience init(after timeout: Duration, _ fire: @escaping @Sendable () -> Void) {
+        self.init(at: DispatchTime.now().uptimeNanoseconds &+ BusSubscriber.nanoseconds(timeout), fire)
+    }
+
+    /// Goes off at `uptime` (nanoseconds, DispatchTime's clock).
+    public init(at uptime: UInt64, _ fire: @escaping @Sendable () -> Void) {
         item = DispatchWorkItem(block: fire)
-        let (seconds, attoseconds) = timeout.components
-        let nanoseconds = max(0, min(seconds, 86_400 * 365)) * 1_000_000_000 + max(0, attoseconds / 1_000_000_000)
-        Self.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds)), execute: item)
+        Self.armed.add(1, ordering: .relaxed)
+        Self.queue.asyncAfter(deadline: DispatchTime(uptimeNanoseconds: uptime), execute: item)
     }
 
     public func cancel() { item.cancel() }

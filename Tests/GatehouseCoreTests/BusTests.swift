@@ -1,5 +1,5 @@
 import Synchronization
-import GatehouseCore
+@testable import GatehouseCore
 import Testing
 
 struct BusTests {
@@ -62,5 +62,52 @@ struct BusTests {
         bus.publish(.silencesChanged)
         // Inline on the publishing thread: already there when publish returns.
         #expect(seen.withLock { $0 } == [.gateChanged(id: "g1"), .silencesChanged])
+    }
+
+    @Test func aBusySubscriberSharesOneTimerAcrossItsWaits() async {
+        let bus = Bus()
+        let subscriber = bus.subscribe()
+        // 1,000 waits of a second, each suspended and then answered by a message: they must
+        // not arm a timer each (the dispatcher waits like this thousands of times a second).
+        let before = BusTimer.armed.load(ordering: .relaxed)
+        for i in 0..<1_000 {
+            let waiting = Task { await subscriber.next(timeout: .seconds(1)) }
+            while !subscriber.isWaiting { await Task.yield() }
+            bus.publish(.eventsCommitted(lastCursor: Int64(i)))
+            #expect(await waiting.value == .eventsCommitted(lastCursor: Int64(i)))
+        }
+        // Other suites arm timers meanwhile (they run in parallel, one of them 200 at once):
+        // a timer per wait would be 1,000 more.
+        #expect(BusTimer.armed.load(ordering: .relaxed) - before < 500)
+    }
+
+    @Test func aShorterWaitAfterALongerOneStillEndsOnTime() async {
+        let bus = Bus()
+        let subscriber = bus.subscribe()
+        // The first wait arms a timer a minute out and is answered at once.
+        async let first = subscriber.next(timeout: .seconds(60))
+        try? await Task.sleep(for: .milliseconds(10))
+        bus.publish(.wake)
+        #expect(await first == .wake)
+        // A wait of 50 ms must not wait for that minute.
+        let clock = ContinuousClock()
+        let started = clock.now
+        #expect(await subscriber.next(timeout: .milliseconds(50)) == nil)
+        #expect(clock.now - started < .seconds(30))
+    }
+
+    @Test func aLongerWaitIsNotEndedByAnEarlierWaitsTimer() async {
+        let bus = Bus()
+        let subscriber = bus.subscribe()
+        // The first wait's timer goes off at 150 ms, after it was answered…
+        async let first = subscriber.next(timeout: .milliseconds(150))
+        try? await Task.sleep(for: .milliseconds(10))
+        bus.publish(.wake)
+        #expect(await first == .wake)
+        // …while a second wait of 600 ms is under way: that wait must last its own time.
+        let clock = ContinuousClock()
+        let started = clock.now
+        #expect(await subscriber.next(timeout: .milliseconds(600)) == nil)
+        #expect(clock.now - started >= .milliseconds(590))
     }
 }
