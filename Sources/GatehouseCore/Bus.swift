@@ -67,13 +67,8 @@ public final class BusSubscriber: Sendable {
         var waiter: CheckedContinuation<BusMessage?, Never>?
         /// When the current wait ends (uptime nanoseconds).
         var deadline: UInt64 = 0
-        /// When the earliest timer armed for this subscriber and not yet fired goes off. A
-        /// wait ending later arms none: that timer, when it fires, arms one for the wait then
-        /// current. The dispatcher waits thousands of times a second, nearly always woken by a
-        /// message long before its timeout; a timer per wait (`asyncAfter`) cost a wake-up of
-        /// libdispatch's timer thread each (0.3 per alert, measured) and a queued no-op each
-        /// when its time came.
-        var armedFor: UInt64?
+        /// The timers armed for this wait and the ones before (see `SharedTimer`).
+        var timer = SharedTimer()
         var closed = false
     }
     private let state = Mutex(State())
@@ -112,22 +107,25 @@ public final class BusSubscriber: Sendable {
     /// Wakes this subscriber alone.
     public func wake() { deliver(.wake) }
 
-    /// Whether a `next` is suspended waiting (tests).
+    /// Whether a `next` is suspended waiting, and how many timers this subscriber armed (tests).
     var isWaiting: Bool { state.withLock { $0.waiter != nil } }
+    var timersArmed: Int { state.withLock { $0.timer.count } }
 
-    /// The next message, or nil on timeout, cancellation or close.
+    /// The next message, or nil on timeout, cancellation or close. One wait at a time per
+    /// subscriber (it has one waiter's place).
     public func next(timeout: Duration) async -> BusMessage? {
-        let deadline = DispatchTime.now().uptimeNanoseconds &+ Self.nanoseconds(timeout)
+        let delay = Self.nanoseconds(timeout)
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ delay
+        let slack = Self.leeway(delay)
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<BusMessage?, Never>) in
                 let (ready, arm) = state.withLock { s -> (BusMessage??, Bool) in
                     if !s.queue.isEmpty { return (.some(s.queue.removeFirst()), false) }
                     if s.closed || Task.isCancelled { return (.some(nil), false) }
+                    assert(s.waiter == nil, "two waits at once on one subscriber")
                     s.waiter = continuation
                     s.deadline = deadline
-                    guard s.armedFor.map({ $0 > deadline }) ?? true else { return (nil, false) }
-                    s.armedFor = deadline
-                    return (nil, true)
+                    return (nil, s.timer.needed(for: deadline, slack: slack))
                 }
                 if let ready {
                     continuation.resume(returning: ready)
@@ -151,18 +149,21 @@ public final class BusSubscriber: Sendable {
     private func timerFired(_ firedFor: UInt64) {
         let now = DispatchTime.now().uptimeNanoseconds
         let (expired, rearm) = state.withLock { s -> (CheckedContinuation<BusMessage?, Never>?, UInt64?) in
-            if s.armedFor == firedFor { s.armedFor = nil }
+            s.timer.fired(firedFor)
             guard let waiter = s.waiter else { return (nil, nil) }
             if s.deadline <= now &+ 1_000_000 {
                 s.waiter = nil
                 return (waiter, nil)
             }
-            guard s.armedFor.map({ $0 > s.deadline }) ?? true else { return (nil, nil) }
-            s.armedFor = s.deadline
-            return (nil, s.deadline)
+            return (nil, s.timer.needed(for: s.deadline, slack: Self.leeway(s.deadline &- now)) ? s.deadline : nil)
         }
         expired?.resume(returning: nil)
         if let rearm { arm(rearm) }
+    }
+
+    /// How late libdispatch may run a timer armed `delay` ahead (`dispatch_after`'s leeway).
+    static func leeway(_ delay: UInt64) -> UInt64 {
+        min(max(delay / 10, 1_000_000), 60_000_000_000)
     }
 
     /// Resumes the current waiter, if any, with nil.
@@ -188,11 +189,39 @@ public final class BusSubscriber: Sendable {
     }
 }
 
+/// Which of a subscriber's waits need a timer of their own. The dispatcher waits thousands of
+/// times a second, nearly always woken by a message long before its timeout; a timer per wait
+/// (`asyncAfter`) cost a wake-up of libdispatch's timer thread each (0.3 per alert, measured)
+/// and a queued no-op each when its time came. So a timer armed for one wait serves the later
+/// ones it ends in time: when it fires, the subscriber ends the wait then current or arms one
+/// for it. Times are uptime nanoseconds.
+struct SharedTimer {
+    /// Of the timers armed and not yet fired, the one that goes off first at the latest: its
+    /// deadline, and that plus the leeway dispatch may run it late by.
+    private(set) var armed: (deadline: UInt64, latest: UInt64)?
+    /// Timers armed so far.
+    private(set) var count = 0
+
+    /// Whether a wait ending at `deadline` — which its own timer could end up to `slack` late —
+    /// needs a timer armed for it: not when the one armed ends it no later. When it does, that
+    /// timer is counted and recorded here.
+    mutating func needed(for deadline: UInt64, slack: UInt64) -> Bool {
+        let latest = deadline &+ slack
+        if let armed, armed.latest <= latest { return false }
+        armed = (deadline, latest)
+        count += 1
+        return true
+    }
+
+    /// The timer armed for `deadline` went off.
+    mutating func fired(_ deadline: UInt64) {
+        if armed?.deadline == deadline { armed = nil }
+    }
+}
+
 /// A one-shot timer on a shared dispatch queue; cancelling it wakes nothing.
 public final class BusTimer: @unchecked Sendable {
     static let queue = DispatchQueue(label: "gatehouse.bus.timers")
-    /// Timers armed since the process started (tests watch how few a busy subscriber needs).
-    public static let armed = Atomic<Int>(0)
     // DispatchWorkItem is thread-safe; it is only not marked Sendable.
     private let item: DispatchWorkItem
 
@@ -203,7 +232,6 @@ public final class BusTimer: @unchecked Sendable {
     /// Goes off at `uptime` (nanoseconds, DispatchTime's clock).
     public init(at uptime: UInt64, _ fire: @escaping @Sendable () -> Void) {
         item = DispatchWorkItem(block: fire)
-        Self.armed.add(1, ordering: .relaxed)
         Self.queue.asyncAfter(deadline: DispatchTime(uptimeNanoseconds: uptime), execute: item)
     }
 

@@ -64,50 +64,86 @@ struct BusTests {
         #expect(seen.withLock { $0 } == [.gateChanged(id: "g1"), .silencesChanged])
     }
 
+    /// Suspends `subscriber.next(timeout:)` in a task and returns once it is waiting.
+    private func waiting(_ subscriber: BusSubscriber, _ timeout: Duration) async -> Task<BusMessage?, Never> {
+        let task = Task { await subscriber.next(timeout: timeout) }
+        // Bounded: a wait that never starts fails the test rather than hanging it.
+        var tries = 0
+        while !subscriber.isWaiting, tries < 1_000_000 {
+            tries += 1
+            await Task.yield()
+        }
+        #expect(subscriber.isWaiting)
+        return task
+    }
+
     @Test func aBusySubscriberSharesOneTimerAcrossItsWaits() async {
         let bus = Bus()
         let subscriber = bus.subscribe()
-        // 1,000 waits of a second, each suspended and then answered by a message: they must
-        // not arm a timer each (the dispatcher waits like this thousands of times a second).
-        let before = BusTimer.armed.load(ordering: .relaxed)
+        // 1,000 waits, each suspended and then answered by a message (as the dispatcher waits,
+        // thousands of times a second): one timer serves them all, not one each.
         for i in 0..<1_000 {
-            let waiting = Task { await subscriber.next(timeout: .seconds(1)) }
-            while !subscriber.isWaiting { await Task.yield() }
+            let wait = await waiting(subscriber, .seconds(120))
             bus.publish(.eventsCommitted(lastCursor: Int64(i)))
-            #expect(await waiting.value == .eventsCommitted(lastCursor: Int64(i)))
+            #expect(await wait.value == .eventsCommitted(lastCursor: Int64(i)))
         }
-        // Other suites arm timers meanwhile (they run in parallel, one of them 200 at once):
-        // a timer per wait would be 1,000 more.
-        #expect(BusTimer.armed.load(ordering: .relaxed) - before < 500)
+        #expect(subscriber.timersArmed == 1)
     }
 
-    @Test func aShorterWaitAfterALongerOneStillEndsOnTime() async {
+    @Test func aShorterWaitAfterALongerOneArmsItsOwnTimer() async {
         let bus = Bus()
         let subscriber = bus.subscribe()
-        // The first wait arms a timer a minute out and is answered at once.
-        async let first = subscriber.next(timeout: .seconds(60))
-        try? await Task.sleep(for: .milliseconds(10))
+        // The first wait arms a timer a minute out (dispatch may run it 6 s late) and is
+        // answered at once.
+        let first = await waiting(subscriber, .seconds(60))
         bus.publish(.wake)
-        #expect(await first == .wake)
-        // A wait of 50 ms must not wait for that minute.
+        #expect(await first.value == .wake)
+        // A wait of 50 ms must not wait for that minute, nor its lateness.
         let clock = ContinuousClock()
         let started = clock.now
         #expect(await subscriber.next(timeout: .milliseconds(50)) == nil)
         #expect(clock.now - started < .seconds(30))
+        #expect(subscriber.timersArmed == 2)
     }
 
     @Test func aLongerWaitIsNotEndedByAnEarlierWaitsTimer() async {
         let bus = Bus()
         let subscriber = bus.subscribe()
         // The first wait's timer goes off at 150 ms, after it was answered…
-        async let first = subscriber.next(timeout: .milliseconds(150))
-        try? await Task.sleep(for: .milliseconds(10))
+        let first = await waiting(subscriber, .milliseconds(150))
         bus.publish(.wake)
-        #expect(await first == .wake)
-        // …while a second wait of 600 ms is under way: that wait must last its own time.
+        #expect(await first.value == .wake)
+        // …while a second wait of 600 ms is under way, relying on it: that wait must still
+        // last its own time (the timer, finding it not yet due, arms one for it).
         let clock = ContinuousClock()
         let started = clock.now
         #expect(await subscriber.next(timeout: .milliseconds(600)) == nil)
         #expect(clock.now - started >= .milliseconds(590))
+        #expect(subscriber.timersArmed == 2)
+    }
+
+    @Test func aTimerServesALaterWaitOnlyIfItsLatenessStillEndsItInTime() {
+        let ms: UInt64 = 1_000_000
+        var timer = SharedTimer()
+        // A wait of a minute from 0: dispatch may run its timer 6 s late.
+        do { let needed = timer.needed(for: 60_000 * ms, slack: BusSubscriber.leeway(60_000 * ms)); #expect(needed) }
+        // Waits ending later, allowed as much lateness, are served by it.
+        do { let needed = timer.needed(for: 60_001 * ms, slack: BusSubscriber.leeway(60_000 * ms)); #expect(!needed) }
+        // A 50 ms wait starting just before it goes off is not: 6 s late is too late for it.
+        do { let needed = timer.needed(for: 60_040 * ms, slack: BusSubscriber.leeway(50 * ms)); #expect(needed) }
+        #expect(timer.armed?.deadline == 60_040 * ms)
+        // Now that one is the timer to beat; the minute's still goes off, ending nothing.
+        timer.fired(60_000 * ms)
+        #expect(timer.armed?.deadline == 60_040 * ms)
+        timer.fired(60_040 * ms)
+        #expect(timer.armed == nil)
+        do { let needed = timer.needed(for: 61_000 * ms, slack: ms); #expect(needed) }
+        #expect(timer.count == 3)
+    }
+
+    @Test func leewayIsATenthBetweenAMillisecondAndAMinute() {
+        #expect(BusSubscriber.leeway(0) == 1_000_000)
+        #expect(BusSubscriber.leeway(1_000_000_000) == 100_000_000)
+        #expect(BusSubscriber.leeway(3_600_000_000_000) == 60_000_000_000)
     }
 }
