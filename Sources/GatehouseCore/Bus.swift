@@ -203,15 +203,21 @@ struct SharedTimer {
     private(set) var count = 0
 
     /// Whether a wait ending at `deadline` — which its own timer could end up to `slack` late —
-    /// needs a timer armed for it: not when the one armed ends it no later. When it does, that
-    /// timer is counted and recorded here.
+    /// needs a timer armed for it. Not when the one armed goes off no earlier than needed… no
+    /// later than the wait's own would, or than 100 ms past its deadline: the dispatcher waits
+    /// again and again for one time (its next look at the reminders), each wait a little
+    /// shorter, so allowing it only its own ever smaller leeway would arm a timer every time.
+    /// When it does, that timer is counted and recorded here.
     mutating func needed(for deadline: UInt64, slack: UInt64) -> Bool {
         let latest = deadline &+ slack
-        if let armed, armed.latest <= latest { return false }
-        armed = (deadline, latest)
+        if let armed, armed.deadline <= deadline, armed.latest <= deadline &+ max(slack, Self.tolerated) { return false }
+        if armed.map({ latest < $0.latest }) ?? true { armed = (deadline, latest) }
         count += 1
         return true
     }
+
+    /// Lateness a wait may inherit from a timer armed before it (at most).
+    static let tolerated: UInt64 = 100_000_000
 
     /// The timer armed for `deadline` went off.
     mutating func fired(_ deadline: UInt64) {

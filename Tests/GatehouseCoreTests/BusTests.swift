@@ -141,6 +141,22 @@ struct BusTests {
         #expect(timer.count == 3)
     }
 
+    @Test func waitsForOneTimeEachShorterShareItsTimer() {
+        // The dispatcher's loop: every wait in a second ends at the same time (its next look at
+        // the reminders), each started later, so each would allow itself less leeway.
+        let ms: UInt64 = 1_000_000
+        var timer = SharedTimer()
+        let end = 1_000 * ms
+        do { let needed = timer.needed(for: end, slack: BusSubscriber.leeway(end)); #expect(needed) }
+        for started in stride(from: 1 * ms, to: end, by: Int(7 * ms)) {
+            let needed = timer.needed(for: end, slack: BusSubscriber.leeway(end - started))
+            #expect(!needed)
+        }
+        // A wait ending a little earlier (the loop's millisecond rounding) arms its own.
+        do { let needed = timer.needed(for: end - ms / 2, slack: ms); #expect(needed) }
+        #expect(timer.count == 2)
+    }
+
     @Test func leewayIsATenthBetweenAMillisecondAndAMinute() {
         #expect(BusSubscriber.leeway(0) == 1_000_000)
         #expect(BusSubscriber.leeway(1_000_000_000) == 100_000_000)
