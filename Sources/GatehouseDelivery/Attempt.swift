@@ -117,8 +117,10 @@ extension Dispatcher {
         let carried = batch.map(\.0.id)
         let firstSend = lead.batch_id == nil
         // A first send is its group's flush — also when it ends up sending nothing (every
-        // event muted, or too old): the group's next events wait for its next tick.
-        let flushed = firstSend ? (receiver: lead.receiver, groupKey: lead.group_key, at: now) : nil
+        // event muted, or too old): the group's next events wait for its next tick. A group
+        // of one event alone has no next tick to set.
+        let flushed = firstSend && !settings.groupsAlone(lead, event: queued[0].1.event)
+            ? (receiver: lead.receiver, groupKey: lead.group_key, at: now) : nil
 
         // Mute: silences and inhibition decide at the first send; a retry repeats what was sent.
         var muted: [Delivery] = []

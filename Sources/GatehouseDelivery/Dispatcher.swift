@@ -26,12 +26,25 @@ public final class Dispatcher: Sendable {
         public var concurrency = 32
         /// How far back inhibition looks for a source event.
         public var inhibitionWindow = GatehouseDuration.seconds(3600)
+        /// The routes that group by everything (`group_by: ['...']`): each of their events is
+        /// a group of its own, with no `alert_groups` row (`DeliveryPlanner`).
+        public var routesGroupingEverything: Set<String> = []
         /// Resolves what a `gate.*` message shows (gate id, receiver, event type).
         public var gateNotice: (@Sendable (String, String, String) async -> GateNotice?)?
         /// Told when a gate message was delivered or given up (gate id, receiver, event type,
         /// outcome, message id): the gate's audit trail records its notifications.
         public var gateNotified: (@Sendable (String, String, String, String, String?) async -> Void)?
         public init() {}
+
+        /// Whether `delivery`'s group is its event alone — a gate's message, or a route's that
+        /// groups by everything — so that sending it flushes no group: no `alert_groups` row
+        /// exists to mark. (Marking it anyway was a statement per alert that changed nothing.)
+        /// The key must also be the one such a group gets (`RouteTree.Node.groupKey`), so a
+        /// row planned under an older config that grouped by fields still marks its group.
+        func groupsAlone(_ delivery: Delivery, event: Event) -> Bool {
+            if delivery.group_key == "gate|" + event.id { return true }
+            return routesGroupingEverything.contains(delivery.route) && delivery.group_key == delivery.route + "|" + event.id
+        }
 
         /// The retry policy of `receiver`: the shared schedule with its own `max_age`.
         func policy(for receiver: String) -> RetryPolicy {

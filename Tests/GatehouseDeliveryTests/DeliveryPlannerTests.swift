@@ -1,6 +1,6 @@
 import GatehouseCore
 @testable import GatehouseDelivery
-import GatehouseStore
+@testable import GatehouseStore
 import Testing
 
 /// What an event causes at delivery, decided in Delivery and persisted by the store as is.
@@ -48,5 +48,62 @@ struct DeliveryPlannerTests {
 
     @Test func withoutRoutesNothingIsPlanned() {
         #expect(DeliveryPlanner(routes: nil).plan(event("run.failed")).deliveries.isEmpty)
+    }
+}
+
+/// The dispatcher marks a group flushed after its first send — except a group that is its event
+/// alone, which has no `alert_groups` row (`Dispatcher.Settings.groupsAlone`). Its inference
+/// from a delivery's route and key must agree with what the planner decided.
+struct GroupsAloneTests {
+    static func routes() -> RouteTree {
+        var root = GatehouseConfig.Route()
+        root.receiver = "team"
+        root.groupBy = ["pipeline"]
+        var everything = GatehouseConfig.Route()
+        everything.receiver = "alerts"
+        everything.groupBy = ["..."]
+        everything.matchers = [try! Matcher.parse(#"type="run.failed""#)]
+        everything.continueMatching = true
+        root.routes = [everything]
+        return RouteTree(root)!
+    }
+
+    func delivery(_ plan: PlannedDelivery) -> Delivery {
+        Delivery(
+            id: "msg_1", event_seq: 1, receiver: plan.receiver, route: plan.route, group_key: plan.groupKey, kind: "event", state: .pending,
+            attempts: 0, next_attempt_at: 0, created_at: 0, updated_at: 0, delivered_at: nil, last_status: nil, last_error: nil,
+            response_body: nil, message_id: nil, fallback: nil, fallback_of: nil, batch_id: nil)
+    }
+
+    @Test func theDispatchersInferenceAgreesWithThePlanner() {
+        let routes = Self.routes()
+        var settings = Dispatcher.Settings()
+        settings.routesGroupingEverything = Set(routes.allNodes.filter { $0.groupBy == .everything }.map(\.path))
+        let planner = DeliveryPlanner(routes: routes)
+        let events = [
+            // Grouped by pipeline, and (its failure) each event alone on the child route.
+            Event(id: "e1", type: "run.failed", pipeline: "train", run: "r1", time: Timestamp(milliseconds: 1000)),
+            Event(id: "e2", type: "step.failed", pipeline: "train", run: "r1", time: Timestamp(milliseconds: 1000)),
+            // An id that looks like a field grouping's key.
+            Event(id: "pipeline=train", type: "step.failed", pipeline: "train", time: Timestamp(milliseconds: 1000)),
+            Event(id: "pipeline=train", type: "run.failed", pipeline: "train", time: Timestamp(milliseconds: 1000)),
+            // Gate messages and an escalation: alone.
+            Event(id: "g1", type: "gate.opened", pipeline: "train", time: Timestamp(milliseconds: 1000)),
+            Event(
+                id: "g2", type: "gate.escalated", pipeline: "train", attributes: JSONObject([("escalate_to", .array([.string("ops")]))]),
+                time: Timestamp(milliseconds: 1000)),
+        ]
+        var seen = (alone: 0, grouped: 0)
+        for event in events {
+            for plan in planner.plan(event).deliveries {
+                #expect(settings.groupsAlone(delivery(plan), event: event) == plan.alone, "\(event.id) \(event.type) → \(plan.route) \(plan.groupKey)")
+                if plan.alone { seen.alone += 1 } else { seen.grouped += 1 }
+            }
+        }
+        #expect(seen.alone == 4 && seen.grouped == 2)
+        // A row planned when its route grouped by fields keeps marking its group, even under a
+        // config that now groups that route by everything.
+        let old = PlannedDelivery(receiver: "alerts", route: "root.0", groupKey: "root.0|pipeline=train", groupWait: .seconds(0), groupInterval: .seconds(0), fallback: nil)
+        #expect(!settings.groupsAlone(delivery(old), event: events[0]))
     }
 }
