@@ -36,14 +36,22 @@ public final class Dispatcher: Sendable {
         public var gateNotified: (@Sendable (String, String, String, String, String?) async -> Void)?
         public init() {}
 
+        /// The paths of the routes in `routes` that group by everything.
+        public static func routesGroupingEverything(in routes: RouteTree?) -> Set<String> {
+            Set((routes?.allNodes ?? []).filter { $0.groupBy == .everything }.map(\.path))
+        }
+
         /// Whether `delivery`'s group is its event alone — a gate's message, or a route's that
         /// groups by everything — so that sending it flushes no group: no `alert_groups` row
         /// exists to mark. (Marking it anyway was a statement per alert that changed nothing.)
         /// The key must also be the one such a group gets (`RouteTree.Node.groupKey`), so a
-        /// row planned under an older config that grouped by fields still marks its group.
+        /// row planned under an older config that grouped by fields still marks its group. A
+        /// field grouping's key always has a `=` after the path, so an event id with one could
+        /// spell such a key: then the group is marked anyway (a no-op if it is alone).
         func groupsAlone(_ delivery: Delivery, event: Event) -> Bool {
             if delivery.group_key == "gate|" + event.id { return true }
-            return routesGroupingEverything.contains(delivery.route) && delivery.group_key == delivery.route + "|" + event.id
+            return routesGroupingEverything.contains(delivery.route) && !event.id.utf8.contains(UInt8(ascii: "="))
+                && delivery.group_key == delivery.route + "|" + event.id
         }
 
         /// The retry policy of `receiver`: the shared schedule with its own `max_age`.

@@ -123,7 +123,7 @@ public enum GatehouseServer {
             var settings = Dispatcher.Settings()
             settings.publicURL = config.server.publicURL
             settings.endOrphans = postgres == nil
-            settings.routesGroupingEverything = Set((routes?.allNodes ?? []).filter { $0.groupBy == .everything }.map(\.path))
+            settings.routesGroupingEverything = Dispatcher.Settings.routesGroupingEverything(in: routes)
             for r in config.receivers {
                 if let maxAge = r.maxAge { settings.maxAge[r.name] = maxAge }
                 if let timeout = r.timeout { settings.timeout[r.name] = timeout }

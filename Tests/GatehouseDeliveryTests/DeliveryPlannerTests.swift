@@ -78,15 +78,13 @@ struct GroupsAloneTests {
     @Test func theDispatchersInferenceAgreesWithThePlanner() {
         let routes = Self.routes()
         var settings = Dispatcher.Settings()
-        settings.routesGroupingEverything = Set(routes.allNodes.filter { $0.groupBy == .everything }.map(\.path))
+        settings.routesGroupingEverything = Dispatcher.Settings.routesGroupingEverything(in: routes)
+        #expect(settings.routesGroupingEverything == ["root.0"])
         let planner = DeliveryPlanner(routes: routes)
         let events = [
-            // Grouped by pipeline, and (its failure) each event alone on the child route.
+            // Grouped by pipeline, and (its failure) alone on the child route.
             Event(id: "e1", type: "run.failed", pipeline: "train", run: "r1", time: Timestamp(milliseconds: 1000)),
             Event(id: "e2", type: "step.failed", pipeline: "train", run: "r1", time: Timestamp(milliseconds: 1000)),
-            // An id that looks like a field grouping's key.
-            Event(id: "pipeline=train", type: "step.failed", pipeline: "train", time: Timestamp(milliseconds: 1000)),
-            Event(id: "pipeline=train", type: "run.failed", pipeline: "train", time: Timestamp(milliseconds: 1000)),
             // Gate messages and an escalation: alone.
             Event(id: "g1", type: "gate.opened", pipeline: "train", time: Timestamp(milliseconds: 1000)),
             Event(
@@ -100,10 +98,30 @@ struct GroupsAloneTests {
                 if plan.alone { seen.alone += 1 } else { seen.grouped += 1 }
             }
         }
-        #expect(seen.alone == 4 && seen.grouped == 2)
-        // A row planned when its route grouped by fields keeps marking its group, even under a
-        // config that now groups that route by everything.
+        #expect(seen.alone == 3 && seen.grouped == 1)
+    }
+
+    @Test func aGroupWithARowIsNeverTakenForALoneOne() {
+        var settings = Dispatcher.Settings()
+        settings.routesGroupingEverything = Dispatcher.Settings.routesGroupingEverything(in: Self.routes())
+        let planner = DeliveryPlanner(routes: Self.routes())
+        // An event id shaped like a field grouping's key: on the route grouping by everything
+        // its group is alone, but its key could be a field group's, so it is marked anyway.
+        let shaped = Event(id: "pipeline=train", type: "run.failed", pipeline: "train", time: Timestamp(milliseconds: 1000))
+        let plans = planner.plan(shaped).deliveries
+        #expect(plans.map(\.route) == ["root.0"] && plans[0].alone)
+        #expect(!settings.groupsAlone(delivery(plans[0]), event: shaped))
+        // A row planned when that route grouped by pipeline (its group has a row) and led by
+        // that very event, sent under a config that now groups the route by everything.
         let old = PlannedDelivery(receiver: "alerts", route: "root.0", groupKey: "root.0|pipeline=train", groupWait: .seconds(0), groupInterval: .seconds(0), fallback: nil)
-        #expect(!settings.groupsAlone(delivery(old), event: events[0]))
+        #expect(!settings.groupsAlone(delivery(old), event: shaped))
+        let e1 = Event(id: "e1", type: "run.failed", pipeline: "train", time: Timestamp(milliseconds: 1000))
+        #expect(!settings.groupsAlone(delivery(old), event: e1))
+        // Every grouped plan, whatever the event, is marked.
+        for event in [shaped, e1, Event(id: "root.0|x", type: "step.failed", pipeline: "train", time: Timestamp(milliseconds: 1000))] {
+            for plan in planner.plan(event).deliveries where !plan.alone {
+                #expect(!settings.groupsAlone(delivery(plan), event: event))
+            }
+        }
     }
 }
