@@ -2,7 +2,10 @@
 // page still works (reload to see what is new); with it:
 // - times show as "3 min ago", the exact local time on hover;
 // - the page follows the event stream and, when events are committed, reloads its #live region
-//   from the server (the same HTML a reload would give), at most twice a second.
+//   from the server (the same HTML a reload would give), at most twice a second;
+// - a page whose region also changes without an event (a delivery answered, retried or dead; a
+//   label saved) says so with data-poll="<seconds>", and is reloaded that often while it is
+//   visible, unless the reader is typing in it.
 (function () {
   // "3 min ago", or "in 2 h" for a deadline still ahead.
   function ago(t) {
@@ -29,15 +32,17 @@
   if (!live || !window.fetch || !window.TextDecoder) return;
   let after = live.dataset.after || '0';
   let timer = null;
+  let loading = false;  // a poll waits for the reload in flight (answers must not land out of order)
   function refresh() {
     timer = null;
+    loading = true;
     fetch(location.href, { credentials: 'same-origin' }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
       if (!html) return;
       const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
       if (!fresh) return;
       live.innerHTML = fresh.innerHTML;
       times(live);
-    }).catch(function () {});
+    }).catch(function () {}).then(function () { loading = false; });
   }
   // The API's SSE stream, read with fetch so that every event type counts (EventSource only
   // delivers the types it was told to listen for); reconnects from the last id it saw.
@@ -68,4 +73,14 @@
     }).catch(function () { setTimeout(follow, 3000); });
   }
   follow();
+
+  const poll = Number(live.dataset.poll);
+  if (poll > 0) {
+    setInterval(function () {
+      if (timer || loading || document.hidden) return;
+      const focused = document.activeElement;
+      if (focused && live.contains(focused) && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) return;
+      refresh();
+    }, poll * 1000);
+  }
 })();

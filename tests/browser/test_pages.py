@@ -285,6 +285,58 @@ route:
         sink.shutdown()
 
 
+def test_the_deliveries_page_follows_a_delivery_that_changes_without_an_event(server, page):
+    """A delivery's outcome commits no event, so the event stream alone never told the page (CI
+    once loaded /deliveries before the dispatcher's first send and waited in vain for 'dead').
+    The page is opened while the receiver holds the send; its answer must show up on the
+    page without a reload, and nothing else is committed meanwhile."""
+    import http.server
+    import threading
+
+    arrived, release = threading.Event(), threading.Event()
+    answers = [400]
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            arrived.set()
+            release.wait(20)
+            self.send_response(answers.pop(0) if answers else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        with open(f"{server.workdir}/gatehouse.yml", "w") as f:
+            f.write(f"""receivers:
+  - name: audit
+    webhook: {{ url: "http://127.0.0.1:{sink.server_address[1]}/hook" }}
+route:
+  receiver: audit
+  group_by: ['...']
+  group_wait: 0s
+""")
+        server.restart()
+        with Client(server.url) as gh:
+            gh.emit("run.failed", "train", run="r9", summary="diverged")
+        assert arrived.wait(15), "the receiver never got the send"
+        sign_in(page, server, "/deliveries", "ops")
+        assert "dead" not in page.inner_text("#live")
+        page.evaluate("document.getElementById('live').dataset.marker = 'same page'")
+        release.set()
+        page.wait_for_selector("#live tr:has-text('dead')", timeout=10000)
+        # Not a reload: the element marked before is still the one on screen.
+        assert page.evaluate("document.getElementById('live').dataset.marker") == "same page"
+        events = httpx.get(f"{server.url}/v1/events").json()["events"]
+        assert [e["type"] for e in events] == ["run.failed"]
+    finally:
+        release.set()
+        sink.shutdown()
+
+
 def test_twenty_items_labelled_by_keys_25_ms_apart_each_on_its_own_item(server, page):
     labels = ["spam", "ham", "unsure"]
     items = [{"id": f"m{i:02d}", "data": {"text": f"message number {i}"}} for i in range(20)]
