@@ -15,6 +15,11 @@ final class PostgresSession: SQLSession {
     var connection: PostgresConnection { pooled.connection }
     private let logger: Logger
     private var savepoints = 0
+    /// Set when a savepoint could not be rolled back to: the transaction is lost (PostgreSQL
+    /// refuses everything after it), and every later statement fails with what failed first —
+    /// a full disk stays a full disk (503), not an error about the rollback or the aborted
+    /// transaction (500). Mirrors SQLiteSession's `aborted`.
+    private(set) var lostBy: StoreFailure?
     /// Statements prepared per connection at most: SQL built per call (an IN list per size)
     /// beyond it runs unprepared.
     static let preparedLimit = 256
@@ -28,10 +33,12 @@ final class PostgresSession: SQLSession {
 
     @discardableResult
     func execute(_ sql: String, _ arguments: SQLArguments) throws -> Int {
-        try send(try statement(sql, arguments)).metadata.rows ?? 0
+        if let lostBy { throw lostBy }
+        return try send(try statement(sql, arguments)).metadata.rows ?? 0
     }
 
     func query(_ sql: String, _ arguments: SQLArguments, _ body: (any SQLRow) throws -> Void) throws {
+        if let lostBy { throw lostBy }
         let result = try send(try statement(sql, arguments))
         for row in result.rows { try body(PostgresSQLRow(row: row.makeRandomAccess())) }
     }
@@ -152,6 +159,7 @@ final class PostgresSession: SQLSession {
     }
 
     func savepoint<T>(_ body: () throws -> T) throws -> T {
+        if let lostBy { throw lostBy }
         savepoints += 1
         let name = "gh_\(savepoints)"
         defer { savepoints -= 1 }
@@ -161,7 +169,15 @@ final class PostgresSession: SQLSession {
             try run("RELEASE SAVEPOINT \(name)")
             return value
         } catch {
-            try run("ROLLBACK TO SAVEPOINT \(name)")
+            do {
+                try run("ROLLBACK TO SAVEPOINT \(name)")
+            } catch let rollback {
+                let first = error as? StoreFailure
+                lostBy = StoreFailure(
+                    "the transaction was lost after an earlier error (\(first?.description ?? String(describing: error))); "
+                        + "rolling back to its savepoint failed: \(rollback)",
+                    sqlState: first?.sqlState)
+            }
             throw error
         }
     }

@@ -112,6 +112,8 @@ public final class PostgresStore: StoreDatabase {
             do {
                 try session.run(begin)
                 let value = try body(session)
+                // A lost transaction's COMMIT would answer ROLLBACK without an error.
+                if let lost = session.lostBy { throw lost }
                 try session.run("COMMIT")
                 return value
             } catch {

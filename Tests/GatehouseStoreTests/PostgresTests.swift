@@ -32,6 +32,42 @@ struct PostgresTests {
 
     static let server = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"] ?? ""
 
+    /// A savepoint that cannot be rolled back to (its connection or disk failing) loses the
+    /// transaction. What comes after — the other requests of a group commit, and the commit
+    /// itself — must fail with the first error, so a full disk is still answered 503, not 500
+    /// about the rollback; and nothing of the transaction is committed.
+    @Test(.enabled(if: !server.isEmpty, "needs GATEHOUSE_TEST_POSTGRES"))
+    func aSavepointThatCannotBeRolledBackToLosesTheTransactionWithTheFirstError() throws {
+        let store = try PostgresStore(url: try PostgresStore.freshDatabase(on: Self.server))
+        defer { store.close() }
+        try store.writeNow { db in _ = try db.execute("CREATE TABLE t (n BIGINT)") }
+        let diskFull = StoreFailure("PostgreSQL: could not extend file (SQLSTATE 53100)", sqlState: "53100")
+        var inside: [any Error] = []
+        var committed: (any Error)?
+        do {
+            try store.commit(relaxed: false) { db in
+                try db.execute("INSERT INTO t (n) VALUES (1)")
+                do {
+                    try db.savepoint {
+                        try db.execute("INSERT INTO t (n) VALUES (2)")
+                        // Gone from under it, the savepoint cannot be rolled back to.
+                        try (db as! PostgresSession).run("RELEASE SAVEPOINT gh_1")
+                        throw diskFull
+                    }
+                } catch { inside.append(error) }
+                do { _ = try db.savepoint { try db.execute("INSERT INTO t (n) VALUES (3)") } } catch { inside.append(error) }
+                do { try db.execute("INSERT INTO t (n) VALUES (4)") } catch { inside.append(error) }
+            }
+        } catch { committed = error }
+        #expect(inside.count == 3)
+        #expect(inside.allSatisfy(isStorageFull), "\(inside)")
+        #expect(committed.map(isStorageFull) == true, "\(String(describing: committed))")
+        #expect(try store.readNow { try $0.value(Int.self, "SELECT COUNT(*) FROM t") } == 0)
+        // The connection went back to the pool clean: the next transaction works.
+        try store.commit(relaxed: false) { db in try db.execute("INSERT INTO t (n) VALUES (5)") }
+        #expect(try store.readNow { try $0.value(Int.self, "SELECT COUNT(*) FROM t") } == 1)
+    }
+
     @Test(.enabled(if: !server.isEmpty, "needs GATEHOUSE_TEST_POSTGRES"))
     func awkwardValuesRoundTrip() throws {
         let store = try PostgresStore(url: try PostgresStore.freshDatabase(on: Self.server))
