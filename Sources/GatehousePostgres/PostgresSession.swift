@@ -182,6 +182,17 @@ final class PostgresSession: SQLSession {
         }
     }
 
+    /// Ends the transaction. PostgreSQL answers the COMMIT of a transaction that had failed
+    /// with ROLLBACK and no error, so that answer is an error here: nothing was committed.
+    func commit() throws {
+        if let lostBy { throw lostBy }
+        let answer = try send(PostgresQuery(unsafeSQL: "COMMIT"))
+        if answer.metadata.command == "ROLLBACK" {
+            throw StoreFailure(
+                "PostgreSQL: the transaction had failed and was rolled back at COMMIT (SQLSTATE 25P02)", sqlState: "25P02")
+        }
+    }
+
     static func query(_ sql: String, _ arguments: SQLArguments) throws -> PostgresQuery {
         var binds = PostgresBindings(capacity: arguments.values.count)
         for value in arguments.values {

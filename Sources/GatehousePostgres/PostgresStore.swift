@@ -112,9 +112,7 @@ public final class PostgresStore: StoreDatabase {
             do {
                 try session.run(begin)
                 let value = try body(session)
-                // A lost transaction's COMMIT would answer ROLLBACK without an error.
-                if let lost = session.lostBy { throw lost }
-                try session.run("COMMIT")
+                try session.commit()
                 return value
             } catch {
                 // A connection that cannot be brought back out of the transaction is closed,

@@ -68,6 +68,25 @@ struct PostgresTests {
         #expect(try store.readNow { try $0.value(Int.self, "SELECT COUNT(*) FROM t") } == 1)
     }
 
+    /// A statement that failed inside a transaction, its error caught, leaves the transaction
+    /// aborted; PostgreSQL then answers COMMIT with ROLLBACK and no error. That must not pass
+    /// for a commit.
+    @Test(.enabled(if: !server.isEmpty, "needs GATEHOUSE_TEST_POSTGRES"))
+    func aTransactionPostgreSQLAbortedIsNotTakenForCommitted() throws {
+        let store = try PostgresStore(url: try PostgresStore.freshDatabase(on: Self.server))
+        defer { store.close() }
+        try store.writeNow { db in _ = try db.execute("CREATE TABLE t (n BIGINT)") }
+        #expect(throws: (any Error).self) {
+            try store.commit(relaxed: false) { db in
+                try db.execute("INSERT INTO t (n) VALUES (1)")
+                _ = try? db.execute("SELECT 1 / (SELECT COUNT(*) FROM t WHERE n = 2)")  // division by zero
+            }
+        }
+        #expect(try store.readNow { try $0.value(Int.self, "SELECT COUNT(*) FROM t") } == 0)
+        try store.commit(relaxed: false) { db in try db.execute("INSERT INTO t (n) VALUES (3)") }
+        #expect(try store.readNow { try $0.value(Int.self, "SELECT COUNT(*) FROM t") } == 1)
+    }
+
     @Test(.enabled(if: !server.isEmpty, "needs GATEHOUSE_TEST_POSTGRES"))
     func awkwardValuesRoundTrip() throws {
         let store = try PostgresStore(url: try PostgresStore.freshDatabase(on: Self.server))

@@ -4,8 +4,9 @@
 // - the page follows the event stream and, when events are committed, reloads its #live region
 //   from the server (the same HTML a reload would give), at most twice a second;
 // - a page whose region also changes without an event (a delivery answered, retried or dead; a
-//   label saved) says so with data-poll="<seconds>", and is reloaded that often while it is
-//   visible, unless the reader is typing in it.
+//   label saved; a silence ending) says so with data-poll="<seconds>" and is reloaded that often
+//   while it is visible — but never under the reader: not while focus or a selection is in the
+//   region, and not at all when the HTML is what is already shown.
 (function () {
   // "3 min ago", or "in 2 h" for a deadline still ahead.
   function ago(t) {
@@ -25,24 +26,50 @@
       el.textContent = ago(t);
     });
   }
+  // The region as the server wrote it, before `times` rewrites it: a reload that brings the
+  // same HTML leaves the page alone (focus, selection and scroll stay where they are).
+  const live = document.getElementById('live');
+  let shown = live ? live.innerHTML : null;
   times(document);
   setInterval(function () { times(document); }, 30000);
 
-  const live = document.getElementById('live');
   if (!live || !window.fetch || !window.TextDecoder) return;
   let after = live.dataset.after || '0';
   let timer = null;
-  let loading = false;  // a poll waits for the reload in flight (answers must not land out of order)
-  function refresh() {
+  let issued = 0;     // reloads started; only the latest one's answer is shown
+  let inflight = 0;   // reloads not yet answered: a poll waits for them
+  let polling = null;
+  // The reader is in the region: focus on one of its buttons or links, or text selected in it.
+  function busy() {
+    const focused = document.activeElement;
+    if (focused && focused !== document.body && live.contains(focused)) return true;
+    const selection = window.getSelection && window.getSelection();
+    return !!(selection && !selection.isCollapsed && selection.rangeCount && live.contains(selection.getRangeAt(0).commonAncestorContainer));
+  }
+  // `background` (a poll, not an event) never replaces the region under the reader.
+  function refresh(background) {
     timer = null;
-    loading = true;
-    fetch(location.href, { credentials: 'same-origin' }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
-      if (!html) return;
+    const n = ++issued;
+    inflight++;
+    fetch(location.href, { credentials: 'same-origin' }).then(function (r) {
+      // Signed out (sent to /login) or no longer allowed: stop polling; the page is not live.
+      if (r.redirected || r.status === 401 || r.status === 403) { stopPolling(); return null; }
+      return r.ok ? r.text() : null;
+    }).then(function (html) {
+      if (!html || n !== issued) return;
       const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
-      if (!fresh) return;
-      live.innerHTML = fresh.innerHTML;
+      if (!fresh) { stopPolling(); return; }
+      if (fresh.innerHTML === shown || (background && busy())) return;
+      const scrolled = Array.prototype.map.call(live.querySelectorAll('.scroll'), function (el) { return el.scrollLeft; });
+      shown = fresh.innerHTML;
+      live.innerHTML = shown;
+      live.querySelectorAll('.scroll').forEach(function (el, i) { if (scrolled[i]) el.scrollLeft = scrolled[i]; });
       times(live);
-    }).catch(function () {}).then(function () { loading = false; });
+    }).catch(function () {}).then(function () { inflight--; });
+  }
+  function stopPolling() {
+    if (polling) clearInterval(polling);
+    polling = null;
   }
   // The API's SSE stream, read with fetch so that every event type counts (EventSource only
   // delivers the types it was told to listen for); reconnects from the last id it saw.
@@ -65,7 +92,7 @@
             const m = line.match(/^id: (\d+)$/);
             if (m) { after = m[1]; seen = true; }
           });
-          if (seen && !timer) timer = setTimeout(refresh, 500);
+          if (seen && !timer) timer = setTimeout(function () { refresh(false); }, 500);
           return pump();
         });
       }
@@ -76,11 +103,9 @@
 
   const poll = Number(live.dataset.poll);
   if (poll > 0) {
-    setInterval(function () {
-      if (timer || loading || document.hidden) return;
-      const focused = document.activeElement;
-      if (focused && live.contains(focused) && /^(INPUT|SELECT|TEXTAREA)$/.test(focused.tagName)) return;
-      refresh();
+    polling = setInterval(function () {
+      if (timer || inflight || document.hidden) return;
+      refresh(true);
     }, poll * 1000);
   }
 })();
