@@ -1,3 +1,5 @@
+#define _GNU_SOURCE  // pthread_setname_np
+#include <pthread.h>
 #include "CurlShim.h"
 
 CURLcode gh_easy_setopt_long(CURL *handle, CURLoption option, long value) { return curl_easy_setopt(handle, option, value); }
@@ -11,3 +13,7 @@ CURLMcode gh_multi_setopt_long(CURLM *multi, CURLMoption option, long value) { r
 CURLcode gh_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value) { return curl_easy_getinfo(handle, info, value); }
 CURLcode gh_msg_result(const CURLMsg *message) { return message->data.result; }
 int gh_msg_is_done(const CURLMsg *message) { return message->msg == CURLMSG_DONE; }
+
+// Names the calling thread (the curl thread) for the system's tools; Swift cannot see
+// pthread_setname_np, a GNU extension.
+int gh_name_this_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }

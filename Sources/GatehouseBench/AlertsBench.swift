@@ -85,12 +85,18 @@ enum AlertsBench {
         /// This process's CPU per event: the load generator and the sink, which share the
         /// machine with the server (what is left of it bounds the server's throughput).
         var benchMicrosPerEvent: Double
+        /// The server's CPU per event by part (threads), summed over the servers.
+        var byThread: [(ThreadPart, Double)] = []
 
         func print(label: String) {
             Swift.print(String(
                 format: "  %@: ingest %.0f events/s (request p99 %.2f ms, %d failed); first send → last delivery %.2f s; ingest → delivery p50 %.1f ms, p99 %.1f ms; server CPU %.0f µs/event (load generator and sink %.0f)%@",
                 label as NSString, Double(events) / ingestSeconds, requestP99, failed, firstToLast, p50, p99, cpuMicrosPerEvent, benchMicrosPerEvent,
                 delivered < events ? " — INCOMPLETE: \(delivered) of \(events) delivered" as NSString : "" as NSString))
+            if !byThread.isEmpty {
+                Swift.print("    server CPU by thread, µs/event: " + byThread.filter { $0.0 != .other || $0.1 >= 0.5 }
+                    .map { String(format: "%@ %.0f", $0.0.rawValue as NSString, $0.1) }.joined(separator: ", "))
+            }
         }
     }
 
@@ -109,6 +115,7 @@ enum AlertsBench {
         let requests = CRequests((0..<count).map { httpRequest(port: servers[0].port, body: alertText(first + $0)) })
         let cpu = { servers.reduce(0) { $0 + $1.cpuTicks() } + alsoCounted() }
         let cpuBefore = cpu()
+        let threadsBefore = servers.map { $0.threadTicks() }
         let benchBefore = BenchServer.cpuTicks(stat: "/proc/self/stat")
         let start = bench_now_ns()
         let (load, sentAt) = try runCLoad(ports: servers.map(\.port), connections: connections, requests: requests)
@@ -116,6 +123,7 @@ enum AlertsBench {
         let deadline = Date().addingTimeInterval(120)
         while sink.count < count && Date() < deadline { Thread.sleep(forTimeInterval: 0.002) }
         let cpuAfter = cpu()
+        let threadsAfter = servers.map { $0.threadTicks() }
         let benchAfter = BenchServer.cpuTicks(stat: "/proc/self/stat")
         let arrivals = sink.arrivals()
         var latencies: [Double] = []
@@ -133,7 +141,11 @@ enum AlertsBench {
             events: count, delivered: latencies.count, ingestSeconds: Double(ingested - start) / 1e9,
             firstToLast: Double(max(last, ingested) - start) / 1e9, p50: p(0.5), p99: p(0.99), requestP99: load.p99, failed: load.failed,
             cpuMicrosPerEvent: ticks * 1e6 / Double(count),
-            benchMicrosPerEvent: Double(benchAfter - benchBefore) / Double(sysconf(Int32(_SC_CLK_TCK))) * 1e6 / Double(count))
+            benchMicrosPerEvent: Double(benchAfter - benchBefore) / Double(sysconf(Int32(_SC_CLK_TCK))) * 1e6 / Double(count),
+            byThread: zip(threadsBefore, threadsAfter).map { ThreadPart.perEvent(before: $0, after: $1, events: count) }
+                .reduce(into: ThreadPart.allCases.map { ($0, 0.0) }) { sum, server in
+                    for i in sum.indices { sum[i].1 += server[i].1 }
+                })
     }
 
 

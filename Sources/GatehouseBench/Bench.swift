@@ -139,6 +139,17 @@ final class BenchServer {
     /// CPU time the server has used so far (user + system), in clock ticks.
     func cpuTicks() -> Int { Self.cpuTicks(stat: "/proc/\(process.processIdentifier)/stat") }
 
+    /// The same per thread: ticks by thread id, with the thread's part of the server.
+    func threadTicks() -> [Int: (part: ThreadPart, ticks: Int)] {
+        let tasks = "/proc/\(process.processIdentifier)/task"
+        var out: [Int: (part: ThreadPart, ticks: Int)] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? [] {
+            guard let tid = Int(entry), let comm = try? String(contentsOfFile: "\(tasks)/\(entry)/comm", encoding: .utf8) else { continue }
+            out[tid] = (ThreadPart(comm: comm.trimmingCharacters(in: .whitespacesAndNewlines)), Self.cpuTicks(stat: "\(tasks)/\(entry)/stat"))
+        }
+        return out
+    }
+
     /// User and system CPU in clock ticks, from a `/proc/<pid>/stat` (`/proc/self/stat`: this
     /// process, the load generator and sink).
     static func cpuTicks(stat path: String) -> Int {
@@ -172,5 +183,34 @@ final class BenchServer {
             source.resume()
             signalSources.append(source)
         }
+    }
+}
+
+/// Which part of the server a thread is, told by its name. libdispatch names its worker
+/// threads after the root queue they serve, cut to the last 15 characters: serial queues (the
+/// writer's group commits, GRDB's, the bus's timers) run on `…-qos.overcommit` threads, Swift's
+/// tasks (the dispatcher, the router's handlers) on `…default-qos` ones.
+enum ThreadPart: String, CaseIterable {
+    case eventLoops = "HTTP event loops"
+    case writer = "writer and serial queues"
+    case curl = "libcurl"
+    case tasks = "Swift tasks"
+    case other = "other"
+
+    init(comm: String) {
+        if comm.hasPrefix("NIO-") { self = .eventLoops }
+        else if comm.hasSuffix("overcommit") { self = .writer }
+        else if comm == "gatehouse-curl" { self = .curl }
+        else if comm.hasSuffix("-qos") { self = .tasks }
+        else { self = .other }
+    }
+
+    /// CPU per event by part between two `threadTicks` snapshots (a thread that started in
+    /// between counts from zero; one that ended in between is lost, rare under load).
+    static func perEvent(before: [Int: (part: ThreadPart, ticks: Int)], after: [Int: (part: ThreadPart, ticks: Int)], events: Int) -> [(ThreadPart, Double)] {
+        var ticks: [ThreadPart: Int] = [:]
+        for (tid, now) in after { ticks[now.part, default: 0] += now.ticks - (before[tid]?.ticks ?? 0) }
+        let perTick = 1e6 / Double(sysconf(Int32(_SC_CLK_TCK))) / Double(max(events, 1))
+        return allCases.map { ($0, Double(ticks[$0] ?? 0) * perTick) }
     }
 }

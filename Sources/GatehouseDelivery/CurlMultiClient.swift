@@ -126,6 +126,9 @@ public final class CurlMultiClient: @unchecked Sendable {
     }
 
     private func loop() {
+        // The name the system shows (`top -H`, /proc/<pid>/task/*/comm, the benchmark's CPU by
+        // thread): Foundation keeps `Thread.name` to itself on Linux.
+        _ = gh_name_this_thread("gatehouse-curl")
         let m = multi
         var active: [UnsafeMutableRawPointer: Transfer] = [:]
         while true {

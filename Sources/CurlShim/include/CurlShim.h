@@ -23,4 +23,6 @@ CURLcode gh_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value);
 /* CURLMsg keeps its result in an anonymous union; read it here rather than guess its layout. */
 CURLcode gh_msg_result(const CURLMsg *message);
 int gh_msg_is_done(const CURLMsg *message);
+/// Names the calling thread (at most 15 bytes), as `top -H` and /proc show it.
+int gh_name_this_thread(const char *name);
 #endif
