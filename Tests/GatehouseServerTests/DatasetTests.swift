@@ -77,15 +77,23 @@ struct DatasetTests {
         try await offThePool {
             let server = try ServerProcess()
             _ = try server.post("/v1/datasets", #"{"name":"solo","labels":["a","b"]}"#)
-            _ = try server.post("/v1/datasets/solo/items", "[" + (1...60).map { #"{"id":"i\#($0)","data":{"text":"t"}}"# }.joined(separator: ",") + "]")
+            // Enough items that both annotators are at it together even when one thread
+            // starts late on a loaded machine.
+            let total = 200
+            _ = try server.post("/v1/datasets/solo/items", "[" + (1...total).map { #"{"id":"i\#($0)","data":{"text":"t"}}"# }.joined(separator: ",") + "]")
             let served = Mutex<[String: [String]]>([:])
             let group = DispatchGroup()
+            let ready = DispatchGroup()
+            let go = DispatchSemaphore(value: 0)
             let base = server.url
             for who in ["alice", "bob"] {
                 group.enter()
+                ready.enter()
                 Thread.detachNewThread {
                     defer { group.leave() }
                     let http = HTTPClient()
+                    ready.leave()
+                    go.wait()  // both start together
                     while let r = try? http.send(method: "GET", url: base + "/v1/datasets/solo/next?annotator=\(who)"), r.status == 200,
                           let id = (try? JSONValue.parse(bytes: r.body))?.objectValue?["id"]?.stringValue {
                         served.withLock { $0[who, default: []].append(id) }
@@ -94,12 +102,15 @@ struct DatasetTests {
                     }
                 }
             }
-            #expect(group.wait(timeout: .now() + 60) == .success)
+            ready.wait()
+            go.signal()
+            go.signal()
+            #expect(group.wait(timeout: .now() + 120) == .success)
             let a = served.withLock { $0["alice"] ?? [] }, b = served.withLock { $0["bob"] ?? [] }
             #expect(Set(a).isDisjoint(with: Set(b)), "both were served \(Set(a).intersection(Set(b)))")
-            #expect(Set(a + b).count == 60 && a.count + b.count == 60)
+            #expect(Set(a + b).count == total && a.count + b.count == total)
             #expect(!a.isEmpty && !b.isEmpty)
-            #expect(try server.json("/v1/datasets/solo/stats")["labeled"] == .int(60))
+            #expect(try server.json("/v1/datasets/solo/stats")["labeled"] == .int(total))
         }
     }
 

@@ -143,10 +143,12 @@ struct EventsFastPathTests {
             let dir = TempDir()
             // SQLite whatever the suite's store: the lock is held on its file.
             let server = try ServerProcess(
-                dir: dir, db: dir.file("gatehouse.db"), arguments: ["--config", dir.write("gatehouse.yml", "server:\n  idle_timeout: 1s\n")])
+                dir: dir, db: dir.file("gatehouse.db"), arguments: ["--config", dir.write("gatehouse.yml", "server:\n  idle_timeout: 2s\n")])
             #expect(try server.post("/v1/events", #"{"id":"w","type":"run.started","pipeline":"p"}"#).status == 202)
 
-            var holder = try holdWriteLock(server.db, seconds: 3)
+            // The commit waits longer than the idle timeout; the body's pieces come well within
+            // it (a starved client thread may oversleep its 0.7 s).
+            var holder = try holdWriteLock(server.db, seconds: 5)
             let slow = try RawHTTPConnection(port: server.port)
             let second = #"{"id":"s2","type":"run.failed","pipeline":"p"}"#
             let secondHead = String(post(second).dropLast(second.utf8.count))

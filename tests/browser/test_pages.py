@@ -4,6 +4,7 @@ phone, and every button and link reads at ≥ 4.5:1."""
 from __future__ import annotations
 
 import httpx
+from playwright.sync_api import expect
 
 from gatehouse import Client
 
@@ -178,7 +179,8 @@ def test_the_console_signs_in_and_shows_a_failed_run_live(server, page):
     page.click("nav >> text=Events")
     page.fill("#f-type", "run.failed")
     page.click("form.filters button")
-    assert page.locator("#live tbody tr").count() == 1
+    page.wait_for_url("**type=run.failed**")
+    expect(page.locator("#live tbody tr")).to_have_count(1)
 
     # Gates: a waiting one links to its decision page, personal for someone who may decide.
     with Client(server.url) as gh:
@@ -381,10 +383,22 @@ def test_a_failed_background_post_falls_back_to_the_plain_form_with_its_action(s
     assert httpx.get(f"{server.url}/v1/datasets/tags/stats").json()["skipped"] == 1
     page.unroute("**/annotate/tags")
     # Enter twice fast saves the item on screen once; the second press does not label an item
-    # nobody has seen.
+    # nobody has seen. The first save is held in flight until the second Enter is in (a starved
+    # test could otherwise press it after the swap, on the next item, as a person may).
+    held = []
+    page.route("**/annotate/tags", lambda route: held.append(route) if route.request.resource_type == "fetch" else route.continue_())
     page.keyboard.press("1")
     page.keyboard.press("Enter")
+    for _ in range(500):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the save never left"
     page.keyboard.press("Enter")
+    page.wait_for_timeout(100)
+    for route in held:
+        route.continue_()
+    page.unroute("**/annotate/tags")
     page.wait_for_selector("#item-text:has-text('third')")
     page.wait_for_timeout(300)
     stats = httpx.get(f"{server.url}/v1/datasets/tags/stats").json()
