@@ -11,7 +11,8 @@ import NIOCore
 /// `/gates` (pending and recent) — plus `GET /login` and `POST /logout`. Each page needs a
 /// signed-in person and shows what their token's scopes let them read. It works without
 /// JavaScript; `console.js` keeps a page live (it reloads the `#live` region when events are
-/// committed, over the same SSE stream the API offers) and shows times as "3 min ago" with the
+/// committed, over the same SSE stream the API offers, and every few seconds on a page marked
+/// `data-poll` whose region changes without an event) and shows times as "3 min ago" with the
 /// exact local time on hover.
 struct ConsoleController {
     let events: EventService
