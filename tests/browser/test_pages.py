@@ -3,6 +3,8 @@ show highlighted, `u` works on the "nothing left" page, no page scrolls sideways
 phone, and every button and link reads at ≥ 4.5:1."""
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 from playwright.sync_api import expect
 
@@ -218,17 +220,19 @@ def test_the_console_signs_in_and_shows_a_failed_run_live(server, page):
     page.wait_for_url("**/login?next=/events")
 
 
-def test_operators_retry_a_dead_delivery_silence_and_see_datasets(server, page):
+@contextlib.contextmanager
+def audit_receiver(server, answers, before_answer=lambda: None, receiver_settings=""):
+    """A local webhook receiver, `audit`, that every event goes to (one webhook each): it
+    answers `answers` in turn, then 200; `before_answer` runs in each request first (to hold a
+    send). The server is restarted with it configured; it stops with the block."""
     import http.server
     import threading
-
-    answers = [400]  # the receiver refuses the first send for good, then takes the retry
 
     class Sink(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            code = answers.pop(0) if answers else 200
-            self.send_response(code)
+            before_answer()
+            self.send_response(answers.pop(0) if answers else 200)
             self.end_headers()
 
         def log_message(self, *args):
@@ -241,12 +245,20 @@ def test_operators_retry_a_dead_delivery_silence_and_see_datasets(server, page):
             f.write(f"""receivers:
   - name: audit
     webhook: {{ url: "http://127.0.0.1:{sink.server_address[1]}/hook" }}
-route:
+{receiver_settings}route:
   receiver: audit
   group_by: ['...']
   group_wait: 0s
 """)
         server.restart()
+        yield sink
+    finally:
+        sink.shutdown()
+
+
+def test_operators_retry_a_dead_delivery_silence_and_see_datasets(server, page):
+    # The receiver refuses the first send for good, then takes the retry.
+    with audit_receiver(server, [400]):
         with Client(server.url) as gh:
             gh.emit("run.failed", "train", run="r7", summary="diverged")
             gh.create_dataset("reviews", task="classification", labels=["pos", "neg"])
@@ -283,8 +295,6 @@ route:
         page.click("nav >> text=Datasets")
         assert "1 of 2 labelled" in page.inner_text("#live") and "ann: 1" in page.inner_text("#live")
         assert page.get_attribute("#live a:has-text('CSV')", "href") == "/v1/datasets/reviews/export?format=csv"
-    finally:
-        sink.shutdown()
 
 
 def test_the_deliveries_page_follows_a_delivery_that_changes_without_an_event(server, page):
@@ -292,57 +302,36 @@ def test_the_deliveries_page_follows_a_delivery_that_changes_without_an_event(se
     once loaded /deliveries before the dispatcher's first send and waited in vain for 'dead').
     The page is opened while the receiver holds the send; its answer must show up on the
     page without a reload, and nothing else is committed meanwhile."""
-    import http.server
     import threading
 
     arrived, release = threading.Event(), threading.Event()
-    answers = [400]
 
-    class Sink(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            arrived.set()
-            release.wait(20)
-            self.send_response(answers.pop(0) if answers else 200)
-            self.end_headers()
+    def hold() -> None:
+        arrived.set()
+        release.wait(20)
 
-        def log_message(self, *args):
-            pass
-
-    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    # The sink holds the send: a slow CI machine must not time it out into a retry.
     try:
-        with open(f"{server.workdir}/gatehouse.yml", "w") as f:
-            f.write(f"""receivers:
-  - name: audit
-    webhook: {{ url: "http://127.0.0.1:{sink.server_address[1]}/hook" }}
-    timeout: 60s  # the sink holds the send; a slow CI machine must not time it out into a retry
-route:
-  receiver: audit
-  group_by: ['...']
-  group_wait: 0s
-""")
-        server.restart()
-        with Client(server.url) as gh:
-            gh.emit("run.failed", "train", run="r9", summary="diverged")
-        assert arrived.wait(15), "the receiver never got the send"
-        sign_in(page, server, "/deliveries", "ops")
-        assert "dead" not in page.inner_text("#live")
-        page.evaluate("document.getElementById('live').dataset.marker = 'same page'")
-        release.set()
-        page.wait_for_selector("#live tr:has-text('dead')", timeout=10000)
-        # Not a reload: the element marked before is still the one on screen.
-        assert page.evaluate("document.getElementById('live').dataset.marker") == "same page"
-        # A poll that brings the same HTML leaves the region alone (a focused button, a
-        # selection, a scrolled table stay as they are).
-        page.evaluate("document.querySelector('#live button').dataset.marker = 'kept'")
-        page.wait_for_timeout(3500)
-        assert page.evaluate("document.querySelector('#live button').dataset.marker") == "kept"
-        events = httpx.get(f"{server.url}/v1/events").json()["events"]
-        assert [e["type"] for e in events] == ["run.failed"]
+        with audit_receiver(server, [400], before_answer=hold, receiver_settings="    timeout: 60s\n"):
+            with Client(server.url) as gh:
+                gh.emit("run.failed", "train", run="r9", summary="diverged")
+            assert arrived.wait(15), "the receiver never got the send"
+            sign_in(page, server, "/deliveries", "ops")
+            assert "dead" not in page.inner_text("#live")
+            page.evaluate("document.getElementById('live').dataset.marker = 'same page'")
+            release.set()
+            page.wait_for_selector("#live tr:has-text('dead')", timeout=10000)
+            # Not a reload: the element marked before is still the one on screen.
+            assert page.evaluate("document.getElementById('live').dataset.marker") == "same page"
+            # A poll that brings the same HTML leaves the region alone (a focused button, a
+            # selection, a scrolled table stay as they are).
+            page.evaluate("document.querySelector('#live button').dataset.marker = 'kept'")
+            page.wait_for_timeout(3500)
+            assert page.evaluate("document.querySelector('#live button').dataset.marker") == "kept"
+            events = httpx.get(f"{server.url}/v1/events").json()["events"]
+            assert [e["type"] for e in events] == ["run.failed"]
     finally:
         release.set()
-        sink.shutdown()
 
 
 def test_twenty_items_labelled_by_keys_25_ms_apart_each_on_its_own_item(server, page):
