@@ -153,6 +153,7 @@ let package = Package(
                 "BenchNet",
                 "GatehouseCore",
                 "GatehouseClient",
+                "GatehouseDelivery",
                 "GatehousePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -14,7 +14,12 @@ enum AlertsBench {
 
     /// `ingestOnly` skips the receiver's phases, `receiverOnly` the phases without one (for
     /// A/B runs of the delivery path).
-    static func run(binary: String, scale: Int, durability: String, ingestOnly: Bool = false, receiverOnly: Bool = false) throws {
+    static func run(binary: String, scale: Int, durability: String, ingestOnly: Bool = false, receiverOnly: Bool = false, floorOnly: Bool = false) throws {
+        if floorOnly {
+            let sink = try CSink()
+            defer { sink.stop() }
+            return try runFloor(sink: sink, scale: scale)
+        }
         if !ingestOnly { try runWithReceiver(binary: binary, scale: scale, durability: durability) }
         if !receiverOnly { try runWithoutReceiver(binary: binary, scale: scale, durability: durability) }
     }
@@ -41,8 +46,25 @@ enum AlertsBench {
             let rss = server.rss()
             print("    RSS after \(sent) events: \(Bench.format(rss.current)) MB (anonymous \(Bench.format(rss.anonymous)) MB)")
         }
+        server.stop()
+        try runFloor(sink: sink, scale: scale)
         print("")
     }
+
+    /// The same load through `Relay`, which only answers and forwards on the same stack (NIO in,
+    /// libcurl out): what the machine allows any server here, before storing or dispatching.
+    static func runFloor(sink: CSink, scale: Int) throws {
+        for durable in [false, true] {
+            let relay = try BenchServer(relayingTo: sink.port, durable: durable)
+            defer { relay.stop() }
+            _ = try phase(server: relay, sink: sink, first: 900_000_000, count: 10_000)
+            let result = try phase(server: relay, sink: sink, first: 1_000_000_000, count: 100_000 * scale)
+            result.print(label: durable
+                ? "the durable floor: the same through a relay that answers once its group of events is appended to a file and fdatasynced"
+                : "the floor: \(100_000 * scale) events through a relay on the same stack (NIO answers 202, libcurl posts to the sink, nothing stored)")
+        }
+    }
+
 
     /// Batches of 100 events, a new run per event, no receiver; then single events likewise.
     static func runWithoutReceiver(binary: String, scale: Int, durability: String) throws {

@@ -13,6 +13,9 @@ struct Bench {
             return fallback
         }
         let scale = option("--scale", 1)
+        if let i = args.firstIndex(of: "--relay"), i + 1 < args.count, let sinkPort = Int(args[i + 1]) {
+            try Relay.serve(sinkPort: sinkPort, log: args.firstIndex(of: "--log").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil })
+        }
         BenchServer.stopAllOnSignals()
         let durabilities = args.contains("--normal-only") ? ["normal"] : args.contains("--full-only") ? ["full"] : ["full", "normal"]
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gatehouse").path
@@ -38,7 +41,7 @@ struct Bench {
             return
         }
         if args.contains("--alerts") {
-            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full", ingestOnly: args.contains("--ingest-only"), receiverOnly: args.contains("--receiver-only"))
+            try AlertsBench.run(binary: binary, scale: scale, durability: args.contains("--normal-only") ? "normal" : "full", ingestOnly: args.contains("--ingest-only"), receiverOnly: args.contains("--receiver-only"), floorOnly: args.contains("--floor-only"))
             return
         }
         if args.contains("--deliveries") {
@@ -97,15 +100,32 @@ struct Bench {
 final class BenchServer {
     let process = Process()
     let dir: String
+    private var stopped = false
     var port = 0
 
     /// `db`: a database several servers share (a `postgres://` URL); else a fresh SQLite file.
-    init(binary: String, durability: String, config: String? = nil, environment: [String: String] = [:], db: String? = nil) throws {
-        dir = NSTemporaryDirectory() + "gatehouse-bench-\(UUID().uuidString.prefix(8))"
+    convenience init(binary: String, durability: String, config: String? = nil, environment: [String: String] = [:], db: String? = nil) throws {
+        let dir = NSTemporaryDirectory() + "gatehouse-bench-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--address", "127.0.0.1:0", "--db", db ?? dir + "/bench.db", "--durability", durability, "--log-level", "warning"]
-            + (config.map { ["--config", $0] } ?? [])
+        try self.init(
+            executable: binary, dir: dir, environment: environment,
+            arguments: ["serve", "--address", "127.0.0.1:0", "--db", db ?? dir + "/bench.db", "--durability", durability, "--log-level", "warning"]
+                + (config.map { ["--config", $0] } ?? []))
+    }
+
+    /// `Relay`: this benchmark's own binary as the least a server can do, posting to the sink.
+    /// `durable`: it appends each group of events to a log in `dir` and `fdatasync`s it first.
+    convenience init(relayingTo sinkPort: Int, durable: Bool) throws {
+        let dir = NSTemporaryDirectory() + "gatehouse-bench-relay-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try self.init(executable: "/proc/self/exe", dir: dir, environment: [:], arguments: ["--relay", String(sinkPort)] + (durable ? ["--log", dir + "/relay.log"] : []))
+    }
+
+    /// Starts `executable` and reads the port from the first line it prints ("…:<port>").
+    init(executable: String, dir: String, environment: [String: String], arguments: [String]) throws {
+        self.dir = dir
+        process.executableURL = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: executable)) ?? executable)
+        process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
@@ -159,7 +179,10 @@ final class BenchServer {
         return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
     }
 
+    /// Idempotent: a second call must not signal a pid the system may have handed on.
     func stop() {
+        guard !stopped else { return }
+        stopped = true
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         Self.running.withLock { _ = $0.remove(process.processIdentifier) }
