@@ -151,6 +151,7 @@ let package = Package(
             name: "GatehouseBench",
             dependencies: [
                 "BenchNet",
+                "CurlShim",
                 "GatehouseCore",
                 "GatehouseClient",
                 "GatehouseDelivery",

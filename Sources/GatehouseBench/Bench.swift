@@ -220,9 +220,12 @@ enum ThreadPart: String, CaseIterable {
     case tasks = "Swift tasks"
     case other = "other"
 
+    /// `Relay`'s log writer.
+    static let relayWriterName = "relay-writer"
+
     init(comm: String) {
         if comm.hasPrefix("NIO-") { self = .eventLoops }
-        else if comm.hasSuffix("overcommit") { self = .writer }
+        else if comm.hasSuffix("overcommit") || comm == Self.relayWriterName { self = .writer }
         else if comm == "gatehouse-curl" { self = .curl }
         else if comm.hasSuffix("-qos") { self = .tasks }
         else { self = .other }
