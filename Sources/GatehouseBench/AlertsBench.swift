@@ -57,11 +57,11 @@ enum AlertsBench {
         for durable in [false, true] {
             let relay = try BenchServer(relayingTo: sink.port, durable: durable)
             defer { relay.stop() }
-            _ = try phase(server: relay, sink: sink, first: 900_000_000, count: 10_000)
-            let result = try phase(server: relay, sink: sink, first: 1_000_000_000, count: 100_000 * scale)
-            result.print(label: durable
-                ? "the durable floor: the same through a relay that answers once its group of events is appended to a file and fdatasynced"
-                : "the floor: \(100_000 * scale) events through a relay on the same stack (NIO answers 202, libcurl posts to the sink, nothing stored)")
+            print(durable
+                ? "  the durable floor: the same relay, answering once its group of events is appended to a file and fdatasynced"
+                : "  the floor: a relay on the same stack (NIO answers 202, libcurl posts to the sink, nothing stored)")
+            try phase(server: relay, sink: sink, first: 900_000_000, count: 10_000 * scale).print(label: "  first \(10_000 * scale)")
+            try phase(server: relay, sink: sink, first: 1_000_000_000, count: 100_000 * scale).print(label: "  next \(100_000 * scale)")
         }
     }
 
