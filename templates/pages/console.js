@@ -5,8 +5,12 @@
 //   from the server (the same HTML a reload would give), at most twice a second;
 // - a page whose region also changes without an event (a delivery answered, retried or dead; a
 //   label saved; a silence ending) says so with data-poll="<seconds>" and is reloaded that often
-//   while it is visible — but never under the reader: not while focus or a selection is in the
-//   region, and not at all when the HTML is what is already shown.
+//   while it is visible;
+// - no reload, for an event or a poll, replaces the region under the reader: not while focus
+//   or a selection is in it, a pointer is pressed in it or has moved over it in the last
+//   1.5 s (a new gate would push the row the reader is about to click down, and the click
+//   would land on another gate's button). The page is brought up to date once the reader
+//   leaves it; and not at all when the HTML is what is already shown.
 (function () {
   // "3 min ago", or "in 2 h" for a deadline still ahead.
   function ago(t) {
@@ -39,15 +43,39 @@
   let issued = 0;     // reloads started; only the latest one's answer is shown
   let inflight = 0;   // reloads not yet answered: a poll waits for them
   let polling = null;
-  // The reader is in the region: focus on one of its buttons or links, or text selected in it.
+  let pointerAt = 0;      // when a pointer last moved or was pressed over the region
+  let pressed = false;
+  let stale = false;      // a reload was held back for the reader: done once they leave
+  let pointerX = -1, pointerY = -1;
+  // Only a pointer that really moved counts: browsers also send moves when the page's layout
+  // changes under a resting pointer, which would otherwise hold the region still for good.
+  live.addEventListener('pointermove', function (e) {
+    if (e.clientX === pointerX && e.clientY === pointerY) return;
+    pointerX = e.clientX;
+    pointerY = e.clientY;
+    pointerAt = Date.now();
+  });
+  live.addEventListener('pointerdown', function () { pointerAt = Date.now(); pressed = true; });
+  document.addEventListener('pointerup', function () { pressed = false; });
+  live.addEventListener('pointerleave', function () { pointerAt = 0; pressed = false; catchUp(); });
+  live.addEventListener('focusout', function () { setTimeout(catchUp, 0); });
+  document.addEventListener('selectionchange', function () { if (stale) catchUp(); });
+  // The reader is in the region: focus on one of its buttons or links, text selected in it, or
+  // a pointer pressed or lately moving over it.
   function busy() {
+    if (pressed || Date.now() - pointerAt < 1500) return true;
     const focused = document.activeElement;
     if (focused && focused !== document.body && live.contains(focused)) return true;
     const selection = window.getSelection && window.getSelection();
     return !!(selection && !selection.isCollapsed && selection.rangeCount && live.contains(selection.getRangeAt(0).commonAncestorContainer));
   }
-  // `background` (a poll, not an event) never replaces the region under the reader.
-  function refresh(background) {
+  // A reload held back for the reader is done (anew: what it brought may be old by now) as
+  // soon as they are out of the region.
+  function catchUp() {
+    if (stale && !busy() && !timer && !inflight) { stale = false; refresh(); }
+  }
+  setInterval(catchUp, 1000);
+  function refresh() {
     timer = null;
     const n = ++issued;
     inflight++;
@@ -59,7 +87,9 @@
       if (!html || n !== issued) return;
       const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
       if (!fresh) { stopPolling(); return; }
-      if (fresh.innerHTML === shown || (background && busy())) return;
+      if (fresh.innerHTML === shown) { stale = false; return; }
+      if (busy()) { stale = true; return; }
+      stale = false;
       const scrolled = Array.prototype.map.call(live.querySelectorAll('.scroll'), function (el) { return el.scrollLeft; });
       shown = fresh.innerHTML;
       live.innerHTML = shown;
@@ -92,7 +122,7 @@
             const m = line.match(/^id: (\d+)$/);
             if (m) { after = m[1]; seen = true; }
           });
-          if (seen && !timer) timer = setTimeout(function () { refresh(false); }, 500);
+          if (seen && !timer) timer = setTimeout(refresh, 500);
           return pump();
         });
       }
@@ -105,7 +135,7 @@
   if (poll > 0) {
     polling = setInterval(function () {
       if (timer || inflight || document.hidden) return;
-      refresh(true);
+      refresh();
     }, poll * 1000);
   }
 })();

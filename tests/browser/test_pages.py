@@ -393,3 +393,43 @@ def test_a_failed_background_post_falls_back_to_the_plain_form_with_its_action(s
     stats = httpx.get(f"{server.url}/v1/datasets/tags/stats").json()
     assert stats["labeled"] == 1 and stats["skipped"] == 1, stats
     assert "third" in page.inner_text("#item-text")
+
+
+def test_a_new_gate_never_moves_the_buttons_under_the_reader(server, page):
+    """A hostile tester's find: /gates followed every event at once, so a gate opened while
+    someone was about to approve another pushed the rows down and their click approved the new
+    gate. The region now holds still while the reader is in it (pointer moving, focus, a
+    selection) and catches up once they leave."""
+    with Client(server.url) as gh:
+        safe = gh.open_gate("Deploy SAFE model", pipeline="train", approvers=["web:ops"])
+    sign_in(page, server, "/gates", "ops")
+    approve = page.locator("#live li:has-text('Deploy SAFE model') button.approve")
+    box = approve.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y)
+    with Client(server.url) as gh:
+        risky = gh.open_gate("Deploy RISKY model", pipeline="train", approvers=["web:ops"])
+    # The reader's hand on its way to the button, for longer than the page takes to learn of
+    # the new gate (a 0.5 s debounce, then a reload).
+    for step in range(12):
+        page.mouse.move(x - 40 + step * 3, y)
+        page.wait_for_timeout(200)
+    assert "RISKY" not in page.inner_text("#live")
+    page.mouse.click(x, y)
+    page.wait_for_url(server.url + "/gates**")
+    with Client(server.url) as gh:
+        assert gh.get_gate(safe.id).state == "approved"
+        assert gh.get_gate(risky.id).pending
+
+    # Focus in the region holds it too; once the reader leaves, the page catches up unasked.
+    page.wait_for_selector("#live li:has-text('Deploy RISKY model')")
+    page.focus("#live li:has-text('Deploy RISKY model') a")
+    page.evaluate("document.getElementById('live').dataset.marker = 'same page'")
+    with Client(server.url) as gh:
+        gh.open_gate("Deploy LATER model", pipeline="train")
+    page.wait_for_timeout(2500)
+    assert "LATER" not in page.inner_text("#live")
+    page.mouse.move(1, 1)
+    page.evaluate("document.activeElement.blur()")
+    page.wait_for_selector("#live li:has-text('Deploy LATER model')", timeout=10000)
+    assert page.evaluate("document.getElementById('live').dataset.marker") == "same page"
