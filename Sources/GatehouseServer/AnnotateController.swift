@@ -67,10 +67,10 @@ struct AnnotateController {
     static func displayName(_ identity: String) -> String { identity.hasPrefix("web:") ? String(identity.dropFirst(4)) : identity }
 
     /// Without tokens the server is loopback-only, per request too (docs/api.md, Access).
-    func refuseOutsiders(_ context: GatehouseContext) async throws -> Response? {
-        if try await !auth.hasTokens() && !context.isLoopbackPeer {
-            return plain(.unauthorized, "This server has no tokens yet and answers only on loopback.")
-        }
+    func refuseOutsiders(_ request: Request, _ context: GatehouseContext) async throws -> Response? {
+        guard try await !auth.hasTokens() else { return nil }
+        if !context.isLoopbackPeer { return plain(.unauthorized, "This server has no tokens yet and answers only on loopback.") }
+        if let refusal = LocalTrust.refusal(request.head) { return plain(.forbidden, refusal.prefix(1).uppercased() + refusal.dropFirst() + ".") }
         return nil
     }
 
@@ -81,7 +81,7 @@ struct AnnotateController {
     }
 
     @Sendable func login(_ request: Request, context: GatehouseContext) async throws -> Response {
-        if let refused = try await refuseOutsiders(context) { return refused }
+        if let refused = try await refuseOutsiders(request, context) { return refused }
         // Another site must not sign a visitor in as someone else (login CSRF).
         if let site = request.headers[.init("Sec-Fetch-Site")!], site.lowercased() != "same-origin", site.lowercased() != "none" {
             return plain(.forbidden, "Sign in from this server's own page.")
@@ -115,7 +115,7 @@ struct AnnotateController {
     }
 
     @Sendable func show(_ request: Request, context: GatehouseContext) async throws -> Response {
-        if let refused = try await refuseOutsiders(context) { return refused }
+        if let refused = try await refuseOutsiders(request, context) { return refused }
         let name = try context.parameters.require("name")
         guard let who = try await person(request, context) else { return try await loginPage(next: "/annotate/\(name)") }
         if let refused = try await lacking(.datasetsLabel, request, context) { return refused }
@@ -163,7 +163,7 @@ struct AnnotateController {
     }
 
     @Sendable func submit(_ request: Request, context: GatehouseContext) async throws -> Response {
-        if let refused = try await refuseOutsiders(context) { return refused }
+        if let refused = try await refuseOutsiders(request, context) { return refused }
         let name = try context.parameters.require("name")
         guard let who = try await person(request, context) else { return try await loginPage(next: "/annotate/\(name)", status: .unauthorized) }
         if let refused = try await lacking(.datasetsLabel, request, context) { return refused }
@@ -224,7 +224,7 @@ struct AnnotateController {
     /// What waits for the signed-in person: datasets with items they have not labelled, and
     /// pending gates they may decide (with personal links).
     @Sendable func inbox(_ request: Request, context: GatehouseContext) async throws -> Response {
-        if let refused = try await refuseOutsiders(context) { return refused }
+        if let refused = try await refuseOutsiders(request, context) { return refused }
         guard let (who, principal) = try await auth.person(request, context: context) else { return try await loginPage(next: "/inbox") }
         // Each list only for a person whose token may act on it: labelling needs
         // datasets:label, a personal decision link gates:decide.

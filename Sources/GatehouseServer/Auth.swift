@@ -37,7 +37,7 @@ public final class Authenticator: Sendable {
             guard let token = try await sessionToken(id: id) else { return nil }
             return (identity.description, .token(token))
         }
-        guard try await activeTokenCount() == 0, context.isLoopbackPeer else { return nil }
+        guard try await activeTokenCount() == 0, context.isLoopbackPeer, LocalTrust.refusal(request.head) == nil else { return nil }
         return (identity.description, .local)
     }
 
@@ -102,6 +102,7 @@ public final class Authenticator: Sendable {
             guard context.isLoopbackPeer else {
                 throw Problem.unauthorized("this server has no tokens yet and answers only on loopback; create one with `gatehouse token create`")
             }
+            if let refusal = LocalTrust.refusal(request.head) { throw Problem.forbidden(refusal) }
             return .local
         }
         throw Problem.unauthorized("a bearer token with the scope \(scope.rawValue) is required")
@@ -112,7 +113,7 @@ public final class Authenticator: Sendable {
     /// cache cannot say (a token not seen within `cacheTTL`, a session cookie, the token count
     /// not read lately) and when the answer is a refusal: the request then takes the full
     /// path, which reads what it needs, caches it, and words any refusal.
-    func allowsFromCache(authorization: String?, hasCookie: Bool, isLoopbackPeer: Bool, scope: Scope) -> Bool {
+    func allowsFromCache(authorization: String?, hasCookie: Bool, isLoopbackPeer: Bool, trustedAsLocal: Bool, scope: Scope) -> Bool {
         let now = ContinuousClock.now
         if let authorization {
             guard let secret = Self.bearerSecret(authorization) else { return false }
@@ -121,7 +122,7 @@ public final class Authenticator: Sendable {
             return token.scopes.grants(scope)
         }
         // A session cookie may carry a token's scopes, or refuse a change from another site.
-        guard !hasCookie, isLoopbackPeer, let count = activeTokens.withLock({ $0 }), count.until > now else { return false }
+        guard !hasCookie, isLoopbackPeer, trustedAsLocal, let count = activeTokens.withLock({ $0 }), count.until > now else { return false }
         return count.count == 0
     }
 

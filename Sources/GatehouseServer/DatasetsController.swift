@@ -213,6 +213,9 @@ struct DatasetsController {
         let info = try await dataset(context)
         let id = try context.parameters.require("id")
         let who = try Self.annotator(request.query("annotator"), principal: principal)
+        // No fields, but a body that is there must be JSON (`415` otherwise), as for every action.
+        var request = request
+        _ = try await request.jsonObject(limit: maxBodyBytes, allowEmpty: true)
         try await datasets.skip(info.spec.name, item: id, annotator: who)
         return Response(status: .noContent)
     }

@@ -21,9 +21,8 @@ struct SilencesController {
     @Sendable func create(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .admin)
         var request = request
-        let body = try await request.bodyBytes(limit: maxBodyBytes)
-        let value: JSONValue
-        do { value = try JSONValue.parse(bytes: body) } catch { throw Problem.badRequest("the body is not valid JSON: \(error.message) at line \(error.line), column \(error.column)") }
+        // `415` for anything but JSON, as every other body of the API.
+        let value = JSONValue.object(try await request.jsonObject(limit: maxBodyBytes))
         let silence = try Self.silence(from: value, now: .now(), defaultCreator: principal.name).get()
         try await store.create(silence)
         bus.publish(.silencesChanged)

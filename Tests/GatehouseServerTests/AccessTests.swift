@@ -1,7 +1,7 @@
 import Foundation
 import GatehouseClient
 import GatehouseCore
-import GatehouseServer
+@testable import GatehouseServer
 import Testing
 
 @Suite(.serialized)
@@ -207,6 +207,52 @@ struct WebSessionTests {
             let back = try #require(refused.header("Location"))
             #expect(try server.request("GET", back, headers: ["Cookie": session]).text.contains("role=\"alert\""))
             #expect(try server.request("GET", back, headers: ["Cookie": "gatehouse_who=" + "x"]).status == 303)
+        }
+    }
+
+    /// A hostile tester's find: without tokens the loopback caller is trusted, and a browser on
+    /// this machine is one — any page its user opened could post a `text/plain` form (no
+    /// preflight) to silence every alert, or reach the server under its own name by DNS
+    /// rebinding and read and decide gates. Such requests are now refused and change nothing;
+    /// the user's own tools (no `Sec-Fetch-Site`, no `Origin`, a loopback `Host`) are not.
+    @Test func protectedModeRefusesOtherSitesPagesAndOtherHostNames() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let server = try ServerProcess(dir: dir, db: testDatabase(dir))
+            let port = server.url.split(separator: ":").last.map(String.init) ?? ""
+            let silence = #"{"matchers":["pipeline=\"train\""],"ends_at":"2030-01-01T00:00:00Z"}"#
+            let plain = try server.post("/v1/silences", silence, contentType: "text/plain")
+            #expect(plain.status == 415 && plain.header("Content-Type") == "application/problem+json", "\(plain.status) \(plain.text)")
+            for headers in [["Sec-Fetch-Site": "cross-site"], ["Sec-Fetch-Site": "same-site"], ["Origin": "http://evil.example"], ["Origin": "null"],
+                            ["Host": "attacker.example:\(port)"], ["Host": "127.0.0.1.attacker.example:\(port)"]] {
+                let refused = try server.post("/v1/silences", silence, headers: headers)
+                #expect(refused.status == 403 && refused.text.contains("no tokens"), "\(headers): \(refused.status) \(refused.text)")
+                // The events' fast path asks the same.
+                #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#, headers: headers).status == 403, "\(headers)")
+            }
+            // Reading under another name (a rebinding page would read the answer) is refused too.
+            #expect(try server.request("GET", "/v1/gates", headers: ["Host": "attacker.example:\(port)"]).status == 403)
+            #expect(try server.request("POST", "/login", body: "name=mallory&next=/", contentType: "application/x-www-form-urlencoded",
+                                       headers: ["Host": "attacker.example:\(port)", "Sec-Fetch-Site": "same-origin"]).status == 403)
+            #expect(try server.json("/v1/silences")["silences"]?.arrayValue?.isEmpty == true)
+            #expect(try server.json("/v1/events")["events"]?.arrayValue?.isEmpty == true)
+            // The user's own tools and this server's own pages, under any loopback name.
+            for headers in [[:], ["Sec-Fetch-Site": "same-origin"], ["Sec-Fetch-Site": "none"], ["Origin": server.url],
+                            ["Host": "localhost:\(port)"], ["Host": "[::1]:\(port)"], ["Host": "app.localhost"], ["Host": "127.0.0.2"]] {
+                #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#, headers: headers).status == 202, "\(headers)")
+            }
+            #expect(try server.post("/v1/silences", silence).status == 201)
+            #expect(try server.request("GET", "/v1/gates", headers: ["Host": "localhost:\(port)"]).status == 200)
+        }
+    }
+
+    @Test func loopbackNames() {
+        for name in ["127.0.0.1", "127.0.0.1:80", "127.1.2.3:8080", "localhost", "LOCALHOST:9", "localhost.", "a.b.localhost:1", "[::1]", "[::1]:8080"] {
+            #expect(LocalTrust.isLoopbackName(name), "\(name)")
+        }
+        for name in ["evil.example", "127.0.0.1.evil.example", "localhost.evil.example", "128.0.0.1", "127.0.0.256", "127.0.0", "[::2]:80", "[::1]x",
+                     "localhost:80x", "0.0.0.0", ""] {
+            #expect(!LocalTrust.isLoopbackName(name), "\(name)")
         }
     }
 }
