@@ -177,6 +177,11 @@ struct ConsoleController {
             return WebPage.message(.forbidden, "\(token.name) may not see this page: it needs the scope \(scopes.map(\.rawValue).joined(separator: " or ")).")
         }
         guard let templates else { return WebPage.message(.internalServerError, "The page templates were not found.") }
+        // Where console.js starts following the stream, read *before* what the page shows: an
+        // event committed in between is then both on the page and after this cursor (one
+        // needless reload), never on neither (read after, it sat at or before the cursor, so
+        // the stream never told the page, and /, /events and /gates stayed without it).
+        let after = try await events.lastCursor()
         var v: [String: Any]
         do {
             v = try await values(who, principal)
@@ -190,8 +195,7 @@ struct ConsoleController {
             v["error"] = error
         }
         v["who"] = who.hasPrefix("web:") ? String(who.dropFirst(4)) : who
-        // Where console.js starts following the stream: what this page already shows.
-        v["after"] = try await events.lastCursor()
+        v["after"] = after
         v["nav_\(name)"] = true
         let html = try templates.renderHTML("pages/\(name)", v)
         return Response(status: .ok, headers: Self.headers, body: .init(byteBuffer: ByteBuffer(string: html)))
