@@ -159,6 +159,24 @@ public struct GateSpec: Sendable, Equatable {
     public static func parse(_ value: JSONValue) -> Result<GateSpec, Problem> {
         Result { () throws(Problem) in try JSONValueDecoder().decode(GateSpec.self, from: value) }
     }
+
+    /// A gate about to be opened: `parse`, and inputs whose bounds no value meets are refused —
+    /// nobody could approve such a gate (only a rejection or its timeout would close it). Not
+    /// in `parse`, which also reads back gates stored before this rule.
+    public static func parseNew(_ value: JSONValue) -> Result<GateSpec, Problem> {
+        parse(value).flatMap { spec in
+            let errors = spec.inputs.enumerated().compactMap { index, input -> FieldError? in
+                guard let low = input.min, let high = input.max else { return nil }
+                let shown = high == high.rounded() && abs(high) < 1e15 ? String(Int64(high)) : String(high)
+                if low > high { return FieldError(field: "inputs[\(index)].min", detail: "must not be greater than max (\(shown))") }
+                if input.kind == .integer, low.rounded(.up) > high.rounded(.down) {
+                    return FieldError(field: "inputs[\(index)].min", detail: "leaves no whole number up to max (\(shown))")
+                }
+                return nil
+            }
+            return errors.isEmpty ? .success(spec) : .failure(.invalid(errors))
+        }
+    }
 }
 
 extension GateSpec: Decodable {

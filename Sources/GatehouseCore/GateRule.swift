@@ -29,7 +29,7 @@ public struct GateRule: Sendable {
         if rendered["pipeline"] == nil { rendered.append("pipeline", .string(event.pipeline)) }
         if rendered["run"] == nil, let run = event.run { rendered.append("run", .string(run)) }
         if rendered["step"] == nil, let step = event.step { rendered.append("step", .string(step)) }
-        switch GateSpec.parse(.object(rendered)) {
+        switch GateSpec.parseNew(.object(rendered)) {
         case .success(let spec): return .success(spec)
         case .failure(let problem):
             let fields = problem.errors.isEmpty ? [FieldError(field: "(gate)", detail: problem.detail)] : problem.errors

@@ -130,7 +130,7 @@ struct GatesController {
     @Sendable func open(_ request: Request, context: GatehouseContext) async throws -> Response {
         let principal = try await auth.authorize(request, context: context, scope: .gatesWrite)
         let object = try await body(request)
-        let spec = try GateSpec.parse(.object(object)).get()
+        let spec = try GateSpec.parseNew(.object(object)).get()
         let unknown = spec.escalateTo.filter { !desk.receiverNames.contains($0) }
         if !unknown.isEmpty {
             throw Problem.invalid([FieldError(field: "escalate_to", detail: "names unknown receiver \(unknown.map { "\"\($0)\"" }.joined(separator: ", "))" + (desk.receiverNames.isEmpty ? " (no receivers are configured)" : " (configured: \(desk.receiverNames.sorted().joined(separator: ", ")))"))])

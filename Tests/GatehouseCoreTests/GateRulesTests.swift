@@ -102,6 +102,23 @@ struct GateRulesTests {
         #expect(gate.inputValues["traffic_percent"] == .int(25))
     }
 
+    /// Bounds no value meets made a gate nobody could approve (a hostile tester's find): every
+    /// approval was a 422 and only a rejection or the timeout could close it.
+    @Test func boundsThatNoValueMeetsAreRefusedWhenTheGateIsOpened() throws {
+        for (input, detail) in [(#""type": "integer", "min": 10, "max": 1"#, "must not be greater than max (1)"),
+                                (#""type": "number", "min": 0.5, "max": 0.25"#, "must not be greater than max (0.25)"),
+                                (#""type": "integer", "min": 1.2, "max": 1.8"#, "leaves no whole number up to max (1.8)")] {
+            let json = try JSONValue.parse(#"{"title": "t", "inputs": [{"name": "a", \#(input)}]}"#)
+            guard case .failure(let problem) = GateSpec.parseNew(json) else { Issue.record("accepted \(input)"); continue }
+            #expect(problem.errors.map { "\($0.field) \($0.detail)" } == ["inputs[0].min \(detail)"])
+            // A gate stored before the rule still reads back.
+            #expect(throws: Never.self) { try GateSpec.parse(json).get() }
+        }
+        for input in [#""type": "integer", "min": 3, "max": 3"#, #""type": "integer", "min": 1.5, "max": 2"#, #""type": "number", "min": -1, "max": 1e300"#] {
+            #expect(throws: Never.self) { try GateSpec.parseNew(try JSONValue.parse(#"{"title": "t", "inputs": [{"name": "a", \#(input)}]}"#)).get() }
+        }
+    }
+
     @Test func expiryAppliesOnTimeoutAndNamesNoOne() throws {
         for (onTimeout, state) in [("reject", GateState.rejected), ("approve", .approved), ("expire", .expired)] {
             var gate = Gate(id: "g", spec: try spec(#"{"title": "t", "timeout": "1h", "on_timeout": "\#(onTimeout)"}"#), createdAt: Self.t0)

@@ -369,6 +369,9 @@ struct GateTests {
             #expect(try server.post("/v1/gates/\(id)/decisions", #"{"decision":"canary","by":"policy:auto"}"#).status == 403)
             #expect(try server.post("/v1/gates/nope/decisions", #"{"decision":"canary","by":"web:bob"}"#).status == 404)
             #expect(try server.post("/v1/gates", #"{"title":"x","timeout":"soon","approvers":"bob"}"#).status == 422)
+            // Bounds no value meets: a gate nobody could approve is not opened.
+            let impossible = try server.post("/v1/gates", #"{"title":"x","inputs":[{"name":"a","type":"integer","min":10,"max":1,"required":true}]}"#)
+            #expect(impossible.status == 422 && impossible.text.contains(#""field":"inputs[0].min""#), "\(impossible.text)")
             // Typed bodies: a misspelt or mistyped field is a 422 naming it, and changes nothing.
             let typo = try server.post("/v1/gates/\(id)/decisions", #"{"decison":"canary","by":"web:bob"}"#)
             #expect(typo.status == 422 && typo.text.contains(#""field":"decison""#) && typo.text.contains(#""field":"decision""#), "\(typo.text)")
