@@ -105,6 +105,12 @@ public struct SilenceRequest: Codable, Sendable, Equatable, JSONOmitsAbsentField
                 do { _ = try Matcher.parseList(text) } catch { body.refuse(field: "matchers[\(i)]", error.message) }
                 matchers.append(text)
             }
+            // As Alertmanager: a silence whose every matcher matches the empty string (`a=~".*"`,
+            // `pipeline!="x"`) would also mute what has none of its labels — nearly everything.
+            let parsed = matchers.compactMap { try? Matcher.parseList($0) }
+            if !parsed.isEmpty, parsed.count == matchers.count, parsed.joined().allSatisfy({ $0.matches(value: "") }) {
+                body.refuse(.matchers, "must hold one matcher that does not match the empty string (a silence of nearly everything), such as pipeline=\"train\" or pipeline=~\".+\"")
+            }
         }
         let timeRule = "must be an RFC 3339 time"
         let startsAt = body.optional(String.self, .starts_at, otherwise: timeRule)

@@ -251,6 +251,15 @@ struct JSONValueDecoderTests {
         // starts_at left to the clock: the window is checked against it.
         let past = try JSONValueDecoder().decode(SilenceRequest.self, from: JSONValue.parse(#"{"matchers":["a=\"b\""],"ends_at":"1970-01-01T00:00:01Z"}"#))
         #expect(throws: Problem.self) { try past.silence(id: "s", now: now, defaultCreator: "x").get() }
+        // As Alertmanager: a silence of nearly everything (every matcher matches the empty
+        // string) is refused; one matcher that needs a value makes it a silence of something.
+        for matchers in [#"["a=~\".*\""]"#, #"["pipeline!=\"x\""]"#, #"["{a=\"\", b!~\"y\"}"]"#, #"["a=~\".*\"", "b=\"\""]"#] {
+            let everything = try #require(try problem(SilenceRequest.self, #"{"matchers":\#(matchers),"duration":"1h"}"#), "\(matchers)")
+            #expect(everything.errors.map(\.field) == ["matchers"] && everything.errors[0].detail.contains("empty string"), "\(matchers)")
+        }
+        for matchers in [#"["pipeline=~\".+\"", "pipeline!=\"x\""]"#, #"["{a=~\".*\", type=\"run.failed\"}"]"#] {
+            #expect(try problem(SilenceRequest.self, #"{"matchers":\#(matchers),"duration":"1h"}"#) == nil, "\(matchers)")
+        }
     }
 
     @Test func aLabelTakesTheFieldOfTheDatasetsTask() throws {
