@@ -80,6 +80,7 @@ struct EventsController {
         let subscriber = events.subscribe()
         let service = events
         let heartbeat = self.heartbeat
+        let auth = self.auth
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             defer { subscriber.close() }
@@ -88,12 +89,16 @@ struct EventsController {
                 var cursor = start
                 var filter = initialFilter
                 var lastWrite = ContinuousClock.now
-                while !Task.isCancelled {
+                streaming: while !Task.isCancelled {
                     // Drain everything committed after our cursor, then sleep until the bus says more.
                     while true {
                         filter.after = cursor
                         let batch = try await service.events(filter)
                         if !batch.isEmpty {
+                            // Asked again before anything is sent: a token revoked (or a session
+                            // ended, or a first token created in protected mode) while the
+                            // stream is open ends it, within the time a check is cached (2 s).
+                            guard (try? await auth.authorize(request, context: context, scope: .eventsRead)) != nil else { break streaming }
                             var chunk = ""
                             for stored in batch {
                                 chunk += "id: \(stored.cursor)\nevent: \(stored.event.type)\ndata: "

@@ -82,6 +82,31 @@ struct StreamTests {
         }
     }
 
+    /// A hostile tester's find: a stream opened with a token went on delivering events after
+    /// the token was revoked (new requests with it got 401). It now ends instead, and nothing
+    /// committed after the revocation took effect is sent on it.
+    @Test func aStreamEndsWhenItsTokenIsRevoked() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let db = testDatabase(dir)
+            let server = try ServerProcess(dir: dir, db: db)
+            let admin = try runCLI(["token", "create", "--name", "root", "--scopes", "admin", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let reader = try runCLI(["token", "create", "--name", "dash", "--scopes", "events:read", "--db", db]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let stream = StreamReader(url: server.url + "/v1/events/stream", headers: ["Authorization": "Bearer \(reader)"])
+            #expect(stream.wait { _, raw in raw.contains("connected") })
+            #expect(try server.post("/v1/events", #"{"id":"before","type":"a.b","pipeline":"p"}"#, token: admin).status == 202)
+            #expect(stream.wait { m, _ in m.count == 1 })
+            #expect(try runCLI(["token", "revoke", "dash", "--db", db]).status == 0)
+            // Past the 2 s a verified token is cached: new requests with it are refused.
+            Thread.sleep(forTimeInterval: 2.5)
+            #expect(try server.get("/v1/events", token: reader).status == 401)
+            #expect(try server.post("/v1/events", #"{"id":"after","type":"a.b","pipeline":"p"}"#, token: admin).status == 202)
+            #expect(stream.done.wait(timeout: .now() + 10) == .success, "the stream is still open")
+            #expect(stream.snapshot.messages.map(\.id) == ["1"])
+            #expect(!stream.snapshot.raw.contains("after"))
+        }
+    }
+
     @Test func cliTailFollowsTheStream() async throws {
         try await offThePool {
             let server = try ServerProcess()
