@@ -132,7 +132,22 @@ struct TokenCommand: ParsableCommand {
                 guard !ControlCharacters.contains(name), name.unicodeScalars.count <= 128 else {
                     throw ClientFailure("--name must be at most 128 characters, without control characters (U+0000–U+001F, U+007F)", exitCode: ClientFailure.Code.usage)
                 }
-                let (token, secret) = try location.store().create(name: name, scopes: parsed)
+                // What the token does is done as web:<name> (a decision, a label, a sign-in), so
+                // the name must be one: refused here, not as a 422 on a field its user never sent.
+                guard Identity.web(name) != nil, !name.hasPrefix("web:") else {
+                    throw ClientFailure(
+                        "--name \"\(name)\" cannot be a name: what the token does is done as web:<name>, so no spaces, colons, quotes, < or > (e.g. ci, ci-bot, alice)",
+                        exitCode: ClientFailure.Code.usage)
+                }
+                // Two live tokens of one name would act as one person, and `token revoke <name>`
+                // would revoke both.
+                let store = try location.store()
+                if let taken = try store.list().first(where: { $0.name == name && $0.revokedAt == nil }) {
+                    throw ClientFailure(
+                        "a live token is already named \(name) (\(taken.id)); choose another name, or revoke it first (gatehouse token revoke \(taken.id))",
+                        exitCode: ClientFailure.Code.rejected)
+                }
+                let (token, secret) = try store.create(name: name, scopes: parsed)
                 print(secret)
                 FileHandle.standardError.write(Data("gatehouse: created token \(token.id) (\(token.name): \(parsed.map(\.rawValue).joined(separator: ","))); the secret above is not shown again\n".utf8))
             }
