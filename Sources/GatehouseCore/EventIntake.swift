@@ -69,13 +69,52 @@ public struct EventIntake: Sendable {
         case .cloudEventBinary:
             return parseJSON(body).flatMap { data in
                 var object = JSONObject()
+                var errors: [FieldError] = []
                 for attribute in ["specversion", "id", "source", "type", "time", "subject", "dataschema"] {
-                    if let value = headers("ce-\(attribute)") { object.append(attribute, .string(value)) }
+                    guard let raw = headers("ce-\(attribute)") else { continue }
+                    if let value = Self.percentDecodedHeader(raw) {
+                        object.append(attribute, .string(value))
+                    } else {
+                        errors.append(FieldError(
+                            field: "ce-\(attribute)",
+                            detail: "must be printable ASCII, anything else (and % itself) percent-encoded as UTF-8, as the CloudEvents HTTP binding says (é is %C3%A9)"))
+                    }
                 }
+                if !errors.isEmpty { return .failure(.invalid(errors)) }
                 object.append("data", data)
                 return validateBatch([(nil, nil, .object(object))], plain: false)
             }
         }
+    }
+
+    /// A `ce-*` header's value as the CloudEvents HTTP binding (3.1.3.2) has it sent: printable
+    /// ASCII, with `%XX` standing for the bytes of UTF-8 text. Decoded here, so `r%C3%A9sum%C3%A9`
+    /// names the same run as `résumé` in structured mode. Nil for a raw byte outside printable
+    /// ASCII (its text is unknown: it would be stored as U+FFFD), a `%` not followed by two hex
+    /// digits, or bytes that are not UTF-8.
+    public static func percentDecodedHeader(_ raw: String) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(raw.utf8.count)
+        var input = raw.utf8.makeIterator()
+        func hex(_ c: UInt8?) -> UInt8? {
+            switch c {
+            case let c? where (0x30...0x39).contains(c): return c - 0x30
+            case let c? where (0x41...0x46).contains(c): return c - 0x41 + 10
+            case let c? where (0x61...0x66).contains(c): return c - 0x61 + 10
+            default: return nil
+            }
+        }
+        while let byte = input.next() {
+            // Printable ASCII and the space (which HTTP trims at the ends, and senders often leave).
+            guard (0x20...0x7E).contains(byte) else { return nil }
+            if byte == UInt8(ascii: "%") {
+                guard let high = hex(input.next()), let low = hex(input.next()) else { return nil }
+                bytes.append(high << 4 | low)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
     }
 
     private func tooMany() -> Problem { .tooLarge("a request carries at most \(maxItems) events; split the batch") }

@@ -143,4 +143,15 @@ struct CloudEventsTests {
         #expect(e.summary == "hi")
         #expect(Set(fieldErrors(events(#"{}"#, .cloudEventBinary, headers: ["ce-specversion": "1.0"])).map(\.field)) == ["id", "source", "type", "pipeline"])
     }
+
+    /// The binding sends header values percent-encoded (a hostile tester found `r%C3%A9sum%C3%A9`
+    /// stored as it came: one run became two), and a raw byte outside ASCII has no known text.
+    @Test func binaryModeHeadersArePercentDecoded() throws {
+        let base = ["ce-specversion": "1.0", "ce-id": "b%201", "ce-source": "urn:x:pipe", "ce-type": "model.registered"]
+        let e = try events(#"{}"#, .cloudEventBinary, headers: base.merging(["ce-subject": "r%C3%A9sum%c3%a9 100%25"]) { $1 }).get()[0]
+        #expect(e.run == "résumé 100%" && e.id == "b 1")
+        for bad in ["r\u{FFFD}s", "rés", "50%", "%zz", "%C3", "%FF", "tab\there"] {
+            #expect(fieldErrors(events(#"{}"#, .cloudEventBinary, headers: base.merging(["ce-subject": bad]) { $1 })).map(\.field) == ["ce-subject"], "\(bad)")
+        }
+    }
 }
