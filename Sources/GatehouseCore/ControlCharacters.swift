@@ -1,16 +1,33 @@
-/// C0 controls (U+0000–U+001F) and DEL (U+007F): what may never be part of an identifier —
-/// ids, names and keys end up in URLs, log lines, SQL lookups and chat messages, where a NUL
-/// or a newline cuts or forges them. Free text (summaries, details, comments) may hold them
-/// and is stored exactly as sent.
+/// What may never be part of an identifier — ids, names and keys end up in URLs, log lines,
+/// SQL lookups, pages and chat messages:
+/// - the C0 and C1 controls (U+0000–U+001F, U+007F–U+009F), where a NUL or a newline cuts or
+///   forges them;
+/// - the bidirectional overrides and isolates (U+202A–U+202E, U+2066–U+2069), which make a
+///   name read as another on screen (`deploy-‮gnp.exe`), the "Trojan Source" trick.
+/// Free text (summaries, details, comments) may hold them and is stored exactly as sent.
 public enum ControlCharacters {
     @inlinable
-    public static func isControl(_ scalar: Unicode.Scalar) -> Bool { scalar.value < 0x20 || scalar.value == 0x7F }
+    public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        let v = scalar.value
+        return v < 0x20 || (0x7F...0x9F).contains(v) || (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v)
+    }
 
-    /// Checks UTF-8 bytes: a control character is always one byte, never part of a longer
-    /// sequence, so no decoding is needed.
+    /// Checks UTF-8 bytes without decoding: a C0 control or DEL is one byte; a C1 control is
+    /// C2 80–9F; the bidi controls are E2 80 AA–AE and E2 81 A6–A9.
     @inlinable
     public static func contains(_ string: String) -> Bool {
-        string.utf8.contains { $0 < 0x20 || $0 == 0x7F }
+        var utf8 = string.utf8.makeIterator()
+        var previous: (UInt8, UInt8) = (0, 0)
+        while let byte = utf8.next() {
+            if byte < 0x20 || byte == 0x7F { return true }
+            if byte >= 0x80 {
+                if previous.1 == 0xC2 && byte <= 0x9F { return true }
+                if previous.0 == 0xE2 && previous.1 == 0x80 && (0xAA...0xAE).contains(byte) { return true }
+                if previous.0 == 0xE2 && previous.1 == 0x81 && (0xA6...0xA9).contains(byte) { return true }
+            }
+            previous = (previous.1, byte)
+        }
+        return false
     }
 
     public static func removing(from string: String) -> String {
@@ -20,9 +37,11 @@ public enum ControlCharacters {
         return String(out)
     }
 
+    public static let described = "control characters (U+0000–U+001F, U+007F–U+009F) or bidirectional overrides (U+202A–U+202E, U+2066–U+2069)"
+
     /// The `422` entry for an identifier holding a control character, or nil when it is clean.
     public static func fieldError(_ field: String, _ value: String, index: Int? = nil, line: Int? = nil) -> FieldError? {
         guard contains(value) else { return nil }
-        return FieldError(index: index, line: line, field: field, detail: "must not contain control characters (U+0000–U+001F, U+007F)")
+        return FieldError(index: index, line: line, field: field, detail: "must not contain \(described)")
     }
 }

@@ -259,7 +259,7 @@ public final class GateService: Sendable {
     /// control character is a malformed request, refused before the store (PostgreSQL's text
     /// cannot hold a NUL).
     public func claimNonce(_ nonce: String, now: Timestamp = .now()) async throws -> Bool {
-        if ControlCharacters.contains(nonce) { throw Problem.badRequest("a callback id must not contain control characters (U+0000–U+001F, U+007F)") }
+        if ControlCharacters.contains(nonce) { throw Problem.badRequest("a callback id must not contain \(ControlCharacters.described)") }
         return try await repository.claimNonce(nonce, now: now, keep: 3_600_000)
     }
 

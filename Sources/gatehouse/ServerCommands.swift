@@ -130,7 +130,7 @@ struct TokenCommand: ParsableCommand {
                 // The name becomes who did things (a silence's creator, a decision's actor), which
                 // the API itself checks for control characters.
                 guard !ControlCharacters.contains(name), name.unicodeScalars.count <= 128 else {
-                    throw ClientFailure("--name must be at most 128 characters, without control characters (U+0000–U+001F, U+007F)", exitCode: ClientFailure.Code.usage)
+                    throw ClientFailure("--name must be at most 128 characters, without \(ControlCharacters.described)", exitCode: ClientFailure.Code.usage)
                 }
                 // What the token does is done as web:<name> (a decision, a label, a sign-in), so
                 // the name must be one: refused here, not as a 422 on a field its user never sent.

@@ -22,6 +22,10 @@ struct ControlCharacterTests {
                 ("labels.team", #"{"type":"run.started","pipeline":"p","labels":{"team":"ml\u0000ops"}}"#),
                 ("type", #"{"type":"run.st\u0000arted","pipeline":"p"}"#),
                 ("url", #"{"type":"run.started","pipeline":"p","url":"http://x/a\u0000b"}"#),
+                // C1 controls and bidirectional overrides (a name that reads as another).
+                ("labels.team", #"{"type":"run.started","pipeline":"p","labels":{"team":"ml\u0085"}}"#),
+                ("pipeline", #"{"type":"run.started","pipeline":"deploy-\u202Egnp.exe"}"#),
+                ("run", #"{"type":"run.started","pipeline":"p","run":"r\u2066x\u2069"}"#),
             ]
             for (field, body) in refused {
                 let r = try server.post("/v1/events", body)
