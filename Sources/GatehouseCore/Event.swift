@@ -201,7 +201,8 @@ public struct EventValidator: Sendable {
             if severity == nil { fail("severity", "must be one of info, warning, error, critical (got \"\(s)\")") }
         }
         let summary = string("summary", max: EventLimits.summaryLength)
-        if let summary, summary.contains(where: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }) {
+        // Any line break Unicode knows (U+2028, U+0085 too): chat and pages would break the line.
+        if let summary, summary.contains(where: \.isNewline) {
             fail("summary", "must be one line (put the rest in details)")
         }
         let details = string("details", max: EventLimits.detailsLength)

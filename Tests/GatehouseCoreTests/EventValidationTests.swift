@@ -40,6 +40,10 @@ struct EventValidationTests {
         let long = String(repeating: "x", count: 129)
         #expect(fieldErrors(events(#"{"id":"\#(long)","type":"a.b","pipeline":"p"}"#)).map(\.field) == ["id"])
         #expect(fieldErrors(events(#"{"type":"a.b","pipeline":"p","summary":"\#(String(repeating: "s", count: 1001))"}"#)).map(\.field) == ["summary"])
+        // One line: no line break of any kind Unicode has.
+        for breaking in [#"\n"#, #"\r"#, #"\u2028"#, #"\u2029"#, #"\u0085"#, #"\u000b"#] {
+            #expect(fieldErrors(events(#"{"type":"a.b","pipeline":"p","summary":"one\#(breaking)two"}"#)).map(\.field) == ["summary"], "\(breaking)")
+        }
         #expect(fieldErrors(events(#"{"type":"a.b","pipeline":"p","details":"\#(String(repeating: "d", count: 20001))"}"#)).map(\.field) == ["details"])
         let labels = (0..<65).map { #""l\#($0)":"v""# }.joined(separator: ",")
         #expect(fieldErrors(events(#"{"type":"a.b","pipeline":"p","labels":{\#(labels)}}"#)).map(\.field) == ["labels"])
