@@ -5,6 +5,40 @@ import GatehouseStore
 import Hummingbird
 import NIOCore
 import ServiceLifecycle
+import Synchronization
+
+/// Event streams open now, at most `limit`. Each holds a connection for as long as its reader
+/// wants, and `max_connections` counts them with everything else: without a cap, enough
+/// streams (a hostile tester opened 1,100) left no connection for an event or `/healthz`.
+final class StreamGauge: Sendable {
+    let limit: Int
+    private let open = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    var count: Int { open.load(ordering: .relaxed) }
+
+    /// A slot, or nil when `limit` streams are open. The slot is given back when it is released
+    /// — after its stream ends, or with a response that was never written.
+    func take() -> Slot? {
+        guard open.wrappingAdd(1, ordering: .relaxed).newValue <= limit else {
+            open.wrappingSubtract(1, ordering: .relaxed)
+            return nil
+        }
+        return Slot(gauge: self)
+    }
+
+    final class Slot: Sendable {
+        let gauge: StreamGauge
+        private let held = Atomic<Bool>(true)
+        init(gauge: StreamGauge) { self.gauge = gauge }
+        /// Once: when the stream ends, or else when the slot goes.
+        func release() {
+            if held.exchange(false, ordering: .relaxed) { gauge.open.wrappingSubtract(1, ordering: .relaxed) }
+        }
+        deinit { release() }
+    }
+}
 
 /// docs/api.md (Events): ingest, list, stream, runs.
 struct EventsController {
@@ -12,6 +46,7 @@ struct EventsController {
     let auth: Authenticator
     let maxBodyBytes: Int
     let heartbeat: Duration
+    let streams: StreamGauge
 
     func addRoutes(to router: Router<GatehouseContext>) {
         router.post("/v1/events", use: ingest)
@@ -76,6 +111,12 @@ struct EventsController {
         }
         filter.after = start
         filter.limit = 500
+        guard let slot = streams.take() else {
+            var problem = Problem.unavailable(
+                "\(streams.limit) event streams are open, the most this server keeps (half of server.max_connections, so that events and health checks always get a connection): retry later")
+            problem.retryAfterSeconds = 5
+            throw problem
+        }
         let initialFilter = filter
         let subscriber = events.subscribe()
         let service = events
@@ -83,7 +124,10 @@ struct EventsController {
         let auth = self.auth
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            defer { subscriber.close() }
+            defer {
+                subscriber.close()
+                slot.release()
+            }
             try await withGracefulShutdownHandler {
                 try await writer.write(ByteBuffer(string: "retry: 2000\n: connected at cursor \(start)\n\n"))
                 var cursor = start

@@ -42,7 +42,8 @@ public enum GatehouseServer {
             events: events,
             auth: auth,
             maxBodyBytes: config.server.maxBodyBytes,
-            heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50))
+            heartbeat: .milliseconds(max(config.server.sseHeartbeat.milliseconds, 50)),
+            streams: StreamGauge(limit: max(1, config.server.maxConnections / 2))
         ).addRoutes(to: router)
         OpsController(database: database, registry: registry, state: state).addRoutes(to: router)
         OpenAPIController().addRoutes(to: router)

@@ -107,6 +107,34 @@ struct StreamTests {
         }
     }
 
+    /// A hostile tester held 1,100 streams open and `max_connections` (1,024) was spent: events
+    /// and `/healthz` waited out their timeouts. Streams now take at most half of it; one more
+    /// is a `503` with Retry-After, and a stream that ends gives its place back.
+    @Test func streamsLeaveConnectionsForEverythingElse() async throws {
+        try await offThePool {
+            let dir = TempDir()
+            let config = dir.write("gatehouse.yml", "server:\n  max_connections: 16\n  sse_heartbeat: 100ms\n")
+            let server = try ServerProcess(dir: dir, arguments: ["--config", config])
+            let open = (0..<8).map { _ in StreamReader(url: server.url + "/v1/events/stream") }
+            for reader in open { #expect(reader.wait { _, raw in raw.contains("connected") }) }
+            let refused = try server.get("/v1/events/stream")
+            #expect(refused.status == 503 && refused.header("Retry-After") == "5" && refused.text.contains("event streams are open"), "\(refused.status) \(refused.text)")
+            #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#).status == 202)
+            #expect(try server.get("/healthz").status == 200)
+            // A stream that ends gives its place back (the server notices at its next write).
+            open[0].stop()
+            #expect(open[0].done.wait(timeout: .now() + 10) == .success)
+            var again: StreamReader?
+            let deadline = Date().addingTimeInterval(10)
+            while again == nil && Date() < deadline {
+                let reader = StreamReader(url: server.url + "/v1/events/stream")
+                if reader.wait(timeout: 2, until: { _, raw in raw.contains("connected") }) { again = reader } else { Thread.sleep(forTimeInterval: 0.2) }
+            }
+            #expect(again != nil, "no place was given back")
+            for reader in open.dropFirst() + [again].compactMap({ $0 }) { reader.stop() }
+        }
+    }
+
     @Test func cliTailFollowsTheStream() async throws {
         try await offThePool {
             let server = try ServerProcess()
