@@ -111,7 +111,7 @@ struct ConnectionTests {
         try await offThePool {
             let dir = TempDir()
             let server = try ServerProcess(dir: dir, arguments: config(dir, "  max_body: 4096\n"), environment: ["GATEHOUSE_LOG_LEVEL": "info", "GATEHOUSE_LOG_FORMAT": "json"])
-            let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            let head = "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
             let over = try RawConnection(server.url)
             over.send(head + "Transfer-Encoding: chunked\r\n\r\n")
@@ -147,7 +147,7 @@ struct ConnectionTests {
             let server = try ServerProcess(dir: dir, environment: ["GATEHOUSE_LOG_LEVEL": "info", "GATEHOUSE_LOG_FORMAT": "json"])
             for path in ["/v1/events", "/v1/gates", "/v1/datasets"] {
                 let cut = try RawConnection(server.url)
-                cut.send("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":")
+                cut.send("POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":")
                 cut.shutdownWrite()
                 let reply = String(decoding: cut.read(for: 30), as: UTF8.self)
                 #expect(!reply.hasPrefix("HTTP/1.1 500"), "\(path): \(reply)")
@@ -155,7 +155,7 @@ struct ConnectionTests {
             // The NDJSON import reads its body as a stream: the same rule.
             #expect(try server.post("/v1/datasets", #"{"name":"d","labels":["a"]}"#).status == 201)
             let cut = try RawConnection(server.url)
-            cut.send("POST /v1/datasets/d/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\":\"1\",\"data\":{\"text\":\"t\"}}\n")
+            cut.send("POST /v1/datasets/d/items HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\":\"1\",\"data\":{\"text\":\"t\"}}\n")
             cut.shutdownWrite()
             let reply = String(decoding: cut.read(for: 30), as: UTF8.self)
             #expect(!reply.hasPrefix("HTTP/1.1 500"), "\(reply)")
@@ -172,12 +172,12 @@ struct ConnectionTests {
             let dir = TempDir()
             let server = try ServerProcess(dir: dir, arguments: config(dir, "  idle_timeout: 1s\n"))
             let halfHead = try RawConnection(server.url)
-            halfHead.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le")
+            halfHead.send("POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
             let halfBody = try RawConnection(server.url)
-            halfBody.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"type\"")
+            halfBody.send("POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"type\"")
             let silent = try RawConnection(server.url)
             let keptAlive = try RawConnection(server.url)
-            keptAlive.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            keptAlive.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             // Each is closed by the server (the read ends), not left open until we give up.
             #expect(halfHead.readUntilClosed(seconds: 30).closed)
             #expect(halfBody.readUntilClosed(seconds: 30).closed)
@@ -199,7 +199,7 @@ struct ConnectionTests {
         try await offThePool {
             let dir = TempDir()
             let server = try ServerProcess(dir: dir, arguments: config(dir, "  max_connections: 2\n"))
-            func healthz(_ c: RawConnection) { c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") }
+            func healthz(_ c: RawConnection) { c.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
             func answered(_ c: RawConnection, within seconds: Double) -> Bool {
                 c.statusLine(within: seconds)?.hasPrefix("HTTP/1.1 200") == true
             }

@@ -15,7 +15,7 @@ struct EventsFastPathTests {
     /// media types and charsets refused, a query string, `Expect`, a malformed Authorization.
     static let requests: [(label: String, text: String)] = {
         func post(_ body: String, type: String = "application/json", headers: String = "", path: String = "/v1/events") -> String {
-            "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
+            "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
         }
         return [
             ("accepted", post(#"{"id":"a1","type":"run.failed","pipeline":"p","run":"r1","summary":"boom"}"#)),
@@ -35,7 +35,7 @@ struct EventsFastPathTests {
             ("query", post(#"{"id":"a13","type":"run.failed","pipeline":"p"}"#, path: "/v1/events?x=1")),
             ("expect", post(#"{"id":"a14","type":"run.failed","pipeline":"p"}"#, headers: "Expect: 100-continue\r\n")),
             ("basic auth", post(#"{"id":"a15","type":"run.failed","pipeline":"p"}"#, headers: "Authorization: Basic eDp5\r\n")),
-            ("health", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ("health", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
             // Over the 64 KiB parsed on the event loop, within max_body: the router's.
             ("large batch", post("[" + (0..<400).map { #"{"id":"b\#($0)","type":"run.started","pipeline":"p","summary":"\#(String(repeating: "x", count: 150))"}"# }.joined(separator: ",") + "]")),
             ("after all that", post(#"{"id":"a16","type":"run.succeeded","pipeline":"p","run":"r1"}"#)),
@@ -87,7 +87,7 @@ struct EventsFastPathTests {
     /// router's to answer, as if it had read them from the start.
     @Test func brokenRequestsAreAnsweredAsTheRouterDoes() async throws {
         try await offThePool {
-            let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            let head = "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             let broken = [
                 head + "Transfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
                 head + "Content-Length: 100\r\n\r\n{\"id\":\"c1\",\"type\":",
@@ -131,7 +131,7 @@ struct EventsFastPathTests {
     }
 
     func post(_ body: String) -> String {
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
     }
 
     /// Commits slower than `idle_timeout` (another process holds the write lock): a client
@@ -187,7 +187,7 @@ struct EventsFastPathTests {
             let broken = try RawConnection(server.url)
             broken.send(post(#"{"id":"b1","type":"run.failed","pipeline":"p"}"#))
             Thread.sleep(forTimeInterval: 0.1)
-            broken.send("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":")
+            broken.send("POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":")
             broken.shutdownWrite()
             let replies = String(decoding: broken.read(for: 10), as: UTF8.self)
             holder.waitUntilExit()
@@ -212,14 +212,14 @@ struct EventsFastPathTests {
             var expected: [(status: Int, id: String?)] = []
             for i in 0..<40 {
                 func post(_ body: String) -> String {
-                    "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+                    "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
                 }
                 switch i % 5 {
                 case 0, 1:
                     burst += post(#"{"id":"e\#(i)","type":"run.failed","pipeline":"p","run":"r\#(i)"}"#)
                     expected.append((202, "e\(i)"))
                 case 2:
-                    burst += "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                    burst += "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                     expected.append((200, nil))
                 case 3:
                     // A reused id: accepted by the fast path's checks, refused by the commit.

@@ -531,7 +531,7 @@ struct GateTests {
             let closing = try RawHTTPConnection(port: server.port)
             var hungUp: RawHTTPConnection? = try RawHTTPConnection(port: server.port)
             keepAlive.get("/v1/gates/\(id)/wait?timeout=30s")
-            pipelined.send("GET /v1/gates/\(id)/wait?timeout=30s HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            pipelined.send("GET /v1/gates/\(id)/wait?timeout=30s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             closing.get("/v1/gates/\(id)/wait?timeout=30s", headers: "Connection: close\r\n")
             hungUp?.get("/v1/gates/\(id)/wait?timeout=30s")
             #expect(try server.waitForWaiters(4))
@@ -556,7 +556,7 @@ struct GateTests {
             let next = try #require(keepAlive.read(timeout: 10))
             #expect((try? JSONValue.parse(next.body))?.objectValue?["id"] == .string(id))
             // …with every later answer framed for its own request: a HEAD's carries no body.
-            keepAlive.send("HEAD /v1/gates/\(id) HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            keepAlive.send("HEAD /v1/gates/\(id) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             #expect(keepAlive.read(timeout: 10, bodyless: true) != nil)
             #expect((try? JSONValue.parse(try #require(keepAlive.read(timeout: 10)).body))?.objectValue?["status"] == .string("ok"))
             #expect(keepAlive.read(timeout: 0.5) == nil)

@@ -323,7 +323,7 @@ final class RawHTTPConnection {
         }
     }
 
-    func get(_ path: String, headers: String = "") { send("GET \(path) HTTP/1.1\r\nHost: test\r\n\(headers)\r\n") }
+    func get(_ path: String, headers: String = "") { send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)\r\n") }
 
     /// The next whole answer, or nil if none arrives within `timeout` seconds (or the server
     /// closed the connection first). `bodyless`: the answer to a HEAD (a head only, whatever
