@@ -181,22 +181,29 @@ struct DeliveryTests {
                 """ }
             let start = Date()
             #expect(try server.post("/v1/events", #"{"id":"late1","type":"run.failed","pipeline":"late","run":"r"}"#).status == 202)
+            // late1 falls due 1 s after its commit, which is before its answer: measured from
+            // the answer (a loaded machine may take a while to give it), with a margin.
+            let lateDue = Date().timeIntervalSince(start) + 1.3
             // A burst the receiver (16 a second: 32 at a time, 2 s each) cannot keep up with,
             // then a trickle: its queue stays long past the moment late1 falls due.
             var postedAt: [String: Double] = [:]
             for n in 0..<130 {
                 let wait = n < 100 ? 0 : 0.05
                 Thread.sleep(forTimeInterval: wait)
+                // When the post began: the row was committed after this.
+                let began = Date().timeIntervalSince(start)
                 if try server.post("/v1/events", #"{"id":"q\#(n)","type":"run.failed","pipeline":"q\#(n)","run":"r"}"#).status == 202 {
-                    postedAt["q\(n)"] = Date().timeIntervalSince(start)
+                    postedAt["q\(n)"] = began
                 }
             }
             let all = try sink.wait(for: postedAt.count + 1, at: "/slow-2/w", timeout: 60)
             let order = all.sorted { $0.time < $1.time }.compactMap { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue }
             let late = try #require(order.firstIndex(of: "late1"))
             // Posted well after late1 fell due (1 s), yet sent before it:
-            let overtook = order[..<late].filter { (postedAt[$0] ?? 0) > 1.3 }
-            #expect(overtook.isEmpty, "\(overtook.count) rows posted after late1 fell due went first (of \(postedAt.values.filter { $0 > 1.3 }.count))")
+            let overtook = order[..<late].filter { (postedAt[$0] ?? 0) > lateDue }
+            #expect(overtook.isEmpty, "\(overtook.count) rows posted after late1 fell due went first (of \(postedAt.values.filter { $0 > lateDue }.count))")
+            // The check had rows to judge: the trickle went on well past late1's time.
+            #expect(postedAt.values.filter { $0 > lateDue }.count >= 5)
         }
     }
 
@@ -301,10 +308,10 @@ struct DeliveryTests {
             #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
 
             // The healthy receiver is served at once, while the others fail.
-            let healthy = try sink.wait(for: 5, at: "/ok/healthy", timeout: 5)
+            let healthy = try sink.wait(for: 5, at: "/ok/healthy", timeout: 8)
             #expect(healthy.count == 5)
             // Held up, it would wait for the 10 s of 429s; the margin absorbs a loaded CI machine.
-            #expect(healthy.allSatisfy { $0.time - start < 5.0 }, "healthy receiver was held up")
+            #expect(healthy.allSatisfy { $0.time - start < 8.0 }, "healthy receiver was held up")
             // 404 is final: one attempt each, then the fallback receiver gets the message.
             let backup = try sink.wait(for: 5, at: "/ok/backup", timeout: 5)
             #expect(backup.count == 5)
@@ -451,13 +458,15 @@ struct DeliveryTests {
             #expect(Set(r1.compactMap { $0["batch_id"]?.stringValue }).count == 1)
             #expect(digest.headers["webhook-id"] == r1.first?["batch_id"]?.stringValue)
 
-            // The group flushed: its next event waits for group_interval after that flush.
+            // The group flushed: its next event waits for group_interval after that flush. Times
+            // are the sink's arrivals, and the flush's own arrival may lag its send on a loaded
+            // machine, so the bounds keep a margin; a send at once would show ~0 s.
             let flushedAt = digest.time
             _ = try server.post("/v1/events", #"{"id":"a4","type":"run.started","pipeline":"train","run":"r1"}"#)
             let later = try sink.wait(for: 3, at: "/ok/team", timeout: 10)
             #expect(later.count == 3)
             if later.count == 3 {
-                #expect(later[2].time - flushedAt >= 2.8, "sent \(later[2].time - flushedAt)s after the flush")
+                #expect(later[2].time - flushedAt >= 2.0, "sent \(later[2].time - flushedAt)s after the flush")
                 #expect(later[2].json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("a4"))
             }
             rows = try server.waitForDeliveries { rows in rows.count == 5 && rows.allSatisfy { $0["state"] == .string("delivered") } }
@@ -491,7 +500,7 @@ struct DeliveryTests {
             let flushedAt = first.map(\.time).min() ?? 0
             #expect(try server.post("/v1/events", event("l4", team: long + "A")).status == 202)
             let later = try sink.wait(for: 3, at: "/ok/team", timeout: 10)
-            #expect(later.count == 3 && (later.last?.time ?? 0) - flushedAt >= 1.8, "\(later.map { $0.time - flushedAt })")
+            #expect(later.count == 3 && (later.last?.time ?? 0) - flushedAt >= 1.2, "\(later.map { $0.time - flushedAt })")
         }
     }
 
@@ -527,7 +536,7 @@ struct DeliveryTests {
             if sent.count >= 2 {
                 #expect(ids(sent[1]) == (1...8).map { "f\($0)" })
                 // (The first arrival lags its flush by the send; the old code sent at once.)
-                #expect(sent[1].time - first.time >= 2.5, "sent \(sent[1].time - first.time)s after the group's first flush")
+                #expect(sent[1].time - first.time >= 2.0, "sent \(sent[1].time - first.time)s after the group's first flush")
             }
         }
     }
@@ -600,8 +609,8 @@ struct DeliveryTests {
             let (sink, server) = try deliveringServer { sink in """
                 receivers:
                   - name: stuck
-                    timeout: 4s
-                    max_age: 8s
+                    timeout: 6s
+                    max_age: 12s
                     webhook: { url: \(sink.url("/hang/stuck")) }
                   - name: healthy
                     webhook: { url: \(sink.url("/ok/healthy")) }
@@ -615,11 +624,11 @@ struct DeliveryTests {
                 """ }
             let start = Date().timeIntervalSince1970
             _ = try server.post("/v1/events", "[" + (0..<3).map { #"{"id":"h\#($0)","type":"run.failed","pipeline":"p"}"# }.joined(separator: ",") + "]")
-            let healthy = try sink.wait(for: 3, at: "/ok/healthy", timeout: 5)
+            let healthy = try sink.wait(for: 3, at: "/ok/healthy", timeout: 8)
             #expect(healthy.count == 3)
-            // Queued behind the stuck receiver it would wait at least its 4 s timeout.
-            #expect(healthy.allSatisfy { $0.time - start < 3.5 })
-            let rows = try server.waitForDeliveries(timeout: 20) { rows in rows.filter { $0["receiver"] == .string("stuck") }.allSatisfy { $0["state"] == .string("dead") } }
+            // Queued behind the stuck receiver it would wait at least its 6 s timeout.
+            #expect(healthy.allSatisfy { $0.time - start < 5 })
+            let rows = try server.waitForDeliveries(timeout: 40) { rows in rows.filter { $0["receiver"] == .string("stuck") }.allSatisfy { $0["state"] == .string("dead") } }
             let stuck = rows.filter { $0["receiver"] == .string("stuck") }
             #expect(stuck.count == 3)
             #expect(stuck.allSatisfy { $0["state"] == .string("dead") && ($0["last_error"]?.stringValue?.contains("timed out") ?? false) })
@@ -655,7 +664,7 @@ struct DeliveryTests {
             let reminders = got.dropFirst()
             #expect(reminders.allSatisfy { $0.json["kind"] == .string("repeat") && $0.json["events"]?.arrayValue?.first?.objectValue?["id"] == .string("f1") })
             if got.count >= 3 {
-                #expect(got[1].time - got[0].time >= 1.3, "first reminder after \(got[1].time - got[0].time)s")
+                #expect(got[1].time - got[0].time >= 1.0, "first reminder after \(got[1].time - got[0].time)s")
             }
             // A successful run ends the reminders (the success itself is routed to the root).
             _ = try server.post("/v1/events", #"{"id":"s1","type":"run.succeeded","pipeline":"train","run":"r2"}"#)
