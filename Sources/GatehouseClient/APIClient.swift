@@ -123,6 +123,15 @@ public final class APIClient {
                     failures = 0
                     return true
                 }
+                if result.status == 503 {
+                    // The server is stopping, or keeps no more streams just now: come back
+                    // when it says (the README promises `events tail` reconnects on its own).
+                    failures += 1
+                    if failures > 30 { throw ClientFailure.from(status: result.status, body: result.body) }
+                    parser = SSEParser()
+                    Thread.sleep(forTimeInterval: min(max(result.header("Retry-After").flatMap(Double.init) ?? 2, 0.2), 30))
+                    continue
+                }
                 if !(200..<300).contains(result.status) && result.status != 0 {
                     throw ClientFailure.from(status: result.status, body: result.body)
                 }

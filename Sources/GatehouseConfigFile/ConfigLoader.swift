@@ -409,6 +409,12 @@ private struct Walker {
             if config.gateRules.contains(where: { $0.name == name }) { issue(item, "gates: rule \"\(name)\" is defined twice"); continue }
             if matchers.isEmpty { issue(item, "gates[\(name)] needs match: a rule without matchers would open a gate for every event") }
             if template["title"] == nil { issue(item, "gates[\(name)] needs a title") }
+            // Inputs without tags are the same for every event: checked now, as a gate opened by
+            // the API would be, rather than refusing each matching event later.
+            if let inputs = template["inputs"], !inputs.serialized().contains("{{"),
+               case .failure(let problem) = GateSpec.parseNew(.object(JSONObject([("title", .string("t")), ("inputs", inputs)]))) {
+                for error in problem.errors { issue(item, "gates[\(name)].\(error.field) \(error.detail)") }
+            }
             config.gateRules.append(GateRule(name: name, matchers: matchers, template: template, line: item.mark?.line ?? 0))
         }
     }

@@ -109,7 +109,7 @@ public struct SilenceRequest: Codable, Sendable, Equatable, JSONOmitsAbsentField
             // `pipeline!="x"`) would also mute what has none of its labels — nearly everything.
             let parsed = matchers.compactMap { try? Matcher.parseList($0) }
             if !parsed.isEmpty, parsed.count == matchers.count, parsed.joined().allSatisfy({ $0.matches(value: "") }) {
-                body.refuse(.matchers, "must hold one matcher that does not match the empty string (a silence of nearly everything), such as pipeline=\"train\" or pipeline=~\".+\"")
+                body.refuse(.matchers, "must hold one matcher that does not match the empty string (a silence of nearly everything), such as pipeline=\"train\"")
             }
         }
         let timeRule = "must be an RFC 3339 time"

@@ -161,6 +161,9 @@ struct EventsController {
                     // Commits the filter hides still leave the line silent: heartbeat on time
                     // whatever woke us.
                     if ContinuousClock.now - lastWrite >= heartbeat {
+                        // A quiet stream (a filter nothing matches) is asked too, so a revoked
+                        // token cannot keep a stream's place for good.
+                        guard (try? await auth.authorize(request, context: context, scope: .eventsRead)) != nil else { break streaming }
                         try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
                         lastWrite = ContinuousClock.now
                     }

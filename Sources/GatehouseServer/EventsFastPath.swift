@@ -209,7 +209,7 @@ final class EventsFastPath: ChannelDuplexHandler {
         else { return nil }
         guard settings.auth.allowsFromCache(
             authorization: fields[.authorization], hasCookie: fields[.cookie] != nil,
-            isLoopbackPeer: GatehouseContext.isLoopback(channel.remoteAddress), trustedAsLocal: LocalTrust.refusal(head) == nil, scope: .eventsWrite)
+            isLoopbackPeer: GatehouseContext.isLoopback(channel.remoteAddress), trustedAsLocal: fields[.authorization] == nil && LocalTrust.refusal(head) == nil, scope: .eventsWrite)
         else { return nil }
         return mediaType
     }

@@ -6,23 +6,38 @@ import HTTPTypes
 /// - its `Host`: a DNS-rebinding page reaches 127.0.0.1 under its own name, so only a loopback
 ///   name is trusted — 127.x.x.x, `[::1]`, `localhost` and `*.localhost` (which browsers never
 ///   resolve elsewhere) — or no `Host` at all, which no browser sends;
-/// - for a change (anything but GET and HEAD), what the browser says of where it comes from:
-///   `Sec-Fetch-Site` other than `same-origin` (the console's own pages) or `none` (the user's
-///   own doing), or, from a browser too old for that header, an `Origin` naming another host.
-///   A cross-site form (`text/plain` or a form encoding) needs no preflight, so without this
-///   any page could silence every alert or decide a gate. The CLI, the SDK and curl send
-///   neither header.
+/// - what the browser says of where a request comes from: `Sec-Fetch-Site` other than
+///   `same-origin` (the console's own pages) or `none` (the user's own doing) is refused but
+///   for a link followed to a console page; and for a change, from a browser too old for that
+///   header, an `Origin` naming another host. A cross-site form (`text/plain` or a form
+///   encoding) needs no preflight, so without this any page could silence every alert or
+///   decide a gate. The CLI, the SDK and curl send neither header.
+/// A request relayed by a reverse proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) is not
+/// the local user's either.
 enum LocalTrust {
     /// Why `head` may not act as the local user; nil when it may.
     static func refusal(_ head: HTTPRequest) -> String? {
+        // A reverse proxy on this machine is a loopback peer, but its clients are anyone's.
+        if let header = forwarded.first(where: { head.headerFields[$0] != nil }) {
+            return "this server has no tokens and trusts only callers on this machine, not a request relayed by a proxy (\(header)); create a token with `gatehouse token create`"
+        }
         if let authority = head.authority, !isLoopbackName(authority) {
             return "this server has no tokens and trusts only requests addressed to a loopback name (127.0.0.1, [::1], localhost), not \(authority); create a token with `gatehouse token create` to serve other names"
         }
-        guard head.method != .get, head.method != .head else { return nil }
-        if let site = head.headerFields[secFetchSite]?.lowercased(), site != "same-origin", site != "none" {
-            return "this server has no tokens, so a change from another site's page (Sec-Fetch-Site: \(site)) is refused: make it from this server's own pages, the CLI or the API"
+        let fields = head.headerFields
+        if let site = fields[secFetchSite]?.lowercased(), site != "same-origin", site != "none" {
+            // A link followed from elsewhere (a chat message, another tool's page) to one of the
+            // console's pages is the user's own doing. Anything else another site's page makes
+            // the browser send — a form, a fetch, an image — is refused, reads included:
+            // `GET /v1/datasets/{name}/next` leases an item, a stream holds a connection.
+            let navigation = (head.method == .get || head.method == .head) && fields[secFetchMode]?.lowercased() == "navigate"
+                && fields[secFetchDest]?.lowercased() == "document" && !(head.path ?? "").hasPrefix("/v1/")
+            if !navigation {
+                return "this server has no tokens, so a request from another site's page (Sec-Fetch-Site: \(site)) is refused: make it from this server's own pages, the CLI or the API"
+            }
         }
-        if let origin = head.headerFields[.origin]?.lowercased(), head.headerFields[secFetchSite] == nil {
+        guard head.method != .get, head.method != .head else { return nil }
+        if let origin = fields[.origin]?.lowercased(), fields[secFetchSite] == nil {
             let host = head.authority?.lowercased() ?? ""
             if origin != "http://\(host)" && origin != "https://\(host)" {
                 return "this server has no tokens, so a change from another origin (\(origin)) is refused: make it from this server's own pages, the CLI or the API"
@@ -32,6 +47,10 @@ enum LocalTrust {
     }
 
     static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
+    static let secFetchMode = HTTPField.Name("Sec-Fetch-Mode")!
+    static let secFetchDest = HTTPField.Name("Sec-Fetch-Dest")!
+    /// Set by a reverse proxy: the request came from elsewhere through it (see `refusal`).
+    static let forwarded = [HTTPField.Name("Forwarded")!, HTTPField.Name("X-Forwarded-For")!, HTTPField.Name("X-Real-IP")!]
 
     /// Whether a `Host` value (with or without a port) names this machine's loopback interface.
     static func isLoopbackName(_ authority: String) -> Bool {

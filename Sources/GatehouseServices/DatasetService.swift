@@ -122,7 +122,7 @@ public final class DatasetService: Sendable {
     /// Item ids are checked on import (no control characters): one holding a control character
     /// names no item and is not looked up — it comes from a form or a URL, and PostgreSQL's
     /// text cannot even hold the NUL it may carry.
-    static func namesNoItem(_ id: String) -> Bool { ControlCharacters.contains(id) }
+    static func namesNoItem(_ id: String) -> Bool { ControlCharacters.containsC0(id) }
 
     public struct Labelled: Sendable, Equatable {
         /// The label as stored (normalised for the task).

@@ -276,7 +276,7 @@ public final class GateService: Sendable {
     /// Gate ids are generated (`gate_` and hex): one holding a control character names no
     /// gate and is not looked up. A forged callback may name anything, and PostgreSQL's text
     /// cannot even hold the NUL it may send.
-    static func namesNoGate(_ id: String) -> Bool { ControlCharacters.contains(id) }
+    static func namesNoGate(_ id: String) -> Bool { ControlCharacters.containsC0(id) }
     public func verifyAudit() async throws -> AuditLedger.Verification { try await repository.verifyAudit() }
 }
 

@@ -236,8 +236,18 @@ struct WebSessionTests {
                 // The events' fast path asks the same.
                 #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#, headers: headers).status == 403, "\(headers)")
             }
-            // Reading under another name (a rebinding page would read the answer) is refused too.
+            // Reading under another name (a rebinding page would read the answer) is refused too,
+            // and so is any request another site's page makes but a link followed to a page:
+            // `GET /v1/datasets/{name}/next` leases an item, a stream holds a connection.
             #expect(try server.request("GET", "/v1/gates", headers: ["Host": "attacker.example:\(port)"]).status == 403)
+            #expect(try server.request("GET", "/v1/gates", headers: ["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"]).status == 403)
+            #expect(try server.request("GET", "/v1/gates", headers: ["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"]).status == 403)
+            let followed = try server.request("GET", "/gates", headers: ["Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Accept": "text/html"])
+            #expect(followed.status == 303 && followed.header("Location")?.hasPrefix("/login") == true, "\(followed.status)")
+            // A reverse proxy on this machine is on loopback, but its clients are not.
+            for header in ["Forwarded", "X-Forwarded-For", "X-Real-IP"] {
+                #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#, headers: [header: "203.0.113.9"]).status == 403, "\(header)")
+            }
             #expect(try server.request("POST", "/login", body: "name=mallory&next=/", contentType: "application/x-www-form-urlencoded",
                                        headers: ["Host": "attacker.example:\(port)", "Sec-Fetch-Site": "same-origin"]).status == 403)
             #expect(try server.json("/v1/silences")["silences"]?.arrayValue?.isEmpty == true)

@@ -26,6 +26,7 @@ struct ControlCharacterTests {
                 ("labels.team", #"{"type":"run.started","pipeline":"p","labels":{"team":"ml\u0085"}}"#),
                 ("pipeline", #"{"type":"run.started","pipeline":"deploy-\u202Egnp.exe"}"#),
                 ("run", #"{"type":"run.started","pipeline":"p","run":"r\u2066x\u2069"}"#),
+                ("step", #"{"type":"run.started","pipeline":"p","step":"one\u2028two"}"#),
             ]
             for (field, body) in refused {
                 let r = try server.post("/v1/events", body)

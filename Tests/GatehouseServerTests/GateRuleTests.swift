@@ -135,8 +135,20 @@ struct GateRuleTests {
                 timout: 2h
               - name: c
                 title: "{{pipeline"
+              - name: d
+                match: ['type="x"']
+                title: "T"
+                inputs: [{name: share, type: integer, min: 0.2, max: 0.8}]
+              - name: e
+                match: ['type="x"']
+                title: "T"
+                inputs: [{name: share, type: integer, min: "{{attributes.low}}", max: 10}]
             """)
         let messages = loaded.issues.map { "\($0.line): \($0.message)" }
+        // Bounds no value meets are a config error (they would refuse every matching event);
+        // bounds an event fills in are checked with that event.
+        #expect(messages.contains { $0.contains("gates[d].inputs[0].min leaves no whole number up to max (0.8)") }, "\(messages)")
+        #expect(!messages.contains { $0.contains("gates[e]") }, "\(messages)")
         #expect(messages.contains { $0.hasPrefix("4: gates[0].title uses {{#attributes}}") }, "\(messages)")
         #expect(messages.contains { $0.hasPrefix("8: unknown key \"timout\" in gates[1] (did you mean timeout?)") }, "\(messages)")
         #expect(messages.contains { $0.contains("gates[2].title has a {{ without its }}") }, "\(messages)")

@@ -119,8 +119,11 @@ struct StreamTests {
             for reader in open { #expect(reader.wait { _, raw in raw.contains("connected") }) }
             let refused = try server.get("/v1/events/stream")
             #expect(refused.status == 503 && refused.header("Retry-After") == "5" && refused.text.contains("event streams are open"), "\(refused.status) \(refused.text)")
-            #expect(try server.post("/v1/events", #"{"type":"a.b","pipeline":"p"}"#).status == 202)
+            #expect(try server.post("/v1/events", #"{"id":"e1","type":"a.b","pipeline":"p"}"#).status == 202)
             #expect(try server.get("/healthz").status == 200)
+            // `events tail`, refused a place, waits as told and comes back (it used to exit).
+            let tail = try RunningCLI(["events", "tail", "--after", "0", "--count", "1", "--json"], server: server.url)
+            Thread.sleep(forTimeInterval: 1)
             // A stream that ends gives its place back (the server notices at its next write).
             open[0].stop()
             #expect(open[0].done.wait(timeout: .now() + 10) == .success)
@@ -132,6 +135,8 @@ struct StreamTests {
             }
             #expect(again != nil, "no place was given back")
             for reader in open.dropFirst() + [again].compactMap({ $0 }) { reader.stop() }
+            let tailed = tail.finish(timeout: 30)
+            #expect(tailed.status == 0 && tailed.stdout.contains("\"e1\""), "\(tailed.status) \(tailed.stderr)")
         }
     }
 

@@ -6,11 +6,13 @@
 // - a page whose region also changes without an event (a delivery answered, retried or dead; a
 //   label saved; a silence ending) says so with data-poll="<seconds>" and is reloaded that often
 //   while it is visible;
-// - no reload, for an event or a poll, replaces the region under the reader: not while focus
-//   or a selection is in it, a pointer is pressed in it or has moved over it in the last
-//   1.5 s (a new gate would push the row the reader is about to click down, and the click
-//   would land on another gate's button). The page is brought up to date once the reader
-//   leaves it; and not at all when the HTML is what is already shown.
+// - no reload, for an event or a poll, replaces the region under the reader: not while the
+//   pointer is over it, a keyboard's focus or a selection is in it (a new gate would push the
+//   row the reader is about to click down, and the click would land on another gate's
+//   button). A button in the corner says updates are held, and shows them when pressed; the
+//   page is brought up to date by itself once the reader leaves. Taps in the first 0.75 s
+//   after the region changed are ignored (a touch screen has no pointer before the tap).
+//   A reload that brings the HTML already shown changes nothing.
 (function () {
   // "3 min ago", or "in 2 h" for a deadline still ahead.
   function ago(t) {
@@ -43,39 +45,57 @@
   let issued = 0;     // reloads started; only the latest one's answer is shown
   let inflight = 0;   // reloads not yet answered: a poll waits for them
   let polling = null;
-  let pointerAt = 0;      // when a pointer last moved or was pressed over the region
+  let inside = false;     // a pointer is over the region (a mouse resting there too)
   let pressed = false;
   let stale = false;      // a reload was held back for the reader: done once they leave
-  let pointerX = -1, pointerY = -1;
-  // Only a pointer that really moved counts: browsers also send moves when the page's layout
-  // changes under a resting pointer, which would otherwise hold the region still for good.
-  live.addEventListener('pointermove', function (e) {
-    if (e.clientX === pointerX && e.clientY === pointerY) return;
-    pointerX = e.clientX;
-    pointerY = e.clientY;
-    pointerAt = Date.now();
-  });
-  live.addEventListener('pointerdown', function () { pointerAt = Date.now(); pressed = true; });
+  let swappedAt = 0;      // when the region was last replaced
+  live.addEventListener('pointerenter', function () { inside = true; });
+  let tapped = false;      // the last press in the region was a finger or a pen, not a mouse
+  live.addEventListener('pointerdown', function (e) { inside = true; pressed = true; tapped = e.pointerType === 'touch' || e.pointerType === 'pen'; });
   document.addEventListener('pointerup', function () { pressed = false; });
-  live.addEventListener('pointerleave', function () { pointerAt = 0; pressed = false; catchUp(); });
+  live.addEventListener('pointerleave', function () { inside = false; pressed = false; catchUp(); });
   live.addEventListener('focusout', function () { setTimeout(catchUp, 0); });
   document.addEventListener('selectionchange', function () { if (stale) catchUp(); });
-  // The reader is in the region: focus on one of its buttons or links, text selected in it, or
-  // a pointer pressed or lately moving over it.
-  function busy() {
-    if (pressed || Date.now() - pointerAt < 1500) return true;
+  // A tap meant for what was there a moment ago must not land on what replaced it: a touch
+  // screen has no pointer over the region before the finger comes down. (A mouse is over the
+  // region before it clicks, which holds reloads back.)
+  live.addEventListener('click', function (e) {
+    if (tapped && Date.now() - swappedAt < 750) { e.preventDefault(); e.stopPropagation(); }
+  }, true);
+  // Fixed in a corner, so showing it moves nothing on the page.
+  const held = document.createElement('button');
+  held.type = 'button';
+  held.className = 'held';
+  held.hidden = true;
+  held.textContent = 'New updates: show them';
+  held.addEventListener('click', function () { held.hidden = true; stale = false; refresh(true); });
+  document.body.appendChild(held);
+  function setStale(value) {
+    stale = value;
+    held.hidden = !value;
+  }
+  // Focus counts when it came from the keyboard: a button clicked with the mouse keeps focus
+  // after the pointer has gone, and would hold the page for good.
+  function keyboardFocusIn() {
     const focused = document.activeElement;
-    if (focused && focused !== document.body && live.contains(focused)) return true;
+    if (!focused || focused === document.body || !live.contains(focused)) return false;
+    try { return focused.matches(':focus-visible'); } catch (e) { return true; }
+  }
+  // The reader is in the region: the pointer over it or pressed, the keyboard's focus in it,
+  // or text selected in it.
+  function busy() {
+    if (pressed || inside || keyboardFocusIn()) return true;
     const selection = window.getSelection && window.getSelection();
     return !!(selection && !selection.isCollapsed && selection.rangeCount && live.contains(selection.getRangeAt(0).commonAncestorContainer));
   }
   // A reload held back for the reader is done (anew: what it brought may be old by now) as
   // soon as they are out of the region.
   function catchUp() {
-    if (stale && !busy() && !timer && !inflight) { stale = false; refresh(); }
+    if (stale && !busy() && !timer && !inflight) { setStale(false); refresh(); }
   }
   setInterval(catchUp, 1000);
-  function refresh() {
+  // `asked`: the reader pressed "show them", so the region is replaced whatever they do.
+  function refresh(asked) {
     timer = null;
     const n = ++issued;
     inflight++;
@@ -87,9 +107,10 @@
       if (!html || n !== issued) return;
       const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
       if (!fresh) { stopPolling(); return; }
-      if (fresh.innerHTML === shown) { stale = false; return; }
-      if (busy()) { stale = true; return; }
-      stale = false;
+      if (fresh.innerHTML === shown) { setStale(false); return; }
+      if (busy() && asked !== true) { setStale(true); return; }
+      setStale(false);
+      swappedAt = Date.now();
       const scrolled = Array.prototype.map.call(live.querySelectorAll('.scroll'), function (el) { return el.scrollLeft; });
       shown = fresh.innerHTML;
       live.innerHTML = shown;
@@ -122,7 +143,7 @@
             const m = line.match(/^id: (\d+)$/);
             if (m) { after = m[1]; seen = true; }
           });
-          if (seen && !timer) timer = setTimeout(refresh, 500);
+          if (seen && !timer) timer = setTimeout(function () { refresh(); }, 500);
           return pump();
         });
       }

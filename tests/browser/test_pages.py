@@ -398,22 +398,24 @@ def test_a_failed_background_post_falls_back_to_the_plain_form_with_its_action(s
 def test_a_new_gate_never_moves_the_buttons_under_the_reader(server, page):
     """A hostile tester's find: /gates followed every event at once, so a gate opened while
     someone was about to approve another pushed the rows down and their click approved the new
-    gate. The region now holds still while the reader is in it (pointer moving, focus, a
-    selection) and catches up once they leave."""
+    gate. The region now holds still while the reader is in it (a pointer over it, even resting;
+    the keyboard's focus; a selection), says so with a button in the corner, and catches up once
+    they leave."""
     with Client(server.url) as gh:
         safe = gh.open_gate("Deploy SAFE model", pipeline="train", approvers=["web:ops"])
     sign_in(page, server, "/gates", "ops")
     approve = page.locator("#live li:has-text('Deploy SAFE model') button.approve")
     box = approve.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    # The reader's pointer comes to rest on the button and stays there while they read.
     page.mouse.move(x - 40, y)
+    page.mouse.move(x, y, steps=4)
     with Client(server.url) as gh:
         risky = gh.open_gate("Deploy RISKY model", pipeline="train", approvers=["web:ops"])
-    # The reader's hand on its way to the button, for longer than the page takes to learn of
-    # the new gate (a 0.5 s debounce, then a reload).
-    for step in range(12):
-        page.mouse.move(x - 40 + step * 3, y)
-        page.wait_for_timeout(200)
+    # The page learnt of the new gate and held it back (the reload came: the button says so).
+    held = page.locator("button.held")
+    expect(held).to_be_visible(timeout=10000)
+    page.wait_for_timeout(1500)
     assert "RISKY" not in page.inner_text("#live")
     page.mouse.click(x, y)
     page.wait_for_url(server.url + "/gates**")
@@ -421,15 +423,27 @@ def test_a_new_gate_never_moves_the_buttons_under_the_reader(server, page):
         assert gh.get_gate(safe.id).state == "approved"
         assert gh.get_gate(risky.id).pending
 
-    # Focus in the region holds it too; once the reader leaves, the page catches up unasked.
+    # The keyboard's focus holds it too; once the reader leaves, the page catches up unasked.
     page.wait_for_selector("#live li:has-text('Deploy RISKY model')")
+    page.mouse.move(1, 1)
     page.focus("#live li:has-text('Deploy RISKY model') a")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.matches(':focus-visible') && document.getElementById('live').contains(document.activeElement)")
     page.evaluate("document.getElementById('live').dataset.marker = 'same page'")
     with Client(server.url) as gh:
         gh.open_gate("Deploy LATER model", pipeline="train")
-    page.wait_for_timeout(2500)
+    expect(held).to_be_visible(timeout=10000)
     assert "LATER" not in page.inner_text("#live")
-    page.mouse.move(1, 1)
     page.evaluate("document.activeElement.blur()")
     page.wait_for_selector("#live li:has-text('Deploy LATER model')", timeout=10000)
+    expect(held).to_be_hidden()
     assert page.evaluate("document.getElementById('live').dataset.marker") == "same page"
+
+    # "Show them" brings the updates in at once, the reader's pointer still on the list.
+    page.hover("#live li:has-text('Deploy LATER model')")
+    with Client(server.url) as gh:
+        gh.open_gate("Deploy ASKED model", pipeline="train")
+    expect(held).to_be_visible(timeout=10000)
+    held.evaluate("button => button.click()")  # the pointer stays on the list
+    page.wait_for_selector("#live li:has-text('Deploy ASKED model')", timeout=10000)
