@@ -201,7 +201,7 @@ public final class SQLDatasetRepository: DatasetRepository {
             let base = try db.value(Int64.self, "SELECT COALESCE(MAX(seq), 0) FROM items WHERE dataset = ?", [dataset]) ?? 0
             let added = try db.execute("""
                 INSERT INTO items (dataset, id, seq, data, meta, prediction)
-                SELECT ?, id, ? + n, data, meta, prediction FROM import_staging WHERE import_id = ? ORDER BY n
+                SELECT ?, id, ? + 1 + n, data, meta, prediction FROM import_staging WHERE import_id = ? ORDER BY n
                 ON CONFLICT (dataset, id) DO NOTHING
                 """, [dataset, base, importID])
             try db.execute("DELETE FROM import_staging WHERE import_id = ?", [importID])
@@ -384,14 +384,20 @@ public final class SQLDatasetRepository: DatasetRepository {
 
     public func export(_ spec: DatasetSpec, batch: Int, _ body: ([ExportedItem]) async throws -> Void) async throws {
         let dataset = spec.name
-        var after: Int64 = -1
+        // Pages follow (seq, id), not seq alone: imports before the fix gave an import's first
+        // item the seq of the previous one's last (and every one-item import seq 0), and a
+        // page boundary between two rows of one seq lost the second from the export.
+        var after: (seq: Int64, id: String) = (-1, "")
         while true {
             let from = after
-            let (page, last): ([ExportedItem], Int64) = try await database.read { db in
-                let rows = try db.all("SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND seq > ? ORDER BY seq LIMIT ?", [dataset, from, batch]) {
+            let (page, last): ([ExportedItem], (seq: Int64, id: String)) = try await database.read { db in
+                let rows = try db.all(
+                    "SELECT seq, id, data, meta, prediction FROM items WHERE dataset = ? AND (seq > ? OR (seq = ? AND id > ?)) ORDER BY seq, id LIMIT ?",
+                    [dataset, from.seq, from.seq, from.id, batch]
+                ) {
                     ($0[0] as Int64, Self.item($0, at: 1))
                 }
-                guard let lastSeq = rows.last?.0 else { return ([], from) }
+                guard let lastRow = rows.last else { return ([], from) }
                 let ids = rows.map(\.1.id)
                 var labels: [String: [(String, JSONValue, Timestamp)]] = [:]
                 let placeholders = ids.map { _ in "?" }.joined(separator: ",")
@@ -405,7 +411,7 @@ public final class SQLDatasetRepository: DatasetRepository {
                     let mine = labels[item.id] ?? []
                     return ExportedItem(item: item, labels: mine.map { ($0.0, $0.1, $0.2) }, consensus: Agreement.majority(mine.map(\.1), spec: spec))
                 }
-                return (page, lastSeq)
+                return (page, (lastRow.0, lastRow.1.id))
             }
             if page.isEmpty { return }
             try await body(page)

@@ -1,6 +1,8 @@
 import Foundation
 import GatehouseClient
 import GatehouseCore
+import GatehouseStore
+import GatehouseServer
 import Synchronization
 import Testing
 
@@ -49,6 +51,31 @@ struct DatasetTests {
 
     /// Two annotators per item: both label, agreement is Cohen's kappa (a worked case: 3 of
     /// 4 agree, pₑ = 0.5 → κ = 0.5); a third person finds the items full.
+    /// A hostile tester's find: an import gave its first item the seq of the previous import's
+    /// last (one-item imports all had seq 0), and the export, paging by seq alone, lost the row
+    /// after a page boundary between two of one seq — 1,999 of 2,000 items, 1,000 of 1,050.
+    @Test func anExportHoldsEveryItemAcrossImportsAndPages() async throws {
+        try await offThePool {
+            let server = try ServerProcess()
+            #expect(try server.post("/v1/datasets", #"{"name":"seqs","task":"classification","labels":["a","b"]}"#).status == 201)
+            for prefix in ["a", "b"] {
+                let lines = (0..<1000).map { #"{"id":"\#(prefix)\#($0)","data":{"text":"t"}}"# }.joined(separator: "\n")
+                #expect(try server.post("/v1/datasets/seqs/items", lines, contentType: "application/x-ndjson").status == 200)
+            }
+            func exported() throws -> Set<String> {
+                Set(try server.get("/v1/datasets/seqs/export?format=jsonl").text.split(separator: "\n").compactMap {
+                    try JSONValue.parse(String($0)).objectValue?["id"]?.stringValue
+                })
+            }
+            #expect(try exported().count == 2000)
+            let seqs = try Storage.open(server.db).readNow { try $0.all("SELECT seq FROM items WHERE dataset = 'seqs'") { $0[0] as Int64 } }
+            #expect(Set(seqs).count == 2000, "\(seqs.count - Set(seqs).count) items share a seq")
+            // A database from before the fix, its seqs shared: the export still holds them all.
+            try Storage.open(server.db).writeNow { try $0.execute("UPDATE items SET seq = seq % 3 WHERE dataset = 'seqs'") }
+            #expect(try exported().count == 2000)
+        }
+    }
+
     @Test func twoAnnotatorsAndTheirAgreement() async throws {
         try await offThePool {
             let server = try ServerProcess()
