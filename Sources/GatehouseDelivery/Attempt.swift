@@ -17,7 +17,8 @@ struct Attempt: Sendable {
     /// Rows this attempt marked as carried: nobody else sends them until it ends.
     let carried: [String]
     let policy: RetryPolicy
-    /// When the oldest carried delivery was created (`max_age` counts from it).
+    /// When the oldest carried delivery was created, or retried by an operator (`max_age`
+    /// counts from it).
     let oldest: Timestamp
     /// A first send of a group: when it flushed (the group's next flush waits group_interval).
     let flushed: (receiver: String, groupKey: String, at: Timestamp)?
@@ -144,13 +145,14 @@ extension Dispatcher {
         // Age: held back while its receiver failed, a message that outlived max_age before its
         // next attempt ends here, unsent (and its fallback takes over).
         let policy = settings.policy(for: lead.receiver)
-        let oldest = Timestamp(milliseconds: live.map(\.0.created_at).min() ?? now.milliseconds)
+        let oldest = Timestamp(milliseconds: live.map(\.0.ageCountsFrom).min() ?? now.milliseconds)
         if policy.expired(created: oldest, at: now) {
             var rows = live.map(\.0)
             for i in rows.indices {
                 rows[i].state = .dead
                 rows[i].updated_at = now.milliseconds
-                rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(policy.schedule.maxAge)): \(rows[i].last_error ?? "never sent")"
+                let reason = rows[i].last_error.map { $0.hasPrefix("gave up after ") ? ($0.split(separator: ": ", maxSplits: 1).last.map(String.init) ?? $0) : $0 }
+                rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(policy.schedule.maxAge)): \(reason ?? "never sent")"
             }
             recordDead(rows, flushed: flushed) { end(carried: carried) }
             return nil

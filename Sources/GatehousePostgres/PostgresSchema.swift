@@ -221,6 +221,8 @@ enum PostgresSchema {
             """)),
         // Unused, and each delivery wrote to it twice (see the SQLite store's v9).
         Migration(name: "pg5-drop-deliveries-by-group", sql: "DROP INDEX IF EXISTS deliveries_by_group;"),
+        // When an operator last retried a delivery (see the SQLite store's v10).
+        Migration(name: "pg6-deliveries-retried-at", sql: "ALTER TABLE deliveries ADD COLUMN retried_at BIGINT;"),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,

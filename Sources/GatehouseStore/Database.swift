@@ -340,6 +340,10 @@ public final class GatehouseDatabase: Sendable {
             // sent), two of the ~7 pages an alert wrote to the WAL.
             try db.execute(sql: "DROP INDEX IF EXISTS deliveries_by_group")
         }
+        // When an operator last retried a delivery: max_age counts from it (Delivery.retried_at).
+        migrator.registerMigration("v10-deliveries-retried-at", foreignKeyChecks: .immediate) { db in
+            try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN retried_at INTEGER")
+        }
         return migrator
     }
 

@@ -84,6 +84,9 @@ public struct Delivery: Sendable, Equatable, Codable {
     public var fallback_of: String?
     /// The leader of the message this delivery was sent in (see the schema).
     public var batch_id: String?
+    /// When an operator last put it back in line: `max_age` counts from then, not from its
+    /// creation, or a delivery that died of old age could never be retried.
+    public var retried_at: Int64? = nil
 
     /// A delivery as `GET /v1/deliveries` shows it.
     public struct Resource: Encodable {
@@ -135,7 +138,7 @@ public struct Delivery: Sendable, Equatable, Codable {
 extension Delivery {
     static let columnNames = [
         "id", "event_seq", "receiver", "route", "group_key", "kind", "state", "attempts", "next_attempt_at", "created_at", "updated_at",
-        "delivered_at", "last_status", "last_error", "response_body", "message_id", "fallback", "fallback_of", "batch_id",
+        "delivered_at", "last_status", "last_error", "response_body", "message_id", "fallback", "fallback_of", "batch_id", "retried_at",
     ]
     static let columnCount = columnNames.count
 
@@ -164,12 +167,16 @@ extension Delivery {
         fallback = row[o + 16]
         fallback_of = row[o + 17]
         batch_id = row[o + 18]
+        retried_at = row[o + 19]
     }
+
+    /// Where `max_age` counts from: its creation, or its last retry by an operator.
+    public var ageCountsFrom: Int64 { max(created_at, retried_at ?? created_at) }
 
     /// Every column, in `columnNames` order.
     var arguments: SQLArguments {
         [id, event_seq, receiver, route, group_key, kind, state.rawValue, attempts, next_attempt_at, created_at, updated_at,
-         delivered_at, last_status, last_error, response_body, message_id, fallback, fallback_of, batch_id]
+         delivered_at, last_status, last_error, response_body, message_id, fallback, fallback_of, batch_id, retried_at]
     }
 
     /// What a receiver answered, as text both databases keep: PostgreSQL's text cannot hold a

@@ -393,8 +393,8 @@ public final class SQLOutbox: Outbox {
             // A retry is its own message: it leaves its old batch and the dispatcher groups it
             // afresh with whatever else of its group is due.
             try db.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?, batch_id = NULL WHERE id = ? OR (batch_id = ? AND state = ?)",
-                [now.milliseconds, now.milliseconds, id, row.batch_id ?? id, row.state.rawValue])
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?, retried_at = ?, batch_id = NULL WHERE id = ? OR (batch_id = ? AND state = ?)",
+                [now.milliseconds, now.milliseconds, now.milliseconds, id, row.batch_id ?? id, row.state.rawValue])
             return try db.first(select, [id], { Delivery($0) })
         }
     }

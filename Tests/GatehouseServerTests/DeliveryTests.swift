@@ -425,6 +425,54 @@ struct DeliveryTests {
         }
     }
 
+    /// A hostile tester's find: a delivery that died of old age (`max_age`) was "retried" by
+    /// the operator — 202, `queued` — and at once given up again unsent, its error nested in
+    /// itself, since its age still counted from its creation. It counts from the retry now.
+    @Test func aDeliveryDeadOfOldAgeIsSentWhenRetried() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: outage
+                    max_age: 2s
+                    webhook: { url: \(sink.url("/down-4/outage")) }
+                route: { receiver: outage }
+                """ }
+            _ = try server.post("/v1/events", #"{"id":"o1","type":"run.failed","pipeline":"p"}"#)
+            let dead = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
+            let id = try #require(dead.first?["id"]?.stringValue)
+            // The receiver is back after 4 s.
+            let back = Date().addingTimeInterval(5)
+            while Date() < back { Thread.sleep(forTimeInterval: 0.1) }
+            let before = try sink.received("/down-4").count
+            #expect(try server.post("/v1/deliveries/\(id)/retry", "").status == 202)
+            let rows = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("delivered") }
+            #expect(rows.first?["state"] == .string("delivered"), "\(String(describing: rows.first))")
+            #expect(try sink.received("/down-4").count > before)
+        }
+    }
+
+    /// The error of a delivery given up twice says so once.
+    @Test func aGivenUpDeliverysErrorIsNotNestedInItself() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: broken
+                    max_age: 1s
+                    webhook: { url: \(sink.url("/status-500/broken")) }
+                route: { receiver: broken }
+                """ }
+            _ = try server.post("/v1/events", #"{"id":"n1","type":"run.failed","pipeline":"p"}"#)
+            let dead = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
+            let id = try #require(dead.first?["id"]?.stringValue)
+            // The retry is in line when it is answered; it dies again (the receiver still fails).
+            #expect(try server.post("/v1/deliveries/\(id)/retry", "").status == 202)
+            let again = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
+            let error = again.first?["last_error"]?.stringValue ?? ""
+            #expect(error.components(separatedBy: "gave up after").count == 2 && error.contains("HTTP 500"), "\(error)")
+            #expect(try sink.received("/status-500").count >= 1)
+        }
+    }
+
     /// Alertmanager's grouping: events of one group within group_wait go out as one digest;
     /// after a flush, the group's next events wait for group_interval.
     @Test func groupsBecomeDigestsPacedByGroupInterval() async throws {
