@@ -172,6 +172,12 @@ struct GateTests {
             #expect(answer.status == 200)
             let replay = try server.post("/v1/callbacks/slack", click.body, contentType: "application/x-www-form-urlencoded", headers: click.headers)
             #expect(replay.status == 401)
+            // The same signature spelt in capitals is the same signature: replayed too (a
+            // hostile tester replayed one capture once per spelling).
+            var shouted = click.headers
+            shouted["X-Slack-Signature"] = "v0=" + (click.headers["X-Slack-Signature"] ?? "").dropFirst(3).uppercased()
+            let respelt = try server.post("/v1/callbacks/slack", click.body, contentType: "application/x-www-form-urlencoded", headers: shouted)
+            #expect(respelt.status == 401 && respelt.text.contains("replayed"), "\(respelt.status) \(respelt.text)")
 
             let result = step.finish()
             #expect(result.status == 0, "\(result.stderr)")
@@ -185,8 +191,8 @@ struct GateTests {
             #expect(edit.body.contains("Approved by slack:U1"))
 
             let actions = try server.audit(id).map { $0["action"]?.stringValue ?? "" }
-            // Forged, stale, the two at Int64's ends, and the replay.
-            #expect(actions.filter { $0 == "callback_refused" }.count == 5, "\(actions)")
+            // Forged, stale, the two at Int64's ends, and the replay in both spellings.
+            #expect(actions.filter { $0 == "callback_refused" }.count == 6, "\(actions)")
             #expect(actions.contains("decided") && actions.contains("closed") && actions.contains("notified"))
             let types = try server.allEvents().map { $0["type"]?.stringValue ?? "" }
             #expect(types.contains("gate.opened") && types.contains("gate.approved"))
