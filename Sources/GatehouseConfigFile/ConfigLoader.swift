@@ -409,14 +409,28 @@ private struct Walker {
             if config.gateRules.contains(where: { $0.name == name }) { issue(item, "gates: rule \"\(name)\" is defined twice"); continue }
             if matchers.isEmpty { issue(item, "gates[\(name)] needs match: a rule without matchers would open a gate for every event") }
             if template["title"] == nil { issue(item, "gates[\(name)] needs a title") }
-            // Inputs without tags are the same for every event: checked now, as a gate opened by
-            // the API would be, rather than refusing each matching event later.
-            if let inputs = template["inputs"], !inputs.serialized().contains("{{"),
-               case .failure(let problem) = GateSpec.parseNew(.object(JSONObject([("title", .string("t")), ("inputs", inputs)]))) {
-                for error in problem.errors { issue(item, "gates[\(name)].\(error.field) \(error.detail)") }
+            // Fields without tags are the same for every event: checked now, as a gate opened by
+            // the API would be, rather than refusing each matching event later (`timeout: 0s`,
+            // `on_timeout: maybe`, bounds no value meets). Fields with tags wait for the event.
+            let fixed = JSONObject(template.filter { !$0.value.serialized().contains("{{") }.map { ($0.key, $0.value) })
+            var probe = fixed
+            for (key, stand) in [("title", JSONValue.string("t")), ("pipeline", .string("p"))] where probe[key] == nil { probe.append(key, stand) }
+            if case .failure(let problem) = GateSpec.parseNew(.object(probe)) {
+                // A quorum is judged with the approvers and choices: only when they are fixed too.
+                let templated = Set(template.keys).subtracting(fixed.keys)
+                for error in problem.errors where fixed[Self.rootField(error.field)] != nil
+                    && !(error.field == "required_approvals" && !templated.isDisjoint(with: ["approvers", "choices"])) {
+                    issue(item, "gates[\(name)].\(error.field) \(error.detail)")
+                }
             }
             config.gateRules.append(GateRule(name: name, matchers: matchers, template: template, line: item.mark?.line ?? 0))
         }
+    }
+
+    /// The top-level field an error names: `inputs` for `inputs[0].min`, `subject` for
+    /// `subject.name`.
+    static func rootField(_ field: String) -> String {
+        String(field.prefix { $0 != "[" && $0 != "." })
     }
 
     /// `labelling:` — each rule: a name, `match`, the dataset (`dataset` is its name, with

@@ -160,12 +160,13 @@ public struct GateSpec: Sendable, Equatable {
         Result { () throws(Problem) in try JSONValueDecoder().decode(GateSpec.self, from: value) }
     }
 
-    /// A gate about to be opened: `parse`, and inputs whose bounds no value meets are refused —
-    /// nobody could approve such a gate (only a rejection or its timeout would close it). Not
-    /// in `parse`, which also reads back gates stored before this rule.
+    /// A gate about to be opened: `parse`, and what `parse` let through before these rules (it
+    /// also reads back gates stored then) refused — inputs whose bounds no value meets (nobody
+    /// could approve the gate: only a rejection or its timeout would close it), and a quorum on
+    /// a gate with choices, which closes on its first decision.
     public static func parseNew(_ value: JSONValue) -> Result<GateSpec, Problem> {
         parse(value).flatMap { spec in
-            let errors = spec.inputs.enumerated().compactMap { index, input -> FieldError? in
+            var errors = spec.inputs.enumerated().compactMap { index, input -> FieldError? in
                 guard let low = input.min, let high = input.max else { return nil }
                 let shown = high == high.rounded() && abs(high) < 1e15 ? String(Int64(high)) : String(high)
                 if low > high { return FieldError(field: "inputs[\(index)].min", detail: "must not be greater than max (\(shown))") }
@@ -173,6 +174,13 @@ public struct GateSpec: Sendable, Equatable {
                     return FieldError(field: "inputs[\(index)].min", detail: "leaves no whole number up to max (\(shown))")
                 }
                 return nil
+            }
+            // A gate with choices closes on its first decision: a quorum it would ignore (one
+            // person deciding where two were asked for) is refused instead.
+            if spec.isBranching && spec.requiredApprovals > 1 {
+                errors.append(FieldError(
+                    field: "required_approvals",
+                    detail: "applies to approve/reject gates: a gate with choices (\(spec.choices.joined(separator: ", "))) closes on its first decision"))
             }
             return errors.isEmpty ? .success(spec) : .failure(.invalid(errors))
         }

@@ -143,12 +143,34 @@ struct GateRuleTests {
                 match: ['type="x"']
                 title: "T"
                 inputs: [{name: share, type: integer, min: "{{attributes.low}}", max: 10}]
+              - name: f
+                match: ['type="x"']
+                title: "{{pipeline}}"
+                timeout: 0s
+                on_timeout: maybe
+              - name: h
+                match: ['type="x"']
+                title: "T"
+                choices: [canary, full]
+                required_approvals: 2
+              - name: g
+                match: ['type="x"']
+                title: "T"
+                approvers: "{{attributes.approvers}}"
+                required_approvals: 2
             """)
         let messages = loaded.issues.map { "\($0.line): \($0.message)" }
         // Bounds no value meets are a config error (they would refuse every matching event);
         // bounds an event fills in are checked with that event.
         #expect(messages.contains { $0.contains("gates[d].inputs[0].min leaves no whole number up to max (0.8)") }, "\(messages)")
         #expect(!messages.contains { $0.contains("gates[e]") }, "\(messages)")
+        // Every fixed field is checked as the API checks a gate; a quorum whose approvers an
+        // event fills in waits for the event.
+        for field in ["timeout", "on_timeout"] {
+            #expect(messages.contains { $0.contains("gates[f].\(field) ") }, "\(field): \(messages)")
+        }
+        #expect(messages.contains { $0.contains("gates[h].required_approvals applies to approve/reject gates") }, "\(messages)")
+        #expect(!messages.contains { $0.contains("gates[g]") }, "\(messages)")
         #expect(messages.contains { $0.hasPrefix("4: gates[0].title uses {{#attributes}}") }, "\(messages)")
         #expect(messages.contains { $0.hasPrefix("8: unknown key \"timout\" in gates[1] (did you mean timeout?)") }, "\(messages)")
         #expect(messages.contains { $0.contains("gates[2].title has a {{ without its }}") }, "\(messages)")

@@ -378,6 +378,9 @@ struct GateTests {
             // Bounds no value meets: a gate nobody could approve is not opened.
             let impossible = try server.post("/v1/gates", #"{"title":"x","inputs":[{"name":"a","type":"integer","min":10,"max":1,"required":true}]}"#)
             #expect(impossible.status == 422 && impossible.text.contains(#""field":"inputs[0].min""#), "\(impossible.text)")
+            // A quorum on a gate with choices, which closes on its first decision, is refused.
+            let branchQuorum = try server.post("/v1/gates", #"{"title":"x","choices":["canary","full"],"required_approvals":2}"#)
+            #expect(branchQuorum.status == 422 && branchQuorum.text.contains(#""field":"required_approvals""#), "\(branchQuorum.text)")
             // Typed bodies: a misspelt or mistyped field is a 422 naming it, and changes nothing.
             let typo = try server.post("/v1/gates/\(id)/decisions", #"{"decison":"canary","by":"web:bob"}"#)
             #expect(typo.status == 422 && typo.text.contains(#""field":"decison""#) && typo.text.contains(#""field":"decision""#), "\(typo.text)")
