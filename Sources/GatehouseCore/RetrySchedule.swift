@@ -23,11 +23,14 @@ public struct RetrySchedule: Sendable {
         return GatehouseDuration(milliseconds: Int64(max(jittered, asked).rounded()))
     }
 
-    /// The longest wait a receiver may ask for (`Retry-After`, Discord's `retry_after`): a day.
-    public static let longestAskedWait = GatehouseDuration.seconds(86_400)
+    /// The longest wait a receiver may ask for (`Retry-After`, Discord's `retry_after`): an
+    /// hour. A real rate limit asks for seconds; a day (as before) let one absurd answer mute a
+    /// receiver until its deliveries all died of old age. After an hour it is asked again (a
+    /// probe), and may ask for another.
+    public static let longestAskedWait = GatehouseDuration.seconds(3_600)
 
     /// A wait a receiver asked for, made safe to add to a time: negative or not a number is
-    /// none, anything past a day (`1e20`, `inf`) a day. Unchecked, `Retry-After: 1e20`
+    /// none, anything past an hour (`1e20`, `inf`, a date in 2099) an hour. Unchecked, `Retry-After: 1e20`
     /// overflowed the conversion to milliseconds — a crash, from any receiver's answer.
     public static func askedWait(seconds: Double) -> GatehouseDuration {
         guard seconds > 0 else { return GatehouseDuration(milliseconds: 0) }  // also NaN
