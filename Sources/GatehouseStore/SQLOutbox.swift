@@ -96,7 +96,11 @@ public final class SQLOutbox: Outbox {
                 let behind = now.milliseconds - next
                 due = next + (behind + interval - 1) / interval * interval
             } else if let last = group?.1 {
-                due = max(now.milliseconds, last + plan.groupInterval.milliseconds)
+                // Flushed, nothing pending since: within its interval the event waits for the
+                // interval's end. A group idle longer than that starts afresh, as Alertmanager's
+                // new group does: it waits group_wait, so a burst goes as one digest (the first
+                // event went alone at once, the rest an interval later).
+                due = now.milliseconds >= last + interval ? now.milliseconds + plan.groupWait.milliseconds : last + interval
             } else {
                 due = now.milliseconds + plan.groupWait.milliseconds
             }

@@ -476,6 +476,35 @@ struct DeliveryTests {
         }
     }
 
+    /// A group idle longer than its interval starts afresh, as a new group in Alertmanager: a
+    /// burst waits group_wait and goes as one digest. (A hostile tester saw the burst's first
+    /// event go alone at once and the rest an interval later.)
+    @Test func aGroupIdleLongerThanItsIntervalWaitsGroupWaitAgain() async throws {
+        try await offThePool {
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: team
+                    webhook: { url: \(sink.url("/ok/team")) }
+                route: { receiver: team, group_by: [pipeline], group_wait: 1s, group_interval: 2s }
+                """ }
+            #expect(try server.post("/v1/events", #"{"id":"e1","type":"run.failed","pipeline":"p","run":"r1"}"#).status == 202)
+            let first = try sink.wait(for: 1, at: "/ok/team")
+            #expect(first.count == 1)
+            // Idle for longer than group_interval after that flush.
+            let idle = Date().addingTimeInterval(3)
+            while Date() < idle { Thread.sleep(forTimeInterval: 0.05) }
+            let posted = Date().timeIntervalSince1970
+            #expect(try server.post("/v1/events", #"[{"id":"e2","type":"run.failed","pipeline":"p","run":"r2"},{"id":"e3","type":"run.failed","pipeline":"p","run":"r3"}]"#).status == 202)
+            #expect(try server.post("/v1/events", #"{"id":"e4","type":"run.failed","pipeline":"p","run":"r4"}"#).status == 202)
+            let all = try sink.wait(for: 2, at: "/ok/team", timeout: 10)
+            Thread.sleep(forTimeInterval: 1)
+            let later = try sink.received("/ok/team").dropFirst()
+            func ids(_ r: Sink.Received) -> [String] { r.json["events"]?.arrayValue?.compactMap { $0.objectValue?["id"]?.stringValue } ?? [] }
+            #expect(all.count == 2 && later.count == 1 && later.first.map(ids) == ["e2", "e3", "e4"], "\(later.map(ids))")
+            #expect((later.first?.time ?? 0) - posted >= 0.8, "sent \((later.first?.time ?? 0) - posted) s after the burst")
+        }
+    }
+
     /// Alertmanager's grouping: events of one group within group_wait go out as one digest;
     /// after a flush, the group's next events wait for group_interval.
     @Test func groupsBecomeDigestsPacedByGroupInterval() async throws {
