@@ -38,10 +38,41 @@ public struct ConfigLoader {
         } catch {
             return Loaded(config: GatehouseConfig(), issues: [ConfigIssue(line: 0, message: "invalid YAML: \(error)")])
         }
+        // YAML aliases are references: a few hundred bytes of anchors ten deep name millions of
+        // routes, and walking them took a minute and 5 GB (a hostile tester's file). Counted
+        // with a stop before anything walks the tree.
+        if let node, Self.expandedSize(node, upTo: Self.maxNodes) > Self.maxNodes {
+            return Loaded(config: GatehouseConfig(), issues: [ConfigIssue(
+                line: 0, message: "the configuration expands to more than \(Self.maxNodes) YAML nodes (its aliases repeat what they name): write it out, or use fewer aliases")])
+        }
         if let node { walker.root(node) }
         walker.crossCheck()
         // By line, then text: issues found while walking a mapping come in its (per-instance) order.
         return Loaded(config: walker.config, issues: walker.issues.sorted { ($0.line, $0.message) < ($1.line, $1.message) })
+    }
+
+    /// Far above any real configuration (thousands of nodes), far below a slow one.
+    static let maxNodes = 200_000
+
+    /// Nodes in `node` with every alias expanded, counting stopped once past `limit`.
+    static func expandedSize(_ node: Node, upTo limit: Int) -> Int {
+        var count = 0
+        var stack = [node]
+        while let next = stack.popLast() {
+            count += 1
+            if count > limit { return count }
+            switch next {
+            case .scalar: break
+            case .sequence(let sequence): stack.append(contentsOf: sequence)
+            case .mapping(let mapping):
+                for (key, value) in mapping {
+                    stack.append(key)
+                    stack.append(value)
+                }
+            case .alias: break  // compose puts the named node in its place: it is counted there
+            }
+        }
+        return count
     }
 
     static func line(of error: YamlError) -> Int {
