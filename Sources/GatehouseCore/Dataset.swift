@@ -36,6 +36,18 @@ public struct DatasetSpec: Sendable, Equatable {
         Result { () throws(Problem) in try JSONValueDecoder().decode(DatasetSpec.self, from: value) }
     }
 
+    /// A dataset about to be created: `parse`, and a spans label holding `,` or `|` refused —
+    /// the labelling page and the form's spans text (`25-28:PER,30-33:LOC`) separate with them,
+    /// so such a label shifted every key after it and could never be saved. Not in `parse`,
+    /// which also reads back datasets made before this rule.
+    public static func parseNew(_ value: JSONValue) -> Result<DatasetSpec, Problem> {
+        parse(value).flatMap { spec in
+            guard spec.task == .spans, let index = spec.labels.firstIndex(where: { $0.contains(",") || $0.contains("|") }) else { return .success(spec) }
+            return .failure(.invalid([FieldError(
+                field: "labels[\(index)]", detail: "\"\(spec.labels[index])\": a spans label has no , or | (the labelling page and the spans text separate with them)")]))
+        }
+    }
+
     enum CodingKeys: String, CodingKey, CaseIterable { case name, task, labels, instructions, annotators_per_item }
 
     /// The stored form, also the start of a dataset's API view; absent fields left out.

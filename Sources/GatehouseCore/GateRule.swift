@@ -175,7 +175,7 @@ public struct LabellingRule: Sendable {
         case .failure(let invalid): return .failure(invalid)
         }
         let spec: DatasetSpec
-        switch DatasetSpec.parse(.object(rendered)) {
+        switch DatasetSpec.parseNew(.object(rendered)) {
         case .success(let s): spec = s
         case .failure(let problem):
             return .failure(InvalidEvent(problem.errors.map {

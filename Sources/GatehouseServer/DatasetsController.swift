@@ -50,7 +50,7 @@ struct DatasetsController {
 
     @Sendable func create(_ request: Request, context: GatehouseContext) async throws -> Response {
         _ = try await auth.authorize(request, context: context, scope: .datasetsWrite)
-        let spec = try DatasetSpec.parse(.object(try await jsonBody(request))).get()
+        let spec = try DatasetSpec.parseNew(.object(try await jsonBody(request))).get()
         let (info, created) = try await datasets.create(spec)
         return .json(with(info), status: created ? .created : .ok)
     }

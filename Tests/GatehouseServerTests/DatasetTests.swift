@@ -148,6 +148,12 @@ struct DatasetTests {
             let server = try ServerProcess()
             let env = ["GATEHOUSE_URL": server.url]
             #expect(try runCLI(["dataset", "create", "ner", "--task", "spans", "--label", "PER", "--label", "ORG", "--per-item", "2"], environment: env).status == 0)
+            // A spans label may not hold the separators of the page and the spans text.
+            for label in ["PER|X", "A,B"] {
+                let refused = try server.post("/v1/datasets", #"{"name":"sep","task":"spans","labels":["LOC","\#(label)"]}"#)
+                #expect(refused.status == 422 && refused.text.contains(#""field":"labels[1]""#), "\(label): \(refused.text)")
+            }
+            #expect(try server.post("/v1/datasets", #"{"name":"sep","task":"classification","labels":["A,B","C|D"]}"#).status == 201)
             _ = try server.post("/v1/datasets/ner/items", #"[{"id":"a","data":{"text":"Ada met Bob"},"meta":{"lang":"en"}},{"id":"b","data":{"text":"IBM, \"quoted\""}}]"#)
             #expect(try runCLI(["dataset", "wait", "ner", "--labeled", "5", "--timeout", "1s"], environment: env).status == 2)
             let waiter = try RunningCLI(["dataset", "wait", "ner", "--timeout", "60s"], server: server.url)
