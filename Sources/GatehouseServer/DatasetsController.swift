@@ -249,6 +249,11 @@ struct DatasetsController {
         var agreement: Double?
         if let text = request.query("agreement") {
             if let k = Double(text), k >= -1, k <= 1 { agreement = k } else { errors.append(FieldError(field: "agreement", detail: "must be a number from -1 to 1")) }
+            // Agreement is measured between annotators of an item: with one per item there is
+            // none, and the wait could never end (`dataset wait --agreement` waits for ever).
+            if info.spec.annotatorsPerItem < 2 {
+                errors.append(FieldError(field: "agreement", detail: "needs annotators_per_item of 2 or more (\(name) has 1): agreement is measured between an item's annotators"))
+            }
         }
         var timeout = GatehouseDuration.seconds(60)
         if let text = request.query("timeout") {

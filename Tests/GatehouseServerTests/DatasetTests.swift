@@ -95,6 +95,11 @@ struct DatasetTests {
             #expect(stats["agreement"] == .number("0.5"))
             let cli = try runCLI(["dataset", "stats", "pairs"], environment: ["GATEHOUSE_URL": server.url])
             #expect(cli.stdout.contains("agreement (kappa) 0.500"))
+            #expect(try server.get("/v1/datasets/pairs/wait?agreement=0.4&timeout=1s").json["reached"] == .bool(true))
+            // One annotator per item has no agreement to wait for: refused, not waited on for ever.
+            _ = try server.post("/v1/datasets", #"{"name":"single","labels":["pos","neg"]}"#)
+            let never = try server.get("/v1/datasets/single/wait?agreement=0.5&timeout=1s")
+            #expect(never.status == 422 && never.text.contains(#""field":"agreement""#), "\(never.text)")
         }
     }
 
