@@ -309,7 +309,8 @@ public final class SQLDatasetRepository: DatasetRepository {
     public func undo(_ dataset: String, annotator: String, now: Timestamp) async throws -> String? {
         try await log.transact { db in
             guard let (labelID, itemID) = try db.first(
-                "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY id DESC LIMIT 1", [dataset, annotator], { ($0[0] as Int64, $0[1] as String) })
+                // The label given last, a changed one included (its time moves, its id does not).
+                "SELECT id, item_id FROM labels WHERE dataset = ? AND annotator = ? ORDER BY at DESC, id DESC LIMIT 1", [dataset, annotator], { ($0[0] as Int64, $0[1] as String) })
             else {
                 return (nil, [])
             }
