@@ -3,15 +3,28 @@
 /// from 1; blank lines (spaces, tabs, a CR) are counted but not returned. The dataset import
 /// reads its items through this, and Fuzz/fuzz-items checks that any chunking gives the same
 /// lines. Event ingest reads a whole NDJSON body through `lines(in:)`.
+///
+/// A UTF-8 byte order mark opening the body is skipped (RFC 8259 lets a parser ignore it, and
+/// files saved by Windows tools begin with one); anywhere else it is the line's own.
 public struct NDJSONLines: Sendable {
     private var pending: [UInt8] = []
     private var line = 0
+    /// Whether the start of the body has been seen (and a byte order mark there dropped).
+    private var started = false
+
+    static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
 
     public init() {}
 
     /// The complete lines in `chunk` and what came before it.
     public mutating func feed<Bytes: Sequence<UInt8>>(_ chunk: Bytes) -> [(line: Int, bytes: [UInt8])] {
         pending.append(contentsOf: chunk)
+        if !started {
+            // Undecided while what came could still be the start of a mark.
+            if pending.count < 3 && Self.byteOrderMark.starts(with: pending) { return [] }
+            started = true
+            if pending.starts(with: Self.byteOrderMark) { pending.removeFirst(3) }
+        }
         var lines: [(line: Int, bytes: [UInt8])] = []
         let consumed = Self.scan(pending[...], firstLine: line + 1, final: false) { number, bytes in lines.append((number, Array(bytes))) }
         line += consumed.lines
@@ -23,7 +36,8 @@ public struct NDJSONLines: Sendable {
     /// reads an NDJSON batch with.
     public static func lines(in body: ArraySlice<UInt8>) -> [(line: Int, bytes: ArraySlice<UInt8>)] {
         var lines: [(line: Int, bytes: ArraySlice<UInt8>)] = []
-        _ = scan(body, firstLine: 1, final: true) { number, bytes in lines.append((number, bytes)) }
+        let text = body.starts(with: byteOrderMark) ? body.dropFirst(3) : body
+        _ = scan(text, firstLine: 1, final: true) { number, bytes in lines.append((number, bytes)) }
         return lines
     }
 
@@ -48,6 +62,8 @@ public struct NDJSONLines: Sendable {
     /// The last line, when the body does not end with a newline.
     public mutating func finish() -> (line: Int, bytes: [UInt8])? {
         defer { pending.removeAll() }
+        // A body shorter than a mark: it is what it is (a mark's first bytes alone are not one).
+        started = true
         guard !pending.isEmpty else { return nil }
         line += 1
         return Self.isBlank(pending[...]) ? nil : (line, pending)

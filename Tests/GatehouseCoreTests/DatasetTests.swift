@@ -104,4 +104,28 @@ struct NDJSONLinesTests {
             #expect(lines.map(\.line) == all.map(\.line) && lines.map(\.bytes) == all.map(\.bytes), "chunks of \(size)")
         }
     }
+
+    /// A byte order mark opening the body is skipped, however the body is cut (a Windows
+    /// tool's file was refused: "unexpected character 'ï' at column 1"); elsewhere it stays.
+    @Test func aByteOrderMarkOpeningTheBodyIsSkipped() {
+        func split(_ body: [UInt8], size: Int) -> [String] {
+            var splitter = NDJSONLines()
+            var lines: [(line: Int, bytes: [UInt8])] = []
+            var offset = 0
+            while offset < body.count {
+                lines += splitter.feed(body[offset..<min(body.count, offset + size)])
+                offset += size
+            }
+            if let last = splitter.finish() { lines.append(last) }
+            return lines.map { String(decoding: $0.bytes, as: UTF8.self) }
+        }
+        let marked = [0xEF, 0xBB, 0xBF] + Array("{\"id\":\"a\"}\n\u{FEFF}{\"id\":\"b\"}".utf8)
+        for size in 1...5 {
+            #expect(split(marked, size: size) == ["{\"id\":\"a\"}", "\u{FEFF}{\"id\":\"b\"}"], "chunks of \(size)")
+        }
+        #expect(NDJSONLines.lines(in: marked[...]).map { String(decoding: $0.bytes, as: UTF8.self) } == ["{\"id\":\"a\"}", "\u{FEFF}{\"id\":\"b\"}"])
+        // Shorter than a mark, or a mark's first bytes and then something else: kept as sent.
+        #expect(split([0xEF, 0xBB], size: 1) == [String(decoding: [0xEF, 0xBB] as [UInt8], as: UTF8.self)])
+        #expect(split([0xEF, 0x41, 0x0A], size: 1) == [String(decoding: [0xEF, 0x41] as [UInt8], as: UTF8.self)])
+    }
 }
