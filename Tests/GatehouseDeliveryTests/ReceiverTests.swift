@@ -99,6 +99,11 @@ struct ClassifierTests {
         let templates = try await TemplateSet(directory: templatesFolder)
         let discord = DiscordReceiver(name: "d", webhookURL: Secret("http://h"), templates: templates)
         #expect(discord.classify(response(429, #"{"message":"You are being rate limited.","retry_after":64.57,"global":false}"#, headers: [("Retry-After", "65")])) == .retry(after: 64.57, reason: "HTTP 429 rate limited"))
+        // An unusable retry_after (negative, zero) gives way to the headers.
+        for bad in ["-3", "0"] {
+            #expect(discord.classify(response(429, #"{"retry_after":\#(bad)}"#, headers: [("Retry-After", "5")])) == .retry(after: 5, reason: "HTTP 429 rate limited"), "\(bad)")
+            #expect(discord.classify(response(429, #"{"retry_after":\#(bad)}"#, headers: [("X-RateLimit-Reset-After", "2.5"), ("Retry-After", "5")])) == .retry(after: 2.5, reason: "HTTP 429 rate limited"), "\(bad)")
+        }
         #expect(discord.classify(response(200, #"{"id":"1234","channel_id":"9"}"#)) == .delivered(messageID: "1234"))
         #expect(discord.classify(response(204)) == .delivered(messageID: nil))
         // Only a snowflake is kept: the id goes into the path of the message's later edit.

@@ -48,10 +48,13 @@ public struct DiscordReceiver: Receiver {
 
     public func classify(_ response: OutboundResponse) -> DeliveryOutcome {
         if response.status == 429 {
-            // Discord puts the precise wait in the body; the headers round it.
+            // Discord puts the precise wait in the body; the headers round it. A wait that is
+            // not a positive finite number is unusable: the next source is asked (docs/platforms/
+            // discord.md), not the backoff alone.
+            func usable(_ seconds: Double?) -> Double? { seconds.flatMap { $0 > 0 && $0.isFinite ? $0 : nil } }
             let body = try? JSONValue.parse(bytes: response.body)
-            let after = body?.objectValue?["retry_after"]?.doubleValue
-                ?? response.header("X-RateLimit-Reset-After").flatMap(Double.init)
+            let after = usable(body?.objectValue?["retry_after"]?.doubleValue)
+                ?? usable(response.header("X-RateLimit-Reset-After").flatMap(Double.init))
                 ?? Classifier.retryAfter(response)
             return .retry(after: after, reason: "HTTP 429 rate limited")
         }
