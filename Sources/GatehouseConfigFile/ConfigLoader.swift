@@ -349,7 +349,12 @@ private struct Walker {
             var kinds: [(GatehouseConfig.ReceiverKind, [String: Secret], Node)] = []
             for (key, _, value) in entries(item, "receiver", known: ["name", "max_age", "send_resolved", "timeout"] + GatehouseConfig.ReceiverKind.allCases.map(\.rawValue)) {
                 if key == "name" { name = string(key, value, "receiver"); continue }
-                if key == "max_age" { maxAge = duration(key, value, "receiver"); continue }
+                if key == "max_age" {
+                    maxAge = duration(key, value, "receiver")
+                    // Nothing would ever be sent: every delivery would be too old at its first try.
+                    if let given = maxAge, given.milliseconds <= 0 { issue(value, "receiver.max_age must be more than 0s (every delivery would die unsent)") }
+                    continue
+                }
                 if key == "send_resolved" { sendResolved = bool(key, value, "receiver") ?? false; continue }
                 if key == "timeout" { timeout = duration(key, value, "receiver"); continue }
                 guard let kind = GatehouseConfig.ReceiverKind(rawValue: key) else { continue }
@@ -491,6 +496,17 @@ private struct Walker {
             if matchers.isEmpty { issue(item, "labelling[\(name)] needs match: a rule without matchers would take every event") }
             if template["name"] == nil { issue(item, "labelling[\(name)] needs dataset: the dataset's name (it may be a template)") }
             if template["labels"] == nil { issue(item, "labelling[\(name)] needs labels") }
+            // Fixed fields are checked now, as `POST /v1/datasets` checks them, rather than
+            // refusing each matching event later (`dataset: "bad name!"`, `labels: []`).
+            let fixed = JSONObject(template.filter { !$0.value.serialized().contains("{{") }.map { ($0.key, $0.value) })
+            var probe = fixed
+            for (key, stand) in [("name", JSONValue.string("d")), ("labels", .array([.string("l")]))] where probe[key] == nil { probe.append(key, stand) }
+            if case .failure(let problem) = DatasetSpec.parseNew(.object(probe)) {
+                for error in problem.errors where fixed[Self.rootField(error.field)] != nil {
+                    let field = error.field == "name" ? "dataset" : error.field
+                    issue(item, "labelling[\(name)].\(field) \(error.detail)")
+                }
+            }
             guard let items, !items.isEmpty else { issue(item, "labelling[\(name)] needs items: where the event carries its items (for example attributes.items)"); continue }
             config.labellingRules.append(LabellingRule(name: name, matchers: matchers, template: template, items: items, line: item.mark?.line ?? 0))
         }

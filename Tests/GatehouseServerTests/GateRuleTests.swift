@@ -171,6 +171,29 @@ struct GateRuleTests {
         }
         #expect(messages.contains { $0.contains("gates[h].required_approvals applies to approve/reject gates") }, "\(messages)")
         #expect(!messages.contains { $0.contains("gates[g]") }, "\(messages)")
+
+        // The same for labelling rules, and a receiver that could send nothing.
+        let more = ConfigLoader(environment: [:]).load(yaml: """
+            receivers:
+              - name: r
+                max_age: 0s
+                webhook: { url: http://127.0.0.1:1/x }
+            route: { receiver: r }
+            labelling:
+              - name: l
+                match: ['type="x"']
+                dataset: "bad name!"
+                labels: []
+                items: attributes.items
+              - name: m
+                match: ['type="x"']
+                dataset: "{{pipeline}}-review"
+                labels: [a, b]
+                items: attributes.items
+            """).issues.map(\.message)
+        #expect(more.contains { $0.hasPrefix("labelling[l].dataset ") } && more.contains { $0.hasPrefix("labelling[l].labels ") }, "\(more)")
+        #expect(!more.contains { $0.contains("labelling[m]") }, "\(more)")
+        #expect(more.contains { $0.contains("max_age must be more than 0s") }, "\(more)")
         #expect(messages.contains { $0.hasPrefix("4: gates[0].title uses {{#attributes}}") }, "\(messages)")
         #expect(messages.contains { $0.hasPrefix("8: unknown key \"timout\" in gates[1] (did you mean timeout?)") }, "\(messages)")
         #expect(messages.contains { $0.contains("gates[2].title has a {{ without its }}") }, "\(messages)")
