@@ -147,7 +147,7 @@ public struct DatasetItem: Sendable, Equatable {
         for (k, _) in o where !["id", "data", "meta", "prediction"].contains(k) { errors.append(FieldError(field: k, detail: "is not a known field")) }
         let id = o["id"]?.stringValue ?? ""
         if id.isEmpty || id.unicodeScalars.count > 128 { errors.append(FieldError(field: "id", detail: "is required: a string of 1–128 characters")) }
-        if let error = ControlCharacters.fieldError("id", id) { errors.append(error) }
+        if let error = ControlCharacters.newIdentifierError("id", id) { errors.append(error) }
         var data = JSONObject()
         if let d = o["data"]?.objectValue {
             data = d

@@ -180,7 +180,7 @@ public struct EventValidator: Sendable {
             guard case .string(let s) = value else { fail(field, "must be a string, got \(value.typeName)"); return nil }
             if required && s.isEmpty { fail(field, "must not be empty"); return nil }
             if s.unicodeScalars.count > max { fail(field, "is longer than \(max) characters"); return nil }
-            if identifier, let error = ControlCharacters.fieldError(field, s, index: index, line: line) { errors.append(error); return nil }
+            if identifier, let error = ControlCharacters.newIdentifierError(field, s, index: index, line: line) { errors.append(error); return nil }
             // An empty name names nothing (a run "" could never be shown: /v1/runs/ is the list).
             if identifier, s.isEmpty { fail(field, "must not be empty (leave it out instead)"); return nil }
             return s
@@ -215,7 +215,7 @@ public struct EventValidator: Sendable {
                     if !Self.isLabelName(k) { fail("labels.\(k)", "is not a valid label name ([A-Za-z_][A-Za-z0-9_]*, at most \(EventLimits.labelNameLength) characters)"); continue }
                     guard case .string(let s) = v else { fail("labels.\(k)", "must be a string, got \(v.typeName)"); continue }
                     if s.unicodeScalars.count > EventLimits.labelValueLength { fail("labels.\(k)", "is longer than \(EventLimits.labelValueLength) characters"); continue }
-                    if let error = ControlCharacters.fieldError("labels.\(k)", s, index: index, line: line) { errors.append(error); continue }
+                    if let error = ControlCharacters.newIdentifierError("labels.\(k)", s, index: index, line: line) { errors.append(error); continue }
                     labels.append((k, s))
                 }
             } else {
@@ -234,7 +234,7 @@ public struct EventValidator: Sendable {
         }
 
         let url = string("url", max: EventLimits.urlLength)
-        if let url, let error = ControlCharacters.fieldError("url", url, index: index, line: line) {
+        if let url, let error = ControlCharacters.newIdentifierError("url", url, index: index, line: line) {
             errors.append(error)
         } else if let url, !Self.isHTTPURL(url) {
             fail("url", "must be an absolute http(s) URL")

@@ -1,11 +1,21 @@
 extension Array where Element == UInt8 {
-    /// Bytes from hex; stops at the first bad pair.
+    /// Bytes from hex digits (either case); stops at the first pair that is not two of them.
+    /// (`UInt8(_:radix:)` also takes a sign — "+f", "-0" — so one signature had several
+    /// spellings, each a replay the nonce did not know.)
     public init(hexString: String) {
         self.init()
+        func digit(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x41...0x46: return c - 0x41 + 10
+            case 0x61...0x66: return c - 0x61 + 10
+            default: return nil
+            }
+        }
         var chars = Array(hexString.utf8).makeIterator()
         while let a = chars.next(), let b = chars.next() {
-            guard let byte = UInt8(String(decoding: [a, b], as: UTF8.self), radix: 16) else { return }
-            append(byte)
+            guard let high = digit(a), let low = digit(b) else { return }
+            append(high << 4 | low)
         }
     }
 }

@@ -143,20 +143,29 @@ extension Dispatcher {
             return nil
         }
         // Age: held back while its receiver failed, a message that outlived max_age before its
-        // next attempt ends here, unsent (and its fallback takes over).
+        // next attempt ends here, unsent (and its fallback takes over). Judged row by row: a
+        // row an operator retried, regrouped with older rows of its group, is not given up
+        // with them.
         let policy = settings.policy(for: lead.receiver)
-        let oldest = Timestamp(milliseconds: live.map(\.0.ageCountsFrom).min() ?? now.milliseconds)
-        if policy.expired(created: oldest, at: now) {
-            var rows = live.map(\.0)
+        let expired = live.filter { policy.expired(created: Timestamp(milliseconds: $0.0.ageCountsFrom), at: now) }
+        if !expired.isEmpty {
+            var rows = expired.map(\.0)
             for i in rows.indices {
                 rows[i].state = .dead
                 rows[i].updated_at = now.milliseconds
                 let reason = rows[i].last_error.map { $0.hasPrefix("gave up after ") ? ($0.split(separator: ": ", maxSplits: 1).last.map(String.init) ?? $0) : $0 }
                 rows[i].last_error = "gave up after \(rows[i].attempts) attempts (max_age \(policy.schedule.maxAge)): \(reason ?? "never sent")"
             }
-            recordDead(rows, flushed: flushed) { end(carried: carried) }
-            return nil
+            if expired.count == live.count {
+                recordDead(rows, flushed: flushed) { end(carried: carried) }
+                return nil
+            }
+            // The rest goes; these stay carried (nobody else takes them) until it has.
+            recordDead(rows) {}
+            let gone = Set(rows.map(\.id))
+            live.removeAll { gone.contains($0.0.id) }
         }
+        let oldest = Timestamp(milliseconds: live.map(\.0.ageCountsFrom).min() ?? now.milliseconds)
 
         // Render. The message is named after its first live delivery: that row leads the batch
         // in the outbox, so a retry finds the whole batch through it.

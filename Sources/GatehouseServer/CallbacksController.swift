@@ -72,9 +72,9 @@ public struct CallbacksController: Sendable {
                 : verdicts.contains(.stale) ? "stale request: the timestamp is more than 300 s from now" : "bad signature"
             try await refuse("slack", status: 401, reason, gate: Self.slackClaim(body).gate)
         }
-        // Keyed on the MAC, not its spelling: hex in another case is the same signature, and
-        // one captured request could otherwise be replayed once per spelling.
-        guard try await desk.gates.claimNonce("slack:" + (signature ?? "").lowercased()) else {
+        // Keyed on the MAC's bytes, not its spelling: hex in another case is the same
+        // signature, and one captured request could otherwise be replayed once per spelling.
+        guard try await desk.gates.claimNonce("slack:" + [UInt8](hexString: String((signature ?? "").dropFirst(3))).hexString) else {
             try await refuse("slack", status: 401, "replayed request (this signature was already used)", gate: Self.slackClaim(body).gate)
         }
         let claim = Self.slackClaim(body)

@@ -31,7 +31,7 @@ enum LocalTrust {
             // the browser send — a form, a fetch, an image — is refused, reads included:
             // `GET /v1/datasets/{name}/next` leases an item, a stream holds a connection.
             let navigation = (head.method == .get || head.method == .head) && fields[secFetchMode]?.lowercased() == "navigate"
-                && fields[secFetchDest]?.lowercased() == "document" && !(head.path ?? "").hasPrefix("/v1/")
+                && fields[secFetchDest]?.lowercased() == "document" && !isAPI(head.path ?? "")
             if !navigation {
                 return "this server has no tokens, so a request from another site's page (Sec-Fetch-Site: \(site)) is refused: make it from this server's own pages, the CLI or the API"
             }
@@ -44,6 +44,12 @@ enum LocalTrust {
             }
         }
         return nil
+    }
+
+    /// Whether a path is the API's, as the router reads it: it drops empty segments, so
+    /// `//v1/…` is `/v1/…` too.
+    static func isAPI(_ path: String) -> Bool {
+        path.split(separator: "?", maxSplits: 1).first.map { $0.split(separator: "/").first == "v1" } ?? false
     }
 
     static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!

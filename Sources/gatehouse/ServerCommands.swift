@@ -129,8 +129,8 @@ struct TokenCommand: ParsableCommand {
                 guard !name.trimmingCharacters(in: .whitespaces).isEmpty else { throw ClientFailure("--name must not be empty", exitCode: ClientFailure.Code.usage) }
                 // The name becomes who did things (a silence's creator, a decision's actor), which
                 // the API itself checks for control characters.
-                guard !ControlCharacters.contains(name), name.unicodeScalars.count <= 128 else {
-                    throw ClientFailure("--name must be at most 128 characters, without \(ControlCharacters.described)", exitCode: ClientFailure.Code.usage)
+                guard ControlCharacters.newIdentifierError("name", name) == nil, name.unicodeScalars.count <= 128 else {
+                    throw ClientFailure("--name must be at most 128 characters, without \(ControlCharacters.Deceptive.described)", exitCode: ClientFailure.Code.usage)
                 }
                 // What the token does is done as web:<name> (a decision, a label, a sign-in), so
                 // the name must be one: refused here, not as a 422 on a field its user never sent.

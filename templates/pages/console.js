@@ -9,7 +9,8 @@
 // - no reload, for an event or a poll, replaces the region under the reader: not while the
 //   pointer is over it, a keyboard's focus or a selection is in it (a new gate would push the
 //   row the reader is about to click down, and the click would land on another gate's
-//   button). A button in the corner says updates are held, and shows them when pressed; the
+//   button); a pointer left resting for a minute no longer holds it. A button in the corner
+//   says updates are held, and shows them when pressed; the
 //   page is brought up to date by itself once the reader leaves. Taps in the first 0.75 s
 //   after the region changed are ignored (a touch screen has no pointer before the tap).
 //   A reload that brings the HTML already shown changes nothing.
@@ -46,10 +47,14 @@
   let inflight = 0;   // reloads not yet answered: a poll waits for them
   let polling = null;
   let inside = false;     // a pointer is over the region (a mouse resting there too)
+  let movedAt = 0;        // when it last moved there: a pointer left resting for a minute
+                          // (a wall display) stops holding the page
+  let asked = false;      // "show them" was pressed: the next answer is shown whatever the reader does
   let pressed = false;
   let stale = false;      // a reload was held back for the reader: done once they leave
   let swappedAt = 0;      // when the region was last replaced
-  live.addEventListener('pointerenter', function () { inside = true; });
+  live.addEventListener('pointerenter', function () { inside = true; movedAt = Date.now(); });
+  live.addEventListener('pointermove', function () { movedAt = Date.now(); });
   let tapped = false;      // the last press in the region was a finger or a pen, not a mouse
   live.addEventListener('pointerdown', function (e) { inside = true; pressed = true; tapped = e.pointerType === 'touch' || e.pointerType === 'pen'; });
   document.addEventListener('pointerup', function () { pressed = false; });
@@ -68,7 +73,7 @@
   held.className = 'held';
   held.hidden = true;
   held.textContent = 'New updates: show them';
-  held.addEventListener('click', function () { held.hidden = true; stale = false; refresh(true); });
+  held.addEventListener('click', function () { held.hidden = true; stale = false; asked = true; refresh(); });
   document.body.appendChild(held);
   function setStale(value) {
     stale = value;
@@ -84,7 +89,7 @@
   // The reader is in the region: the pointer over it or pressed, the keyboard's focus in it,
   // or text selected in it.
   function busy() {
-    if (pressed || inside || keyboardFocusIn()) return true;
+    if (pressed || (inside && Date.now() - movedAt < 60000) || keyboardFocusIn()) return true;
     const selection = window.getSelection && window.getSelection();
     return !!(selection && !selection.isCollapsed && selection.rangeCount && live.contains(selection.getRangeAt(0).commonAncestorContainer));
   }
@@ -94,8 +99,7 @@
     if (stale && !busy() && !timer && !inflight) { setStale(false); refresh(); }
   }
   setInterval(catchUp, 1000);
-  // `asked`: the reader pressed "show them", so the region is replaced whatever they do.
-  function refresh(asked) {
+  function refresh() {
     timer = null;
     const n = ++issued;
     inflight++;
@@ -108,7 +112,8 @@
       const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
       if (!fresh) { stopPolling(); return; }
       if (fresh.innerHTML === shown) { setStale(false); return; }
-      if (busy() && asked !== true) { setStale(true); return; }
+      if (busy() && !asked) { setStale(true); return; }
+      asked = false;
       setStale(false);
       swappedAt = Date.now();
       const scrolled = Array.prototype.map.call(live.querySelectorAll('.scroll'), function (el) { return el.scrollLeft; });
