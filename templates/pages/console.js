@@ -111,7 +111,7 @@
       if (!html || n !== issued) return;
       const fresh = new DOMParser().parseFromString(html, 'text/html').getElementById('live');
       if (!fresh) { stopPolling(); return; }
-      if (fresh.innerHTML === shown) { setStale(false); return; }
+      if (fresh.innerHTML === shown) { asked = false; setStale(false); return; }
       if (busy() && !asked) { setStale(true); return; }
       asked = false;
       setStale(false);
