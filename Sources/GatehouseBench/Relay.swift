@@ -26,18 +26,9 @@ enum Relay {
     static func serve(sinkPort: Int, log: String?) throws -> Never {
         let forwarder = Forwarder(url: "http://127.0.0.1:\(sinkPort)/hook", concurrency: 32)
         let committer = try log.map { try GroupLog(path: $0) }
-        let group = MultiThreadedEventLoopGroup.singleton
-        let channel = try ServerBootstrap(group: group)
-            .serverChannelOption(ChannelOptions.backlog, value: 256)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(RelayHandler(forwarder: forwarder, committer: committer))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).wait()
+        let channel = try bindHTTPServer(group: MultiThreadedEventLoopGroup.singleton) {
+            RelayHandler(forwarder: forwarder, committer: committer)
+        }
         // The line `BenchServer` reads, as `gatehouse serve` prints it.
         print("relay listening on 127.0.0.1:\(channel.localAddress!.port!)")
         fflush(nil)  // every stream: `stdout` itself is out of Swift 6's reach

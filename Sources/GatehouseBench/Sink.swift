@@ -20,17 +20,7 @@ final class BenchSink: Sendable {
     }
 
     func start() throws -> Int {
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(ChannelOptions.backlog, value: 256)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(SinkHandler(sink: self))
-                }
-            }
-        let ch = try bootstrap.bind(host: "127.0.0.1", port: 0).wait()
+        let ch = try bindHTTPServer(group: group) { SinkHandler(sink: self) }
         channel.withLock { $0 = ch }
         return ch.localAddress!.port!
     }
@@ -74,4 +64,22 @@ final class SinkHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
+}
+
+/// An HTTP/1 server on 127.0.0.1 at a free port, each connection answered by a fresh
+/// `handler()`: the benchmark's sink and relay.
+func bindHTTPServer<Handler: ChannelInboundHandler>(
+    group: any EventLoopGroup, handler: @escaping @Sendable () -> Handler
+) throws -> any Channel {
+    try ServerBootstrap(group: group)
+        .serverChannelOption(ChannelOptions.backlog, value: 256)
+        .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                try channel.pipeline.syncOperations.addHandler(handler())
+            }
+        }
+        .bind(host: "127.0.0.1", port: 0).wait()
 }

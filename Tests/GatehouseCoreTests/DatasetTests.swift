@@ -93,31 +93,29 @@ struct NDJSONLinesTests {
         #expect(all.map(\.line) == [1, 4, 5])
         #expect(all.map { String(decoding: $0.bytes, as: UTF8.self) } == ["{\"id\":\"a\"}", "{\"id\":\"b\"}\r", "{\"id\":\"c\"}"])
         for size in 1...7 {
-            var chunked = NDJSONLines()
-            var lines: [(line: Int, bytes: [UInt8])] = []
-            var offset = 0
-            while offset < body.count {
-                lines += chunked.feed(body[offset..<min(body.count, offset + size)])
-                offset += size
-            }
-            if let last = chunked.finish() { lines.append(last) }
+            let lines = Self.split(body, size: size)
             #expect(lines.map(\.line) == all.map(\.line) && lines.map(\.bytes) == all.map(\.bytes), "chunks of \(size)")
         }
+    }
+
+    /// `body` fed in chunks of `size` bytes, and then finished.
+    static func split(_ body: [UInt8], size: Int) -> [(line: Int, bytes: [UInt8])] {
+        var splitter = NDJSONLines()
+        var lines: [(line: Int, bytes: [UInt8])] = []
+        var offset = 0
+        while offset < body.count {
+            lines += splitter.feed(body[offset..<min(body.count, offset + size)])
+            offset += size
+        }
+        if let last = splitter.finish() { lines.append(last) }
+        return lines
     }
 
     /// A byte order mark opening the body is skipped, however the body is cut (a Windows
     /// tool's file was refused: "unexpected character 'ï' at column 1"); elsewhere it stays.
     @Test func aByteOrderMarkOpeningTheBodyIsSkipped() {
         func split(_ body: [UInt8], size: Int) -> [String] {
-            var splitter = NDJSONLines()
-            var lines: [(line: Int, bytes: [UInt8])] = []
-            var offset = 0
-            while offset < body.count {
-                lines += splitter.feed(body[offset..<min(body.count, offset + size)])
-                offset += size
-            }
-            if let last = splitter.finish() { lines.append(last) }
-            return lines.map { String(decoding: $0.bytes, as: UTF8.self) }
+            Self.split(body, size: size).map { String(decoding: $0.bytes, as: UTF8.self) }
         }
         let marked = [0xEF, 0xBB, 0xBF] + Array("{\"id\":\"a\"}\n\u{FEFF}{\"id\":\"b\"}".utf8)
         for size in 1...5 {

@@ -428,24 +428,30 @@ struct DeliveryTests {
         }
     }
 
+    /// One receiver with `max_age` at the sink's `path`, one event for it, and its delivery once
+    /// it is dead.
+    func oneDeadDelivery(maxAge: String, path: String) throws -> (Sink, ServerProcess, JSONObject) {
+        let (sink, server) = try deliveringServer { sink in """
+            receivers:
+              - name: failing
+                max_age: \(maxAge)
+                webhook: { url: \(sink.url(path)) }
+            route: { receiver: failing }
+            """ }
+        _ = try server.post("/v1/events", #"{"id":"d1","type":"run.failed","pipeline":"p"}"#)
+        let rows = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
+        return (sink, server, try #require(rows.first))
+    }
+
     /// A hostile tester's find: a delivery that died of old age (`max_age`) was "retried" by
     /// the operator — 202, `queued` — and at once given up again unsent, its error nested in
     /// itself, since its age still counted from its creation. It counts from the retry now.
     @Test func aDeliveryDeadOfOldAgeIsSentWhenRetried() async throws {
         try await offThePool {
-            let (sink, server) = try deliveringServer { sink in """
-                receivers:
-                  - name: outage
-                    max_age: 2s
-                    webhook: { url: \(sink.url("/down-4/outage")) }
-                route: { receiver: outage }
-                """ }
-            _ = try server.post("/v1/events", #"{"id":"o1","type":"run.failed","pipeline":"p"}"#)
-            let dead = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
-            let id = try #require(dead.first?["id"]?.stringValue)
+            let (sink, server, dead) = try oneDeadDelivery(maxAge: "2s", path: "/down-4/outage")
+            let id = try #require(dead["id"]?.stringValue)
             // The receiver is back after 4 s.
-            let back = Date().addingTimeInterval(5)
-            while Date() < back { Thread.sleep(forTimeInterval: 0.1) }
+            Thread.sleep(forTimeInterval: 5)
             let before = try sink.received("/down-4").count
             #expect(try server.post("/v1/deliveries/\(id)/retry", "").status == 202)
             let rows = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("delivered") }
@@ -457,16 +463,8 @@ struct DeliveryTests {
     /// The error of a delivery given up twice says so once.
     @Test func aGivenUpDeliverysErrorIsNotNestedInItself() async throws {
         try await offThePool {
-            let (sink, server) = try deliveringServer { sink in """
-                receivers:
-                  - name: broken
-                    max_age: 1s
-                    webhook: { url: \(sink.url("/status-500/broken")) }
-                route: { receiver: broken }
-                """ }
-            _ = try server.post("/v1/events", #"{"id":"n1","type":"run.failed","pipeline":"p"}"#)
-            let dead = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
-            let id = try #require(dead.first?["id"]?.stringValue)
+            let (sink, server, dead) = try oneDeadDelivery(maxAge: "1s", path: "/status-500/broken")
+            let id = try #require(dead["id"]?.stringValue)
             // The retry is in line when it is answered; it dies again (the receiver still fails).
             #expect(try server.post("/v1/deliveries/\(id)/retry", "").status == 202)
             let again = try server.waitForDeliveries(timeout: 30) { rows in rows.first?["state"] == .string("dead") }
