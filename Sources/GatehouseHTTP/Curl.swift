@@ -87,11 +87,17 @@ public final class ResponseCollector {
         gh_easy_setopt_pointer(handle, CURLOPT_WRITEDATA, me)
         gh_easy_setopt_header_function(handle) { data, size, count, user in
             let collector = Unmanaged<ResponseCollector>.fromOpaque(user!).takeUnretainedValue()
-            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+            // Read as bytes: a line's text is only made for a field's name and value.
+            let line = UnsafeRawBufferPointer(start: data, count: size * count)
             // A new status line (after a 1xx) starts the headers over.
-            if line.hasPrefix("HTTP/") { collector.headers.removeAll() }
-            if let colon = line.firstIndex(of: ":") {
-                collector.headers.append((String(line[..<colon]), String(line[line.index(after: colon)...].trimmingASCIIWhitespace)))
+            if line.starts(with: "HTTP/".utf8) { collector.headers.removeAll() }
+            if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+                func blank(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0D || c == 0x0A }
+                var from = colon + 1
+                var to = line.count
+                while from < to, blank(line[from]) { from += 1 }
+                while to > from, blank(line[to - 1]) { to -= 1 }
+                collector.headers.append((String(decoding: line[..<colon], as: UTF8.self), String(decoding: line[from..<to], as: UTF8.self)))
             }
             return size * count
         }

@@ -195,27 +195,112 @@ final class EventsFastPath: ChannelDuplexHandler {
     /// The media type of a request this path can take, judged from its head; nil: the router's.
     private func takesHere(_ head: HTTPRequest, channel: any Channel) -> EventIntake.MediaType? {
         guard head.method == .post, head.path == "/v1/events" else { return nil }
-        let fields = head.headerFields
-        if fields[.expect] != nil { return nil }
-        if let connection = fields[.connection], connection.lowercased().contains("close") { return nil }
-        if let length = fields[.contentLength] {
+        // One pass over the fields: each `fields[name]` walks them all, and this is asked of
+        // every request. A field that comes twice is the router's (its values would combine).
+        var seen = HeadFields()
+        for field in head.headerFields {
+            guard seen.take(field) else { return nil }
+        }
+        if seen.expect { return nil }
+        if let connection = seen.connection, connection.lowercased().contains("close") { return nil }
+        if let length = seen.contentLength {
             guard let bytes = Int(length), bytes <= bodyLimit else { return nil }
         }
-        if let contentType = fields[.contentType], let charset = RequestHygieneMiddleware.charset(of: contentType),
-           !RequestHygieneMiddleware.isUTF8(charset) {
-            return nil
-        }
-        guard let mediaType = EventIntake.mediaType(contentType: fields[.contentType], hasCESpecVersion: fields[Self.ceSpecVersion] != nil)
-        else { return nil }
+        guard let mediaType = acceptedMediaType(seen.contentType, hasCESpecVersion: seen.ceSpecVersion) else { return nil }
+        // Protected mode judges the `Host` and a few other fields (LocalTrust.refusal); without
+        // those others its verdict is the `Host`'s, which a connection nearly always repeats.
+        let trustedAsLocal = seen.authorization == nil
+            && (seen.beyondHost ? LocalTrust.refusal(head) == nil : head.authority.map(isLoopbackName) ?? true)
         guard settings.auth.allowsFromCache(
-            authorization: fields[.authorization], hasCookie: fields[.cookie] != nil,
-            isLoopbackPeer: GatehouseContext.isLoopback(channel.remoteAddress), trustedAsLocal: fields[.authorization] == nil && LocalTrust.refusal(head) == nil, scope: .eventsWrite)
+            authorization: seen.authorization, hasCookie: seen.cookie,
+            isLoopbackPeer: peerIsLoopback(channel), trustedAsLocal: trustedAsLocal, scope: .eventsWrite)
         else { return nil }
         return mediaType
     }
 
-    private static let ceSpecVersion = HTTPField.Name("ce-specversion")!
+    /// The fields `takesHere` reads, gathered in one pass.
+    private struct HeadFields {
+        var expect = false
+        var connection: String?
+        var contentLength: String?
+        var contentType: String?
+        var ceSpecVersion = false
+        var authorization: String?
+        var cookie = false
+        /// A field besides `Host` that protected mode's verdict depends on.
+        var beyondHost = false
+        private var names: [HTTPField.Name] = []
+
+        /// False when a field this path reads comes twice.
+        mutating func take(_ field: HTTPField) -> Bool {
+            switch field.name {
+            case .expect: expect = true
+            case .connection: connection = field.value
+            case .contentLength: contentLength = field.value
+            case .contentType: contentType = field.value
+            case EventsFastPath.ceSpecVersion: ceSpecVersion = true
+            case .authorization: authorization = field.value
+            case .cookie: cookie = true
+            default:
+                if LocalTrust.fieldsBeyondHost.contains(field.name) { beyondHost = true }
+                return true
+            }
+            if names.contains(field.name) { return false }
+            names.append(field.name)
+            return true
+        }
+    }
+
+    /// The connection's peer, judged once: it does not change.
+    private var peerLoopback: Bool?
+    private func peerIsLoopback(_ channel: any Channel) -> Bool {
+        if let known = peerLoopback { return known }
+        let judged = GatehouseContext.isLoopback(channel.remoteAddress)
+        peerLoopback = judged
+        return judged
+    }
+
+    /// The last `Host` judged on this connection, and the verdict.
+    private var lastAuthority: (value: String, loopback: Bool)?
+    private func isLoopbackName(_ authority: String) -> Bool {
+        if let last = lastAuthority, last.value == authority { return last.loopback }
+        let judged = LocalTrust.isLoopbackName(authority)
+        lastAuthority = (authority, judged)
+        return judged
+    }
+
+    /// The last `Content-Type` judged on this connection (with whether `ce-specversion` came),
+    /// and its media type: nil when the router must answer it (not an event type, or a charset
+    /// other than UTF-8).
+    private var lastContentType: (value: String?, ce: Bool, type: EventIntake.MediaType?)?
+    private func acceptedMediaType(_ contentType: String?, hasCESpecVersion: Bool) -> EventIntake.MediaType? {
+        if let last = lastContentType, last.value == contentType, last.ce == hasCESpecVersion { return last.type }
+        var type = EventIntake.mediaType(contentType: contentType, hasCESpecVersion: hasCESpecVersion)
+        if let contentType, let charset = RequestHygieneMiddleware.charset(of: contentType), !RequestHygieneMiddleware.isUTF8(charset) {
+            type = nil
+        }
+        lastContentType = (contentType, hasCESpecVersion, type)
+        return type
+    }
+
+    static let ceSpecVersion = HTTPField.Name("ce-specversion")!
     static let requestID = HTTPField.Name("X-Request-Id")!
+
+    /// A request id as Hummingbird's `RequestID` spells one — a random prefix for the process,
+    /// then a counter in 16 hex digits — made without its `String(radix:)` and padding.
+    static func newRequestID() -> String {
+        let n = requestCounter.add(1, ordering: .relaxed).oldValue
+        let prefix = requestIDPrefix.utf8
+        return String(unsafeUninitializedCapacity: prefix.count + 16) { out in
+            var i = 0
+            for c in prefix { out[i] = c; i += 1 }
+            let digits: StaticString = "0123456789abcdef"
+            for k in 0..<16 { out[i + k] = digits.utf8Start[Int((n >> UInt64(60 - 4 * k)) & 0xf)] }
+            return i + 16
+        }
+    }
+    private static let requestIDPrefix = String(UInt64.random(in: .min ... .max), radix: 16)
+    private static let requestCounter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
 
     private func commit(_ head: HTTPRequest, mediaType: EventIntake.MediaType, started: ContinuousClock.Instant, context: ChannelHandlerContext) {
         let bytes = body.map { Array($0.readableBytesView) } ?? []
@@ -284,7 +369,7 @@ final class EventsFastPath: ChannelDuplexHandler {
 
     /// The router's answer to the same request: the same status, body, headers and metrics.
     private func answer(
-        _ status: HTTPResponse.Status, fields given: HTTPFields, body text: String, requestID: String = RequestID().description,
+        _ status: HTTPResponse.Status, fields given: HTTPFields, body text: String, requestID: String = EventsFastPath.newRequestID(),
         started: ContinuousClock.Instant, context: ChannelHandlerContext
     ) {
         var fields = given

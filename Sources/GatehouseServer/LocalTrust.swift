@@ -57,6 +57,9 @@ enum LocalTrust {
     static let secFetchDest = HTTPField.Name("Sec-Fetch-Dest")!
     /// Set by a reverse proxy: the request came from elsewhere through it (see `refusal`).
     static let forwarded = [HTTPField.Name("Forwarded")!, HTTPField.Name("X-Forwarded-For")!, HTTPField.Name("X-Real-IP")!]
+    /// The fields `refusal` reads besides `Host`: a request with none of them is refused only
+    /// for its `Host` (what the events fast path relies on, asking `isLoopbackName` alone).
+    static let fieldsBeyondHost: [HTTPField.Name] = forwarded + [secFetchSite, secFetchMode, secFetchDest, .origin]
 
     /// Whether a `Host` value (with or without a port) names this machine's loopback interface.
     static func isLoopbackName(_ authority: String) -> Bool {

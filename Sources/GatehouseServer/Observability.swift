@@ -76,7 +76,7 @@ struct ObservabilityMiddleware: RouterMiddleware {
 
     /// Records an answered request: the latency histogram, and the log line.
     static func record(
-        method: String, path: String, route: String, status: Int, elapsed: Duration, logger: Logger, extra: Logger.Metadata = [:]
+        method: String, path: String, route: String, status: Int, elapsed: Duration, logger: Logger, extra: @autoclosure () -> Logger.Metadata = [:]
     ) {
         timer(method: method, route: route, status: status).recordNanoseconds(elapsed.nanoseconds)
         // Successful requests log at debug: at thousands of requests a second an info line per
@@ -87,7 +87,7 @@ struct ObservabilityMiddleware: RouterMiddleware {
             "method": .string(method), "path": .string(path),
             "status": .stringConvertible(status), "ms": .string(String(format: "%.2f", Double(elapsed.nanoseconds) / 1e6)),
         ]
-        metadata.merge(extra) { old, _ in old }
+        metadata.merge(extra()) { old, _ in old }
         logger.log(level: level, "request", metadata: metadata)
     }
 }

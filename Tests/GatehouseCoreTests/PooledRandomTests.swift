@@ -44,4 +44,20 @@ struct PooledRandomTests {
         }
         #expect(ids.withLock { $0.count } == 20_000)
     }
+
+    /// "evt_", then the time in milliseconds (its low 48 bits) in 12 hex digits and 20 random
+    /// ones: ids made later sort later, across a millisecond.
+    @Test func eventIDsSpellTheirTime() {
+        let before = UInt64(Timestamp.now().milliseconds)
+        let id = EventValidator.generateID()
+        let after = UInt64(Timestamp.now().milliseconds)
+        #expect(id.count == 36)
+        #expect(id.hasPrefix("evt_"))
+        let digits = id.dropFirst(4)
+        #expect(digits.allSatisfy { "0123456789abcdef".contains($0) }, "\(id)")
+        let time = UInt64(digits.prefix(12), radix: 16)
+        #expect(time.map { (before...after).contains($0) } == true, "\(id) at \(before)...\(after)")
+        #expect(EventValidator.generateID() != id)
+    }
 }
+

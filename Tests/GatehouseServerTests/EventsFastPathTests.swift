@@ -12,7 +12,9 @@ struct EventsFastPathTests {
     /// Requests that cover what the path takes and what it hands to the router: accepted,
     /// duplicate, reused id (refused by the commit, then answered by the router), bad JSON, a
     /// missing field, a reserved type, batches, NDJSON, CloudEvents (structured and binary),
-    /// media types and charsets refused, a query string, `Expect`, a malformed Authorization.
+    /// media types and charsets refused, a query string, `Expect`, a malformed Authorization,
+    /// what protected mode refuses (after requests it trusted on the same connection), and a
+    /// field given twice.
     static let requests: [(label: String, text: String)] = {
         func post(_ body: String, type: String = "application/json", headers: String = "", path: String = "/v1/events") -> String {
             "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
@@ -35,6 +37,14 @@ struct EventsFastPathTests {
             ("query", post(#"{"id":"a13","type":"run.failed","pipeline":"p"}"#, path: "/v1/events?x=1")),
             ("expect", post(#"{"id":"a14","type":"run.failed","pipeline":"p"}"#, headers: "Expect: 100-continue\r\n")),
             ("basic auth", post(#"{"id":"a15","type":"run.failed","pipeline":"p"}"#, headers: "Authorization: Basic eDp5\r\n")),
+            // What protected mode refuses, on a connection whose earlier requests it trusted.
+            ("other host", post(#"{"id":"a17","type":"run.failed","pipeline":"p"}"#).replacingOccurrences(of: "Host: 127.0.0.1", with: "Host: evil.example")),
+            ("proxied", post(#"{"id":"a18","type":"run.failed","pipeline":"p"}"#, headers: "X-Forwarded-For: 203.0.113.7\r\n")),
+            ("cross-site", post(#"{"id":"a19","type":"run.failed","pipeline":"p"}"#, headers: "Sec-Fetch-Site: cross-site\r\n")),
+            ("other origin", post(#"{"id":"a20","type":"run.failed","pipeline":"p"}"#, headers: "Origin: http://evil.example\r\n")),
+            ("same origin", post(#"{"id":"a21","type":"run.failed","pipeline":"p"}"#, headers: "Origin: http://127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n")),
+            // A field given twice: its values combine, as the router reads them.
+            ("two content types", post(#"{"id":"a22","type":"run.failed","pipeline":"p"}"#, headers: "Content-Type: text/plain\r\n")),
             ("health", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
             // Over the 64 KiB parsed on the event loop, within max_body: the router's.
             ("large batch", post("[" + (0..<400).map { #"{"id":"b\#($0)","type":"run.started","pipeline":"p","summary":"\#(String(repeating: "x", count: 150))"}"# }.joined(separator: ",") + "]")),
@@ -77,8 +87,8 @@ struct EventsFastPathTests {
             }
             // The answers are what the API promises, not merely the same on both paths.
             let statuses = viaFastPath.dropLast().map { $0.split(separator: " ").dropFirst().first { Int($0) != nil }.map(String.init) ?? "" }
-            #expect(statuses == ["202", "202", "409", "400", "422", "422", "202", "422", "202", "202", "202", "415", "415", "202", "202", "202", "401", "200", "202", "202"])
-            #expect(viaFastPath.last == "stored: \(["a0", "a1", "a3", "a4", "a7", "a8", "a9", "a10", "a12", "a13", "a14"] + (0..<400).map { "b\($0)" } + ["a16"])")
+            #expect(statuses == ["202", "202", "409", "400", "422", "422", "202", "422", "202", "202", "202", "415", "415", "202", "202", "202", "401", "403", "403", "403", "403", "202", "415", "200", "202", "202"])
+            #expect(viaFastPath.last == "stored: \(["a0", "a1", "a3", "a4", "a7", "a8", "a9", "a10", "a12", "a13", "a14", "a21"] + (0..<400).map { "b\($0)" } + ["a16"])")
         }
     }
 
