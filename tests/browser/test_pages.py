@@ -417,8 +417,11 @@ def test_a_new_gate_never_moves_the_buttons_under_the_reader(server, page):
     expect(held).to_be_visible(timeout=10000)
     page.wait_for_timeout(1500)
     assert "RISKY" not in page.inner_text("#live")
-    page.mouse.click(x, y)
-    page.wait_for_url(server.url + "/gates**")
+    # The approval is a form post answered with a redirect back to /gates: wait for that
+    # navigation itself (the URL is /gates before it too, so waiting for the URL passes at once,
+    # and a loaded machine could ask for the gate before the post was handled).
+    with page.expect_navigation(url=server.url + "/gates**", timeout=15000):
+        page.mouse.click(x, y)
     with Client(server.url) as gh:
         assert gh.get_gate(safe.id).state == "approved"
         assert gh.get_gate(risky.id).pending
