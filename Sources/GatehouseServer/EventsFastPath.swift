@@ -229,24 +229,26 @@ final class EventsFastPath: ChannelDuplexHandler {
         var cookie = false
         /// A field besides `Host` that protected mode's verdict depends on.
         var beyondHost = false
-        private var names: [HTTPField.Name] = []
+        /// The fields read so far, one bit each.
+        private var seen: UInt8 = 0
 
         /// False when a field this path reads comes twice.
         mutating func take(_ field: HTTPField) -> Bool {
+            let bit: UInt8
             switch field.name {
-            case .expect: expect = true
-            case .connection: connection = field.value
-            case .contentLength: contentLength = field.value
-            case .contentType: contentType = field.value
-            case EventsFastPath.ceSpecVersion: ceSpecVersion = true
-            case .authorization: authorization = field.value
-            case .cookie: cookie = true
+            case .expect: (bit, expect) = (1, true)
+            case .connection: (bit, connection) = (2, field.value)
+            case .contentLength: (bit, contentLength) = (4, field.value)
+            case .contentType: (bit, contentType) = (8, field.value)
+            case EventsFastPath.ceSpecVersion: (bit, ceSpecVersion) = (16, true)
+            case .authorization: (bit, authorization) = (32, field.value)
+            case .cookie: (bit, cookie) = (64, true)
             default:
                 if LocalTrust.fieldsBeyondHost.contains(field.name) { beyondHost = true }
                 return true
             }
-            if names.contains(field.name) { return false }
-            names.append(field.name)
+            if seen & bit != 0 { return false }
+            seen |= bit
             return true
         }
     }
@@ -286,10 +288,12 @@ final class EventsFastPath: ChannelDuplexHandler {
     static let ceSpecVersion = HTTPField.Name("ce-specversion")!
     static let requestID = HTTPField.Name("X-Request-Id")!
 
-    /// A request id as Hummingbird's `RequestID` spells one — a random prefix for the process,
-    /// then a counter in 16 hex digits — made without its `String(radix:)` and padding.
+    /// A request id as Hummingbird's `RequestID` spells one — its random prefix for the process
+    /// (so the router's answers and these share it), then a counter in 16 hex digits — made
+    /// without its `String(radix:)` and padding. The counter starts at random, as Hummingbird's
+    /// does, and wraps.
     static func newRequestID() -> String {
-        let n = requestCounter.add(1, ordering: .relaxed).oldValue
+        let n = requestCounter.wrappingAdd(1, ordering: .relaxed).oldValue
         let prefix = requestIDPrefix.utf8
         return String(unsafeUninitializedCapacity: prefix.count + 16) { out in
             var i = 0
@@ -299,7 +303,7 @@ final class EventsFastPath: ChannelDuplexHandler {
             return i + 16
         }
     }
-    private static let requestIDPrefix = String(UInt64.random(in: .min ... .max), radix: 16)
+    private static let requestIDPrefix = String(RequestID().description.dropLast(16))
     private static let requestCounter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
 
     private func commit(_ head: HTTPRequest, mediaType: EventIntake.MediaType, started: ContinuousClock.Instant, context: ChannelHandlerContext) {
@@ -343,7 +347,7 @@ final class EventsFastPath: ChannelDuplexHandler {
         case .failure(let error):
             // Answered here as the router would answer the same error (running the request
             // again there would double the wait of every request in a failed commit).
-            let id = RequestID().description
+            let id = Self.newRequestID()
             let problem = ObservabilityMiddleware.problem(for: error, requestID: id, logger: settings.logger)
             let (fields, text) = Response.problemParts(problem)
             answer(HTTPResponse.Status(code: problem.status), fields: fields, body: text, requestID: id, started: started, context: context)

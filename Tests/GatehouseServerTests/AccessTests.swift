@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import GatehouseClient
 import GatehouseCore
 import GatehouseStore
@@ -271,6 +272,35 @@ struct WebSessionTests {
         for name in ["evil.example", "127.0.0.1.evil.example", "localhost.evil.example", "128.0.0.1", "127.0.0.256", "127.0.0", "[::2]:80", "[::1]x",
                      "localhost:80x", "0.0.0.0", ""] {
             #expect(!LocalTrust.isLoopbackName(name), "\(name)")
+        }
+    }
+
+    /// The events fast path asks `isLoopbackName` alone when none of `fieldsBeyondHost` came:
+    /// every field that can make `refusal` refuse a request with a loopback `Host` must be in
+    /// that list (add a field to `refusal`, and here, and this holds the list to it).
+    @Test func everyFieldProtectedModeReadsBesidesHostIsListed() throws {
+        let hostile: [(String, String)] = [
+            ("Forwarded", "for=203.0.113.7"), ("X-Forwarded-For", "203.0.113.7"), ("X-Real-IP", "203.0.113.7"),
+            ("Sec-Fetch-Site", "cross-site"), ("Origin", "http://evil.example"),
+        ]
+        let clean = HTTPRequest(method: .post, scheme: "http", authority: "127.0.0.1:8080", path: "/v1/events")
+        #expect(LocalTrust.refusal(clean) == nil)
+        for (name, value) in hostile {
+            var request = clean
+            let field = try #require(HTTPField.Name(name))
+            request.headerFields[field] = value
+            #expect(LocalTrust.refusal(request) != nil, "\(name)")
+            #expect(LocalTrust.fieldsBeyondHost.contains(field), "\(name)")
+        }
+        // Sec-Fetch-Mode and Sec-Fetch-Dest decide with Sec-Fetch-Site (a link followed to a page).
+        var navigation = HTTPRequest(method: .get, scheme: "http", authority: "127.0.0.1:8080", path: "/gates")
+        navigation.headerFields[try #require(HTTPField.Name("Sec-Fetch-Site"))] = "cross-site"
+        #expect(LocalTrust.refusal(navigation) != nil)
+        navigation.headerFields[try #require(HTTPField.Name("Sec-Fetch-Mode"))] = "navigate"
+        navigation.headerFields[try #require(HTTPField.Name("Sec-Fetch-Dest"))] = "document"
+        #expect(LocalTrust.refusal(navigation) == nil)
+        for name in ["Sec-Fetch-Mode", "Sec-Fetch-Dest"] {
+            #expect(LocalTrust.fieldsBeyondHost.contains(try #require(HTTPField.Name(name))), "\(name)")
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import GatehouseClient
 import GatehouseCore
 @testable import GatehouseServer
+import Hummingbird
 import Testing
 
 /// `POST /v1/events` answered on the event loop (`EventsFastPath`): taken for what will be
@@ -273,5 +274,18 @@ struct EventsFastPathTests {
             let fast = log.components(separatedBy: "\n").filter { $0.contains(#""answered_on":"event loop""#) }
             #expect(fast.count >= 3, "\(log.suffix(2000))")
         }
+    }
+
+    /// The path's request ids are spelt as the router's (Hummingbird's `RequestID`): its prefix
+    /// for the process, then a counter in 16 hex digits.
+    @Test func requestIDsShareTheRoutersPrefix() {
+        let router = RequestID().description
+        let first = EventsFastPath.newRequestID()
+        let second = EventsFastPath.newRequestID()
+        #expect(first.count == router.count && second.count == router.count)
+        #expect(first.dropLast(16) == router.dropLast(16))
+        let (a, b) = (UInt64(first.suffix(16), radix: 16), UInt64(second.suffix(16), radix: 16))
+        // Counted on (answers other tests' servers give in this process may come between).
+        #expect(a != nil && b != nil && (1..<1_000_000).contains(b! &- a!), "\(first) \(second)")
     }
 }
