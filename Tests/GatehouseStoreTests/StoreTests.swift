@@ -21,7 +21,7 @@ struct MigrationTests {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let db = try GatehouseDatabase(path: path)
-        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at"])
+        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order"])
         let tables = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name") }
         #expect(tables.contains("events") && tables.contains("runs") && tables.contains("tokens"))
         let indexes = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index'") }
@@ -33,8 +33,41 @@ struct MigrationTests {
         #expect(try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA wal_autocheckpoint") } == 4000)
         // Reopening applies nothing twice.
         let again = try GatehouseDatabase(path: path, durability: .normal)
-        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at"])
+        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order"])
         #expect(try again.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
+    }
+
+    /// v11 moves runs into a rowid table: runs summarised before it are read and updated
+    /// after it as before, found by run alone too, and a run name in two pipelines stays two runs.
+    @Test func runsSurviveTheMoveToArrivalOrder() async throws {
+        let path = tempPath()
+        defer { removeDatabases(path) }
+        do {
+            let pool = try DatabasePool(path: path)
+            try GatehouseDatabase.migrator.migrate(pool, upTo: "v10-deliveries-retried-at")
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO runs (pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts)
+                    VALUES ('p', 'r1', 'failed', 'fit', 1000, 2000, 2000, 2000, 2, '{"run.failed":1,"run.started":1}'),
+                           ('q', 'r1', 'running', NULL, 1500, NULL, 1500, 1500, 1, '{"run.started":1}')
+                    """)
+            }
+        }
+        let database = try GatehouseDatabase(path: path)
+        #expect(try database.appliedMigrations().last == "v11-runs-in-arrival-order")
+        let indexes = try await database.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='runs' ORDER BY name") }
+        #expect(indexes == ["runs_by_key", "runs_by_recency"])
+        let log = EventLog(database: database, bus: Bus())
+        let (moved, _) = try #require(try await log.run("r1", pipeline: "p"))
+        #expect(moved.status == .failed && moved.failedStep == "fit" && moved.eventCount == 2 && moved.counts == ["run.failed": 1, "run.started": 1])
+        // A later event folds into the moved row (the upsert's conflict target still holds).
+        _ = try await log.append([Event(id: "e3", type: "run.started", pipeline: "p", run: "r1", time: Timestamp(milliseconds: 3000))])
+        let (updated, _) = try #require(try await log.run("r1", pipeline: "p"))
+        #expect(updated.status == .running && updated.eventCount == 3 && updated.startedAt.milliseconds == 1000)
+        #expect(try await log.runs(pipeline: nil, status: nil, limit: 10).count == 2)
+        // By run alone: the most recent of the pipelines that have it.
+        #expect(try await log.run("r1", pipeline: nil)?.0.pipeline == "p")
+        #expect(try await log.run("r1", pipeline: "q")?.0.status == .running)
     }
 
     @Test func createsTheDatabaseFolder() throws {
