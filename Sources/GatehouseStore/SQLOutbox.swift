@@ -371,9 +371,13 @@ public final class SQLOutbox: Outbox {
             if let state { clauses.append("state = ?"); arguments.append(state.rawValue) }
             if let receiver { clauses.append("receiver = ?"); arguments.append(receiver) }
             arguments.append(limit)
+            // Unfiltered, newest first by insertion: no index gives `created_at` order over all
+            // rows, so that sorted the whole table (0.1 s at 90,000 deliveries, growing with
+            // it); rows are inserted with the commit's time, so the two orders agree.
+            let order = clauses.isEmpty ? "rowid DESC" : "created_at DESC, rowid DESC"
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             return try db.all(
-                "SELECT \(Delivery.selectColumns) FROM deliveries \(whereClause) ORDER BY created_at DESC, rowid DESC LIMIT ?", arguments
+                "SELECT \(Delivery.selectColumns) FROM deliveries \(whereClause) ORDER BY \(order) LIMIT ?", arguments
             ) { Delivery($0) }
         }
     }
@@ -407,17 +411,24 @@ public final class SQLOutbox: Outbox {
         try await database.read { db in try db.value(Int.self, "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending','failed')") ?? 0 }
     }
 
-    /// Recent events of a pipeline/run, for inhibition checks.
+    /// Recent events of a pipeline/run, for inhibition checks: of its last `limit` events,
+    /// those received since `since`.
+    ///
+    /// The last `limit` are taken first, then filtered by time: with the time a condition of
+    /// the index walk itself, newest first, SQLite cannot know that once one row is older all
+    /// the rest are, and with fewer than `limit` recent events it read the pipeline's whole
+    /// history — per message sent while inhibition rules are set (2.5 ms at 1,800 events in the
+    /// pipeline, growing with it). Events are received in `seq` order, so the last `limit` hold
+    /// every recent one there is room for.
     public func recentEvents(pipeline: String, run: String?, since: Timestamp, limit: Int) async throws -> [Event] {
         try await database.read { db in
-            if let run {
-                return try db.all(
-                    "SELECT \(EventRow.selectColumns) FROM events WHERE run = ? AND pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?",
-                    [run, pipeline, since.milliseconds, limit]) { EventRow.storedEvent($0).event }
-            }
+            let last = run == nil
+                ? "SELECT * FROM events WHERE pipeline = ? ORDER BY seq DESC LIMIT ?"
+                : "SELECT * FROM events WHERE run = ? AND pipeline = ? ORDER BY seq DESC LIMIT ?"
+            let arguments: SQLArguments = run.map { [$0, pipeline, limit, since.milliseconds] } ?? [pipeline, limit, since.milliseconds]
             return try db.all(
-                "SELECT \(EventRow.selectColumns) FROM events WHERE pipeline = ? AND received_at >= ? ORDER BY seq DESC LIMIT ?",
-                [pipeline, since.milliseconds, limit]) { EventRow.storedEvent($0).event }
+                "SELECT \(EventRow.selectColumns) FROM (\(last)) AS recent WHERE received_at >= ? ORDER BY seq DESC", arguments
+            ) { EventRow.storedEvent($0).event }
         }
     }
 

@@ -530,6 +530,44 @@ struct OutboxTests {
         #expect(try await database.pool.read { try String.fetchAll($0, sql: "SELECT group_key FROM alert_groups") } == ["root|run=r2"])
     }
 
+    /// Inhibition's look-back: of a pipeline's (or run's) last `limit` events, those received
+    /// in the window, newest first — old history is neither returned nor walked.
+    @Test func recentEventsAreTheLastOnesReceivedInTheWindow() async throws {
+        let path = tempPath()
+        defer { removeDatabases(path) }
+        let database = try GatehouseDatabase(path: path)
+        for (at, ids) in [(1_000_000, ["old1", "old2", "old3"]), (5_000_000, ["new1", "new2"])] {
+            let log = EventLog(database: database, bus: Bus(), clock: { Timestamp(milliseconds: Int64(at)) })
+            _ = try await log.append(ids.map { event($0, pipeline: "p", run: $0.hasSuffix("2") ? "r2" : "r1") })
+            _ = try await log.append([event("other-" + ids[0], pipeline: "q", run: "r1")])
+        }
+        let outbox = SQLOutbox(log: EventLog(database: database, bus: Bus()))
+        let window = Timestamp(milliseconds: 4_000_000)
+        #expect(try await outbox.recentEvents(pipeline: "p", run: nil, since: window, limit: 200).map(\.id) == ["new2", "new1"])
+        #expect(try await outbox.recentEvents(pipeline: "p", run: "r2", since: window, limit: 200).map(\.id) == ["new2"])
+        #expect(try await outbox.recentEvents(pipeline: "p", run: "r1", since: Timestamp(milliseconds: 0), limit: 200).map(\.id) == ["new1", "old3", "old1"])
+        #expect(try await outbox.recentEvents(pipeline: "p", run: nil, since: Timestamp(milliseconds: 0), limit: 2).map(\.id) == ["new2", "new1"])
+        #expect(try await outbox.recentEvents(pipeline: "p", run: nil, since: Timestamp(milliseconds: 6_000_000), limit: 200).isEmpty)
+    }
+
+    /// `GET /v1/deliveries` without a filter: newest first, as with one.
+    @Test func unfilteredDeliveriesAreNewestFirst() async throws {
+        let path = tempPath()
+        defer { removeDatabases(path) }
+        let database = try GatehouseDatabase(path: path)
+        for (i, id) in ["a", "b", "c"].enumerated() {
+            let log = EventLog(database: database, bus: Bus(), clock: { Timestamp(milliseconds: 1_000_000 + Int64(i) * 1000) }) { event in
+                DeliveryPlan(deliveries: [PlannedDelivery(receiver: i == 1 ? "audit" : "hook", route: "root", groupKey: "root|\(event.id)", groupWait: .seconds(0), groupInterval: .seconds(60), fallback: nil, alone: true)])
+            }
+            _ = try await log.append([event(id)])
+        }
+        let outbox = SQLOutbox(log: EventLog(database: database, bus: Bus()))
+        let all = try await outbox.list(state: nil, receiver: nil, limit: 10)
+        #expect(all.map(\.created_at) == [1_002_000, 1_001_000, 1_000_000])
+        #expect(try await outbox.list(state: nil, receiver: nil, limit: 2).map(\.id) == Array(all.prefix(2).map(\.id)))
+        #expect(try await outbox.list(state: .pending, receiver: "hook", limit: 10).map(\.created_at) == [1_002_000, 1_000_000])
+    }
+
     /// When a receiver comes back, the deliveries that failed with it go again at once, in the
     /// order they were created; one that kept failing keeps its own back-off.
     @Test func aRecoveredReceiversBacklogIsDueAgainOldestFirst() async throws {
