@@ -344,11 +344,14 @@ public final class GatehouseDatabase: Sendable {
         migrator.registerMigration("v10-deliveries-retried-at", foreignKeyChecks: .immediate) { db in
             try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN retried_at INTEGER")
         }
-        // Runs in arrival order. Keyed by (pipeline, run), WITHOUT ROWID, a new run's row went
-        // into its pipeline's part of the table: a commit of alerts from many pipelines dirtied
-        // a page per pipeline (12 of the 44 WAL frames of a commit under the alerts load), and
-        // `runs_by_run` one more. A rowid table appends them; one unique index on (run,
-        // pipeline) finds a run by both keys (the upsert's conflict target) and by run alone.
+        // Runs in arrival order. Keyed by (pipeline, run), WITHOUT ROWID, a new run's whole row
+        // went into its pipeline's part of the table: a commit of alerts from many pipelines
+        // dirtied a page of full rows per pipeline (12 of the 44 WAL frames of a commit under
+        // the alerts load), and `runs_by_run` one more. A rowid table appends them; one unique
+        // index on (run, pipeline) finds a run by both keys (the upsert's conflict target) and
+        // by run alone; a pipeline's runs, newest first, come from (pipeline, last_event_at) —
+        // small entries, and a listing that reads only what it shows (the key sorted all of a
+        // pipeline's runs for each page of them).
         migrator.registerMigration("v11-runs-in-arrival-order", foreignKeyChecks: .immediate) { db in
             try db.execute(sql: """
                 CREATE TABLE runs_in_arrival_order (
@@ -369,6 +372,7 @@ public final class GatehouseDatabase: Sendable {
                 DROP TABLE runs;
                 ALTER TABLE runs_in_arrival_order RENAME TO runs;
                 CREATE UNIQUE INDEX runs_by_key ON runs(run, pipeline);
+                CREATE INDEX runs_by_pipeline ON runs(pipeline, last_event_at);
                 CREATE INDEX runs_by_recency ON runs(last_event_at);
                 """)
         }

@@ -480,7 +480,7 @@ public final class EventLog: Sendable {
     private static let runColumns = "pipeline, run, status, failed_step, started_at, ended_at, last_event_at, lifecycle_at, event_count, counts"
     private static let insertRun = "INSERT INTO runs (\(runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, run) DO NOTHING"
 
-    /// Compared by bytes, as the store's primary key compares them (ExactText).
+    /// Compared by bytes, as the store's unique key on runs compares them (ExactText).
     private struct RunKey: Hashable {
         var pipeline: String
         var run: String
@@ -523,14 +523,20 @@ public final class EventLog: Sendable {
 
     public func runs(pipeline: String?, status: RunSummary.Status?, limit: Int) async throws -> [RunSummary] {
         try await database.read { db in
-            var clauses: [String] = []
             var arguments: SQLArguments = []
-            if let pipeline { clauses.append("pipeline = ?"); arguments.append(pipeline) }
-            if let status { clauses.append("status = ?"); arguments.append(status.rawValue) }
+            if let pipeline { arguments.append(pipeline) }
+            if let status { arguments.append(status.rawValue) }
             arguments.append(limit)
-            let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-            return try db.all("SELECT \(RunRow.selectColumns) FROM runs \(whereClause) ORDER BY last_event_at DESC LIMIT ?", arguments, RunRow.summary)
+            return try db.all(Self.runsQuery(pipeline: pipeline != nil, status: status != nil), arguments, RunRow.summary)
         }
+    }
+
+    /// The runs listing, most recently active first, filtered by pipeline and status when
+    /// asked (arguments in that order, then the limit).
+    static func runsQuery(pipeline: Bool, status: Bool) -> String {
+        let clauses: [String] = (pipeline ? ["pipeline = ?"] : []) + (status ? ["status = ?"] : [])
+        let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        return "SELECT \(RunRow.selectColumns) FROM runs \(whereClause) ORDER BY last_event_at DESC LIMIT ?"
     }
 
     /// A run with its timeline. Several pipelines may use the same run id: `pipeline` picks one,

@@ -56,7 +56,23 @@ struct MigrationTests {
         let database = try GatehouseDatabase(path: path)
         #expect(try database.appliedMigrations().last == "v11-runs-in-arrival-order")
         let indexes = try await database.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='runs' ORDER BY name") }
-        #expect(indexes == ["runs_by_key", "runs_by_recency"])
+        #expect(indexes == ["runs_by_key", "runs_by_pipeline", "runs_by_recency"])
+        // Every form of the runs listing reads an index in the order it shows: no scan of the
+        // table, no sort of a pipeline's runs (each CI job is a run: they pile up).
+        for (pipeline, status) in [(false, false), (true, false), (true, true)] {
+            var values: [any DatabaseValueConvertible] = []
+            if pipeline { values.append("p") }
+            if status { values.append("failed") }
+            values.append(10)
+            let arguments = try #require(StatementArguments(values))
+            let plan = try await database.pool.read { db in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + EventLog.runsQuery(pipeline: pipeline, status: status), arguments: arguments)
+                    .map { $0["detail"] as String }
+            }
+            // Filtered by pipeline: a search of that pipeline's entries, not a walk of every
+            // run's in order of recency; unfiltered: that walk, stopping at the limit.
+            #expect(plan.allSatisfy { $0.hasPrefix(pipeline ? "SEARCH" : "SCAN") && $0.contains("USING INDEX") && !$0.contains("TEMP B-TREE") }, "\(pipeline) \(status): \(plan)")
+        }
         let log = EventLog(database: database, bus: Bus())
         let (moved, _) = try #require(try await log.run("r1", pipeline: "p"))
         #expect(moved.status == .failed && moved.failedStep == "fit" && moved.eventCount == 2 && moved.counts == ["run.failed": 1, "run.started": 1])
