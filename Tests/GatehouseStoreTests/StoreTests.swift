@@ -547,7 +547,7 @@ struct OutboxTests {
     }
 
     /// Inhibition's look-back: of a pipeline's (or run's) last `limit` events, those received
-    /// in the window, newest first — old history is neither returned nor walked.
+    /// in the window, newest first; what is older than the window is not returned.
     @Test func recentEventsAreTheLastOnesReceivedInTheWindow() async throws {
         let path = tempPath()
         defer { removeDatabases(path) }
