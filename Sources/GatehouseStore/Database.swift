@@ -26,6 +26,7 @@ public final class GatehouseDatabase: Sendable {
             try db.execute(sql: "PRAGMA cache_size = -2000")
         }
         _ = Self.statementJournalsInMemory
+        _ = Self.memoryStatisticsOff
         _ = Self.coalescingVFSInstalled
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
@@ -56,6 +57,7 @@ public final class GatehouseDatabase: Sendable {
     /// asks). Registered after the statement journal setting: registering initialises SQLite.
     static let coalescingVFSInstalled: Bool = {
         _ = statementJournalsInMemory
+        _ = memoryStatisticsOff
         let code = gh_sqlite_install_coalescing_vfs()
         if code != 0 {
             Logger(label: "gatehouse.store").warning(
@@ -76,6 +78,20 @@ public final class GatehouseDatabase: Sendable {
         if code != 0 {
             Logger(label: "gatehouse.store").warning(
                 "SQLite was initialised before the store opened it: savepoints keep SQLite's default statement journal spill (64 KiB)",
+                metadata: ["code": .stringConvertible(code)])
+        }
+        return code == 0
+    }()
+
+    /// SQLite counts every allocation it makes for `sqlite3_memory_used` (nothing here reads
+    /// it) under one process-wide mutex, and Debian's build has no lookaside allocator, so
+    /// every small allocation of every statement on every connection takes that mutex. Set
+    /// once, before the process's first connection, like the statement journal's spill.
+    static let memoryStatisticsOff: Bool = {
+        let code = gh_sqlite_disable_memory_statistics()
+        if code != 0 {
+            Logger(label: "gatehouse.store").warning(
+                "SQLite was initialised before the store opened it: it keeps counting its memory under a process-wide lock",
                 metadata: ["code": .stringConvertible(code)])
         }
         return code == 0

@@ -52,6 +52,19 @@ struct DurabilityTests {
         }
     }
 
+    /// The store's process-wide SQLite settings (statement journals in memory, no memory
+    /// statistics, the WAL-write coalescing VFS) only take if they come before anything else
+    /// in the process opens SQLite; each logs a warning when it came too late.
+    @Test func theStoresSQLiteSettingsTakeEffectInTheServer() async throws {
+        try await offThePool {
+            let server = try ServerProcess()
+            #expect(try server.post("/v1/events", #"{"id":"s1","type":"run.failed","pipeline":"p","run":"r1"}"#).status == 202)
+            let log = server.stopAndReadLog()
+            #expect(!log.contains("SQLite was initialised before the store opened it"), "\(log)")
+            #expect(!log.contains("could not install the WAL write coalescing VFS"), "\(log)")
+        }
+    }
+
     @Test func sigtermFinishesInFlightWorkAndExitsCleanly() async throws {
         try await offThePool {
             let dir = TempDir()

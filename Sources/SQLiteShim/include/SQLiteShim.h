@@ -7,6 +7,12 @@
    Returns SQLite's result code. */
 int gh_sqlite_set_statement_journal_spill(int bytes);
 
+/* Stops SQLite counting the memory it allocates (SQLITE_CONFIG_MEMSTATUS, on in Debian's build):
+   the count takes a process-wide mutex around every allocation and free, and with lookaside
+   compiled out every small allocation is one. Only effective before SQLite initialises, like
+   the setting above. Returns SQLite's result code. */
+int gh_sqlite_disable_memory_statistics(void);
+
 /* Puts the WAL-write coalescing VFS (WALWriteCoalescing.c) in front of the platform's and makes
    it the default, for the databases opened after. It changes nothing by itself: a connection
    coalesces only once asked with gh_sqlite_coalesce_wal_writes_of. Call after
