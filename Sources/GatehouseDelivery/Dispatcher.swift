@@ -605,8 +605,10 @@ public final class Dispatcher: Sendable {
             var recovered = false
             switch verdict {
             case nil: health.released(delivery.id)
-            case .answered:
-                recovered = health.answered(delivery.id)
+            case .answered, .answeredButPaused:
+                var pause: Double?
+                if case .answeredButPaused(let seconds) = verdict { pause = seconds }
+                recovered = health.answered(delivery.id, pausing: pause, now: now)
                 if recovered {
                     // Hold the receiver until its backlog is in order (see `attempt`), and let go
                     // of the rows claimed while it was held: the next read takes everything in
@@ -617,7 +619,7 @@ public final class Dispatcher: Sendable {
                         for (member, _) in batch { s.inFlight.remove(member.id) }
                     }
                 }
-            case .failed: health.failed(delivery.id, now: now, random: PooledRandom.fraction())
+            case .failed(let retryAfter): health.failed(delivery.id, retryAfter: retryAfter, now: now, random: PooledRandom.fraction())
             case .rateLimited(let seconds): health.rateLimited(delivery.id, for: seconds, now: now)
             }
             s.health[delivery.receiver] = health

@@ -2,10 +2,12 @@ import GatehouseCore
 
 /// One receiver's health as the dispatcher sees it — a circuit breaker per receiver, not per
 /// delivery. After a retryable failure (connection error, timeout, 408, 5xx) the whole
-/// receiver backs off exponentially and is then probed with one delivery at a time; a 429 (or
-/// Discord's rate-limit answer) pauses it until the time it gave. The first answer that is not
-/// a retryable failure ends the episode, and the backlog drains at full speed. So a receiver
-/// that is down draws about one request per back-off step, whatever its backlog.
+/// receiver backs off exponentially — at least as long as the failure's `Retry-After` asked —
+/// and is then probed with one delivery at a time; a 429 (or Discord's rate-limit answer)
+/// pauses it until the time it gave, a second at least. The first answer that is not a
+/// retryable failure ends the episode, and the backlog drains at full speed. So a receiver
+/// that is down or refusing draws about one request per back-off step or pause, whatever its
+/// backlog and whatever it asks for.
 /// See docs/delivery.md.
 public struct ReceiverHealth: Sendable {
     public enum State: String, Sendable, CaseIterable {
@@ -27,7 +29,7 @@ public struct ReceiverHealth: Sendable {
     public private(set) var state: State = .ok
     /// End of the current back-off or rate-limit pause.
     public private(set) var until: Timestamp?
-    /// Retryable failures in a row (probes included); 0 once the receiver answers.
+    /// Retryable failures and 429s in a row (probes included); 0 once the receiver answers.
     public private(set) var consecutiveFailures = 0
     /// The delivery sent as the probe, while it is in flight.
     public private(set) var probe: String?
@@ -53,37 +55,60 @@ public struct ReceiverHealth: Sendable {
 
     /// The receiver answered (delivered, or a final refusal such as 400: it is up). True when
     /// this ends a failure episode, so its held-back deliveries should be brought forward.
-    public mutating func answered(_ id: String) -> Bool {
-        let recovering = state != .ok || consecutiveFailures > 0
+    /// `pausing`: it asked for a wait all the same (Discord's empty bucket) — it is paused that
+    /// long, one delivery at a time after, but not failing: its failures are forgotten, and a
+    /// pause that follows only such answers is no episode to recover from.
+    public mutating func answered(_ id: String, pausing seconds: Double? = nil, now: Timestamp? = nil) -> Bool {
+        let recovering = state == .backingOff || consecutiveFailures > 0
         state = .ok
         until = nil
         probe = nil
         consecutiveFailures = 0
+        if let seconds, let now {
+            let wait = RetrySchedule.askedWait(seconds: seconds).milliseconds
+            if wait > 0 {
+                state = .pausedByRateLimit
+                until = now.adding(milliseconds: wait)
+            }
+        }
         return recovering
     }
 
-    /// A retryable failure of delivery `id`. Only the first failure of an episode and failed
-    /// probes lengthen the back-off: attempts that were already in flight when the receiver
-    /// went down fail too, and must not multiply it.
-    public mutating func failed(_ id: String, now: Timestamp, random: Double) {
+    /// A retryable failure of delivery `id` (connection error, timeout, 408, 5xx), which may have
+    /// asked for a wait (`retryAfter`, seconds): the back-off waits at least that long. Only
+    /// the first failure of an episode and failed probes lengthen the back-off: attempts that
+    /// were already in flight when the receiver went down fail too, and must not multiply it.
+    public mutating func failed(_ id: String, retryAfter: Double? = nil, now: Timestamp, random: Double) {
         let wasProbe = probe == id
         guard state == .ok || wasProbe else { return }
         consecutiveFailures += 1
         state = .backingOff
-        until = now.adding(milliseconds: backoff.delay(afterAttempt: consecutiveFailures, random: random).milliseconds)
+        let step = backoff.delay(afterAttempt: consecutiveFailures, random: random).milliseconds
+        let asked = RetrySchedule.askedWait(seconds: retryAfter ?? 0).milliseconds
+        until = now.adding(milliseconds: max(step, asked))
         probe = nil
     }
 
-    /// The receiver asked us to wait `seconds` (429 with Retry-After, Discord's retry_after).
+    /// The shortest pause a 429 gets. A receiver that answers `429` with `Retry-After: 0` (or
+    /// a date in the past) is still refusing: unpaused, each of its probes' answers let the next
+    /// go at once, a request per round trip for as long as it refused.
+    public static let shortestRateLimitPause = 1.0
+
+    /// The receiver refused with a 429, asking us to wait `seconds` (`Retry-After`, Discord's
+    /// `retry_after`): it is paused that long, at least `shortestRateLimitPause`, and then
+    /// probed. It counts as a failure, as `failed` counts them.
     public mutating func rateLimited(_ id: String, for seconds: Double, now: Timestamp) {
-        let end = now.adding(milliseconds: RetrySchedule.askedWait(seconds: seconds).milliseconds)
-        if state == .pausedByRateLimit, let until, until > end {
-            // Keep the longer pause.
+        let wasProbe = probe == id
+        if state == .ok || wasProbe { consecutiveFailures += 1 }
+        let wait = max(RetrySchedule.askedWait(seconds: seconds).milliseconds, Int64(Self.shortestRateLimitPause * 1000))
+        let end = now.adding(milliseconds: wait)
+        if state != .ok, let until, until > end {
+            // Keep the longer hold.
         } else {
             until = end
         }
         state = .pausedByRateLimit
-        if probe == id { probe = nil }
+        if wasProbe { probe = nil }
     }
 
     /// An attempt that sent nothing (muted, taken along by another message, abandoned at

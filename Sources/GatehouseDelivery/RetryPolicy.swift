@@ -19,9 +19,14 @@ public struct RetryPolicy: Sendable {
     public enum Verdict: Sendable, Equatable {
         /// It answered (delivered, or refused for good): it is up.
         case answered
-        /// Connection error, timeout, 408 or 5xx.
-        case failed
-        /// It asked us to wait this many seconds (429, `Retry-After`, Discord's rate-limit headers).
+        /// It answered, and asked us to wait this many seconds before the next (Discord's
+        /// empty bucket, `X-RateLimit-Remaining: 0`): up, but paused.
+        case answeredButPaused(Double)
+        /// Connection error, timeout, 408 or 5xx, with the wait it asked for if any
+        /// (`Retry-After`, Discord's rate-limit headers): it is failing.
+        case failed(retryAfter: Double?)
+        /// 429: it asked us to slow down, for this many seconds (`Retry-After`, Discord's
+        /// `retry_after`; 0 when it did not say).
         case rateLimited(Double)
     }
 
@@ -47,13 +52,18 @@ public struct RetryPolicy: Sendable {
     }
 
     /// The receiver's health from one answer: `pause` is a wait the receiver's platform asked
-    /// for beyond `Retry-After` (Discord's rate-limit headers), even on a success.
+    /// for beyond `Retry-After` (Discord's rate-limit headers), even on a success. Only a 429
+    /// is a rate limit: a 5xx or 408 that carries `Retry-After` is a failure whose back-off
+    /// waits at least that long (it used to pause the receiver as a rate limit, so that
+    /// `Retry-After: 0` on a 503 let every held delivery go at once, and nothing counted the
+    /// failures).
     public static func verdict(_ outcome: DeliveryOutcome, status: Int, pause platformPause: Double?) -> Verdict {
-        var pause = platformPause
-        if case .retry(let after?, _) = outcome { pause = max(pause ?? 0, after) }
         switch outcome {
-        case .delivered, .dead: return pause.map { .rateLimited($0) } ?? .answered
-        case .retry: return status == 429 || pause != nil ? .rateLimited(pause ?? 1) : .failed
+        case .delivered, .dead:
+            return platformPause.map { .answeredButPaused($0) } ?? .answered
+        case .retry(let after, _):
+            let asked = [after, platformPause].compactMap { $0 }.max()
+            return status == 429 ? .rateLimited(asked ?? 0) : .failed(retryAfter: asked)
         }
     }
 }

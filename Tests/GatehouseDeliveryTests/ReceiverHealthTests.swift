@@ -85,16 +85,72 @@ struct ReceiverHealthTests {
             h.rateLimited("a", for: seconds, now: t0)
             #expect(h.until == t0.adding(milliseconds: 3_600_000), "\(seconds)")
         }
-        for seconds: Double in [.nan, -5, -.infinity, 0] {
+        // One that asks for no wait (not a number, negative, 0, a date in the past) still
+        // pauses it a second: it is refusing, and unpaused each probe's 429 let the next go at
+        // once.
+        for seconds: Double in [.nan, -5, -.infinity, 0, 0.001] {
             var h = ReceiverHealth()
             _ = h.admit("a", now: t0)
             h.rateLimited("a", for: seconds, now: t0)
-            #expect(h.until == t0, "\(seconds)")
+            #expect(h.until == t0.adding(milliseconds: 1000), "\(seconds)")
         }
         let schedule = RetrySchedule()
         #expect(schedule.delay(afterAttempt: 1, retryAfter: 1e20, random: 0.5).milliseconds == 3_600_000)
         #expect(schedule.delay(afterAttempt: 1, retryAfter: Double.infinity, random: 0.5).milliseconds == 3_600_000)
         #expect(schedule.delay(afterAttempt: 1, retryAfter: Double.nan, random: 0.5).milliseconds == 1000)
+    }
+
+    /// A 5xx that carries `Retry-After` is a failure like any other — counted, backed off
+    /// exponentially — and the back-off waits at least what it asked for.
+    @Test func aFailureThatAsksForAWaitBacksOffAtLeastThatLong() {
+        var h = ReceiverHealth()
+        _ = h.admit("a", now: t0)
+        h.failed("a", retryAfter: 0, now: t0, random: 0.5)
+        #expect(h.state == .backingOff && h.consecutiveFailures == 1 && h.until == t0.adding(milliseconds: 1000))
+        let later = t0.adding(milliseconds: 1000)
+        let r1 = h.admit("b", now: later)
+        #expect(r1 == .probe)
+        h.failed("b", retryAfter: 120, now: later, random: 0.5)
+        #expect(h.state == .backingOff && h.consecutiveFailures == 2 && h.until == later.adding(milliseconds: 120_000))
+    }
+
+    /// Repeated 429s count as failures in a row, and a probe's 429 pauses again.
+    @Test func rateLimitsCountAndEachProbeIsPausedAgain() {
+        var h = ReceiverHealth()
+        _ = h.admit("a", now: t0)
+        _ = h.admit("b", now: t0)
+        h.rateLimited("a", for: 0, now: t0)
+        // Another attempt that was in flight meets the same limit: one episode, one count.
+        h.rateLimited("b", for: 0, now: t0)
+        #expect(h.state == .pausedByRateLimit && h.consecutiveFailures == 1 && h.until == t0.adding(milliseconds: 1000))
+        let later = t0.adding(milliseconds: 1000)
+        let r1 = h.admit("c", now: later)
+        #expect(r1 == .probe)
+        h.rateLimited("c", for: 0, now: later)
+        #expect(h.consecutiveFailures == 2 && h.until == later.adding(milliseconds: 1000))
+        let r2 = h.admit("d", now: later.adding(milliseconds: 999))
+        #expect(r2 == .closed(until: later.adding(milliseconds: 1000)))
+    }
+
+    /// Discord's empty bucket on a success: the receiver answered (its failures are forgotten,
+    /// the episode over) but is paused until the bucket refills, then sent one at a time.
+    /// Pauses that follow only such answers are no recovery (no backlog to bring forward).
+    @Test func aSuccessThatAsksForAPauseEndsTheEpisodeAndPauses() {
+        var h = ReceiverHealth()
+        _ = h.admit("a", now: t0)
+        h.failed("a", now: t0, random: 0.5)
+        let later = t0.adding(milliseconds: 1000)
+        let r1 = h.admit("b", now: later)
+        #expect(r1 == .probe)
+        let recovered = h.answered("b", pausing: 0.1, now: later)
+        #expect(recovered)
+        #expect(h.state == .pausedByRateLimit && h.consecutiveFailures == 0 && h.until == later.adding(milliseconds: 100))
+        let r2 = h.admit("c", now: later.adding(milliseconds: 100))
+        #expect(r2 == .probe)
+        let again = h.answered("c", pausing: 0.1, now: later.adding(milliseconds: 100))
+        #expect(!again, "a paused receiver that answers is not recovering from anything")
+        let r3 = h.answered("d", pausing: 0, now: later.adding(milliseconds: 200))
+        #expect(!r3 && h.state == .ok && h.until == nil)
     }
 
     @Test func aProbeThatSentNothingLetsAnotherGo() {

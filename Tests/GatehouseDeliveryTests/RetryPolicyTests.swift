@@ -33,12 +33,16 @@ struct RetryPolicyTests {
     @Test func verdictsSayHowTheReceiverIsDoing() {
         #expect(RetryPolicy.verdict(.delivered(messageID: nil), status: 200, pause: nil) == .answered)
         #expect(RetryPolicy.verdict(.dead(reason: "HTTP 400"), status: 400, pause: nil) == .answered)
-        #expect(RetryPolicy.verdict(.retry(after: nil, reason: "HTTP 502"), status: 502, pause: nil) == .failed)
-        #expect(RetryPolicy.verdict(.retry(after: nil, reason: "refused"), status: 0, pause: nil) == .failed)
-        #expect(RetryPolicy.verdict(.retry(after: nil, reason: "HTTP 429"), status: 429, pause: nil) == .rateLimited(1))
-        #expect(RetryPolicy.verdict(.retry(after: 7, reason: "HTTP 503"), status: 503, pause: nil) == .rateLimited(7))
-        // Discord's headers pause the receiver even after a success.
-        #expect(RetryPolicy.verdict(.delivered(messageID: "1"), status: 200, pause: 2.5) == .rateLimited(2.5))
+        #expect(RetryPolicy.verdict(.retry(after: nil, reason: "HTTP 502"), status: 502, pause: nil) == .failed(retryAfter: nil))
+        #expect(RetryPolicy.verdict(.retry(after: nil, reason: "refused"), status: 0, pause: nil) == .failed(retryAfter: nil))
+        #expect(RetryPolicy.verdict(.retry(after: nil, reason: "HTTP 429"), status: 429, pause: nil) == .rateLimited(0))
+        #expect(RetryPolicy.verdict(.retry(after: 3, reason: "HTTP 429"), status: 429, pause: 5) == .rateLimited(5))
+        // A 5xx or 408 that asks for a wait is still a failure (backed off, counted), not a
+        // rate limit: with `Retry-After: 0` it used to let every held delivery go at once.
+        #expect(RetryPolicy.verdict(.retry(after: 7, reason: "HTTP 503"), status: 503, pause: nil) == .failed(retryAfter: 7))
+        #expect(RetryPolicy.verdict(.retry(after: 0, reason: "HTTP 408"), status: 408, pause: nil) == .failed(retryAfter: 0))
+        // Discord's headers pause the receiver even after a success, which is still an answer.
+        #expect(RetryPolicy.verdict(.delivered(messageID: "1"), status: 200, pause: 2.5) == .answeredButPaused(2.5))
     }
 
     @Test func onlyDiscordReadsItsRateLimitHeaders() throws {

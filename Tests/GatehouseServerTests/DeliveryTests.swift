@@ -817,6 +817,49 @@ struct DeliveryTests {
     }
 }
 
+extension DeliveryTests {
+    /// A receiver that refuses while asking for no wait at all — a `503` or a `429` with
+    /// `Retry-After: 0` — is held back all the same: about one request a second, not a request
+    /// per round trip (a hostile test drew 125 a second from a backlog of 500 before), and
+    /// once it takes them again everything arrives, once.
+    @Test(arguments: [(503, "backing_off"), (429, "paused_by_rate_limit")])
+    func aReceiverAskingForNoWaitIsStillHeldBack(status: Int, shown: String) async throws {
+        try await offThePool {
+            let path = "/busy-\(status)-0-5"
+            let (sink, server) = try deliveringServer { sink in """
+                receivers:
+                  - name: busy
+                    webhook: { url: \(sink.url(path + "/hook")) }
+                route:
+                  receiver: busy
+                  group_by: ['...']
+                """ }
+            #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
+            var state: JSONObject?
+            let holding = Date().addingTimeInterval(15)
+            repeat {
+                state = try server.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
+                if state?["state"] == .string(shown) { break }
+                Thread.sleep(forTimeInterval: 0.05)
+            } while Date() < holding
+            #expect(state?["state"] == .string(shown))
+            #expect((state?["consecutive_failures"]?.doubleValue ?? 0) >= 1, "\(String(describing: state))")
+            let batch = (1...30).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
+            #expect(try server.post("/v1/events", "[\(batch)]").status == 202)
+            let rows = try server.waitForDeliveries(timeout: 40) { rows in rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(rows.count == 31 && rows.allSatisfy { $0["state"] == .string("delivered") })
+            let attempts = try sink.received(path)
+            let first = try #require(attempts.first?.time)
+            // Refused for 5 s: a probe about every second at most (`429`), or at 1, 3 s (`503`).
+            let whileBusy = attempts.filter { $0.time - first < 4.5 }
+            #expect(whileBusy.count <= 7, "\(whileBusy.count) requests while the receiver refused")
+            let bodies = attempts.filter { $0.time - first >= 5 }.compactMap { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue }
+            #expect(bodies.count == 31 && Set(bodies).count == 31, "\(bodies.count) sent after, \(Set(bodies).count) distinct")
+            #expect(try server.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue?["state"] == .string("ok"))
+        }
+    }
+}
+
 extension ServerProcess {
     /// `gatehouse_dispatcher_rows_total{source}` from /metrics: rows queued from a `read` of
     /// the outbox or from a commit's `handoff`.

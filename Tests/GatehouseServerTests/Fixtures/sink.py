@@ -15,6 +15,7 @@ GET /_requests. Prints "PORT <n>" once listening on 127.0.0.1 (port chosen by th
   /nul/...           200 with a body holding a NUL byte ("ok\0bin")
   /slow-S/...        200 "ok" after S seconds
   /retryafter-V/...  the first request 429 with Retry-After: V (verbatim), later ones 200 "ok"
+  /busy-C-V-S/...    status C with Retry-After: V for S seconds after the first request, then 200 "ok"
 
 PATCH is answered like POST (Discord message edits).
 """
@@ -97,6 +98,12 @@ class Handler(BaseHTTPRequestHandler):
         elif mode.startswith("retryafter-"):
             if n == 1:
                 self.reply(429, "rate limited", {"Retry-After": mode.split("-", 1)[1]})
+            else:
+                self.reply(200, "ok")
+        elif mode.startswith("busy-"):
+            _, code, after, seconds = mode.split("-")
+            if since_first < float(seconds):
+                self.reply(int(code), "busy", {"Retry-After": after})
             else:
                 self.reply(200, "ok")
         elif mode.startswith("slow-"):
