@@ -649,13 +649,15 @@ public final class Dispatcher: Sendable {
     public func isSteady(receiver: String) -> Bool {
         let now = clock()
         return state.withLock { s in
-            (s.health[receiver]?.state ?? .ok) == .ok && !s.reviving.contains(receiver) && (s.pacedUntil[receiver].map { $0 <= now } ?? true)
+            (s.health[receiver]?.isSettled(now: now) ?? true) && !s.reviving.contains(receiver) && (s.pacedUntil[receiver].map { $0 <= now } ?? true)
         }
     }
 
-    /// Each receiver's health, for the deliveries API.
+    /// Each receiver's health, for the deliveries API (a pause that a success asked for and
+    /// that has passed shows as `ok`).
     public func receiverHealth() -> [(name: String, health: ReceiverHealth)] {
-        state.withLock { s in s.health.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+        let now = clock()
+        return state.withLock { s in s.health.sorted { $0.key < $1.key }.map { ($0.key, $0.value.settled(now: now)) } }
     }
 
     /// Entries in each in-memory map: all of them are back to their idle size once the work

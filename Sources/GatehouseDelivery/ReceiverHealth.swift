@@ -58,18 +58,25 @@ public struct ReceiverHealth: Sendable {
     /// `pausing`: it asked for a wait all the same (Discord's empty bucket) — it is paused that
     /// long, one delivery at a time after, but not failing: its failures are forgotten, and a
     /// pause that follows only such answers is no episode to recover from.
+    ///
+    /// While the receiver is held, only the probe's answer ends the hold. An attempt already in
+    /// flight when the hold began may still succeed (a rate limit that takes some requests and
+    /// refuses others): that says nothing about now, and letting it end the hold sent the whole
+    /// backlog again at once. It may lengthen the hold, never shorten it.
     public mutating func answered(_ id: String, pausing seconds: Double? = nil, now: Timestamp? = nil) -> Bool {
+        let wait = seconds.map { RetrySchedule.askedWait(seconds: $0).milliseconds } ?? 0
+        guard state == .ok || probe == id else {
+            if wait > 0, let now { hold(until: now.adding(milliseconds: wait)) }
+            return false
+        }
         let recovering = state == .backingOff || consecutiveFailures > 0
         state = .ok
         until = nil
         probe = nil
         consecutiveFailures = 0
-        if let seconds, let now {
-            let wait = RetrySchedule.askedWait(seconds: seconds).milliseconds
-            if wait > 0 {
-                state = .pausedByRateLimit
-                until = now.adding(milliseconds: wait)
-            }
+        if wait > 0, let now {
+            state = .pausedByRateLimit
+            until = now.adding(milliseconds: wait)
         }
         return recovering
     }
@@ -77,15 +84,20 @@ public struct ReceiverHealth: Sendable {
     /// A retryable failure of delivery `id` (connection error, timeout, 408, 5xx), which may have
     /// asked for a wait (`retryAfter`, seconds): the back-off waits at least that long. Only
     /// the first failure of an episode and failed probes lengthen the back-off: attempts that
-    /// were already in flight when the receiver went down fail too, and must not multiply it.
+    /// were already in flight when the receiver went down fail too, and must not multiply it
+    /// (though the wait one of them asks for still counts).
     public mutating func failed(_ id: String, retryAfter: Double? = nil, now: Timestamp, random: Double) {
-        let wasProbe = probe == id
-        guard state == .ok || wasProbe else { return }
-        consecutiveFailures += 1
-        state = .backingOff
-        let step = backoff.delay(afterAttempt: consecutiveFailures, random: random).milliseconds
         let asked = RetrySchedule.askedWait(seconds: retryAfter ?? 0).milliseconds
-        until = now.adding(milliseconds: max(step, asked))
+        let wasProbe = probe == id
+        guard state == .ok || wasProbe else {
+            if asked > 0 { hold(until: now.adding(milliseconds: asked)) }
+            return
+        }
+        consecutiveFailures += 1
+        let step = backoff.delay(afterAttempt: consecutiveFailures, random: random).milliseconds
+        if state == .ok { until = nil }
+        state = .backingOff
+        hold(until: now.adding(milliseconds: max(step, asked)))
         probe = nil
     }
 
@@ -101,14 +113,33 @@ public struct ReceiverHealth: Sendable {
         let wasProbe = probe == id
         if state == .ok || wasProbe { consecutiveFailures += 1 }
         let wait = max(RetrySchedule.askedWait(seconds: seconds).milliseconds, Int64(Self.shortestRateLimitPause * 1000))
-        let end = now.adding(milliseconds: wait)
-        if state != .ok, let until, until > end {
-            // Keep the longer hold.
-        } else {
-            until = end
-        }
+        if state == .ok { until = nil }
         state = .pausedByRateLimit
+        hold(until: now.adding(milliseconds: wait))
         if wasProbe { probe = nil }
+    }
+
+    /// Holds the receiver until `end`, or longer if it is held longer already (a shorter wait
+    /// never cuts a longer one short; one that has passed counts for nothing).
+    private mutating func hold(until end: Timestamp) {
+        if let until, until > end { return }
+        until = end
+    }
+
+    /// Whether the receiver is as good as `ok` at `now`: nothing failed, and the only hold was a
+    /// pause asked for by a success that has passed (Discord's bucket after its last message
+    /// stays "paused" until more work comes, having nothing to probe with).
+    public func isSettled(now: Timestamp) -> Bool {
+        state == .ok || (state == .pausedByRateLimit && consecutiveFailures == 0 && probe == nil && (until.map { $0 <= now } ?? true))
+    }
+
+    /// This health as it stands at `now`: a settled pause shown as `ok`.
+    public func settled(now: Timestamp) -> ReceiverHealth {
+        guard state != .ok, isSettled(now: now) else { return self }
+        var copy = self
+        copy.state = .ok
+        copy.until = nil
+        return copy
     }
 
     /// An attempt that sent nothing (muted, taken along by another message, abandoned at

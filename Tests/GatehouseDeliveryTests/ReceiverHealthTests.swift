@@ -149,8 +149,50 @@ struct ReceiverHealthTests {
         #expect(r2 == .probe)
         let again = h.answered("c", pausing: 0.1, now: later.adding(milliseconds: 100))
         #expect(!again, "a paused receiver that answers is not recovering from anything")
-        let r3 = h.answered("d", pausing: 0, now: later.adding(milliseconds: 200))
-        #expect(!r3 && h.state == .ok && h.until == nil)
+        // Once that pause has passed, with nothing failed, the receiver is as good as ok
+        // (shown so, and steady) even before another delivery probes it.
+        #expect(!h.isSettled(now: later.adding(milliseconds: 150)))
+        #expect(h.isSettled(now: later.adding(milliseconds: 200)))
+        #expect(h.settled(now: later.adding(milliseconds: 200)).state == .ok)
+        let r3 = h.admit("d", now: later.adding(milliseconds: 200))
+        #expect(r3 == .probe)
+        let r4 = h.answered("d", pausing: 0, now: later.adding(milliseconds: 200))
+        #expect(!r4 && h.state == .ok && h.until == nil)
+    }
+
+    /// While the receiver is held, an answer to an attempt sent before the hold began (still
+    /// in flight then) does not end it — only the probe's answer does: a rate limit that
+    /// takes some requests and refuses others would otherwise let the backlog go again at
+    /// once. Such answers and failures may lengthen the hold, never shorten it.
+    @Test func onlyTheProbeEndsAHoldAndNothingShortensIt() {
+        var h = ReceiverHealth()
+        for id in ["a", "b", "c", "d"] { _ = h.admit(id, now: t0) }
+        h.rateLimited("a", for: 30, now: t0)
+        #expect(h.until == t0.adding(milliseconds: 30_000))
+        // An older request succeeds, asking for a short pause (Discord's empty bucket).
+        let r1 = h.answered("b", pausing: 0.5, now: t0.adding(milliseconds: 10))
+        #expect(!r1 && h.state == .pausedByRateLimit && h.until == t0.adding(milliseconds: 30_000) && h.consecutiveFailures == 1)
+        // Another succeeds plainly: still held.
+        let r2 = h.answered("c", now: t0.adding(milliseconds: 20))
+        #expect(!r2 && h.state == .pausedByRateLimit && h.until == t0.adding(milliseconds: 30_000))
+        // Another fails asking for longer: the hold grows, the count does not.
+        h.failed("d", retryAfter: 60, now: t0.adding(milliseconds: 30), random: 0.5)
+        #expect(h.until == t0.adding(milliseconds: 60_030) && h.consecutiveFailures == 1)
+        // The probe, after the hold, fails with a short back-off: the hold does not shrink below
+        // what an older answer asked for meanwhile.
+        let end = t0.adding(milliseconds: 60_030)
+        let r3 = h.admit("e", now: end)
+        #expect(r3 == .probe)
+        _ = h.admit("f", now: end)
+        h.rateLimited("f", for: 120, now: end)
+        h.failed("e", now: end, random: 0.5)
+        #expect(h.state == .backingOff && h.consecutiveFailures == 2 && h.until == end.adding(milliseconds: 120_000))
+        // The next probe's answer ends it.
+        let later = end.adding(milliseconds: 120_000)
+        let r4 = h.admit("g", now: later)
+        #expect(r4 == .probe)
+        let r5 = h.answered("g", now: later)
+        #expect(r5 && h.state == .ok && h.until == nil && h.consecutiveFailures == 0)
     }
 
     @Test func aProbeThatSentNothingLetsAnotherGo() {
