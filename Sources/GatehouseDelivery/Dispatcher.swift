@@ -310,6 +310,9 @@ public final class Dispatcher: Sendable {
                     lastDepthReport = now.milliseconds
                     Gauge(label: "gatehouse_outbox_depth").record((try? await outbox.depth()) ?? 0)
                     for (map, size) in trackedSizes() { Gauge(label: "gatehouse_dispatcher_tracked", dimensions: [("map", map)]).record(size) }
+                    // A pause that ends with nothing left to send changes no state by itself:
+                    // the gauge shows what the API shows.
+                    for (name, health) in receiverHealth() { Self.reportHealth(name, health) }
                 }
                 if let claim, now.milliseconds - claimsRenewed >= Self.claimRenewal {
                     claimsRenewed = now.milliseconds
@@ -319,13 +322,13 @@ public final class Dispatcher: Sendable {
                 // Re-read at most once a second: commits can come thousands of times a second,
                 // and a reminder is always repeat_interval away from the failure it repeats.
                 if now.milliseconds - repeatsRead >= 1000 {
-                    nextRepeat = ownership.isLeader ? try? await outbox.nextRepeatTime() : nil
+                    nextRepeat = ownership.isLeader ? try? await outbox.nextRepeatTime(receivers: names) : nil
                     repeatsRead = now.milliseconds
                 }
                 if let due = nextRepeat, due <= now {
-                    _ = try? await outbox.fireRepeats(now: now)
+                    _ = try? await outbox.fireRepeats(now: now, receivers: names)
                     newWork()
-                    nextRepeat = try? await outbox.nextRepeatTime()
+                    nextRepeat = try? await outbox.nextRepeatTime(receivers: names)
                     continue
                 }
                 if now.milliseconds - lastGroupSweep >= 60_000, ownership.isLeader {

@@ -234,9 +234,11 @@ public protocol Outbox: Sendable {
     func record(
         _ deliveries: [Delivery], fallbacks: [Delivery], flushedGroup: (receiver: String, groupKey: String, at: Timestamp)?,
         completion: @escaping @Sendable ((any Error)?) -> Void)
-    /// Re-sends due `repeat_interval` reminders; returns how many.
-    func fireRepeats(now: Timestamp) async throws -> Int
-    func nextRepeatTime() async throws -> Timestamp?
+    /// Re-sends due `repeat_interval` reminders to `receivers` (the configured ones: a
+    /// reminder to any other could never be sent); returns how many.
+    func fireRepeats(now: Timestamp, receivers: [String]) async throws -> Int
+    /// When the next reminder to one of `receivers` falls due.
+    func nextRepeatTime(receivers: [String]) async throws -> Timestamp?
     /// The deliveries sent as one message (a digest) with their events.
     func batch(_ batchID: String) async throws -> [(Delivery, StoredEvent)]
     /// A receiver's due deliveries, oldest first, with their events. With `claim` (processes

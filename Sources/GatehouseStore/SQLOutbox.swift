@@ -162,10 +162,12 @@ public final class SQLOutbox: Outbox {
     /// Reminders that fell due: for each pipeline still failing past its receiver's
     /// repeat_interval, a `repeat` delivery of its latest failure. Returns how many.
     @discardableResult
-    public func fireRepeats(now: Timestamp) async throws -> Int {
-        try await database.write { db in
+    public func fireRepeats(now: Timestamp, receivers: [String]) async throws -> Int {
+        guard !receivers.isEmpty else { return 0 }
+        return try await database.write { db in
             let due = try db.all(
-                "SELECT receiver, pipeline, route, last_event_seq, repeat_ms FROM failing_pipelines WHERE next_repeat_at <= ?", [now.milliseconds]
+                "SELECT receiver, pipeline, route, last_event_seq, repeat_ms FROM failing_pipelines WHERE next_repeat_at <= ? AND receiver IN (\(Self.placeholders(receivers.count)))",
+                [now.milliseconds] + SQLArguments(receivers)
             ) { ($0[0] as String, $0[1] as String, $0[2] as String, $0[3] as Int64, $0[4] as Int64) }
             for (receiver, pipeline, route, lastEventSeq, repeatMs) in due {
                 let id = Delivery.newID()
@@ -182,10 +184,18 @@ public final class SQLOutbox: Outbox {
     }
 
     /// When the next reminder falls due, if any pipeline is failing.
-    public func nextRepeatTime() async throws -> Timestamp? {
-        try await database.read { db in
-            try db.value(Int64.self, "SELECT MIN(next_repeat_at) FROM failing_pipelines").map(Timestamp.init(milliseconds:))
+    public func nextRepeatTime(receivers: [String]) async throws -> Timestamp? {
+        guard !receivers.isEmpty else { return nil }
+        return try await database.read { db in
+            try db.value(
+                Int64.self, "SELECT MIN(next_repeat_at) FROM failing_pipelines WHERE receiver IN (\(Self.placeholders(receivers.count)))",
+                SQLArguments(receivers)
+            ).map(Timestamp.init(milliseconds:))
         }
+    }
+
+    private static func placeholders(_ count: Int) -> String {
+        Array(repeating: "?", count: count).joined(separator: ",")
     }
 
     /// The deliveries of a message being retried, as first sent (same content under the same
@@ -352,15 +362,20 @@ public final class SQLOutbox: Outbox {
         }
     }
 
-    /// Ends deliveries to receivers the config no longer has (they could never be sent).
+    /// Ends deliveries to receivers the config no longer has (they could never be sent), and
+    /// forgets those receivers' groups and failing pipelines: a group with a flush still to
+    /// come is never swept (`forgetIdleGroups`), and a failing pipeline would be reminded of
+    /// forever. Returns how many deliveries it ended.
     @discardableResult
     public func killOrphans(known: [String], now: Timestamp) async throws -> Int {
         try await database.write { db in
-            let placeholders = known.map { _ in "?" }.joined(separator: ",")
-            let filter = known.isEmpty ? "" : "AND receiver NOT IN (\(placeholders))"
-            return try db.execute(
-                "UPDATE deliveries SET state = 'dead', last_error = 'receiver ' || receiver || ' is not configured', updated_at = ? WHERE state IN ('pending','failed') \(filter)",
+            let filter = known.isEmpty ? "" : "receiver NOT IN (\(Self.placeholders(known.count)))"
+            let ended = try db.execute(
+                "UPDATE deliveries SET state = 'dead', last_error = 'receiver ' || receiver || ' is not configured', updated_at = ? WHERE state IN ('pending','failed') \(filter.isEmpty ? "" : "AND " + filter)",
                 [now.milliseconds] + SQLArguments(known))
+            try db.execute("DELETE FROM alert_groups \(filter.isEmpty ? "" : "WHERE " + filter)", SQLArguments(known))
+            try db.execute("DELETE FROM failing_pipelines \(filter.isEmpty ? "" : "WHERE " + filter)", SQLArguments(known))
+            return ended
         }
     }
 

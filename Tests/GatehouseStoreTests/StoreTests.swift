@@ -546,6 +546,47 @@ struct OutboxTests {
         #expect(try await database.pool.read { try String.fetchAll($0, sql: "SELECT group_key FROM alert_groups") } == ["root|run=r2"])
     }
 
+    /// A receiver taken out of the config leaves nothing behind that would grow: its pending
+    /// deliveries end dead, and its groups (one with a flush still to come is never swept as
+    /// idle) and failing pipelines (reminded of every repeat_interval, for ever) are forgotten.
+    /// Reminders go only to configured receivers. (A hostile test saw 700 reminders pile up
+    /// for a removed receiver in 80 s.)
+    @Test func aRemovedReceiverLeavesNoGroupsFailuresOrReminders() async throws {
+        let path = tempPath()
+        defer { removeDatabases(path) }
+        let database = try GatehouseDatabase(path: path)
+        let log = EventLog(database: database, bus: Bus(), clock: { Timestamp(milliseconds: 1_000_000) }) { event in
+            var plans: [PlannedDelivery] = []
+            for receiver in ["kept", "gone"] {
+                var plan = PlannedDelivery(receiver: receiver, route: "root", groupKey: "root|\(event.pipeline)", groupWait: .seconds(20), groupInterval: .seconds(2), fallback: nil)
+                plan.repeatInterval = .seconds(5)
+                plans.append(plan)
+            }
+            return DeliveryPlan(deliveries: plans, isFailure: true)
+        }
+        _ = try await log.append([event("a", pipeline: "p1"), event("b", pipeline: "p2")])
+        let outbox = SQLOutbox(log: log)
+        func count(_ table: String, _ receiver: String) async throws -> Int {
+            try await database.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM \(table) WHERE receiver = ?", arguments: [receiver]) ?? 0 }
+        }
+        #expect(try await count("alert_groups", "gone") == 2)
+        #expect(try await count("failing_pipelines", "gone") == 2)
+        // Reminders fall due (1,020,000 + 5 s): only the configured receiver gets them.
+        let due = Timestamp(milliseconds: 1_026_000)
+        #expect(try await outbox.nextRepeatTime(receivers: ["kept"]) == Timestamp(milliseconds: 1_025_000))
+        #expect(try await outbox.fireRepeats(now: due, receivers: ["kept"]) == 2)
+        #expect(try await outbox.list(state: .pending, receiver: "gone", limit: 10).allSatisfy { $0.kind == "event" })
+        #expect(try await outbox.list(state: .pending, receiver: "kept", limit: 10).filter { $0.kind == "repeat" }.count == 2)
+        #expect(try await outbox.fireRepeats(now: due, receivers: []) == 0)
+        // At start-up without it: its deliveries end, its groups and failures are forgotten.
+        #expect(try await outbox.killOrphans(known: ["kept"], now: due) == 2)
+        #expect(try await outbox.list(state: .dead, receiver: "gone", limit: 10).count == 2)
+        #expect(try await count("alert_groups", "gone") == 0)
+        #expect(try await count("failing_pipelines", "gone") == 0)
+        #expect(try await count("alert_groups", "kept") == 2)
+        #expect(try await count("failing_pipelines", "kept") == 2)
+    }
+
     /// Inhibition's look-back: of a pipeline's (or run's) last `limit` events, those received
     /// in the window, newest first; what is older than the window is not returned.
     @Test func recentEventsAreTheLastOnesReceivedInTheWindow() async throws {
