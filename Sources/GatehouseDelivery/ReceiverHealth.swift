@@ -4,8 +4,8 @@ import GatehouseCore
 /// delivery. After a retryable failure (connection error, timeout, 408, 5xx) the whole
 /// receiver backs off exponentially — at least as long as the failure's `Retry-After` asked —
 /// and is then probed with one delivery at a time; a 429 (or Discord's rate-limit answer)
-/// pauses it until the time it gave, a second at least. The first answer that is not a
-/// retryable failure ends the episode, and the backlog drains at full speed. So a receiver
+/// pauses it until the time it gave, a second at least. The probe's answer, if it is not a
+/// retryable failure, ends the episode, and the backlog drains at full speed. So a receiver
 /// that is down or refusing draws about one request per back-off step or pause, whatever its
 /// backlog and whatever it asks for.
 /// See docs/delivery.md.
