@@ -58,13 +58,7 @@ public final class GatehouseDatabase: Sendable {
     static let coalescingVFSInstalled: Bool = {
         _ = statementJournalsInMemory
         _ = memoryStatisticsOff
-        let code = gh_sqlite_install_coalescing_vfs()
-        if code != 0 {
-            Logger(label: "gatehouse.store").warning(
-                "could not install the WAL write coalescing VFS: each WAL frame is written on its own",
-                metadata: ["code": .stringConvertible(code)])
-        }
-        return code == 0
+        return applied(gh_sqlite_install_coalescing_vfs(), orWarn: "could not install the WAL write coalescing VFS: each WAL frame is written on its own")
     }()
 
     /// A savepoint (one per request or delivery outcome sharing a group commit) keeps the
@@ -74,13 +68,9 @@ public final class GatehouseDatabase: Sendable {
     /// memory and still spills a large one (a dataset import) to disk. Set once, before the
     /// process's first connection; if SQLite was initialised already it stays as it was.
     static let statementJournalsInMemory: Bool = {
-        let code = gh_sqlite_set_statement_journal_spill(8 << 20)
-        if code != 0 {
-            Logger(label: "gatehouse.store").warning(
-                "SQLite was initialised before the store opened it: savepoints keep SQLite's default statement journal spill (64 KiB)",
-                metadata: ["code": .stringConvertible(code)])
-        }
-        return code == 0
+        applied(
+            gh_sqlite_set_statement_journal_spill(8 << 20),
+            orWarn: "SQLite was initialised before the store opened it: savepoints keep SQLite's default statement journal spill (64 KiB)")
     }()
 
     /// SQLite counts every allocation it makes for `sqlite3_memory_used` (nothing here reads
@@ -88,14 +78,19 @@ public final class GatehouseDatabase: Sendable {
     /// every small allocation of every statement on every connection takes that mutex. Set
     /// once, before the process's first connection, like the statement journal's spill.
     static let memoryStatisticsOff: Bool = {
-        let code = gh_sqlite_disable_memory_statistics()
+        applied(
+            gh_sqlite_disable_memory_statistics(),
+            orWarn: "SQLite was initialised before the store opened it: it keeps counting its memory under a process-wide lock")
+    }()
+
+    /// Whether a process-wide SQLite setting took (`code` is SQLite's result); if not, says so
+    /// in the log (a server test looks for these warnings) and the store goes on without it.
+    private static func applied(_ code: Int32, orWarn message: Logger.Message) -> Bool {
         if code != 0 {
-            Logger(label: "gatehouse.store").warning(
-                "SQLite was initialised before the store opened it: it keeps counting its memory under a process-wide lock",
-                metadata: ["code": .stringConvertible(code)])
+            Logger(label: "gatehouse.store").warning(message, metadata: ["code": .stringConvertible(code)])
         }
         return code == 0
-    }()
+    }
 
     public static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
