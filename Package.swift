@@ -38,6 +38,8 @@ let package = Package(
         .plugin(name: "EmbedFilesPlugin", capability: .buildTool(), dependencies: ["EmbedFiles"]),
         // sqlite3_config, which is variadic and so out of Swift's reach.
         .target(name: "SQLiteShim", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // glibc's malloc.h (mallinfo2, malloc_trim), which Swift's Glibc module does not export.
+        .target(name: "HeapShim"),
         // Write errors through the WAL-write coalescing VFS end as in plain SQLite (RLIMIT_FSIZE
         // makes the writes fail); run by the store's tests.
         .executableTarget(name: "VFSErrorCheck", dependencies: ["SQLiteShim"]),
@@ -122,6 +124,7 @@ let package = Package(
                 "GatehouseServices",
                 "GatehouseDelivery",
                 "GatehousePostgres",
+                "HeapShim",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),

@@ -194,6 +194,7 @@ public enum GatehouseServer {
             background.append(DispatcherService(dispatcher: dispatcher, client: client, state: state, shutdownTimeout: config.server.shutdownTimeout))
         }
         background.append(GateScheduler(store: gates, bus: bus, logger: logger, ownership: ownership))
+        background.append(HeapReturn())
         return GatehouseApp(
             application: app, router: router, background: background, state: state, database: database, dispatcher: dispatcher,
             shutdownTimeout: config.server.shutdownTimeout, logger: logger)
