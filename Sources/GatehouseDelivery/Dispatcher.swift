@@ -195,6 +195,7 @@ public final class Dispatcher: Sendable {
         if settings.endOrphans, let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
             logger.warning("deliveries to receivers no longer configured were marked dead", metadata: ["count": .stringConvertible(killed)])
         }
+        await restoreHolds()
         // Attempts are not tasks: each runs its stages up to the send here, in this loop, and
         // the rest in libcurl's and the outbox writer's callbacks (see Attempt.swift). A task
         // per delivery cost three thread hand-overs and ~16 KB of task until it was reaped.
@@ -600,10 +601,10 @@ public final class Dispatcher: Sendable {
     /// updates its health. True when the answer ends a failure episode.
     func releaseSlot(_ delivery: Delivery, verdict: RetryPolicy.Verdict?) -> Bool {
         let now = clock()
-        let (recovered, health) = state.withLock { s -> (Bool, ReceiverHealth?) in
+        let (recovered, health, kept) = state.withLock { s -> (Bool, ReceiverHealth?, ReceiverHold??) in
             s.perReceiver[delivery.receiver, default: 1] -= 1
             if s.perReceiver[delivery.receiver] == 0 { s.perReceiver[delivery.receiver] = nil }
-            guard var health = s.health[delivery.receiver] else { return (false, nil) }
+            guard var health = s.health[delivery.receiver] else { return (false, nil, nil) }
             let before = health
             var recovered = false
             switch verdict {
@@ -626,8 +627,12 @@ public final class Dispatcher: Sendable {
             case .rateLimited(let seconds): health.rateLimited(delivery.id, for: seconds, now: now)
             }
             s.health[delivery.receiver] = health
-            return (recovered, health.state != before.state ? health : nil)
+            // The hold is kept across restarts whenever it changes (a few times per back-off
+            // step at most; never for a receiver that stays ok, whose hold stays nil).
+            let hold = health.hold
+            return (recovered, health.state != before.state ? health : nil, hold != before.hold ? .some(hold) : nil)
         }
+        if let kept { keep(kept, receiver: delivery.receiver) }
         if let health {
             Self.reportHealth(delivery.receiver, health)
             if health.state != .ok {
@@ -638,6 +643,37 @@ public final class Dispatcher: Sendable {
         }
         wakeup.wake()
         return recovered
+    }
+
+    /// Saves a receiver's hold (nil: it is ok again) for the next start.
+    func keep(_ hold: ReceiverHold?, receiver: String) {
+        let logger = logger
+        outbox.saveHold(hold, receiver: receiver) { error in
+            if let error {
+                logger.error("could not keep a receiver's hold", metadata: ["receiver": .string(receiver), "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Takes up the holds kept before a restart: a receiver that was held waits out the rest of
+    /// its hold, then is probed with one delivery.
+    func restoreHolds() async {
+        let kept: [String: ReceiverHold]
+        do {
+            kept = try await outbox.holds()
+        } catch {
+            logger.error("could not read the receivers' kept holds", metadata: ["error": "\(error)"])
+            return
+        }
+        for (name, hold) in kept.sorted(by: { $0.key < $1.key }) where receivers[name] != nil {
+            let health = ReceiverHealth(restoring: hold)
+            guard health.state != .ok else { continue }
+            state.withLock { $0.health[name] = health }
+            Self.reportHealth(name, health)
+            logger.warning("receiver still held back from before the restart", metadata: [
+                "receiver": .string(name), "state": .string(health.state.rawValue),
+                "until": .string(health.until?.rfc3339 ?? ""), "failures": .stringConvertible(health.consecutiveFailures)])
+        }
     }
 
     static func reportHealth(_ receiver: String, _ health: ReceiverHealth) {

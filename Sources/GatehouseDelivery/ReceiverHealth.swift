@@ -1,4 +1,5 @@
 import GatehouseCore
+import GatehouseStore
 
 /// One receiver's health as the dispatcher sees it — a circuit breaker per receiver, not per
 /// delivery. After a retryable failure (connection error, timeout, 408, 5xx) the whole
@@ -38,6 +39,24 @@ public struct ReceiverHealth: Sendable {
     public var backoff = RetrySchedule(base: .seconds(1), cap: .seconds(30), jitter: 0.2)
 
     public init() {}
+
+    /// The receiver as it was kept before a restart (`hold`): held until the same time, its
+    /// failures counted, and probed with one delivery once the hold has passed — also when it
+    /// passed while the server was down, as the receiver was failing when last heard from.
+    public init(restoring kept: ReceiverHold) {
+        guard let state = State(rawValue: kept.state), state != .ok, kept.consecutiveFailures > 0 else { return }
+        self.state = state
+        until = kept.until
+        consecutiveFailures = kept.consecutiveFailures
+    }
+
+    /// What is kept across restarts: a failure episode (failures or 429s in a row) and its hold;
+    /// nil once the receiver answers. A pause a success asked for (Discord's empty bucket) is
+    /// not kept: it lasts seconds, and Discord's answers come often.
+    public var hold: ReceiverHold? {
+        guard state != .ok, consecutiveFailures > 0 else { return nil }
+        return ReceiverHold(state: state.rawValue, until: until, consecutiveFailures: consecutiveFailures)
+    }
 
     /// Whether delivery `id` may start now; when the answer is `.probe`, `id` is the probe.
     public mutating func admit(_ id: String, now: Timestamp) -> Admission {

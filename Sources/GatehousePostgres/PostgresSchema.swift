@@ -223,6 +223,16 @@ enum PostgresSchema {
         Migration(name: "pg5-drop-deliveries-by-group", sql: "DROP INDEX IF EXISTS deliveries_by_group;"),
         // When an operator last retried a delivery (see the SQLite store's v10).
         Migration(name: "pg6-deliveries-retried-at", sql: "ALTER TABLE deliveries ADD COLUMN retried_at BIGINT;"),
+        // Receivers held back after failures or a 429, kept across restarts (see the SQLite
+        // store's v12).
+        Migration(name: "pg7-receiver-holds", sql: bytewise("""
+            CREATE TABLE IF NOT EXISTS receiver_holds (
+                receiver TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                until BIGINT,
+                consecutive_failures BIGINT NOT NULL
+            );
+            """)),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,

@@ -387,6 +387,17 @@ public final class GatehouseDatabase: Sendable {
                 CREATE INDEX runs_by_recency ON runs(last_event_at);
                 """)
         }
+        // Receivers held back after failures or a 429, kept across restarts (ReceiverHold).
+        migrator.registerMigration("v12-receiver-holds") { db in
+            try db.execute(sql: """
+                CREATE TABLE receiver_holds (
+                    receiver TEXT PRIMARY KEY,
+                    state TEXT NOT NULL,
+                    until INTEGER,
+                    consecutive_failures INTEGER NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 

@@ -222,6 +222,22 @@ public struct DeliveryClaim: Sendable, Equatable {
     }
 }
 
+/// A receiver held back after failures or a rate limit, as it is kept across restarts: a
+/// restarted server waits out the pause a receiver asked for (a `429` asking for an hour) and
+/// probes it first, rather than sending it its whole concurrency at once.
+public struct ReceiverHold: Sendable, Equatable {
+    /// `backing_off` or `paused_by_rate_limit` (ReceiverHealth.State).
+    public var state: String
+    public var until: Timestamp?
+    public var consecutiveFailures: Int
+
+    public init(state: String, until: Timestamp?, consecutiveFailures: Int) {
+        self.state = state
+        self.until = until
+        self.consecutiveFailures = consecutiveFailures
+    }
+}
+
 /// The durable outbox, as the dispatcher, the delivery API and the gate notices use it: rows
 /// are written in the same transaction as their event (by the event store), claimed when due,
 /// and updated with each attempt's outcome.
@@ -261,7 +277,13 @@ public protocol Outbox: Sendable {
     func nextDueTime(receiver: String, claim: DeliveryClaim?) async throws -> Timestamp?
     /// Drops group state idle past its `group_interval`; returns how many.
     func forgetIdleGroups(now: Timestamp) async throws -> Int
-    /// Deliveries to receivers no longer configured die; returns how many.
+    /// Keeps (or, with nil, forgets) a receiver's hold, with the next group commit; failures
+    /// are logged by the caller's completion, never thrown (the hold in memory still rules).
+    func saveHold(_ hold: ReceiverHold?, receiver: String, completion: @escaping @Sendable ((any Error)?) -> Void)
+    /// Every receiver's kept hold.
+    func holds() async throws -> [String: ReceiverHold]
+    /// Deliveries to receivers no longer configured die (and their groups, failing pipelines
+    /// and holds are forgotten); returns how many.
     func killOrphans(known: [String], now: Timestamp) async throws -> Int
     func list(state: Delivery.State?, receiver: String?, limit: Int) async throws -> [Delivery]
     /// The deliveries a run's events caused, newest first.

@@ -375,7 +375,33 @@ public final class SQLOutbox: Outbox {
                 [now.milliseconds] + SQLArguments(known))
             try db.execute("DELETE FROM alert_groups \(filter.isEmpty ? "" : "WHERE " + filter)", SQLArguments(known))
             try db.execute("DELETE FROM failing_pipelines \(filter.isEmpty ? "" : "WHERE " + filter)", SQLArguments(known))
+            try db.execute("DELETE FROM receiver_holds \(filter.isEmpty ? "" : "WHERE " + filter)", SQLArguments(known))
             return ended
+        }
+    }
+
+    public func saveHold(_ hold: ReceiverHold?, receiver: String, completion: @escaping @Sendable ((any Error)?) -> Void) {
+        log.write({ db in
+            if let hold {
+                try db.execute("""
+                    INSERT INTO receiver_holds (receiver, state, until, consecutive_failures) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (receiver) DO UPDATE SET state = excluded.state, until = excluded.until,
+                        consecutive_failures = excluded.consecutive_failures
+                    """, [receiver, hold.state, hold.until?.milliseconds, hold.consecutiveFailures])
+            } else {
+                try db.execute("DELETE FROM receiver_holds WHERE receiver = ?", [receiver])
+            }
+        }, completion: completion)
+    }
+
+    public func holds() async throws -> [String: ReceiverHold] {
+        try await database.read { db in
+            var holds: [String: ReceiverHold] = [:]
+            try db.query("SELECT receiver, state, until, consecutive_failures FROM receiver_holds", []) { row in
+                holds[row[0] as String] = ReceiverHold(
+                    state: row[1], until: (row[2] as Int64?).map { Timestamp(milliseconds: $0) }, consecutiveFailures: row[3])
+            }
+            return holds
         }
     }
 

@@ -1,5 +1,6 @@
 import GatehouseCore
 @testable import GatehouseDelivery
+import GatehouseStore
 import Testing
 
 /// The per-receiver circuit breaker: a receiver that fails is held back as a whole and probed
@@ -205,5 +206,46 @@ struct ReceiverHealthTests {
         h.released("m")
         let r14 = h.admit("n", now: later)
         #expect(r14 == .probe)
+    }
+
+    /// What is kept across a restart: a failure episode and its hold, not a healthy receiver
+    /// nor a pause a success asked for; restored, the receiver waits out the hold and is probed.
+    @Test func aHoldIsKeptAndRestoredAcrossARestart() {
+        var h = ReceiverHealth()
+        #expect(h.hold == nil)
+        h.answered("a", pausing: 2, now: t0)
+        #expect(h.state == .pausedByRateLimit && h.hold == nil, "a pause asked for by a success is not kept")
+        var limited = ReceiverHealth()
+        limited.rateLimited("a", for: 3600, now: t0)
+        let kept = limited.hold
+        #expect(kept == ReceiverHold(state: "paused_by_rate_limit", until: t0.adding(milliseconds: 3_600_000), consecutiveFailures: 1))
+
+        var restored = ReceiverHealth(restoring: kept!)
+        #expect(restored.state == .pausedByRateLimit && restored.until == t0.adding(milliseconds: 3_600_000) && restored.consecutiveFailures == 1)
+        let early = t0.adding(milliseconds: 60_000)
+        #expect(!restored.acceptsWork(now: early))
+        let held = restored.admit("b", now: early)
+        #expect(held == .closed(until: t0.adding(milliseconds: 3_600_000)))
+        let after = t0.adding(milliseconds: 3_600_000)
+        let probe = restored.admit("b", now: after)
+        #expect(probe == .probe)
+        let second = restored.admit("c", now: after)
+        #expect(second == .closed(until: nil))
+        // The episode goes on where it was: a failed probe backs off from the second step.
+        restored.failed("b", now: after, random: 0.5)
+        #expect(restored.state == .backingOff && restored.consecutiveFailures == 2 && restored.until == after.adding(milliseconds: 2000))
+        #expect(restored.hold?.consecutiveFailures == 2)
+        let r = restored.admit("c", now: after.adding(milliseconds: 2000))
+        #expect(r == .probe)
+        let ended = restored.answered("c")
+        #expect(ended && restored.hold == nil)
+
+        // A hold that passed while the server was down still starts with a probe.
+        var passed = ReceiverHealth(restoring: ReceiverHold(state: "backing_off", until: t0, consecutiveFailures: 4))
+        let first = passed.admit("x", now: after)
+        #expect(first == .probe)
+        // Nothing to restore from an unknown state or an episode without failures.
+        #expect(ReceiverHealth(restoring: ReceiverHold(state: "sleeping", until: after, consecutiveFailures: 2)).state == .ok)
+        #expect(ReceiverHealth(restoring: ReceiverHold(state: "backing_off", until: after, consecutiveFailures: 0)).state == .ok)
     }
 }

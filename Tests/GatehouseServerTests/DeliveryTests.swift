@@ -860,6 +860,51 @@ extension DeliveryTests {
     }
 }
 
+extension DeliveryTests {
+    /// A receiver's pause outlives a restart: the restarted server waits out the `429`'s
+    /// `Retry-After` (before, it forgot it and sent its whole backlog straight into the rate
+    /// limit), then probes once and drains everything, once.
+    @Test func aReceiversPauseOutlivesARestart() async throws {
+        try await offThePool {
+            let path = "/busy-429-5-5"
+            let sink = try Sink()
+            let dir = TempDir()
+            let cfg = config(dir, """
+                receivers:
+                  - name: busy
+                    webhook: { url: \(sink.url(path + "/hook")) }
+                route:
+                  receiver: busy
+                  group_by: ['...']
+                """)
+            let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
+            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
+            #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
+            let first = try #require(try sink.wait(for: 1, at: path).first?.time)
+            // The outcome is on record, and so is the hold, which went to the writer before it.
+            _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
+            let held = try server.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
+            #expect(held?["state"] == .string("paused_by_rate_limit"))
+            server.kill()
+
+            let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+            let shown = try restarted.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
+            #expect(shown?["state"] == .string("paused_by_rate_limit") && shown?["until"] == held?["until"], "\(String(describing: shown))")
+            #expect(shown?["consecutive_failures"]?.doubleValue == 1)
+            let batch = (1...10).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
+            #expect(try restarted.post("/v1/events", "[\(batch)]").status == 202)
+            let rows = try restarted.waitForDeliveries(timeout: 30) { rows in rows.count == 11 && rows.allSatisfy { $0["state"] == .string("delivered") } }
+            #expect(rows.count == 11 && rows.allSatisfy { $0["state"] == .string("delivered") })
+            let attempts = try sink.received(path)
+            let duringPause = attempts.filter { $0.time > first + 0.001 && $0.time < first + 4.8 }
+            #expect(duringPause.count == 0, "requests during the pause the receiver asked for")
+            let ids = attempts.filter { $0.time >= first + 4.8 }.compactMap { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue }
+            #expect(ids.count == 11 && Set(ids).count == 11, "\(ids.count) sent after the pause, \(Set(ids).count) distinct")
+            #expect(try restarted.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue?["state"] == .string("ok"))
+        }
+    }
+}
+
 extension ServerProcess {
     /// `gatehouse_dispatcher_rows_total{source}` from /metrics: rows queued from a `read` of
     /// the outbox or from a commit's `handoff`.

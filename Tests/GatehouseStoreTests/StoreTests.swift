@@ -21,7 +21,7 @@ struct MigrationTests {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let db = try GatehouseDatabase(path: path)
-        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order"])
+        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds"])
         let tables = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name") }
         #expect(tables.contains("events") && tables.contains("runs") && tables.contains("tokens"))
         let indexes = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index'") }
@@ -33,7 +33,7 @@ struct MigrationTests {
         #expect(try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA wal_autocheckpoint") } == 4000)
         // Reopening applies nothing twice.
         let again = try GatehouseDatabase(path: path, durability: .normal)
-        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order"])
+        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds"])
         #expect(try again.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
     }
 
@@ -54,7 +54,7 @@ struct MigrationTests {
             }
         }
         let database = try GatehouseDatabase(path: path)
-        #expect(try database.appliedMigrations().last == "v11-runs-in-arrival-order")
+        #expect(try database.appliedMigrations().contains("v11-runs-in-arrival-order"))
         let indexes = try await database.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='runs' ORDER BY name") }
         #expect(indexes == ["runs_by_key", "runs_by_pipeline", "runs_by_recency"])
         // Every form of the runs listing reads an index in the order it shows: no scan of the
@@ -585,6 +585,32 @@ struct OutboxTests {
         #expect(try await count("failing_pipelines", "gone") == 0)
         #expect(try await count("alert_groups", "kept") == 2)
         #expect(try await count("failing_pipelines", "kept") == 2)
+    }
+
+    /// A receiver's hold is kept until it is ok again, and forgotten with the receiver.
+    @Test func receiverHoldsAreKeptReplacedAndForgotten() async throws {
+        let path = tempPath()
+        defer { removeDatabases(path) }
+        let log = EventLog(database: try GatehouseDatabase(path: path), bus: Bus())
+        let outbox = SQLOutbox(log: log)
+        func save(_ hold: ReceiverHold?, _ receiver: String) async throws {
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                outbox.saveHold(hold, receiver: receiver) { error in if let error { done.resume(throwing: error) } else { done.resume() } }
+            }
+        }
+        #expect(try await outbox.holds().isEmpty)
+        let paused = ReceiverHold(state: "paused_by_rate_limit", until: Timestamp(milliseconds: 5_000), consecutiveFailures: 1)
+        try await save(paused, "slack")
+        try await save(ReceiverHold(state: "backing_off", until: Timestamp(milliseconds: 2_000), consecutiveFailures: 3), "gone")
+        let longer = ReceiverHold(state: "backing_off", until: Timestamp(milliseconds: 9_000), consecutiveFailures: 2)
+        try await save(longer, "slack")
+        #expect(try await outbox.holds() == ["slack": longer, "gone": ReceiverHold(state: "backing_off", until: Timestamp(milliseconds: 2_000), consecutiveFailures: 3)])
+        // Start-up without `gone`: its hold goes with it.
+        _ = try await outbox.killOrphans(known: ["slack"], now: Timestamp(milliseconds: 10_000))
+        #expect(try await outbox.holds() == ["slack": longer])
+        // Ok again: nothing kept.
+        try await save(nil, "slack")
+        #expect(try await outbox.holds().isEmpty)
     }
 
     /// Inhibition's look-back: of a pipeline's (or run's) last `limit` events, those received
