@@ -38,9 +38,17 @@ extension AccessToken {
     }
 }
 
+/// A live token already has the name asked for: two would act as one person, and
+/// `token revoke <name>` would revoke both.
+public struct TokenNameTaken: Error, Equatable {
+    public var existing: AccessToken
+}
+
 /// API tokens. The secret is shown once at creation; only its hash is stored.
 public protocol TokenStore: Sendable {
-    /// Creates a token; returns it with its secret, which is never readable again.
+    /// Creates a token; returns it with its secret, which is never readable again. Throws
+    /// `TokenNameTaken` when a live token has the name — checked in the insert's transaction,
+    /// so two creations at once cannot both take it.
     func create(name: String, scopes: [Scope], now: Timestamp) throws -> (AccessToken, secret: String)
     func list() throws -> [AccessToken]
     /// Revokes by id or by name; returns the tokens revoked.
@@ -77,6 +85,14 @@ public struct SQLTokenStore: TokenStore {
         let secret = Self.secretPrefix + Self.randomString(32)
         let token = AccessToken(id: "tok_" + Self.randomString(10).lowercased(), name: name, scopes: scopes, createdAt: now, revokedAt: nil)
         try database.writeNow { db in
+            // SQLite: the write transaction holds the one writer lock from its start, so the
+            // check and the insert are one step. PostgreSQL: the statement's own check, and two
+            // transactions inserting the name at once serialise on the advisory lock.
+            if db.dialect == .postgres { try db.execute("SELECT pg_advisory_xact_lock(hashtext('gatehouse.tokens.' || ?))", [name]) }
+            if let taken = try db.first(
+                "SELECT \(TokenRow.selectColumns) FROM tokens WHERE name = ? AND revoked_at IS NULL ORDER BY created_at LIMIT 1", [name], TokenRow.token) {
+                throw TokenNameTaken(existing: taken)
+            }
             try db.execute(
                 "INSERT INTO tokens (id, name, scopes, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
                 [token.id, name, scopes.map(\.rawValue).joined(separator: ","), Self.hash(secret), now.milliseconds])

@@ -139,15 +139,15 @@ struct TokenCommand: ParsableCommand {
                         "--name \"\(name)\" cannot be a name: what the token does is done as web:<name>, so no spaces, colons, quotes, < or > (e.g. ci, ci-bot, alice)",
                         exitCode: ClientFailure.Code.usage)
                 }
-                // Two live tokens of one name would act as one person, and `token revoke <name>`
-                // would revoke both.
                 let store = try location.store()
-                if let taken = try store.list().first(where: { $0.name == name && $0.revokedAt == nil }) {
+                let (token, secret): (AccessToken, String)
+                do {
+                    (token, secret) = try store.create(name: name, scopes: parsed)
+                } catch let taken as TokenNameTaken {
                     throw ClientFailure(
-                        "a live token is already named \(name) (\(taken.id)); choose another name, or revoke it first (gatehouse token revoke \(taken.id))",
+                        "a live token is already named \(name) (\(taken.existing.id)); choose another name, or revoke it first (gatehouse token revoke \(taken.existing.id))",
                         exitCode: ClientFailure.Code.rejected)
                 }
-                let (token, secret) = try store.create(name: name, scopes: parsed)
                 print(secret)
                 FileHandle.standardError.write(Data("gatehouse: created token \(token.id) (\(token.name): \(parsed.map(\.rawValue).joined(separator: ","))); the secret above is not shown again\n".utf8))
             }

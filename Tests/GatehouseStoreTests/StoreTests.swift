@@ -507,6 +507,33 @@ struct TokenStoreTests {
         #expect(try store.activeCountNow() == 0)
         #expect(try store.list().first?.revokedAt != nil)
     }
+
+    /// A live name is taken once, also by creations racing from two processes (two handles on
+    /// the file); a revoked token's name is free again.
+    @Test func aLiveNameIsTakenOnceEvenByCreationsAtTheSameTime() async throws {
+        let path = tempPath()
+        defer { removeDatabases(path) }
+        let stores = [SQLTokenStore(database: try GatehouseDatabase(path: path)), SQLTokenStore(database: try GatehouseDatabase(path: path))]
+        let outcomes = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 16) { i in
+            let outcome: String
+            do {
+                outcome = try stores[i % 2].create(name: "ci", scopes: [.eventsWrite]).0.id
+            } catch let taken as TokenNameTaken {
+                outcome = "taken by " + taken.existing.id
+            } catch {
+                outcome = "error \(error)"
+            }
+            outcomes.withLock { $0.append(outcome) }
+        }
+        let all = outcomes.withLock { $0 }
+        let created = all.filter { $0.hasPrefix("tok_") }
+        #expect(created.count == 1, "\(all)")
+        #expect(all.filter { $0 == "taken by " + (created.first ?? "") }.count == 15, "\(all)")
+        #expect(try stores[0].list().filter { $0.name == "ci" }.count == 1)
+        _ = try stores[1].revoke("ci")
+        #expect(try stores[0].create(name: "ci", scopes: [.eventsRead]).0.name == "ci")
+    }
 }
 
 struct OutboxTests {
