@@ -195,7 +195,6 @@ public final class Dispatcher: Sendable {
         if settings.endOrphans, let killed = try? await outbox.killOrphans(known: names, now: clock()), killed > 0 {
             logger.warning("deliveries to receivers no longer configured were marked dead", metadata: ["count": .stringConvertible(killed)])
         }
-        await restoreHolds()
         // Attempts are not tasks: each runs its stages up to the send here, in this loop, and
         // the rest in libcurl's and the outbox writer's callbacks (see Attempt.swift). A task
         // per delivery cost three thread hand-overs and ~16 KB of task until it was reaped.
@@ -216,13 +215,20 @@ public final class Dispatcher: Sendable {
             // which work epoch. Such a receiver is not read again for 100 ms unless new work
             // came, instead of at once and forever while those rows stay locked.
             var fruitless: [String: (epoch: Int, at: Int64)] = [:]
+            // Receivers this process serves and whose kept hold it has taken up.
+            var serving: Set<String> = []
             while !Task.isCancelled && !stopped.load(ordering: .relaxed) {
                 var now = clock()
                 // Refill the queues of receivers that are running low and not paused.
                 for name in names {
                     guard ownership.owns(receiver: name) else {
+                        if serving.remove(name) != nil { forgetHealth(name) }
                         relinquish(name, claim: claim)
                         continue
+                    }
+                    if serving.insert(name).inserted {
+                        await takeUpHold(name)
+                        now = clock()
                     }
                     let room = state.withLock { s -> Int in
                         if let until = s.pacedUntil[name], until > now { return 0 }
@@ -632,7 +638,9 @@ public final class Dispatcher: Sendable {
             let hold = health.hold
             return (recovered, health.state != before.state ? health : nil, hold != before.hold ? .some(hold) : nil)
         }
-        if let kept { keep(kept, receiver: delivery.receiver) }
+        // Only the receiver's owner keeps its hold (PostgreSQL: late answers to a process that
+        // has handed the receiver over say nothing about the new owner's episode).
+        if let kept, ownership.owns(receiver: delivery.receiver) { keep(kept, receiver: delivery.receiver) }
         if let health {
             Self.reportHealth(delivery.receiver, health)
             if health.state != .ok {
@@ -655,25 +663,33 @@ public final class Dispatcher: Sendable {
         }
     }
 
-    /// Takes up the holds kept before a restart: a receiver that was held waits out the rest of
-    /// its hold, then is probed with one delivery.
-    func restoreHolds() async {
-        let kept: [String: ReceiverHold]
+    /// Takes up a receiver's kept hold as this process starts serving it (at start, or on
+    /// PostgreSQL when its lease comes here): a receiver that was held waits out the rest of its
+    /// hold (`ReceiverHealth.longestHoldTakenUp` at most), then is probed with one delivery.
+    func takeUpHold(_ name: String) async {
+        let kept: ReceiverHold?
         do {
-            kept = try await outbox.holds()
+            kept = try await outbox.holds()[name]
         } catch {
-            logger.error("could not read the receivers' kept holds", metadata: ["error": "\(error)"])
+            logger.error("could not read a receiver's kept hold", metadata: ["receiver": .string(name), "error": "\(error)"])
             return
         }
-        for (name, hold) in kept.sorted(by: { $0.key < $1.key }) where receivers[name] != nil {
-            let health = ReceiverHealth(restoring: hold)
-            guard health.state != .ok else { continue }
-            state.withLock { $0.health[name] = health }
-            Self.reportHealth(name, health)
-            logger.warning("receiver still held back from before the restart", metadata: [
-                "receiver": .string(name), "state": .string(health.state.rawValue),
-                "until": .string(health.until?.rfc3339 ?? ""), "failures": .stringConvertible(health.consecutiveFailures)])
-        }
+        guard let kept else { return }
+        let health = ReceiverHealth(restoring: kept, now: clock())
+        guard health.state != .ok else { return }
+        state.withLock { $0.health[name] = health }
+        Self.reportHealth(name, health)
+        logger.warning("receiver still held back", metadata: [
+            "receiver": .string(name), "state": .string(health.state.rawValue),
+            "until": .string(health.until?.rfc3339 ?? ""), "failures": .stringConvertible(health.consecutiveFailures)])
+    }
+
+    /// This process no longer serves the receiver (PostgreSQL: its lease went to another
+    /// process): its health here is forgotten, as that process's answers will not reach it.
+    func forgetHealth(_ name: String) {
+        let health = ReceiverHealth()
+        state.withLock { $0.health[name] = health }
+        Self.reportHealth(name, health)
     }
 
     static func reportHealth(_ receiver: String, _ health: ReceiverHealth) {

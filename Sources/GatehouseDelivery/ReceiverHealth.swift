@@ -40,15 +40,23 @@ public struct ReceiverHealth: Sendable {
 
     public init() {}
 
-    /// The receiver as it was kept before a restart (`hold`): held until the same time, its
-    /// failures counted, and probed with one delivery once the hold has passed — also when it
-    /// passed while the server was down, as the receiver was failing when last heard from.
-    public init(restoring kept: ReceiverHold) {
+    /// The receiver as it was kept before a restart or by the process that served it before
+    /// (`hold`): its failures counted, held until the same time but at most
+    /// `longestHoldTakenUp` from `now`, and probed with one delivery once the hold has passed —
+    /// also when it passed meanwhile, as the receiver was failing when last heard from.
+    public init(restoring kept: ReceiverHold, now: Timestamp) {
         guard let state = State(rawValue: kept.state), state != .ok, kept.consecutiveFailures > 0 else { return }
         self.state = state
-        until = kept.until
+        let latest = now.adding(milliseconds: Self.longestHoldTakenUp.milliseconds)
+        until = kept.until.map { $0 > latest ? latest : $0 }
         consecutiveFailures = kept.consecutiveFailures
     }
+
+    /// The most of a kept hold a restarted server waits before its probe. A receiver that asked
+    /// for an hour and still refuses costs one request (and asks again); one fixed meanwhile —
+    /// the usual reason to restart — is back within half a minute. It also bounds what a clock
+    /// stepped back, or another process's clock, can make of a kept `until`.
+    public static let longestHoldTakenUp = GatehouseDuration.seconds(30)
 
     /// What is kept across restarts: a failure episode (failures or 429s in a row) and its hold;
     /// nil once the receiver answers. A pause a success asked for (Discord's empty bucket) is

@@ -233,6 +233,8 @@ enum PostgresSchema {
                 consecutive_failures BIGINT NOT NULL
             );
             """)),
+        // The runs listing filtered by status alone (see the SQLite store's v13).
+        Migration(name: "pg8-runs-by-status", sql: "CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, last_event_at);"),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,

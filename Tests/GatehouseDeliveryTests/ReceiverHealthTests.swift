@@ -220,13 +220,19 @@ struct ReceiverHealthTests {
         let kept = limited.hold
         #expect(kept == ReceiverHold(state: "paused_by_rate_limit", until: t0.adding(milliseconds: 3_600_000), consecutiveFailures: 1))
 
-        var restored = ReceiverHealth(restoring: kept!)
-        #expect(restored.state == .pausedByRateLimit && restored.until == t0.adding(milliseconds: 3_600_000) && restored.consecutiveFailures == 1)
-        let early = t0.adding(milliseconds: 60_000)
+        // Restarted a minute later: the hour asked for is waited out for half a minute more at
+        // most, then probed (one request, which asks again if the receiver still refuses).
+        let restart = t0.adding(milliseconds: 60_000)
+        var restored = ReceiverHealth(restoring: kept!, now: restart)
+        let after = restart.adding(milliseconds: 30_000)
+        #expect(restored.state == .pausedByRateLimit && restored.until == after && restored.consecutiveFailures == 1)
+        let early = restart.adding(milliseconds: 29_000)
         #expect(!restored.acceptsWork(now: early))
         let held = restored.admit("b", now: early)
-        #expect(held == .closed(until: t0.adding(milliseconds: 3_600_000)))
-        let after = t0.adding(milliseconds: 3_600_000)
+        #expect(held == .closed(until: after))
+        // A shorter hold is restored as it was.
+        let short = ReceiverHold(state: "backing_off", until: restart.adding(milliseconds: 4_000), consecutiveFailures: 2)
+        #expect(ReceiverHealth(restoring: short, now: restart).until == restart.adding(milliseconds: 4_000))
         let probe = restored.admit("b", now: after)
         #expect(probe == .probe)
         let second = restored.admit("c", now: after)
@@ -241,11 +247,11 @@ struct ReceiverHealthTests {
         #expect(ended && restored.hold == nil)
 
         // A hold that passed while the server was down still starts with a probe.
-        var passed = ReceiverHealth(restoring: ReceiverHold(state: "backing_off", until: t0, consecutiveFailures: 4))
+        var passed = ReceiverHealth(restoring: ReceiverHold(state: "backing_off", until: t0, consecutiveFailures: 4), now: after)
         let first = passed.admit("x", now: after)
         #expect(first == .probe)
         // Nothing to restore from an unknown state or an episode without failures.
-        #expect(ReceiverHealth(restoring: ReceiverHold(state: "sleeping", until: after, consecutiveFailures: 2)).state == .ok)
-        #expect(ReceiverHealth(restoring: ReceiverHold(state: "backing_off", until: after, consecutiveFailures: 0)).state == .ok)
+        #expect(ReceiverHealth(restoring: ReceiverHold(state: "sleeping", until: after, consecutiveFailures: 2), now: t0).state == .ok)
+        #expect(ReceiverHealth(restoring: ReceiverHold(state: "backing_off", until: after, consecutiveFailures: 0), now: t0).state == .ok)
     }
 }

@@ -866,7 +866,10 @@ extension DeliveryTests {
     /// limit), then probes once and drains everything, once.
     @Test func aReceiversPauseOutlivesARestart() async throws {
         try await offThePool {
-            let path = "/busy-429-5-5"
+            // On PostgreSQL the restarted process gets the receiver once the dead one's lease
+            // (5 s) has run out: the pause must outlast that to be seen taken up.
+            let pause = testingPostgres ? 12.0 : 5.0
+            let path = "/busy-429-\(Int(pause))-\(Int(pause))"
             let sink = try Sink()
             let dir = TempDir()
             let cfg = config(dir, """
@@ -888,17 +891,23 @@ extension DeliveryTests {
             server.kill()
 
             let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
-            let shown = try restarted.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
-            #expect(shown?["state"] == .string("paused_by_rate_limit") && shown?["until"] == held?["until"], "\(String(describing: shown))")
-            #expect(shown?["consecutive_failures"]?.doubleValue == 1)
             let batch = (1...10).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
             #expect(try restarted.post("/v1/events", "[\(batch)]").status == 202)
+            var shown: JSONObject?
+            let deadline = Date().addingTimeInterval(pause - 1)
+            repeat {
+                shown = try restarted.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
+                if shown?["state"] == .string("paused_by_rate_limit") { break }
+                Thread.sleep(forTimeInterval: 0.05)
+            } while Date() < deadline
+            #expect(shown?["state"] == .string("paused_by_rate_limit") && shown?["until"] == held?["until"], "\(String(describing: shown))")
+            #expect(shown?["consecutive_failures"]?.doubleValue == 1)
             let rows = try restarted.waitForDeliveries(timeout: 30) { rows in rows.count == 11 && rows.allSatisfy { $0["state"] == .string("delivered") } }
             #expect(rows.count == 11 && rows.allSatisfy { $0["state"] == .string("delivered") })
             let attempts = try sink.received(path)
-            let duringPause = attempts.filter { $0.time > first + 0.001 && $0.time < first + 4.8 }
+            let duringPause = attempts.filter { $0.time > first + 0.001 && $0.time < first + pause - 0.2 }
             #expect(duringPause.count == 0, "requests during the pause the receiver asked for")
-            let ids = attempts.filter { $0.time >= first + 4.8 }.compactMap { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue }
+            let ids = attempts.filter { $0.time >= first + pause - 0.2 }.compactMap { $0.json["events"]?.arrayValue?.first?.objectValue?["id"]?.stringValue }
             #expect(ids.count == 11 && Set(ids).count == 11, "\(ids.count) sent after the pause, \(Set(ids).count) distinct")
             #expect(try restarted.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue?["state"] == .string("ok"))
         }

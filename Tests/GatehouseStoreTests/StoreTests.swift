@@ -21,7 +21,7 @@ struct MigrationTests {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let db = try GatehouseDatabase(path: path)
-        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds"])
+        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds", "v13-runs-by-status"])
         let tables = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name") }
         #expect(tables.contains("events") && tables.contains("runs") && tables.contains("tokens"))
         let indexes = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index'") }
@@ -33,7 +33,7 @@ struct MigrationTests {
         #expect(try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA wal_autocheckpoint") } == 4000)
         // Reopening applies nothing twice.
         let again = try GatehouseDatabase(path: path, durability: .normal)
-        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds"])
+        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds", "v13-runs-by-status"])
         #expect(try again.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
     }
 
@@ -56,10 +56,10 @@ struct MigrationTests {
         let database = try GatehouseDatabase(path: path)
         #expect(try database.appliedMigrations().contains("v11-runs-in-arrival-order"))
         let indexes = try await database.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='runs' ORDER BY name") }
-        #expect(indexes == ["runs_by_key", "runs_by_pipeline", "runs_by_recency"])
+        #expect(indexes == ["runs_by_key", "runs_by_pipeline", "runs_by_recency", "runs_by_status"])
         // Every form of the runs listing reads an index in the order it shows: no scan of the
         // table, no sort of a pipeline's runs (each CI job is a run: they pile up).
-        for (pipeline, status) in [(false, false), (true, false), (true, true)] {
+        for (pipeline, status) in [(false, false), (true, false), (false, true), (true, true)] {
             var values: [any DatabaseValueConvertible] = []
             if pipeline { values.append("p") }
             if status { values.append("failed") }
@@ -69,9 +69,11 @@ struct MigrationTests {
                 try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + EventLog.runsQuery(pipeline: pipeline, status: status), arguments: arguments)
                     .map { $0["detail"] as String }
             }
-            // Filtered by pipeline: a search of that pipeline's entries, not a walk of every
-            // run's in order of recency; unfiltered: that walk, stopping at the limit.
-            #expect(plan.allSatisfy { $0.hasPrefix(pipeline ? "SEARCH" : "SCAN") && $0.contains("USING INDEX") && !$0.contains("TEMP B-TREE") }, "\(pipeline) \(status): \(plan)")
+            // Filtered by pipeline or status: a search of those entries, not a walk of every
+            // run's in order of recency (a status alone walked it until a page of matches
+            // turned up: 65 ms at 300,000 runs with rare failures); unfiltered: that walk,
+            // stopping at the limit.
+            #expect(plan.allSatisfy { $0.hasPrefix(pipeline || status ? "SEARCH" : "SCAN") && $0.contains("USING INDEX") && !$0.contains("TEMP B-TREE") }, "\(pipeline) \(status): \(plan)")
         }
         let log = EventLog(database: database, bus: Bus())
         let (moved, _) = try #require(try await log.run("r1", pipeline: "p"))
