@@ -235,6 +235,10 @@ enum PostgresSchema {
             """)),
         // The runs listing filtered by status alone (see the SQLite store's v13).
         Migration(name: "pg8-runs-by-status", sql: "CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status, last_event_at);"),
+        // A fallback's original, found at once (see the SQLite store's v14).
+        Migration(
+            name: "pg9-deliveries-by-fallback-of",
+            sql: "CREATE INDEX IF NOT EXISTS deliveries_by_fallback_of ON deliveries(fallback_of) WHERE fallback_of IS NOT NULL;"),
     ]
 
     /// Every TEXT column in the "C" collation: `ORDER BY name` means the same on every server,

@@ -45,7 +45,12 @@ public final class SQLOutbox: Outbox {
                     d.last_error.map(Delivery.storable), d.response_body.map(Delivery.storable), d.message_id.map(Delivery.storable), d.batch_id, d.id,
                 ])
         }
-        for fallback in fallbacks { try db.execute(Delivery.insertSQL, fallback.arguments) }
+        // A dead delivery goes to its fallback once: one retried by hand that dies again does
+        // not page the fallback a second time (deliveries_by_fallback_of finds the first).
+        for fallback in fallbacks {
+            if let original = fallback.fallback_of, try db.exists("SELECT 1 FROM deliveries WHERE fallback_of = ?", [original]) { continue }
+            try db.execute(Delivery.insertSQL, fallback.arguments)
+        }
         if let (receiver, group, at) = flushed {
             // Later events of the group wait for group_interval after this flush; rows that
             // joined a flush already scheduled keep their time. A slow flush answered after a

@@ -339,7 +339,12 @@ struct DeliveryTests {
             let deadID = try #require(gone.first?["id"]?.stringValue)
             let retried = try server.post("/v1/deliveries/\(deadID)/retry", "")
             #expect(retried.status == 202)
-            _ = try server.waitForDeliveries { rows in rows.contains { $0["id"] == .string(deadID) && $0["attempts"] == .int(2) } }
+            let again = try server.waitForDeliveries { rows in rows.contains { $0["id"] == .string(deadID) && $0["attempts"] == .int(2) && $0["state"] == .string("dead") } }
+            #expect(again.contains { $0["id"] == .string(deadID) && $0["state"] == .string("dead") })
+            // Its fallback had the message already: it is not sent a second one.
+            #expect(again.filter { $0["fallback_of"] == .string(deadID) }.count == 1)
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try sink.received("/ok/backup").count == 5)
             #expect(try server.post("/v1/deliveries/\(try #require(healthy.first?.headers["webhook-id"]))/retry", "").status == 409)
             #expect(try server.post("/v1/deliveries/msg_nope/retry", "").status == 404)
         }

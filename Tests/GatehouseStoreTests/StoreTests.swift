@@ -21,7 +21,7 @@ struct MigrationTests {
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let db = try GatehouseDatabase(path: path)
-        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds", "v13-runs-by-status"])
+        #expect(try db.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds", "v13-runs-by-status", "v14-deliveries-by-fallback-of"])
         let tables = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name") }
         #expect(tables.contains("events") && tables.contains("runs") && tables.contains("tokens"))
         let indexes = try db.pool.read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type='index'") }
@@ -33,7 +33,7 @@ struct MigrationTests {
         #expect(try db.pool.write { try Int.fetchOne($0, sql: "PRAGMA wal_autocheckpoint") } == 4000)
         // Reopening applies nothing twice.
         let again = try GatehouseDatabase(path: path, durability: .normal)
-        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds", "v13-runs-by-status"])
+        #expect(try again.appliedMigrations() == ["v1-events", "v1-tokens", "v2-deliveries", "v3-gates", "v4-datasets", "v5-web-identities", "v6-event-time-given", "v7-deliveries-by-event", "v8-leases", "v9-drop-deliveries-by-group", "v10-deliveries-retried-at", "v11-runs-in-arrival-order", "v12-receiver-holds", "v13-runs-by-status", "v14-deliveries-by-fallback-of"])
         #expect(try again.pool.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") } == 1)
     }
 
