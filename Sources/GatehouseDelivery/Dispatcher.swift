@@ -677,6 +677,17 @@ public final class Dispatcher: Sendable {
         guard let kept else { return }
         let health = ReceiverHealth(restoring: kept, now: clock())
         guard health.state != .ok else { return }
+        if let asked = kept.until, let shortened = health.until, shortened < asked {
+            // The hold was shortened, but the rows that failed with the receiver still wait as
+            // long as it asked (an hour, say): with none of them due, nothing would probe at the
+            // shortened hold's end. They are due again — and, the receiver being held, go one
+            // probe at a time, as after any hold.
+            do {
+                _ = try await outbox.reviveBacklog(receiver: name)
+            } catch {
+                logger.error("could not bring a held receiver's backlog forward", metadata: ["receiver": .string(name), "error": "\(error)"])
+            }
+        }
         state.withLock { $0.health[name] = health }
         Self.reportHealth(name, health)
         logger.warning("receiver still held back", metadata: [

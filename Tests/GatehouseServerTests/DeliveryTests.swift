@@ -919,6 +919,45 @@ extension DeliveryTests {
     }
 }
 
+extension DeliveryTests {
+    /// A kept hold longer than 30 s is shortened at a restart, and the restarted server does
+    /// probe at its end — also when the receiver's only delivery was tried and set to wait the
+    /// hour the receiver asked for (a hostile test saw it wait that hour, a fixed receiver
+    /// unprobed). Slow: the shortened hold is 30 s.
+    @Test func aLongHoldIsShortenedAtARestartAndProbed() async throws {
+        try await offThePool {
+            // 429 asking for an hour during the first 2 s, then fixed.
+            let path = "/busy-429-3600-2"
+            let sink = try Sink()
+            let dir = TempDir()
+            let cfg = config(dir, """
+                receivers:
+                  - name: busy
+                    webhook: { url: \(sink.url(path + "/hook")) }
+                route:
+                  receiver: busy
+                  group_by: ['...']
+                """)
+            let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
+            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
+            #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
+            let first = try #require(try sink.wait(for: 1, at: path).first?.time)
+            _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
+            server.kill()
+            let restartedAt = Date().timeIntervalSince1970
+            let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+            let rows = try restarted.waitForDeliveries(timeout: 60) { rows in rows.first?["state"] == .string("delivered") }
+            #expect(rows.first?["state"] == .string("delivered") && rows.first?["attempts"] == .int(2), "\(rows)")
+            let attempts = try sink.received(path)
+            #expect(attempts.count == 2, "\(attempts.count) requests")
+            // The probe: at the end of the shortened hold (plus, on PostgreSQL, the dead
+            // process's 5 s lease), not an hour later and not at once.
+            let probe = try #require(attempts.last?.time)
+            #expect(probe - first >= 29 && probe - restartedAt < (testingPostgres ? 45 : 38), "probe \(probe - first) s after the refusal")
+        }
+    }
+}
+
 extension ServerProcess {
     /// `gatehouse_dispatcher_rows_total{source}` from /metrics: rows queued from a `read` of
     /// the outbox or from a commit's `handoff`.
