@@ -677,6 +677,9 @@ public final class Dispatcher: Sendable {
         guard let kept else { return }
         let health = ReceiverHealth(restoring: kept, now: clock())
         guard health.state != .ok else { return }
+        // Held first, so that no row brought forward below can go before the probe.
+        state.withLock { $0.health[name] = health }
+        Self.reportHealth(name, health)
         if let asked = kept.until, let shortened = health.until, shortened < asked {
             // The hold was shortened, but the rows that failed with the receiver still wait as
             // long as it asked (an hour, say): with none of them due, nothing would probe at the
@@ -688,8 +691,6 @@ public final class Dispatcher: Sendable {
                 logger.error("could not bring a held receiver's backlog forward", metadata: ["receiver": .string(name), "error": "\(error)"])
             }
         }
-        state.withLock { $0.health[name] = health }
-        Self.reportHealth(name, health)
         logger.warning("receiver still held back", metadata: [
             "receiver": .string(name), "state": .string(health.state.rawValue),
             "until": .string(health.until?.rfc3339 ?? ""), "failures": .stringConvertible(health.consecutiveFailures)])
