@@ -865,6 +865,48 @@ extension DeliveryTests {
     }
 }
 
+/// A server whose one receiver `busy` (the test sink at `path`) refused its first delivery,
+/// killed once that outcome — and the hold, which went to the writer before it — is on record:
+/// what the tests of holds across restarts start from.
+struct RefusedThenKilled {
+    let sink: Sink
+    let path: String
+    /// When the sink got the refused request.
+    let first: Double
+    /// The receiver as the killed server showed it.
+    let held: JSONObject?
+    private let dir: TempDir
+    private let config: String
+    private let db: String
+    private let environment = ["GATEHOUSE_TEMPLATES": templatesFolder]
+
+    init(path: String) throws {
+        self.path = path
+        sink = try Sink()
+        dir = TempDir()
+        config = dir.write("gatehouse.yml", """
+            receivers:
+              - name: busy
+                webhook: { url: \(sink.url(path + "/hook")) }
+            route:
+              receiver: busy
+              group_by: ['...']
+            """)
+        let server = try ServerProcess(dir: dir, arguments: ["--config", config], environment: environment)
+        db = server.db
+        #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
+        first = try #require(try sink.wait(for: 1, at: path).first?.time)
+        _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
+        held = try server.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
+        server.kill()
+    }
+
+    /// The same server started again on the same database.
+    func restart() throws -> ServerProcess {
+        try ServerProcess(dir: dir, db: db, arguments: ["--config", config], environment: environment)
+    }
+}
+
 extension DeliveryTests {
     /// A receiver's pause outlives a restart: the restarted server waits out the `429`'s
     /// `Retry-After` (before, it forgot it and sent its whole backlog straight into the rate
@@ -874,28 +916,11 @@ extension DeliveryTests {
             // On PostgreSQL the restarted process gets the receiver once the dead one's lease
             // (5 s) has run out: the pause must outlast that to be seen taken up.
             let pause = testingPostgres ? 12.0 : 5.0
-            let path = "/busy-429-\(Int(pause))-\(Int(pause))"
-            let sink = try Sink()
-            let dir = TempDir()
-            let cfg = config(dir, """
-                receivers:
-                  - name: busy
-                    webhook: { url: \(sink.url(path + "/hook")) }
-                route:
-                  receiver: busy
-                  group_by: ['...']
-                """)
-            let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
-            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
-            #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
-            let first = try #require(try sink.wait(for: 1, at: path).first?.time)
-            // The outcome is on record, and so is the hold, which went to the writer before it.
-            _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
-            let held = try server.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue
+            let killed = try RefusedThenKilled(path: "/busy-429-\(Int(pause))-\(Int(pause))")
+            let (sink, path, first, held) = (killed.sink, killed.path, killed.first, killed.held)
             #expect(held?["state"] == .string("paused_by_rate_limit"))
-            server.kill()
 
-            let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+            let restarted = try killed.restart()
             let batch = (1...10).map { String(format: #"{"id":"e%02d","type":"run.failed","pipeline":"p","run":"r%02d"}"#, $0, $0) }.joined(separator: ",")
             #expect(try restarted.post("/v1/events", "[\(batch)]").status == 202)
             var shown: JSONObject?
@@ -917,9 +942,7 @@ extension DeliveryTests {
             #expect(try restarted.json("/v1/deliveries")["receivers"]?.objectValue?["busy"]?.objectValue?["state"] == .string("ok"))
         }
     }
-}
 
-extension DeliveryTests {
     /// A kept hold longer than 30 s is shortened at a restart, and the restarted server does
     /// probe at its end — also when the receiver's only delivery was tried and set to wait the
     /// hour the receiver asked for (a hostile test saw it wait that hour, a fixed receiver
@@ -927,33 +950,17 @@ extension DeliveryTests {
     @Test func aLongHoldIsShortenedAtARestartAndProbed() async throws {
         try await offThePool {
             // 429 asking for an hour during the first 2 s, then fixed.
-            let path = "/busy-429-3600-2"
-            let sink = try Sink()
-            let dir = TempDir()
-            let cfg = config(dir, """
-                receivers:
-                  - name: busy
-                    webhook: { url: \(sink.url(path + "/hook")) }
-                route:
-                  receiver: busy
-                  group_by: ['...']
-                """)
-            let env = ["GATEHOUSE_TEMPLATES": templatesFolder]
-            let server = try ServerProcess(dir: dir, arguments: ["--config", cfg], environment: env)
-            #expect(try server.post("/v1/events", #"{"id":"e00","type":"run.failed","pipeline":"p","run":"r00"}"#).status == 202)
-            let first = try #require(try sink.wait(for: 1, at: path).first?.time)
-            _ = try server.waitForDeliveries { rows in rows.first?["attempts"] == .int(1) }
-            server.kill()
+            let killed = try RefusedThenKilled(path: "/busy-429-3600-2")
             let restartedAt = Date().timeIntervalSince1970
-            let restarted = try ServerProcess(dir: dir, db: server.db, arguments: ["--config", cfg], environment: env)
+            let restarted = try killed.restart()
             let rows = try restarted.waitForDeliveries(timeout: 60) { rows in rows.first?["state"] == .string("delivered") }
             #expect(rows.first?["state"] == .string("delivered") && rows.first?["attempts"] == .int(2), "\(rows)")
-            let attempts = try sink.received(path)
+            let attempts = try killed.sink.received(killed.path)
             #expect(attempts.count == 2, "\(attempts.count) requests")
             // The probe: at the end of the shortened hold (plus, on PostgreSQL, the dead
             // process's 5 s lease), not an hour later and not at once.
             let probe = try #require(attempts.last?.time)
-            #expect(probe - first >= 29 && probe - restartedAt < (testingPostgres ? 45 : 38), "probe \(probe - first) s after the refusal")
+            #expect(probe - killed.first >= 29 && probe - restartedAt < (testingPostgres ? 45 : 38), "probe \(probe - killed.first) s after the refusal")
         }
     }
 }
