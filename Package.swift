@@ -159,6 +159,7 @@ let package = Package(
                 "GatehouseClient",
                 "GatehouseDelivery",
                 "GatehousePostgres",
+                "GatehouseStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -52,14 +52,23 @@ enum AlertsBench {
     }
 
     /// The same load through `Relay`, which only answers and forwards on the same stack (NIO in,
-    /// libcurl out): what the machine allows any server here, before storing or dispatching.
+    /// libcurl out): what the machine allows any server here, before storing or dispatching;
+    /// then durable (a fsynced log); then writing an alert's rows to a Gatehouse database, in
+    /// three shapes — what the store alone costs, before parsing, routing, rendering, signing
+    /// or dispatching.
     static func runFloor(sink: CSink, scale: Int) throws {
-        for durable in [false, true] {
-            let relay = try BenchServer(relayingTo: sink.port, durable: durable)
+        for commit in [BenchServer.RelayCommit.none, .log] + AlertRows.Shape.allCases.map(BenchServer.RelayCommit.rows) {
+            let relay = try BenchServer(relayingTo: sink.port, commit: commit)
             defer { relay.stop() }
-            print(durable
-                ? "  the durable floor: the same relay, answering once its group of events is appended to a file and fdatasynced"
-                : "  the floor: a relay on the same stack (NIO answers 202, libcurl posts to the sink, nothing stored)")
+            let title = switch commit {
+            case .none: "the floor: a relay on the same stack (NIO answers 202, libcurl posts to the sink, nothing stored)"
+            case .log: "the durable floor: the same relay, answering once its group of events is appended to a file and fdatasynced"
+            case .rows(.gatehouse):
+                "the SQLite floor: the same relay, answering once its group's alert rows (event, run, pending delivery, failing state; the outcome later) are committed to a Gatehouse database — no parsing, routing, rendering, signing or dispatcher"
+            case .rows(.withoutIndexes): "  the same rows without the \(AlertRows.apiIndexes.count) secondary indexes the API and the dispatcher read"
+            case .rows(.minimal): "  only the event and its delivery (and the outcome), with their indexes: no run summary, no failing state"
+            }
+            print("  " + title)
             try phase(server: relay, sink: sink, first: 900_000_000, count: 10_000 * scale).print(label: "  first \(10_000 * scale)")
             try phase(server: relay, sink: sink, first: 1_000_000_000, count: 100_000 * scale).print(label: "  next \(100_000 * scale)")
         }

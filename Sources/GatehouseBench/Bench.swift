@@ -14,7 +14,9 @@ struct Bench {
         }
         let scale = option("--scale", 1)
         if let i = args.firstIndex(of: "--relay"), i + 1 < args.count, let sinkPort = Int(args[i + 1]) {
-            try Relay.serve(sinkPort: sinkPort, log: args.firstIndex(of: "--log").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil })
+            func path(_ name: String) -> String? { args.firstIndex(of: name).flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil } }
+            let shape = path("--rows").map { AlertRows.Shape(rawValue: $0) ?? { fatalError("--rows: one of " + AlertRows.Shape.allCases.map(\.rawValue).joined(separator: ", ")) }() } ?? .gatehouse
+            try Relay.serve(sinkPort: sinkPort, log: path("--log"), rows: path("--sqlite").map { ($0, shape) })
         }
         BenchServer.stopAllOnSignals()
         let durabilities = args.contains("--normal-only") ? ["normal"] : args.contains("--full-only") ? ["full"] : ["full", "normal"]
@@ -113,12 +115,21 @@ final class BenchServer {
                 + (config.map { ["--config", $0] } ?? []))
     }
 
+    /// How `Relay` commits before it answers.
+    enum RelayCommit { case none, log, rows(AlertRows.Shape) }
+
     /// `Relay`: this benchmark's own binary as the least a server can do, posting to the sink.
-    /// `durable`: it appends each group of events to a log in `dir` and `fdatasync`s it first.
-    convenience init(relayingTo sinkPort: Int, durable: Bool) throws {
+    /// `.log`: it appends each group of events to a log in `dir` and `fdatasync`s it first;
+    /// `.rows`: it writes each group's alert rows, of a shape, to a Gatehouse database in `dir`.
+    convenience init(relayingTo sinkPort: Int, commit: RelayCommit) throws {
         let dir = NSTemporaryDirectory() + "gatehouse-bench-relay-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try self.init(executable: "/proc/self/exe", dir: dir, environment: [:], arguments: ["--relay", String(sinkPort)] + (durable ? ["--log", dir + "/relay.log"] : []))
+        let storage = switch commit {
+        case .none: [String]()
+        case .log: ["--log", dir + "/relay.log"]
+        case .rows(let shape): ["--sqlite", dir + "/relay.db", "--rows", shape.rawValue]
+        }
+        try self.init(executable: "/proc/self/exe", dir: dir, environment: [:], arguments: ["--relay", String(sinkPort)] + storage)
     }
 
     /// Starts `executable` and reads the port from the first line it prints ("…:<port>").
