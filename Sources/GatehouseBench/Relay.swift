@@ -28,8 +28,9 @@ import Synchronization
 /// writes for an alert — the event, its run, its pending delivery, the pipeline's failing state,
 /// then the delivery's outcome in a later commit — through the store's own connection
 /// (`GatehouseDatabase`: its schema and indexes, pragmas, WAL-write coalescing, cached
-/// statements), with nothing around them: no JSON parsing (the three fields are found by a
-/// byte scan), no validation, routing, grouping, rendering, signing or dispatcher. What it
+/// statements), with nothing around them: no JSON parsing (the four fields it stores are found
+/// by a byte scan), no validation, routing, grouping, rendering, signing or dispatcher, and a
+/// webhook's slot is freed on its answer, not once its outcome is committed. What it
 /// costs over the durable floor is what storing an alert as the design asks costs on
 /// this machine, before any of Gatehouse's own work. Two lighter shapes (`AlertRows.Shape`)
 /// tell the rows' cost apart from their indexes'.
