@@ -89,6 +89,15 @@ final class Forwarder: Sendable {
     }
 }
 
+/// Runs a relay's commit loop on a thread of its own, named so that the benchmark's by-thread
+/// figures count it with the server's writer.
+private func startWriterThread(_ loop: @escaping @Sendable () -> Void) {
+    Thread {
+        _ = gh_name_this_thread(ThreadPart.relayWriterName)
+        loop()
+    }.start()
+}
+
 /// A group commit for the relay: `completion` runs once `record` is durable, with what the
 /// webhook's answer must report back through `sent` (nil when nothing is).
 protocol GroupCommitter: Sendable {
@@ -105,11 +114,7 @@ final class GroupLog: GroupCommitter, @unchecked Sendable {
     init(path: String) throws {
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         guard fd >= 0 else { throw BenchError("cannot open \(path): errno \(errno)") }
-        Thread { [self] in
-            // Counted with the server's writer in the benchmark's by-thread figures.
-            _ = gh_name_this_thread(ThreadPart.relayWriterName)
-            loop()
-        }.start()
+        startWriterThread { [self] in loop() }
     }
 
     func submit(_ record: [UInt8], completion: @escaping @Sendable (Forwarder.Sent?) -> Void) {
@@ -174,10 +179,7 @@ final class AlertRows: GroupCommitter, @unchecked Sendable {
         if shape == .withoutIndexes {
             try database.writeNow { db in for name in Self.apiIndexes { try db.execute("DROP INDEX \(name)", []) } }
         }
-        Thread { [self] in
-            _ = gh_name_this_thread(ThreadPart.relayWriterName)
-            loop()
-        }.start()
+        startWriterThread { [self] in loop() }
     }
 
     func submit(_ record: [UInt8], completion: @escaping @Sendable (Forwarder.Sent?) -> Void) {
